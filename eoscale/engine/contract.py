@@ -1,0 +1,46 @@
+"""The callable contract, shared by the engine, the pipeline layer and the built-in operations.
+
+A *map* callable is EOScale 1.0's: ``fn(arrays, profiles, params) -> ndarray | list[ndarray]``, where
+``arrays`` are read-only views ``(bands, h, w)`` of each input over the tile's read window (core plus
+margin, clipped at the image edges), ``profiles`` their rasterio-style profiles and ``params`` a dict.
+Each result has the read window's height and width; the engine keeps the core.
+
+A *reduce* callable has the same signature and returns a partial result for its tile; ``combine(a, b)``
+merges two partials (it must be associative; no neutral element is assumed) and the optional
+``finalize(partial, params)`` turns the merged partial into the result.
+
+A callable may declare, as attributes:
+
+- ``margin``: an ``int`` or a function ``params -> int``, the stability margin it needs;
+- ``profile``: a function ``(profiles, params) -> profile | list[profile]`` for its outputs;
+- ``combine`` and ``finalize``: for a reduce callable, so that naming the callable is enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+MapFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], "np.ndarray | Sequence[np.ndarray]"]
+ReduceFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], Any]
+CombineFn = Callable[[Any, Any], Any]
+FinalizeFn = Callable[[Any, dict], Any]
+ProfileFn = Callable[[Sequence[dict], dict], "dict | Sequence[dict]"]
+
+
+def declared_margin(fn: Callable, params: Mapping[str, Any]) -> int | None:
+    """The margin a callable declares for these params (``fn.margin``), or None if it declares none."""
+    margin = getattr(fn, "margin", None)
+    if margin is None:
+        return None
+    if callable(margin):
+        margin = margin(dict(params))
+    return int(margin)
+
+
+def declared(fn: Callable, attribute: str) -> Callable | None:
+    """A function a callable carries as an attribute (``profile``, ``combine``, ``finalize``)."""
+    value = getattr(fn, attribute, None)
+    return value if callable(value) else None

@@ -1,0 +1,125 @@
+"""Tiling as pure functions: a tile is an immutable value with a core window and a read window.
+
+The core windows of a plan partition the image exactly; a read window is the core grown by the
+stability margin on every side and clipped at the image edges, so a local algorithm run on the read
+window and cut back to the core gives the same pixels as on the whole image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from rasterio.windows import Window
+
+from eoscale.errors import ConfigError
+
+TilingMode = Literal["tiles", "strips"]
+MODES: tuple[str, ...] = ("tiles", "strips")
+
+#: Pixels per band that an automatic tile aims at: large enough to amortise per-tile costs,
+#: small enough that a callable's temporaries (often several float64 copies) stay modest.
+TARGET_TILE_PIXELS = 1024 * 1024
+#: An automatic plan has at least this many tiles per worker (when the image allows) for balance.
+TILES_PER_WORKER = 4
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How to cut images: square tiles or full-width strips, of a given size or an automatic one."""
+
+    mode: TilingMode = "tiles"
+    tile_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"tiling mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.tile_size is not None and (
+            isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int)
+            or self.tile_size < 1
+        ):
+            raise ConfigError(f"tile size must be a positive integer, not {self.tile_size!r}")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a plan: its position in the plan, its core window and its read window."""
+
+    index: int
+    core: Window
+    read: Window
+
+    @property
+    def core_in_read(self) -> tuple[slice, slice]:
+        """Row and column slices of the core inside an array covering the read window."""
+        top = self.core.row_off - self.read.row_off
+        left = self.core.col_off - self.read.col_off
+        return slice(top, top + self.core.height), slice(left, left + self.core.width)
+
+    def describe(self) -> str:
+        c = self.core
+        return (f"tile {self.index} (rows {c.row_off}:{c.row_off + c.height}, "
+                f"cols {c.col_off}:{c.col_off + c.width})")
+
+
+def check_margin(margin: int) -> int:
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ConfigError(f"margin must be a non-negative integer, not {margin!r}")
+    return margin
+
+
+def read_window(core: Window, margin: int, height: int, width: int) -> Window:
+    """The core grown by ``margin`` on every side, clipped to an image of ``height`` x ``width``."""
+    row0 = max(0, core.row_off - margin)
+    col0 = max(0, core.col_off - margin)
+    row1 = min(height, core.row_off + core.height + margin)
+    col1 = min(width, core.col_off + core.width + margin)
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def plan_tiles(height: int, width: int, tile_size: int, margin: int = 0,
+               mode: TilingMode = "tiles") -> tuple[Tile, ...]:
+    """Cut a ``height`` x ``width`` image into tiles in row-major order.
+
+    In ``tiles`` mode the cores are ``tile_size`` squares; in ``strips`` mode they are full-width
+    strips of ``tile_size`` rows. The last row and column of tiles take what is left.
+    """
+    if height < 1 or width < 1:
+        raise ConfigError(f"cannot tile an empty image ({height} x {width})")
+    Tiling(mode, tile_size)
+    check_margin(margin)
+    tile_h = tile_size
+    tile_w = tile_size if mode == "tiles" else width
+    tiles = []
+    for row0 in range(0, height, tile_h):
+        core_h = min(tile_h, height - row0)
+        for col0 in range(0, width, tile_w):
+            core = Window(col0, row0, min(tile_w, width - col0), core_h)
+            tiles.append(Tile(len(tiles), core, read_window(core, margin, height, width)))
+    return tuple(tiles)
+
+
+def auto_tile_size(height: int, width: int, workers: int, margin: int = 0,
+                   mode: TilingMode = "tiles", block_shape: tuple[int, int] | None = None) -> int:
+    """A tile size (square side, or strip height) for an image, chosen for balance and overhead.
+
+    The tile aims at :data:`TARGET_TILE_PIXELS`, shrinks until every worker gets
+    :data:`TILES_PER_WORKER` tiles when the image is big enough, grows to four margins so that
+    re-read margins stay a modest share of the work, and is rounded down to a multiple of the
+    input's internal block size (``block_shape`` as rows, cols) when it spans whole blocks.
+    """
+    check_margin(margin)
+    wanted_tiles = max(1, workers * TILES_PER_WORKER)
+    if mode == "strips":
+        size = min(max(1, TARGET_TILE_PIXELS // width), math.ceil(height / wanted_tiles))
+        block = block_shape[0] if block_shape else None
+        extent = height
+    else:
+        size = min(math.isqrt(TARGET_TILE_PIXELS), math.isqrt(max(1, height * width // wanted_tiles)))
+        block = block_shape[0] if block_shape and block_shape[0] == block_shape[1] else None
+        extent = max(height, width)
+    size = max(size, 4 * margin, 16 if mode == "tiles" else 1)
+    if block and block > 1 and size >= block:
+        size -= size % block
+    return max(1, min(size, extent))

@@ -1,0 +1,120 @@
+"""The one exception hierarchy of eoscale.
+
+Every error a user can cause derives from :class:`EOScaleError` and carries the exit code the CLI
+maps it to (in one place, ``eoscale.cli.main``).  Messages name the place: file, line, step, tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INVALID_PIPELINE = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class EOScaleError(Exception):
+    """Base class of every error eoscale raises on purpose."""
+
+    exit_code: int = EXIT_FAILURE
+
+
+class ConfigError(EOScaleError, ValueError):
+    """An argument of the library API or the command line is out of range (tile size 0, workers -1)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RasterError(EOScaleError):
+    """A raster cannot be opened, read or written; the message names the file."""
+
+
+class OutputExistsError(EOScaleError):
+    """An output path exists and overwriting was not asked for."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a pipeline, with where it is."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str | None = None
+    step: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            loc = self.file
+            if self.line is not None:
+                loc += f":{self.line}"
+                if self.column is not None:
+                    loc += f":{self.column}"
+            where.append(loc)
+        if self.step:
+            where.append(f"step '{self.step}'")
+        if self.path:
+            where.append(self.path)
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class PipelineError(EOScaleError):
+    """A pipeline is invalid; holds every problem found, not only the first."""
+
+    exit_code = EXIT_INVALID_PIPELINE
+
+    def __init__(self, problems: list[Problem] | Problem | str):
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        count = len(self.problems)
+        head = "invalid pipeline" if count == 1 else f"invalid pipeline ({count} problems)"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class StepError(EOScaleError):
+    """A step failed while computing; names the step and the tile."""
+
+    def __init__(self, message: str, *, step: str | None = None, tile: str | None = None,
+                 details: str | None = None):
+        self.step = step
+        self.tile = tile
+        self.details = details
+        where = []
+        if step is not None:
+            where.append(f"step '{step}'")
+        if tile is not None:
+            where.append(tile)
+        text = f"{', '.join(where)}: {message}" if where else message
+        super().__init__(text)
+
+    @property
+    def summary(self) -> str:
+        return str(self)
+
+
+class ResultError(StepError):
+    """A callable returned results of the wrong count, shape or dtype."""
+
+
+class WorkerDiedError(StepError):
+    """A worker process died (killed, crashed in C code, exited) while running a step."""
+
+
+class Interrupted(EOScaleError):
+    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.exit_code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
