@@ -1,0 +1,371 @@
+"""The engine: shared rasters, one executor per run, and the map and reduce paradigms over tiles.
+
+Usage::
+
+    with Engine(workers=4) as engine:
+        scene = engine.load("scene.tif")
+        [smooth] = engine.map(smooth_fn, [scene], margin=4)
+        stats = engine.reduce(stats_fn, [smooth], combine=merge)
+        engine.write(smooth, "smooth.tif")
+
+Every raster the engine creates lives in a shared-memory segment that it owns; ``close()`` (or leaving
+the ``with`` block, also on errors and KeyboardInterrupt) stops the workers and unlinks every segment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, declared_margin
+from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
+from eoscale.engine.progress import NoProgress, PhaseReport, Progress
+from eoscale.engine.shared import RasterRef, SharedRaster
+from eoscale.engine.tasks import (Job, LoadJob, MapJob, Plan, ReduceJob, TileFailure,
+                                  check_results)
+from eoscale.engine.tiling import TILES_PER_WORKER, Tile, Tiling, auto_tile_size, check_margin
+from eoscale.errors import ConfigError, RasterError, ResultError, StepError
+from eoscale.io.raster import default_output_profile, read_profile, write_geotiff
+
+#: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
+MAX_CHUNKS = 256
+
+
+def default_workers() -> int:
+    """All CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def make_chunks(indices: Sequence[int], workers: int) -> list[Sequence[int]]:
+    """Consecutive runs of tile indices: enough for balance and progress, few enough to be cheap."""
+    count = len(indices)
+    if count == 0:
+        return []
+    wanted = min(count, max(workers * 2 * TILES_PER_WORKER, min(count, MAX_CHUNKS)))
+    size = math.ceil(count / wanted)
+    return [indices[start:start + size] for start in range(0, count, size)]
+
+
+class Engine:
+    """Runs map and reduce steps on shared rasters, tile by tile, on a pool of workers."""
+
+    def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
+                 start_method: str | None = None, progress: Progress | None = None):
+        if workers is None:
+            workers = default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be a positive integer, not {workers!r}")
+        self.workers = workers
+        self.tiling = tiling or Tiling()
+        self.progress: Progress = progress or NoProgress()
+        self.reports: list[PhaseReport] = []
+        self._rasters: list[SharedRaster] = []
+        self._executor: Executor = (ProcessExecutor(workers, start_method) if workers > 1
+                                    else InlineExecutor())
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers and unlink every shared raster. Safe to call more than once."""
+        try:
+            self._executor.close()
+        finally:
+            rasters, self._rasters = self._rasters, []
+            for raster in rasters:
+                raster.release()
+
+    # -- rasters -------------------------------------------------------------------------------
+
+    def create(self, profile: Mapping[str, Any], *, name: str = "") -> SharedRaster:
+        """A zero-filled shared raster for ``profile`` (count, height, width, dtype)."""
+        raster = SharedRaster.create(dict(profile), name=name)
+        self._rasters.append(raster)
+        return raster
+
+    def from_array(self, array: np.ndarray, profile: Mapping[str, Any] | None = None, *,
+                   name: str = "") -> SharedRaster:
+        """A shared copy of ``array`` (2-D or bands, rows, cols) with ``profile``."""
+        if array.ndim == 2:
+            array = array[np.newaxis]
+        if array.ndim != 3:
+            raise ConfigError(f"an image must be 2-D or 3-D (bands, rows, cols), not {array.ndim}-D")
+        shape = dict(count=array.shape[0], height=array.shape[1], width=array.shape[2],
+                     dtype=array.dtype.name)
+        raster = self.create({**(profile or {}), **shape}, name=name)
+        raster.array[...] = array
+        return raster
+
+    def load(self, path: str | os.PathLike, *, name: str = "") -> SharedRaster:
+        """Read a raster file into shared memory; workers decode windows straight into it."""
+        profile = read_profile(path)
+        block_shape = profile.pop("block_shape")
+        raster = self.create(profile, name=name or Path(path).stem)
+        height, width = raster.ref.height, raster.ref.width
+        if self.workers == 1:
+            plan = Plan(height, width, max(height, width), 0, "tiles")
+        else:
+            mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
+            size = auto_tile_size(height, width, self.workers, 0, mode, block_shape)
+            plan = Plan(height, width, size, 0, mode)
+        job = LoadJob(step=f"load {path}", inputs=(), plan=plan, path=str(path), target=raster.ref)
+        try:
+            self._execute("load", raster.name, job, range(len(job.tiles)), lambda _p, _r: None)
+        except BaseException:
+            self.release(raster)
+            raise
+        return raster
+
+    def release(self, raster: SharedRaster) -> None:
+        """Free a raster's shared memory now (later steps must not use it)."""
+        raster.release()
+        self._rasters = [r for r in self._rasters if r is not raster]
+
+    def write(self, raster: SharedRaster, path: str | os.PathLike, *,
+              options: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+        """Write a raster as a GeoTIFF, atomically; compression runs on every worker's core."""
+        started = time.perf_counter()
+        self.progress.started("write", str(path), 1)
+        written = write_geotiff(raster.array, raster.ref.profile, path, options=options,
+                                overwrite=overwrite, threads=self.workers)
+        self.progress.advance(1)
+        self._report("write", str(path), 1, raster.ref.height * raster.ref.width, started)
+        return written
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def map(self, fn: Callable, inputs: Sequence[SharedRaster], *,
+            params: Mapping[str, Any] | None = None, margin: int | None = None,
+            profile_fn: ProfileFn | None = None, name: str | None = None,
+            output_names: Sequence[str] | None = None) -> list[SharedRaster]:
+        """N images -> M images: run ``fn`` on every tile and return the M shared results.
+
+        Output profiles come from ``profile_fn(profiles, params)`` (or the callable's ``profile``
+        attribute); without one, the first tile is computed here first, and each output takes a copy
+        of the first input's profile with that result's band count and dtype.
+        """
+        name = name or getattr(fn, "__name__", "map")
+        params = dict(params or {})
+        plan = self._plan(name, fn, inputs, params, margin)
+        profiles = tuple(r.profile for r in inputs)
+        job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
+                     profiles=profiles, params=params)
+        tiles = job.tiles
+        profile_fn = profile_fn or declared(fn, "profile")
+        remaining: Sequence[int] = range(len(tiles))
+        probe = None
+        if profile_fn is not None:
+            out_profiles = self._output_profiles(name, profile_fn, profiles, params, plan)
+        else:
+            probe = self._probe(job, tiles[0])
+            out_profiles = [default_output_profile(profiles[0], a.shape[0] if a.ndim == 3 else 1,
+                                                   a.dtype) for a in probe]
+            remaining = range(1, len(tiles))
+        names = list(output_names or [])
+        if names and len(names) != len(out_profiles):
+            raise ResultError(f"{len(out_profiles)} output profile(s) for {len(names)} output name(s)",
+                              step=name)
+        outputs = [self.create(p, name=names[i] if names else
+                               (name if len(out_profiles) == 1 else f"{name}[{i + 1}]"))
+                   for i, p in enumerate(out_profiles)]
+        job = replace(job, outputs=tuple(r.ref for r in outputs))
+        try:
+            if probe is not None:
+                self._store_probe(job, tiles[0], probe)
+            self._execute("map", name, job, remaining, lambda _p, _r: None,
+                          done_before=len(tiles) - len(remaining))
+        except BaseException:
+            for raster in outputs:
+                self.release(raster)
+            raise
+        return outputs
+
+    def reduce(self, fn: Callable, inputs: Sequence[SharedRaster], *,
+               combine: CombineFn | None = None, finalize: FinalizeFn | None = None,
+               params: Mapping[str, Any] | None = None, margin: int | None = None,
+               name: str | None = None) -> Any:
+        """N images -> a result: per-tile partials merged by ``combine`` in tile order, then finalized.
+
+        The merge is a left fold in tile order, whatever the workers and the order tiles finish in,
+        so a given tiling always gives the same result; no neutral element is assumed.
+        """
+        name = name or getattr(fn, "__name__", "reduce")
+        combine = combine or declared(fn, "combine")
+        finalize = finalize or declared(fn, "finalize")
+        if combine is None:
+            raise ConfigError(f"step '{name}': a reduce needs a combine function")
+        params = dict(params or {})
+        plan = self._plan(name, fn, inputs, params, margin)
+        job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
+                        profiles=tuple(r.profile for r in inputs), params=params)
+        folder = _TileOrderFold(name, combine, job.tiles)
+        chunks = self._execute("reduce", name, job, range(len(job.tiles)), folder.add)
+        folder.check_complete(chunks)
+        result = folder.value
+        if finalize is not None:
+            try:
+                result = finalize(result, params)
+            except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
+                raise StepError(f"finalize raised {type(exc).__name__}: {exc}", step=name) from exc
+        return result
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _plan(self, name: str, fn: Callable, inputs: Sequence[SharedRaster],
+              params: Mapping[str, Any], margin: int | None) -> Plan:
+        if not inputs:
+            raise ConfigError(f"step '{name}': needs at least one input image")
+        first = inputs[0].ref
+        for raster in inputs:
+            if raster.released:
+                raise ConfigError(f"step '{name}': input '{raster.name}' was released")
+            check_same_grid(name, first, raster.ref)
+        needed = declared_margin(fn, params)
+        if margin is None:
+            margin = needed or 0
+        check_margin(margin)
+        if needed is not None and margin < needed:
+            raise ConfigError(f"step '{name}': margin {margin} is smaller than the {needed} "
+                              f"that {getattr(fn, '__name__', 'the callable')} needs")
+        size = self.tiling.tile_size or auto_tile_size(
+            first.height, first.width, self.workers, margin, self.tiling.mode,
+            first.profile.get("block_shape"))
+        return Plan(first.height, first.width, size, margin, self.tiling.mode)
+
+    def _output_profiles(self, name: str, profile_fn: ProfileFn, profiles: Sequence[dict],
+                         params: Mapping[str, Any], plan: Plan) -> list[dict[str, Any]]:
+        try:
+            made = profile_fn([dict(p) for p in profiles], dict(params))
+        except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
+            raise StepError(f"the profile function raised {type(exc).__name__}: {exc}",
+                            step=name) from exc
+        made = [made] if isinstance(made, Mapping) else list(made)
+        out = []
+        for position, profile in enumerate(made, start=1):
+            if not isinstance(profile, Mapping) or "dtype" not in profile:
+                raise ResultError(f"output profile {position} must be a mapping with a dtype",
+                                  step=name)
+            grown = {**profiles[0], "count": 1, **profile}
+            if (grown.get("height"), grown.get("width")) != (plan.height, plan.width):
+                raise ResultError(
+                    f"output profile {position} is {grown.get('height')} x {grown.get('width')}, "
+                    f"the inputs are {plan.height} x {plan.width} (a map keeps the grid)", step=name)
+            out.append(grown)
+        return out
+
+    def _probe(self, job: MapJob, tile: Tile) -> list[np.ndarray]:
+        """Run the first tile here to learn the outputs' band counts and dtypes."""
+        try:
+            result = job.run_probe(tile)
+        finally:
+            job.close()
+        if isinstance(result, TileFailure):
+            raise failure_error(result)
+        return result
+
+    def _store_probe(self, job: MapJob, tile: Tile, probe: list[np.ndarray]) -> None:
+        try:
+            job.store(tile, check_results(probe, tile, [r.count for r in job.outputs],
+                                          [np.dtype(r.dtype) for r in job.outputs]))
+        finally:
+            job.close()
+
+    def _execute(self, kind: str, name: str, job: Job, indices: Iterable[int],
+                 collect: Callable[[Sequence[int], Any], None], done_before: int = 0) -> int:
+        """Run a job's tiles on the executor; raise the first tile failure. Returns chunks run."""
+        started = time.perf_counter()
+        indices = list(indices)
+        chunks = make_chunks(indices, self.workers)
+        total = done_before + len(indices)
+        self.progress.started(kind, name, total)
+        if done_before:
+            self.progress.advance(done_before)
+        results: Iterator[tuple[int, Any]] = self._executor.run(job, chunks)
+        try:
+            for position, result in results:
+                if isinstance(result, TileFailure):
+                    raise failure_error(result, path=getattr(job, "path", None))
+                collect(chunks[position], result)
+                self.progress.advance(len(chunks[position]))
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        tiles = job.tiles
+        pixels = sum(tiles[i].core.height * tiles[i].core.width for i in range(len(tiles)))
+        self._report(kind, name, total, pixels, started)
+        return len(chunks)
+
+    def _report(self, kind: str, name: str, tiles: int, pixels: int, started: float) -> None:
+        report = PhaseReport(kind, name, tiles, pixels, time.perf_counter() - started)
+        self.reports.append(report)
+        self.progress.finished(report)
+
+
+class _TileOrderFold:
+    """Folds per-tile partials with ``combine`` in tile order, holding back those that come early."""
+
+    def __init__(self, step: str, combine: CombineFn, tiles: Sequence[Tile]):
+        self.step = step
+        self.combine = combine
+        self.tiles = tiles
+        self.next = 0
+        self.value: Any = None
+        self.early: dict[int, Any] = {}
+
+    def add(self, chunk: Sequence[int], partials: Sequence[Any]) -> None:
+        self.early.update(zip(chunk, partials))
+        while self.next in self.early:
+            partial = self.early.pop(self.next)
+            if self.next == 0:
+                self.value = partial
+            else:
+                try:
+                    self.value = self.combine(self.value, partial)
+                except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
+                    raise StepError(f"combine raised {type(exc).__name__}: {exc}", step=self.step,
+                                    tile=self.tiles[self.next].describe()) from exc
+            self.next += 1
+
+    def check_complete(self, _chunks: int) -> None:
+        if self.next != len(self.tiles):
+            raise StepError(f"only {self.next} of {len(self.tiles)} tiles were reduced", step=self.step)
+
+
+def check_same_grid(step: str, first: RasterRef, other: RasterRef) -> None:
+    """Inputs of a step must share one grid: size, and transform and CRS where both have them."""
+    if (first.height, first.width) != (other.height, other.width):
+        raise ConfigError(f"step '{step}': input '{other.name}' is {other.height} x {other.width}, "
+                          f"'{first.name}' is {first.height} x {first.width}")
+    for key in ("transform", "crs"):
+        a, b = first.profile.get(key), other.profile.get(key)
+        if a is not None and b is not None and a != b:
+            raise ConfigError(f"step '{step}': inputs '{first.name}' and '{other.name}' have the "
+                              f"same size but different {key}s: they are not on one grid")
+
+
+def failure_error(failure: TileFailure, path: str | None = None) -> Exception:
+    """The exception a tile failure from a worker becomes in the main process."""
+    if failure.kind == "read":
+        return RasterError(f"{path}: cannot read {failure.tile}: {failure.message}")
+    if failure.kind == "result":
+        return ResultError(failure.message, step=failure.step, tile=failure.tile)
+    if failure.kind == "readonly":
+        return StepError("the callable wrote into one of its input arrays; inputs are read-only "
+                         "because every tile shares them: work on a copy (arrays[0].copy())",
+                         step=failure.step, tile=failure.tile, details=failure.traceback)
+    return StepError(f"{failure.exc_type}: {failure.message}", step=failure.step,
+                     tile=failure.tile, details=failure.traceback)

@@ -1,0 +1,259 @@
+"""Executors run a job's chunks of tiles: in-process, or on a pool of worker processes.
+
+The interface is :class:`Executor`: ``run(job, chunks)`` yields ``(chunk index, result)`` in
+completion order, and ``close()``. The engine depends on nothing else, so a distributed executor
+only has to implement these two.
+
+:class:`ProcessExecutor` keeps one pipe per worker. A job is pickled once per step and sent to each
+worker once (workers cache it by token); then a chunk message is two small values. The parent waits
+on the pipes and on the workers' process sentinels together, so a worker that dies (SIGKILL from
+the out-of-memory killer, a crash in C code, ``os._exit``) is an error at once, never a hang.
+Workers ignore SIGINT (the parent decides), die with the parent (PR_SET_PDEATHSIG on Linux, and a
+poll of the parent's pid elsewhere), and detach every shared segment of a step when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import sys
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from eoscale.engine.shared import pid_alive
+from eoscale.engine.tasks import Job
+from eoscale.errors import ConfigError, StepError, WorkerDiedError
+
+START_METHODS = ("fork", "forkserver", "spawn")
+_POLL_SECONDS = 0.5
+_JOIN_SECONDS = 2.0
+
+
+class Executor(ABC):
+    """Runs chunks of tiles of a job; yields ``(chunk index, result)`` as chunks complete."""
+
+    workers: int
+
+    @abstractmethod
+    def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class InlineExecutor(Executor):
+    """Runs every chunk in the calling process, in order: what ``workers=1`` means; debuggers work."""
+
+    workers = 1
+
+    def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
+        try:
+            for position, chunk in enumerate(chunks):
+                yield position, job.run_chunk(chunk)
+        finally:
+            job.close()
+
+    def close(self) -> None:
+        pass
+
+
+def default_start_method() -> str:
+    return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
+class ProcessExecutor(Executor):
+    """A pool of worker processes, started once and reused by every step of a run."""
+
+    def __init__(self, workers: int, start_method: str | None = None):
+        if workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {workers}")
+        method = start_method or default_start_method()
+        if method not in START_METHODS:
+            raise ConfigError(f"start method must be one of {', '.join(START_METHODS)}, not {method!r}")
+        self.workers = workers
+        self.start_method = method
+        self._tokens = itertools.count(1)
+        self._procs: list[mp.process.BaseProcess] = []
+        self._conns: list[Connection] = []
+        self._known: list[set[int]] = []
+        self._start()
+
+    def _start(self) -> None:
+        context = mp.get_context(self.start_method)
+        for number in range(self.workers):
+            parent_end, child_end = context.Pipe(duplex=True)
+            process = context.Process(target=_worker_main, args=(child_end, os.getpid()),
+                                      name=f"eoscale-worker-{number}", daemon=True)
+            process.start()
+            child_end.close()
+            self._procs.append(process)
+            self._conns.append(parent_end)
+            self._known.append(set())
+
+    def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
+        if not self._procs:
+            self._start()
+        token = next(self._tokens)
+        try:
+            payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds of errors
+            raise StepError(
+                f"cannot send the step to worker processes ({type(exc).__name__}: {exc}); "
+                "callables and params must be picklable: define functions at module level, "
+                "or run with workers=1", step=job.step) from None
+        pending = deque(enumerate(chunks))
+        busy: dict[int, tuple[int, Sequence[int]]] = {}
+        finished = False
+        try:
+            self._dispatch(token, payload, pending, busy)
+            while busy:
+                by_conn = {id(self._conns[w]): w for w in busy}
+                by_sentinel = {self._procs[w].sentinel: w for w in busy}
+                ready = wait([self._conns[w] for w in busy] + list(by_sentinel), _POLL_SECONDS)
+                for item in ready:
+                    worker = by_conn.get(id(item))
+                    if worker is None:
+                        worker = by_sentinel.get(item)  # type: ignore[arg-type]
+                    if worker is None or worker not in busy:
+                        continue
+                    position, chunk = busy[worker]
+                    try:
+                        message = self._conns[worker].recv() if item is self._conns[worker] else None
+                    except (EOFError, OSError):
+                        message = None
+                    if message is None:
+                        self._raise_died(job, worker, chunk)
+                    del busy[worker]
+                    yield position, message
+                    self._dispatch(token, payload, pending, busy)
+            finished = True
+        finally:
+            if finished:
+                self._forget(token)
+            else:
+                self.abort()
+
+    def _dispatch(self, token: int, payload: bytes, pending: deque, busy: dict) -> None:
+        for worker in range(self.workers):
+            if not pending:
+                return
+            if worker in busy:
+                continue
+            position, chunk = pending.popleft()
+            conn = self._conns[worker]
+            if token not in self._known[worker]:
+                conn.send(("job", token, payload))
+                self._known[worker].add(token)
+            conn.send(("run", token, list(chunk)))
+            busy[worker] = (position, chunk)
+
+    def _forget(self, token: int) -> None:
+        for worker, known in enumerate(self._known):
+            if token in known:
+                known.discard(token)
+                self._conns[worker].send(("forget", token))
+
+    def _raise_died(self, job: Job, worker: int, chunk: Sequence[int]) -> None:
+        process = self._procs[worker]
+        process.join(_JOIN_SECONDS)
+        code = process.exitcode
+        if code is not None and code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with code {code}" if code is not None else "stopped answering"
+        hint = ""
+        if code == -signal.SIGKILL:
+            hint = ("; SIGKILL usually comes from the kernel's out-of-memory killer: "
+                    "try fewer workers or a smaller tile size")
+        first, last = job.tiles[chunk[0]], job.tiles[chunk[-1]]
+        where = first.describe() if first is last else f"{first.describe()} .. {last.describe()}"
+        raise WorkerDiedError(f"a worker process (pid {process.pid}) died ({how}){hint}",
+                              step=job.step, tile=where)
+
+    def abort(self) -> None:
+        """Stop every worker now (used when a step fails or the run is interrupted)."""
+        procs, conns = self._procs, self._conns
+        self._procs, self._conns, self._known = [], [], []
+        for process in procs:
+            if process.is_alive():
+                process.terminate()
+        _reap(procs)
+        for conn in conns:
+            conn.close()
+
+    def close(self) -> None:
+        """Ask workers to stop, wait briefly, then end those that do not."""
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        procs, conns = self._procs, self._conns
+        self._procs, self._conns, self._known = [], [], []
+        _reap(procs)
+        for conn in conns:
+            conn.close()
+
+
+def _reap(procs: list[mp.process.BaseProcess]) -> None:
+    for process in procs:
+        process.join(_JOIN_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join(_JOIN_SECONDS)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker_main(conn: Connection, owner_pid: int) -> None:
+    """A worker's loop: cache jobs by token, run chunks, forget jobs when their step ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent = os.getppid()
+    _die_with_parent()
+    jobs: dict[int, Job] = {}
+    try:
+        while True:
+            if not conn.poll(_POLL_SECONDS):
+                if os.getppid() != parent or not pid_alive(owner_pid):
+                    return
+                continue
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            kind = message[0]
+            if kind == "stop":
+                return
+            if kind == "job":
+                jobs[message[1]] = pickle.loads(message[2])
+            elif kind == "forget":
+                job = jobs.pop(message[1], None)
+                if job is not None:
+                    job.close()
+            elif kind == "run":
+                result = jobs[message[1]].run_chunk(message[2])
+                try:
+                    conn.send(result)
+                except Exception as exc:  # noqa: BLE001 - an unpicklable partial result
+                    conn.send(_unsendable(jobs[message[1]], message[2], exc))
+    finally:
+        for job in jobs.values():
+            job.close()
+
+
+def _unsendable(job: Job, chunk: Sequence[int], exc: Exception) -> Any:
+    failure = job.failure(job.tiles[chunk[0]], exc, "result")
+    return type(failure)(failure.step, failure.tile, "result", failure.exc_type,
+                         f"the callable's result cannot be sent back from the worker: {exc}", "")

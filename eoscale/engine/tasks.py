@@ -1,0 +1,310 @@
+"""What runs on a tile, in a worker or in-process: loading a window, a map, a reduce.
+
+A *job* is one step's work: a small picklable object published once per worker (never per tile)
+holding raster references, the callable, its params and the tiling plan's parameters; the worker
+rebuilds the tiles from those. A *chunk* is a run of consecutive tile indices. Each job opens the
+rasters it needs when it first runs in a process and closes them when the step ends, so a released
+intermediate is unmapped everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from eoscale.engine.shared import RasterRef, SharedRaster
+from eoscale.engine.tiling import Tile, TilingMode, plan_tiles
+
+
+@dataclass(frozen=True)
+class TileContext:
+    """Where the current tile lies: its index, core and read windows, and the read window's transform."""
+
+    index: int
+    core: Window
+    read: Window
+    transform: Affine | None
+
+
+_current: TileContext | None = None
+
+
+def tile_context() -> TileContext | None:
+    """The tile the calling callable is running on, or None outside the engine."""
+    return _current
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The parameters of a tiling plan; tiles are rebuilt from it where they are needed."""
+
+    height: int
+    width: int
+    tile_size: int
+    margin: int
+    mode: TilingMode
+
+    def tiles(self) -> tuple[Tile, ...]:
+        return plan_tiles(self.height, self.width, self.tile_size, self.margin, self.mode)
+
+
+@dataclass(frozen=True)
+class TileFailure:
+    """A tile's error, sent back from a worker as plain values (exceptions may not pickle)."""
+
+    step: str
+    tile: str
+    kind: str  # "callable", "result", "readonly", "read"
+    exc_type: str
+    message: str
+    traceback: str
+
+
+class ResultMismatch(Exception):
+    """Raised inside a tile when a callable's results do not fit the outputs."""
+
+
+@dataclass
+class Job:
+    """Base of the per-step work descriptions: a step name, inputs and a tiling plan."""
+
+    step: str
+    inputs: tuple[RasterRef, ...]
+    plan: Plan
+    _tiles: tuple[Tile, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _opened: list[SharedRaster] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _tiles=None, _opened=[])
+
+    @property
+    def tiles(self) -> tuple[Tile, ...]:
+        if self._tiles is None:
+            self._tiles = self.plan.tiles()
+        return self._tiles
+
+    def _attach(self, ref: RasterRef, readonly: bool) -> np.ndarray:
+        raster = SharedRaster.attach(ref, readonly=readonly)
+        self._opened.append(raster)
+        return raster.array
+
+    def close(self) -> None:
+        """Unmap every raster this job attached in this process."""
+        opened, self._opened = self._opened, []
+        self._drop_arrays()
+        for raster in opened:
+            raster.release()
+
+    def _drop_arrays(self) -> None:
+        pass
+
+    def run_chunk(self, indices: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def failure(self, tile: Tile, exc: BaseException, kind: str = "callable") -> TileFailure:
+        return TileFailure(self.step, tile.describe(), kind, type(exc).__name__, str(exc),
+                           user_traceback(exc))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The exception's traceback without the engine's own frames."""
+    engine_dir = os.path.dirname(os.path.abspath(__file__))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if os.path.dirname(os.path.abspath(f.filename)) != engine_dir]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return "Traceback (most recent call last):\n" + "".join(lines)
+
+
+def _readonly_write(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError) and "read-only" in str(exc)
+
+
+class _ComputeJob(Job):
+    """A job that calls a user callable on read-window views of its inputs."""
+
+    fn: Callable
+    profiles: tuple[dict, ...]
+    params: dict
+
+    def _input_arrays(self) -> list[np.ndarray]:
+        arrays = getattr(self, "_in_arrays", None)
+        if arrays is None:
+            arrays = [self._attach(ref, readonly=True) for ref in self.inputs]
+            self._in_arrays = arrays
+        return arrays
+
+    def _drop_arrays(self) -> None:
+        self.__dict__.pop("_in_arrays", None)
+        self.__dict__.pop("_out_arrays", None)
+
+    def _call(self, tile: Tile) -> Any:
+        global _current
+        rows, cols = tile.read.toslices()
+        views = [array[:, rows, cols] for array in self._input_arrays()]
+        transform = self.profiles[0].get("transform") if self.profiles else None
+        _current = TileContext(tile.index, tile.core, tile.read,
+                               window_transform(tile.read, transform) if transform else None)
+        try:
+            return self.fn(views, [dict(p) for p in self.profiles], self.params)
+        finally:
+            _current = None
+
+    def _run_tiles(self, indices: Sequence[int], each: Callable[[Tile], Any]) -> Any:
+        results = []
+        for index in indices:
+            tile = self.tiles[index]
+            try:
+                results.append(each(tile))
+            except ResultMismatch as exc:
+                return self.failure(tile, exc, "result")
+            except Exception as exc:  # noqa: BLE001 - any user error becomes a tile failure
+                return self.failure(tile, exc, "readonly" if _readonly_write(exc) else "callable")
+        return results
+
+
+@dataclass
+class MapJob(_ComputeJob):
+    """N images -> M images: each tile's results are cut to the core and written in place."""
+
+    fn: Callable = None  # type: ignore[assignment]
+    profiles: tuple[dict, ...] = ()
+    params: dict = field(default_factory=dict)
+    outputs: tuple[RasterRef, ...] = ()
+
+    def _output_arrays(self) -> list[np.ndarray]:
+        arrays = getattr(self, "_out_arrays", None)
+        if arrays is None:
+            arrays = [self._attach(ref, readonly=False) for ref in self.outputs]
+            self._out_arrays = arrays
+        return arrays
+
+    def run_tile(self, tile: Tile) -> None:
+        self.store(tile, check_results(self._call(tile), tile, [r.count for r in self.outputs],
+                                       [np.dtype(r.dtype) for r in self.outputs]))
+
+    def run_probe(self, tile: Tile) -> list[np.ndarray] | TileFailure:
+        """The tile's results as arrays, unchecked: the first tile tells the outputs' shapes."""
+        done = self._run_tiles([tile.index], self._call)
+        if isinstance(done, TileFailure):
+            return done
+        results = list(done[0]) if isinstance(done[0], (list, tuple)) else [done[0]]
+        for position, result in enumerate(results, start=1):
+            if not isinstance(result, np.ndarray):
+                return self.failure(tile, ResultMismatch(
+                    f"result {position} is a {type(result).__name__}, not a numpy array"), "result")
+        return results
+
+    def store(self, tile: Tile, results: Sequence[np.ndarray]) -> None:
+        """Write the core of each result into its shared output."""
+        rows, cols = tile.core.toslices()
+        core_rows, core_cols = tile.core_in_read
+        for out, result in zip(self._output_arrays(), results):
+            out[:, rows, cols] = result[:, core_rows, core_cols]
+
+    def run_chunk(self, indices: Sequence[int]) -> Any:
+        done = self._run_tiles(indices, self.run_tile)
+        return done if isinstance(done, TileFailure) else len(done)
+
+
+@dataclass
+class ReduceJob(_ComputeJob):
+    """N images -> partial results, one per tile, sent back to be combined in tile order."""
+
+    fn: Callable = None  # type: ignore[assignment]
+    profiles: tuple[dict, ...] = ()
+    params: dict = field(default_factory=dict)
+
+    def run_chunk(self, indices: Sequence[int]) -> Any:
+        return self._run_tiles(indices, self._call)
+
+
+@dataclass
+class LoadJob(Job):
+    """Read windows of a raster file straight into a shared raster (decoding on every worker)."""
+
+    path: str = ""
+    target: RasterRef | None = None
+
+    def run_chunk(self, indices: Sequence[int]) -> Any:
+        assert self.target is not None
+        dataset = getattr(self, "_dataset", None)
+        out = getattr(self, "_out", None)
+        tile = self.tiles[indices[0]]
+        try:
+            if dataset is None:
+                dataset = self._dataset = rasterio.open(self.path)
+            if out is None:
+                out = self._out = self._attach(self.target, readonly=False)
+            for index in indices:
+                tile = self.tiles[index]
+                rows, cols = tile.core.toslices()
+                dataset.read(window=tile.core, out=out[:, rows, cols])
+        except Exception as exc:  # noqa: BLE001 - a corrupt file becomes an error naming it
+            return self.failure(tile, exc, "read")
+        return len(indices)
+
+    def _drop_arrays(self) -> None:
+        self.__dict__.pop("_out", None)
+        dataset = self.__dict__.pop("_dataset", None)
+        if dataset is not None:
+            dataset.close()
+
+
+def check_results(result: Any, tile: Tile, counts: Sequence[int],
+                  dtypes: Sequence[np.dtype]) -> list[np.ndarray]:
+    """Normalise a map callable's return value to 3-D arrays and check it against the outputs."""
+    results = list(result) if isinstance(result, (list, tuple)) else [result]
+    if len(results) != len(counts):
+        raise ResultMismatch(f"the callable returned {len(results)} image(s), expected {len(counts)}")
+    shape = (tile.read.height, tile.read.width)
+    checked = []
+    for position, (array, count, dtype) in enumerate(zip(results, counts, dtypes), start=1):
+        label = f"result {position}" if len(counts) > 1 else "the result"
+        if not isinstance(array, np.ndarray):
+            raise ResultMismatch(f"{label} is a {type(array).__name__}, not a numpy array")
+        if array.ndim == 2:
+            array = array[np.newaxis]
+        if array.ndim != 3 or array.shape[1:] != shape or array.shape[0] != count:
+            raise ResultMismatch(
+                f"{label} has shape {array.shape}, expected ({count}, {shape[0]}, {shape[1]}) "
+                f"(bands, rows, cols of the read window; a 2-D result is one band)")
+        problem = cast_problem(array, dtype)
+        if problem:
+            raise ResultMismatch(f"{label}: {problem}")
+        checked.append(array)
+    return checked
+
+
+def cast_problem(array: np.ndarray, dtype: np.dtype) -> str | None:
+    """Why ``array`` cannot be stored as ``dtype`` without changing values, or None if it can.
+
+    Safe casts pass; a narrower float passes (float64 to float32 is what profiles usually ask);
+    booleans and integers pass when every value fits the target's range; the rest is refused.
+    """
+    source = array.dtype
+    if np.can_cast(source, dtype, casting="safe"):
+        return None
+    if source.kind == "f" and dtype.kind == "f":
+        return None
+    if source.kind in "biu" and dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low >= info.min and high <= info.max:
+            return None
+        return (f"values {low}..{high} of dtype {source} do not fit the output dtype {dtype} "
+                f"({info.min}..{info.max})")
+    if source.kind in "biu" and dtype.kind in "iu":
+        return None
+    return f"dtype {source} cannot be cast safely to the output dtype {dtype}"

@@ -1,0 +1,128 @@
+"""Raster files: reading profiles, writing GeoTIFFs atomically (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+
+from eoscale.errors import OutputExistsError, RasterError
+
+#: Creation options used unless the user sets their own.
+DEFAULT_GTIFF_OPTIONS: dict[str, Any] = {
+    "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+}
+#: Profile keys that describe the grid and pixels (kept when writing); the rest is file layout.
+GRID_KEYS = ("dtype", "count", "width", "height", "crs", "transform", "nodata")
+TEMP_MARK = ".eoscale-tmp-"
+
+
+def read_profile(path: str | os.PathLike) -> dict[str, Any]:
+    """The rasterio profile of a raster file, with ``block_shape`` (rows, cols) of band 1 added."""
+    path = Path(path)
+    if not path.exists():
+        raise RasterError(f"{path}: no such file")
+    if path.is_dir():
+        raise RasterError(f"{path}: is a folder, not a raster file")
+    try:
+        with rasterio.open(path) as dataset:
+            profile = dict(dataset.profile)
+            profile["block_shape"] = tuple(dataset.block_shapes[0])
+    except RasterioError as exc:
+        raise RasterError(f"{path}: not a raster that GDAL can read ({exc})") from None
+    return profile
+
+
+def default_output_profile(template: Mapping[str, Any], count: int, dtype: np.dtype | str) -> dict[str, Any]:
+    """A copy of ``template`` for ``count`` bands of ``dtype``; nodata kept only if ``dtype`` can hold it."""
+    profile = dict(template, count=int(count), dtype=np.dtype(dtype).name)
+    profile["nodata"] = nodata_for(template.get("nodata"), dtype)
+    return profile
+
+
+def nodata_for(nodata: Any, dtype: np.dtype | str) -> Any:
+    """``nodata`` if a pixel of ``dtype`` can hold it exactly, else None."""
+    if nodata is None:
+        return None
+    dtype = np.dtype(dtype)
+    value = float(nodata)
+    if dtype.kind == "f":
+        return value if math.isnan(value) or np.isfinite(dtype.type(value)) else None
+    if dtype.kind in "iu" and value.is_integer():
+        info = np.iinfo(dtype)
+        return int(value) if info.min <= value <= info.max else None
+    if dtype.kind == "b" and value in (0.0, 1.0):
+        return int(value)
+    return None
+
+
+def creation_profile(profile: Mapping[str, Any], options: Mapping[str, Any] | None,
+                     threads: int = 1) -> dict[str, Any]:
+    """The keyword arguments for ``rasterio.open(..., "w")``: grid keys, then defaults or options."""
+    kwargs: dict[str, Any] = {"driver": "GTiff"}
+    kwargs.update({key: profile[key] for key in GRID_KEYS if profile.get(key) is not None})
+    user = {str(key).lower(): value for key, value in (options or {}).items()}
+    kwargs.update(DEFAULT_GTIFF_OPTIONS if not user else {})
+    kwargs.update(user)
+    if threads > 1 and "num_threads" not in kwargs:
+        kwargs["num_threads"] = threads
+    if kwargs.get("tiled") in (False, "NO", "no") and not user.get("blockxsize"):
+        kwargs.pop("blockxsize", None)
+        kwargs.pop("blockysize", None)
+    return kwargs
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless overwriting; make the folder (its parent must not be a file)."""
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+    if path.is_dir():
+        raise RasterError(f"{path}: is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RasterError(f"{path}: cannot create the folder {path.parent} (a parent is a file)") from None
+    except OSError as exc:
+        raise RasterError(f"{path}: cannot create the folder {path.parent} ({exc.strerror})") from None
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden sibling of ``path`` to write to before the rename."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = False):
+    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    check_writable(path, overwrite)
+    temp = temporary_path(path)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def write_geotiff(array: np.ndarray, profile: Mapping[str, Any], path: str | os.PathLike, *,
+                  options: Mapping[str, Any] | None = None, overwrite: bool = False,
+                  threads: int = 1) -> Path:
+    """Write ``array`` (bands, rows, cols) as a GeoTIFF at ``path``, atomically."""
+    path = Path(path)
+    kwargs = creation_profile(profile, options, threads)
+    with atomic_output(path, overwrite) as temp:
+        try:
+            with rasterio.open(temp, "w", **kwargs) as dataset:
+                dataset.write(array)
+        except (RasterioError, ValueError, TypeError) as exc:
+            raise RasterError(f"{path}: cannot write ({exc})") from None
+    return path
