@@ -28,8 +28,8 @@ from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, 
 from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
-from eoscale.engine.tasks import (Job, LoadJob, MapJob, Plan, ReduceJob, TileFailure,
-                                  check_results)
+from eoscale.engine.tasks import (Job, LoadJob, MapJob, Plan, ReduceJob, ResultMismatch,
+                                  TileFailure, check_results)
 from eoscale.engine.tiling import TILES_PER_WORKER, Tile, Tiling, auto_tile_size, check_margin
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
 from eoscale.io.raster import default_output_profile, read_profile, write_geotiff
@@ -280,6 +280,8 @@ class Engine:
         try:
             job.store(tile, check_results(probe, tile, [r.count for r in job.outputs],
                                           [np.dtype(r.dtype) for r in job.outputs]))
+        except ResultMismatch as exc:
+            raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
         finally:
             job.close()
 

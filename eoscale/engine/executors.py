@@ -25,6 +25,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -87,6 +88,9 @@ class ProcessExecutor(Executor):
         self._start()
 
     def _start(self) -> None:
+        # Start the resource tracker here, so that workers share it rather than each starting
+        # its own (under "fork", a worker would otherwise inherit none).
+        resource_tracker.ensure_running()
         context = mp.get_context(self.start_method)
         for number in range(self.workers):
             parent_end, child_end = context.Pipe(duplex=True)

@@ -9,8 +9,10 @@ died can be told from those of a live run (:func:`cleanup_stale_segments`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import mmap
 import os
 import re
 import secrets
@@ -19,6 +21,7 @@ from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
+import _posixshmem
 import numpy as np
 
 SEGMENT_PREFIX = "eoscale_"
@@ -58,14 +61,20 @@ class RasterRef:
 
 
 class SharedRaster:
-    """A raster ``(bands, rows, cols)`` mapped from a shared-memory segment, with its profile."""
+    """A raster ``(bands, rows, cols)`` mapped from a shared-memory segment, with its profile.
 
-    def __init__(self, ref: RasterRef, shm: shared_memory.SharedMemory, *, owner: bool,
-                 readonly: bool = False):
+    The creator maps its segment through :class:`multiprocessing.shared_memory.SharedMemory`, which
+    registers it with multiprocessing's resource tracker: if the creator dies without unlinking,
+    the tracker unlinks it. Attaching maps the segment directly (``shm_open`` and ``mmap``), without
+    registering it, so that no worker's exit can ever unlink a segment the creator still uses.
+    """
+
+    def __init__(self, ref: RasterRef, mapping: shared_memory.SharedMemory | mmap.mmap, *,
+                 owner: bool):
         self.ref = ref
-        self._shm: shared_memory.SharedMemory | None = shm
+        self._mapping: shared_memory.SharedMemory | mmap.mmap | None = mapping
         self.owner = owner
-        buffer = shm.buf.toreadonly() if readonly else shm.buf
+        buffer = mapping.buf if isinstance(mapping, shared_memory.SharedMemory) else mapping
         count = math.prod(ref.shape)
         self._array: np.ndarray | None = np.frombuffer(
             buffer, dtype=ref.dtype, count=count).reshape(ref.shape)
@@ -82,8 +91,20 @@ class SharedRaster:
 
     @classmethod
     def attach(cls, ref: RasterRef, *, readonly: bool = False) -> SharedRaster:
-        """Map an existing segment; ``readonly`` gives arrays that cannot be made writeable."""
-        return cls(ref, shared_memory.SharedMemory(name=ref.segment), owner=False, readonly=readonly)
+        """Map an existing segment; ``readonly`` maps it read-only, so no view can be written."""
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        try:
+            fd = _posixshmem.shm_open("/" + ref.segment, flags, mode=0o600)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"shared raster '{ref.name}' ({ref.segment}) does not exist "
+                                    "any more (released, or its run ended)") from None
+        try:
+            size = os.fstat(fd).st_size
+            access = mmap.ACCESS_READ if readonly else mmap.ACCESS_WRITE
+            mapping = mmap.mmap(fd, size, access=access)
+        finally:
+            os.close(fd)
+        return cls(ref, mapping, owner=False)
 
     @property
     def array(self) -> np.ndarray:
@@ -102,22 +123,32 @@ class SharedRaster:
 
     @property
     def released(self) -> bool:
-        return self._shm is None
+        return self._mapping is None
 
     def release(self) -> None:
-        """Unmap the segment, and unlink it if this process owns it. Idempotent."""
-        shm, self._shm, self._array = self._shm, None, None
-        if shm is None:
+        """Unmap the segment, and unlink it if this process owns it. Idempotent.
+
+        If a view of the array is still referenced somewhere, the mapping stays until that view
+        goes; the segment's name is unlinked all the same, so its memory is freed then.
+        """
+        mapping, self._mapping, self._array = self._mapping, None, None
+        if mapping is None:
+            return
+        if isinstance(mapping, mmap.mmap):
+            with contextlib.suppress(BufferError):
+                mapping.close()
             return
         try:
-            shm.close()
+            mapping.close()
         except BufferError:
-            pass  # a view of the array is still referenced; the mapping goes when it does
+            # Drop SharedMemory's handles on the mapping (the views keep it alive) and close its
+            # descriptor, so that SharedMemory.__del__ has nothing left to fail on.
+            mapping._buf = None  # type: ignore[attr-defined]
+            mapping._mmap = None  # type: ignore[attr-defined]
+            mapping.close()
         if self.owner:
-            try:
-                shm.unlink()
-            except FileNotFoundError:
-                pass
+            with contextlib.suppress(FileNotFoundError):
+                mapping.unlink()
 
     def __repr__(self) -> str:
         state = "released" if self.released else self.ref.segment

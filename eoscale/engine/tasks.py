@@ -19,7 +19,6 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tiling import Tile, TilingMode, plan_tiles
@@ -116,6 +115,13 @@ class Job:
     def failure(self, tile: Tile, exc: BaseException, kind: str = "callable") -> TileFailure:
         return TileFailure(self.step, tile.describe(), kind, type(exc).__name__, str(exc),
                            user_traceback(exc))
+
+
+def window_transform(window: Window, transform: Affine) -> Affine:
+    """The affine transform of a window of an image with ``transform``."""
+    a, b, c, d, e, f = transform[:6]
+    col, row = window.col_off, window.row_off
+    return Affine(a, b, c + a * col + b * row, d, e, f + d * col + e * row)
 
 
 def user_traceback(exc: BaseException) -> str:

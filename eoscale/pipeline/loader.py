@@ -1,0 +1,570 @@
+"""Load a pipeline, a YAML file or a mapping, into a checked, frozen :class:`PipelineSpec`.
+
+The format, version 1::
+
+    version: 1                       # required, must be 1
+    name: ndvi-smooth                # optional
+    workers: 4                       # optional, >= 1; default: all CPUs
+    tiling: {mode: tiles, tile_size: 1024}  # optional; tiles or strips; size >= 1, default automatic
+    inputs:                          # required, not empty: name -> raster file
+      scene: data/scene.tif
+    steps:                           # required, not empty; run in order
+      - name: ndvi                   # required
+        description: red/nir index   # optional text
+        map: my_ops.ndvi             # exactly one of map or reduce: "pkg.mod.func" or "pkg.mod:Class.method"
+        inputs: [scene]              # required: pipeline inputs or images of earlier steps
+        params: {red: 3, nir: 4}     # optional; "${stats}" or "${stats.key}" is an earlier reduce's result
+        margin: 0                    # optional, >= 0; default the callable's declared margin, else 0
+        profile: my_ops.ndvi_profile # map only: fn(profiles, params) -> profile | list of profiles
+        outputs: [ndvi]              # map only; default [step name]
+      - name: stats
+        reduce: my_ops.tile_stats
+        combine: my_ops.merge_stats  # reduce only; required unless the callable has a `combine` attribute
+        finalize: my_ops.final_stats # reduce only, optional
+        inputs: [ndvi]
+    outputs:                         # optional, may be empty: result name -> file or {path, options}
+      ndvi: out/ndvi.tif             # an image, to .tif/.tiff; options are GDAL creation options
+      stats: {path: out/stats.json}  # a reduce result (named by its step), to .json
+
+Unknown keys are refused, with the closest known key suggested. Names of inputs, steps and step
+outputs are unique, not blank, and contain none of ``. = $ { }`` (unicode and spaces are fine).
+Relative paths resolve against the pipeline file's folder (for a mapping: ``base_dir``, default
+the current folder) and ``~`` is expanded. A key written null counts as absent. Every problem is
+collected and raised together, as one :class:`PipelineError` whose problems each carry file,
+line, column, path (``steps -> 1 -> map``) and step.
+
+YAML anchors, aliases and merge keys (``<<``) are allowed, but a document holds at most
+:data:`MAX_NODES` values once aliases are expanded: an alias bomb ("billion laughs") is refused
+at once, without being expanded. Recursive aliases and tags other than YAML's own are refused;
+mapping keys in the document may not repeat.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from eoscale.engine.tiling import MODES, Tiling
+from eoscale.errors import PipelineError, Problem
+from eoscale.pipeline.resolve import close_match, did_you_mean, split_dotted
+from eoscale.pipeline.spec import (
+    KINDS, FrozenMap, InputSpec, Location, OutputSpec, Overrides, PipelineSpec, StepKind, StepSpec,
+    freeze, join_path,
+)
+from eoscale.pipeline.validate import check_graph
+
+#: The most values a document may hold once its aliases are expanded.
+MAX_NODES = 100_000
+
+TOP_KEYS = ("version", "name", "workers", "tiling", "inputs", "steps", "outputs")
+TILING_KEYS = ("mode", "tile_size")
+STEP_KEYS = ("name", "description", "map", "reduce", "inputs", "params", "margin", "profile",
+             "outputs", "combine", "finalize")
+OUTPUT_KEYS = ("path", "options")
+#: The step keys that belong to one kind of step only.
+ONLY_FOR: dict[str, StepKind] = {"profile": "map", "outputs": "map",
+                                 "combine": "reduce", "finalize": "reduce"}
+#: Characters a name may not contain: '.' splits ${step.key} and --param STEP.KEY, '=' --input NAME=PATH.
+RESERVED = ".=${}"
+
+_STANDARD_TAG = "tag:yaml.org,2002:"
+_MAP_TAG = _STANDARD_TAG + "map"
+_SEQ_TAG = _STANDARD_TAG + "seq"
+_MERGE_TAG = _STANDARD_TAG + "merge"
+
+KeyPath = tuple[Any, ...]
+Mark = tuple[int, int]
+
+
+class _Stop(Exception):
+    """Ends the walk of a document at a node that cannot be read any further."""
+
+    def __init__(self, node: yaml.Node, message: str):
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+
+def describe(value: Any, *, text: bool = False) -> str:
+    """How a value found in a pipeline is named in messages (``text``: where text was expected)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        hint = "; put it in quotes to make it text" if text else ""
+        return f"a boolean ({str(value).lower()}{hint})"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {value!r}" if value.strip() else "blank text"
+    if isinstance(value, Mapping):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list" if value else "an empty list"
+    return f"a {type(value).__name__}"
+
+
+def integer_problem(value: Any, minimum: int) -> str | None:
+    """What is wrong with a value that should be a whole number >= ``minimum``, if anything."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected a whole number >= {minimum}, found {describe(value)}"
+    if value < minimum:
+        return f"must be >= {minimum}, found {value}"
+    return None
+
+
+def absolute(text: str, base: Path) -> Path:
+    """A path as written (``~`` expanded), made absolute against ``base`` and normalised."""
+    return Path(os.path.normpath(base / Path(text).expanduser()))
+
+
+class _Reader:
+    """Reads a document into spec values, collecting every problem with where it was written."""
+
+    def __init__(self, file: str | None):
+        self.file = file
+        self.problems: list[Problem] = []
+        self.step_names: dict[int, str] = {}
+        self._in_step: dict[int, int] = {}  # problem found by the YAML walk -> index of its step
+        self.value_marks: dict[KeyPath, Mark] = {}
+        self.key_marks: dict[KeyPath, Mark] = {}
+        self._loader = yaml.SafeLoader("")
+        self._visited = 0
+        self._seen: set[int] = set()
+        self._open: list[tuple[yaml.Node, bool]] = []  # the nodes being read, and if by an alias
+
+    def at(self, path: KeyPath, *, key: bool = False) -> Location:
+        """Where the value (or, with ``key``, the key) at ``path`` is written, else its parent."""
+        mark = self.key_marks.get(path) if key else None
+        for size in range(len(path), -1, -1):
+            if mark is not None:
+                break
+            mark = self.value_marks.get(path[:size])
+        line, column = mark or (None, None)
+        return Location(self.file, line, column, join_path(*path))
+
+    def report(self, path: KeyPath, message: str, step: str | None = None, *,
+               key: bool = False) -> None:
+        self.problems.append(self.at(path, key=key).problem(message, step))
+
+    def _report_node(self, node: yaml.Node, path: KeyPath, message: str) -> None:
+        if len(path) > 1 and path[0] == "steps" and isinstance(path[1], int):
+            self._in_step[len(self.problems)] = path[1]
+        mark = node.start_mark
+        self.problems.append(Problem(message, self.file, mark.line + 1, mark.column + 1,
+                                     join_path(*path)))
+
+    def finished(self) -> list[Problem]:
+        """The problems, those the YAML walk found inside a step given the step's name."""
+        return [replace(problem, step=self.step_names[self._in_step[number]])
+                if self._in_step.get(number) in self.step_names else problem
+                for number, problem in enumerate(self.problems)]
+
+    # -- YAML text to values, with marks ------------------------------------------------------
+
+    def parse(self, text: str) -> Any:
+        """The document's value; None (with a problem) if it is empty or not YAML."""
+        try:
+            self._loader = yaml.SafeLoader(text)
+            node = self._loader.get_single_node()
+            if node is None:
+                self.problems.append(Problem("the pipeline is empty", self.file, 1))
+                return None
+            return self._node(node, ())
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            detail = f"{error.context}, {error.problem}" if error.context else error.problem
+            self.problems.append(Problem(f"not valid YAML: {detail}", self.file,
+                                         mark.line + 1 if mark else None,
+                                         mark.column + 1 if mark else None))
+        except yaml.reader.ReaderError as error:
+            line = text.count("\n", 0, error.position) + 1
+            self.problems.append(Problem(f"not valid YAML: character #x{error.character:04x} "
+                                         "is not allowed", self.file, line))
+        except RecursionError:
+            self.problems.append(Problem("not readable: values nested too deeply", self.file))
+        except _Stop as stop:
+            self._report_node(stop.node, (), stop.message)
+        finally:
+            self._loader.dispose()
+        return None
+
+    def _node(self, node: yaml.Node, path: KeyPath) -> Any:
+        self._visited += 1
+        if self._visited > MAX_NODES:
+            # Point at the value holding the outermost alias being expanded, if there is one.
+            outer = next((index for index, (_, aliased) in enumerate(self._open) if aliased), 0)
+            raise _Stop(self._open[max(outer - 1, 0)][0] if self._open else node,
+                        f"more than {MAX_NODES} values once aliases are expanded (an alias "
+                        "bomb?); write the values out or use fewer aliases")
+        if any(node is open_node for open_node, _ in self._open):
+            raise _Stop(node, "an alias here refers to a value that contains it (recursive alias)")
+        self._open.append((node, id(node) in self._seen))
+        self._seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            value = self._scalar(node, path)
+        elif isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+            value = [self._node(item, (*path, index)) for index, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
+            value = self._mapping(node, path)
+        else:
+            self._report_node(node, path, f"unsupported tag '{node.tag}'")
+            value = None
+        self._open.pop()
+        self.value_marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        return value
+
+    def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
+        try:
+            return self._loader.construct_object(node)
+        except Exception:  # PyYAML's constructors raise ValueError, KeyError, AttributeError...
+            tag = node.tag.removeprefix(_STANDARD_TAG)
+            known = node.tag.startswith(_STANDARD_TAG)
+            self._report_node(node, path, f"cannot read {node.value!r} as {tag}" if known
+                              else f"unsupported tag '{node.tag}'")
+            return node.value
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[Any, Any]:
+        merged: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    value = self._node(source, path) if isinstance(source, yaml.MappingNode) else None
+                    if not isinstance(value, dict):
+                        self._report_node(source, path, "a merge key ('<<') takes a mapping "
+                                                        "or a list of mappings")
+                        continue
+                    for key, item in value.items():
+                        merged.setdefault(key, item)
+        explicit: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._report_node(key_node, path, "a key must be a plain value, not a list or mapping")
+                continue
+            key = self._scalar(key_node, path)
+            key_path = (*path, key)
+            if key in explicit:
+                line = self.key_marks[key_path][0]
+                self._report_node(key_node, key_path, f"duplicate key '{key}' (first at line {line})")
+                continue
+            self.key_marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            explicit[key] = self._node(value_node, key_path)
+        return {**merged, **explicit}
+
+    # -- typed readers: each reports what is wrong and returns None --------------------------
+
+    def mapping(self, value: Any, path: KeyPath, step: str | None, what: str,
+                *, empty: bool = True) -> dict[str, Any] | None:
+        """A mapping with text keys (other keys are reported and left out)."""
+        if not isinstance(value, Mapping) or not (value or empty):
+            self.report(path, f"expected {what}, found {describe(value)}", step)
+            return None
+        result = {}
+        for key, item in value.items():
+            if isinstance(key, str):
+                result[key] = item
+            else:
+                self.report((*path, key), f"keys must be text, found {describe(key, text=True)}",
+                            step, key=True)
+        return result
+
+    def check_keys(self, mapping: Mapping[str, Any], path: KeyPath, allowed: tuple[str, ...],
+                   required: tuple[str, ...], step: str | None) -> None:
+        """Report unknown keys (with the closest known one) and missing required keys."""
+        suggested = set()
+        for key in mapping:
+            if key not in allowed:
+                close = close_match(key, allowed)
+                suggested.add(close)
+                hint = f"did you mean '{close}'?" if close else f"expected one of: {', '.join(allowed)}"
+                self.report((*path, key), f"unknown key '{key}' ({hint})", step, key=True)
+        for key in required:
+            if key not in mapping and key not in suggested:
+                self.report(path, f"missing key '{key}'", step)
+
+    def integer(self, value: Any, path: KeyPath, step: str | None, minimum: int) -> int | None:
+        problem = integer_problem(value, minimum)
+        if problem is not None:
+            self.report(path, problem, step)
+            return None
+        return int(value)
+
+    def text(self, value: Any, path: KeyPath, step: str | None, what: str = "text", *,
+             key: bool = False) -> str | None:
+        if isinstance(value, str) and value.strip():
+            return value
+        self.report(path, f"expected {what}, found {describe(value, text=True)}", step, key=key)
+        return None
+
+    def name(self, value: Any, path: KeyPath, step: str | None, *, key: bool = False) -> str | None:
+        if self.text(value, path, step, "a name", key=key) is None:
+            return None
+        reserved = [char for char in RESERVED if char in value]
+        if reserved:
+            self.report(path, f"name {value!r} may not contain {' '.join(reserved)} "
+                              f"(reserved: {' '.join(RESERVED)})", step, key=key)
+            return None
+        return value
+
+    def names(self, value: Any, path: KeyPath, step: str | None) -> tuple[str, ...] | None:
+        if not isinstance(value, (list, tuple)) or not value:
+            self.report(path, f"expected a non-empty list of names like [a, b], found "
+                              f"{describe(value)}", step)
+            return None
+        names = [self.name(item, (*path, index), step) for index, item in enumerate(value)]
+        return tuple(name for name in names if name is not None)
+
+    def dotted(self, value: Any, path: KeyPath, step: str | None) -> str | None:
+        what = "a dotted path like 'module.function' or 'package.module:Class.method'"
+        text = self.text(value, path, step, what)
+        if text is not None and split_dotted(text) is None:
+            self.report(path, f"expected {what}, found {text!r}", step)
+            return None
+        return text
+
+    def file_path(self, value: Any, path: KeyPath, step: str | None, base: Path) -> Path | None:
+        text = self.text(value, path, step, "a file path")
+        return None if text is None else absolute(text, base)
+
+    # -- the document ------------------------------------------------------------------------
+
+    def read(self, document: Any, base: Path, source: Path | None) -> PipelineSpec | None:
+        """The spec, best effort; None when inputs or steps are unusable. Problems are collected."""
+        root = self.mapping(document, (), None, "a mapping with keys version, inputs, steps, outputs")
+        if root is None:
+            return None
+        self.check_keys(root, (), TOP_KEYS, ("version", "inputs", "steps"), None)
+        version = root.get("version")
+        if "version" in root and (type(version) is not int or version != 1):
+            self.report(("version",), f"unsupported version: expected 1, found {describe(version)}")
+        name = None if root.get("name") is None else self.text(root["name"], ("name",), None)
+        workers = None if root.get("workers") is None else self.integer(
+            root["workers"], ("workers",), None, 1)
+        tiling = self.tiling(root.get("tiling"))
+        inputs = self.inputs(root["inputs"], base) if "inputs" in root else None
+        steps = self.steps(root["steps"]) if "steps" in root else None
+        outputs = self.outputs(root.get("outputs"), base)
+        if inputs is None or steps is None:
+            return None
+        return PipelineSpec(1, name, workers, tiling, FrozenMap(inputs), steps, FrozenMap(outputs),
+                            source, base)
+
+    def tiling(self, value: Any) -> Tiling:
+        if value is None:
+            return Tiling()
+        path: KeyPath = ("tiling",)
+        raw = self.mapping(value, path, None, "a mapping with keys mode, tile_size")
+        if raw is None:
+            return Tiling()
+        self.check_keys(raw, path, TILING_KEYS, (), None)
+        mode = raw.get("mode", "tiles")
+        if mode not in MODES:
+            hint = did_you_mean(mode, MODES) if isinstance(mode, str) else ""
+            self.report((*path, "mode"), f"expected one of {', '.join(MODES)}, found "
+                                         f"{describe(mode)}{hint}")
+            mode = "tiles"
+        size = raw.get("tile_size")
+        return Tiling(mode, None if size is None else self.integer(size, (*path, "tile_size"), None, 1))
+
+    def inputs(self, value: Any, base: Path) -> dict[str, InputSpec] | None:
+        raw = self.mapping(value, ("inputs",), None, "a mapping of input names to raster files",
+                           empty=False)
+        if raw is None:
+            return None
+        inputs = {}
+        for name, item in raw.items():
+            path = ("inputs", name)
+            file = self.file_path(item, path, None, base)
+            if self.name(name, path, None, key=True) is not None:  # kept, so steps can name it
+                inputs[name] = InputSpec(name, file or base, self.at(path))
+        return inputs
+
+    def steps(self, value: Any) -> tuple[StepSpec, ...] | None:
+        if not isinstance(value, (list, tuple)) or not value:
+            self.report(("steps",), f"expected a non-empty list of steps, found {describe(value)}")
+            return None
+        marks: dict[Any, dict[str, Location]] = {}
+        for path, (line, column) in self.value_marks.items():
+            if len(path) > 2 and path[0] == "steps":
+                marks.setdefault(path[1], {})[" -> ".join(map(str, path[2:]))] = Location(
+                    self.file, line, column, join_path(*path))
+        read = (self.step(index, item, marks.get(index, {})) for index, item in enumerate(value))
+        return tuple(step for step in read if step is not None)
+
+    def step(self, index: int, value: Any, locations: dict[str, Location]) -> StepSpec | None:
+        path: KeyPath = ("steps", index)
+        raw = self.mapping(value, path, None, "a step: a mapping with name, map or reduce, inputs")
+        if raw is None:
+            return None
+        name = self.name(raw["name"], (*path, "name"), None) if "name" in raw else None
+        if name is not None:
+            self.step_names[index] = name
+        self.check_keys(raw, path, STEP_KEYS, ("name", "inputs"), name)
+        kinds = [kind for kind in KINDS if kind in raw]
+        if len(kinds) != 1:
+            found = " and ".join(f"'{kind}'" for kind in kinds) or "neither"
+            self.report(path, f"a step has exactly one of 'map' or 'reduce', found {found}", name)
+        kind: StepKind = kinds[0] if kinds else "map"
+        for key, only in ONLY_FOR.items():
+            if key in raw and only != kind and len(kinds) == 1:
+                self.report((*path, key), f"'{key}' is for {only} steps only", name, key=True)
+
+        def optional(key: str, read: Callable[..., Any], *args: Any) -> Any:
+            return None if raw.get(key) is None else read(raw[key], (*path, key), name, *args)
+
+        target = self.dotted(raw[kind], (*path, kind), name) if kinds else None
+        inputs = self.names(raw["inputs"], (*path, "inputs"), name) if "inputs" in raw else None
+        params = optional("params", self.mapping, "a mapping of parameter names to values")
+        margin = optional("margin", self.integer, 0)
+        profile = optional("profile", self.dotted)
+        outputs = optional("outputs", self.names)
+        combine = optional("combine", self.dotted)
+        finalize = optional("finalize", self.dotted)
+        description = optional("description", self.text)
+        if name is None:
+            return None
+        is_map = kind == "map"
+        return StepSpec(
+            name, kind, target or "", inputs or (), freeze(params or {}), margin,
+            profile if is_map else None, (outputs or (name,)) if is_map else (),
+            None if is_map else combine, None if is_map else finalize, description,
+            self.at(path), FrozenMap(locations))
+
+    def outputs(self, value: Any, base: Path) -> dict[str, OutputSpec]:
+        if value is None:
+            return {}
+        raw = self.mapping(value, ("outputs",), None, "a mapping of result names to files")
+        outputs = {}
+        for name, item in (raw or {}).items():
+            path = ("outputs", name)
+            file, options = self.output(item, path, base)
+            if self.name(name, path, None, key=True) is not None and file is not None:
+                outputs[name] = OutputSpec(name, file, FrozenMap(options), self.at(path))
+        return outputs
+
+    def output(self, value: Any, path: KeyPath, base: Path) -> tuple[Path | None, dict[str, Any]]:
+        """An output's file and creation options, from ``file`` or ``{path: file, options: {...}}``."""
+        if not isinstance(value, Mapping):
+            return self.file_path(value, path, None, base), {}
+        entry = self.mapping(value, path, None, "a mapping") or {}
+        self.check_keys(entry, path, OUTPUT_KEYS, ("path",), None)
+        file = self.file_path(entry["path"], (*path, "path"), None, base) if "path" in entry else None
+        if entry.get("options") is None:
+            return file, {}
+        options = self.mapping(entry["options"], (*path, "options"), None,
+                               "a mapping of GDAL creation options") or {}
+        for key, item in options.items():
+            if not isinstance(item, (str, int, float)):
+                self.report((*path, "options", key), f"expected text or a number, found "
+                                                     f"{describe(item)}")
+        return file, options
+
+
+def _fail(problem: str, file: str, line: int | None = None, column: int | None = None) -> NoReturn:
+    raise PipelineError(Problem(problem, file, line, column))
+
+
+def _read_text(path: Path, display: str) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        _fail(f"pipeline file not found: {path}", display)
+    except IsADirectoryError:
+        _fail("this is a folder, not a pipeline file", display)
+    except OSError as error:
+        _fail(f"cannot read the pipeline file: {error.strerror or error}", display)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        _fail(f"not UTF-8 text: byte 0x{data[error.start]:02x} cannot be decoded; save the file "
+              "as UTF-8", display, data.count(b"\n", 0, error.start) + 1, error.start - line_start + 1)
+
+
+def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) -> PipelineSpec:
+    """The spec with command-line values put in; problems name the option."""
+
+    def flag(option: str, message: str) -> None:
+        problems.append(Problem(message, path=option))
+
+    def checked(option: str, value: Any, default: int | None) -> int | None:
+        problem = None if value is None else integer_problem(value, 1)
+        if problem is not None:
+            flag(option, problem)
+        return default if value is None or problem is not None else int(value)
+
+    workers = checked("--workers", overrides.workers, spec.workers)
+    tile_size = checked("--tile-size", overrides.tile_size, spec.tiling.tile_size)
+    mode = overrides.tiling_mode or spec.tiling.mode
+    if mode not in MODES:
+        flag("--tiling", f"expected one of {', '.join(MODES)}, found {mode!r}{did_you_mean(mode, MODES)}")
+        mode = spec.tiling.mode
+    cwd = Path.cwd()
+    inputs = dict(spec.inputs)
+    for name, text in overrides.inputs.items():
+        if name in inputs:
+            inputs[name] = InputSpec(name, absolute(text, cwd), Location(path=f"--input {name}"))
+        else:
+            flag(f"--input {name}", f"unknown input '{name}'{did_you_mean(name, inputs)}")
+    outputs = dict(spec.outputs)
+    for name, text in overrides.outputs.items():
+        kept = outputs[name].options if name in outputs else FrozenMap()
+        outputs[name] = OutputSpec(name, absolute(text, cwd), kept, Location(path=f"--output {name}"))
+    steps = list(spec.steps)
+    names = [step.name for step in steps]
+    for (step_name, key), value in overrides.params.items():
+        option = f"--param {step_name}.{key}"
+        if step_name not in names:
+            flag(option, f"unknown step '{step_name}'{did_you_mean(step_name, names)}")
+            continue
+        index = names.index(step_name)
+        step = steps[index]
+        prefix = f"params -> {key}"
+        locations = {at: where for at, where in step.locations.items()
+                     if at != prefix and not at.startswith(prefix + " -> ")}
+        locations[prefix] = Location(path=option)
+        steps[index] = replace(step, params=FrozenMap({**step.params, key: freeze(value)}),
+                               locations=FrozenMap(locations))
+    return replace(spec, workers=workers, tiling=Tiling(mode, tile_size), inputs=FrozenMap(inputs),
+                   steps=tuple(steps), outputs=FrozenMap(outputs))
+
+
+def _order(problem: Problem) -> tuple[bool, int, int]:
+    return problem.line is not None, problem.line or 0, problem.column or 0
+
+
+def load_pipeline(source: str | os.PathLike[str] | Mapping[str, Any], *,
+                  overrides: Overrides | None = None,
+                  base_dir: str | os.PathLike[str] | None = None) -> PipelineSpec:
+    """Read, check and normalise a pipeline (a YAML file, or a mapping of the same shape).
+
+    ``base_dir`` replaces the folder relative paths resolve against (default: the file's folder,
+    or the current folder for a mapping). ``overrides`` are applied after reading. Raises
+    :class:`PipelineError` holding every problem found, schema and references alike.
+    """
+    cwd = Path.cwd()
+    if isinstance(source, Mapping):
+        reader, document, path = _Reader(None), source, None
+        base = absolute(os.fspath(base_dir or "."), cwd)
+    else:
+        display = os.fspath(source)
+        path = absolute(display, cwd)
+        reader = _Reader(display)
+        document = reader.parse(_read_text(path, display))
+        base = path.parent if base_dir is None else absolute(os.fspath(base_dir), cwd)
+    spec = None if document is None and reader.problems else reader.read(document, base, path)
+    problems = reader.finished()
+    if spec is not None:
+        if overrides is not None:
+            spec = _apply(spec, overrides, problems)
+        problems += check_graph(spec)
+    if spec is None or problems:
+        raise PipelineError(sorted(problems, key=_order))
+    return spec

@@ -1,0 +1,129 @@
+"""Run-time resolution: dotted paths to callables, and ``${...}`` params to reduce results.
+
+A dotted path is ``package.module.function`` (the last part is the attribute), or, with a colon,
+``package.module:function`` and ``package.module:Class.method``. The pipeline's folder is put at
+the front of ``sys.path`` (once), so a module next to the pipeline file is found. Modules are
+cached by Python under their name: two pipelines in one process cannot use two different modules
+of the same name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem
+from eoscale.pipeline.spec import parse_reference
+
+
+class ResolveError(EOScaleError):
+    """A dotted path does not lead to a callable: module missing, import failing, attribute missing."""
+
+    exit_code = EXIT_INVALID_PIPELINE
+
+
+def split_dotted(dotted: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(module, attributes)`` of a dotted path, or None if it is not one."""
+    module, colon, attributes = dotted.partition(":")
+    if not colon:
+        module, _, attributes = dotted.rpartition(".")
+    parts = module.split("."), attributes.split(".")
+    if not all(name.isidentifier() for names in parts for name in names):
+        return None
+    return module, tuple(parts[1])
+
+
+def close_match(name: str, candidates: Iterable[object]) -> str | None:
+    """The candidate closest to a misspelt name, if one is close enough."""
+    close = difflib.get_close_matches(name, [str(c) for c in candidates], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, candidates: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or nothing."""
+    close = close_match(name, candidates)
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+def _public_callables(owner: object) -> list[str]:
+    return [name for name in dir(owner)
+            if not name.startswith("_") and callable(getattr(owner, name, None))]
+
+
+def _import(module: str, dotted: str) -> object:
+    importlib.invalidate_caches()
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name is not None and (module == error.name or module.startswith(error.name + ".")):
+            raise ResolveError(f"'{dotted}': module '{error.name}' not found") from None
+        raise ResolveError(f"'{dotted}': importing module '{module}' failed: "
+                           f"ModuleNotFoundError: {error}") from None
+    except (Exception, SystemExit) as error:
+        raise ResolveError(f"'{dotted}': importing module '{module}' raised "
+                           f"{type(error).__name__}: {error}") from None
+
+
+def resolve_callable(dotted: str, base_dir: Path | None = None) -> Callable[..., Any]:
+    """The callable a dotted path names, importing its module (from ``base_dir`` first).
+
+    Raises :class:`ResolveError` with a message naming what is wrong.
+    """
+    split = split_dotted(dotted)
+    if split is None:
+        raise ResolveError(f"'{dotted}' is not a dotted path like 'module.function' "
+                           "or 'package.module:Class.method'")
+    module, attributes = split
+    if base_dir is not None and str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    target = _import(module, dotted)
+    owner_name = f"module '{module}'"
+    for attribute in attributes:
+        if not hasattr(target, attribute):
+            hint = did_you_mean(attribute, _public_callables(target))
+            raise ResolveError(f"'{dotted}': {owner_name} has no attribute '{attribute}'{hint}")
+        target = getattr(target, attribute)
+        owner_name = f"'{attribute}'"
+    if not callable(target):
+        raise ResolveError(f"'{dotted}' is {type(target).__name__} {target!r:.60}, not a callable")
+    return target
+
+
+def resolve_params(params: Mapping[str, Any], results: Mapping[str, Any], *,
+                   step: str | None = None) -> dict[str, Any]:
+    """The params a callable receives: plain dicts and lists, each ``${...}`` replaced by its result.
+
+    ``results`` holds the results of the reduce steps run so far, by step name (passed as they
+    are, not copied). ``${name.key}`` indexes a mapping result. Raises :class:`PipelineError` naming ``step`` when one is missing.
+    """
+
+    def substitute(value: Any) -> Any:
+        reference = parse_reference(value)
+        if reference is None:
+            if isinstance(value, Mapping):
+                return {key: substitute(item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [substitute(item) for item in value]
+            return value
+        if reference.result not in results:
+            raise PipelineError(Problem(f"'{reference}': reduce step '{reference.result}' "
+                                        "has no result (yet)", step=step))
+        result = results[reference.result]
+        if reference.key is None:
+            return result
+        if not isinstance(result, Mapping):
+            raise PipelineError(Problem(f"'{reference}': the result of '{reference.result}' is "
+                                        f"{type(result).__name__}, not a mapping with keys",
+                                        step=step))
+        if reference.key not in result:
+            raise PipelineError(Problem(
+                f"'{reference}': the result of '{reference.result}' has no key '{reference.key}'"
+                f"{did_you_mean(reference.key, result)} (keys: {', '.join(map(str, result))})",
+                step=step))
+        return result[reference.key]
+
+    return substitute(params)

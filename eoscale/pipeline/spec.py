@@ -1,0 +1,251 @@
+"""The pipeline as frozen, typed values: what the loader makes and everything after it reads.
+
+Every part of a spec knows where it was written (:class:`Location`: file, line, column and a path
+such as ``steps -> 1 -> map``, or the command-line flag that set it), so that later stages can
+report problems at the right place. Mappings are :class:`FrozenMap` (read-only and, unlike
+``MappingProxyType``, picklable, so a spec can travel to worker processes). Params are frozen
+deeply (mappings become :class:`FrozenMap`, lists become tuples);
+:func:`eoscale.pipeline.resolve.resolve_params` gives back the plain dicts and lists a callable
+receives.
+
+A params value written exactly ``${name}`` or ``${name.key}`` is a :class:`Reference` to the
+result of an earlier reduce step (``key`` indexes a mapping result; everything after the first
+dot is the key).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from eoscale.engine.tiling import Tiling
+from eoscale.errors import Problem
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+StepKind = Literal["map", "reduce"]
+KINDS: tuple[StepKind, ...] = ("map", "reduce")
+
+_REFERENCE = re.compile(r"\$\{([^.{}]+)(?:\.([^{}]+))?\}")
+
+
+class FrozenMap(Mapping[K, V]):
+    """A read-only mapping that pickles (``MappingProxyType`` does not)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[K, V] | None = None) -> None:
+        self._data: dict[K, V] = dict(data or {})
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every mapping made a :class:`FrozenMap` and every list a tuple, deeply."""
+    if isinstance(value, Mapping):
+        return FrozenMap({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A params value ``${result}`` or ``${result.key}``: the result of an earlier reduce step."""
+
+    result: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"${{{self.result}}}" if self.key is None else f"${{{self.result}.{self.key}}}"
+
+
+def parse_reference(value: Any) -> Reference | None:
+    """The reference ``value`` is, if it is a string written exactly ``${name}`` or ``${name.key}``."""
+    if not isinstance(value, str):
+        return None
+    match = _REFERENCE.fullmatch(value)
+    return Reference(match[1], match[2]) if match else None
+
+
+def references(value: Any, keys: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Reference]]:
+    """Every reference inside a params value, with the keys leading to it."""
+    reference = parse_reference(value)
+    if reference is not None:
+        yield keys, reference
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from references(item, (*keys, key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from references(item, (*keys, index))
+
+
+def join_path(*parts: object) -> str | None:
+    """A path for messages, ``steps -> 1 -> map``, from its parts other than None."""
+    kept = [str(part) for part in parts if part is not None]
+    return " -> ".join(kept) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where something was written: pipeline file, line and column (1-based), and its path.
+
+    ``path`` is the place inside the document (``steps -> 1 -> map``) or the command-line option
+    that set the value (``--input scene``). Any part may be unknown (a mapping has no lines).
+    """
+
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str | None = None
+
+    def problem(self, message: str, step: str | None = None) -> Problem:
+        """A problem found here."""
+        return Problem(message, self.file, self.line, self.column, self.path, step)
+
+    def child(self, *keys: str | int) -> Location:
+        """A place inside this one whose own line is unknown: same line, longer path."""
+        return Location(self.file, self.line, self.column, join_path(self.path, *keys))
+
+    def line_note(self) -> str:
+        """`` (line 12)`` when the line is known, for messages that point at a second place."""
+        return f" (line {self.line})" if self.line is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """A pipeline input: a raster file, by name."""
+
+    name: str
+    path: Path
+    where: Location = field(default=Location(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """A result to write: an image to a GeoTIFF (with GDAL creation ``options``) or a reduce result to JSON."""
+
+    name: str
+    path: Path
+    options: Mapping[str, Any] = field(default_factory=FrozenMap)
+    where: Location = field(default=Location(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One step: a map (N images -> M images) or a reduce (N images -> one result, tile by tile).
+
+    ``callable``, ``profile``, ``combine`` and ``finalize`` are dotted paths, resolved later.
+    ``margin`` None means the callable's declared margin, else 0. ``outputs`` names the images a
+    map step makes (the loader fills in the default, the step's name); it is empty for a reduce
+    step, whose result is named by the step. ``locations`` holds where the step's values are
+    written, keyed by their path inside the step (``inputs -> 0``); see :meth:`locate`. Where a
+    thing is written is not part of what it is: locations take no part in comparisons.
+    """
+
+    name: str
+    kind: StepKind
+    callable: str
+    inputs: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=FrozenMap)
+    margin: int | None = None
+    profile: str | None = None
+    outputs: tuple[str, ...] = ()
+    combine: str | None = None
+    finalize: str | None = None
+    description: str | None = None
+    where: Location = field(default=Location(), compare=False)
+    locations: Mapping[str, Location] = field(default_factory=FrozenMap, compare=False, repr=False)
+
+    def locate(self, *keys: str | int) -> Location:
+        """Where a value inside the step is written: its own place, else its closest parent's."""
+        parts = [str(key) for key in keys]
+        for count in range(len(parts), 0, -1):
+            found = self.locations.get(" -> ".join(parts[:count]))
+            if found is not None:
+                return found.child(*parts[count:])
+        return self.where.child(*parts)
+
+    def references(self) -> Iterator[tuple[tuple[str | int, ...], Reference]]:
+        """Every ``${...}`` reference in the params, with the keys leading to it (``params`` first)."""
+        return references(self.params, ("params",))
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """A whole pipeline, normalised: paths absolute, defaults filled in, overrides applied.
+
+    ``workers`` None means all CPUs; ``tiling.tile_size`` None means an automatic size. ``source``
+    is the pipeline file (None for a mapping) and ``base_dir`` the folder relative paths and
+    callables' modules are looked up in.
+    """
+
+    version: int
+    name: str | None
+    workers: int | None
+    tiling: Tiling
+    inputs: Mapping[str, InputSpec]
+    steps: tuple[StepSpec, ...]
+    outputs: Mapping[str, OutputSpec]
+    source: Path | None
+    base_dir: Path
+
+    def image_names(self) -> tuple[str, ...]:
+        """Every image of the run, in the order it exists: the inputs, then each map step's outputs."""
+        made = (name for step in self.steps if step.kind == "map" for name in step.outputs)
+        return (*self.inputs, *made)
+
+    def producer(self, name: str) -> StepSpec | None:
+        """The step that makes an image or result; None for a pipeline input; KeyError if unknown."""
+        if name in self.inputs:
+            return None
+        for step in self.steps:
+            if name in step.outputs or (step.kind == "reduce" and step.name == name):
+                return step
+        raise KeyError(name)
+
+    def last_use(self) -> dict[str, int]:
+        """For each image, the index of the last step reading it, so it can be released after.
+
+        An image written as an output is used after the last step (``len(steps)``). An image
+        nothing reads or writes is last used where it is made: by its step, or -1 for an input.
+        """
+        last = {name: -1 for name in self.inputs}
+        for index, step in enumerate(self.steps):
+            for name in (*step.inputs, *step.outputs):
+                last[name] = index
+        for name in self.outputs:
+            if name in last:
+                last[name] = len(self.steps)
+        return last
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values given on the command line, applied over the pipeline file's.
+
+    Paths resolve against the current folder. ``params`` maps (step, key) to an already-typed
+    value. A replaced output keeps its creation options.
+    """
+
+    workers: int | None = None
+    tile_size: int | None = None
+    tiling_mode: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[tuple[str, str], Any] = field(default_factory=dict)
