@@ -109,8 +109,12 @@ class WorkerDiedError(StepError):
     """A worker process died (killed, crashed in C code, exited) while running a step."""
 
 
-class Interrupted(EOScaleError):
-    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM."""
+class Interrupted(BaseException):
+    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM.
+
+    Like KeyboardInterrupt it is not an ``Exception``, so that no ``except Exception`` around user
+    code can swallow it; it carries the exit code (130 or 143).
+    """
 
     def __init__(self, signum: int):
         import signal

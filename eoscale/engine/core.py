@@ -32,7 +32,7 @@ from eoscale.engine.tasks import (Job, LoadJob, MapJob, Plan, ReduceJob, ResultM
                                   TileFailure, check_results)
 from eoscale.engine.tiling import TILES_PER_WORKER, Tile, Tiling, auto_tile_size, check_margin
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
-from eoscale.io.raster import default_output_profile, read_profile, write_geotiff
+from eoscale.io.raster import Staging, default_output_profile, read_profile, write_geotiff
 
 #: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
 MAX_CHUNKS = 256
@@ -137,13 +137,22 @@ class Engine:
     def write(self, raster: SharedRaster, path: str | os.PathLike, *,
               options: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
         """Write a raster as a GeoTIFF, atomically; compression runs on every worker's core."""
+        with Staging(overwrite) as staging:
+            self.write_to(raster, staging.stage(path), options=options, display=path)
+            staging.commit()
+        return Path(path)
+
+    def write_to(self, raster: SharedRaster, path: str | os.PathLike, *,
+                 options: Mapping[str, Any] | None = None,
+                 display: str | os.PathLike | None = None) -> None:
+        """Write a raster to ``path`` as it is (the caller stages it); reported as a write phase."""
         started = time.perf_counter()
-        self.progress.started("write", str(path), 1)
-        written = write_geotiff(raster.array, raster.ref.profile, path, options=options,
-                                overwrite=overwrite, threads=self.workers)
+        name = str(display or path)
+        self.progress.started("write", name, 1)
+        write_geotiff(raster.array, raster.ref.profile, path, options=options,
+                      threads=self.workers, display=display)
         self.progress.advance(1)
-        self._report("write", str(path), 1, raster.ref.height * raster.ref.width, started)
-        return written
+        self._report("write", name, 1, raster.ref.height * raster.ref.width, started)
 
     # -- steps ---------------------------------------------------------------------------------
 

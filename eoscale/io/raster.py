@@ -99,30 +99,61 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = False):
-    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
-    check_writable(path, overwrite)
-    temp = temporary_path(path)
-    try:
-        yield temp
-        os.replace(temp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+class Staging:
+    """Outputs written to temporary siblings, renamed into place together only on success.
+
+    So a run that fails leaves neither a partial file at an output path nor a replaced one: every
+    existing output stays as it was until ``commit()``; ``discard()`` (also on leaving the ``with``
+    block without a commit) removes the temporary files.
+    """
+
+    def __init__(self, overwrite: bool = False):
+        self.overwrite = overwrite
+        self._staged: dict[Path, Path] = {}
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def check(self, path: str | os.PathLike) -> Path:
+        """Check that ``path`` may be written (and make its folder) before any work is done."""
+        path = Path(path)
+        check_writable(path, self.overwrite)
+        return path
+
+    def stage(self, path: str | os.PathLike) -> Path:
+        """The temporary path to write ``path``'s content to."""
+        path = self.check(path)
+        temp = self._staged[path] = temporary_path(path)
+        return temp
+
+    def commit(self) -> list[Path]:
+        """Rename every staged file into place."""
+        done = []
+        for path, temp in list(self._staged.items()):
+            os.replace(temp, path)
+            del self._staged[path]
+            done.append(path)
+        return done
+
+    def discard(self) -> None:
+        staged, self._staged = self._staged, {}
+        for temp in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
 
 
 def write_geotiff(array: np.ndarray, profile: Mapping[str, Any], path: str | os.PathLike, *,
-                  options: Mapping[str, Any] | None = None, overwrite: bool = False,
-                  threads: int = 1) -> Path:
-    """Write ``array`` (bands, rows, cols) as a GeoTIFF at ``path``, atomically."""
+                  options: Mapping[str, Any] | None = None, threads: int = 1,
+                  display: str | os.PathLike | None = None) -> Path:
+    """Write ``array`` (bands, rows, cols) as a GeoTIFF at ``path`` (errors name ``display``)."""
     path = Path(path)
     kwargs = creation_profile(profile, options, threads)
-    with atomic_output(path, overwrite) as temp:
-        try:
-            with rasterio.open(temp, "w", **kwargs) as dataset:
-                dataset.write(array)
-        except (RasterioError, ValueError, TypeError) as exc:
-            raise RasterError(f"{path}: cannot write ({exc})") from None
+    try:
+        with rasterio.open(path, "w", **kwargs) as dataset:
+            dataset.write(array)
+    except (RasterioError, ValueError, TypeError) as exc:
+        raise RasterError(f"{display or path}: cannot write ({exc})") from None
     return path

@@ -127,7 +127,7 @@ def _ranges(p: Params, count: int, needed_for: str = "") -> np.ndarray:
 def _binned(bands: Sequence[np.ndarray], ranges: np.ndarray, bins: int) -> Binned:
     rows = []
     for values, (low, high) in zip(bands, ranges):
-        inside, _ = np.histogram(values, bins, (low, high))
+        inside, _ = np.histogram(values.astype(np.float64), bins, (low, high))
         below, above = np.count_nonzero(values < low), np.count_nonzero(values > high)
         rows.append(np.concatenate([[below], inside, [above]]))
     return Binned(np.array(rows, dtype=np.int64).reshape(len(bands), bins + 2),
@@ -150,7 +150,7 @@ def finalize_histogram(partial: Binned, params: Mapping[str, Any]) -> list[dict[
 @declare(margin=0, combine=combine_binned, finalize=finalize_histogram)
 def histogram(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
               params: Mapping[str, Any]) -> Binned:
-    """Per band counts of the valid pixels in ``bins`` equal bins over ``range``, as np.histogram."""
+    """Per band counts of the valid pixels in ``bins`` equal bins over ``range`` (np.histogram, float64)."""
     p, bins = _histogram_settings(params)
     bands = _valid_values("histogram", arrays, profiles)
     return _binned(bands, _ranges(p, len(bands)), bins)

@@ -18,7 +18,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from eoscale import engine
+from eoscale.engine import tile_context
 from eoscale.errors import ConfigError
 from eoscale.ops._common import Params, declare, nodata_of, single_input, valid_mask, with_nodata
 
@@ -43,7 +43,7 @@ def _steps(op: str, profile: Mapping[str, Any], height: int) -> tuple[np.ndarray
         raise ConfigError(f"{op}: rotated or sheared geotransforms are not supported")
     crs = CRS.from_user_input(profile["crs"]) if profile.get("crs") else None
     if crs is not None and crs.is_geographic:
-        context = engine.tile_context()
+        context = tile_context()
         first = context.read.row_off if context is not None else 0
         rows = np.arange(first + 1, first + height - 1)
         east, north = metres_per_degree(transform.f + transform.e * (rows + 0.5))

@@ -119,7 +119,7 @@ def integer_problem(value: Any, minimum: int) -> str | None:
 
 def absolute(text: str, base: Path) -> Path:
     """A path as written (``~`` expanded), made absolute against ``base`` and normalised."""
-    return Path(os.path.normpath(base / Path(text).expanduser()))
+    return Path(os.path.normpath(base / os.path.expanduser(text)))
 
 
 class _Reader:
@@ -393,8 +393,9 @@ class _Reader:
         marks: dict[Any, dict[str, Location]] = {}
         for path, (line, column) in self.value_marks.items():
             if len(path) > 2 and path[0] == "steps":
-                marks.setdefault(path[1], {})[" -> ".join(map(str, path[2:]))] = Location(
-                    self.file, line, column, join_path(*path))
+                inside = " -> ".join(map(str, path[2:]))
+                marks.setdefault(path[1], {})[inside] = Location(
+                    self.file, line, column, f"steps -> {path[1]} -> {inside}")
         read = (self.step(index, item, marks.get(index, {})) for index, item in enumerate(value))
         return tuple(step for step in read if step is not None)
 

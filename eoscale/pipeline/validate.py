@@ -459,9 +459,10 @@ def validate(spec: PipelineSpec, *, check_files: bool = True,
         assert estimate.available_bytes is not None
         where = next((step.where for step in spec.steps if step.name == estimate.peak_step),
                      next(iter(spec.inputs.values())).where)
+        workers = f"{estimate.workers} worker{'s' if estimate.workers > 1 else ''}"
         problems.append(where.problem(
-            f"the run needs about {_size(estimate.peak_bytes)} (images {_size(estimate.image_bytes)}, "
-            f"tiles of {estimate.workers} workers {_size(estimate.working_bytes)}) but only "
+            f"the run needs about {_size(estimate.peak_bytes)} ({_size(estimate.image_bytes)} of "
+            f"images, {_size(estimate.working_bytes)} of tiles for {workers}) but only "
             f"{_size(estimate.available_bytes)} is available; use fewer workers or smaller tiles, "
             "or free memory", estimate.peak_step))
     return problems

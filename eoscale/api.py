@@ -1,0 +1,55 @@
+"""The Python API, mirroring the command line: load, validate and run a pipeline from a path or a
+mapping, with the same overrides as the flags of ``eoscale run``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from eoscale.engine import Progress
+from eoscale.errors import PipelineError, Problem
+from eoscale.pipeline import Overrides, PipelineSpec, load_pipeline
+from eoscale.pipeline import validate as validate_spec
+from eoscale.pipeline.runner import RunResult, run_pipeline
+
+Source = str | os.PathLike[str] | Mapping[str, Any]
+
+
+def overrides(*, workers: int | None = None, tile_size: int | None = None,
+              tiling: str | None = None, inputs: Mapping[str, str] | None = None,
+              outputs: Mapping[str, str] | None = None,
+              params: Mapping[str, Any] | None = None) -> Overrides:
+    """Overrides from keyword arguments; ``params`` keys are ``"step.key"``."""
+    by_step: dict[tuple[str, str], Any] = {}
+    for dotted, value in (params or {}).items():
+        step, sep, key = dotted.partition(".")
+        if not sep or not step or not key:
+            raise PipelineError(Problem(f"--param {dotted}: expected STEP.KEY=VALUE", path="--param"))
+        by_step[(step, key)] = value
+    return Overrides(workers=workers, tile_size=tile_size, tiling_mode=tiling,
+                     inputs=dict(inputs or {}), outputs=dict(outputs or {}), params=by_step)
+
+
+def load(source: Source, **kwargs: Any) -> PipelineSpec:
+    """Read and check a pipeline document (schema and references), with overrides applied."""
+    return load_pipeline(source, overrides=overrides(**kwargs))
+
+
+def validate(source: Source, **kwargs: Any) -> list[Problem]:
+    """Every problem that can be found without computing (an empty list for a valid pipeline)."""
+    try:
+        spec = load(source, **kwargs)
+    except PipelineError as exc:
+        return exc.problems
+    return validate_spec(spec)
+
+
+def run(source: Source | PipelineSpec, *, overwrite: bool = False, progress: Progress | None = None,
+        start_method: str | None = None, **kwargs: Any) -> RunResult:
+    """Validate and run a pipeline; returns the written paths and the reduce results."""
+    spec = source if isinstance(source, PipelineSpec) else load(source, **kwargs)
+    problems = validate_spec(spec)
+    if problems:
+        raise PipelineError(problems)
+    return run_pipeline(spec, progress=progress, overwrite=overwrite, start_method=start_method)

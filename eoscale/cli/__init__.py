@@ -1,0 +1,1 @@
+"""The ``eoscale`` command line: thin commands over the library; rich only here."""

@@ -1,0 +1,134 @@
+"""Run a checked pipeline on the engine: load inputs when first needed, run steps in order, release
+each image after its last use, stage outputs as soon as they are final and rename them into place
+only when the whole run has succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
+from eoscale.errors import PipelineError
+from eoscale.io.info import json_safe
+from eoscale.io.raster import Staging
+from eoscale.pipeline.resolve import ResolveError, resolve_callable, resolve_params
+from eoscale.pipeline.spec import PipelineSpec, StepSpec
+
+#: The params key through which a callable that asks for it (``wants_input_names = True``) learns
+#: the names of its step's inputs, in order (band_math uses them as the expression's names).
+INPUT_NAMES_KEY = "_inputs"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: the written files by result name, the reduce results, timings."""
+
+    written: Mapping[str, Path]
+    results: Mapping[str, Any]
+    reports: tuple[PhaseReport, ...] = field(default=(), repr=False)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Callables:
+    fn: Callable
+    profile: Callable | None
+    combine: Callable | None
+    finalize: Callable | None
+
+
+def resolve_step(step: StepSpec, base_dir: Path) -> _Callables:
+    """Import a step's callables (validation has checked they import; this names the step if not)."""
+    def get(dotted: str | None, key: str) -> Callable | None:
+        if dotted is None:
+            return None
+        try:
+            return resolve_callable(dotted, base_dir)
+        except ResolveError as exc:
+            raise PipelineError(step.locate(key).problem(str(exc), step.name)) from None
+
+    return _Callables(get(step.callable, step.kind), get(step.profile, "profile"),
+                      get(step.combine, "combine"), get(step.finalize, "finalize"))
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the current folder when it is below it, else as it is."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def step_params(step: StepSpec, fn: Callable, results: Mapping[str, Any]) -> dict[str, Any]:
+    params = resolve_params(step.params, results, step=step.name)
+    if getattr(fn, "wants_input_names", False):
+        params[INPUT_NAMES_KEY] = list(step.inputs)
+    return params
+
+
+def write_json(path: Path, step: StepSpec, result: Any) -> None:
+    document = {"step": step.name, "inputs": list(step.inputs), "result": json_safe(result)}
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwrite: bool = False,
+                 start_method: str | None = None) -> RunResult:
+    """Run a pipeline that validation accepted; outputs appear only if every step succeeds."""
+    started = time.perf_counter()
+    callables = [resolve_step(step, spec.base_dir) for step in spec.steps]
+    last_use = spec.last_use()
+    results: dict[str, Any] = {}
+    images: dict[str, SharedRaster] = {}
+    with Staging(overwrite) as staging, \
+            Engine(spec.workers, tiling=spec.tiling, progress=progress,
+                   start_method=start_method) as engine:
+        for output in spec.outputs.values():
+            staging.check(output.path)
+
+        def image(name: str) -> SharedRaster:
+            if name not in images:
+                images[name] = engine.load(spec.inputs[name].path, name=name)
+            return images[name]
+
+        def stage_outputs(names: tuple[str, ...]) -> None:
+            for name in names:
+                output = spec.outputs.get(name)
+                if output is not None and name in images:
+                    engine.write_to(images[name], staging.stage(output.path),
+                                    options=output.options, display=display_path(output.path))
+
+        def release_after(index: int) -> None:
+            for name in [n for n in images if last_use.get(n, -1) <= index]:
+                engine.release(images.pop(name))
+
+        copied = tuple(name for name in spec.inputs if name in spec.outputs)
+        for name in copied:
+            image(name)
+        stage_outputs(copied)
+        for index, (step, found) in enumerate(zip(spec.steps, callables)):
+            inputs = [image(name) for name in step.inputs]
+            params = step_params(step, found.fn, results)
+            if step.kind == "map":
+                made = engine.map(found.fn, inputs, params=params, margin=step.margin,
+                                  profile_fn=found.profile, name=step.name,
+                                  output_names=step.outputs)
+                images.update(zip(step.outputs, made))
+                stage_outputs(step.outputs)
+            else:
+                results[step.name] = engine.reduce(found.fn, inputs, combine=found.combine,
+                                                   finalize=found.finalize, params=params,
+                                                   margin=step.margin, name=step.name)
+                output = spec.outputs.get(step.name)
+                if output is not None:
+                    write_json(staging.stage(output.path), step, results[step.name])
+            release_after(index)
+        written = staging.commit()
+        reports = tuple(engine.reports)
+    paths = {name: output.path for name, output in spec.outputs.items() if output.path in written}
+    return RunResult(paths, results, reports, time.perf_counter() - started)
+

@@ -1,0 +1,1 @@
+"""Tests of the built-in operations (a package, so its conftest never shadows tests/conftest.py)."""

@@ -1,0 +1,124 @@
+"""Dotted paths to callables, and ``${...}`` params to reduce results."""
+
+from __future__ import annotations
+
+import os.path
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pipeline_callables
+from eoscale.errors import PipelineError
+from eoscale.pipeline import ResolveError, resolve_callable, resolve_params
+from eoscale.pipeline.spec import FrozenMap, freeze
+
+
+@pytest.fixture
+def isolated_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``sys.path`` and the modules imported are put back after the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("dotted, expected", [
+    ("os.path.join", os.path.join),
+    ("os.path:join", os.path.join),
+    ("collections:OrderedDict.fromkeys", OrderedDict.fromkeys),
+    ("pipeline_callables.ndvi", pipeline_callables.ndvi),
+    ("pipeline_callables:Filters.identity", pipeline_callables.Filters.identity),
+])
+def test_the_three_forms(dotted: str, expected: object) -> None:
+    assert resolve_callable(dotted) == expected
+
+
+def test_a_module_next_to_the_pipeline(tmp_path: Path, isolated_imports: None) -> None:
+    (tmp_path / "ops_next_to_pipeline.py").write_text("def double(x):\n    return 2 * x\n")
+    assert resolve_callable("ops_next_to_pipeline.double", tmp_path)(4) == 8
+    assert resolve_callable("ops_next_to_pipeline:double", tmp_path)(5) == 10
+    assert sys.path[0] == str(tmp_path)
+    assert sys.path.count(str(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import no_such_dependency\n",
+     "'broken_ops.f': importing module 'broken_ops' failed: ModuleNotFoundError: "
+     "No module named 'no_such_dependency'"),
+    ("def f(:\n", "'broken_ops.f': importing module 'broken_ops' raised SyntaxError: "),
+    ("raise SystemExit(3)\n", "'broken_ops.f': importing module 'broken_ops' raised SystemExit: 3"),
+])
+def test_an_import_that_fails(tmp_path: Path, isolated_imports: None, source: str,
+                              message: str) -> None:
+    (tmp_path / "broken_ops.py").write_text(source)
+    with pytest.raises(ResolveError) as raised:
+        resolve_callable("broken_ops.f", tmp_path)
+    assert str(raised.value).startswith(message)
+    assert "Traceback" not in str(raised.value)
+
+
+@pytest.mark.parametrize("dotted, message", [
+    ("no_such_module.f", "'no_such_module.f': module 'no_such_module' not found"),
+    ("pipeline_callables.sub.f",
+     "'pipeline_callables.sub.f': module 'pipeline_callables.sub' not found"),
+    ("pipeline_callables.ndvii",
+     "'pipeline_callables.ndvii': module 'pipeline_callables' has no attribute 'ndvii' "
+     "(did you mean 'ndvi'?)"),
+    ("pipeline_callables.zzz", "module 'pipeline_callables' has no attribute 'zzz'"),
+    ("pipeline_callables:Filters.identiti",
+     "'Filters' has no attribute 'identiti' (did you mean 'identity'?)"),
+    ("pipeline_callables.THRESHOLD", "'pipeline_callables.THRESHOLD' is float 0.5, not a callable"),
+    ("pipeline_import_fails.f",
+     "importing module 'pipeline_import_fails' raised RuntimeError: no licence for the frobnicator"),
+    ("ndvi", "'ndvi' is not a dotted path like 'module.function'"),
+    ("a.b:c:d", "'a.b:c:d' is not a dotted path"),
+    ("a b.c", "'a b.c' is not a dotted path"),
+])
+def test_what_is_wrong_is_said(dotted: str, message: str) -> None:
+    with pytest.raises(ResolveError) as raised:
+        resolve_callable(dotted)
+    assert message in str(raised.value)
+    assert raised.value.exit_code == 3
+
+
+def test_a_missing_attribute_suggests_public_callables_only() -> None:
+    with pytest.raises(ResolveError) as raised:
+        resolve_callable("pipeline_callables.THRESHOLDS")
+    assert "did you mean" not in str(raised.value)
+
+
+RESULTS = {"stats": {"min": 1.5, "max": 9.0}, "total": 42.0}
+
+
+def test_references_are_replaced() -> None:
+    params = freeze({"low": "${stats.min}", "all": "${stats}", "n": 3,
+                     "nested": {"bounds": ["${stats.min}", "${stats.max}"], "sum": "${total}"},
+                     "text": "costs ${total}"})
+    assert resolve_params(params, RESULTS) == {
+        "low": 1.5, "all": RESULTS["stats"], "n": 3,
+        "nested": {"bounds": [1.5, 9.0], "sum": 42.0}, "text": "costs ${total}"}
+
+
+def test_params_come_back_plain() -> None:
+    resolved = resolve_params(freeze({"a": {"b": [1, {"c": 2}]}}), {})
+    assert type(resolved) is dict and type(resolved["a"]["b"]) is list
+    assert type(resolved["a"]["b"][1]) is dict
+    assert not isinstance(resolved["a"], FrozenMap)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("${stats.mean}", "step 'smooth': '${stats.mean}': the result of 'stats' has no key 'mean' "
+                      "(keys: min, max)"),
+    ("${stats.mni}", "has no key 'mni' (did you mean 'min'?)"),
+    ("${total.key}", "'${total.key}': the result of 'total' is float, not a mapping with keys"),
+    ("${other}", "'${other}': reduce step 'other' has no result (yet)"),
+])
+def test_a_missing_result_names_the_step(value: str, message: str) -> None:
+    with pytest.raises(PipelineError) as raised:
+        resolve_params(FrozenMap({"p": value}), RESULTS, step="smooth")
+    assert message in str(raised.value)
+    assert raised.value.problems[0].step == "smooth"

@@ -1,0 +1,204 @@
+"""Validation that imports callables and opens files: grids, margins, profiles, memory."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from eoscale.errors import PipelineError, Problem
+from eoscale.pipeline import check, estimate_memory, load_pipeline, validate
+from eoscale.pipeline.spec import PipelineSpec
+
+WritePipeline = Callable[..., Path]
+RasterWriter = Callable[..., Path]
+
+CHAIN = """
+    version: 1
+    workers: 1
+    tiling: {tile_size: 8}
+    inputs: {a: a.tif}
+    steps:
+      - name: ndvi
+        map: pipeline_callables.ndvi
+        profile: pipeline_callables.ndvi_profile
+        inputs: [a]
+      - name: stats
+        reduce: pipeline_callables.tile_stats
+        combine: pipeline_callables.merge_stats
+        inputs: [ndvi]
+      - name: smooth
+        map: pipeline_callables.smooth
+        inputs: [ndvi]
+        params: {radius: 2}
+    outputs:
+      smooth: out/deeper/smooth.tif
+      stats: out/stats.json
+    """
+
+
+@pytest.fixture
+def chain(write_pipeline: WritePipeline, make_raster: RasterWriter) -> PipelineSpec:
+    make_raster("a.tif", width=32, height=24, count=4)
+    return load_pipeline(write_pipeline(CHAIN))
+
+
+def problems(write_pipeline: WritePipeline, text: str, **kwargs: bool) -> list[Problem]:
+    return validate(load_pipeline(write_pipeline(text)), **kwargs)
+
+
+def test_a_good_pipeline_has_no_problems(chain: PipelineSpec) -> None:
+    assert validate(chain) == []
+    check(chain)
+
+
+def test_check_raises_every_problem(write_pipeline: WritePipeline, make_raster: RasterWriter) -> None:
+    make_raster("a.tif")
+    text = CHAIN.replace("merge_stats", "merge").replace("radius: 2}", "radius: 2}\n        margin: 1")
+    with pytest.raises(PipelineError) as raised:
+        check(load_pipeline(write_pipeline(text)))
+    assert [(p.step, p.path) for p in raised.value.problems] == [
+        ("stats", "steps -> 1 -> combine"), ("smooth", "steps -> 2 -> margin")]
+
+
+def test_what_is_not_asked_for_is_not_checked(write_pipeline: WritePipeline) -> None:
+    text = CHAIN.replace("pipeline_callables.ndvi\n", "not_installed.ndvi\n")
+    assert len(problems(write_pipeline, text, check_files=False)) == 1
+    assert problems(write_pipeline, text, check_files=False, check_callables=False) == []
+
+
+def test_a_combine_attribute_is_enough(write_pipeline: WritePipeline, make_raster: RasterWriter) -> None:
+    make_raster("a.tif")
+    text = CHAIN.replace("tile_stats\n        combine: pipeline_callables.merge_stats", "tile_sum")
+    assert problems(write_pipeline, text) == []
+
+
+@pytest.mark.parametrize("margin, radius, expected", [
+    ("", 6, None), ("margin: 6", 6, None), ("margin: 9", 6, None),
+    ("margin: 5", 6, "margin 5 is smaller than the 6 that 'pipeline_callables.smooth' needs"),
+    ("margin: 0", "'${stats.max}'", None),
+])
+def test_a_stated_margin_covers_the_declared_one(write_pipeline: WritePipeline, make_raster: RasterWriter,
+                                                 margin: str, radius: object, expected: str | None) -> None:
+    make_raster("a.tif")
+    text = CHAIN.replace("radius: 2}", f"radius: {radius}}}\n        {margin}")
+    found = problems(write_pipeline, text)
+    assert [p.message for p in found] == ([expected] if expected else [])
+
+
+@pytest.mark.parametrize("profile, outputs, expected", [
+    ("band_profiles", "[b1, b2]", "the profile function returned 4 profiles for 2 outputs"),
+    ("pixel_profile", "[b1]", "the profile function returned a profile with dtype 'pixels', not a numpy dtype"),
+    ("band_profiles", "[b1, b2, b3, b4]", None),
+])
+def test_profile_functions_are_checked(write_pipeline: WritePipeline, make_raster: RasterWriter,
+                                       profile: str, outputs: str, expected: str | None) -> None:
+    make_raster("a.tif", count=4)
+    found = problems(write_pipeline, f"""
+        version: 1
+        inputs: {{a: a.tif}}
+        steps:
+          - name: split
+            map: pipeline_callables.split_bands
+            profile: pipeline_callables.{profile}
+            inputs: [a]
+            outputs: {outputs}
+        """)
+    assert [(p.message, p.line, p.step) for p in found] == ([(expected, 6, "split")] if expected else [])
+
+
+def test_inputs_must_be_rasters(write_pipeline: WritePipeline, tmp_path: Path) -> None:
+    (tmp_path / "folder.tif").mkdir()
+    found = problems(write_pipeline, CHAIN.replace("a.tif", "folder.tif"))
+    assert [(p.line, p.path) for p in found] == [(4, "inputs -> a")]
+    assert f"cannot open {tmp_path / 'folder.tif'} as a raster" in found[0].message
+
+
+def test_an_output_that_is_a_folder(chain: PipelineSpec, tmp_path: Path) -> None:
+    (tmp_path / "out" / "stats.json").mkdir(parents=True)
+    problem, = validate(chain)
+    assert problem.message == f"{tmp_path / 'out' / 'stats.json'} is a folder; expected a file path"
+    assert problem.line == 20
+
+
+# -- grids ------------------------------------------------------------------------------------
+
+
+PAIR = """
+    version: 1
+    inputs: {first: FIRST, second: SECOND}
+    steps:
+      - {name: ndvi, map: pipeline_callables.ndvi, inputs: [first, second]}
+    """
+
+
+def pair(write_pipeline: WritePipeline, first: Path, second: Path) -> list[Problem]:
+    return problems(write_pipeline, PAIR.replace("FIRST", str(first)).replace("SECOND", str(second)))
+
+
+def test_a_shifted_grid_is_refused(write_pipeline: WritePipeline, make_raster: RasterWriter) -> None:
+    found = pair(write_pipeline, make_raster("a.tif"), make_raster("b.tif", pixel=10.5, origin=(990, 2000)))
+    assert [p.message for p in found] == [
+        "b.tif is not on the grid of input 'first' (a.tif): pixel size (10.5, -10.5), not (10, -10); "
+        "origin (990, 2000), not (1000, 2000)"]
+
+
+def test_the_naip_pair_is_refused(write_pipeline: WritePipeline, shared_data: Path) -> None:
+    found = pair(write_pipeline, shared_data / "naip_m_4709963_se_14_1_20120731.tif",
+                 shared_data / "naip_m_4709963_se_14_1_20200831.tif")
+    assert [(p.message, p.line) for p in found] == [
+        ("naip_m_4709963_se_14_1_20200831.tif is not on the grid of input 'first' "
+         "(naip_m_4709963_se_14_1_20120731.tif): origin (485899, 5209246), not (485900, 5209245)", 2)]
+
+
+@pytest.mark.parametrize("first, second", [
+    ("ls5_nbar_19920323_B30_red.tif", "ls5_nbar_19920323_B40_nir.tif"),
+    ("dsm.tif", "dtm.tif"),
+])
+def test_aligned_pairs_are_accepted(write_pipeline: WritePipeline, shared_data: Path,
+                                    first: str, second: str) -> None:
+    assert pair(write_pipeline, shared_data / first, shared_data / second) == []
+
+
+def test_a_crs_with_no_epsg_code_is_named(write_pipeline: WritePipeline, shared_data: Path,
+                                          make_raster: RasterWriter) -> None:
+    found = pair(write_pipeline, make_raster("a.tif", width=1115, height=1450),
+                 shared_data / "nz_elev.tif")
+    assert "CRS 'PROJCS[" in found[0].message
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def test_the_memory_estimate_by_hand(chain: PipelineSpec) -> None:
+    # Images: a 32 x 24 x 4 uint8 = 3072 bytes; ndvi (by its profile) and smooth 32 x 24 float32 = 3072.
+    # At smooth: ndvi and smooth live (a was released after ndvi) = 6144, and one worker's tile of
+    # 8 + 2 x 2 (smooth's declared margin) = 12 x 12 pixels of float32 in and out = 1152.
+    estimate = estimate_memory(chain)
+    assert (estimate.peak_bytes, estimate.image_bytes, estimate.working_bytes) == (7296, 6144, 1152)
+    assert (estimate.peak_step, estimate.workers) == ("smooth", 1)
+    assert estimate.available_bytes is None or estimate.fits
+
+
+def test_the_memory_estimate_from_profiles_alone(chain: PipelineSpec) -> None:
+    profile = {"width": 32, "height": 24, "count": 4, "dtype": "uint8"}
+    assert estimate_memory(chain, {"a": profile}).peak_bytes == 7296
+    wide = estimate_memory(chain, {"a": {**profile, "count": 40}})
+    assert (wide.peak_bytes, wide.peak_step) == (30720 + 3072 + 64 * 44, "ndvi")
+
+
+def test_too_little_memory_is_a_problem(chain: PipelineSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The package's 'validate' is the function; the module is reached through sys.modules.
+    monkeypatch.setattr(sys.modules["eoscale.pipeline.validate"], "available_memory", lambda: 5000)
+    problem, = validate(chain)
+    assert problem.message == (
+        "the run needs about 7.1 KiB (6.0 KiB of images, 1.1 KiB of tiles for 1 worker) but only "
+        "4.9 KiB is available; use fewer workers or smaller tiles, or free memory")
+    assert (problem.step, problem.line) == ("smooth", 14)
+
+
+def test_estimate_memory_names_unreadable_inputs(write_pipeline: WritePipeline) -> None:
+    with pytest.raises(PipelineError, match="file not found"):
+        estimate_memory(load_pipeline(write_pipeline(CHAIN)))
