@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 run failure, 2 usage error, 3 invalid pipeline, 130 int
 from __future__ import annotations
 
 import signal
-import sys
 import traceback
 from types import FrameType
 
@@ -19,11 +18,23 @@ from eoscale.cli.info import info
 from eoscale.cli.render import error_console, settings
 from eoscale.cli.run import run
 from eoscale.cli.validate import validate
-from eoscale.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EOScaleError, Interrupted,
-                            PipelineError, StepError)
+from eoscale.errors import EXIT_FAILURE, EOScaleError, Interrupted, PipelineError, StepError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class EOScaleGroup(click.Group):
+    """A group that turns eoscale's errors into messages and exit codes, in one place."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (Exception, Interrupted) as exc:  # noqa: BLE001 - the one place errors become codes
+            if isinstance(exc, (click.exceptions.ClickException, click.exceptions.Exit,
+                                click.exceptions.Abort)):
+                raise
+            ctx.exit(report(exc))
+
+
+@click.group(cls=EOScaleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="eoscale")
 def cli() -> None:
     """Run raster processing pipelines on every core, tile by tile, from shared memory."""
@@ -62,21 +73,7 @@ def report(exc: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script: run the group, map exceptions to exit codes, exit."""
+    """The console script: Ctrl-C and SIGTERM stop the run cleanly (exit 130 and 143)."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    code = EXIT_OK
-    try:
-        cli.main(args=argv, prog_name="eoscale", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        code = EXIT_INTERRUPTED
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except Interrupted as exc:
-        code = report(exc)
-    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-        code = report(exc)
-    sys.exit(code)
+    cli.main(args=argv, prog_name="eoscale")

@@ -1,0 +1,168 @@
+"""EOScale 1.0 API: ``EOContextManager``, which shares images under keys for the 1.0 executors.
+
+Code written for EOScale 1.0 runs unchanged. The manager owns an :class:`~eoscale.engine.Engine`
+(``nb_workers`` workers; square tiles if ``tile_mode``, else full-width strips; tiles of
+``tile_max_size`` when it is positive, else sized by the engine), created when first needed and
+closed, with every shared image, when the ``with`` block ends. A step asking for another start
+method (``multiproc_context``) runs on a second engine kept for it until then.
+
+Differences from 1.0: profiles keep their CRS as it is (1.0 kept only EPSG codes), a memory view
+is copied into shared memory only while a step reads it, and ``open_point_cloud`` is not supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from eoscale.data_types import VirtualPath
+from eoscale.engine import Engine, SharedRaster, Tiling
+from eoscale.engine.executors import default_start_method
+from eoscale.io.raster import GRID_KEYS
+from eoscale.utils import MpTile, read_window
+
+
+class EOContextManager:
+    """Shared images under :data:`~eoscale.data_types.VirtualPath` keys, released on leaving ``with``."""
+
+    def __init__(self, nb_workers: int, tile_mode: bool = False, tile_max_size: int = 0):
+        self.nb_workers = nb_workers
+        self.tile_mode = tile_mode
+        self.tile_max_size = tile_max_size
+        self._engines: dict[str | None, Engine] = {}
+        self._rasters: dict[VirtualPath, tuple[Engine, SharedRaster]] = {}
+        # key -> (key it was made from, the array, its profile), as 1.0 keeps them
+        self._memviews: dict[VirtualPath, tuple[str, np.ndarray, dict]] = {}
+
+    def __enter__(self) -> EOContextManager:
+        self._release_all()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._release_all()
+
+    def open_raster(self, raster_path: str) -> VirtualPath:
+        """Read a raster file into shared memory (every worker decodes a part); returns its key."""
+        engine = self._engine()
+        return self._add(engine, engine.load(raster_path))
+
+    def open_point_cloud(self, point_cloud_path: str) -> VirtualPath:
+        """Not supported: eoscale 2 shares rasters only."""
+        raise NotImplementedError(
+            f"{point_cloud_path}: point clouds are not supported; EOScale 1.0's experimental "
+            "point cloud support was not carried over (rasterize the cloud first, e.g. with PDAL)")
+
+    def create_image(self, profile: Mapping[str, Any]) -> VirtualPath:
+        """A zero-filled shared image for ``profile`` (count, height, width, dtype); returns its key."""
+        engine = self._engine()
+        return self._add(engine, engine.create(profile))
+
+    def create_memview(self, key: str, arr_subset: np.ndarray,
+                       arr_subset_profile: dict) -> VirtualPath:
+        """Register an array (bands, rows, cols) as an image; releasing ``key`` forgets it."""
+        memview_key = str(uuid.uuid4())
+        self._memviews[memview_key] = (key, arr_subset, arr_subset_profile)
+        return memview_key
+
+    def get_array(self, key: str, tile: MpTile | None = None) -> np.ndarray:
+        """A view (bands, rows, cols) of an image, or of a tile and its margins."""
+        if not isinstance(key, str):
+            raise TypeError(f"key parameters must be type 'str' not '{type(key).__name__}'")
+        array = self._memviews[key][1] if key in self._memviews else self._raster(key).array
+        if tile is None:
+            return array
+        rows, cols = read_window(tile).toslices()
+        return array[:, rows, cols]
+
+    def get_profile(self, key: str) -> dict:
+        """A copy of an image's profile."""
+        if key in self._memviews:
+            return copy.deepcopy(self._memviews[key][2])
+        return self._raster(key).profile
+
+    def release(self, key: str) -> None:
+        """Free an image now, and forget the memory views made from its key."""
+        for view_key in [k for k, view in self._memviews.items() if view[0] == key]:
+            del self._memviews[view_key]
+        if key in self._memviews:
+            del self._memviews[key]
+            return
+        engine, raster = self._rasters.pop(key)
+        engine.release(raster)
+
+    def write(self, key: str, img_path: str) -> None:
+        """Write an image to ``img_path`` with the layout its profile asks (GeoTIFF by default)."""
+        if key not in self._rasters:
+            warnings.warn(f"WARNING: the key {key} to write is not known by the context manager",
+                          stacklevel=2)
+            return
+        engine, raster = self._rasters[key]
+        layout = {name: value for name, value in raster.ref.profile.items()
+                  if name not in GRID_KEYS and name != "block_shape"}
+        engine.write(raster, img_path, options=layout, overwrite=True)
+
+    def update_profile(self, key: str, profile: Mapping[str, Any]) -> VirtualPath:
+        """Give an image a new profile; returns its new key (the old one is released).
+
+        As in 1.0 the pixels are kept as they lie in memory, so the new count, height, width and
+        dtype must cover the same number of bytes.
+        """
+        engine, raster = self._rasters[key]
+        shape = (int(profile["count"]), int(profile["height"]), int(profile["width"]))
+        array = raster.array.reshape(-1).view(np.dtype(profile["dtype"])).reshape(shape)
+        new_key = self._add(engine, engine.from_array(array, profile, name=raster.name))
+        self.release(key)
+        return new_key
+
+    # -- for eoscale.eo_executors ------------------------------------------------------------------
+
+    def _engine(self, start_method: str | None = None) -> Engine:
+        """The engine for a start method: the manager's own one unless another method is asked."""
+        if self.nb_workers == 1 or start_method == default_start_method():
+            start_method = None
+        engine = self._engines.get(start_method)
+        if engine is None:
+            tiling = Tiling("tiles" if self.tile_mode else "strips", self.tile_max_size or None)
+            engine = self._engines[start_method] = Engine(self.nb_workers, tiling=tiling,
+                                                          start_method=start_method)
+        return engine
+
+    def _raster(self, key: str) -> SharedRaster:
+        return self._rasters[key][1]
+
+    def _add(self, engine: Engine, raster: SharedRaster) -> VirtualPath:
+        key = f"eoscale/{uuid.uuid4()}"
+        self._rasters[key] = (engine, raster)
+        return key
+
+    @contextlib.contextmanager
+    def _step_inputs(self, keys: Sequence[str], engine: Engine) -> Iterator[list[SharedRaster]]:
+        """The shared rasters of ``keys``; memory views are copied into shared memory meanwhile."""
+        copies: list[SharedRaster] = []
+        try:
+            rasters = []
+            for key in keys:
+                if key in self._memviews:
+                    _, array, profile = self._memviews[key]
+                    copies.append(engine.from_array(np.asarray(array), profile, name=key))
+                    rasters.append(copies[-1])
+                else:
+                    rasters.append(self._raster(key))
+            yield rasters
+        finally:
+            for raster in copies:
+                engine.release(raster)
+
+    def _release_all(self) -> None:
+        engines, self._engines = self._engines, {}
+        self._rasters.clear()
+        self._memviews.clear()
+        with contextlib.ExitStack() as stack:
+            for engine in engines.values():
+                stack.callback(engine.close)

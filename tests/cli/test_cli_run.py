@@ -1,0 +1,185 @@
+"""``eoscale run``: every example pipeline, checked against numpy on the whole image; every flag."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from eoscale.cli.main import cli
+
+
+def ops_module(folder):
+    spec = importlib.util.spec_from_file_location("example_ops_reference", folder / "example_ops.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.profile
+
+
+def test_quickstart_outputs_match_numpy(runner, examples):
+    result = runner.invoke(cli, ["run", str(examples / "quickstart.yaml"), "--tile-size", "100"])
+    assert result.exit_code == 0, result.output
+    assert "wrote smooth" in result.output and "wrote stats" in result.output
+    ops = ops_module(examples)
+    scene, profile = read(examples / "data" / "scene.tif")
+    ndvi = ops.ndvi([scene], [profile], {"red": 3, "nir": 4})
+    expected = ops.smooth([ndvi[np.newaxis]], [], {"size": 5})
+    smooth, out_profile = read(examples / "out" / "ndvi_smooth.tif")
+    np.testing.assert_array_equal(smooth[0], expected[0])
+    assert out_profile["dtype"] == "float32" and np.isnan(out_profile["nodata"])
+    assert out_profile["compress"] == "deflate" and out_profile["blockxsize"] == 512
+    stats = json.loads((examples / "out" / "ndvi_stats.json").read_text())
+    valid = expected[~np.isnan(expected)].astype(np.float64)
+    assert stats["step"] == "stats" and stats["inputs"] == ["smooth"]
+    assert stats["result"]["count"] == valid.size
+    assert stats["result"]["min"] == pytest.approx(valid.min())
+    assert stats["result"]["mean"] == pytest.approx(valid.mean(), rel=1e-9)
+    assert stats["result"]["std"] == pytest.approx(valid.std(), rel=1e-6)
+
+
+def test_eoscale1_chain_matches_numpy(runner, examples):
+    result = runner.invoke(cli, ["run", str(examples / "eoscale1_chain.yaml"), "-w", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    ops = ops_module(examples)
+    dsm, profile = read(examples / "data" / "dsm.tif")
+    mask = ops.nodata_mask([dsm], [profile], {})
+    filled = ops.fill_holes([dsm, mask], [profile, {}], {"max_distance": 100})
+    mean = ops.mean_3x3([filled[np.newaxis]], [], {})
+    written, out_profile = read(examples / "out" / "dsm_filled_mean.tif")
+    assert out_profile["compress"] == "zstd"
+    # scipy's uniform filter is a running sum: its float rounding depends on where a line starts
+    np.testing.assert_allclose(written, mean, rtol=1e-6)
+    assert not (written == profile["nodata"]).any()
+    minmax = json.loads((examples / "out" / "dsm_minmax.json").read_text())["result"]
+    assert minmax["min"] == pytest.approx(float(written.min()))
+    assert minmax["max"] == pytest.approx(float(written.max()))
+
+
+def test_band_split_histogram_and_reference_to_a_reduce_result(runner, examples):
+    result = runner.invoke(cli, ["run", str(examples / "band_split.yaml"), "--tiling", "strips"])
+    assert result.exit_code == 0, result.output
+    scene, profile = read(examples / "data" / "scene.tif")
+    red, _ = read(examples / "out" / "red.tif")
+    nir, _ = read(examples / "out" / "nir.tif")
+    assert np.array_equal(red[0], scene[2]) and np.array_equal(nir[0], scene[3])
+    histogram = json.loads((examples / "out" / "nir_histogram.json").read_text())["result"]
+    values = scene[3][scene[3] != 0]
+    assert histogram["counts"] == np.histogram(values, bins=64, range=(0, 6400))[0].tolist()
+    stretched, _ = read(examples / "out" / "red_stretched.tif")
+    low, high = float(scene[2].min()), float(scene[2].max())
+    expected = np.clip((scene[2].astype(np.float32) - low) / (high - low) * 255.0, 0, 255)
+    assert np.array_equal(stretched[0], expected.astype(np.uint8))
+
+
+def test_flags_override_the_file(runner, examples, tmp_path):
+    other = tmp_path / "other.tif"
+    scene, profile = read(examples / "data" / "scene.tif")
+    with rasterio.open(other, "w", **profile) as dst:
+        dst.write(scene[:, :, ::-1].copy())  # a mirrored scene on the same grid
+    out = tmp_path / "custom" / "smooth.tif"
+    result = runner.invoke(cli, [
+        "run", str(examples / "quickstart.yaml"), "--input", f"scene={other}",
+        "--output", f"smooth={out}", "--param", "smooth.size=3", "--param", "ndvi.red=2",
+        "--workers", "3", "--tile-size", "64", "--tiling", "tiles"])
+    assert result.exit_code == 0, result.output
+    ops = ops_module(examples)
+    ndvi = ops.ndvi([scene[:, :, ::-1]], [profile], {"red": 2, "nir": 4})
+    expected = ops.smooth([ndvi[np.newaxis]], [], {"size": 3})
+    written, _ = read(out)
+    np.testing.assert_array_equal(written, expected)
+
+
+def test_never_replaces_an_output_without_overwrite(runner, examples):
+    args = ["run", str(examples / "quickstart.yaml"), "-q"]
+    assert runner.invoke(cli, args).exit_code == 0
+    target = examples / "out" / "ndvi_smooth.tif"
+    before = target.read_bytes()
+    result = runner.invoke(cli, args + ["--param", "smooth.size=9"])
+    assert result.exit_code == 1
+    assert "ndvi_smooth.tif: already exists (use --overwrite to replace it)" in result.output
+    assert target.read_bytes() == before
+    result = runner.invoke(cli, args + ["--param", "smooth.size=9", "--overwrite"])
+    assert result.exit_code == 0 and target.read_bytes() != before
+    assert sorted(p.name for p in (examples / "out").iterdir()) == ["ndvi_smooth.tif", "ndvi_stats.json"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "Invalid value for '-w' / '--workers': 0 is not in the range x>=1"),
+    (["--tile-size", "-5"], "Invalid value for '--tile-size'"),
+    (["--tiling", "hexagons"], "Invalid value for '--tiling'"),
+    (["--input", "scene"], "expected NAME=PATH, got 'scene'"),
+    (["--param", "size=3"], "expected STEP.KEY=VALUE"),
+])
+def test_usage_errors_exit_2(runner, examples, args, message):
+    result = runner.invoke(cli, ["run", str(examples / "quickstart.yaml"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_unknown_override_names_are_pipeline_errors(runner, examples):
+    result = runner.invoke(cli, ["run", str(examples / "quickstart.yaml"),
+                                 "--input", "scen=x.tif", "--param", "smooth.size=3"])
+    assert result.exit_code == 3
+    assert "unknown input 'scen'" in result.output and "did you mean 'scene'" in result.output
+
+
+def test_callable_error_exits_1_with_step_tile_and_user_frames(runner, examples):
+    (examples / "broken_ops.py").write_text(
+        "def explode(arrays, profiles, params):\n"
+        "    raise RuntimeError('bad pixel')\n")
+    (examples / "broken.yaml").write_text(
+        "version: 1\ninputs: {scene: data/scene.tif}\n"
+        "steps:\n  - {name: boom, map: broken_ops.explode, inputs: [scene]}\n"
+        "outputs: {boom: out/boom.tif}\n")
+    result = runner.invoke(cli, ["run", str(examples / "broken.yaml"), "-w", "1"])
+    assert result.exit_code == 1
+    assert "error: step 'boom', tile 0 (rows 0:" in result.output
+    assert "RuntimeError: bad pixel" in result.output
+    assert 'broken_ops.py", line 2, in explode' in result.output
+    assert "eoscale/engine" not in result.output
+    assert not (examples / "out" / "boom.tif").exists()
+    verbose = runner.invoke(cli, ["run", str(examples / "broken.yaml"), "-w", "1", "-v"])
+    assert "eoscale/engine" in verbose.output  # -v shows our frames too
+
+
+def test_python_api_mirrors_the_cli(examples, tmp_path):
+    import eoscale
+
+    result = eoscale.run(examples / "quickstart.yaml", workers=2, tile_size=128,
+                         outputs={"smooth": str(tmp_path / "api.tif")}, params={"smooth.size": 3})
+    assert result.written["smooth"] == tmp_path / "api.tif"
+    assert result.results["stats"]["count"] > 0
+    assert eoscale.validate(examples / "quickstart.yaml") == []
+    problems = eoscale.validate(examples / "quickstart.yaml", inputs={"nope": "x.tif"})
+    assert any("unknown input 'nope'" in str(p) for p in problems)
+    spec = eoscale.load(examples / "quickstart.yaml", workers=5)
+    assert spec.workers == 5
+
+
+def test_run_from_a_mapping(tmp_path, examples):
+    import eoscale
+
+    document = {
+        "version": 1, "inputs": {"scene": str(examples / "data" / "scene.tif")},
+        "steps": [{"name": "nir", "map": "example_ops.split_bands", "inputs": ["scene"],
+                   "profile": "example_ops.split_profiles", "outputs": ["b1", "b2", "b3", "b4"]}],
+        "outputs": {"b4": str(tmp_path / "b4.tif")},
+    }
+    sys.path.insert(0, str(examples))
+    try:
+        eoscale.run(document, workers=1)
+    finally:
+        sys.path.remove(str(examples))
+    written, _ = read(tmp_path / "b4.tif")
+    scene, _ = read(examples / "data" / "scene.tif")
+    assert np.array_equal(written[0], scene[3])
