@@ -10,6 +10,7 @@ import yaml
 from eoscale.api import overrides
 from eoscale.cli.options import pairs, quiet_opt, verbose_opt, workers_opt
 from eoscale.cli.render import console, progress_for, settings, summary_table
+from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
 from eoscale.errors import PipelineError
 from eoscale.pipeline import load_pipeline
@@ -55,6 +56,7 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
     problems = validate_spec(spec)
     if problems:
         raise PipelineError(problems)
+    cleanup_stale_segments()  # what crashed runs left behind; never a live run's
     out = console()
     with progress_for(out) as progress:
         result = run_pipeline(spec, progress=progress, overwrite=overwrite)

@@ -249,6 +249,8 @@ class Engine:
         if needed is not None and margin < needed:
             raise ConfigError(f"step '{name}': margin {margin} is smaller than the {needed} "
                               f"that {getattr(fn, '__name__', 'the callable')} needs")
+        # Windows are clipped at the image edges: a larger margin reads nothing more.
+        margin = min(margin, max(first.height, first.width))
         size = self.tiling.tile_size or auto_tile_size(
             first.height, first.width, self.workers, margin, self.tiling.mode,
             first.profile.get("block_shape"))

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.shared import list_segments
@@ -174,7 +175,7 @@ def test_chained_steps_release_intermediates():
 
 
 def test_windowed_transform_in_tile_context(tmp_path):
-    transform = rasterio.transform.from_origin(1000.0, 2000.0, 10.0, 10.0)
+    transform = Affine(10.0, 0.0, 1000.0, 0.0, -10.0, 2000.0)
     image = np.zeros((1, 9, 25), dtype=np.uint8)
     with Engine(2, tiling=Tiling("tiles", 4)) as engine:
         [xs] = engine.map(geocode_x, [engine.from_array(image, {"transform": transform})], margin=1)

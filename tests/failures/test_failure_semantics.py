@@ -1,0 +1,173 @@
+"""Whatever goes wrong, the real ``eoscale`` command stops promptly with a message saying what and
+where, leaves no shared memory, no worker, no temporary file, no partial output, and leaves an
+existing output that was to be replaced intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import (alive, children, environment, leftovers, pipeline, segments_of, start,
+                      wait_for_line, wait_gone)
+
+
+def run(folder, *args, timeout=60):
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "eoscale", *args], cwd=folder, capture_output=True,
+                          text=True, timeout=timeout, env=environment())
+    return done, time.monotonic() - started
+
+
+def assert_clean(folder, pid=None, previous=None):
+    """No temporary file, no output but the previous ones (intact), no segment of ``pid``."""
+    assert leftovers(folder) == []
+    out = folder / "out"
+    now = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else {}
+    assert now == (previous or {})
+    if pid is not None:
+        assert segments_of(pid) == []
+
+
+@pytest.fixture
+def previous(run_dir):
+    """An output that exists before the run, which a failed run must leave as it was."""
+    out = run_dir / "out"
+    out.mkdir()
+    (out / "result.tif").write_bytes(b"the previous result")
+    return {"result.tif": b"the previous result"}
+
+
+# -- 1. a callable raises -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_callable_raises(run_dir, previous, workers):
+    pipeline(run_dir, "{name: boom, map: failing_ops.raises_at, inputs: [scene], params: {tile: 3}}",
+             extra="tiling: {tile_size: 64}\n")
+    done, seconds = run(run_dir, "run", "p.yaml", "--overwrite", "-w", workers)
+    assert done.returncode == 1 and seconds < 30
+    err = done.stderr
+    assert "error: step 'boom', tile 3 (rows 0:64, cols 192:256): KeyError: \"no band named 'nir'\"" in err
+    assert 'failing_ops.py", line' in err and "in raises_at" in err and "in _user_helper" in err
+    assert "eoscale/engine" not in err and "site-packages" not in err
+    assert_clean(run_dir, previous=previous)
+
+
+# -- 2. a worker dies ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("callable_, expected", [
+    ("exits_at", "died (exited with code 3)"),
+    ("killed_at", "died (killed by SIGKILL); SIGKILL usually comes from the kernel's out-of-memory"),
+    ("segfaults_at", "died (killed by SIGSEGV)"),
+])
+def test_worker_dies(run_dir, previous, callable_, expected):
+    pipeline(run_dir, f"{{name: fragile, map: failing_ops.{callable_}, inputs: [scene], "
+             "params: {tile: 2}}", extra="tiling: {tile_size: 50}\n")
+    done, seconds = run(run_dir, "run", "p.yaml", "--overwrite", "-w", "2")
+    assert done.returncode == 1, done.stderr
+    assert seconds < 30
+    assert "step 'fragile'" in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert_clean(run_dir, previous=previous)
+
+
+# -- 3. SIGINT to the group and SIGTERM to the main process, in every phase ----------------------
+
+PHASES = {
+    # phase: (line that starts it, pipeline step, outputs)
+    "loading": ("read scene:", "{name: copy, map: failing_ops.identity, inputs: [scene]}", "{}"),
+    "computing": ("map slow:", "{name: slow, map: failing_ops.slow, inputs: [scene], "
+                  "params: {seconds: 2}}", "{}"),
+    "writing": ("write out", "{name: copy, map: failing_ops.identity, inputs: [scene]}",
+                "{copy: {path: out/result.tif, options: {compress: deflate, zlevel: 9}}}"),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, signum):
+    line, step, outputs = PHASES[phase]
+    pipeline(run_dir, step, inputs=f"{{scene: {big_input}}}", outputs=outputs,
+             extra="tiling: {tile_size: 2000}\n")
+    process = start("run", "p.yaml", "--overwrite", "-w", "2", cwd=run_dir)
+    try:
+        wait_for_line(process, line)
+        workers = children(process.pid)
+        sent = time.monotonic()
+        if signum == signal.SIGINT:
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        else:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        elapsed = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == (130 if signum == signal.SIGINT else 143), process.stderr.read()
+    assert elapsed < 2.0
+    assert wait_gone(workers, 2.0) == set()
+    assert "interrupted" in process.stderr.read()
+    assert_clean(run_dir, process.pid, previous=previous)
+
+
+# -- 4. the main process is killed ---------------------------------------------------------------
+
+def test_main_killed_workers_exit_and_cleanup_removes_segments(run_dir):
+    pipeline(run_dir, "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: 30}}",
+             extra="tiling: {tile_size: 100}\n", outputs="{}")
+    process = start("run", "p.yaml", "-w", "2", cwd=run_dir)
+    try:
+        wait_for_line(process, "map slow:")
+        workers = children(process.pid)
+        assert len(workers) >= 2
+        os.killpg(process.pid, signal.SIGKILL)  # main, workers and resource tracker: nobody cleans
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert wait_gone(workers, 5.0) == set()
+    assert segments_of(process.pid), "the killed run should have left its segments"
+    done, _ = run(run_dir, "cleanup")
+    assert done.returncode == 0 and "removed" in done.stdout
+    assert segments_of(process.pid) == []
+
+
+def test_main_killed_alone_workers_notice_and_exit(run_dir):
+    pipeline(run_dir, "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: 1}}",
+             extra="tiling: {tile_size: 50}\n", outputs="{}")
+    process = start("run", "p.yaml", "-w", "2", cwd=run_dir)
+    try:
+        wait_for_line(process, "map slow:")
+        workers = children(process.pid)
+        process.kill()  # SIGKILL to the main process only
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert wait_gone(workers, 5.0) == set()
+    # the next run removes what the dead one left (the resource tracker may have done it already)
+    pipeline(run_dir, "{name: copy, map: failing_ops.identity, inputs: [scene]}", name="next.yaml")
+    done, _ = run(run_dir, "run", "next.yaml", "-q")
+    assert done.returncode == 0, done.stderr
+    assert segments_of(process.pid) == []
+
+
+def test_live_runs_segments_are_never_removed(run_dir):
+    pipeline(run_dir, "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: 1}}",
+             extra="tiling: {tile_size: 100}\n", outputs="{}")
+    process = start("run", "p.yaml", "-w", "2", cwd=run_dir)
+    try:
+        wait_for_line(process, "map slow:")
+        held = segments_of(process.pid)
+        assert held
+        done, _ = run(run_dir, "cleanup")
+        assert done.returncode == 0 and "removed 0 stale segment(s)" in done.stdout
+        assert process.wait(timeout=60) == 0, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert alive(process.pid) is False and segments_of(process.pid) == []
