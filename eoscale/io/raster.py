@@ -81,17 +81,32 @@ def creation_profile(profile: Mapping[str, Any], options: Mapping[str, Any] | No
 
 
 def check_writable(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless overwriting; make the folder (its parent must not be a file)."""
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+    """Refuse an existing output unless overwriting, and a folder that cannot be made."""
     if path.is_dir():
         raise RasterError(f"{path}: is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise RasterError(f"{path}: cannot create the folder {path.parent} (a parent is a file)") from None
-    except OSError as exc:
-        raise RasterError(f"{path}: cannot create the folder {path.parent} ({exc.strerror})") from None
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RasterError(f"{path}: cannot create the folder {path.parent} ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RasterError(f"{path}: cannot write in {parent} (permission denied)")
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir()
+        except OSError as exc:
+            raise RasterError(f"cannot create the folder {created} ({exc.strerror})") from None
+    return list(reversed(missing))
 
 
 def temporary_path(path: Path) -> Path:
@@ -110,6 +125,7 @@ class Staging:
     def __init__(self, overwrite: bool = False):
         self.overwrite = overwrite
         self._staged: dict[Path, Path] = {}
+        self._made: list[Path] = []
 
     def __enter__(self) -> Staging:
         return self
@@ -118,14 +134,15 @@ class Staging:
         self.discard()
 
     def check(self, path: str | os.PathLike) -> Path:
-        """Check that ``path`` may be written (and make its folder) before any work is done."""
+        """Check that ``path`` may be written, before any work is done."""
         path = Path(path)
         check_writable(path, self.overwrite)
         return path
 
     def stage(self, path: str | os.PathLike) -> Path:
-        """The temporary path to write ``path``'s content to."""
+        """The temporary path to write ``path``'s content to (its folder is made if needed)."""
         path = self.check(path)
+        self._made += make_folders(path.parent)
         temp = self._staged[path] = temporary_path(path)
         return temp
 
@@ -136,13 +153,19 @@ class Staging:
             os.replace(temp, path)
             del self._staged[path]
             done.append(path)
+        self._made = []
         return done
 
     def discard(self) -> None:
+        """Remove the temporary files, and the folders made for them if they are empty."""
         staged, self._staged = self._staged, {}
         for temp in staged.values():
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+        made, self._made = self._made, []
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def write_geotiff(array: np.ndarray, profile: Mapping[str, Any], path: str | os.PathLike, *,
