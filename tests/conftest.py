@@ -30,6 +30,12 @@ def leaked_segments() -> list[str]:
             if name not in _segments_at_start and (pid == os.getpid() or not pid_alive(pid))]
 
 
+@pytest.fixture
+def leaks() -> list[str]:
+    """The segments leaked so far (see :func:`leaked_segments`)."""
+    return leaked_segments()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     _segments_at_start.update(name for name, _ in list_segments())
 

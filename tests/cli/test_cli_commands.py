@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import eoscale
+from cli_helpers import eoscale
 from eoscale.cli.main import cli
 from eoscale.engine.shared import SHM_DIR, list_segments
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import leftovers, pipeline, write_raster
-from test_failure_semantics import run
+from failure_helpers import leftovers, pipeline, run, write_raster
 
 COPY = "{name: copy, map: failing_ops.identity, inputs: [scene]}"
 

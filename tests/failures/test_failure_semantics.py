@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import (alive, children, environment, leftovers, pipeline, segments_of, start,
-                      wait_for_line, wait_gone)
-
-
-def run(folder, *args, timeout=60):
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "eoscale", *args], cwd=folder, capture_output=True,
-                          text=True, timeout=timeout, env=environment())
-    return done, time.monotonic() - started
+from failure_helpers import (alive, children, leftovers, pipeline, run, segments_of, start,
+                             wait_for_line, wait_gone)
 
 
 def assert_clean(folder, pid=None, previous=None):
