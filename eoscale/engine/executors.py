@@ -117,7 +117,7 @@ class ProcessExecutor(Executor):
         busy: dict[int, tuple[int, Sequence[int]]] = {}
         finished = False
         try:
-            self._dispatch(token, payload, pending, busy)
+            self._dispatch(job, token, payload, pending, busy)
             while busy:
                 by_conn = {id(self._conns[w]): w for w in busy}
                 by_sentinel = {self._procs[w].sentinel: w for w in busy}
@@ -137,7 +137,7 @@ class ProcessExecutor(Executor):
                         self._raise_died(job, worker, chunk)
                     del busy[worker]
                     yield position, message
-                    self._dispatch(token, payload, pending, busy)
+                    self._dispatch(job, token, payload, pending, busy)
             finished = True
         finally:
             if finished:
@@ -145,7 +145,7 @@ class ProcessExecutor(Executor):
             else:
                 self.abort()
 
-    def _dispatch(self, token: int, payload: bytes, pending: deque, busy: dict) -> None:
+    def _dispatch(self, job: Job, token: int, payload: bytes, pending: deque, busy: dict) -> None:
         for worker in range(self.workers):
             if not pending:
                 return
@@ -153,10 +153,13 @@ class ProcessExecutor(Executor):
                 continue
             position, chunk = pending.popleft()
             conn = self._conns[worker]
-            if token not in self._known[worker]:
-                conn.send(("job", token, payload))
-                self._known[worker].add(token)
-            conn.send(("run", token, list(chunk)))
+            try:
+                if token not in self._known[worker]:
+                    conn.send(("job", token, payload))
+                    self._known[worker].add(token)
+                conn.send(("run", token, list(chunk)))
+            except OSError:  # the worker died since its last answer
+                self._raise_died(job, worker, chunk)
             busy[worker] = (position, chunk)
 
     def _forget(self, token: int) -> None:

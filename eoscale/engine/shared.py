@@ -23,6 +23,7 @@ from typing import Any
 
 import _posixshmem
 import numpy as np
+from rasterio.windows import Window
 
 SEGMENT_PREFIX = "eoscale_"
 SHM_DIR = Path("/dev/shm")
@@ -59,9 +60,17 @@ class RasterRef:
     def nbytes(self) -> int:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
+    def open(self, *, readonly: bool = False) -> SharedRaster:
+        """Map the raster in this process (what a worker does with a reference it received)."""
+        return SharedRaster.attach(self, readonly=readonly)
+
 
 class SharedRaster:
     """A raster ``(bands, rows, cols)`` mapped from a shared-memory segment, with its profile.
+
+    Jobs reach pixels only through ``RasterRef.open``, ``read(window)`` and ``write(window, data)``:
+    that is the seam where a streaming store (windows read from and written to files, for rasters
+    larger than memory) plugs in.
 
     The creator maps its segment through :class:`multiprocessing.shared_memory.SharedMemory`, which
     registers it with multiprocessing's resource tracker: if the creator dies without unlinking,
@@ -111,6 +120,16 @@ class SharedRaster:
         if self._array is None:
             raise ValueError(f"shared raster '{self.ref.name or self.ref.segment}' is released")
         return self._array
+
+    def read(self, window: Window) -> np.ndarray:
+        """The pixels of a window, all bands: a view, without copying."""
+        rows, cols = window.toslices()
+        return self.array[:, rows, cols]
+
+    def write(self, window: Window, data: np.ndarray) -> None:
+        """Store ``data`` (bands, rows, cols) at a window, cast to the raster's dtype."""
+        rows, cols = window.toslices()
+        self.array[:, rows, cols] = data
 
     @property
     def profile(self) -> dict[str, Any]:

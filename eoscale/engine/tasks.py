@@ -94,10 +94,10 @@ class Job:
             self._tiles = self.plan.tiles()
         return self._tiles
 
-    def _attach(self, ref: RasterRef, readonly: bool) -> np.ndarray:
-        raster = SharedRaster.attach(ref, readonly=readonly)
+    def _open(self, ref: RasterRef, readonly: bool) -> SharedRaster:
+        raster = ref.open(readonly=readonly)
         self._opened.append(raster)
-        return raster.array
+        return raster
 
     def close(self) -> None:
         """Unmap every raster this job attached in this process."""
@@ -144,21 +144,19 @@ class _ComputeJob(Job):
     profiles: tuple[dict, ...]
     params: dict
 
-    def _input_arrays(self) -> list[np.ndarray]:
-        arrays = getattr(self, "_in_arrays", None)
-        if arrays is None:
-            arrays = [self._attach(ref, readonly=True) for ref in self.inputs]
-            self._in_arrays = arrays
-        return arrays
+    def _input_rasters(self) -> list[SharedRaster]:
+        rasters = getattr(self, "_in_rasters", None)
+        if rasters is None:
+            rasters = self._in_rasters = [self._open(ref, readonly=True) for ref in self.inputs]
+        return rasters
 
     def _drop_arrays(self) -> None:
-        self.__dict__.pop("_in_arrays", None)
-        self.__dict__.pop("_out_arrays", None)
+        self.__dict__.pop("_in_rasters", None)
+        self.__dict__.pop("_out_rasters", None)
 
     def _call(self, tile: Tile) -> Any:
         global _current
-        rows, cols = tile.read.toslices()
-        views = [array[:, rows, cols] for array in self._input_arrays()]
+        views = [raster.read(tile.read) for raster in self._input_rasters()]
         transform = self.profiles[0].get("transform") if self.profiles else None
         _current = TileContext(tile.index, tile.core, tile.read,
                                window_transform(tile.read, transform) if transform else None)
@@ -189,12 +187,11 @@ class MapJob(_ComputeJob):
     params: dict = field(default_factory=dict)
     outputs: tuple[RasterRef, ...] = ()
 
-    def _output_arrays(self) -> list[np.ndarray]:
-        arrays = getattr(self, "_out_arrays", None)
-        if arrays is None:
-            arrays = [self._attach(ref, readonly=False) for ref in self.outputs]
-            self._out_arrays = arrays
-        return arrays
+    def _output_rasters(self) -> list[SharedRaster]:
+        rasters = getattr(self, "_out_rasters", None)
+        if rasters is None:
+            rasters = self._out_rasters = [self._open(ref, readonly=False) for ref in self.outputs]
+        return rasters
 
     def run_tile(self, tile: Tile) -> None:
         self.store(tile, check_results(self._call(tile), tile, [r.count for r in self.outputs],
@@ -214,10 +211,9 @@ class MapJob(_ComputeJob):
 
     def store(self, tile: Tile, results: Sequence[np.ndarray]) -> None:
         """Write the core of each result into its shared output."""
-        rows, cols = tile.core.toslices()
         core_rows, core_cols = tile.core_in_read
-        for out, result in zip(self._output_arrays(), results):
-            out[:, rows, cols] = result[:, core_rows, core_cols]
+        for out, result in zip(self._output_rasters(), results):
+            out.write(tile.core, result[:, core_rows, core_cols])
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
         done = self._run_tiles(indices, self.run_tile)
@@ -252,11 +248,10 @@ class LoadJob(Job):
             if dataset is None:
                 dataset = self._dataset = rasterio.open(self.path)
             if out is None:
-                out = self._out = self._attach(self.target, readonly=False)
+                out = self._out = self._open(self.target, readonly=False)
             for index in indices:
                 tile = self.tiles[index]
-                rows, cols = tile.core.toslices()
-                dataset.read(window=tile.core, out=out[:, rows, cols])
+                dataset.read(window=tile.core, out=out.read(tile.core))  # decoded in place
         except Exception as exc:  # noqa: BLE001 - a corrupt file becomes an error naming it
             return self.failure(tile, exc, "read")
         return len(indices)
