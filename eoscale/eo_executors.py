@@ -65,21 +65,23 @@ def n_images_to_m_images_filter(inputs: list | None = None, image_filter: Callab
     tiles = compute_mp_tiles(inputs=inputs, stable_margin=stable_margin,
                              nb_workers=manager.nb_workers, tile_mode=manager.tile_mode,
                              context_manager=manager)
-    profiles = [manager.get_profile(key) for key in inputs]
+    in_profiles = tuple(manager.get_profile(key) for key in inputs)
+    profiles = [dict(profile) for profile in in_profiles]
     if generate_output_profiles is not None:
         made = generate_output_profiles(profiles, params)
         profiles = made if isinstance(made, list) else [made]
     layouts = tuple((int(p.get("count", 1)), np.dtype(p["dtype"]).name) for p in profiles)
     with _step(manager, inputs, tiles, multiproc_context) as (engine, rasters, margin):
         if concatenate_filter is None:
-            run = _OnMpTiles(image_filter, _by_core(tiles), "images", layouts)
+            run = _OnMpTiles(image_filter, in_profiles, _by_core(tiles), "images", layouts)
             outputs = engine.map(run, rasters, params=params, margin=margin, name=filter_desc,
                                  profile_fn=lambda _profiles, _params: profiles)
         else:
             outputs = [engine.create(profile, name=filter_desc) for profile in profiles]
             fold = _InTileOrder(concatenate_filter, [raster.array for raster in outputs])
+            run = _OnMpTiles(image_filter, in_profiles, _by_core(tiles), "chunks")
             try:
-                engine.reduce(_OnMpTiles(image_filter, _by_core(tiles), "chunks"), rasters,
+                engine.reduce(run, rasters,
                               combine=fold.combine, finalize=fold.finalize, params=params,
                               margin=margin, name=filter_desc)
             except BaseException:
@@ -108,8 +110,10 @@ def n_images_to_m_scalars(inputs: list, image_filter: Callable, concatenate_filt
     tiles = compute_mp_tiles(inputs=inputs, stable_margin=0, nb_workers=manager.nb_workers,
                              tile_mode=manager.tile_mode, context_manager=manager)
     fold = _InTileOrder(concatenate_filter, output_scalars)
+    run = _OnMpTiles(image_filter, tuple(manager.get_profile(key) for key in inputs),
+                     _by_core(tiles), "scalars")
     with _step(manager, inputs, tiles, multiproc_context) as (engine, rasters, margin):
-        scalars = engine.reduce(_OnMpTiles(image_filter, _by_core(tiles), "scalars"), rasters,
+        scalars = engine.reduce(run, rasters,
                                 combine=fold.combine, finalize=fold.finalize, params=params,
                                 margin=margin, name=filter_desc)
     return scalars if scalars is not None else [0.0] * (nb_output_scalars or 0)
@@ -203,11 +207,12 @@ class _OnMpTiles:
     """
 
     image_filter: Callable
+    profiles: tuple[dict, ...]  # the inputs' profiles, as get_profile gives them
     tiles: Mapping[_CoreKey, MpTile]
     kind: Literal["images", "chunks", "scalars"]
     layouts: tuple[tuple[int, str], ...] = ()  # bands and dtype of each output image
 
-    def __call__(self, arrays: Sequence[np.ndarray], profiles: Sequence[dict],
+    def __call__(self, arrays: Sequence[np.ndarray], _profiles: Sequence[dict],
                  params: dict) -> Any:
         context = tile_context()
         assert context is not None, "a 1.0 filter runs inside the engine"
@@ -220,7 +225,7 @@ class _OnMpTiles:
         rows, cols = Window(window.col_off - read.col_off, window.row_off - read.row_off,
                             window.width, window.height).toslices()
         buffers = [array[:, rows, cols] for array in arrays]
-        result = self.image_filter(buffers, list(profiles), params)
+        result = self.image_filter(buffers, [dict(p) for p in self.profiles], params)
         if self.kind == "scalars":
             return tile, result if isinstance(result, list) else [result]
         images = _images(result, buffers[0].shape[1:])

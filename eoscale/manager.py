@@ -17,6 +17,7 @@ import copy
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -143,19 +144,32 @@ class EOContextManager:
 
     @contextlib.contextmanager
     def _step_inputs(self, keys: Sequence[str], engine: Engine) -> Iterator[list[SharedRaster]]:
-        """The shared rasters of ``keys``; memory views are copied into shared memory meanwhile."""
+        """The shared rasters of ``keys``, as the engine's inputs of one step.
+
+        A memory view is copied into shared memory meanwhile. An image whose transform or CRS
+        differs from the first's is seen without them, since 1.0 did not compare them (the engine
+        refuses inputs that are not on one grid).
+        """
         copies: list[SharedRaster] = []
+        aliases: list[SharedRaster] = []
         try:
-            rasters = []
+            rasters: list[SharedRaster] = []
             for key in keys:
                 if key in self._memviews:
                     _, array, profile = self._memviews[key]
                     copies.append(engine.from_array(np.asarray(array), profile, name=key))
-                    rasters.append(copies[-1])
+                    raster = copies[-1]
                 else:
-                    rasters.append(self._raster(key))
+                    raster = self._raster(key)
+                if rasters and _off_grid(rasters[0].ref.profile, raster.ref.profile):
+                    profile = dict(raster.ref.profile, transform=None, crs=None)
+                    aliases.append(SharedRaster.attach(replace(raster.ref, profile=profile)))
+                    raster = aliases[-1]
+                rasters.append(raster)
             yield rasters
         finally:
+            for raster in aliases:
+                raster.release()
             for raster in copies:
                 engine.release(raster)
 
@@ -166,3 +180,9 @@ class EOContextManager:
         with contextlib.ExitStack() as stack:
             for engine in engines.values():
                 stack.callback(engine.close)
+
+
+def _off_grid(first: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether two profiles both have a transform, or a CRS, and they differ."""
+    return any(first.get(key) is not None and other.get(key) is not None
+               and first[key] != other[key] for key in ("transform", "crs"))

@@ -1,4 +1,4 @@
-"""What the operations share: reading params, declaring attributes, nodata masks, dtype conversion."""
+"""What the operations share: params, declared attributes, nodata masks, dtype conversion."""
 
 from __future__ import annotations
 
@@ -27,9 +27,15 @@ REQUIRED = _Missing.REQUIRED
 
 def declare(*, margin: int | Callable[[dict], int] | None = None,
             profile: Callable[..., Any] | None = None, combine: Callable[..., Any] | None = None,
-            finalize: Callable[..., Any] | None = None) -> Callable[[F], F]:
-    """Attach the contract's attributes (``margin``, ``profile``, ``combine``, ``finalize``) to an op."""
-    attributes = {"margin": margin, "profile": profile, "combine": combine, "finalize": finalize}
+            finalize: Callable[..., Any] | None = None,
+            wants_input_names: bool | None = None) -> Callable[[F], F]:
+    """Attach the contract's attributes to an op.
+
+    ``wants_input_names`` asks the pipeline runner for the step's input names, in order, as
+    ``params["_inputs"]``.
+    """
+    attributes = {"margin": margin, "profile": profile, "combine": combine, "finalize": finalize,
+                  "wants_input_names": wants_input_names}
 
     def mark(fn: F) -> F:
         for name, value in attributes.items():
@@ -45,7 +51,7 @@ def is_number(value: Any) -> bool:
 
 
 class Params:
-    """An op's params, read through checks that raise :class:`ConfigError` naming the op and the param.
+    """An op's params, read through checks raising :class:`ConfigError` naming the op and the param.
 
     ``None`` counts as absent. Keys starting with ``_`` are reserved for the runner (``_inputs``)
     and never reported as unknown.
@@ -54,10 +60,12 @@ class Params:
     def __init__(self, op: str, params: Mapping[str, Any], known: Collection[str]):
         if not isinstance(params, Mapping):
             raise ConfigError(f"{op}: params must be a mapping, not {type(params).__name__}")
-        unknown = sorted(str(key) for key in params if not str(key).startswith("_") and key not in known)
+        unknown = sorted(str(key) for key in params
+                         if not str(key).startswith("_") and key not in known)
         if unknown:
             expected = ", ".join(known) if known else "none"
-            raise ConfigError(f"{op}: unknown param {', '.join(map(repr, unknown))} (expected: {expected})")
+            raise ConfigError(f"{op}: unknown param {', '.join(map(repr, unknown))} "
+                              f"(expected: {expected})")
         self.op = op
         self.values = params
 
@@ -153,7 +161,7 @@ def default_nodata(dtype: np.dtype) -> float:
 
 
 def kept_nodata(profile: Mapping[str, Any], dtype: np.dtype) -> float | None:
-    """Output nodata of an op that keeps its input's mask: the input's, else NaN for float outputs."""
+    """Nodata of an op that keeps its input's mask: the input's, else NaN for float outputs."""
     nodata = nodata_of(profile)
     if nodata is None and dtype.kind == "f":
         return math.nan
@@ -183,7 +191,7 @@ def with_nodata(values: np.ndarray, valid: np.ndarray, dtype: np.dtype,
 
 
 def _float_bounds(dtype: np.dtype) -> tuple[float, float]:
-    """The range of ``dtype`` as floats that every value within it stays inside of."""
+    """The range of ``dtype`` as floats, shrunk so that every float inside converts exactly."""
     if dtype.kind == "f":
         info = np.finfo(dtype)
         return float(info.min), float(info.max)
@@ -198,13 +206,13 @@ def convert(op: str, values: np.ndarray, valid: np.ndarray, dtype: np.dtype,
             nodata: float | None, clip: bool, hint: str) -> np.ndarray:
     """Convert ``values`` to ``dtype`` with ``nodata`` where not ``valid``, never wrapping around.
 
-    Floats going to an integer dtype are rounded to the nearest integer (as GDAL does). A valid
+    Floats going to an integer dtype are rounded to the nearest integer (halves to even). A valid
     value outside the dtype's range is an error unless ``clip``; ``hint`` says how to fix it.
     Integer values are compared as integers, so 64-bit inputs lose no precision.
     """
     if nodata is None and not valid.all():
-        raise ConfigError(f"{op}: {np.count_nonzero(~valid)} pixels are nodata or NaN but the output "
-                          f"has no nodata value; set param 'nodata'")
+        raise ConfigError(f"{op}: {np.count_nonzero(~valid)} pixels are nodata or NaN but the "
+                          "output has no nodata value; set param 'nodata'")
     if values.dtype.kind == "f" and dtype.kind != "f":
         values = np.rint(values)
     if values.dtype.kind in "iu" and np.can_cast(values.dtype, dtype):

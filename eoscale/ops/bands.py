@@ -43,7 +43,8 @@ def _same(a: float | None, b: float | None) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _stack_output(profiles: Sequence[dict], params: Mapping[str, Any]) -> tuple[np.dtype, float | None]:
+def _stack_output(profiles: Sequence[dict],
+                  params: Mapping[str, Any]) -> tuple[np.dtype, float | None]:
     """The stack's dtype (numpy's result type of the inputs') and its nodata value."""
     p = Params("stack", params, ("nodata",))
     if not profiles:
@@ -54,8 +55,8 @@ def _stack_output(profiles: Sequence[dict], params: Mapping[str, Any]) -> tuple[
         return dtype, nodata
     values = [nodata_of(profile) for profile in profiles]
     if not all(_same(value, values[0]) for value in values):
-        raise ConfigError(f"stack: the inputs' nodata values differ ({', '.join(map(str, values))}); "
-                          "set param 'nodata'")
+        raise ConfigError("stack: the inputs' nodata values differ "
+                          f"({', '.join(map(str, values))}); set param 'nodata'")
     return dtype, values[0]
 
 
@@ -82,7 +83,8 @@ def stack(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
     ])
 
 
-def _cast_output(profile: Mapping[str, Any], params: Mapping[str, Any]) -> tuple[Params, np.dtype, float | None]:
+def _cast_output(profile: Mapping[str, Any],
+                 params: Mapping[str, Any]) -> tuple[Params, np.dtype, float | None]:
     """Checked params, the target dtype and the output nodata.
 
     The output nodata is ``nodata`` when given, else the input's when it fits the target dtype,
@@ -121,4 +123,5 @@ def cast(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
     else:
         with np.errstate(invalid="ignore", over="ignore"):
             values = data.astype(np.float64) * scale + offset
-    return convert("cast", values, valid, dtype, nodata, clip, "set param 'clip' to true to clip them")
+    return convert("cast", values, valid, dtype, nodata, clip,
+                   "set param 'clip' to true to clip them")

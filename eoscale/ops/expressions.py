@@ -1,4 +1,4 @@
-"""``band_math``: a numpy-like expression over the bands of a step's inputs, parsed safely with ``ast``.
+"""``band_math``: a numpy-like expression over the bands of a step's inputs, checked with ``ast``.
 
 The expression is never given to ``eval``: it is parsed, every node is checked against a small
 grammar (numbers, input names, ``name[band]``, arithmetic, comparisons, the logical operators
@@ -65,7 +65,7 @@ Band = tuple[int, int]
 
 @dataclass(frozen=True)
 class Expression:
-    """A checked expression: its tree and, for every name or ``name[band]`` node, the band it means."""
+    """A checked expression: its tree, and the band each name or ``name[band]`` node means."""
 
     tree: ast.Expression
     bands: Mapping[int, Band]
@@ -114,13 +114,16 @@ def _check(expression: str, names: Sequence[str],
         elif node.id not in CONSTANTS:
             known = [*names, *CONSTANTS]
             close = difflib.get_close_matches(node.id, known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"inputs: {', '.join(names) or 'none'}"
+            hint = (f"did you mean '{close[0]}'?" if close
+                    else f"inputs: {', '.join(names) or 'none'}")
             refuse(node, f"unknown name '{node.id}' ({hint})")
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.Constant):
             if not isinstance(node.value, (int, float)) or isinstance(node.value, bool):
                 refuse(node, f"only numbers are allowed as constants, not {node.value!r}")
+            elif isinstance(node.value, int) and node.value.bit_length() > 1023:
+                refuse(node, "the number is too large")
         elif isinstance(node, ast.Name):
             name(node)
         elif isinstance(node, ast.Subscript):
@@ -184,12 +187,14 @@ def _compiled(expression: str, names: tuple[str, ...], counts: tuple[int, ...]) 
     return checked
 
 
-def _evaluate(node: ast.AST, checked: Expression, bands: Mapping[Band, np.ndarray]) -> Any:
+def _evaluate(checked: Expression, bands: Mapping[Band, np.ndarray]) -> Any:
+    """The expression's value, with numpy, from the float64 bands it uses."""
+
     def value(node: ast.AST) -> Any:
         if id(node) in checked.bands:
             return bands[checked.bands[id(node)]]
-        if isinstance(node, ast.Constant):
-            return node.value
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)  # so that no integer arithmetic can wrap around
         if isinstance(node, ast.Name):
             return CONSTANTS[node.id]
         if isinstance(node, ast.BinOp):
@@ -204,15 +209,15 @@ def _evaluate(node: ast.AST, checked: Expression, bands: Mapping[Band, np.ndarra
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         return FUNCTIONS[node.func.id][0](*(value(argument) for argument in node.args))
 
-    return value(node)
+    return value(checked.tree.body)
 
 
 def _names(params: Mapping[str, Any]) -> tuple[str, ...]:
     names = params.get("names", params.get("_inputs"))
-    if (not isinstance(names, (list, tuple)) or not names
+    if (not isinstance(names, (list, tuple)) or not names or len(set(names)) != len(names)
             or not all(isinstance(name, str) for name in names)):
-        raise ConfigError(f"{OP}: param 'names' (or the runner's '_inputs') must list the names of "
-                          f"the inputs, not {names!r}")
+        raise ConfigError(f"{OP}: param 'names' (or the runner's '_inputs') must list the distinct "
+                          f"names of the inputs, not {names!r}")
     return tuple(names)
 
 
@@ -241,7 +246,7 @@ def _profile(profiles: Sequence[dict], params: Mapping[str, Any]) -> dict:
     return {**profiles[0], "dtype": settings.dtype.name, "count": 1, "nodata": settings.nodata}
 
 
-@declare(margin=0, profile=_profile)
+@declare(margin=0, profile=_profile, wants_input_names=True)
 def band_math(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
               params: Mapping[str, Any]) -> np.ndarray:
     """Evaluate ``params["expression"]`` over the inputs' bands, one output band.
@@ -264,11 +269,7 @@ def band_math(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
         valid &= valid_mask(band, nodata_of(profiles[index]))
         bands[index, number] = band.astype(np.float64)
     with np.errstate(all="ignore"):
-        try:
-            result = _evaluate(checked.tree.body, checked, bands)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{OP}: cannot evaluate {settings.expression!r}: {error}") from error
-        result = np.broadcast_to(np.asarray(result, dtype=np.float64), shape)
+        result = np.broadcast_to(np.asarray(_evaluate(checked, bands), dtype=np.float64), shape)
         valid &= np.isfinite(result)
     return convert(OP, result, valid, settings.dtype, settings.nodata, False,
                    "choose a wider param 'dtype'")

@@ -22,18 +22,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from eoscale.errors import ConfigError
-from eoscale.ops._common import (Params, declare, float_dtype, kept_nodata, nodata_of,
-                                 single_input, valid_mask, with_nodata)
+from eoscale.ops._common import (Params, declare, float_dtype, kept_nodata, nodata_of, single_input,
+                                 valid_mask, with_nodata)
 
 MODES: tuple[str, ...] = ("reflect", "nearest", "mirror", "constant")
-_PAD_MODES = {"reflect": "symmetric", "nearest": "edge", "mirror": "reflect", "constant": "constant"}
+#: numpy's names for scipy's border modes (``constant`` aside).
+_PAD_MODES: dict[str, Literal["symmetric", "edge", "reflect"]] = {
+    "reflect": "symmetric", "nearest": "edge", "mirror": "reflect"}
 #: Pixels whose window mixes valid and nodata pixels are taken for the median this many at a time.
 _MEDIAN_CHUNK = 1 << 15
 
@@ -50,7 +52,8 @@ class _Parsed(Protocol):
 
 
 Parse = Callable[[str, Mapping[str, Any]], _Parsed]
-Correlate = Callable[[np.ndarray, float], np.ndarray]
+#: Weighted sums over each pixel's window, outside pixels taking the given value (``cval``).
+WindowSum = Callable[[np.ndarray, float], np.ndarray]
 
 
 def _border(p: Params) -> _Border:
@@ -79,7 +82,8 @@ def _margin(op: str, parse: Parse) -> Callable[[dict], int]:
     return lambda params: parse(op, params).radius
 
 
-def _profile(op: str, parse: Parse, floats: bool) -> Callable[[Sequence[dict], Mapping[str, Any]], dict]:
+def _profile(op: str, parse: Parse,
+             floats: bool) -> Callable[[Sequence[dict], Mapping[str, Any]], dict]:
     """The profile function of a filter: float output (``floats``) or the input's dtype."""
 
     def profile(profiles: Sequence[dict], params: Mapping[str, Any]) -> dict:
@@ -101,15 +105,15 @@ def _finish(values: np.ndarray, valid: np.ndarray, profile: dict, dtype: np.dtyp
     return with_nodata(values, valid, dtype, kept_nodata(profile, dtype))
 
 
-def _normalised(correlate: Correlate, data: np.ndarray,
+def _normalised(window_sum: WindowSum, data: np.ndarray,
                 valid: np.ndarray, cval: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted sums of the valid pixels and of their weights (outside pixels are valid, ``cval``)."""
-    sums = correlate(np.where(valid, data, 0).astype(np.float64), cval)
-    return sums, correlate(valid.astype(np.float64), 1.0)
+    """Weighted sums of the valid pixels and of their weights (outside pixels: valid, ``cval``)."""
+    sums = window_sum(np.where(valid, data, 0).astype(np.float64), cval)
+    return sums, window_sum(valid.astype(np.float64), 1.0)
 
 
-def _box(size: int, border: _Border) -> Correlate:
-    """Mean over a ``size`` x ``size`` box by two 1-D correlations (so ``cval`` pads consistently)."""
+def _box(size: int, border: _Border) -> WindowSum:
+    """Mean over a ``size`` x ``size`` box by two 1-D correlations (``cval`` pads consistently)."""
     weights = np.full(size, 1.0 / size)
 
     def correlate(x: np.ndarray, cval: float) -> np.ndarray:
@@ -119,10 +123,10 @@ def _box(size: int, border: _Border) -> Correlate:
     return correlate
 
 
-def _weighted_mean(op: str, correlate: Correlate, cval: float, arrays: Sequence[np.ndarray],
+def _weighted_mean(op: str, window_sum: WindowSum, cval: float, arrays: Sequence[np.ndarray],
                    profiles: Sequence[dict]) -> np.ndarray:
     data, valid, profile = _input(op, arrays, profiles)
-    sums, weights = _normalised(correlate, data, valid, cval)
+    sums, weights = _normalised(window_sum, data, valid, cval)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / weights
     return _finish(mean, valid, profile, float_dtype(data.dtype))
@@ -158,14 +162,14 @@ def _gaussian(op: str, params: Mapping[str, Any]) -> _Gaussian:
          profile=_profile("gaussian_filter", _gaussian, True))
 def gaussian_filter(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
                     params: Mapping[str, Any]) -> np.ndarray:
-    """Gaussian-weighted mean of the valid pixels (``sigma``, ``truncate`` as scipy; float output)."""
+    """Gaussian-weighted mean of the valid pixels (``sigma``, ``truncate`` as scipy; floats)."""
     g = _gaussian("gaussian_filter", params)
 
-    def correlate(x: np.ndarray, cval: float) -> np.ndarray:
+    def window_sum(x: np.ndarray, cval: float) -> np.ndarray:
         return ndimage.gaussian_filter(x, (0, g.sigma, g.sigma), mode=g.border.mode, cval=cval,
                                        truncate=g.truncate)
 
-    return _weighted_mean("gaussian_filter", correlate, g.border.cval, arrays, profiles)
+    return _weighted_mean("gaussian_filter", window_sum, g.border.cval, arrays, profiles)
 
 
 @dataclass(frozen=True)
@@ -203,17 +207,18 @@ def convolve(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
     k = _kernel("convolve", params)
     data, valid, profile = _input("convolve", arrays, profiles)
 
-    def correlate(x: np.ndarray, cval: float, kernel: np.ndarray = k.kernel) -> np.ndarray:
+    def window_sum(x: np.ndarray, cval: float, kernel: np.ndarray = k.kernel) -> np.ndarray:
         return ndimage.convolve(x, kernel[np.newaxis], mode=k.border.mode, cval=cval)
 
-    sums, weights = _normalised(correlate, data, valid, k.border.cval)
+    sums, weights = _normalised(window_sum, data, valid, k.border.cval)
     if (k.kernel >= 0).all():
         with np.errstate(invalid="ignore", divide="ignore"):
             values = sums * (k.kernel.sum() / weights)
         valid = valid & (weights > 0)
     else:
         values = sums
-        valid = valid & (correlate((~valid).astype(np.float64), 0.0, (k.kernel != 0) * 1.0) < 0.5)
+        holes = window_sum((~valid).astype(np.float64), 0.0, (k.kernel != 0).astype(np.float64))
+        valid = valid & (holes == 0)
     return _finish(values, valid, profile, float_dtype(data.dtype))
 
 
@@ -221,34 +226,42 @@ def convolve(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
 def min_filter(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
                params: Mapping[str, Any]) -> np.ndarray:
     """Minimum of the valid pixels in a ``size`` x ``size`` window (the input's dtype)."""
-    return _rank_extreme("min_filter", ndimage.minimum_filter, arrays, profiles, params)
+    return _extreme("min_filter", True, arrays, profiles, params)
 
 
 @declare(margin=_margin("max_filter", _window), profile=_profile("max_filter", _window, False))
 def max_filter(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
                params: Mapping[str, Any]) -> np.ndarray:
     """Maximum of the valid pixels in a ``size`` x ``size`` window (the input's dtype)."""
-    return _rank_extreme("max_filter", ndimage.maximum_filter, arrays, profiles, params)
+    return _extreme("max_filter", False, arrays, profiles, params)
 
 
-def _rank_extreme(op: str, extreme: Callable[..., np.ndarray], arrays: Sequence[np.ndarray],
-                  profiles: Sequence[dict], params: Mapping[str, Any]) -> np.ndarray:
-    """Minimum or maximum with nodata replaced by the value that can never win."""
+def _extreme(op: str, lowest: bool, arrays: Sequence[np.ndarray], profiles: Sequence[dict],
+             params: Mapping[str, Any]) -> np.ndarray:
+    """Minimum (``lowest``) or maximum, with nodata replaced by the value that can never win."""
     window = _window(op, params)
     data, valid, profile = _input(op, arrays, profiles)
     info = np.finfo(data.dtype) if data.dtype.kind == "f" else np.iinfo(data.dtype)
     if window.border.mode == "constant" and not info.min <= window.border.cval <= info.max:
         raise ConfigError(f"{op}: param 'cval' must fit {data.dtype.name}, "
                           f"not {window.border.cval!r}")
-    is_min = extreme is ndimage.minimum_filter
     if data.dtype.kind == "f":
-        loser = np.inf if is_min else -np.inf
+        loser = np.inf if lowest else -np.inf
     else:
-        loser = info.max if is_min else info.min
+        loser = info.max if lowest else info.min
+    extreme = ndimage.minimum_filter if lowest else ndimage.maximum_filter
     filled = np.where(valid, data, np.asarray(loser, dtype=data.dtype))
     values = extreme(filled, size=(1, window.size, window.size), mode=window.border.mode,
                      cval=window.border.cval)
     return _finish(values, valid, profile, data.dtype)
+
+
+def _padded(x: np.ndarray, radius: int, border: _Border) -> np.ndarray:
+    """``x`` grown by ``radius`` on both image axes, as scipy's ``mode`` extends it."""
+    width = ((0, 0), (radius, radius), (radius, radius))
+    if border.mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=border.cval)
+    return np.pad(x, width, mode=_PAD_MODES[border.mode])
 
 
 @declare(margin=_margin("median_filter", _window),
@@ -264,14 +277,12 @@ def median_filter(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
     data, valid, profile = _input("median_filter", arrays, profiles)
     border, size = window.border, window.size
     values = np.where(valid, data, 0).astype(np.float64)
-    medians = ndimage.median_filter(values, size=(1, size, size), mode=border.mode, cval=border.cval)
+    medians = ndimage.median_filter(values, size=(1, size, size), mode=border.mode,
+                                    cval=border.cval)
     holes = _box(size, border)((~valid).astype(np.float64), 0.0)
     mixed = np.nonzero(valid & (holes > 0))
     if mixed[0].size:
-        r = window.radius
-        padded = np.pad(np.where(valid, values, np.nan), ((0, 0), (r, r), (r, r)),
-                        mode=_PAD_MODES[border.mode],
-                        **({"constant_values": border.cval} if border.mode == "constant" else {}))
+        padded = _padded(np.where(valid, values, np.nan), window.radius, border)
         windows = sliding_window_view(padded, (size, size), axis=(1, 2))
         for start in range(0, mixed[0].size, _MEDIAN_CHUNK):
             chunk = tuple(index[start:start + _MEDIAN_CHUNK] for index in mixed)

@@ -20,7 +20,8 @@ StatsPartial = np.ndarray
 """Per band (rows): count, min, max, mean, sum of squared deviations from the mean."""
 
 
-def _valid_values(op: str, arrays: Sequence[np.ndarray], profiles: Sequence[dict]) -> list[np.ndarray]:
+def _valid_values(op: str, arrays: Sequence[np.ndarray],
+                  profiles: Sequence[dict]) -> list[np.ndarray]:
     """Each band's valid values, as 1-D arrays."""
     single_input(op, arrays)
     valid = valid_mask(arrays[0], nodata_of(profiles[0]))
@@ -75,7 +76,7 @@ def stats(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
 
 
 class Binned(NamedTuple):
-    """Per band counts in equal bins over [low, high], after the count below and before the count above."""
+    """Per band (rows): the count below ``low``, equal bins up to ``high``, the count above."""
 
     counts: np.ndarray
     low: np.ndarray
@@ -92,15 +93,16 @@ def combine_binned(a: Binned, b: Binned) -> Binned:
 
 def _pair(value: Any) -> tuple[float, float] | None:
     """``[low, high]`` or ``{min: low, max: high}`` as a pair with low < high, else None."""
+    low: Any
+    high: Any
     if isinstance(value, Mapping):
         low, high = value.get("min"), value.get("max")
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         low, high = value
     else:
         return None
-    if is_number(low) and is_number(high) and math.isfinite(low) and math.isfinite(high) and low < high:
-        return float(low), float(high)
-    return None
+    finite = is_number(low) and is_number(high) and math.isfinite(low) and math.isfinite(high)
+    return (float(low), float(high)) if finite and low < high else None
 
 
 def _ranges(p: Params, count: int, needed_for: str = "") -> np.ndarray:
@@ -140,7 +142,7 @@ def _histogram_settings(params: Mapping[str, Any]) -> tuple[Params, int]:
 
 
 def finalize_histogram(partial: Binned, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per band: ``edges`` (bins + 1), ``counts`` (last bin closed) and ``below``/``above`` counts."""
+    """Per band: ``edges`` (bins + 1), ``counts`` (last bin closed), ``below`` and ``above``."""
     bins = partial.counts.shape[1] - 2
     return [{"edges": np.linspace(low, high, bins + 1).tolist(), "counts": counts[1:-1].tolist(),
              "below": int(counts[0]), "above": int(counts[-1])}
@@ -150,7 +152,8 @@ def finalize_histogram(partial: Binned, params: Mapping[str, Any]) -> list[dict[
 @declare(margin=0, combine=combine_binned, finalize=finalize_histogram)
 def histogram(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
               params: Mapping[str, Any]) -> Binned:
-    """Per band counts of the valid pixels in ``bins`` equal bins over ``range`` (np.histogram, float64)."""
+    """Per band counts of the valid pixels in ``bins`` equal bins over ``range`` (as np.histogram
+    on float64 values)."""
     p, bins = _histogram_settings(params)
     bands = _valid_values("histogram", arrays, profiles)
     return _binned(bands, _ranges(p, len(bands)), bins)
@@ -178,27 +181,34 @@ def _order_statistic(counts: np.ndarray, low: float, high: float) -> Callable[[i
     return value
 
 
+def _band_percentiles(counts: np.ndarray, low: float, high: float, quantiles: Sequence[float],
+                      band: int) -> list[float | None]:
+    """One band's percentiles, interpolated exactly as numpy's default method ('linear')."""
+    total = int(counts.sum())
+    if total == 0:
+        return [None] * len(quantiles)
+    order = _order_statistic(counts, low, high)
+    values: list[float | None] = []
+    for q in quantiles:
+        virtual = (total - 1) * (q / 100)
+        first = math.floor(virtual)
+        a, b = order(first), order(min(first + 1, total - 1))
+        if a is None or b is None:
+            side = "below" if first < counts[0] else "above"
+            raise ConfigError(f"percentiles: the {q:g}th percentile of band {band} lies {side} "
+                              f"param 'range' [{low}, {high}]; widen the range")
+        gamma = virtual - first
+        diff = b - a
+        values.append(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
+    return values
+
+
 def finalize_percentiles(partial: Binned, params: Mapping[str, Any]) -> list[list[float | None]]:
-    """Per band, the percentiles in the order of ``q``, interpolated as numpy's default ('linear')."""
+    """Per band, the percentiles in the order of ``q``."""
     _, quantiles, _ = _percentile_settings(params)
-    out = []
-    for band, (counts, low, high) in enumerate(zip(partial.counts, partial.low, partial.high), 1):
-        total = int(counts.sum())
-        order = _order_statistic(counts, float(low), float(high))
-        values: list[float | None] = []
-        for q in quantiles if total else ():
-            virtual = (total - 1) * (q / 100)
-            first = math.floor(virtual)
-            a, b = order(first), order(min(first + 1, total - 1))
-            if a is None or b is None:
-                side = "below" if first < counts[0] else "above"
-                raise ConfigError(f"percentiles: the {q:g}th percentile of band {band} lies {side} "
-                                  f"param 'range' [{low}, {high}]; widen the range")
-            gamma = virtual - first
-            diff = b - a
-            values.append(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
-        out.append(values if total else [None] * len(quantiles))
-    return out
+    return [_band_percentiles(counts, float(low), float(high), quantiles, band)
+            for band, (counts, low, high) in enumerate(zip(partial.counts, partial.low,
+                                                           partial.high), 1)]
 
 
 @declare(margin=0, combine=combine_binned, finalize=finalize_percentiles)
@@ -220,7 +230,8 @@ def percentiles(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
         counts = np.zeros((len(bands), size + 2), dtype=np.int64)
         for row, values in zip(counts, bands):
             row[1:-1] = np.bincount(values.astype(np.int64) - info.min, minlength=size)
-        return Binned(counts, np.full(len(bands), info.min - 0.5), np.full(len(bands), info.max + 0.5))
+        return Binned(counts, np.full(len(bands), info.min - 0.5),
+                      np.full(len(bands), info.max + 0.5))
     ranges = _ranges(p, len(bands), f" for {dtype.name} images (only 8- and 16-bit integers are "
                                     "counted exactly); a stats result gives one")
     return _binned(bands, ranges, bins)

@@ -2,29 +2,31 @@
 
 The format, version 1::
 
-    version: 1                       # required, must be 1
-    name: ndvi-smooth                # optional
-    workers: 4                       # optional, >= 1; default: all CPUs
-    tiling: {mode: tiles, tile_size: 1024}  # optional; tiles or strips; size >= 1, default automatic
-    inputs:                          # required, not empty: name -> raster file
+    version: 1                   # required, must be 1
+    name: ndvi-smooth            # optional
+    workers: 4                   # optional, >= 1; default: all CPUs
+    tiling:                      # optional
+      mode: tiles                # tiles (squares) or strips (full width)
+      tile_size: 1024            # >= 1; default automatic
+    inputs:                      # required, not empty: name -> raster file
       scene: data/scene.tif
-    steps:                           # required, not empty; run in order
-      - name: ndvi                   # required
-        description: red/nir index   # optional text
-        map: my_ops.ndvi             # exactly one of map or reduce: "pkg.mod.func" or "pkg.mod:Class.method"
-        inputs: [scene]              # required: pipeline inputs or images of earlier steps
-        params: {red: 3, nir: 4}     # optional; "${stats}" or "${stats.key}" is an earlier reduce's result
-        margin: 0                    # optional, >= 0; default the callable's declared margin, else 0
-        profile: my_ops.ndvi_profile # map only: fn(profiles, params) -> profile | list of profiles
-        outputs: [ndvi]              # map only; default [step name]
+    steps:                       # required, not empty; run in order
+      - name: ndvi               # required
+        description: NDVI        # optional text
+        map: my_ops.ndvi         # map or reduce, not both: "pkg.mod.func" or "pkg.mod:Class.method"
+        inputs: [scene]          # required: pipeline inputs or images of earlier steps
+        params: {red: 3, nir: 4} # optional; "${stats}", "${stats.key}": an earlier reduce's result
+        margin: 0                # optional, >= 0; default the callable's declared margin, else 0
+        profile: my_ops.prof     # map only: fn(profiles, params) -> profile | list of profiles
+        outputs: [ndvi]          # map only; default [step name]
       - name: stats
         reduce: my_ops.tile_stats
-        combine: my_ops.merge_stats  # reduce only; required unless the callable has a `combine` attribute
-        finalize: my_ops.final_stats # reduce only, optional
+        combine: my_ops.merge    # reduce only; needed unless the callable has a `combine` attribute
+        finalize: my_ops.final   # reduce only, optional
         inputs: [ndvi]
-    outputs:                         # optional, may be empty: result name -> file or {path, options}
-      ndvi: out/ndvi.tif             # an image, to .tif/.tiff; options are GDAL creation options
-      stats: {path: out/stats.json}  # a reduce result (named by its step), to .json
+    outputs:                     # optional, may be empty: result name -> file or {path, options}
+      ndvi: out/ndvi.tif         # an image, to .tif/.tiff; options are GDAL creation options
+      stats: out/stats.json      # a reduce result (named by its step), to .json
 
 Unknown keys are refused, with the closest known key suggested. Names of inputs, steps and step
 outputs are unique, not blank, and contain none of ``. = $ { }`` (unicode and spaces are fine).
@@ -45,11 +47,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import yaml
 
-from eoscale.engine.tiling import MODES, Tiling
+from eoscale.engine.tiling import MODES, Tiling, TilingMode
 from eoscale.errors import PipelineError, Problem
 from eoscale.pipeline.resolve import close_match, did_you_mean, split_dotted
 from eoscale.pipeline.spec import (
@@ -69,7 +71,8 @@ OUTPUT_KEYS = ("path", "options")
 #: The step keys that belong to one kind of step only.
 ONLY_FOR: dict[str, StepKind] = {"profile": "map", "outputs": "map",
                                  "combine": "reduce", "finalize": "reduce"}
-#: Characters a name may not contain: '.' splits ${step.key} and --param STEP.KEY, '=' --input NAME=PATH.
+#: Characters a name may not contain: '.' splits ${step.key} and --param STEP.KEY, '=' splits
+#: --input NAME=PATH, and '$', '{', '}' write references.
 RESERVED = ".=${}"
 
 _STANDARD_TAG = "tag:yaml.org,2002:"
@@ -87,7 +90,6 @@ class _Stop(Exception):
     def __init__(self, node: yaml.Node, message: str):
         super().__init__(message)
         self.node = node
-        self.message = message
 
 
 def describe(value: Any, *, text: bool = False) -> str:
@@ -136,6 +138,7 @@ class _Reader:
         self._visited = 0
         self._seen: set[int] = set()
         self._open: list[tuple[yaml.Node, bool]] = []  # the nodes being read, and if by an alias
+        self._open_ids: set[int] = set()
 
     def at(self, path: KeyPath, *, key: bool = False) -> Location:
         """Where the value (or, with ``key``, the key) at ``path`` is written, else its parent."""
@@ -188,7 +191,7 @@ class _Reader:
         except RecursionError:
             self.problems.append(Problem("not readable: values nested too deeply", self.file))
         except _Stop as stop:
-            self._report_node(stop.node, (), stop.message)
+            self._report_node(stop.node, (), str(stop))
         finally:
             self._loader.dispose()
         return None
@@ -201,9 +204,10 @@ class _Reader:
             raise _Stop(self._open[max(outer - 1, 0)][0] if self._open else node,
                         f"more than {MAX_NODES} values once aliases are expanded (an alias "
                         "bomb?); write the values out or use fewer aliases")
-        if any(node is open_node for open_node, _ in self._open):
+        if id(node) in self._open_ids:
             raise _Stop(node, "an alias here refers to a value that contains it (recursive alias)")
         self._open.append((node, id(node) in self._seen))
+        self._open_ids.add(id(node))
         self._seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             value = self._scalar(node, path)
@@ -215,6 +219,7 @@ class _Reader:
             self._report_node(node, path, f"unsupported tag '{node.tag}'")
             value = None
         self._open.pop()
+        self._open_ids.discard(id(node))
         self.value_marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         return value
 
@@ -232,9 +237,11 @@ class _Reader:
         merged: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                sources = (value_node.value if isinstance(value_node, yaml.SequenceNode)
+                           else [value_node])
                 for source in sources:
-                    value = self._node(source, path) if isinstance(source, yaml.MappingNode) else None
+                    value = (self._node(source, path) if isinstance(source, yaml.MappingNode)
+                             else None)
                     if not isinstance(value, dict):
                         self._report_node(source, path, "a merge key ('<<') takes a mapping "
                                                         "or a list of mappings")
@@ -246,15 +253,18 @@ class _Reader:
             if key_node.tag == _MERGE_TAG:
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                self._report_node(key_node, path, "a key must be a plain value, not a list or mapping")
+                self._report_node(key_node, path, "a key must be a plain value, "
+                                                  "not a list or mapping")
                 continue
             key = self._scalar(key_node, path)
             key_path = (*path, key)
             if key in explicit:
                 line = self.key_marks[key_path][0]
-                self._report_node(key_node, key_path, f"duplicate key '{key}' (first at line {line})")
+                self._report_node(key_node, key_path,
+                                  f"duplicate key '{key}' (first at line {line})")
                 continue
-            self.key_marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            mark = key_node.start_mark
+            self.key_marks[key_path] = (mark.line + 1, mark.column + 1)
             explicit[key] = self._node(value_node, key_path)
         return {**merged, **explicit}
 
@@ -283,7 +293,8 @@ class _Reader:
             if key not in allowed:
                 close = close_match(key, allowed)
                 suggested.add(close)
-                hint = f"did you mean '{close}'?" if close else f"expected one of: {', '.join(allowed)}"
+                hint = (f"did you mean '{close}'?" if close
+                        else f"expected one of: {', '.join(allowed)}")
                 self.report((*path, key), f"unknown key '{key}' ({hint})", step, key=True)
         for key in required:
             if key not in mapping and key not in suggested:
@@ -304,14 +315,13 @@ class _Reader:
         return None
 
     def name(self, value: Any, path: KeyPath, step: str | None, *, key: bool = False) -> str | None:
-        if self.text(value, path, step, "a name", key=key) is None:
-            return None
-        reserved = [char for char in RESERVED if char in value]
+        name = self.text(value, path, step, "a name", key=key)
+        reserved = [char for char in RESERVED if char in (name or "")]
         if reserved:
-            self.report(path, f"name {value!r} may not contain {' '.join(reserved)} "
+            self.report(path, f"name {name!r} may not contain {' '.join(reserved)} "
                               f"(reserved: {' '.join(RESERVED)})", step, key=key)
             return None
-        return value
+        return name
 
     def names(self, value: Any, path: KeyPath, step: str | None) -> tuple[str, ...] | None:
         if not isinstance(value, (list, tuple)) or not value:
@@ -337,7 +347,8 @@ class _Reader:
 
     def read(self, document: Any, base: Path, source: Path | None) -> PipelineSpec | None:
         """The spec, best effort; None when inputs or steps are unusable. Problems are collected."""
-        root = self.mapping(document, (), None, "a mapping with keys version, inputs, steps, outputs")
+        root = self.mapping(document, (), None,
+                            "a mapping with keys version, inputs, steps, outputs")
         if root is None:
             return None
         self.check_keys(root, (), TOP_KEYS, ("version", "inputs", "steps"), None)
@@ -371,7 +382,9 @@ class _Reader:
                                          f"{describe(mode)}{hint}")
             mode = "tiles"
         size = raw.get("tile_size")
-        return Tiling(mode, None if size is None else self.integer(size, (*path, "tile_size"), None, 1))
+        if size is not None:
+            size = self.integer(size, (*path, "tile_size"), None, 1)
+        return Tiling(mode, size)
 
     def inputs(self, value: Any, base: Path) -> dict[str, InputSpec] | None:
         raw = self.mapping(value, ("inputs",), None, "a mapping of input names to raster files",
@@ -451,12 +464,14 @@ class _Reader:
         return outputs
 
     def output(self, value: Any, path: KeyPath, base: Path) -> tuple[Path | None, dict[str, Any]]:
-        """An output's file and creation options, from ``file`` or ``{path: file, options: {...}}``."""
+        """An output's file and options, written ``file`` or ``{path: ..., options: ...}``."""
         if not isinstance(value, Mapping):
             return self.file_path(value, path, None, base), {}
         entry = self.mapping(value, path, None, "a mapping") or {}
         self.check_keys(entry, path, OUTPUT_KEYS, ("path",), None)
-        file = self.file_path(entry["path"], (*path, "path"), None, base) if "path" in entry else None
+        file = None
+        if "path" in entry:
+            file = self.file_path(entry["path"], (*path, "path"), None, base)
         if entry.get("options") is None:
             return file, {}
         options = self.mapping(entry["options"], (*path, "options"), None,
@@ -484,9 +499,10 @@ def _read_text(path: Path, display: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line_start = data.rfind(b"\n", 0, error.start) + 1
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
         _fail(f"not UTF-8 text: byte 0x{data[error.start]:02x} cannot be decoded; save the file "
-              "as UTF-8", display, data.count(b"\n", 0, error.start) + 1, error.start - line_start + 1)
+              "as UTF-8", display, line, column)
 
 
 def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) -> PipelineSpec:
@@ -503,10 +519,12 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
 
     workers = checked("--workers", overrides.workers, spec.workers)
     tile_size = checked("--tile-size", overrides.tile_size, spec.tiling.tile_size)
-    mode = overrides.tiling_mode or spec.tiling.mode
-    if mode not in MODES:
-        flag("--tiling", f"expected one of {', '.join(MODES)}, found {mode!r}{did_you_mean(mode, MODES)}")
-        mode = spec.tiling.mode
+    mode = spec.tiling.mode
+    if overrides.tiling_mode in MODES:
+        mode = cast(TilingMode, overrides.tiling_mode)
+    elif overrides.tiling_mode is not None:
+        flag("--tiling", f"expected one of {', '.join(MODES)}, found {overrides.tiling_mode!r}"
+                         f"{did_you_mean(overrides.tiling_mode, MODES)}")
     cwd = Path.cwd()
     inputs = dict(spec.inputs)
     for name, text in overrides.inputs.items():
@@ -517,7 +535,8 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
     outputs = dict(spec.outputs)
     for name, text in overrides.outputs.items():
         kept = outputs[name].options if name in outputs else FrozenMap()
-        outputs[name] = OutputSpec(name, absolute(text, cwd), kept, Location(path=f"--output {name}"))
+        outputs[name] = OutputSpec(name, absolute(text, cwd), kept,
+                                   Location(path=f"--output {name}"))
     steps = list(spec.steps)
     names = [step.name for step in steps]
     for (step_name, key), value in overrides.params.items():

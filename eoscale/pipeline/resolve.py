@@ -21,7 +21,7 @@ from eoscale.pipeline.spec import parse_reference
 
 
 class ResolveError(EOScaleError):
-    """A dotted path does not lead to a callable: module missing, import failing, attribute missing."""
+    """A dotted path leads to no callable: module missing, import failing, attribute missing."""
 
     exit_code = EXIT_INVALID_PIPELINE
 
@@ -95,10 +95,11 @@ def resolve_callable(dotted: str, base_dir: Path | None = None) -> Callable[...,
 
 def resolve_params(params: Mapping[str, Any], results: Mapping[str, Any], *,
                    step: str | None = None) -> dict[str, Any]:
-    """The params a callable receives: plain dicts and lists, each ``${...}`` replaced by its result.
+    """The params a callable receives: plain dicts and lists, ``${...}`` replaced by results.
 
     ``results`` holds the results of the reduce steps run so far, by step name (passed as they
-    are, not copied). ``${name.key}`` indexes a mapping result. Raises :class:`PipelineError` naming ``step`` when one is missing.
+    are, not copied). ``${name.key}`` indexes a mapping result. Raises :class:`PipelineError`
+    naming ``step`` when a result or key is missing.
     """
 
     def substitute(value: Any) -> Any:
@@ -126,4 +127,5 @@ def resolve_params(params: Mapping[str, Any], results: Mapping[str, Any], *,
                 step=step))
         return result[reference.key]
 
-    return substitute(params)
+    resolved: dict[str, Any] = substitute(params)
+    return resolved

@@ -75,14 +75,15 @@ class Reference:
 
 
 def parse_reference(value: Any) -> Reference | None:
-    """The reference ``value`` is, if it is a string written exactly ``${name}`` or ``${name.key}``."""
+    """The reference ``value`` is, if it is a string written exactly ``${name}``/``${name.key}``."""
     if not isinstance(value, str):
         return None
     match = _REFERENCE.fullmatch(value)
     return Reference(match[1], match[2]) if match else None
 
 
-def references(value: Any, keys: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Reference]]:
+def references(value: Any, keys: tuple[Any, ...] = (),
+               ) -> Iterator[tuple[tuple[Any, ...], Reference]]:
     """Every reference inside a params value, with the keys leading to it."""
     reference = parse_reference(value)
     if reference is not None:
@@ -138,7 +139,7 @@ class InputSpec:
 
 @dataclass(frozen=True, slots=True)
 class OutputSpec:
-    """A result to write: an image to a GeoTIFF (with GDAL creation ``options``) or a reduce result to JSON."""
+    """A result to write: an image to GeoTIFF (with GDAL creation ``options``), or JSON."""
 
     name: str
     path: Path
@@ -182,7 +183,7 @@ class StepSpec:
         return self.where.child(*parts)
 
     def references(self) -> Iterator[tuple[tuple[str | int, ...], Reference]]:
-        """Every ``${...}`` reference in the params, with the keys leading to it (``params`` first)."""
+        """Every ``${...}`` reference in the params, with the keys to it (``params`` first)."""
         return references(self.params, ("params",))
 
 
@@ -206,12 +207,12 @@ class PipelineSpec:
     base_dir: Path
 
     def image_names(self) -> tuple[str, ...]:
-        """Every image of the run, in the order it exists: the inputs, then each map step's outputs."""
+        """Every image of the run in the order it exists: the inputs, then each map's outputs."""
         made = (name for step in self.steps if step.kind == "map" for name in step.outputs)
         return (*self.inputs, *made)
 
     def producer(self, name: str) -> StepSpec | None:
-        """The step that makes an image or result; None for a pipeline input; KeyError if unknown."""
+        """The step that makes an image or result; None for an input; KeyError if unknown."""
         if name in self.inputs:
             return None
         for step in self.steps:

@@ -2,8 +2,9 @@
 
 :func:`check_graph` needs nothing but the spec (the loader runs it on every pipeline): names are
 unique, every step input and ``${...}`` reference is defined by an earlier step, every output
-names a result and is written to the right kind of file. An output may not name a pipeline input
-(there is nothing to compute) nor share a path with an input or another output.
+names a result and is written to the right kind of file. An output may name a pipeline input (it
+is copied, with the output's creation options) but not share a path with an input or another
+output.
 
 :func:`validate` adds what needs imports and files: every callable resolves; a reduce step has a
 ``combine``; a stated margin is not smaller than the callable's declared one; the inputs are
@@ -39,7 +40,7 @@ class _Name(NamedTuple):
     """What a name stands for, where it is defined, and at which step (-1 for an input)."""
 
     kind: Literal["input", "image", "result", "step"]
-    index: int
+    order: int
     step: StepSpec | None
     where: Location
 
@@ -59,8 +60,8 @@ def _names(spec: PipelineSpec) -> tuple[dict[str, _Name], list[Problem]]:
     def define(name: str, meaning: _Name, step: str | None) -> None:
         first = names.setdefault(name, meaning)
         if first is not meaning:
-            problems.append(meaning.where.problem(
-                f"name '{name}' is already used by {first.describe()}{first.where.line_note()}", step))
+            used = f"{first.describe()}{first.where.line_note()}"
+            problems.append(meaning.where.problem(f"name '{name}' is already used by {used}", step))
 
     for name, item in spec.inputs.items():
         define(name, _Name("input", -1, None, item.where), None)
@@ -71,26 +72,28 @@ def _names(spec: PipelineSpec) -> tuple[dict[str, _Name], list[Problem]]:
         if step.name not in step.outputs:
             define(step.name, _Name("step", index, step, step.locate("name")), step.name)
         for number, name in enumerate(step.outputs):
-            where = step.locate("name") if step.outputs == (step.name,) else step.locate("outputs", number)
+            written = step.outputs != (step.name,)
+            where = step.locate("outputs", number) if written else step.locate("name")
             define(name, _Name("image", index, step, where), step.name)
     return names, problems
 
 
 def _runs_later(defined: _Name, index: int, what: str) -> str | None:
     """Why ``what`` (defined by ``defined``) cannot be read at step ``index``, if it cannot."""
-    if defined.index < index:
+    if defined.order < index:
         return None
-    if defined.index == index:
+    if defined.order == index:
         return f"a step cannot read its own {what}"
     assert defined.step is not None
     return (f"it is made by step '{defined.step.name}'{defined.where.line_note()}, which runs "
             "after this one; steps run in order")
 
 
-def _image_problem(name: str, defined: _Name | None, index: int, names: dict[str, _Name]) -> str | None:
+def _image_problem(name: str, defined: _Name | None, index: int,
+                   names: dict[str, _Name]) -> str | None:
     if defined is None:
         earlier = [key for key, value in names.items()
-                   if value.kind in ("input", "image") and value.index < index]
+                   if value.kind in ("input", "image") and value.order < index]
         return f"unknown image '{name}'{did_you_mean(name, earlier)}"
     if defined.kind == "result":
         return (f"'{name}' is the result of a reduce step, not an image; read it in params "
@@ -105,29 +108,31 @@ def _image_problem(name: str, defined: _Name | None, index: int, names: dict[str
 def _reference_problem(result: str, defined: _Name | None, index: int,
                        names: dict[str, _Name]) -> str | None:
     if defined is None:
-        earlier = [key for key, value in names.items() if value.kind == "result" and value.index < index]
+        earlier = [key for key, value in names.items()
+                   if value.kind == "result" and value.order < index]
         return f"unknown reduce step '{result}'{did_you_mean(result, earlier)}"
     if defined.kind != "result":
-        return f"'{result}' is {defined.describe()}, not a reduce step; images are read through 'inputs'"
+        return (f"'{result}' is {defined.describe()}, not a reduce step; images are read "
+                "through 'inputs'")
     return _runs_later(defined, index, "result")
 
 
 def _output_problem(name: str, path: Path, has_options: bool, defined: _Name | None,
                     names: dict[str, _Name]) -> str | None:
     if defined is None:
-        results = [key for key, value in names.items() if value.kind in ("image", "result")]
+        results = [key for key, value in names.items() if value.kind != "step"]
         return f"unknown result '{name}'{did_you_mean(name, results)}"
-    if defined.kind == "input":
-        return f"'{name}' is a pipeline input, not a result: outputs write what steps make"
     if defined.kind == "step":
         assert defined.step is not None
         return f"'{name}' is a step; name one of its images: {', '.join(defined.step.outputs)}"
-    if defined.kind == "image":
+    if defined.kind in ("input", "image"):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            return f"'{name}' is an image, written as GeoTIFF: expected a .tif or .tiff path, found '{path.name}'"
+            return (f"'{name}' is an image, written as GeoTIFF: expected a .tif or .tiff path, "
+                    f"found '{path.name}'")
         return None
     if path.suffix.lower() not in RESULT_SUFFIXES:
-        return f"'{name}' is a reduce result, written as JSON: expected a .json path, found '{path.name}'"
+        return (f"'{name}' is a reduce result, written as JSON: expected a .json path, "
+                f"found '{path.name}'")
     if has_options:
         return f"'{name}' is a reduce result: creation options are for images only"
     return None
@@ -142,7 +147,8 @@ def check_graph(spec: PipelineSpec) -> list[Problem]:
             if problem is not None:
                 problems.append(step.locate("inputs", number).problem(problem, step.name))
         for keys, reference in step.references():
-            problem = _reference_problem(reference.result, names.get(reference.result), index, names)
+            defined = names.get(reference.result)
+            problem = _reference_problem(reference.result, defined, index, names)
             if problem is not None:
                 problems.append(step.locate(*keys).problem(f"'{reference}': {problem}", step.name))
     paths = {item.path: f"input '{name}'" for name, item in spec.inputs.items()}
@@ -182,7 +188,8 @@ def _declared_margin(step: StepSpec, main: Callable[..., Any]) -> tuple[int | No
     if margin < 0:
         return None, f"'{step.callable}' declares margin {margin}; a margin is >= 0"
     if step.margin is not None and step.margin < margin:
-        return margin, f"margin {step.margin} is smaller than the {margin} that '{step.callable}' needs"
+        return margin, (f"margin {step.margin} is smaller than the {margin} that "
+                        f"'{step.callable}' needs")
     return margin, None
 
 
@@ -209,7 +216,9 @@ def _resolve_steps(spec: PipelineSpec) -> tuple[dict[int, _Callables], list[Prob
         if problem is not None:
             problems.append(step.locate("margin" if step.margin is not None else step.kind)
                             .problem(problem, step.name))
-        profile = found.get("profile") or (declared(main, "profile") if step.kind == "map" else None)
+        profile = found.get("profile")
+        if profile is None and step.kind == "map":
+            profile = declared(main, "profile")
         resolved[index] = _Callables(main, profile, margin)
     return resolved, problems
 
@@ -244,7 +253,8 @@ def _grid_differences(first: Mapping[str, Any], other: Mapping[str, Any]) -> lis
                            f"{first['width']} x {first['height']}")
     a, b = other["transform"], first["transform"]
     tolerance = GRID_TOLERANCE * (min(abs(b.a), abs(b.e)) or 1.0)
-    for label, terms in (("pixel size", ("a", "e")), ("rotation", ("b", "d")), ("origin", ("c", "f"))):
+    for label, terms in (("pixel size", ("a", "e")), ("rotation", ("b", "d")),
+                         ("origin", ("c", "f"))):
         if any(abs(getattr(a, term) - getattr(b, term)) > tolerance for term in terms):
             mine, theirs = (tuple(getattr(t, term) for term in terms) for t in (a, b))
             differences.append(f"{label} ({mine[0]:.10g}, {mine[1]:.10g}), not "
@@ -285,7 +295,7 @@ def _image_bytes(profile: Mapping[str, Any]) -> int:
 
 
 def _pixel_bytes(profile: Mapping[str, Any]) -> int:
-    return int(profile["count"]) * np.dtype(profile["dtype"]).itemsize
+    return int(profile["count"]) * int(np.dtype(profile["dtype"]).itemsize)
 
 
 def _profile_problem(profile: Any) -> str | None:
@@ -313,7 +323,8 @@ def _step_profiles(step: StepSpec, given: list[dict[str, Any]],
     try:
         made = profile([dict(p) for p in given], resolve_params(step.params, {}))
     except Exception as error:  # the user's profile function: any failure is a problem to report
-        return [given[0]] * len(step.outputs), f"the profile function raised {type(error).__name__}: {error}"
+        raised = f"the profile function raised {type(error).__name__}: {error}"
+        return [given[0]] * len(step.outputs), raised
     answers = list(made) if isinstance(made, (list, tuple)) else [made] * len(step.outputs)
     if len(answers) != len(step.outputs):
         return [given[0]] * len(step.outputs), (f"the profile function returned {len(answers)} "
@@ -329,7 +340,8 @@ def _step_profiles(step: StepSpec, given: list[dict[str, Any]],
 
 
 def _image_profiles(spec: PipelineSpec, inputs: Mapping[str, Mapping[str, Any]],
-                    resolved: Mapping[int, _Callables]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+                    resolved: Mapping[int, _Callables],
+                    ) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
     profiles = {name: dict(profile) for name, profile in inputs.items()}
     problems = []
     for index, step in enumerate(spec.steps):
@@ -341,7 +353,7 @@ def _image_profiles(spec: PipelineSpec, inputs: Mapping[str, Mapping[str, Any]],
         if problem is not None:
             key = "profile" if step.profile is not None else step.kind
             problems.append(step.locate(key).problem(problem, step.name))
-        profiles.update(zip(step.outputs, made))
+        profiles.update(zip(step.outputs, made, strict=True))
     return profiles, problems
 
 
@@ -386,13 +398,14 @@ def _estimate(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
     sizes = {name: _image_bytes(profiles[name]) for name in spec.image_names()}
     last = spec.last_use()
     live = sum(sizes[name] for name in spec.inputs if last[name] >= 0)
-    peak = (live, live, 0, None)
+    peak: tuple[int, int, int, str | None] = (live, live, 0, None)
     for index, step in enumerate(spec.steps):
         margin = step.margin
         if margin is None:
             callables = resolved.get(index)
             margin = callables.margin if callables and callables.margin is not None else 0
-        size = spec.tiling.tile_size or auto_tile_size(height, width, workers, margin, spec.tiling.mode)
+        size = (spec.tiling.tile_size
+                or auto_tile_size(height, width, workers, margin, spec.tiling.mode))
         rows = min(height, size + 2 * margin)
         columns = min(width, (size if spec.tiling.mode == "tiles" else width) + 2 * margin)
         pixel = sum(_pixel_bytes(profiles[name]) for name in (*step.inputs, *step.outputs))
@@ -422,13 +435,12 @@ def estimate_memory(spec: PipelineSpec,
 
 def _size(count: float) -> str:
     """A byte count for people: ``1.5 GiB``."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024:
-            break
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while count >= 1024 and power < len(units) - 1:
         count /= 1024
-    else:
-        unit = "TiB"
-    return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        power += 1
+    return f"{count:.0f} bytes" if power == 0 else f"{count:.1f} {units[power]}"
 
 
 def validate(spec: PipelineSpec, *, check_files: bool = True,

@@ -71,7 +71,7 @@ def test_uncastable_dtype(engine):
 
 def test_integer_results_that_overflow_the_output_dtype(engine):
     big = engine.from_array(image("int64") * 10)
-    with pytest.raises(ResultError, match=r"tile 0 .*values 0..1870 of dtype int64 do not fit the output dtype uint8"):
+    with pytest.raises(ResultError, match=r"tile \d+ .*values \d+..\d+ of dtype int64 do not fit the output dtype uint8 \(0..255\)"):
         engine.map(identity, [big], profile_fn=to_uint8_profile)
     small = engine.from_array(image("int64"))
     [fits] = engine.map(identity, [small], profile_fn=to_uint8_profile)

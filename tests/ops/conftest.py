@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -33,7 +33,7 @@ NEEDS_DATA = "needs ../shared/data (the project's shared test rasters)"
 
 @contextmanager
 def _tile_context(context: TileContext | None) -> Iterator[None]:
-    """Make ``eoscale.engine.tile_context()`` return ``context``, as the engine does around a call."""
+    """Make ``eoscale.engine.tile_context()`` return ``context``, as the engine does."""
     with mock.patch.object(tasks, "_current", context):
         yield
 
@@ -88,15 +88,19 @@ def run_tiled(op: Callable, arrays: Sequence[np.ndarray], profiles: Sequence[dic
     return _reduce_result(op, partial, params) if combine else out
 
 
+#: A 10 m north-up grid in UTM 31N, the default of test profiles.
+UTM_GRID = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
+
+
 def make_profile(array: np.ndarray, nodata: float | None = None, crs: str | None = "EPSG:32631",
-                 transform: Affine = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)) -> dict:
+                 transform: Affine = UTM_GRID) -> dict:
     """A rasterio-style profile for a (bands, h, w) array."""
     return {"driver": "GTiff", "dtype": array.dtype.name, "nodata": nodata,
             "count": array.shape[0], "height": array.shape[1], "width": array.shape[2],
             "crs": CRS.from_user_input(crs) if crs else None, "transform": transform}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(name: str) -> tuple[np.ndarray, dict]:
     with rasterio.open(DATA / name) as src:
         array = src.read()

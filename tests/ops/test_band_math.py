@@ -1,4 +1,4 @@
-"""band_math: checked expressions, nodata union, division by zero, tiles equal to the whole image."""
+"""band_math: checked expressions, nodata union, division by zero, tiles equal to the whole."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ NAMES = ["nir", "red", "scene"]
     ("nir +", 6, "invalid syntax"),
     ("import os", 1, "invalid syntax"),
     ("{nir: 1}", 1, "is not allowed"),
+    ("nir * 1" + "0" * 400, 7, "too large"),
 ])
 def test_check_expression_names_the_column(expression: str, column: int, words: str) -> None:
     problems = check_expression(expression, NAMES)
@@ -45,7 +46,8 @@ def test_check_expression_names_the_column(expression: str, column: int, words: 
 
 
 def test_check_expression_gives_the_line_of_multiline_expressions() -> None:
-    assert check_expression("(nir +\n   red.x)", NAMES) == ["line 2, column 4: attribute access is not allowed"]
+    assert check_expression("(nir +\n   red.x)", NAMES) == [
+        "line 2, column 4: attribute access is not allowed"]
 
 
 @pytest.mark.parametrize("expression", [
@@ -80,7 +82,8 @@ def test_ndvi_masks_the_union_and_tiles_match(raster, tiled, whole) -> None:
     np.testing.assert_array_equal(result[0][~union], expected[~union])
     assert 0.5 < np.nanmedian(result) < 0.6
     for tile_size, mode in [(37, "tiles"), (5, "strips")]:
-        np.testing.assert_array_equal(tiled(band_math, arrays, profiles, params, tile_size, mode), result)
+        np.testing.assert_array_equal(tiled(band_math, arrays, profiles, params, tile_size, mode),
+                                      result)
 
 
 def test_band_numbers_of_a_multiband_input(raster, whole) -> None:
@@ -116,7 +119,8 @@ def test_integer_output_rounds_and_uses_the_dtype_minimum(profile_for, whole) ->
 def test_values_out_of_an_integer_range_are_an_error(profile_for, whole) -> None:
     a = np.array([[[1, 300]]], dtype=np.int16)
     with pytest.raises(ConfigError, match=r"band_math: 1 values fall outside the uint8 range"):
-        whole(band_math, [a], [profile_for(a)], {"expression": "a", "names": ["a"], "dtype": "uint8"})
+        whole(band_math, [a], [profile_for(a)],
+              {"expression": "a", "names": ["a"], "dtype": "uint8"})
 
 
 def test_nan_nodata_and_float_inputs(profile_for, whole) -> None:
@@ -129,14 +133,19 @@ def test_nan_nodata_and_float_inputs(profile_for, whole) -> None:
 
 def test_only_the_bands_used_count_for_the_mask(profile_for, whole) -> None:
     scene = np.array([[[1, 0]], [[-5, -5]]], dtype=np.int16)
-    result = whole(band_math, [scene], [profile_for(scene, 0)], {"expression": "scene[2] * 2", "names": ["scene"]})
+    params = {"expression": "scene[2] * 2", "names": ["scene"]}
+    result = whole(band_math, [scene], [profile_for(scene, 0)], params)
     np.testing.assert_array_equal(result, [[[-10.0, -10.0]]])
 
 
-def test_constant_expressions_fill_the_window(profile_for, whole) -> None:
+def test_constant_expressions_fill_the_window_without_integer_wrap_around(profile_for,
+                                                                        whole) -> None:
     a = np.zeros((1, 2, 3), dtype=np.uint8)
     result = whole(band_math, [a], [profile_for(a)], {"expression": "2 * pi", "names": ["a"]})
     np.testing.assert_array_equal(result, np.full((1, 2, 3), np.float32(2 * math.pi)))
+    result = whole(band_math, [a], [profile_for(a)],
+                   {"expression": "2 ** 64 // 2 ** 63", "names": ["a"]})
+    np.testing.assert_array_equal(result, np.full((1, 2, 3), 2.0, np.float32))
 
 
 @pytest.mark.parametrize("expression, message", [
@@ -170,4 +179,4 @@ def test_profile_declares_dtype_count_and_nodata(profile_for) -> None:
     assert profile["dtype"] == "float32" and profile["count"] == 1 and math.isnan(profile["nodata"])
     profile = band_math.profile([profile_for(scene, 0)], {**params, "dtype": "uint16"})
     assert profile["dtype"] == "uint16" and profile["nodata"] == 0
-    assert band_math.margin == 0
+    assert band_math.margin == 0 and band_math.wants_input_names is True

@@ -43,7 +43,7 @@ def test_fill_nodata_fills_every_hole_in_reach(raster, whole) -> None:
     assert not (whole(fill_nodata, [array], [profile], {}) == -9999).any()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 2**16), height=st.integers(1, 30), width=st.integers(1, 30),
        max_distance=st.sampled_from([1, 2.5, 5]), smoothing=st.integers(0, 2),
        holes=st.sampled_from([0.1, 0.5, 0.9]), tile_size=st.integers(1, 12))
@@ -68,7 +68,8 @@ def test_select_bands(raster, whole) -> None:
     result = whole(select_bands, [naip], [profile], {"bands": [4, 1, 1]})
     np.testing.assert_array_equal(result, naip[[3, 0, 0]])
     assert select_bands.profile([profile], {"bands": [4, 1, 1]})["count"] == 3
-    with pytest.raises(ConfigError, match="select_bands: param 'bands' asks for band 5 but the input has 4 bands"):
+    with pytest.raises(ConfigError, match="select_bands: param 'bands' asks for band 5 but the "
+                                          "input has 4 bands"):
         select_bands.profile([profile], {"bands": [5]})
     with pytest.raises(ConfigError, match="select_bands: param 'bands' must be a non-empty list"):
         whole(select_bands, [naip], [profile], {"bands": [0]})
@@ -78,7 +79,8 @@ def test_stack_promotes_and_keeps_masks(profile_for, whole) -> None:
     a = np.array([[[1, -999]]], dtype=np.int16)
     b = np.array([[[np.nan, 2.5]], [[3.0, 4.0]]], dtype=np.float32)
     profiles = [profile_for(a, -999), profile_for(b, np.nan)]
-    with pytest.raises(ConfigError, match=r"stack: the inputs' nodata values differ \(-999.0, nan\); set param 'nodata'"):
+    with pytest.raises(ConfigError, match=r"stack: the inputs' nodata values differ "
+                                          r"\(-999.0, nan\); set param 'nodata'"):
         stack.profile(profiles, {})
     result = whole(stack, [a, b], profiles, {"nodata": -1})
     np.testing.assert_array_equal(result, [[[1, -1]], [[-1, 2.5]], [[3, 4]]])
@@ -92,7 +94,8 @@ def test_stack_promotes_and_keeps_masks(profile_for, whole) -> None:
     ([[[1.4, 2.6, -3.5]]], {"dtype": "int16"}, [[[1, 3, -4]]], "int16"),
     ([[[0.5, 1.0]]], {"dtype": "uint8", "scale": 100, "offset": 10}, [[[60, 110]]], "uint8"),
     ([[[-5.0, 300.0, 20.0]]], {"dtype": "uint8", "clip": True}, [[[0, 255, 20]]], "uint8"),
-    ([[[1e39, -1.0]]], {"dtype": "float32", "clip": True}, [[[np.finfo(np.float32).max, -1.0]]], "float32"),
+    ([[[1e39, -1.0]]], {"dtype": "float32", "clip": True}, [[[np.finfo(np.float32).max, -1.0]]],
+     "float32"),
     ([[[np.nan, 1.0]]], {"dtype": "uint8", "nodata": 0}, [[[0, 1]]], "uint8"),
     ([[[np.nan, np.inf]]], {"dtype": "float32"}, [[[np.nan, np.inf]]], "float32"),
 ])
@@ -110,27 +113,30 @@ def test_cast_keeps_integers_exact_and_maps_nodata(whole, profile_for) -> None:
     assert cast.profile([profile_for(big, -999)], {"dtype": "uint64"})["nodata"] is None
     red = np.array([[[218, -999, 4795]]], dtype=np.int16)
     profile = profile_for(red, -999)
-    np.testing.assert_array_equal(whole(cast, [red], [profile], {"dtype": "float32", "scale": 1e-4}),
-                                  np.array([[[0.0218, -999, 0.4795]]], dtype=np.float32))
+    reflectance = whole(cast, [red], [profile], {"dtype": "float32", "scale": 1e-4})
+    np.testing.assert_array_equal(reflectance, np.array([[[0.0218, -999, 0.4795]]], np.float32))
     assert cast.profile([profile], {"dtype": "uint8", "nodata": 0})["nodata"] == 0
     assert math.isnan(cast.profile([profile_for(np.zeros((1, 1, 1), np.float32))],
                                    {"dtype": "float64"})["nodata"])
 
 
 @pytest.mark.parametrize("source, nodata, params, message", [
-    ([[[10, 300]]], None, {"dtype": "uint8"}, "cast: 1 values fall outside the uint8 range \\[0, 255\\] "
-                                              "\\(from 300 to 300\\); set param 'clip' to true"),
+    ([[[10, 300]]], None, {"dtype": "uint8"},
+     r"cast: 1 values fall outside the uint8 range \[0, 255\] \(from 300 to 300\); set param "
+     "'clip' to true"),
     ([[[-1, 3]]], None, {"dtype": "uint16"}, "outside the uint16 range"),
-    ([[[1.0, np.nan]]], None, {"dtype": "int16"}, "cast: 1 pixels are nodata or NaN but the output has "
-                                                 "no nodata value; set param 'nodata'"),
+    ([[[1.0, np.nan]]], None, {"dtype": "int16"},
+     "cast: 1 pixels are nodata or NaN but the output has no nodata value; set param 'nodata'"),
     ([[[1, -999]]], -999, {"dtype": "uint8"}, "no nodata value"),
     ([[[1e39]]], None, {"dtype": "float32"}, "outside the float32 range"),
-    ([[[1]]], None, {"dtype": "uint8", "nodata": 256}, "cast: param 'nodata' must be a number that fits uint8"),
+    ([[[1]]], None, {"dtype": "uint8", "nodata": 256},
+     "cast: param 'nodata' must be a number that fits uint8"),
     ([[[1]]], None, {"dtype": "bool"}, "cast: param 'dtype' must be one of uint8"),
     ([[[1]]], None, {"dtype": "int8", "clip": 1}, "cast: param 'clip' must be true or false"),
     ([[[1]]], None, {}, "cast: param 'dtype' is required"),
 ])
-def test_cast_refuses_silent_wrap_around(whole, profile_for, source, nodata, params, message) -> None:
+def test_cast_refuses_silent_wrap_around(whole, profile_for, source, nodata, params,
+                                         message) -> None:
     array = np.array(source, dtype=np.float64 if isinstance(source[0][0][0], float) else np.int32)
     with pytest.raises(ConfigError, match=message):
         whole(cast, [array], [profile_for(array, nodata)], params)

@@ -1,4 +1,4 @@
-"""The ops package: dotted paths resolve, every op declares its contract and names itself in errors."""
+"""The ops package: dotted paths resolve, ops declare the contract and name themselves in errors."""
 
 from __future__ import annotations
 

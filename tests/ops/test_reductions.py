@@ -42,7 +42,8 @@ def test_stats(raster, tiled, whole, name) -> None:
     assert _json(result) == result
     for band, values in zip(result, _valid(array, profile["nodata"])):
         values = values.astype(np.float64)
-        assert band["count"] == values.size and band["min"] == values.min() and band["max"] == values.max()
+        assert band["count"] == values.size
+        assert band["min"] == values.min() and band["max"] == values.max()
         assert band["mean"] == pytest.approx(values.mean(), rel=1e-12)
         assert band["std"] == pytest.approx(values.std(), rel=1e-10)
     whole_result = whole(stats, [array], [profile], {})
@@ -96,7 +97,8 @@ def test_histogram_range_forms_and_out_of_range_counts(whole, tiled, profile_for
     one = tiled(histogram, [array], [profile], {"bins": 2, "range": [1, 3]}, 2)
     assert one[0] == {"edges": [1.0, 2.0, 3.0], "counts": [1, 2], "below": 1, "above": 2}
     assert one[1]["above"] == 6
-    per_band = whole(histogram, [array], [profile], {"bins": 2, "range": [{"min": 1, "max": 3}, [10, 20]]})
+    params = {"bins": 2, "range": [{"min": 1, "max": 3}, [10, 20]]}
+    per_band = whole(histogram, [array], [profile], params)
     assert per_band[0] == one[0] and per_band[1]["counts"] == [5, 1]
     for bad in ([3, 1], [[1, 3]], {"min": 1}, [1, 3, 5], "1..3"):
         with pytest.raises(ConfigError, match="histogram: param 'range' must be"):
@@ -119,7 +121,8 @@ def test_percentiles_are_exact_for_8_and_16_bit_images(raster, tiled, name) -> N
        size=st.integers(1, 200), q=st.lists(st.floats(0, 100), min_size=1, max_size=5))
 def test_percentiles_exact_on_random_integers(tiled, profile_for, seed, dtype, size, q) -> None:
     info = np.iinfo(dtype)
-    array = np.random.default_rng(seed).integers(info.min, info.max, (1, 1, size), endpoint=True).astype(dtype)
+    rng = np.random.default_rng(seed)
+    array = rng.integers(info.min, info.max, (1, 1, size), endpoint=True).astype(dtype)
     result = tiled(percentiles, [array], [profile_for(array)], {"q": q}, 7)
     assert result == [np.percentile(array.ravel(), q).tolist()]
 
@@ -138,12 +141,15 @@ def test_percentiles_of_floats_stay_within_half_a_bin(raster, tiled, whole) -> N
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**16), size=st.integers(1, 300), bins=st.integers(1, 50),
-       q=st.lists(st.floats(0, 100), min_size=1, max_size=5), spread=st.sampled_from([1e-3, 1.0, 1e6]))
-def test_percentiles_error_bound_on_random_floats(tiled, profile_for, seed, size, bins, q, spread) -> None:
+       q=st.lists(st.floats(0, 100), min_size=1, max_size=5),
+       spread=st.sampled_from([1e-3, 1.0, 1e6]))
+def test_percentiles_error_bound_on_random_floats(tiled, profile_for, seed, size, bins, q,
+                                                  spread) -> None:
     rng = np.random.default_rng(seed)
     array = (rng.standard_normal((1, 1, size)) * spread).astype(np.float32)
     low, high = float(array.min()) - spread, float(array.max()) + spread
-    result = tiled(percentiles, [array], [profile_for(array)], {"q": q, "range": [low, high], "bins": bins}, 9)
+    params = {"q": q, "range": [low, high], "bins": bins}
+    result = tiled(percentiles, [array], [profile_for(array)], params, 9)
     bound = (high - low) / (2 * bins)
     error = np.abs(np.array(result[0]) - np.percentile(array.ravel().astype(np.float64), q))
     assert (error <= bound * (1 + 1e-9) + 1e-12 * (abs(low) + abs(high))).all()
@@ -152,16 +158,18 @@ def test_percentiles_error_bound_on_random_floats(tiled, profile_for, seed, size
 def test_percentiles_outside_the_range_and_missing_range(whole, profile_for) -> None:
     array = np.arange(10, dtype=np.float32).reshape(1, 2, 5)
     profile = profile_for(array)
-    with pytest.raises(ConfigError, match=r"percentiles: the 90th percentile of band 1 lies above param 'range'"):
+    with pytest.raises(ConfigError, match=r"percentiles: the 90th percentile of band 1 lies above "
+                                          r"param 'range'"):
         whole(percentiles, [array], [profile], {"q": [50, 90], "range": [0, 5]})
     with pytest.raises(ConfigError, match=r"the 0th percentile of band 1 lies below"):
         whole(percentiles, [array], [profile], {"q": [0], "range": [3, 20]})
-    with pytest.raises(ConfigError, match=r"percentiles: param 'range' is required for float32 images"):
+    with pytest.raises(ConfigError, match=r"percentiles: param 'range' is required for float32 "):
         whole(percentiles, [array], [profile], {"q": [50]})
     with pytest.raises(ConfigError, match=r"percentiles: param 'q' must be a non-empty list"):
         whole(percentiles, [array], [profile], {"q": [101]})
     empty = np.full((1, 2, 2), np.nan, dtype=np.float32)
-    assert whole(percentiles, [empty], [profile_for(empty)], {"q": [5, 50], "range": [0, 1]}) == [[None, None]]
+    params = {"q": [5, 50], "range": [0, 1]}
+    assert whole(percentiles, [empty], [profile_for(empty)], params) == [[None, None]]
 
 
 def test_percentiles_range_from_percentiles_feeds_a_histogram(raster, whole) -> None:

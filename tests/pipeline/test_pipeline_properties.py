@@ -1,4 +1,4 @@
-"""Properties: whatever the document, loading it raises PipelineError or gives a spec, nothing else."""
+"""Properties: whatever the document, loading gives a spec or raises PipelineError, nothing else."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ VALID: dict[str, Any] = {
 def containers(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """The paths of every mapping and list inside ``value``, itself included."""
     found = [path] if isinstance(value, (dict, list)) else []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
     for key, item in items:
         found += containers(item, (*path, key))
     return found
@@ -53,7 +54,8 @@ def containers(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 @st.composite
 def mutants(draw: st.DrawFn) -> dict[str, Any]:
-    """The valid pipeline after one to three mutations: a key dropped, renamed or added, a value replaced."""
+    """The valid pipeline after one to three mutations: a key dropped, renamed or added, a value
+    replaced, an item inserted."""
     document = copy.deepcopy(VALID)
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(containers(document)))
@@ -101,7 +103,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_valid_document_loads(folder: Path) -> None:
-    assert load_pipeline(copy.deepcopy(VALID), base_dir=folder).steps[2].params["all"] == ("${stats}",)
+    spec = load_pipeline(copy.deepcopy(VALID), base_dir=folder)
+    assert spec.steps[2].params["all"] == ("${stats}",)
 
 
 @SETTINGS

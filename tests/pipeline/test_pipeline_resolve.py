@@ -73,7 +73,8 @@ def test_an_import_that_fails(tmp_path: Path, isolated_imports: None, source: st
      "'Filters' has no attribute 'identiti' (did you mean 'identity'?)"),
     ("pipeline_callables.THRESHOLD", "'pipeline_callables.THRESHOLD' is float 0.5, not a callable"),
     ("pipeline_import_fails.f",
-     "importing module 'pipeline_import_fails' raised RuntimeError: no licence for the frobnicator"),
+     "importing module 'pipeline_import_fails' raised RuntimeError: no licence for the "
+     "frobnicator"),
     ("ndvi", "'ndvi' is not a dotted path like 'module.function'"),
     ("a.b:c:d", "'a.b:c:d' is not a dotted path"),
     ("a b.c", "'a b.c' is not a dotted path"),

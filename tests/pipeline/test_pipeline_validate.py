@@ -12,8 +12,7 @@ from eoscale.errors import PipelineError, Problem
 from eoscale.pipeline import check, estimate_memory, load_pipeline, validate
 from eoscale.pipeline.spec import PipelineSpec
 
-WritePipeline = Callable[..., Path]
-RasterWriter = Callable[..., Path]
+Writer = Callable[..., Path]
 
 CHAIN = """
     version: 1
@@ -40,12 +39,12 @@ CHAIN = """
 
 
 @pytest.fixture
-def chain(write_pipeline: WritePipeline, make_raster: RasterWriter) -> PipelineSpec:
+def chain(write_pipeline: Writer, make_raster: Writer) -> PipelineSpec:
     make_raster("a.tif", width=32, height=24, count=4)
     return load_pipeline(write_pipeline(CHAIN))
 
 
-def problems(write_pipeline: WritePipeline, text: str, **kwargs: bool) -> list[Problem]:
+def problems(write_pipeline: Writer, text: str, **kwargs: bool) -> list[Problem]:
     return validate(load_pipeline(write_pipeline(text)), **kwargs)
 
 
@@ -54,22 +53,23 @@ def test_a_good_pipeline_has_no_problems(chain: PipelineSpec) -> None:
     check(chain)
 
 
-def test_check_raises_every_problem(write_pipeline: WritePipeline, make_raster: RasterWriter) -> None:
+def test_check_raises_every_problem(write_pipeline: Writer, make_raster: Writer) -> None:
     make_raster("a.tif")
-    text = CHAIN.replace("merge_stats", "merge").replace("radius: 2}", "radius: 2}\n        margin: 1")
+    text = CHAIN.replace("merge_stats", "merge")
+    text = text.replace("radius: 2}", "radius: 2}\n        margin: 1")
     with pytest.raises(PipelineError) as raised:
         check(load_pipeline(write_pipeline(text)))
     assert [(p.step, p.path) for p in raised.value.problems] == [
         ("stats", "steps -> 1 -> combine"), ("smooth", "steps -> 2 -> margin")]
 
 
-def test_what_is_not_asked_for_is_not_checked(write_pipeline: WritePipeline) -> None:
+def test_what_is_not_asked_for_is_not_checked(write_pipeline: Writer) -> None:
     text = CHAIN.replace("pipeline_callables.ndvi\n", "not_installed.ndvi\n")
     assert len(problems(write_pipeline, text, check_files=False)) == 1
     assert problems(write_pipeline, text, check_files=False, check_callables=False) == []
 
 
-def test_a_combine_attribute_is_enough(write_pipeline: WritePipeline, make_raster: RasterWriter) -> None:
+def test_a_combine_attribute_is_enough(write_pipeline: Writer, make_raster: Writer) -> None:
     make_raster("a.tif")
     text = CHAIN.replace("tile_stats\n        combine: pipeline_callables.merge_stats", "tile_sum")
     assert problems(write_pipeline, text) == []
@@ -80,8 +80,9 @@ def test_a_combine_attribute_is_enough(write_pipeline: WritePipeline, make_raste
     ("margin: 5", 6, "margin 5 is smaller than the 6 that 'pipeline_callables.smooth' needs"),
     ("margin: 0", "'${stats.max}'", None),
 ])
-def test_a_stated_margin_covers_the_declared_one(write_pipeline: WritePipeline, make_raster: RasterWriter,
-                                                 margin: str, radius: object, expected: str | None) -> None:
+def test_a_stated_margin_covers_the_declared_one(write_pipeline: Writer, make_raster: Writer,
+                                                 margin: str, radius: object,
+                                                 expected: str | None) -> None:
     make_raster("a.tif")
     text = CHAIN.replace("radius: 2}", f"radius: {radius}}}\n        {margin}")
     found = problems(write_pipeline, text)
@@ -90,10 +91,11 @@ def test_a_stated_margin_covers_the_declared_one(write_pipeline: WritePipeline, 
 
 @pytest.mark.parametrize("profile, outputs, expected", [
     ("band_profiles", "[b1, b2]", "the profile function returned 4 profiles for 2 outputs"),
-    ("pixel_profile", "[b1]", "the profile function returned a profile with dtype 'pixels', not a numpy dtype"),
+    ("pixel_profile", "[b1]",
+     "the profile function returned a profile with dtype 'pixels', not a numpy dtype"),
     ("band_profiles", "[b1, b2, b3, b4]", None),
 ])
-def test_profile_functions_are_checked(write_pipeline: WritePipeline, make_raster: RasterWriter,
+def test_profile_functions_are_checked(write_pipeline: Writer, make_raster: Writer,
                                        profile: str, outputs: str, expected: str | None) -> None:
     make_raster("a.tif", count=4)
     found = problems(write_pipeline, f"""
@@ -106,10 +108,11 @@ def test_profile_functions_are_checked(write_pipeline: WritePipeline, make_raste
             inputs: [a]
             outputs: {outputs}
         """)
-    assert [(p.message, p.line, p.step) for p in found] == ([(expected, 6, "split")] if expected else [])
+    assert [(p.message, p.line, p.step) for p in found] == (
+        [(expected, 6, "split")] if expected else [])
 
 
-def test_inputs_must_be_rasters(write_pipeline: WritePipeline, tmp_path: Path) -> None:
+def test_inputs_must_be_rasters(write_pipeline: Writer, tmp_path: Path) -> None:
     (tmp_path / "folder.tif").mkdir()
     found = problems(write_pipeline, CHAIN.replace("a.tif", "folder.tif"))
     assert [(p.line, p.path) for p in found] == [(4, "inputs -> a")]
@@ -134,36 +137,39 @@ PAIR = """
     """
 
 
-def pair(write_pipeline: WritePipeline, first: Path, second: Path) -> list[Problem]:
-    return problems(write_pipeline, PAIR.replace("FIRST", str(first)).replace("SECOND", str(second)))
+def pair(write_pipeline: Writer, first: Path, second: Path) -> list[Problem]:
+    text = PAIR.replace("FIRST", str(first)).replace("SECOND", str(second))
+    return problems(write_pipeline, text)
 
 
-def test_a_shifted_grid_is_refused(write_pipeline: WritePipeline, make_raster: RasterWriter) -> None:
-    found = pair(write_pipeline, make_raster("a.tif"), make_raster("b.tif", pixel=10.5, origin=(990, 2000)))
+def test_a_shifted_grid_is_refused(write_pipeline: Writer, make_raster: Writer) -> None:
+    shifted = make_raster("b.tif", pixel=10.5, origin=(990, 2000))
+    found = pair(write_pipeline, make_raster("a.tif"), shifted)
     assert [p.message for p in found] == [
-        "b.tif is not on the grid of input 'first' (a.tif): pixel size (10.5, -10.5), not (10, -10); "
-        "origin (990, 2000), not (1000, 2000)"]
+        "b.tif is not on the grid of input 'first' (a.tif): pixel size (10.5, -10.5), "
+        "not (10, -10); origin (990, 2000), not (1000, 2000)"]
 
 
-def test_the_naip_pair_is_refused(write_pipeline: WritePipeline, shared_data: Path) -> None:
+def test_the_naip_pair_is_refused(write_pipeline: Writer, shared_data: Path) -> None:
     found = pair(write_pipeline, shared_data / "naip_m_4709963_se_14_1_20120731.tif",
                  shared_data / "naip_m_4709963_se_14_1_20200831.tif")
     assert [(p.message, p.line) for p in found] == [
         ("naip_m_4709963_se_14_1_20200831.tif is not on the grid of input 'first' "
-         "(naip_m_4709963_se_14_1_20120731.tif): origin (485899, 5209246), not (485900, 5209245)", 2)]
+         "(naip_m_4709963_se_14_1_20120731.tif): origin (485899, 5209246), "
+         "not (485900, 5209245)", 2)]
 
 
 @pytest.mark.parametrize("first, second", [
     ("ls5_nbar_19920323_B30_red.tif", "ls5_nbar_19920323_B40_nir.tif"),
     ("dsm.tif", "dtm.tif"),
 ])
-def test_aligned_pairs_are_accepted(write_pipeline: WritePipeline, shared_data: Path,
+def test_aligned_pairs_are_accepted(write_pipeline: Writer, shared_data: Path,
                                     first: str, second: str) -> None:
     assert pair(write_pipeline, shared_data / first, shared_data / second) == []
 
 
-def test_a_crs_with_no_epsg_code_is_named(write_pipeline: WritePipeline, shared_data: Path,
-                                          make_raster: RasterWriter) -> None:
+def test_a_crs_with_no_epsg_code_is_named(write_pipeline: Writer, shared_data: Path,
+                                          make_raster: Writer) -> None:
     found = pair(write_pipeline, make_raster("a.tif", width=1115, height=1450),
                  shared_data / "nz_elev.tif")
     assert "CRS 'PROJCS[" in found[0].message
@@ -173,7 +179,8 @@ def test_a_crs_with_no_epsg_code_is_named(write_pipeline: WritePipeline, shared_
 
 
 def test_the_memory_estimate_by_hand(chain: PipelineSpec) -> None:
-    # Images: a 32 x 24 x 4 uint8 = 3072 bytes; ndvi (by its profile) and smooth 32 x 24 float32 = 3072.
+    # Images: a, 32 x 24 x 4 uint8 = 3072 bytes; ndvi (by its profile) and smooth, 32 x 24
+    # float32 = 3072 each.
     # At smooth: ndvi and smooth live (a was released after ndvi) = 6144, and one worker's tile of
     # 8 + 2 x 2 (smooth's declared margin) = 12 x 12 pixels of float32 in and out = 1152.
     estimate = estimate_memory(chain)
@@ -189,7 +196,8 @@ def test_the_memory_estimate_from_profiles_alone(chain: PipelineSpec) -> None:
     assert (wide.peak_bytes, wide.peak_step) == (30720 + 3072 + 64 * 44, "ndvi")
 
 
-def test_too_little_memory_is_a_problem(chain: PipelineSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_little_memory_is_a_problem(chain: PipelineSpec,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # The package's 'validate' is the function; the module is reached through sys.modules.
     monkeypatch.setattr(sys.modules["eoscale.pipeline.validate"], "available_memory", lambda: 5000)
     problem, = validate(chain)
@@ -199,6 +207,6 @@ def test_too_little_memory_is_a_problem(chain: PipelineSpec, monkeypatch: pytest
     assert (problem.step, problem.line) == ("smooth", 14)
 
 
-def test_estimate_memory_names_unreadable_inputs(write_pipeline: WritePipeline) -> None:
+def test_estimate_memory_names_unreadable_inputs(write_pipeline: Writer) -> None:
     with pytest.raises(PipelineError, match="file not found"):
         estimate_memory(load_pipeline(write_pipeline(CHAIN)))
