@@ -38,26 +38,26 @@ def test_the_three_forms(dotted: str, expected: object) -> None:
 
 
 def test_a_module_next_to_the_pipeline(tmp_path: Path, isolated_imports: None) -> None:
-    (tmp_path / "ops_next_to_pipeline.py").write_text("def double(x):\n    return 2 * x\n")
-    assert resolve_callable("ops_next_to_pipeline.double", tmp_path)(4) == 8
-    assert resolve_callable("ops_next_to_pipeline:double", tmp_path)(5) == 10
+    (tmp_path / "pipeline_resolve_next.py").write_text("def double(x):\n    return 2 * x\n")
+    assert resolve_callable("pipeline_resolve_next.double", tmp_path)(4) == 8
+    assert resolve_callable("pipeline_resolve_next:double", tmp_path)(5) == 10
     assert sys.path[0] == str(tmp_path)
     assert sys.path.count(str(tmp_path)) == 1
 
 
-@pytest.mark.parametrize("source, message", [
+@pytest.mark.parametrize("source, failure", [
     ("import no_such_dependency\n",
-     "'broken_ops.f': importing module 'broken_ops' failed: ModuleNotFoundError: "
-     "No module named 'no_such_dependency'"),
-    ("def f(:\n", "'broken_ops.f': importing module 'broken_ops' raised SyntaxError: "),
-    ("raise SystemExit(3)\n", "'broken_ops.f': importing module 'broken_ops' raised SystemExit: 3"),
+     "failed: ModuleNotFoundError: No module named 'no_such_dependency'"),
+    ("def f(:\n", "raised SyntaxError: "),
+    ("raise SystemExit(3)\n", "raised SystemExit: 3"),
 ])
 def test_an_import_that_fails(tmp_path: Path, isolated_imports: None, source: str,
-                              message: str) -> None:
-    (tmp_path / "broken_ops.py").write_text(source)
+                              failure: str) -> None:
+    module = "pipeline_resolve_broken"  # a name no other test's module has: Python caches by name
+    (tmp_path / f"{module}.py").write_text(source)
     with pytest.raises(ResolveError) as raised:
-        resolve_callable("broken_ops.f", tmp_path)
-    assert str(raised.value).startswith(message)
+        resolve_callable(f"{module}.f", tmp_path)
+    assert str(raised.value).startswith(f"'{module}.f': importing module '{module}' {failure}")
     assert "Traceback" not in str(raised.value)
 
 
