@@ -23,7 +23,15 @@ import numpy as np
 from rasterio.windows import Window
 
 from eoscale.data_types import VirtualPath
-from eoscale.engine import Engine, SharedRaster, Tile, Tiling, auto_tile_size, plan_tiles, tile_context
+from eoscale.engine import (
+    Engine,
+    SharedRaster,
+    Tile,
+    Tiling,
+    auto_tile_size,
+    plan_tiles,
+    tile_context,
+)
 from eoscale.manager import EOContextManager
 from eoscale.utils import MpTile, read_window
 
@@ -71,10 +79,11 @@ def n_images_to_m_images_filter(inputs: list | None = None, image_filter: Callab
         made = generate_output_profiles(profiles, params)
         profiles = made if isinstance(made, list) else [made]
     layouts = tuple((int(p.get("count", 1)), np.dtype(p["dtype"]).name) for p in profiles)
-    with _step(manager, inputs, tiles, multiproc_context) as (engine, rasters, margin):
+    with _step(manager, inputs, tiles, multiproc_context) as (engine, rasters, tiling, margin):
         if concatenate_filter is None:
             run = _OnMpTiles(image_filter, in_profiles, _by_core(tiles), "images", layouts)
-            outputs = engine.map(run, rasters, params=params, margin=margin, name=filter_desc,
+            outputs = engine.map(run, rasters, params=params, margin=margin, tiling=tiling,
+                                 name=filter_desc,
                                  profile_fn=lambda _profiles, _params: profiles)
         else:
             outputs = [engine.create(profile, name=filter_desc) for profile in profiles]
@@ -83,7 +92,7 @@ def n_images_to_m_images_filter(inputs: list | None = None, image_filter: Callab
             try:
                 engine.reduce(run, rasters,
                               combine=fold.combine, finalize=fold.finalize, params=params,
-                              margin=margin, name=filter_desc)
+                              margin=margin, tiling=tiling, name=filter_desc)
             except BaseException:
                 for raster in outputs:
                     engine.release(raster)
@@ -112,10 +121,10 @@ def n_images_to_m_scalars(inputs: list, image_filter: Callable, concatenate_filt
     fold = _InTileOrder(concatenate_filter, output_scalars)
     run = _OnMpTiles(image_filter, tuple(manager.get_profile(key) for key in inputs),
                      _by_core(tiles), "scalars")
-    with _step(manager, inputs, tiles, multiproc_context) as (engine, rasters, margin):
+    with _step(manager, inputs, tiles, multiproc_context) as (engine, rasters, tiling, margin):
         scalars = engine.reduce(run, rasters,
                                 combine=fold.combine, finalize=fold.finalize, params=params,
-                                margin=margin, name=filter_desc)
+                                margin=margin, tiling=tiling, name=filter_desc)
     return scalars if scalars is not None else [0.0] * (nb_output_scalars or 0)
 
 
@@ -133,16 +142,12 @@ def _checked(inputs: list | None, image_filter: Callable | None,
 
 @contextlib.contextmanager
 def _step(manager: EOContextManager, inputs: Sequence[str], tiles: Sequence[MpTile],
-          start_method: str) -> Iterator[tuple[Engine, list[SharedRaster], int]]:
-    """The engine, input rasters and margin of a step, its tiling set to run exactly ``tiles``."""
+          start_method: str) -> Iterator[tuple[Engine, list[SharedRaster], Tiling, int]]:
+    """The engine, input rasters, tiling and margin of a step that runs exactly ``tiles``."""
     engine = manager._engine(start_method)
     with manager._step_inputs(inputs, engine) as rasters:
         tiling, margin = _grid_of(tiles, rasters[0].ref.height, rasters[0].ref.width, engine.tiling)
-        saved, engine.tiling = engine.tiling, tiling
-        try:
-            yield engine, rasters, margin
-        finally:
-            engine.tiling = saved
+        yield engine, rasters, tiling, margin
 
 
 def _grid_of(tiles: Sequence[MpTile], height: int, width: int,
@@ -230,13 +235,14 @@ class _OnMpTiles:
             return tile, result if isinstance(result, list) else [result]
         images = _images(result, buffers[0].shape[1:])
         if self.kind == "chunks":
-            core = (slice(None), slice(tile.top_margin, tile.top_margin + tile.end_y - tile.start_y + 1),
-                    slice(tile.left_margin, tile.left_margin + tile.end_x - tile.start_x + 1))
-            return tile, [image[core] for image in images]
+            core_rows = slice(tile.top_margin, tile.top_margin + tile.end_y - tile.start_y + 1)
+            core_cols = slice(tile.left_margin, tile.left_margin + tile.end_x - tile.start_x + 1)
+            return tile, [image[:, core_rows, core_cols] for image in images]
         if len(images) != len(self.layouts):
             raise ValueError(f"the filter returned {len(images)} image(s) for "
                              f"{len(self.layouts)} output profile(s)")
-        images = [image.astype(dtype, copy=False) for image, (_, dtype) in zip(images, self.layouts)]
+        images = [image.astype(dtype, copy=False)
+                  for image, (_bands, dtype) in zip(images, self.layouts)]
         if (window.width, window.height) == (read.width, read.height):
             return images
         padded = [np.zeros((image.shape[0], read.height, read.width), image.dtype)

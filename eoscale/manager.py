@@ -6,8 +6,9 @@ Code written for EOScale 1.0 runs unchanged. The manager owns an :class:`~eoscal
 closed, with every shared image, when the ``with`` block ends. A step asking for another start
 method (``multiproc_context``) runs on a second engine kept for it until then.
 
-Differences from 1.0: profiles keep their CRS as it is (1.0 kept only EPSG codes), a memory view
-is copied into shared memory only while a step reads it, and ``open_point_cloud`` is not supported.
+Differences from 1.0: profiles keep their CRS as it is (1.0 kept only EPSG codes, and failed on
+others), a memory view is copied into shared memory only while a step reads it, ``update_profile``
+copies the pixels once, and ``open_point_cloud`` is not supported.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from eoscale.utils import MpTile, read_window
 
 
 class EOContextManager:
-    """Shared images under :data:`~eoscale.data_types.VirtualPath` keys, released on leaving ``with``."""
+    """Images shared under :data:`~eoscale.data_types.VirtualPath` keys until ``with`` ends."""
 
     def __init__(self, nb_workers: int, tile_mode: bool = False, tile_max_size: int = 0):
         self.nb_workers = nb_workers
@@ -45,7 +46,7 @@ class EOContextManager:
         self._release_all()
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._release_all()
 
     def open_raster(self, raster_path: str) -> VirtualPath:
@@ -60,7 +61,7 @@ class EOContextManager:
             "point cloud support was not carried over (rasterize the cloud first, e.g. with PDAL)")
 
     def create_image(self, profile: Mapping[str, Any]) -> VirtualPath:
-        """A zero-filled shared image for ``profile`` (count, height, width, dtype); returns its key."""
+        """A zero-filled image for ``profile`` (count, height, width, dtype); returns its key."""
         engine = self._engine()
         return self._add(engine, engine.create(profile))
 

@@ -159,16 +159,18 @@ class Engine:
     def map(self, fn: Callable, inputs: Sequence[SharedRaster], *,
             params: Mapping[str, Any] | None = None, margin: int | None = None,
             profile_fn: ProfileFn | None = None, name: str | None = None,
-            output_names: Sequence[str] | None = None) -> list[SharedRaster]:
+            output_names: Sequence[str] | None = None,
+            tiling: Tiling | None = None) -> list[SharedRaster]:
         """N images -> M images: run ``fn`` on every tile and return the M shared results.
 
         Output profiles come from ``profile_fn(profiles, params)`` (or the callable's ``profile``
         attribute); without one, the first tile is computed here first, and each output takes a copy
-        of the first input's profile with that result's band count and dtype.
+        of the first input's profile with that result's band count and dtype. ``tiling`` replaces
+        the engine's tiling for this step.
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin)
+        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling)
         profiles = tuple(r.profile for r in inputs)
         job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
                      profiles=profiles, params=params)
@@ -205,7 +207,7 @@ class Engine:
     def reduce(self, fn: Callable, inputs: Sequence[SharedRaster], *,
                combine: CombineFn | None = None, finalize: FinalizeFn | None = None,
                params: Mapping[str, Any] | None = None, margin: int | None = None,
-               name: str | None = None) -> Any:
+               name: str | None = None, tiling: Tiling | None = None) -> Any:
         """N images -> a result: per-tile partials merged by ``combine`` in tile order, then finalized.
 
         The merge is a left fold in tile order, whatever the workers and the order tiles finish in,
@@ -217,7 +219,7 @@ class Engine:
         if combine is None:
             raise ConfigError(f"step '{name}': a reduce needs a combine function")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin)
+        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling)
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
                         profiles=tuple(r.profile for r in inputs), params=params)
         folder = _TileOrderFold(name, combine, job.tiles)
@@ -234,7 +236,7 @@ class Engine:
     # -- internals -----------------------------------------------------------------------------
 
     def _plan(self, name: str, fn: Callable, inputs: Sequence[SharedRaster],
-              params: Mapping[str, Any], margin: int | None) -> Plan:
+              params: Mapping[str, Any], margin: int | None, tiling: Tiling) -> Plan:
         if not inputs:
             raise ConfigError(f"step '{name}': needs at least one input image")
         first = inputs[0].ref
@@ -251,10 +253,10 @@ class Engine:
                               f"that {getattr(fn, '__name__', 'the callable')} needs")
         # Windows are clipped at the image edges: a larger margin reads nothing more.
         margin = min(margin, max(first.height, first.width))
-        size = self.tiling.tile_size or auto_tile_size(
-            first.height, first.width, self.workers, margin, self.tiling.mode,
+        size = tiling.tile_size or auto_tile_size(
+            first.height, first.width, self.workers, margin, tiling.mode,
             first.profile.get("block_shape"))
-        return Plan(first.height, first.width, size, margin, self.tiling.mode)
+        return Plan(first.height, first.width, size, margin, tiling.mode)
 
     def _output_profiles(self, name: str, profile_fn: ProfileFn, profiles: Sequence[dict],
                          params: Mapping[str, Any], plan: Plan) -> list[dict[str, Any]]:

@@ -1,0 +1,105 @@
+"""Helpers of the compat tests, and module-level 1.0 filters (picklable under every start method).
+
+The filters are EOScale 1.0's example chain (``examples/pipeline.py``): nodata mask, hole
+filling, 3 x 3 mean, minimum and maximum.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import rasterio
+import scipy.ndimage
+from rasterio.fill import fillnodata
+
+from eoscale.engine.shared import list_segments
+
+
+def own_segments() -> set[str]:
+    """The shared-memory segments this process owns now."""
+    return {name for name, pid in list_segments() if pid == os.getpid()}
+
+
+def read(path):
+    """A raster file's pixels (bands, rows, cols) and profile."""
+    with rasterio.open(path) as dataset:
+        return dataset.read(), dataset.profile
+
+
+def nodata_filter(input_buffers, input_profiles, params):
+    return np.where(input_buffers[0][0] == input_profiles[0]["nodata"], 1, 0).astype(np.uint8)
+
+
+def nodata_profile(input_profiles, params):
+    mask_profile = input_profiles[0]
+    mask_profile["dtype"] = np.uint8
+    mask_profile["nodata"] = None
+    return mask_profile
+
+
+def fillnodata_filter(input_buffers, input_profiles, params):
+    img_with_holes = input_buffers[0][0].copy()
+    nodata_mask = input_buffers[1][0]
+    return fillnodata(img_with_holes, mask=np.where(nodata_mask > 0, 0, 1).astype(np.uint8),
+                      max_search_distance=params["max_search_distance"],
+                      smoothing_iterations=params["smoothing_iterations"])
+
+
+def fillnodata_profile(input_profiles, params):
+    return input_profiles[0]
+
+
+def uniform_filter(input_buffers, input_profiles, params):
+    return scipy.ndimage.uniform_filter(input_buffers[0][0], size=params["size"])
+
+
+def stats_filter(input_buffers, input_profiles, filter_parameters):
+    return [np.min(input_buffers[0]), np.max(input_buffers[0])]
+
+
+def stats_concatenate(output_scalars, chunk_output_scalars, tile):
+    output_scalars[0] = min(output_scalars[0], chunk_output_scalars[0])
+    output_scalars[1] = max(output_scalars[1], chunk_output_scalars[1])
+
+
+def sum_and_difference(input_buffers, input_profiles, params):
+    first, second = (buffer.astype(np.float64) for buffer in input_buffers)
+    return [first + second, first - second]
+
+
+def scaled(input_buffers, input_profiles, params):
+    return input_buffers[0] * params["factor"]
+
+
+def top_left_pixel(input_buffers, input_profiles, params):
+    return [[int(input_buffers[0][0, 0, 0])]]
+
+
+def extend(output_scalars, chunk_output_scalars, tile):
+    output_scalars[0].extend(chunk_output_scalars[0])
+
+
+def count_pixels(input_buffers, input_profiles, params):
+    return input_buffers[0].shape[1] * input_buffers[0].shape[2]
+
+
+def add(output_scalars, chunk_output_scalars, tile):
+    output_scalars[0] += chunk_output_scalars[0]
+
+
+def failing(input_buffers, input_profiles, params):
+    raise RuntimeError("broken filter")
+
+
+def cropped(input_buffers, input_profiles, params):
+    return input_buffers[0][:, 1:]
+
+
+def constant(array, constant_value):
+    return constant_value
+
+
+def maximum(input_buffers, input_profiles, params):
+    size = 2 * params["radius"] + 1
+    return scipy.ndimage.maximum_filter(input_buffers[0], size=(1, size, size), mode="nearest")
