@@ -13,7 +13,11 @@ A callable may declare, as attributes:
 
 - ``margin``: an ``int`` or a function ``params -> int``, the stability margin it needs;
 - ``profile``: a function ``(profiles, params) -> profile | list[profile]`` for its outputs;
-- ``combine`` and ``finalize``: for a reduce callable, so that naming the callable is enough.
+- ``combine`` and ``finalize``: for a reduce callable, so that naming the callable is enough;
+- ``wants_input_names = True``: the pipeline runner then adds ``params["_inputs"]``, the names of
+  the step's inputs in order (``band_math`` uses them as the names in its expression);
+- ``check``: a function ``(params, input_names) -> list[str]`` that ``eoscale validate`` calls to
+  report problems with the params before anything runs.
 """
 
 from __future__ import annotations

@@ -28,14 +28,15 @@ REQUIRED = _Missing.REQUIRED
 def declare(*, margin: int | Callable[[dict], int] | None = None,
             profile: Callable[..., Any] | None = None, combine: Callable[..., Any] | None = None,
             finalize: Callable[..., Any] | None = None,
-            wants_input_names: bool | None = None) -> Callable[[F], F]:
+            wants_input_names: bool | None = None,
+            check: Callable[..., list[str]] | None = None) -> Callable[[F], F]:
     """Attach the contract's attributes to an op.
 
     ``wants_input_names`` asks the pipeline runner for the step's input names, in order, as
     ``params["_inputs"]``.
     """
     attributes = {"margin": margin, "profile": profile, "combine": combine, "finalize": finalize,
-                  "wants_input_names": wants_input_names}
+                  "wants_input_names": wants_input_names, "check": check}
 
     def mark(fn: F) -> F:
         for name, value in attributes.items():

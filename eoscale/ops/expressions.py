@@ -246,7 +246,17 @@ def _profile(profiles: Sequence[dict], params: Mapping[str, Any]) -> dict:
     return {**profiles[0], "dtype": settings.dtype.name, "count": 1, "nodata": settings.nodata}
 
 
-@declare(margin=0, profile=_profile, wants_input_names=True)
+def _check_params(params: Mapping[str, Any], input_names: Sequence[str]) -> list[str]:
+    """What ``eoscale validate`` reports about a band_math step's params."""
+    expression = params.get("expression")
+    if not isinstance(expression, str) or not expression.strip():
+        return [f"{OP}: param 'expression' must be a non-empty string"]
+    names = params.get("names") or list(input_names)
+    return [f"{OP}: expression {expression!r}: {problem}"
+            for problem in check_expression(expression, names)]
+
+
+@declare(margin=0, profile=_profile, wants_input_names=True, check=_check_params)
 def band_math(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
               params: Mapping[str, Any]) -> np.ndarray:
     """Evaluate ``params["expression"]`` over the inputs' bands, one output band.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem
-from eoscale.pipeline.spec import parse_reference
+from eoscale.pipeline.spec import StepSpec, parse_reference
 
 
 class ResolveError(EOScaleError):
@@ -129,3 +129,17 @@ def resolve_params(params: Mapping[str, Any], results: Mapping[str, Any], *,
 
     resolved: dict[str, Any] = substitute(params)
     return resolved
+
+
+#: The params key through which a callable that asks for it (``wants_input_names = True``) learns
+#: the names of its step's inputs, in order (band_math uses them as the expression's names).
+INPUT_NAMES_KEY = "_inputs"
+
+
+def callable_params(step: StepSpec, fn: Callable[..., Any],
+                    results: Mapping[str, Any]) -> dict[str, Any]:
+    """The params dict a step's callable receives: references resolved, input names if it asks."""
+    params = resolve_params(step.params, results, step=step.name)
+    if getattr(fn, "wants_input_names", False):
+        params[INPUT_NAMES_KEY] = list(step.inputs)
+    return params

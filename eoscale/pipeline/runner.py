@@ -16,13 +16,8 @@ from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
 from eoscale.errors import PipelineError
 from eoscale.io.info import json_safe
 from eoscale.io.raster import Staging
-from eoscale.pipeline.resolve import ResolveError, resolve_callable, resolve_params
+from eoscale.pipeline.resolve import ResolveError, callable_params, resolve_callable
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
-
-#: The params key through which a callable that asks for it (``wants_input_names = True``) learns
-#: the names of its step's inputs, in order (band_math uses them as the expression's names).
-INPUT_NAMES_KEY = "_inputs"
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -62,13 +57,6 @@ def display_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def step_params(step: StepSpec, fn: Callable, results: Mapping[str, Any]) -> dict[str, Any]:
-    params = resolve_params(step.params, results, step=step.name)
-    if getattr(fn, "wants_input_names", False):
-        params[INPUT_NAMES_KEY] = list(step.inputs)
-    return params
 
 
 def write_json(path: Path, step: StepSpec, result: Any) -> None:
@@ -112,7 +100,7 @@ def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwr
         stage_outputs(copied)
         for index, (step, found) in enumerate(zip(spec.steps, callables)):
             inputs = [image(name) for name in step.inputs]
-            params = step_params(step, found.fn, results)
+            params = callable_params(step, found.fn, results)
             if step.kind == "map":
                 made = engine.map(found.fn, inputs, params=params, margin=step.margin,
                                   profile_fn=found.profile, name=step.name,

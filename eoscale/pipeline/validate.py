@@ -27,7 +27,8 @@ from rasterio.errors import RasterioError
 from eoscale.engine.contract import declared, declared_margin
 from eoscale.engine.tiling import auto_tile_size
 from eoscale.errors import PipelineError, Problem
-from eoscale.pipeline.resolve import ResolveError, did_you_mean, resolve_callable, resolve_params
+from eoscale.pipeline.resolve import (ResolveError, callable_params, did_you_mean,
+                                      resolve_callable)
 from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
 
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -180,7 +181,7 @@ def _declared_margin(step: StepSpec, main: Callable[..., Any]) -> tuple[int | No
     if any(step.references()):
         return None, None
     try:
-        margin = declared_margin(main, resolve_params(step.params, {}))
+        margin = declared_margin(main, callable_params(step, main, {}))
     except Exception as error:  # the user's margin function: any failure is a problem to report
         return None, f"the margin of '{step.callable}' raised {type(error).__name__}: {error}"
     if margin is None:
@@ -191,6 +192,18 @@ def _declared_margin(step: StepSpec, main: Callable[..., Any]) -> tuple[int | No
         return margin, (f"margin {step.margin} is smaller than the {margin} that "
                         f"'{step.callable}' needs")
     return margin, None
+
+
+def _checked_params(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
+    """What the callable's own ``check(params, input_names)`` finds (not for ``${...}`` params)."""
+    check_fn = declared(main, "check")
+    if check_fn is None or any(step.references()):
+        return []
+    try:
+        found = check_fn(callable_params(step, main, {}), list(step.inputs))
+    except Exception as error:  # the callable's own check: any failure is a problem to report
+        found = [f"checking the params of '{step.callable}' raised {type(error).__name__}: {error}"]
+    return [step.locate("params").problem(message, step.name) for message in found]
 
 
 def _resolve_steps(spec: PipelineSpec) -> tuple[dict[int, _Callables], list[Problem]]:
@@ -212,6 +225,7 @@ def _resolve_steps(spec: PipelineSpec) -> tuple[dict[int, _Callables], list[Prob
             problems.append(step.locate(step.kind).problem(
                 f"a reduce step needs a combine function: add 'combine: module.function' or give "
                 f"'{step.callable}' a 'combine' attribute", step.name))
+        problems += _checked_params(step, main)
         margin, problem = _declared_margin(step, main)
         if problem is not None:
             problems.append(step.locate("margin" if step.margin is not None else step.kind)
@@ -312,16 +326,16 @@ def _profile_problem(profile: Any) -> str | None:
 
 
 def _step_profiles(step: StepSpec, given: list[dict[str, Any]],
-                   profile: Callable[..., Any] | None) -> tuple[list[dict[str, Any]], str | None]:
+                   callables: _Callables | None) -> tuple[list[dict[str, Any]], str | None]:
     """The profiles of a map step's outputs, and what is wrong with its profile function's answer.
 
     Without a profile function (or with ``${...}`` params, unknown before the run) each output
     is taken to be like the first input. What the function returns is laid over the first input.
     """
-    if profile is None or any(step.references()):
+    if callables is None or callables.profile is None or any(step.references()):
         return [given[0]] * len(step.outputs), None
     try:
-        made = profile([dict(p) for p in given], resolve_params(step.params, {}))
+        made = callables.profile([dict(p) for p in given], callable_params(step, callables.main, {}))
     except Exception as error:  # the user's profile function: any failure is a problem to report
         raised = f"the profile function raised {type(error).__name__}: {error}"
         return [given[0]] * len(step.outputs), raised
@@ -348,8 +362,7 @@ def _image_profiles(spec: PipelineSpec, inputs: Mapping[str, Mapping[str, Any]],
         if step.kind != "map":
             continue
         callables = resolved.get(index)
-        made, problem = _step_profiles(step, [profiles[name] for name in step.inputs],
-                                       callables.profile if callables else None)
+        made, problem = _step_profiles(step, [profiles[name] for name in step.inputs], callables)
         if problem is not None:
             key = "profile" if step.profile is not None else step.kind
             problems.append(step.locate(key).problem(problem, step.name))

@@ -183,3 +183,67 @@ def test_run_from_a_mapping(tmp_path, examples):
     written, _ = read(tmp_path / "b4.tif")
     scene, _ = read(examples / "data" / "scene.tif")
     assert np.array_equal(written[0], scene[3])
+
+
+def whole(op, arrays, profiles, params=None):
+    """An op run on whole images, as a reference (no tiles)."""
+    return op(arrays, profiles, dict(params or {}))
+
+
+def test_builtin_indices_pipeline_matches_numpy(runner, examples):
+    from eoscale import ops
+
+    result = runner.invoke(cli, ["run", str(examples / "builtin_indices.yaml"), "-w", "2",
+                                 "--tile-size", "96"])
+    assert result.exit_code == 0, result.output
+    scene, profile = read(examples / "data" / "scene.tif")
+    red, nir = scene[2].astype(np.float64), scene[3].astype(np.float64)
+    with np.errstate(all="ignore"):
+        ndvi = ((nir - red) / (nir + red)).astype(np.float32)
+    ndvi[(scene[2] == 0) | (scene[3] == 0)] = np.nan
+    nan_profile = dict(profile, count=1, dtype="float32", nodata=float("nan"))
+    smooth = whole(ops.gaussian_filter, [ndvi[np.newaxis]], [nan_profile],
+                   {"sigma": 1.0, "truncate": 2.0})
+    written, _ = read(examples / "out" / "ndvi_gaussian.tif")
+    np.testing.assert_array_equal(written, smooth)
+    valid = smooth[~np.isnan(smooth)].astype(np.float64)
+    stats = json.loads((examples / "out" / "ndvi_stats_builtin.json").read_text())["result"][0]
+    assert stats["count"] == valid.size and stats["min"] == valid.min() and stats["max"] == valid.max()
+    assert stats["mean"] == pytest.approx(valid.mean(), rel=1e-9)
+    histogram = json.loads((examples / "out" / "ndvi_histogram.json").read_text())["result"][0]
+    assert histogram["counts"] == np.histogram(valid, bins=50, range=(valid.min(), valid.max()))[0].tolist()
+    percentiles = json.loads((examples / "out" / "ndvi_percentiles.json").read_text())["result"][0]
+    bound = (valid.max() - valid.min()) / (2 * 65536)
+    assert np.allclose(percentiles, np.percentile(valid, [2, 50, 98]), atol=bound, rtol=0)
+    stacked, stacked_profile = read(examples / "out" / "rgb_ndvi.tif")
+    assert stacked.shape == (4, 512, 512) and stacked_profile["nodata"] == 0
+    assert np.array_equal(stacked[:3], scene[[2, 1, 0]])
+    scaled = np.rint(smooth[0].astype(np.float64) * 100 + 100)
+    expected_byte = np.where(np.isnan(smooth[0]), 0, np.clip(scaled, 0, 255))
+    assert np.array_equal(stacked[3], expected_byte.astype(np.uint8))
+
+
+def test_builtin_terrain_pipeline_matches_whole_image_ops(runner, examples):
+    from eoscale import ops
+
+    result = runner.invoke(cli, ["run", str(examples / "builtin_terrain.yaml"), "-w", "3",
+                                 "--tile-size", "80", "--tiling", "strips"])
+    assert result.exit_code == 0, result.output
+    dsm, profile = read(examples / "data" / "dsm.tif")
+    filled = whole(ops.fill_nodata, [dsm], [profile], {"max_distance": 50})
+    median = whole(ops.median_filter, [filled], [profile], {"size": 3})
+    median_profile = dict(profile, dtype=median.dtype.name)
+    smooth = whole(ops.mean_filter, [median], [median_profile], {"size": 5})
+    smooth_profile = dict(profile, dtype=smooth.dtype.name)
+    for name, op, params in [("slope", ops.slope, {}), ("aspect", ops.aspect, {}),
+                             ("hillshade", ops.hillshade, {"azimuth": 315, "altitude": 45})]:
+        written, _ = read(examples / "out" / f"{name}.tif")
+        np.testing.assert_array_equal(written, whole(op, [smooth], [smooth_profile], params))
+    opened = whole(ops.max_filter, [whole(ops.min_filter, [smooth], [smooth_profile], {"size": 7})],
+                   [smooth_profile], {"size": 7})
+    np.testing.assert_array_equal(read(examples / "out" / "dsm_opened.tif")[0], opened)
+    shade, _ = read(examples / "out" / "hillshade.tif")
+    classes = (shade[shade != 0] // 32)
+    counts = json.loads((examples / "out" / "hillshade_classes.json").read_text())["result"][0]
+    values, numbers = np.unique(classes, return_counts=True)
+    assert {str(v): int(n) for v, n in zip(values, numbers)} == counts

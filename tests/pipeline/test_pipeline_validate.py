@@ -210,3 +210,23 @@ def test_too_little_memory_is_a_problem(chain: PipelineSpec,
 def test_estimate_memory_names_unreadable_inputs(write_pipeline: Writer) -> None:
     with pytest.raises(PipelineError, match="file not found"):
         estimate_memory(load_pipeline(write_pipeline(CHAIN)))
+
+
+def test_band_math_expression_is_checked_at_validate_time(tmp_path, make_raster):
+    from eoscale.pipeline import load_pipeline, validate
+
+    scene = make_raster("scene.tif")
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "version: 1\n"
+        f"inputs: {{scene: {scene}}}\n"
+        "steps:\n"
+        "  - name: ndvi\n"
+        "    map: eoscale.ops.band_math\n"
+        "    inputs: [scene]\n"
+        "    params: {expression: \"scene[1] + __import__('os').getpid()\"}\n")
+    problems = validate(load_pipeline(path))
+    assert len(problems) == 1
+    problem = problems[0]
+    assert (problem.line, problem.step) == (7, "ndvi")
+    assert "band_math: expression" in problem.message and "column 12" in problem.message
