@@ -223,8 +223,8 @@ class Engine:
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
                         profiles=tuple(r.profile for r in inputs), params=params)
         folder = _TileOrderFold(name, combine, job.tiles)
-        chunks = self._execute("reduce", name, job, range(len(job.tiles)), folder.add)
-        folder.check_complete(chunks)
+        self._execute("reduce", name, job, range(len(job.tiles)), folder.add)
+        folder.check_complete()
         result = folder.value
         if finalize is not None:
             try:
@@ -299,8 +299,9 @@ class Engine:
             job.close()
 
     def _execute(self, kind: str, name: str, job: Job, indices: Iterable[int],
-                 collect: Callable[[Sequence[int], Any], None], done_before: int = 0) -> int:
-        """Run a job's tiles on the executor; raise the first tile failure. Returns chunks run."""
+                 collect: Callable[[Sequence[int], Any], None], done_before: int = 0) -> None:
+        """Run a job's tiles on the executor, handing each chunk's result to ``collect``; raise
+        the first tile failure (the executor then stops its workers)."""
         started = time.perf_counter()
         indices = list(indices)
         chunks = make_chunks(indices, self.workers)
@@ -322,7 +323,6 @@ class Engine:
         tiles = job.tiles
         pixels = sum(tiles[i].core.height * tiles[i].core.width for i in range(len(tiles)))
         self._report(kind, name, total, pixels, started)
-        return len(chunks)
 
     def _report(self, kind: str, name: str, tiles: int, pixels: int, started: float) -> None:
         report = PhaseReport(kind, name, tiles, pixels, time.perf_counter() - started)
@@ -355,7 +355,7 @@ class _TileOrderFold:
                                     tile=self.tiles[self.next].describe()) from exc
             self.next += 1
 
-    def check_complete(self, _chunks: int) -> None:
+    def check_complete(self) -> None:
         if self.next != len(self.tiles):
             raise StepError(f"only {self.next} of {len(self.tiles)} tiles were reduced", step=self.step)
 
