@@ -1,0 +1,261 @@
+"""Run a command and measure its whole process tree: wall time, CPU time, peak PSS, foreign load.
+
+- Wall time: from just before the process is started to its exit (``time.perf_counter``).
+- CPU time: user + system from ``os.wait4`` on the child. The kernel adds to a process's usage that
+  of every descendant it has waited for, so this covers eoscale's workers (which it joins) and
+  GDAL's threads. Orphans reparented elsewhere would be missed; the run records the descendants
+  still alive when the child exited (``stragglers``), which should be none.
+- Peak memory: every ``interval`` seconds a thread finds the tree (the child and all its
+  descendants, by the ppid field of /proc/*/stat) and sums ``Pss`` from /proc/PID/smaps_rollup.
+  PSS divides each shared page among the processes mapping it, so a shared-memory raster mapped by
+  the main process and both workers counts once, not three times; the sum is the tree's real
+  footprint (private pages, its share of libraries, shared rasters once). The peak is the max over
+  samples; a spike shorter than the interval can be missed. Pss_Anon / Pss_Shmem / Pss_File at
+  that sample say what the peak was made of. Page cache of files read or written is not counted.
+- Foreign load: CPU time the whole machine spent busy (/proc/stat) during the run, less the tree's
+  own and the sampler's, divided by the wall time: how many cores other work took meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PROC = Path("/proc")
+_ROLLUP_KEYS = ("Pss", "Pss_Anon", "Pss_Shmem", "Pss_File")
+
+
+@dataclass
+class Measured:
+    """One run of a command, measured."""
+
+    command: list[str]
+    returncode: int
+    wall_s: float
+    user_s: float
+    sys_s: float
+    peak_pss: int                      # bytes
+    peak_parts: dict[str, int]         # Pss_Anon, Pss_Shmem, Pss_File (bytes) at the peak sample
+    peak_processes: int                # processes in the tree at the peak sample
+    samples: int
+    sampler_cpu_s: float               # CPU time the PSS sampler itself took (in the harness)
+    load_before: float                 # 1-minute load average when the run started
+    foreign_cores: float               # average cores busy with other work during the run
+    stragglers: list[str] = field(default_factory=list)  # "pid name" of descendants left alive
+    quiet_wait_s: float = 0.0          # waited for a quiet machine before the run (run.py)
+    busy_before_cores: float = float("nan")  # other work's cores just before the run (run.py)
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["cpu_s"] = self.cpu_s
+        data.pop("stdout")
+        data.pop("stderr")
+        return data
+
+
+def parent_map() -> dict[int, list[int]]:
+    """Every live process's children, from the ppid field of /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: fields start after the last ')'.
+        fields = text[text.rindex(b")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every live descendant of it."""
+    children = parent_map()
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def rollup(pid: int) -> dict[str, int] | None:
+    """Pss and its parts (bytes) of one process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as file:
+            text = file.read().decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    values = {}
+    for line in text.splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if key in _ROLLUP_KEYS:
+            values[key] = int(rest.split()[0]) * 1024
+    return values or None
+
+
+def cpu_busy_seconds() -> float:
+    """Seconds of CPU time the whole machine has spent not idle (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    # guest time is already counted in user time
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(below_cores: float, timeout: float, window: float = 1.0) -> tuple[float, float]:
+    """Wait until the machine's other work takes fewer than ``below_cores`` cores over ``window``
+    seconds (checked from /proc/stat), or ``timeout`` seconds have passed.
+
+    Returns (seconds waited, cores busy in the last window). This process and its idle threads
+    count as nothing, so the busy cores are other people's.
+    """
+    started = time.perf_counter()
+    while True:
+        before = cpu_busy_seconds()
+        time.sleep(window)
+        busy = (cpu_busy_seconds() - before) / window
+        waited = time.perf_counter() - started
+        if busy < below_cores or waited >= timeout:
+            return waited, busy
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed PSS of a process tree until stopped; keeps the peak.
+
+    Reading smaps_rollup makes the kernel walk every mapped page, about 10 ms per sample for a
+    tree holding a gigabyte in 4 KiB pages: the thread runs at nice 10 so that, on a machine the
+    measured tree saturates, it takes less of the CPU the tree could use (it then samples less
+    often), finds the tree anew only every ``RESCAN`` samples (eoscale forks its workers at the
+    start), and counts its own CPU time (``cpu_s``), which the harness reports.
+    """
+
+    RESCAN = 10
+
+    def __init__(self, root: int, interval: float):
+        super().__init__(daemon=True)
+        self.root = root
+        self.interval = interval
+        self.peak = 0
+        self.peak_parts: dict[str, int] = {}
+        self.peak_processes = 0
+        self.samples = 0
+        self.cpu_s = 0.0
+        self.tree: list[int] = []
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        if self.samples % self.RESCAN == 0 or not self.tree:
+            self.tree = descendants(self.root)
+        total: dict[str, int] = dict.fromkeys(_ROLLUP_KEYS, 0)
+        alive = []
+        for pid in self.tree:
+            values = rollup(pid)
+            if values is None:
+                continue
+            alive.append(pid)
+            for key, value in values.items():
+                total[key] += value
+        self.tree = alive
+        self.samples += 1
+        if total["Pss"] > self.peak:
+            self.peak = total["Pss"]
+            self.peak_parts = {k: v for k, v in total.items() if k != "Pss"}
+            self.peak_processes = len(alive)
+
+    def run(self) -> None:
+        started = time.thread_time()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        next_at = time.perf_counter()
+        while not self._stop_event.is_set():
+            self.sample()
+            next_at = max(next_at + self.interval, time.perf_counter())
+            self._stop_event.wait(max(0.0, next_at - time.perf_counter()))
+        self.cpu_s = time.thread_time() - started
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def run_measured(command: Sequence[str], *, interval: float | None = 0.05, cwd: str | None = None,
+                 env: dict[str, str] | None = None) -> Measured:
+    """Run ``command`` to its end, measuring its process tree (see the module's docstring);
+    ``interval`` None: no memory sampling at all (``peak_pss`` 0), for timing runs."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        load_before = os.getloadavg()[0]
+        busy_before = cpu_busy_seconds()
+        started = time.perf_counter()
+        process = subprocess.Popen(list(command), stdout=out, stderr=err, cwd=cwd, env=env)
+        sampler = TreeSampler(process.pid, interval or 0.0)
+        if interval:
+            sampler.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            if interval:
+                sampler.stop()
+            raise
+        wall = time.perf_counter() - started
+        busy = cpu_busy_seconds() - busy_before
+        if interval:
+            sampler.stop()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stragglers = _stragglers(sampler.tree, process.pid)
+        out.seek(0)
+        err.seek(0)
+        cpu = usage.ru_utime + usage.ru_stime
+        return Measured(
+            command=list(command), returncode=process.returncode, wall_s=wall,
+            user_s=usage.ru_utime, sys_s=usage.ru_stime, peak_pss=sampler.peak,
+            peak_parts=sampler.peak_parts, peak_processes=sampler.peak_processes,
+            samples=sampler.samples, sampler_cpu_s=sampler.cpu_s, load_before=load_before,
+            foreign_cores=max(0.0, (busy - cpu - sampler.cpu_s) / wall) if wall > 0 else 0.0,
+            stragglers=stragglers,
+            stdout=out.read().decode(errors="replace"), stderr=err.read().decode(errors="replace"))
+
+
+def _stragglers(tree: list[int], root: int, grace: float = 2.0) -> list[str]:
+    """Descendants seen in the last sample still alive ``grace`` seconds after the root exited
+    (multiprocessing's resource tracker, for one, exits just after the process it served)."""
+    deadline = time.perf_counter() + grace
+    while True:
+        alive = [pid for pid in tree if pid != root and _alive(pid)]
+        if not alive or time.perf_counter() > deadline:
+            return [f"{pid} {_command(pid)}" for pid in alive]
+        time.sleep(0.05)
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "?"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
