@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, declared_margin
+from eoscale.engine.filed import FileRaster, FileRef
 from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
@@ -121,7 +122,8 @@ class Engine:
             mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
             size = auto_tile_size(height, width, self.workers, 0, mode, block_shape)
             plan = Plan(height, width, size, 0, mode)
-        job = LoadJob(step=f"load {path}", inputs=(), plan=plan, path=str(path), target=raster.ref)
+        job = LoadJob(step=f"load {raster.name}", inputs=(), plan=plan, path=str(path),
+                      target=raster.ref)
         try:
             self._execute("load", raster.name, job, range(len(job.tiles)), lambda _p, _r: None)
         except BaseException:
@@ -129,7 +131,15 @@ class Engine:
             raise
         return raster
 
-    def release(self, raster: SharedRaster) -> None:
+    def open(self, path: str | os.PathLike, *, name: str = "") -> FileRaster:
+        """A raster that steps read window by window from its file, without loading it whole.
+
+        Best for an input that one step reads without margin: each worker decodes its own
+        tiles as it computes them (a margin would decode the blocks it spans again).
+        """
+        return FileRaster(FileRef.of(path, name))
+
+    def release(self, raster: SharedRaster | FileRaster) -> None:
         """Free a raster's shared memory now (later steps must not use it)."""
         raster.release()
         self._rasters = [r for r in self._rasters if r is not raster]
@@ -313,7 +323,7 @@ class Engine:
         try:
             for position, result in results:
                 if isinstance(result, TileFailure):
-                    raise failure_error(result, path=getattr(job, "path", None))
+                    raise failure_error(result)
                 collect(chunks[position], result)
                 self.progress.advance(len(chunks[position]))
         finally:
@@ -372,10 +382,10 @@ def check_same_grid(step: str, first: RasterRef, other: RasterRef) -> None:
                               f"same size but different {key}s: they are not on one grid")
 
 
-def failure_error(failure: TileFailure, path: str | None = None) -> Exception:
+def failure_error(failure: TileFailure) -> Exception:
     """The exception a tile failure from a worker becomes in the main process."""
     if failure.kind == "read":
-        return RasterError(f"{path}: cannot read {failure.tile}: {failure.message}")
+        return RasterError(f"{failure.message} (step '{failure.step}', {failure.tile})")
     if failure.kind == "result":
         return ResultError(failure.message, step=failure.step, tile=failure.tile)
     if failure.kind == "readonly":

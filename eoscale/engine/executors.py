@@ -223,12 +223,25 @@ def _die_with_parent() -> None:
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+#: GDAL's block cache in each worker, in MB. Workers decode windows straight into their
+#: destination, so cached blocks would only duplicate the input (GDAL's default: 5 % of RAM each).
+WORKER_GDAL_CACHE_MB = 64
+
+
+def _cap_gdal_cache() -> None:
+    if "GDAL_CACHEMAX" not in os.environ:
+        from rasterio.env import set_gdal_config
+
+        set_gdal_config("GDAL_CACHEMAX", WORKER_GDAL_CACHE_MB)
+
+
 def _worker_main(conn: Connection, owner_pid: int) -> None:
     """A worker's loop: cache jobs by token, run chunks, forget jobs when their step ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     parent = os.getppid()
     _die_with_parent()
+    _cap_gdal_cache()
     jobs: dict[int, Job] = {}
     try:
         while True:

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tiling import Tile, TilingMode, plan_tiles
+from eoscale.errors import RasterError
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ class _ComputeJob(Job):
                 results.append(each(tile))
             except ResultMismatch as exc:
                 return self.failure(tile, exc, "result")
+            except RasterError as exc:
+                return self.failure(tile, exc, "read")
             except Exception as exc:  # noqa: BLE001 - any user error becomes a tile failure
                 return self.failure(tile, exc, "readonly" if _readonly_write(exc) else "callable")
         return results
@@ -256,7 +259,7 @@ class LoadJob(Job):
                     tile = self.tiles[index]
                     dataset.read(window=tile.core, out=out.read(tile.core))  # decoded in place
         except Exception as exc:  # noqa: BLE001 - a corrupt file becomes an error naming it
-            return self.failure(tile, exc, "read")
+            return self.failure(tile, RasterError(f"{self.path}: cannot read: {exc}"), "read")
         return len(indices)
 
     def _drop_arrays(self) -> None:

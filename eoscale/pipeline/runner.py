@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
+from eoscale.engine.contract import declared_margin
+from eoscale.engine.filed import FileRaster
 from eoscale.errors import PipelineError
 from eoscale.io.info import json_safe
 from eoscale.io.raster import Staging
@@ -64,6 +66,31 @@ def write_json(path: Path, step: StepSpec, result: Any) -> None:
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+def streamed_inputs(spec: PipelineSpec, callables: list[_Callables]) -> set[str]:
+    """Inputs read from their files tile by tile instead of loaded whole into shared memory.
+
+    An input qualifies when a single step reads it, without margin, and it is not an output:
+    then each worker decodes its own windows as it computes, in parallel with the others, and the
+    input never takes memory as a whole. Several readers, or a margin, would decode blocks twice.
+    """
+    readers: dict[str, list[int]] = {}
+    for index, step in enumerate(spec.steps):
+        for name in step.inputs:
+            readers.setdefault(name, []).append(index)
+    streamed = set()
+    for name in spec.inputs:
+        steps = readers.get(name, [])
+        if name in spec.outputs or len(steps) != 1:
+            continue
+        step, found = spec.steps[steps[0]], callables[steps[0]]
+        margin = step.margin
+        if margin is None and not any(step.references()):
+            margin = declared_margin(found.fn, callable_params(step, found.fn, {})) or 0
+        if margin == 0:
+            streamed.add(name)
+    return streamed
+
+
 def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwrite: bool = False,
                  start_method: str | None = None) -> RunResult:
     """Run a pipeline that validation accepted; outputs appear only if every step succeeds."""
@@ -71,16 +98,20 @@ def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwr
     callables = [resolve_step(step, spec.base_dir) for step in spec.steps]
     last_use = spec.last_use()
     results: dict[str, Any] = {}
-    images: dict[str, SharedRaster] = {}
+    images: dict[str, SharedRaster | FileRaster] = {}
     with Staging(overwrite) as staging, \
             Engine(spec.workers, tiling=spec.tiling, progress=progress,
                    start_method=start_method) as engine:
         for output in spec.outputs.values():
             staging.check(output.path)
 
-        def image(name: str) -> SharedRaster:
+        streamed = streamed_inputs(spec, callables)
+
+        def image(name: str) -> SharedRaster | FileRaster:
             if name not in images:
-                images[name] = engine.load(spec.inputs[name].path, name=name)
+                path = spec.inputs[name].path
+                images[name] = (engine.open(path, name=name) if name in streamed
+                                else engine.load(path, name=name))
             return images[name]
 
         def stage_outputs(names: tuple[str, ...]) -> None:

@@ -247,3 +247,16 @@ def test_builtin_terrain_pipeline_matches_whole_image_ops(runner, examples):
     counts = json.loads((examples / "out" / "hillshade_classes.json").read_text())["result"][0]
     values, numbers = np.unique(classes, return_counts=True)
     assert {str(v): int(n) for v, n in zip(values, numbers)} == counts
+
+
+def test_single_margin_free_reader_streams_its_input(examples):
+    import eoscale
+
+    result = eoscale.run(examples / "quickstart.yaml", workers=2,
+                         outputs={"smooth": str(examples / "out" / "streamed.tif")})
+    kinds = [(r.kind, r.name) for r in result.reports]
+    assert ("load", "scene") not in kinds  # ndvi, its only reader, has no margin
+    assert kinds[0] == ("map", "ndvi")
+    result = eoscale.run(examples / "eoscale1_chain.yaml", workers=2,
+                         outputs={"mean": str(examples / "out" / "loaded.tif")})
+    assert ("load", "dsm") in [(r.kind, r.name) for r in result.reports]  # two readers

@@ -238,3 +238,22 @@ def test_identity_through_many_tiles_keeps_every_pixel(engine):
     assert np.array_equal(result.array, image)
     engine.release(result)
     engine.release(source)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_inputs_read_from_their_file_tile_by_tile(shared_data, workers):
+    """An opened (not loaded) raster gives the same results, and takes no shared memory."""
+    path = shared_data / "RGB.byte.tif"
+    with rasterio.open(path) as src:
+        whole = src.read()
+    params = {"filter": "median", "radius": 2, "mode": "reflect"}
+    with Engine(workers, tiling=Tiling("tiles", 100)) as engine:
+        streamed = engine.open(path)
+        mine = {name for name, pid in list_segments() if pid == os.getpid()}
+        [result] = engine.map(scipy_filter, [streamed], params=params, margin=2)
+        assert np.array_equal(result.array, scipy_filter([whole], [{}], params))
+        assert {name for name, pid in list_segments() if pid == os.getpid()} - mine == {
+            result.ref.segment}
+        [copy] = engine.map(identity, [streamed])
+        assert np.array_equal(copy.array, whole)
+        assert [r.kind for r in engine.reports] == ["map", "map"]  # no load phase

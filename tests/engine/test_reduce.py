@@ -90,3 +90,15 @@ def test_callable_may_carry_combine_and_finalize():
     count.finalize = lambda total, params: {"pixels": total}
     with Engine(1, tiling=Tiling("tiles", 3)) as engine:
         assert engine.reduce(count, [engine.from_array(np.zeros((1, 10, 10)))]) == {"pixels": 100}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_reduce_straight_from_the_file(shared_data, workers):
+    path = shared_data / "ls5_nbar_19920323_B40_nir.tif"
+    with rasterio.open(path) as src:
+        whole = src.read().astype(np.float64)
+    with Engine(workers, tiling=Tiling("strips", 37)) as engine:
+        [stats] = engine.reduce(moments, [engine.open(path)], combine=merge_moments,
+                                finalize=finish_moments)
+    assert (stats["count"], stats["min"], stats["max"]) == (whole.size, whole.min(), whole.max())
+    assert stats["mean"] == pytest.approx(whole.mean(), rel=1e-12)

@@ -70,7 +70,9 @@ def test_worker_dies(run_dir, previous, callable_, expected):
 
 PHASES = {
     # phase: (line that starts it, pipeline step, outputs)
-    "loading": ("read scene:", "{name: copy, map: failing_ops.identity, inputs: [scene]}", "{}"),
+    # a margin makes the input load into shared memory (margin-0 single readers stream it)
+    "loading": ("read scene:", "{name: copy, map: failing_ops.identity, inputs: [scene], "
+                "margin: 1}", "{}"),
     "computing": ("map slow:", "{name: slow, map: failing_ops.slow, inputs: [scene], "
                   "params: {seconds: 2}}", "{}"),
     "writing": ("write out", "{name: copy, map: failing_ops.identity, inputs: [scene]}",
