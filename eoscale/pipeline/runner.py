@@ -15,7 +15,7 @@ from typing import Any
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
 from eoscale.engine.contract import declared_margin
 from eoscale.engine.filed import FileRaster
-from eoscale.errors import PipelineError
+from eoscale.errors import PipelineError, StepError
 from eoscale.io.info import json_safe
 from eoscale.io.raster import Staging
 from eoscale.pipeline.resolve import ResolveError, callable_params, resolve_callable
@@ -61,9 +61,14 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def write_json(path: Path, step: StepSpec, result: Any) -> None:
+def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
     document = {"step": step.name, "inputs": list(step.inputs), "result": json_safe(result)}
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    try:
+        text = json.dumps(document, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StepError(f"its result cannot be written as JSON to {display} ({exc}); make finalize "
+                        "return numbers, strings, lists and dicts", step=step.name) from None
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def streamed_inputs(spec: PipelineSpec, callables: list[_Callables]) -> set[str]:
@@ -144,7 +149,8 @@ def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwr
                                                    margin=step.margin, name=step.name)
                 output = spec.outputs.get(step.name)
                 if output is not None:
-                    write_json(staging.stage(output.path), step, results[step.name])
+                    write_json(staging.stage(output.path), step, results[step.name],
+                               output.path)
             release_after(index)
         written = staging.commit()
         reports = tuple(engine.reports)

@@ -260,3 +260,19 @@ def test_single_margin_free_reader_streams_its_input(examples):
     result = eoscale.run(examples / "eoscale1_chain.yaml", workers=2,
                          outputs={"mean": str(examples / "out" / "loaded.tif")})
     assert ("load", "dsm") in [(r.kind, r.name) for r in result.reports]  # two readers
+
+
+def test_a_result_that_is_not_json_is_a_clear_error(runner, examples):
+    (examples / "odd_ops.py").write_text(
+        "def tile(arrays, profiles, params):\n    return 1\n\n"
+        "def merge(a, b):\n    return a + b\n\n"
+        "def finish(total, params):\n    return {1, 2}\n")
+    (examples / "odd.yaml").write_text(
+        "version: 1\ninputs: {scene: data/scene.tif}\n"
+        "steps:\n  - {name: odd, reduce: odd_ops.tile, combine: odd_ops.merge, "
+        "finalize: odd_ops.finish, inputs: [scene]}\n"
+        "outputs: {odd: out/odd.json}\n")
+    result = runner.invoke(cli, ["run", str(examples / "odd.yaml"), "-w", "1"])
+    assert result.exit_code == 1
+    assert "step 'odd': its result cannot be written as JSON" in result.output
+    assert "Traceback" not in result.output and not (examples / "out" / "odd.json").exists()
