@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from eoscale.engine.shared import pid_alive
+
 PROC = Path("/proc")
 _ROLLUP_KEYS = ("Pss", "Pss_Anon", "Pss_Shmem", "Pss_File")
 
@@ -238,7 +240,7 @@ def _stragglers(tree: list[int], root: int, grace: float = 2.0) -> list[str]:
     (multiprocessing's resource tracker, for one, exits just after the process it served)."""
     deadline = time.perf_counter() + grace
     while True:
-        alive = [pid for pid in tree if pid != root and _alive(pid)]
+        alive = [pid for pid in tree if pid != root and pid_alive(pid)]
         if not alive or time.perf_counter() > deadline:
             return [f"{pid} {_command(pid)}" for pid in alive]
         time.sleep(0.05)
@@ -249,13 +251,3 @@ def _command(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
     except OSError:
         return "?"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -38,6 +38,7 @@ class EOScaleGroup(click.Group):
 @click.version_option(__version__, prog_name="eoscale")
 def cli() -> None:
     """Run raster processing pipelines on every core, tile by tile, from shared memory."""
+    settings.verbose = settings.quiet = False  # each command sets them again from its options
 
 
 cli.add_command(run)

@@ -3,12 +3,15 @@ helper that starts the real ``eoscale`` command and watches its processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +66,20 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "eoscale", *args], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             env=environment())
+
+
+@contextlib.contextmanager
+def running(folder: Path, *args: str, until: str) -> Iterator[tuple[subprocess.Popen, set[int]]]:
+    """Start ``eoscale ARGS`` and wait until a stdout line holds ``until``; yield the process and
+    its workers' pids. Whatever happens, the process group is killed on the way out."""
+    process = start(*args, cwd=folder)
+    try:
+        wait_for_line(process, until)
+        yield process, children(process.pid)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def wait_for_line(process: subprocess.Popen, fragment: str, timeout: float = 60) -> list[str]:

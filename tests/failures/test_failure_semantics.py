@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from failure_helpers import (alive, children, leftovers, pipeline, run, segments_of, start,
-                             wait_for_line, wait_gone)
+from failure_helpers import alive, leftovers, pipeline, run, running, segments_of, wait_gone
 
 
 def assert_clean(folder, pid=None, previous=None):
@@ -86,10 +85,7 @@ def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, si
     line, step, outputs = PHASES[phase]
     pipeline(run_dir, step, inputs=f"{{scene: {big_input}}}", outputs=outputs,
              extra="tiling: {tile_size: 2000}\n")
-    process = start("run", "p.yaml", "--overwrite", "-w", "2", cwd=run_dir)
-    try:
-        wait_for_line(process, line)
-        workers = children(process.pid)
+    with running(run_dir, "run", "p.yaml", "--overwrite", "-w", "2", until=line) as (process, workers):
         sent = time.monotonic()
         if signum == signal.SIGINT:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
@@ -97,9 +93,6 @@ def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, si
             process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
         elapsed = time.monotonic() - sent
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == (130 if signum == signal.SIGINT else 143), process.stderr.read()
     assert elapsed < 2.0
     assert wait_gone(workers, 2.0) == set()
@@ -109,19 +102,15 @@ def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, si
 
 # -- 4. the main process is killed ---------------------------------------------------------------
 
+SLOW = "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: %s}}"
+
+
 def test_main_killed_workers_exit_and_cleanup_removes_segments(run_dir):
-    pipeline(run_dir, "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: 30}}",
-             extra="tiling: {tile_size: 100}\n", outputs="{}")
-    process = start("run", "p.yaml", "-w", "2", cwd=run_dir)
-    try:
-        wait_for_line(process, "map slow:")
-        workers = children(process.pid)
+    pipeline(run_dir, SLOW % 30, extra="tiling: {tile_size: 100}\n", outputs="{}")
+    with running(run_dir, "run", "p.yaml", "-w", "2", until="map slow:") as (process, workers):
         assert len(workers) >= 2
         os.killpg(process.pid, signal.SIGKILL)  # main, workers and resource tracker: nobody cleans
         process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert wait_gone(workers, 5.0) == set()
     assert segments_of(process.pid), "the killed run should have left its segments"
     done, _ = run(run_dir, "cleanup")
@@ -130,17 +119,10 @@ def test_main_killed_workers_exit_and_cleanup_removes_segments(run_dir):
 
 
 def test_main_killed_alone_workers_notice_and_exit(run_dir):
-    pipeline(run_dir, "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: 1}}",
-             extra="tiling: {tile_size: 50}\n", outputs="{}")
-    process = start("run", "p.yaml", "-w", "2", cwd=run_dir)
-    try:
-        wait_for_line(process, "map slow:")
-        workers = children(process.pid)
+    pipeline(run_dir, SLOW % 1, extra="tiling: {tile_size: 50}\n", outputs="{}")
+    with running(run_dir, "run", "p.yaml", "-w", "2", until="map slow:") as (process, workers):
         process.kill()  # SIGKILL to the main process only
         process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert wait_gone(workers, 5.0) == set()
     # the next run removes what the dead one left (the resource tracker may have done it already)
     pipeline(run_dir, "{name: copy, map: failing_ops.identity, inputs: [scene]}", name="next.yaml")
@@ -150,17 +132,10 @@ def test_main_killed_alone_workers_notice_and_exit(run_dir):
 
 
 def test_live_runs_segments_are_never_removed(run_dir):
-    pipeline(run_dir, "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: 1}}",
-             extra="tiling: {tile_size: 100}\n", outputs="{}")
-    process = start("run", "p.yaml", "-w", "2", cwd=run_dir)
-    try:
-        wait_for_line(process, "map slow:")
-        held = segments_of(process.pid)
-        assert held
+    pipeline(run_dir, SLOW % 1, extra="tiling: {tile_size: 100}\n", outputs="{}")
+    with running(run_dir, "run", "p.yaml", "-w", "2", until="map slow:") as (process, _):
+        assert segments_of(process.pid)
         done, _ = run(run_dir, "cleanup")
         assert done.returncode == 0 and "removed 0 stale segment(s)" in done.stdout
         assert process.wait(timeout=60) == 0, process.stderr.read()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert alive(process.pid) is False and segments_of(process.pid) == []
