@@ -21,9 +21,8 @@ def band_statistics(path: Path, workers: int | None) -> tuple[dict, ...]:
     from eoscale.engine import Engine
 
     with Engine(workers) as engine:
-        result = engine.reduce(ops.stats, [engine.load(path)], name="stats")
-    return tuple(json_safe(result["bands"] if isinstance(result, dict) and "bands" in result
-                           else result))
+        result = engine.reduce(ops.stats, [engine.open(path)], name="stats")
+    return tuple(json_safe(result))
 
 
 def _number(value: object) -> str:
