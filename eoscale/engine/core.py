@@ -116,12 +116,11 @@ class Engine:
         block_shape = profile.pop("block_shape")
         raster = self.create(profile, name=name or Path(path).stem)
         height, width = raster.ref.height, raster.ref.width
-        if self.workers == 1:
-            plan = Plan(height, width, max(height, width), 0, "tiles")
-        else:
-            mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
-            size = auto_tile_size(height, width, self.workers, 0, mode, block_shape)
-            plan = Plan(height, width, size, 0, mode)
+        # Windows aligned to the file's blocks, read a chunk at a time (also with one worker:
+        # each chunk closes the file, so GDAL's block cache never holds more than a chunk).
+        mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
+        plan = Plan(height, width, auto_tile_size(height, width, self.workers, 0, mode, block_shape),
+                    0, mode)
         job = LoadJob(step=f"load {raster.name}", inputs=(), plan=plan, path=str(path),
                       target=raster.ref)
         try:
