@@ -66,11 +66,12 @@ def nodata_for(nodata: Any, dtype: np.dtype | str) -> Any:
 
 def creation_profile(profile: Mapping[str, Any], options: Mapping[str, Any] | None,
                      threads: int = 1) -> dict[str, Any]:
-    """The keyword arguments for ``rasterio.open(..., "w")``: grid keys, then defaults or options."""
+    """The keyword arguments for ``rasterio.open(..., "w")``: the grid keys, the default creation
+    options, and the user's options over them (``tiled: false`` drops the default block size)."""
     kwargs: dict[str, Any] = {"driver": "GTiff"}
     kwargs.update({key: profile[key] for key in GRID_KEYS if profile.get(key) is not None})
     user = {str(key).lower(): value for key, value in (options or {}).items()}
-    kwargs.update(DEFAULT_GTIFF_OPTIONS if not user else {})
+    kwargs.update(DEFAULT_GTIFF_OPTIONS)
     kwargs.update(user)
     if threads > 1 and "num_threads" not in kwargs:
         kwargs["num_threads"] = threads
