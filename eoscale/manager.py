@@ -107,6 +107,9 @@ class EOContextManager:
         engine, raster = self._rasters[key]
         layout = {name: value for name, value in raster.ref.profile.items()
                   if name not in GRID_KEYS and name != "block_shape"}
+        # 1.0 wrote exactly what the profile says: no compression and strips unless it asks
+        layout.setdefault("compress", "none")
+        layout.setdefault("tiled", False)
         engine.write(raster, img_path, options=layout, overwrite=True)
 
     def update_profile(self, key: str, profile: Mapping[str, Any]) -> VirtualPath:
