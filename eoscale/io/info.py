@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import rasterio
-from rasterio.errors import RasterioError
 
-from eoscale.errors import RasterError
+from eoscale.io.raster import open_raster
 
 
 @dataclass(frozen=True)
@@ -68,27 +67,19 @@ def json_safe(value: Any) -> Any:
 
 def raster_info(path: str | os.PathLike) -> RasterInfo:
     """Read a raster's metadata (no pixels)."""
-    path = Path(path)
-    if not path.exists():
-        raise RasterError(f"{path}: no such file")
-    try:
-        with rasterio.open(path) as src:
-            crs = src.crs
-            epsg = crs.to_epsg() if crs else None
-            name = _crs_name(crs) if crs else None
-            return RasterInfo(
-                path=str(path), driver=src.driver, width=src.width, height=src.height,
-                count=src.count, dtypes=tuple(src.dtypes), crs_name=name, epsg=epsg,
-                crs_wkt=crs.to_wkt() if crs else None,
-                geographic=crs.is_geographic if crs else None,
-                resolution=(abs(src.transform.a), abs(src.transform.e)),
-                bounds=tuple(src.bounds), transform=tuple(src.transform)[:6],
-                nodata=src.nodata, block_shape=tuple(src.block_shapes[0]),
-                compression=src.compression.value if src.compression else None,
-                interleave=src.interleaving.value if src.interleaving else None,
-                overviews=tuple(src.overviews(1)) if src.count else ())
-    except RasterioError as exc:
-        raise RasterError(f"{path}: not a raster that GDAL can read ({exc})") from None
+    with open_raster(path) as src:
+        crs = src.crs
+        return RasterInfo(
+            path=str(path), driver=src.driver, width=src.width, height=src.height,
+            count=src.count, dtypes=tuple(src.dtypes), crs_name=_crs_name(crs) if crs else None,
+            epsg=crs.to_epsg() if crs else None, crs_wkt=crs.to_wkt() if crs else None,
+            geographic=crs.is_geographic if crs else None,
+            resolution=(abs(src.transform.a), abs(src.transform.e)),
+            bounds=tuple(src.bounds), transform=tuple(src.transform)[:6],
+            nodata=src.nodata, block_shape=tuple(src.block_shapes[0]),
+            compression=src.compression.value if src.compression else None,
+            interleave=src.interleaving.value if src.interleaving else None,
+            overviews=tuple(src.overviews(1)) if src.count else ())
 
 
 def _crs_name(crs: rasterio.crs.CRS) -> str:

@@ -6,12 +6,13 @@ import contextlib
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.io
 from rasterio.errors import RasterioError
 
 from eoscale.errors import OutputExistsError, RasterError
@@ -27,18 +28,24 @@ TEMP_MARK = ".eoscale-tmp-"
 
 def read_profile(path: str | os.PathLike) -> dict[str, Any]:
     """The rasterio profile of a raster file, with ``block_shape`` (rows, cols) of band 1 added."""
+    with open_raster(path) as dataset:
+        profile = dict(dataset.profile)
+        profile["block_shape"] = tuple(dataset.block_shapes[0])
+    return profile
+
+
+@contextlib.contextmanager
+def open_raster(path: str | os.PathLike) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a raster for reading; a missing file or one GDAL cannot read is a RasterError."""
     path = Path(path)
     if not path.exists():
-        raise RasterError(f"{path}: no such file")
-    if path.is_dir():
-        raise RasterError(f"{path}: is a folder, not a raster file")
+        raise RasterError(f"file not found: {path}")
     try:
-        with rasterio.open(path) as dataset:
-            profile = dict(dataset.profile)
-            profile["block_shape"] = tuple(dataset.block_shapes[0])
+        dataset = rasterio.open(path)
     except RasterioError as exc:
-        raise RasterError(f"{path}: not a raster that GDAL can read ({exc})") from None
-    return profile
+        raise RasterError(f"cannot open {path} as a raster: {exc}") from None
+    with dataset:
+        yield dataset
 
 
 def default_output_profile(template: Mapping[str, Any], count: int, dtype: np.dtype | str) -> dict[str, Any]:

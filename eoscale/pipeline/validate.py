@@ -22,11 +22,11 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
 
 from eoscale.engine.contract import declared, declared_margin
 from eoscale.engine.tiling import auto_tile_size
-from eoscale.errors import PipelineError, Problem
+from eoscale.errors import PipelineError, Problem, RasterError
+from eoscale.io.raster import read_profile
 from eoscale.pipeline.resolve import (ResolveError, callable_params, did_you_mean,
                                       resolve_callable)
 from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
@@ -241,14 +241,10 @@ def _read_profiles(spec: PipelineSpec) -> tuple[dict[str, dict[str, Any]], list[
     profiles = {}
     problems = []
     for name, item in spec.inputs.items():
-        if not item.path.exists():
-            problems.append(item.where.problem(f"file not found: {item.path}"))
-            continue
         try:
-            with rasterio.open(item.path) as dataset:
-                profiles[name] = dict(dataset.profile)
-        except RasterioError as error:
-            problems.append(item.where.problem(f"cannot open {item.path} as a raster: {error}"))
+            profiles[name] = read_profile(item.path)
+        except RasterError as error:
+            problems.append(item.where.problem(str(error)))
     return profiles, problems
 
 

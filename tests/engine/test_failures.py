@@ -115,11 +115,11 @@ def test_margin_smaller_than_declared_is_refused(engine):
 
 def test_missing_and_corrupt_files(tmp_path):
     with Engine(2) as engine:
-        with pytest.raises(RasterError, match="no such file"):
+        with pytest.raises(RasterError, match="file not found"):
             engine.load(tmp_path / "missing.tif")
         text = tmp_path / "text.tif"
         text.write_text("not a raster")
-        with pytest.raises(RasterError, match="not a raster that GDAL can read"):
+        with pytest.raises(RasterError, match="as a raster"):
             engine.load(text)
     assert my_segments() == []
 
