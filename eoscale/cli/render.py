@@ -45,15 +45,21 @@ class RichProgress:
                               TextColumn("tiles"), TimeElapsedColumn(), TimeRemainingColumn(),
                               console=out, transient=False)
         self._task: TaskID | None = None
+        self._live = False
 
     def __enter__(self) -> RichProgress:
-        self._bars.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bars.stop()
+        if self._live:
+            self._bars.stop()
 
     def started(self, kind: str, name: str, total: int) -> None:
+        # The display's refresh thread starts with the first phase, after the engine has forked
+        # its workers: forking while a thread holds a lock (stdout's) can deadlock the child.
+        if not self._live:
+            self._bars.start()
+            self._live = True
         self._task = self._bars.add_task(f"{UNITS.get(kind, kind):>6} {name}", total=total)
 
     def advance(self, done: int) -> None:
