@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-import rasterio
 
 from eoscale.engine.contract import declared, declared_margin
 from eoscale.engine.tiling import auto_tile_size
