@@ -29,9 +29,10 @@ from eoscale.engine.filed import FileRaster, FileRef
 from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
-from eoscale.engine.tasks import (Job, LoadJob, MapJob, Plan, ReduceJob, ResultMismatch,
-                                  TileFailure, check_results)
-from eoscale.engine.tiling import TILES_PER_WORKER, Tile, Tiling, auto_tile_size, check_margin
+from eoscale.engine.tasks import (Job, LoadJob, MapJob, ReduceJob, ResultMismatch, TileFailure,
+                                  check_results)
+from eoscale.engine.tiling import (TILES_PER_WORKER, Plan, Tile, Tiling, auto_tile_size, check_margin,
+                                   plan_step)
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
 from eoscale.io.raster import Staging, default_output_profile, read_profile, write_geotiff
 
@@ -260,12 +261,8 @@ class Engine:
         if needed is not None and margin < needed:
             raise ConfigError(f"step '{name}': margin {margin} is smaller than the {needed} "
                               f"that {getattr(fn, '__name__', 'the callable')} needs")
-        # Windows are clipped at the image edges: a larger margin reads nothing more.
-        margin = min(margin, max(first.height, first.width))
-        size = tiling.tile_size or auto_tile_size(
-            first.height, first.width, self.workers, margin, tiling.mode,
-            first.profile.get("block_shape"))
-        return Plan(first.height, first.width, size, margin, tiling.mode)
+        return plan_step(first.height, first.width, margin=margin, tiling=tiling,
+                         workers=self.workers, block_shape=first.profile.get("block_shape"))
 
     def _output_profiles(self, name: str, profile_fn: ProfileFn, profiles: Sequence[dict],
                          params: Mapping[str, Any], plan: Plan) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from eoscale.engine.shared import RasterRef, SharedRaster
-from eoscale.engine.tiling import Tile, TilingMode, plan_tiles
+from eoscale.engine.tiling import Plan, Tile
 from eoscale.errors import RasterError
 
 
@@ -41,20 +41,6 @@ _current: TileContext | None = None
 def tile_context() -> TileContext | None:
     """The tile the calling callable is running on, or None outside the engine."""
     return _current
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The parameters of a tiling plan; tiles are rebuilt from it where they are needed."""
-
-    height: int
-    width: int
-    tile_size: int
-    margin: int
-    mode: TilingMode
-
-    def tiles(self) -> tuple[Tile, ...]:
-        return plan_tiles(self.height, self.width, self.tile_size, self.margin, self.mode)
 
 
 @dataclass(frozen=True)

@@ -123,3 +123,45 @@ def auto_tile_size(height: int, width: int, workers: int, margin: int = 0,
     if block and block > 1 and size >= block:
         size -= size % block
     return max(1, min(size, extent))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One step's tiling: image size, tile size, margin and mode. A small value that travels to
+    the workers; each rebuilds the tiles from it (:meth:`tiles`)."""
+
+    height: int
+    width: int
+    tile_size: int
+    margin: int
+    mode: TilingMode
+
+    def tiles(self) -> tuple[Tile, ...]:
+        return plan_tiles(self.height, self.width, self.tile_size, self.margin, self.mode)
+
+    @property
+    def tile_count(self) -> int:
+        rows = math.ceil(self.height / self.tile_size)
+        return rows * (math.ceil(self.width / self.tile_size) if self.mode == "tiles" else 1)
+
+    @property
+    def read_shape(self) -> tuple[int, int]:
+        """The largest read window (rows, cols): a full tile with its margin on both sides."""
+        columns = self.tile_size if self.mode == "tiles" else self.width
+        return (min(self.height, self.tile_size + 2 * self.margin),
+                min(self.width, columns + 2 * self.margin))
+
+
+def plan_step(height: int, width: int, *, margin: int, tiling: Tiling, workers: int,
+              block_shape: tuple[int, int] | None = None) -> Plan:
+    """The tiling a step runs with: what the run plan shows and what the engine executes.
+
+    Read windows are clipped at the image edges, so a margin beyond the image's larger side reads
+    nothing more and is clipped to it; the tile size is the tiling's, else :func:`auto_tile_size`
+    for the workers, the margin and the first input's block shape.
+    """
+    check_margin(margin)
+    margin = min(margin, max(height, width))
+    size = tiling.tile_size or auto_tile_size(height, width, workers, margin, tiling.mode,
+                                              block_shape)
+    return Plan(height, width, size, margin, tiling.mode)
