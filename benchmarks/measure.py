@@ -18,20 +18,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from eoscale.engine.memory import TreeSampler
 from eoscale.engine.shared import pid_alive
-
-PROC = Path("/proc")
-_ROLLUP_KEYS = ("Pss", "Pss_Anon", "Pss_Shmem", "Pss_File")
 
 
 @dataclass
@@ -68,49 +64,6 @@ class Measured:
         return data
 
 
-def parent_map() -> dict[int, list[int]]:
-    """Every live process's children, from the ppid field of /proc/*/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir(PROC):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                text = stat.read()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: fields start after the last ')'.
-        fields = text[text.rindex(b")") + 2:].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every live descendant of it."""
-    children = parent_map()
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
-
-
-def rollup(pid: int) -> dict[str, int] | None:
-    """Pss and its parts (bytes) of one process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as file:
-            text = file.read().decode()
-    except (OSError, UnicodeDecodeError):
-        return None
-    values = {}
-    for line in text.splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        if key in _ROLLUP_KEYS:
-            values[key] = int(rest.split()[0]) * 1024
-    return values or None
-
-
 def cpu_busy_seconds() -> float:
     """Seconds of CPU time the whole machine has spent not idle (all cores), from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -135,65 +88,6 @@ def wait_for_quiet(below_cores: float, timeout: float, window: float = 1.0) -> t
         waited = time.perf_counter() - started
         if busy < below_cores or waited >= timeout:
             return waited, busy
-
-
-class TreeSampler(threading.Thread):
-    """Samples the summed PSS of a process tree until stopped; keeps the peak.
-
-    Reading smaps_rollup makes the kernel walk every mapped page, about 10 ms per sample for a
-    tree holding a gigabyte in 4 KiB pages: the thread runs at nice 10 so that, on a machine the
-    measured tree saturates, it takes less of the CPU the tree could use (it then samples less
-    often), finds the tree anew only every ``RESCAN`` samples (eoscale forks its workers at the
-    start), and counts its own CPU time (``cpu_s``), which the harness reports.
-    """
-
-    RESCAN = 10
-
-    def __init__(self, root: int, interval: float):
-        super().__init__(daemon=True)
-        self.root = root
-        self.interval = interval
-        self.peak = 0
-        self.peak_parts: dict[str, int] = {}
-        self.peak_processes = 0
-        self.samples = 0
-        self.cpu_s = 0.0
-        self.tree: list[int] = []
-        self._stop_event = threading.Event()
-
-    def sample(self) -> None:
-        if self.samples % self.RESCAN == 0 or not self.tree:
-            self.tree = descendants(self.root)
-        total: dict[str, int] = dict.fromkeys(_ROLLUP_KEYS, 0)
-        alive = []
-        for pid in self.tree:
-            values = rollup(pid)
-            if values is None:
-                continue
-            alive.append(pid)
-            for key, value in values.items():
-                total[key] += value
-        self.tree = alive
-        self.samples += 1
-        if total["Pss"] > self.peak:
-            self.peak = total["Pss"]
-            self.peak_parts = {k: v for k, v in total.items() if k != "Pss"}
-            self.peak_processes = len(alive)
-
-    def run(self) -> None:
-        started = time.thread_time()
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        next_at = time.perf_counter()
-        while not self._stop_event.is_set():
-            self.sample()
-            next_at = max(next_at + self.interval, time.perf_counter())
-            self._stop_event.wait(max(0.0, next_at - time.perf_counter()))
-        self.cpu_s = time.thread_time() - started
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
 
 
 def run_measured(command: Sequence[str], *, interval: float | None = 0.05, cwd: str | None = None,

@@ -9,7 +9,7 @@ from typing import Any
 
 from eoscale.engine import Progress
 from eoscale.errors import PipelineError, Problem
-from eoscale.pipeline import Overrides, PipelineSpec, load_pipeline
+from eoscale.pipeline import Overrides, PipelineSpec, RunPlan, checked_plan, load_pipeline
 from eoscale.pipeline import validate as validate_spec
 from eoscale.pipeline.runner import RunResult, run_pipeline
 
@@ -45,11 +45,18 @@ def validate(source: Source, **kwargs: Any) -> list[Problem]:
     return validate_spec(spec)
 
 
-def run(source: Source | PipelineSpec, *, overwrite: bool = False, progress: Progress | None = None,
-        start_method: str | None = None, **kwargs: Any) -> RunResult:
-    """Validate and run a pipeline; returns the written paths and the reduce results."""
+def plan(source: Source | PipelineSpec, **kwargs: Any) -> RunPlan:
+    """Validate a pipeline and plan its run without computing anything (``run --dry-run``):
+    where each image lives, the tiles of each step, when images are released, the memory."""
     spec = source if isinstance(source, PipelineSpec) else load(source, **kwargs)
-    problems = validate_spec(spec)
-    if problems:
-        raise PipelineError(problems)
-    return run_pipeline(spec, progress=progress, overwrite=overwrite, start_method=start_method)
+    return checked_plan(spec)
+
+
+def run(source: Source | PipelineSpec | RunPlan, *, overwrite: bool = False,
+        progress: Progress | None = None, start_method: str | None = None,
+        **kwargs: Any) -> RunResult:
+    """Validate, plan and run a pipeline (or run a plan); returns the written paths, the reduce
+    results, the plan and the measured peak memory."""
+    if not isinstance(source, RunPlan):
+        source = plan(source, **kwargs)
+    return run_pipeline(source, progress=progress, overwrite=overwrite, start_method=start_method)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from eoscale.engine.progress import NoProgress, PhaseReport
+from eoscale.pipeline.plan import ImagePlan, RunPlan, StepPlan, size_text
 
 
 @dataclass
@@ -113,20 +119,106 @@ def progress_for(out: Console) -> RichProgress | PlainProgress | QuietProgress:
     return RichProgress(out) if out.is_terminal else PlainProgress(out)
 
 
-def peak_memory_bytes() -> int:
-    """Peak resident memory of this process and of its largest finished child (shared pages
-    are counted in each, so this over-counts rasters that both touched)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024
-    return max(own, children) * scale
-
-
-def summary_table(reports: list[PhaseReport], seconds: float) -> Table:
-    table = Table(title=f"done in {seconds:.2f} s, peak memory {peak_memory_bytes() / 2**20:.0f} MiB",
-                  title_justify="left")
+def summary_table(reports: list[PhaseReport], seconds: float, peak_bytes: int | None = None,
+                  estimate_bytes: int | None = None) -> Table:
+    """The phases of a run, titled with its time, its measured peak memory (PSS of the process
+    tree) and the plan's estimate of it."""
+    title = f"done in {seconds:.2f} s"
+    if peak_bytes is not None:
+        title += f", peak memory {size_text(peak_bytes)}"
+    if estimate_bytes is not None:
+        title += f" (estimated {size_text(estimate_bytes)})"
+    table = Table(title=title, title_justify="left", min_width=len(title))  # title on one line
     for column in ("phase", "name", "tiles", "seconds", "Mpx/s"):
         table.add_column(column, justify="right" if column in ("tiles", "seconds", "Mpx/s") else "left")
     for r in reports:
         table.add_row(r.kind, r.name, str(r.tiles), f"{r.seconds:.2f}", f"{r.megapixels_per_second:.1f}")
     return table
+
+
+def describe_estimate(plan: RunPlan) -> str:
+    """One line: the estimated peak, where it is reached, what it is made of, what is available."""
+    peak = plan.peak
+    workers = plan.resources.workers
+    text = (f"estimated peak memory {size_text(peak.total)}"
+            f"{f' at step {plan.peak_step!r}' if plan.peak_step else ''} "
+            f"({size_text(peak.images)} of images, {size_text(peak.tiles)} of tiles in {workers} "
+            f"worker{'s' if workers > 1 else ''}, {size_text(peak.fixed)} for the processes)")
+    if plan.resources.memory is not None:
+        text += f"; {size_text(plan.resources.memory)} available"
+    return text
+
+
+def _tiling_text(step: StepPlan) -> str:
+    tiling = step.tiling
+    size = f"{tiling.tile_size} px" if tiling.mode == "tiles" else f"{tiling.tile_size} rows"
+    return f"{tiling.tile_count} {tiling.mode} of {size}, {step.chunks} chunks"
+
+
+def _margin_text(step: StepPlan) -> str:
+    if step.margin is None:
+        return "from ${...} params, at run time"
+    return f"{step.margin} ({step.margin_from})" if step.margin_from != "none" else "0"
+
+
+def _image_text(image: ImagePlan) -> str:
+    shape = f"{image.count} x {image.height} x {image.width} {image.dtype}"
+    if not image.known:
+        shape += " (assumed; the first tile tells)"
+    return shape
+
+
+def _when_text(plan: RunPlan, index: int) -> str:
+    if index < 0:
+        return "start"
+    if index >= len(plan.steps):
+        return "never"
+    return plan.steps[index].name
+
+
+def plan_tables(plan: RunPlan) -> list[Table]:
+    """The plan as rich tables: its steps, its images, and the estimate in the caption."""
+    steps = Table(title=f"run plan: {len(plan.steps)} step(s) on {plan.resources.workers} "
+                  f"worker(s)", title_justify="left", caption=describe_estimate(plan),
+                  caption_justify="left")
+    for column in ("#", "step", "kind", "callable", "margin", "tiling", "loads", "writes",
+                   "releases", "memory"):
+        steps.add_column(column, justify="right" if column in ("#", "memory") else "left")
+    for step in plan.steps:
+        steps.add_row(str(step.index + 1), step.name, step.kind, step.step.callable,
+                      _margin_text(step), _tiling_text(step), ", ".join(step.loads),
+                      ", ".join(step.stages), ", ".join(step.releases),
+                      size_text(step.memory.total))
+    images = Table(title="images", title_justify="left")
+    for column in ("image", "from", "shape", "size", "lives", "why", "from step", "released after",
+                   "output"):
+        images.add_column(column, justify="right" if column == "size" else "left")
+    for image in plan.images.values():
+        images.add_row(image.name, image.made_by or "input", _image_text(image),
+                       size_text(image.nbytes), image.lives, image.why,
+                       _when_text(plan, image.arrives), _when_text(plan, image.released_after),
+                       str(image.output) if image.output else "")
+    return [steps, images]
+
+
+def plan_text(plan: RunPlan) -> str:
+    """The plan as plain lines, for logs and pipes."""
+    lines = [f"run plan: {len(plan.steps)} step(s) on {plan.resources.workers} worker(s)"]
+    for name in plan.copied:
+        lines.append(f"  start: load {name}, write it to {plan.images[name].output}")
+    for step in plan.steps:
+        lines.append(f"  step {step.index + 1} {step.name} ({step.kind} {step.step.callable}): "
+                     f"margin {_margin_text(step)}; {_tiling_text(step)}; memory "
+                     f"{size_text(step.memory.total)}")
+        for label, names in (("loads", step.loads), ("writes", step.stages),
+                             ("releases", step.releases)):
+            if names:
+                lines.append(f"    {label} {', '.join(names)}")
+    lines.append("images:")
+    for image in plan.images.values():
+        lines.append(f"  {image.name}: {_image_text(image)}, {size_text(image.nbytes)}; lives "
+                     f"{image.lives} ({image.why}); from {_when_text(plan, image.arrives)}, "
+                     f"released after {_when_text(plan, image.released_after)}"
+                     + (f"; output {image.output}" if image.output else ""))
+    lines.append(describe_estimate(plan))
+    return "\n".join(lines)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 import yaml
 
 from eoscale.api import overrides
-from eoscale.cli.options import pairs, quiet_opt, verbose_opt, workers_opt
-from eoscale.cli.render import console, progress_for, settings, summary_table
+from eoscale.cli.options import json_opt, pairs, quiet_opt, verbose_opt, workers_opt
+from eoscale.cli.render import (
+    console,
+    plan_tables,
+    plan_text,
+    progress_for,
+    settings,
+    summary_table,
+)
 from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
-from eoscale.errors import PipelineError
-from eoscale.pipeline import load_pipeline
-from eoscale.pipeline import validate as validate_spec
+from eoscale.pipeline import checked_plan, load_pipeline
 from eoscale.pipeline.runner import run_pipeline
 
 
@@ -45,23 +51,37 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @click.option("--param", "params", multiple=True, metavar="STEP.KEY=VALUE", callback=parse_params,
               help="Set a step's param; VALUE is read as YAML.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the run plan (tiles, where each image lives, memory) and exit.")
+@json_opt
 @quiet_opt
 @verbose_opt
 def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str | None,
-        inputs: dict, outputs: dict, params: dict, overwrite: bool) -> None:
+        inputs: dict, outputs: dict, params: dict, overwrite: bool, dry_run: bool,
+        as_json: bool) -> None:
     """Run a pipeline: load inputs, run every step on every core, write the outputs."""
+    if as_json and not dry_run:
+        raise click.UsageError("--json goes with --dry-run (it prints the plan as JSON)")
     spec = load_pipeline(pipeline, overrides=overrides(
         workers=workers, tile_size=tile_size, tiling=tiling, inputs=inputs, outputs=outputs,
         params=params))
-    problems = validate_spec(spec)
-    if problems:
-        raise PipelineError(problems)
-    cleanup_stale_segments()  # what crashed runs left behind; never a live run's
+    plan = checked_plan(spec)
     out = console()
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(plan.to_dict(), indent=2))
+        elif out.is_terminal:
+            for table in plan_tables(plan):
+                out.print(table)
+        else:
+            out.print(plan_text(plan), markup=False, soft_wrap=True)
+        return
+    cleanup_stale_segments()  # what crashed runs left behind; never a live run's
     with progress_for(out) as progress:
-        result = run_pipeline(spec, progress=progress, overwrite=overwrite)
+        result = run_pipeline(plan, progress=progress, overwrite=overwrite)
     if settings.quiet:
         return
-    out.print(summary_table(list(result.reports), result.seconds))
+    out.print(summary_table(list(result.reports), result.seconds, result.peak_bytes,
+                            plan.peak.total))
     for name, path in result.written.items():
         out.print(f"wrote {name}: {path}", markup=False)

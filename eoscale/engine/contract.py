@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from eoscale.engine.tiling import check_margin
+from eoscale.errors import ConfigError
+
 MapFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], "np.ndarray | Sequence[np.ndarray]"]
 ReduceFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], Any]
 CombineFn = Callable[[Any, Any], Any]
@@ -42,6 +45,30 @@ def declared_margin(fn: Callable, params: Mapping[str, Any]) -> int | None:
     if callable(margin):
         margin = margin(dict(params))
     return int(margin)
+
+
+def step_margin(fn: Callable, params: Mapping[str, Any], stated: int | None, *,
+                label: str | None = None) -> int:
+    """The margin a step runs with: the one stated for it, else the callable's declared one, else 0.
+
+    Raises :class:`~eoscale.errors.ConfigError` when the declared margin is not a non-negative
+    integer, when the margin function raises, or when the stated margin is smaller than the
+    declared one. Both the run plan and the engine decide margins here. Messages call the
+    callable ``label`` (its dotted path in a pipeline), else its name.
+    """
+    name = label or getattr(fn, "__name__", "the callable")
+    try:
+        needed = declared_margin(fn, params)
+    except Exception as exc:  # noqa: BLE001 - the user's margin function; reported with its name
+        raise ConfigError(f"the margin of {name} raised {type(exc).__name__}: {exc}") from exc
+    if needed is not None and needed < 0:
+        raise ConfigError(f"{name} declares margin {needed}; a margin is >= 0")
+    if stated is None:
+        return needed or 0
+    check_margin(stated)
+    if needed is not None and stated < needed:
+        raise ConfigError(f"margin {stated} is smaller than the {needed} that {name} needs")
+    return stated
 
 
 def declared(fn: Callable, attribute: str) -> Callable | None:

@@ -24,15 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, declared_margin
-from eoscale.engine.filed import FileRaster, FileRef
+from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, step_margin
 from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
+from eoscale.engine.filed import FileRaster, FileRef
+from eoscale.engine.grid import grid_differences
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
-from eoscale.engine.tasks import (Job, LoadJob, MapJob, ReduceJob, ResultMismatch, TileFailure,
-                                  check_results)
-from eoscale.engine.tiling import (TILES_PER_WORKER, Plan, Tile, Tiling, auto_tile_size, check_margin,
-                                   plan_step)
+from eoscale.engine.tasks import (Job, LoadJob, MapJob, ProbeJob, ReduceJob, ResultMismatch,
+                                  TileFailure, check_results)
+from eoscale.engine.tiling import TILES_PER_WORKER, Plan, Tile, Tiling, auto_tile_size, plan_step
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
 from eoscale.io.raster import Staging, default_output_profile, read_profile, write_geotiff
 
@@ -169,18 +169,19 @@ class Engine:
     def map(self, fn: Callable, inputs: Sequence[SharedRaster], *,
             params: Mapping[str, Any] | None = None, margin: int | None = None,
             profile_fn: ProfileFn | None = None, name: str | None = None,
-            output_names: Sequence[str] | None = None,
-            tiling: Tiling | None = None) -> list[SharedRaster]:
+            output_names: Sequence[str] | None = None, tiling: Tiling | None = None,
+            plan: Plan | None = None) -> list[SharedRaster]:
         """N images -> M images: run ``fn`` on every tile and return the M shared results.
 
         Output profiles come from ``profile_fn(profiles, params)`` (or the callable's ``profile``
-        attribute); without one, the first tile is computed here first, and each output takes a copy
-        of the first input's profile with that result's band count and dtype. ``tiling`` replaces
-        the engine's tiling for this step.
+        attribute); without one, the first tile is computed first, on a worker like every other
+        tile, and each output takes a copy of the first input's profile with that result's band
+        count and dtype. ``tiling`` replaces the engine's tiling for this step; ``plan`` gives the
+        step's tiling as planned (:func:`~eoscale.engine.tiling.plan_step`), margin included.
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling)
+        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling, plan)
         profiles = tuple(r.profile for r in inputs)
         job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
                      profiles=profiles, params=params)
@@ -188,9 +189,13 @@ class Engine:
         profile_fn = profile_fn or declared(fn, "profile")
         remaining: Sequence[int] = range(len(tiles))
         probe = None
+        phase_started: float | None = None
         if profile_fn is not None:
             out_profiles = self._output_profiles(name, profile_fn, profiles, params, plan)
         else:
+            # The phase starts with the probe: a long first tile shows as the map's, on its bar.
+            phase_started = time.perf_counter()
+            self.progress.started("map", name, len(tiles))
             probe = self._probe(job, tiles[0])
             out_profiles = [default_output_profile(profiles[0], a.shape[0] if a.ndim == 3 else 1,
                                                    a.dtype) for a in probe]
@@ -207,7 +212,7 @@ class Engine:
             if probe is not None:
                 self._store_probe(job, tiles[0], probe)
             self._execute("map", name, job, remaining, lambda _p, _r: None,
-                          done_before=len(tiles) - len(remaining))
+                          done_before=len(tiles) - len(remaining), started=phase_started)
         except BaseException:
             for raster in outputs:
                 self.release(raster)
@@ -217,7 +222,8 @@ class Engine:
     def reduce(self, fn: Callable, inputs: Sequence[SharedRaster], *,
                combine: CombineFn | None = None, finalize: FinalizeFn | None = None,
                params: Mapping[str, Any] | None = None, margin: int | None = None,
-               name: str | None = None, tiling: Tiling | None = None) -> Any:
+               name: str | None = None, tiling: Tiling | None = None,
+               plan: Plan | None = None) -> Any:
         """N images -> a result: per-tile partials merged by ``combine`` in tile order, then finalized.
 
         The merge is a left fold in tile order, whatever the workers and the order tiles finish in,
@@ -229,7 +235,7 @@ class Engine:
         if combine is None:
             raise ConfigError(f"step '{name}': a reduce needs a combine function")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling)
+        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling, plan)
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
                         profiles=tuple(r.profile for r in inputs), params=params)
         folder = _TileOrderFold(name, combine, job.tiles)
@@ -246,7 +252,8 @@ class Engine:
     # -- internals -----------------------------------------------------------------------------
 
     def _plan(self, name: str, fn: Callable, inputs: Sequence[SharedRaster],
-              params: Mapping[str, Any], margin: int | None, tiling: Tiling) -> Plan:
+              params: Mapping[str, Any], margin: int | None, tiling: Tiling,
+              planned: Plan | None) -> Plan:
         if not inputs:
             raise ConfigError(f"step '{name}': needs at least one input image")
         first = inputs[0].ref
@@ -254,13 +261,15 @@ class Engine:
             if raster.released:
                 raise ConfigError(f"step '{name}': input '{raster.name}' was released")
             check_same_grid(name, first, raster.ref)
-        needed = declared_margin(fn, params)
-        if margin is None:
-            margin = needed or 0
-        check_margin(margin)
-        if needed is not None and margin < needed:
-            raise ConfigError(f"step '{name}': margin {margin} is smaller than the {needed} "
-                              f"that {getattr(fn, '__name__', 'the callable')} needs")
+        if planned is not None:
+            if (planned.height, planned.width) != (first.height, first.width):
+                raise ConfigError(f"step '{name}': planned for {planned.height} x {planned.width} "
+                                  f"pixels, the inputs are {first.height} x {first.width}")
+            return planned
+        try:
+            margin = step_margin(fn, params, margin)
+        except ConfigError as exc:
+            raise ConfigError(f"step '{name}': {exc}") from None
         return plan_step(first.height, first.width, margin=margin, tiling=tiling,
                          workers=self.workers, block_shape=first.profile.get("block_shape"))
 
@@ -286,14 +295,22 @@ class Engine:
         return out
 
     def _probe(self, job: MapJob, tile: Tile) -> list[np.ndarray]:
-        """Run the first tile here to learn the outputs' band counts and dtypes."""
+        """Run the first tile on the executor to learn the outputs' band counts and dtypes: user
+        code runs on a worker, so a crash there is a dead worker, never a dead command."""
+        probe = ProbeJob(step=job.step, inputs=job.inputs, plan=job.plan, fn=job.fn,
+                         profiles=job.profiles, params=job.params)
+        results: Iterator[tuple[int, Any]] = self._executor.run(probe, [[tile.index]])
+        found: Any = None
         try:
-            result = job.run_probe(tile)
+            for _, result in results:  # to the end: the executor then ends the job normally
+                found = result
         finally:
-            job.close()
-        if isinstance(result, TileFailure):
-            raise failure_error(result)
-        return result
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        if isinstance(found, TileFailure):
+            raise failure_error(found)
+        return found
 
     def _store_probe(self, job: MapJob, tile: Tile, probe: list[np.ndarray]) -> None:
         try:
@@ -305,14 +322,17 @@ class Engine:
             job.close()
 
     def _execute(self, kind: str, name: str, job: Job, indices: Iterable[int],
-                 collect: Callable[[Sequence[int], Any], None], done_before: int = 0) -> None:
+                 collect: Callable[[Sequence[int], Any], None], done_before: int = 0,
+                 started: float | None = None) -> None:
         """Run a job's tiles on the executor, handing each chunk's result to ``collect``; raise
-        the first tile failure (the executor then stops its workers)."""
-        started = time.perf_counter()
+        the first tile failure (the executor then stops its workers). ``started``: the phase was
+        announced then (with ``done_before`` tiles already done), else it starts now."""
         indices = list(indices)
         chunks = make_chunks(indices, self.workers)
         total = done_before + len(indices)
-        self.progress.started(kind, name, total)
+        if started is None:
+            started = time.perf_counter()
+            self.progress.started(kind, name, total)
         if done_before:
             self.progress.advance(done_before)
         results: Iterator[tuple[int, Any]] = self._executor.run(job, chunks)
@@ -367,15 +387,14 @@ class _TileOrderFold:
 
 
 def check_same_grid(step: str, first: RasterRef, other: RasterRef) -> None:
-    """Inputs of a step must share one grid: size, and transform and CRS where both have them."""
+    """Inputs of a step must share one grid (:func:`~eoscale.engine.grid.grid_differences`)."""
+    differences = grid_differences(first.profile, other.profile)
     if (first.height, first.width) != (other.height, other.width):
         raise ConfigError(f"step '{step}': input '{other.name}' is {other.height} x {other.width}, "
                           f"'{first.name}' is {first.height} x {first.width}")
-    for key in ("transform", "crs"):
-        a, b = first.profile.get(key), other.profile.get(key)
-        if a is not None and b is not None and a != b:
-            raise ConfigError(f"step '{step}': inputs '{first.name}' and '{other.name}' have the "
-                              f"same size but different {key}s: they are not on one grid")
+    if differences:
+        raise ConfigError(f"step '{step}': inputs '{first.name}' and '{other.name}' are not on one "
+                          f"grid: '{other.name}' has {'; '.join(differences)}")
 
 
 def failure_error(failure: TileFailure) -> Exception:

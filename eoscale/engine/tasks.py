@@ -210,6 +210,15 @@ class MapJob(_ComputeJob):
 
 
 @dataclass
+class ProbeJob(MapJob):
+    """A map's first tile, run where the map's tiles run (a worker), before its outputs exist:
+    its results, sent back whole, tell the outputs' band counts and dtypes."""
+
+    def run_chunk(self, indices: Sequence[int]) -> Any:
+        return self.run_probe(self.tiles[indices[0]])
+
+
+@dataclass
 class ReduceJob(_ComputeJob):
     """N images -> partial results, one per tile, sent back to be combined in tile order."""
 

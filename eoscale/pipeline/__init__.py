@@ -1,8 +1,9 @@
 """The pipeline layer: YAML (or a mapping) -> a frozen, checked :class:`PipelineSpec`.
 
-``load_pipeline`` reads and checks the document and the references in it; ``validate`` adds the
-checks that import callables and open files; ``resolve_callable`` and ``resolve_params`` are what
-the runner uses to turn dotted paths and ``${...}`` references into values.
+``load_pipeline`` reads and checks the document and the references in it; ``plan_run`` decides
+everything a run does (:class:`RunPlan`); ``validate`` adds to the loader's checks those that
+import callables and open files, by planning the run; ``checked_plan`` is the plan of a valid
+pipeline, which ``run_pipeline`` executes.
 """
 
 from eoscale.pipeline.loader import load_pipeline
@@ -10,10 +11,12 @@ from eoscale.pipeline.resolve import ResolveError, resolve_callable, resolve_par
 from eoscale.pipeline.spec import (
     FrozenMap, InputSpec, Location, OutputSpec, Overrides, PipelineSpec, Reference, StepSpec,
 )
-from eoscale.pipeline.validate import MemoryEstimate, check, check_graph, estimate_memory, validate
+from eoscale.pipeline.plan import ImagePlan, Memory, Resources, RunPlan, StepPlan, plan_run
+from eoscale.pipeline.validate import check, check_graph, checked_plan, validate
 
 __all__ = [
-    "FrozenMap", "InputSpec", "Location", "MemoryEstimate", "OutputSpec", "Overrides",
-    "PipelineSpec", "Reference", "ResolveError", "StepSpec", "check", "check_graph",
-    "estimate_memory", "load_pipeline", "resolve_callable", "resolve_params", "validate",
+    "FrozenMap", "ImagePlan", "InputSpec", "Location", "Memory", "OutputSpec", "Overrides",
+    "PipelineSpec", "Reference", "ResolveError", "Resources", "RunPlan", "StepPlan", "StepSpec",
+    "check", "check_graph", "checked_plan", "load_pipeline", "plan_run", "resolve_callable",
+    "resolve_params", "validate",
 ]

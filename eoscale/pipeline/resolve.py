@@ -13,9 +13,11 @@ import difflib
 import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eoscale.engine.contract import declared
 from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem
 from eoscale.pipeline.spec import StepSpec, parse_reference
 
@@ -143,3 +145,39 @@ def callable_params(step: StepSpec, fn: Callable[..., Any],
     if getattr(fn, "wants_input_names", False):
         params[INPUT_NAMES_KEY] = list(step.inputs)
     return params
+
+
+@dataclass(frozen=True)
+class StepCallables:
+    """A step's callables, imported once: the map or reduce function, and the profile, combine
+    and finalize functions the step names or, failing that, the function declares."""
+
+    fn: Callable[..., Any]
+    profile: Callable[..., Any] | None = None
+    combine: Callable[..., Any] | None = None
+    finalize: Callable[..., Any] | None = None
+
+
+def resolve_step(step: StepSpec, base_dir: Path | None) -> tuple[StepCallables | None, list[Problem]]:
+    """Import a step's callables; the problems name the step and the line of each dotted path."""
+    found: dict[str, Callable[..., Any]] = {}
+    problems = []
+    for key, dotted in ((step.kind, step.callable), ("profile", step.profile),
+                        ("combine", step.combine), ("finalize", step.finalize)):
+        if dotted is not None:
+            try:
+                found[key] = resolve_callable(dotted, base_dir)
+            except ResolveError as error:
+                problems.append(step.locate(key).problem(str(error), step.name))
+    fn = found.get(step.kind)
+    if fn is None:
+        return None, problems
+    if step.kind == "map":
+        return StepCallables(fn, found.get("profile") or declared(fn, "profile")), problems
+    combine = found.get("combine") or declared(fn, "combine")
+    if combine is None and step.combine is None:
+        problems.append(step.locate(step.kind).problem(
+            f"a reduce step needs a combine function: add 'combine: module.function' or give "
+            f"'{step.callable}' a 'combine' attribute", step.name))
+    return StepCallables(fn, None, combine, found.get("finalize") or declared(fn, "finalize")), \
+        problems

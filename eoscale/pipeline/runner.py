@@ -1,56 +1,45 @@
-"""Run a checked pipeline on the engine: load inputs when first needed, run steps in order, release
-each image after its last use, stage outputs as soon as they are final and rename them into place
-only when the whole run has succeeded.
+"""Run a pipeline's plan on the engine: a loop over the plan's steps, with no decisions of its own.
+
+Before each step the inputs it brings in are loaded into shared memory or opened for windowed
+reads, as planned; after it, its results are staged (written under a temporary name) and the
+images it releases are freed. Outputs are renamed into place only when the whole run has
+succeeded. The process tree's memory (PSS) is sampled meanwhile, so the run reports its measured
+peak beside the plan's estimate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
-from eoscale.engine.contract import declared_margin
 from eoscale.engine.filed import FileRaster
-from eoscale.errors import PipelineError, StepError
+from eoscale.engine.memory import TreeSampler, own_pss
+from eoscale.errors import StepError
 from eoscale.io.info import json_safe
 from eoscale.io.raster import Staging
-from eoscale.pipeline.resolve import ResolveError, callable_params, resolve_callable
+from eoscale.pipeline.plan import RunPlan, plan_run
+from eoscale.pipeline.resolve import callable_params
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
+
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run produced: the written files by result name, the reduce results, timings."""
+    """What a run produced: the written files by result name, the reduce results, timings, the
+    plan it executed and the peak memory (PSS of the process tree) it measured (None: unknown)."""
 
     written: Mapping[str, Path]
     results: Mapping[str, Any]
     reports: tuple[PhaseReport, ...] = field(default=(), repr=False)
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Callables:
-    fn: Callable
-    profile: Callable | None
-    combine: Callable | None
-    finalize: Callable | None
-
-
-def resolve_step(step: StepSpec, base_dir: Path) -> _Callables:
-    """Import a step's callables (validation has checked they import; this names the step if not)."""
-    def get(dotted: str | None, key: str) -> Callable | None:
-        if dotted is None:
-            return None
-        try:
-            return resolve_callable(dotted, base_dir)
-        except ResolveError as exc:
-            raise PipelineError(step.locate(key).problem(str(exc), step.name)) from None
-
-    return _Callables(get(step.callable, step.kind), get(step.profile, "profile"),
-                      get(step.combine, "combine"), get(step.finalize, "finalize"))
+    plan: RunPlan | None = field(default=None, repr=False)
+    peak_bytes: int | None = None
 
 
 def display_path(path: Path) -> str:
@@ -71,89 +60,83 @@ def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def streamed_inputs(spec: PipelineSpec, callables: list[_Callables]) -> set[str]:
-    """Inputs read from their files tile by tile instead of loaded whole into shared memory.
-
-    An input qualifies when a single step reads it, without margin, and it is not an output:
-    then each worker decodes its own windows as it computes, in parallel with the others, and the
-    input never takes memory as a whole. Several readers, or a margin, would decode blocks twice.
-    """
-    readers: dict[str, list[int]] = {}
-    for index, step in enumerate(spec.steps):
-        for name in step.inputs:
-            readers.setdefault(name, []).append(index)
-    streamed = set()
-    for name in spec.inputs:
-        steps = readers.get(name, [])
-        if name in spec.outputs or len(steps) != 1:
-            continue
-        step, found = spec.steps[steps[0]], callables[steps[0]]
-        margin = step.margin
-        if margin is None and not any(step.references()):
-            margin = declared_margin(found.fn, callable_params(step, found.fn, {})) or 0
-        if margin == 0:
-            streamed.add(name)
-    return streamed
-
-
-def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwrite: bool = False,
-                 start_method: str | None = None) -> RunResult:
-    """Run a pipeline that validation accepted; outputs appear only if every step succeeds."""
+def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = None,
+                 overwrite: bool = False, start_method: str | None = None) -> RunResult:
+    """Run a plan (or plan a spec that validation accepted, then run it); outputs appear only if
+    every step succeeds."""
+    plan = spec if isinstance(spec, RunPlan) else plan_run(spec)
+    spec = plan.spec
     started = time.perf_counter()
-    callables = [resolve_step(step, spec.base_dir) for step in spec.steps]
-    last_use = spec.last_use()
     results: dict[str, Any] = {}
     images: dict[str, SharedRaster | FileRaster] = {}
+    sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS)
     with Staging(overwrite) as staging, \
-            Engine(spec.workers, tiling=spec.tiling, progress=progress,
-                   start_method=start_method) as engine:
-        for output in spec.outputs.values():
-            staging.check(output.path)
+            Engine(plan.resources.workers, tiling=spec.tiling, progress=progress,
+                   start_method=start_method) as engine, \
+            _sampling(sampler):
 
-        streamed = streamed_inputs(spec, callables)
-
-        def image(name: str) -> SharedRaster | FileRaster:
-            if name not in images:
-                path = spec.inputs[name].path
-                images[name] = (engine.open(path, name=name) if name in streamed
-                                else engine.load(path, name=name))
-            return images[name]
-
-        def stage_outputs(names: tuple[str, ...]) -> None:
+        def bring(names: tuple[str, ...]) -> None:
             for name in names:
-                output = spec.outputs.get(name)
-                if output is not None and name in images:
+                image = plan.images[name]
+                images[name] = (engine.open(image.path, name=name) if image.lives == "file"
+                                else engine.load(image.path, name=name))
+
+        def stage(names: tuple[str, ...]) -> None:
+            for name in names:
+                output = spec.outputs[name]
+                if name in images:
                     engine.write_to(images[name], staging.stage(output.path),
                                     options=output.options, display=display_path(output.path))
+                else:
+                    write_json(staging.stage(output.path), spec.producer(name), results[name],
+                               output.path)
 
-        def release_after(index: int) -> None:
-            for name in [n for n in images if last_use.get(n, -1) <= index]:
-                engine.release(images.pop(name))
+        def release(names: tuple[str, ...]) -> None:
+            for name in names:
+                if name in images:
+                    engine.release(images.pop(name))
 
-        copied = tuple(name for name in spec.inputs if name in spec.outputs)
-        for name in copied:
-            image(name)
-        stage_outputs(copied)
-        for index, (step, found) in enumerate(zip(spec.steps, callables)):
-            inputs = [image(name) for name in step.inputs]
-            params = callable_params(step, found.fn, results)
+        for name in spec.outputs:
+            staging.check(spec.outputs[name].path)
+        bring(plan.copied)
+        stage(plan.copied)
+        release(tuple(name for name in plan.copied if plan.images[name].released_after < 0))
+        for step in plan.steps:
+            bring(step.loads)
+            inputs = [images[name] for name in step.step.inputs]
+            found = step.callables
+            params = callable_params(step.step, found.fn, results)
+            tiling = step.tiling_for(params)
             if step.kind == "map":
-                made = engine.map(found.fn, inputs, params=params, margin=step.margin,
-                                  profile_fn=found.profile, name=step.name,
-                                  output_names=step.outputs)
-                images.update(zip(step.outputs, made))
-                stage_outputs(step.outputs)
+                made = engine.map(found.fn, inputs, params=params, profile_fn=found.profile,
+                                  name=step.name, output_names=step.step.outputs, plan=tiling)
+                images.update(zip(step.step.outputs, made))
             else:
                 results[step.name] = engine.reduce(found.fn, inputs, combine=found.combine,
                                                    finalize=found.finalize, params=params,
-                                                   margin=step.margin, name=step.name)
-                output = spec.outputs.get(step.name)
-                if output is not None:
-                    write_json(staging.stage(output.path), step, results[step.name],
-                               output.path)
-            release_after(index)
+                                                   name=step.name, plan=tiling)
+            stage(step.stages)
+            release(step.releases)
         written = staging.commit()
         reports = tuple(engine.reports)
     paths = {name: output.path for name, output in spec.outputs.items() if output.path in written}
-    return RunResult(paths, results, reports, time.perf_counter() - started)
+    return RunResult(paths, results, reports, time.perf_counter() - started, plan,
+                     sampler.peak or None)
 
+
+#: How often the run samples its process tree's PSS for the peak it reports.
+PEAK_SAMPLE_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def _sampling(sampler: TreeSampler) -> Iterator[None]:
+    """Sample while the block runs; started after the engine has forked its workers (a thread
+    alive at a fork can leave a lock held in the child)."""
+    if own_pss() is None:
+        yield
+        return
+    sampler.start()
+    try:
+        yield
+    finally:
+        sampler.stop()

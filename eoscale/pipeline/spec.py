@@ -206,11 +206,6 @@ class PipelineSpec:
     source: Path | None
     base_dir: Path
 
-    def image_names(self) -> tuple[str, ...]:
-        """Every image of the run in the order it exists: the inputs, then each map's outputs."""
-        made = (name for step in self.steps if step.kind == "map" for name in step.outputs)
-        return (*self.inputs, *made)
-
     def producer(self, name: str) -> StepSpec | None:
         """The step that makes an image or result; None for an input; KeyError if unknown."""
         if name in self.inputs:
@@ -219,21 +214,6 @@ class PipelineSpec:
             if name in step.outputs or (step.kind == "reduce" and step.name == name):
                 return step
         raise KeyError(name)
-
-    def last_use(self) -> dict[str, int]:
-        """For each image, the index of the last step reading it, so it can be released after.
-
-        An image written as an output is used after the last step (``len(steps)``). An image
-        nothing reads or writes is last used where it is made: by its step, or -1 for an input.
-        """
-        last = {name: -1 for name in self.inputs}
-        for index, step in enumerate(self.steps):
-            for name in (*step.inputs, *step.outputs):
-                last[name] = index
-        for name in self.outputs:
-            if name in last:
-                last[name] = len(self.steps)
-        return last
 
 
 @dataclass(frozen=True)

@@ -95,9 +95,9 @@ def test_unpicklable_callable_is_explained():
 
 
 def test_inputs_on_different_grids_are_refused(engine):
-    a = engine.from_array(image(), {"transform": (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)})
-    b = engine.from_array(image(), {"transform": (1.0, 0.0, 1.0, 0.0, -1.0, 0.0)})
-    with pytest.raises(ConfigError, match="same size but different transforms"):
+    a = engine.from_array(image(), {"transform": (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)}, name="a")
+    b = engine.from_array(image(), {"transform": (1.0, 0.0, 1.0, 0.0, -1.0, 0.0)}, name="b")
+    with pytest.raises(ConfigError, match=r"not on one grid: 'b' has origin \(1, 0\), not \(0, 0\)"):
         engine.map(identity, [a, b])
     c = engine.from_array(np.zeros((1, 5, 5)))
     with pytest.raises(ConfigError, match="is 5 x 5"):

@@ -34,7 +34,7 @@ def _user_helper(values):
 
 def exits_at(arrays, profiles, params):
     if _index() == params["tile"]:
-        os._exit(3)
+        os._exit(params.get("code", 3))
     return arrays[0]
 
 
@@ -48,6 +48,10 @@ def segfaults_at(arrays, profiles, params):
     if _index() == params["tile"]:
         ctypes.string_at(0)
     return arrays[0]
+
+
+def float32_profile(profiles, params):
+    return dict(profiles[0], dtype="float32")
 
 
 def two_results(arrays, profiles, params):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from failure_helpers import alive, leftovers, pipeline, run, running, segments_of, wait_gone
+from failure_helpers import (alive, leftovers, pipeline, run, running, segments_of, start,
+                             wait_gone)
 
 
 def assert_clean(folder, pid=None, previous=None):
@@ -65,6 +66,24 @@ def test_worker_dies(run_dir, previous, callable_, expected):
     assert_clean(run_dir, previous=previous)
 
 
+@pytest.mark.parametrize("callable_, params, expected", [
+    ("exits_at", "{tile: 0, code: 9}", "died (exited with code 9)"),
+    ("segfaults_at", "{tile: 0}", "died (killed by SIGSEGV)"),
+])
+def test_a_worker_dying_on_the_first_tile_is_a_dead_worker(run_dir, previous, callable_, params,
+                                                           expected):
+    # Without a profile function the first tile is computed first, to learn the outputs' dtypes:
+    # on a worker, so the command survives, says what died where, and leaves nothing behind.
+    pipeline(run_dir, f"{{name: fragile, map: failing_ops.{callable_}, inputs: [scene], "
+             f"params: {params}}}", extra="tiling: {tile_size: 50}\n")
+    process = start("run", "p.yaml", "--overwrite", "-w", "2", cwd=run_dir)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert f"error: step 'fragile', tile 0 (rows 0:50, cols 0:50): a worker process (pid " in err
+    assert expected in err and "Traceback" not in err
+    assert_clean(run_dir, process.pid, previous=previous)
+
+
 # -- 3. SIGINT to the group and SIGTERM to the main process, in every phase ----------------------
 
 PHASES = {
@@ -102,7 +121,9 @@ def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, si
 
 # -- 4. the main process is killed ---------------------------------------------------------------
 
-SLOW = "{name: slow, map: failing_ops.slow, inputs: [scene], params: {seconds: %s}}"
+# With a profile function the outputs exist (in shared memory) as soon as the map phase starts.
+SLOW = ("{name: slow, map: failing_ops.slow, profile: failing_ops.float32_profile, "
+        "inputs: [scene], params: {seconds: %s}}")
 
 
 def test_main_killed_workers_exit_and_cleanup_removes_segments(run_dir):

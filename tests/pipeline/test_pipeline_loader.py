@@ -330,25 +330,12 @@ def full(write_pipeline: WritePipeline) -> PipelineSpec:
     return load_pipeline(write_pipeline(FULL))
 
 
-def test_image_names_producer_and_last_use(full: PipelineSpec) -> None:
-    assert full.image_names() == ("scene", "ndvi", "smooth", "late")
+def test_producer(full: PipelineSpec) -> None:
     assert full.producer("scene") is None
     assert full.producer("ndvi") is full.steps[0]
     assert full.producer("stats") is full.steps[1]
     with pytest.raises(KeyError):
         full.producer("nothing")
-    assert full.last_use() == {"scene": 3, "ndvi": 4, "smooth": 4, "late": 3}
-
-
-def test_last_use_of_unread_images(write_pipeline: WritePipeline) -> None:
-    spec = load_pipeline(write_pipeline("""
-        version: 1
-        inputs: {a: a.tif, unused: b.tif}
-        steps:
-          - {name: x, map: pipeline_callables.ndvi, inputs: [a]}
-          - {name: y, map: pipeline_callables.ndvi, inputs: [a]}
-        """))
-    assert spec.last_use() == {"a": 1, "unused": -1, "x": 0, "y": 1}
 
 
 def test_the_spec_is_frozen(full: PipelineSpec) -> None:
@@ -379,4 +366,3 @@ def test_an_output_may_copy_an_input(write_pipeline: WritePipeline, tmp_path: Pa
     spec = load_pipeline(write_pipeline(MINIMAL + "outputs: {scene: {path: copy.tif, "
                                                   "options: {COMPRESS: zstd}}}\n"))
     assert spec.outputs["scene"].path == tmp_path / "copy.tif"
-    assert spec.last_use()["scene"] == len(spec.steps)

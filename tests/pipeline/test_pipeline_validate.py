@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from eoscale.errors import PipelineError, Problem
-from eoscale.pipeline import check, estimate_memory, load_pipeline, validate
+from eoscale.pipeline import Resources, check, load_pipeline, plan_run, validate
 from eoscale.pipeline.spec import PipelineSpec
 
 Writer = Callable[..., Path]
@@ -178,38 +177,49 @@ def test_a_crs_with_no_epsg_code_is_named(write_pipeline: Writer, shared_data: P
 # -- memory -----------------------------------------------------------------------------------
 
 
+#: One worker in the calling process, and nothing held before the run: the estimate is then the
+#: images and tiles alone, plus the constant part for the processes.
+ONE = Resources(workers=1, memory=None, base=0, executor="inline")
+
+
 def test_the_memory_estimate_by_hand(chain: PipelineSpec) -> None:
-    # Images: a, 32 x 24 x 4 uint8 = 3072 bytes; ndvi (by its profile) and smooth, 32 x 24
-    # float32 = 3072 each.
-    # At smooth: ndvi and smooth live (a was released after ndvi) = 6144, and one worker's tile of
+    # Images: a, 32 x 24 x 4 uint8 = 3072 bytes, read by one step without margin: read from its
+    # file, never held. ndvi (by its profile) and smooth: 32 x 24 float32 = 3072 bytes each.
+    # At ndvi: ndvi held = 3072; a tile of 8 x 8 pixels: a decoded (4 bytes a pixel), as much
+    # again for temporaries, ndvi's result (4) = 64 x 12 = 768, and GDAL's block cache while it
+    # reads a: all of a's 3072 bytes. At smooth: ndvi and smooth held = 6144, and a tile of
     # 8 + 2 x 2 (smooth's declared margin) = 12 x 12 pixels of float32 in and out = 1152.
-    estimate = estimate_memory(chain)
-    assert (estimate.peak_bytes, estimate.image_bytes, estimate.working_bytes) == (7296, 6144, 1152)
-    assert (estimate.peak_step, estimate.workers) == ("smooth", 1)
-    assert estimate.available_bytes is None or estimate.fits
+    plan = plan_run(chain, ONE)
+    assert plan.images["a"].lives == "file"
+    memory = {step.name: (step.memory.images, step.memory.tiles) for step in plan.steps}
+    assert memory == {"ndvi": (3072, 768 + 3072), "stats": (3072, 64 * 4),
+                      "smooth": (6144, 1152)}
+    assert (plan.peak.total - plan.peak.fixed, plan.peak_step) == (7296, "smooth")
+    assert plan.peak.fixed == ONE.fixed_bytes
+    assert plan.fits
 
 
-def test_the_memory_estimate_from_profiles_alone(chain: PipelineSpec) -> None:
-    profile = {"width": 32, "height": 24, "count": 4, "dtype": "uint8"}
-    assert estimate_memory(chain, {"a": profile}).peak_bytes == 7296
-    wide = estimate_memory(chain, {"a": {**profile, "count": 40}})
-    assert (wide.peak_bytes, wide.peak_step) == (30720 + 3072 + 64 * 44, "ndvi")
+def test_the_memory_estimate_follows_the_bands(write_pipeline: Writer,
+                                               make_raster: Writer) -> None:
+    make_raster("a.tif", width=32, height=24, count=40)
+    plan = plan_run(load_pipeline(write_pipeline(CHAIN)), ONE)
+    # a: 40 bands, 30720 bytes, decoded tile by tile: 64 x (40 + 40 + 4) + a's bytes cached.
+    assert (plan.peak.images, plan.peak.tiles, plan.peak_step) == (3072, 64 * 84 + 30720, "ndvi")
 
 
-def test_too_little_memory_is_a_problem(chain: PipelineSpec,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # The package's 'validate' is the function; the module is reached through sys.modules.
-    monkeypatch.setattr(sys.modules["eoscale.pipeline.validate"], "available_memory", lambda: 5000)
-    problem, = validate(chain)
+def test_too_little_memory_is_a_problem(chain: PipelineSpec) -> None:
+    tight = Resources(workers=1, memory=5000, base=0, executor="inline")
+    problem, = validate(chain, resources=tight)
     assert problem.message == (
-        "the run needs about 7.1 KiB (6.0 KiB of images, 1.1 KiB of tiles for 1 worker) but only "
-        "4.9 KiB is available; use fewer workers or smaller tiles, or free memory")
+        "the run needs about 32.0 MiB (6.0 KiB of images, 1.1 KiB of tiles for 1 worker, "
+        "32.0 MiB for the processes) but only 4.9 KiB is available; use fewer workers or smaller "
+        "tiles, or free memory")
     assert (problem.step, problem.line) == ("smooth", 14)
 
 
-def test_estimate_memory_names_unreadable_inputs(write_pipeline: Writer) -> None:
+def test_planning_names_unreadable_inputs(write_pipeline: Writer) -> None:
     with pytest.raises(PipelineError, match="file not found"):
-        estimate_memory(load_pipeline(write_pipeline(CHAIN)))
+        plan_run(load_pipeline(write_pipeline(CHAIN)), ONE)
 
 
 def test_band_math_expression_is_checked_at_validate_time(tmp_path, make_raster):

@@ -1,0 +1,484 @@
+"""The run plan: every decision about a run, made before anything is computed, as one frozen value.
+
+:func:`plan_run` turns a checked spec and the machine's resources into a :class:`RunPlan`: for each
+step its callables (imported once), its margin, its tiling (the engine's own
+:func:`~eoscale.engine.tiling.plan_step`) and chunks, the images it loads, stages and releases,
+and the memory the run is estimated to hold at that step; for each image where it lives and why.
+``eoscale validate`` reports its estimate, ``eoscale run --dry-run`` prints it, and the runner
+executes it without deciding anything of its own.
+
+Where an image lives:
+
+- ``shared``: held whole in a shared-memory segment that every worker maps (inputs read by several
+  steps or with a margin, which would otherwise decode their blocks again; every step's outputs);
+- ``file``: read from its file window by window by the workers (an input that a single step reads
+  without margin and that is not an output: each worker decodes its own tiles as it computes).
+
+What is not known before the run is said so: a margin that a callable derives from ``${...}``
+params (planned with margin 0, decided when the step runs, the same way), and the dtype and band
+count of a map without a profile function (assumed like its first input; learnt from the first
+tile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from eoscale.engine.contract import declared, step_margin
+from eoscale.engine.core import default_workers, make_chunks
+from eoscale.engine.executors import WORKER_GDAL_CACHE_MB
+from eoscale.engine.grid import grid_differences
+from eoscale.engine.memory import own_pss
+from eoscale.engine.tiling import Plan, Tiling, plan_step
+from eoscale.errors import ConfigError, PipelineError, Problem, RasterError
+from eoscale.io.raster import read_profile
+from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
+from eoscale.pipeline.spec import PipelineSpec, StepSpec
+
+Residence = Literal["shared", "file"]
+
+MIB = 2 ** 20
+#: What the main process holds before a run when it cannot be measured (no /proc): an interpreter
+#: with numpy, rasterio, GDAL, rich and scipy imported.
+DEFAULT_BASE_BYTES = 100 * MIB
+#: What the main process adds during a run beyond its planning-time size: the progress display,
+#: GDAL's GeoTIFF writer and its buffers, results checked and folded (measured: 10 to 15 MiB).
+RUN_BYTES = 12 * MIB
+#: What each process computing tiles adds beyond its tile buffers: for a forked worker, the pages
+#: Python writes to after the fork (reference counts, allocator arenas) and the buffers of the
+#: libraries its callables use (measured on the example pipelines: 15 to 25 MiB).
+WORKER_BYTES = 20 * MIB
+#: multiprocessing's resource tracker, a small interpreter of its own, when there are workers.
+TRACKER_BYTES = 10 * MIB
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available (``MemAvailable`` in /proc/meminfo), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a run may use: ``workers`` processes (1: in the calling process), ``memory`` bytes
+    (None: unknown), and ``base`` bytes the calling process already holds, counted in the peak."""
+
+    workers: int
+    memory: int | None
+    base: int = DEFAULT_BASE_BYTES
+    executor: Literal["processes", "inline"] = "processes"
+
+    @classmethod
+    def detect(cls, workers: int | None = None) -> Resources:
+        """This machine's: the CPUs this process may run on (its affinity) unless ``workers`` is
+        given, the memory available now, and this process's own PSS."""
+        if workers is None:
+            workers = default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be a positive integer, not {workers!r}")
+        return cls(workers, available_memory(), own_pss() or DEFAULT_BASE_BYTES,
+                   "processes" if workers > 1 else "inline")
+
+    @property
+    def fixed_bytes(self) -> int:
+        """Memory the run holds whatever its images: the main process, workers, the tracker."""
+        if self.executor == "inline":
+            return self.base + RUN_BYTES + WORKER_BYTES
+        return self.base + RUN_BYTES + TRACKER_BYTES + self.workers * WORKER_BYTES
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """One image of the run: its size, where it lives and why, when it comes and goes."""
+
+    name: str
+    made_by: str | None          # the step that makes it; None for a pipeline input
+    path: Path | None            # the file of an input
+    count: int
+    height: int
+    width: int
+    dtype: str
+    lives: Residence
+    why: str
+    arrives: int                 # index of the step before which it exists (-1: at the start)
+    released_after: int          # index of the step after which it is released (-1: at start)
+    output: Path | None = None   # where it is written, if it is an output
+    known: bool = True           # False: band count and dtype assumed, learnt from a first tile
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.height * self.width * np.dtype(self.dtype).itemsize
+
+    @property
+    def pixel_bytes(self) -> int:
+        return self.count * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Estimated memory at one moment: whole images in shared memory, the workers' tile buffers
+    (windows, results, a callable's temporaries, GDAL's block cache) and the fixed part."""
+
+    images: int
+    tiles: int
+    fixed: int
+
+    @property
+    def total(self) -> int:
+        return self.images + self.tiles + self.fixed
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of the run, as it will execute."""
+
+    index: int
+    step: StepSpec = field(compare=False, repr=False)
+    callables: StepCallables = field(compare=False, repr=False)
+    margin: int | None           # None: derived from ${...} params when the step runs
+    margin_from: Literal["stated", "declared", "none", "params"]
+    tiling: Plan                 # with margin None, planned with margin 0 (for the estimate)
+    chunks: int
+    requested: Tiling            # the pipeline's tiling: mode, and tile size if one is given
+    workers: int
+    block_shape: tuple[int, int] | None
+    loads: tuple[str, ...]       # inputs brought in (loaded or opened) before the step
+    stages: tuple[str, ...]      # results written (staged) after it
+    releases: tuple[str, ...]    # images released after it
+    memory: Memory
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+    @property
+    def kind(self) -> str:
+        return self.step.kind
+
+    def tiling_for(self, params: Mapping[str, Any]) -> Plan:
+        """The tiling to run with, given the step's resolved params: the planned one, or for a
+        margin derived from ``${...}`` params, planned now the same way (:func:`plan_step`)."""
+        if self.margin is not None:
+            return self.tiling
+        margin = step_margin(self.callables.fn, params, self.step.margin)
+        return plan_step(self.tiling.height, self.tiling.width, margin=margin,
+                         tiling=self.requested, workers=self.workers, block_shape=self.block_shape)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A whole run, decided: resources, images and steps in order, and the estimated peak."""
+
+    spec: PipelineSpec = field(compare=False, repr=False)
+    resources: Resources
+    images: Mapping[str, ImagePlan]
+    steps: tuple[StepPlan, ...]
+    copied: tuple[str, ...]      # inputs that are outputs too: loaded and staged at the start
+
+    @property
+    def peak(self) -> Memory:
+        moments = [step.memory for step in self.steps] or [Memory(0, 0, self.resources.fixed_bytes)]
+        return max(moments, key=lambda memory: memory.total)
+
+    @property
+    def peak_step(self) -> str | None:
+        if not self.steps:
+            return None
+        return max(self.steps, key=lambda step: step.memory.total).name
+
+    @property
+    def fits(self) -> bool:
+        return self.resources.memory is None or self.peak.total <= self.resources.memory
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready values (``eoscale run --dry-run --json``)."""
+        peak = self.peak
+        return {
+            "pipeline": str(self.spec.source) if self.spec.source else None,
+            "resources": {"workers": self.resources.workers, "executor": self.resources.executor,
+                          "memory_available": self.resources.memory,
+                          "base_bytes": self.resources.base},
+            "images": [_image_dict(image) for image in self.images.values()],
+            "steps": [_step_dict(step) for step in self.steps],
+            "copied": list(self.copied),
+            "estimate": {"peak_bytes": peak.total, "images_bytes": peak.images,
+                         "tiles_bytes": peak.tiles, "fixed_bytes": peak.fixed,
+                         "peak_step": self.peak_step, "fits": self.fits},
+        }
+
+
+def _image_dict(image: ImagePlan) -> dict[str, Any]:
+    return {"name": image.name, "made_by": image.made_by,
+            "path": str(image.path) if image.path else None,
+            "shape": [image.count, image.height, image.width], "dtype": image.dtype,
+            "known": image.known, "bytes": image.nbytes, "lives": image.lives, "why": image.why,
+            "arrives_before_step": image.arrives, "released_after_step": image.released_after,
+            "output": str(image.output) if image.output else None}
+
+
+def _step_dict(step: StepPlan) -> dict[str, Any]:
+    return {"index": step.index, "name": step.name, "kind": step.kind,
+            "callable": step.step.callable, "inputs": list(step.step.inputs),
+            "outputs": list(step.step.outputs), "margin": step.margin,
+            "margin_from": step.margin_from,
+            "tiling": {"mode": step.tiling.mode, "tile_size": step.tiling.tile_size,
+                       "tiles": step.tiling.tile_count, "chunks": step.chunks},
+            "loads": list(step.loads), "stages": list(step.stages),
+            "releases": list(step.releases),
+            "memory": {"total_bytes": step.memory.total, "images_bytes": step.memory.images,
+                       "tiles_bytes": step.memory.tiles, "fixed_bytes": step.memory.fixed}}
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
+    """Plan a run of ``spec`` (already loaded, so its names and references are checked).
+
+    Imports the callables, reads the inputs' profiles, checks that they are on one grid, calls
+    profile and margin functions (not for steps whose params hold ``${...}``), and decides
+    everything the run does. Raises :class:`PipelineError` with every problem found.
+    """
+    if resources is None:
+        resources = Resources.detect(spec.workers)
+    problems: list[Problem] = []
+    callables: dict[int, StepCallables] = {}
+    for index, step in enumerate(spec.steps):
+        found, step_problems = resolve_step(step, spec.base_dir)
+        problems += step_problems
+        if found is not None:
+            callables[index] = found
+    for index, found in callables.items():
+        problems += params_problems(spec.steps[index], found.fn)
+    profiles = _input_profiles(spec, problems)
+    margins = {index: _margin(step, callables[index], problems)
+               for index, step in enumerate(spec.steps) if index in callables}
+    if problems:
+        raise PipelineError(problems)
+    shapes = _image_shapes(spec, profiles, callables, problems)
+    if problems:
+        raise PipelineError(problems)
+    return _decide(spec, resources, profiles, shapes, callables, margins)
+
+
+def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
+    """What the callable's own ``check(params, input_names)`` finds (not for ``${...}`` params)."""
+    check_fn = declared(main, "check")
+    if check_fn is None or any(step.references()):
+        return []
+    try:
+        found = check_fn(callable_params(step, main, {}), list(step.inputs))
+    except Exception as error:  # the callable's own check: any failure is a problem to report
+        found = [f"checking the params of '{step.callable}' raised {type(error).__name__}: {error}"]
+    return [step.locate("params").problem(message, step.name) for message in found]
+
+
+def _input_profiles(spec: PipelineSpec, problems: list[Problem]) -> dict[str, dict[str, Any]]:
+    profiles: dict[str, dict[str, Any]] = {}
+    for name, item in spec.inputs.items():
+        try:
+            profiles[name] = read_profile(item.path)
+        except RasterError as error:
+            problems.append(item.where.problem(str(error)))
+    read = list(profiles)
+    for name in read[1:]:
+        differences = grid_differences(profiles[read[0]], profiles[name])
+        if differences:
+            item, first = spec.inputs[name], spec.inputs[read[0]]
+            problems.append(item.where.problem(
+                f"{item.path.name} is not on the grid of input '{first.name}' ({first.path.name}): "
+                + "; ".join(differences)))
+    return profiles
+
+
+def _margin(step: StepSpec, found: StepCallables, problems: list[Problem]) -> int | None:
+    """The step's margin (:func:`step_margin`), or None when the callable derives it from params
+    that hold ``${...}``: then it is decided when the step runs, from the resolved params."""
+    referenced = any(step.references())
+    if referenced and callable(getattr(found.fn, "margin", None)):
+        return None
+    try:
+        params = {} if referenced else callable_params(step, found.fn, {})
+        return step_margin(found.fn, params, step.margin, label=f"'{step.callable}'")
+    except ConfigError as error:
+        key = "margin" if step.margin is not None else step.kind
+        problems.append(step.locate(key).problem(str(error), step.name))
+        return step.margin or 0
+
+
+@dataclass(frozen=True)
+class _Shape:
+    count: int
+    dtype: str
+    known: bool
+
+
+def _image_shapes(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
+                  callables: Mapping[int, StepCallables], problems: list[Problem],
+                  ) -> dict[str, _Shape]:
+    """Band count and dtype of every image: inputs from their files, a map's outputs from its
+    profile function; without one (or with ``${...}`` params) like its first input, unknown."""
+    shapes = {name: _Shape(int(p["count"]), np.dtype(p["dtype"]).name, True)
+              for name, p in profiles.items()}
+    grid = next(iter(profiles.values()))
+    for index, step in enumerate(spec.steps):
+        if step.kind != "map":
+            continue
+        first = shapes[step.inputs[0]]
+        guess = [_Shape(first.count, first.dtype, False)] * len(step.outputs)
+        profile_fn = callables[index].profile
+        if profile_fn is None or any(step.references()):
+            shapes.update(zip(step.outputs, guess))
+            continue
+        given = [dict(grid, count=shapes[name].count, dtype=shapes[name].dtype)
+                 for name in step.inputs]
+        made, problem = _call_profile(step, profile_fn, given, callables[index])
+        if problem is not None:
+            key = "profile" if step.profile is not None else step.kind
+            problems.append(step.locate(key).problem(problem, step.name))
+            made = guess
+        shapes.update(zip(step.outputs, made))
+    return shapes
+
+
+def _call_profile(step: StepSpec, profile_fn: Any, given: list[dict[str, Any]],
+                  found: StepCallables) -> tuple[list[_Shape], str | None]:
+    try:
+        made = profile_fn([dict(p) for p in given], callable_params(step, found.fn, {}))
+    except Exception as error:  # the user's profile function: any failure is a problem to report
+        return [], f"the profile function raised {type(error).__name__}: {error}"
+    answers = list(made) if isinstance(made, (list, tuple)) else [made] * len(step.outputs)
+    if len(answers) != len(step.outputs):
+        return [], (f"the profile function returned {len(answers)} profiles for "
+                    f"{len(step.outputs)} outputs")
+    shapes = []
+    for answer in answers:
+        if not isinstance(answer, Mapping):
+            return [], f"the profile function returned a {type(answer).__name__}, not a profile"
+        merged = {**given[0], "count": 1, **answer} if "count" not in answer else \
+            {**given[0], **answer}
+        count = merged.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            return [], f"the profile function returned a profile with count {count!r}"
+        try:
+            dtype = np.dtype(merged.get("dtype")).name
+        except TypeError:
+            return [], (f"the profile function returned a profile with dtype "
+                        f"{merged.get('dtype')!r}, not a numpy dtype")
+        shapes.append(_Shape(count, dtype, True))
+    return shapes, None
+
+
+def _readers(spec: PipelineSpec) -> dict[str, list[int]]:
+    readers: dict[str, list[int]] = {}
+    for index, step in enumerate(spec.steps):
+        for name in step.inputs:
+            readers.setdefault(name, []).append(index)
+    return readers
+
+
+def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mapping[str, Any]],
+            shapes: Mapping[str, _Shape], callables: Mapping[int, StepCallables],
+            margins: Mapping[int, int | None]) -> RunPlan:
+    grid = next(iter(profiles.values()))
+    height, width = int(grid["height"]), int(grid["width"])
+    block_shape = grid.get("block_shape")
+    readers = _readers(spec)
+    images: dict[str, ImagePlan] = {}
+    for name, item in spec.inputs.items():
+        steps = readers.get(name, [])
+        lives, why = _input_residence(name, spec, steps, margins)
+        arrives = -1 if name in spec.outputs else (steps[0] if steps else len(spec.steps))
+        released = max(steps) if steps else -1
+        images[name] = ImagePlan(
+            name, None, item.path, shapes[name].count, height, width, shapes[name].dtype, lives,
+            why, arrives, released, _output_path(spec, name))
+    for index, step in enumerate(spec.steps):
+        for name in step.outputs:
+            released = max([index, *readers.get(name, [])])
+            images[name] = ImagePlan(
+                name, step.name, None, shapes[name].count, height, width, shapes[name].dtype,
+                "shared", "made by a step: workers write their tiles into it", index, released,
+                _output_path(spec, name), shapes[name].known)
+    copied = tuple(name for name in spec.inputs if name in spec.outputs)
+    steps = []
+    for index, step in enumerate(spec.steps):
+        margin = margins[index]
+        tiling = plan_step(height, width, margin=margin or 0, tiling=spec.tiling,
+                           workers=resources.workers, block_shape=block_shape)
+        loads = tuple(name for name in dict.fromkeys(step.inputs)
+                      if name in spec.inputs and images[name].arrives == index)
+        results = step.outputs if step.kind == "map" else (step.name,)
+        stages = tuple(name for name in results if name in spec.outputs)
+        releases = tuple(name for name, image in images.items()
+                         if image.released_after == index and image.arrives <= index)
+        memory = _memory(index, step, tiling, images, resources)
+        margin_from = ("params" if margin is None else "stated" if step.margin is not None
+                       else "declared" if hasattr(callables[index].fn, "margin") else "none")
+        steps.append(StepPlan(
+            index, step, callables[index], margin, margin_from, tiling,
+            len(make_chunks(range(tiling.tile_count), resources.workers)), spec.tiling,
+            resources.workers, block_shape, loads, stages, releases, memory))
+    return RunPlan(spec, resources, images, tuple(steps), copied)
+
+
+def _output_path(spec: PipelineSpec, name: str) -> Path | None:
+    output = spec.outputs.get(name)
+    return output.path if output is not None else None
+
+
+def _input_residence(name: str, spec: PipelineSpec, steps: list[int],
+                     margins: Mapping[int, int | None]) -> tuple[Residence, str]:
+    if name in spec.outputs:
+        return "shared", "it is also an output: loaded once, then copied"
+    if not steps:
+        return "file", "no step reads it"
+    if len(steps) > 1:
+        return "shared", f"{len(steps)} steps read it: loaded once rather than decoded {len(steps)} times"
+    margin = margins[steps[0]]
+    if margin is None:
+        return "shared", "its reader's margin depends on ${...} params"
+    if margin > 0:
+        return "shared", (f"its reader has margin {margin}: windows overlap, so reading the file "
+                          "would decode blocks again")
+    return "file", "one step reads it, without margin: workers decode their own windows"
+
+
+def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, ImagePlan],
+            resources: Resources) -> Memory:
+    """Memory while a step computes: the shared images alive then (its outputs included), and
+    each worker's tile: a decoded window of each input read from its file, as much again as its
+    inputs for a callable's temporaries, its results, and GDAL's block cache when it reads files."""
+    held = sum(image.nbytes for image in images.values()
+               if image.lives == "shared" and image.arrives <= index <= image.released_after)
+    rows, columns = tiling.read_shape
+    pixels = rows * columns
+    read = [images[name] for name in dict.fromkeys(step.inputs)]
+    from_files = [image for image in read if image.lives == "file"]
+    per_worker = pixels * (sum(image.pixel_bytes for image in read)
+                           + sum(image.pixel_bytes for image in from_files)
+                           + sum(images[name].pixel_bytes for name in step.outputs))
+    per_worker += min(sum(image.nbytes for image in from_files), WORKER_GDAL_CACHE_MB * MIB)
+    return Memory(held, resources.workers * per_worker, resources.fixed_bytes)
+
+
+def size_text(count: float) -> str:
+    """A byte count for people: ``1.5 GiB``."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while count >= 1024 and power < len(units) - 1:
+        count /= 1024
+        power += 1
+    return f"{count:.0f} bytes" if power == 0 else f"{count:.1f} {units[power]}"
+

@@ -1,0 +1,74 @@
+"""``eoscale run --dry-run``: the plan of every example, its JSON form, and the plan's memory
+estimate against the peak a real run measures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import eoscale
+
+EXAMPLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "pipelines").glob("*.yaml"))
+#: How far the estimate may be from the measured peak, as a share of the measured peak.
+ESTIMATE_TOLERANCE = 0.25
+UNITS = {"bytes": 1, "KiB": 2 ** 10, "MiB": 2 ** 20, "GiB": 2 ** 30}
+
+
+@pytest.mark.parametrize("pipeline", EXAMPLES)
+def test_dry_run_prints_the_plan_of_every_example(examples: Path, pipeline: str) -> None:
+    done = eoscale("run", pipeline, "--dry-run", "-w", "2", cwd=examples)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("run plan: ")
+    assert "estimated peak memory" in done.stdout
+    for line in done.stdout.splitlines():
+        if line.startswith("  step "):
+            assert re.search(r"; \d+ (tiles|strips) of \d+ (px|rows), \d+ chunks; memory ", line)
+    assert not (examples / "out").exists()  # nothing computed, nothing written
+
+
+def test_dry_run_json(examples: Path) -> None:
+    done = eoscale("run", "builtin_indices.yaml", "--dry-run", "--json", "-w", "2", cwd=examples)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    steps = {step["name"]: step for step in plan["steps"]}
+    images = {image["name"]: image for image in plan["images"]}
+    # 512 x 512 for 2 workers: 4 tiles a worker or more, so tiles of 181 px, 3 x 3 of them.
+    assert {step["tiling"]["tiles"] for step in steps.values()} == {9}
+    assert steps["ndvi_smooth"]["margin"] == 2 and steps["ndvi_smooth"]["margin_from"] == "declared"
+    # The scene is read by two steps: held in shared memory from the first to the last.
+    assert images["scene"]["lives"] == "shared"
+    assert (images["scene"]["arrives_before_step"], images["scene"]["released_after_step"]) == (0, 6)
+    assert steps["ndvi"]["loads"] == ["scene"] and steps["rgb"]["releases"] == ["scene"]
+    # ndvi is released once ndvi_smooth has read it; ndvi_smooth once its last reader ran.
+    assert steps["ndvi_smooth"]["releases"] == ["ndvi"]
+    assert images["ndvi_smooth"]["released_after_step"] == 5
+    assert steps["ndvi_smooth"]["stages"] == ["ndvi_smooth"]
+    estimate = plan["estimate"]
+    assert estimate["peak_bytes"] == max(s["memory"]["total_bytes"] for s in steps.values())
+    assert estimate["peak_step"] in steps and estimate["fits"] is True
+    assert plan["resources"]["workers"] == 2
+    assert not (examples / "out").exists()
+
+
+def test_json_needs_dry_run(examples: Path) -> None:
+    done = eoscale("run", "quickstart.yaml", "--json", cwd=examples)
+    assert done.returncode == 2 and "--json goes with --dry-run" in done.stderr
+
+
+def _bytes(number: str, unit: str) -> float:
+    return float(number) * UNITS[unit]
+
+
+@pytest.mark.parametrize("pipeline", EXAMPLES)
+def test_the_estimate_is_near_the_measured_peak(examples: Path, pipeline: str) -> None:
+    done = eoscale("run", pipeline, "-w", "2", cwd=examples, env=dict(os.environ, COLUMNS="300"))
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"peak memory ([\d.]+) (\w+) \(estimated ([\d.]+) (\w+)\)", done.stdout)
+    if found is None:
+        pytest.skip("no PSS on this system (/proc/PID/smaps_rollup): nothing measured")
+    measured, estimated = _bytes(*found.group(1, 2)), _bytes(*found.group(3, 4))
+    assert abs(estimated - measured) <= ESTIMATE_TOLERANCE * measured, done.stdout
