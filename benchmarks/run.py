@@ -70,6 +70,9 @@ WORKLOADS = [
              0.52),
 ]
 
+#: The plan's estimate that eoscale prints beside its measured peak in its summary.
+_ESTIMATE = re.compile(r"\(estimated ([0-9.]+) (bytes|KiB|MiB|GiB)\)")
+_UNITS = {"bytes": 1, "KiB": 2 ** 10, "MiB": 2 ** 20, "GiB": 2 ** 30}
 _PHASE_LINE = re.compile(r"^\d\d:\d\d:\d\d (read|map|reduce|write) .+: done in ([0-9.]+) s", re.MULTILINE)
 
 
@@ -150,6 +153,12 @@ def phases_of(run: Measured, kind: str) -> dict[str, float]:
     return phases
 
 
+def estimate_of(run: Measured) -> float | None:
+    """The peak memory eoscale's plan estimated for a run (bytes), from its summary line."""
+    found = _ESTIMATE.search(run.stdout)
+    return float(found.group(1)) * _UNITS[found.group(2)] if found else None
+
+
 def run_once(workload: Workload, kind: str, scene: Path, out: Path, args,
              sample_memory: bool) -> Measured:
     workers, interval, source = args.workers, args.interval if sample_memory else None, args.source
@@ -201,12 +210,15 @@ def summarise(runs: list[Measured], memory_runs: list[Measured], kind: str) -> d
     phases = [phases_of(r, kind) for r in runs]
     names = sorted({name for p in phases for name in p})
     peak_run = sorted(memory_runs, key=lambda r: r.peak_pss)[len(memory_runs) // 2]
+    estimates = [estimate_of(r) for r in memory_runs] if kind == "eoscale" else []
     return {
         "wall_s": statistics.median(r.wall_s for r in runs),
         "wall_min_s": min(r.wall_s for r in runs),
         "cpu_s": statistics.median(r.cpu_s for r in runs),
         "peak_pss": statistics.median(r.peak_pss for r in memory_runs),
         "peak_parts": peak_run.peak_parts,
+        "estimate": (statistics.median(e for e in estimates if e is not None)
+                     if any(e is not None for e in estimates) else None),
         "phases_s": {n: statistics.median(p.get(n, 0.0) for p in phases) for n in names},
         "runs": [dict(r.as_dict(), phases_s=p) for r, p in zip(runs, phases)],
         "memory_runs": [dict(r.as_dict(), phases_s=phases_of(r, kind)) for r in memory_runs
@@ -253,6 +265,7 @@ def bench_workload(workload: Workload, scene: Path, bands: int, size: int, args,
         "cpu_ratio": eo["cpu_s"] / base["cpu_s"],
         "peak_ratio": eo["peak_pss"] / base["peak_pss"],
         "peak_vs_held": {"baseline": base["peak_pss"] / held, "eoscale": eo["peak_pss"] / held},
+        "estimate_vs_peak": eo["estimate"] / eo["peak_pss"] if eo["estimate"] else None,
         "bound_s": bound, "wall_vs_bound": eo["wall_s"] / bound,
         "equality": equality,
         "targets": {"wall_ratio": workload.wall_target, "peak_vs_held": PEAK_TARGET,
@@ -283,7 +296,8 @@ def tables(report: dict) -> tuple[Table, Table]:
     for column in ("workload", "base wall s", "base CPU s", "base peak MiB", "eo wall s",
                    "eo CPU s", "eo peak MiB", "wall eo/base (target)", "best-of eo/base",
                    "peak eo/base",
-                   "in+out MiB", "eo peak/in+out (<=1.15)", "bound s", "eo wall/bound", "equal"):
+                   "in+out MiB", "eo peak/in+out (<=1.15)", "eo estimate/peak", "bound s",
+                   "eo wall/bound", "equal"):
         summary.add_column(column, justify="left" if column == "workload" else "right")
     for w in report["workloads"]:
         b, e, t = w["baseline"], w["eoscale"], w["targets"]
@@ -293,7 +307,7 @@ def tables(report: dict) -> tuple[Table, Table]:
             f"{w['wall_ratio']:.2f} ({t['wall_ratio']:.2f}) {'ok' if t['wall_met'] else 'MISS'}",
             f"{w['wall_ratio_best']:.2f}", f"{w['peak_ratio']:.2f}", f"{w['held_bytes'] / MiB:.0f}",
             f"{w['peak_vs_held']['eoscale']:.2f} {'ok' if t['peak_met'] else 'MISS'}",
-            f"{w['bound_s']:.2f}", f"{w['wall_vs_bound']:.2f}",
+            _ratio(w.get("estimate_vs_peak")), f"{w['bound_s']:.2f}", f"{w['wall_vs_bound']:.2f}",
             "yes" if w["equality"]["equal"] else f"NO ({w['equality']['detail']})")
     phases = Table(title="phase medians (s): baseline read / compute / write; "
                          "eoscale read / map / reduce / write (as it reports them)",
@@ -310,6 +324,10 @@ def tables(report: dict) -> tuple[Table, Table]:
     return summary, phases
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown(report: dict) -> str:
     """The report as Markdown: a sentence on the machine and load, the two tables, the overhead."""
     m, s, load = report["machine"], report["settings"], report["load"]
@@ -322,8 +340,9 @@ def markdown(report: dict) -> str:
         f"{load['foreign_cores_median']:.1f} cores on average (median over runs) while measuring.")
     summary_header = ("| workload | baseline wall / CPU / peak | eoscale wall / CPU / peak "
                       "| wall eo/base (target) | best-of wall eo/base | peak eo/base "
-                      "| peak eo / in+out held (target 1.15) | bound | eo / bound | pixels equal |")
-    lines = [machine_line, "", summary_header, "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| peak eo / in+out held (target 1.15) | eo estimate / peak | bound "
+                      "| eo / bound | pixels equal |")
+    lines = [machine_line, "", summary_header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in report["workloads"]:
         b, e, t = w["baseline"], w["eoscale"], w["targets"]
         equal = "yes" if w["equality"]["equal"] else "no: " + w["equality"]["detail"]
@@ -333,7 +352,7 @@ def markdown(report: dict) -> str:
             f"| {w['wall_ratio']:.2f} ({t['wall_ratio']:.2f}) | {w['wall_ratio_best']:.2f} "
             f"| {w['peak_ratio']:.2f} "
             f"| {w['peak_vs_held']['eoscale']:.2f} ({w['held_bytes'] / MiB:.0f} MiB held) "
-            f"| {w['bound_s']:.1f} s | {w['wall_vs_bound']:.2f} | {equal} |")
+            f"| {_ratio(w.get('estimate_vs_peak'))} | {w['bound_s']:.1f} s | {w['wall_vs_bound']:.2f} | {equal} |")
     phase_header = ("| workload | baseline read / compute / write "
                     "| eoscale read / map / reduce / write / rest |")
     lines += ["", phase_header, "|---|---|---|"]

@@ -24,4 +24,4 @@ def validate(pipeline: Path) -> None:
     out = console()
     out.print(f"{pipeline}: valid ({len(spec.inputs)} input(s), {len(spec.steps)} step(s), "
               f"{len(spec.outputs)} output(s))", markup=False)
-    out.print(describe_estimate(plan), markup=False)
+    out.print(describe_estimate(plan), markup=False, soft_wrap=True)

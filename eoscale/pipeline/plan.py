@@ -423,7 +423,7 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
         stages = tuple(name for name in results if name in spec.outputs)
         releases = tuple(name for name, image in images.items()
                          if image.released_after == index and image.arrives <= index)
-        memory = _memory(index, step, tiling, images, resources)
+        memory = _memory(index, step, tiling, images, resources, block_shape)
         margin_from = ("params" if margin is None else "stated" if step.margin is not None
                        else "declared" if hasattr(callables[index].fn, "margin") else "none")
         steps.append(StepPlan(
@@ -456,10 +456,12 @@ def _input_residence(name: str, spec: PipelineSpec, steps: list[int],
 
 
 def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, ImagePlan],
-            resources: Resources) -> Memory:
+            resources: Resources, block_shape: tuple[int, int] | None) -> Memory:
     """Memory while a step computes: the shared images alive then (its outputs included), and
     each worker's tile: a decoded window of each input read from its file, as much again as its
-    inputs for a callable's temporaries, its results, and GDAL's block cache when it reads files."""
+    inputs for a callable's temporaries, and its results. Windows that cover whole blocks of the
+    file are decoded straight into their array; others leave partly read blocks in GDAL's cache
+    (up to its cap in each worker)."""
     held = sum(image.nbytes for image in images.values()
                if image.lives == "shared" and image.arrives <= index <= image.released_after)
     rows, columns = tiling.read_shape
@@ -469,8 +471,19 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     per_worker = pixels * (sum(image.pixel_bytes for image in read)
                            + sum(image.pixel_bytes for image in from_files)
                            + sum(images[name].pixel_bytes for name in step.outputs))
-    per_worker += min(sum(image.nbytes for image in from_files), WORKER_GDAL_CACHE_MB * MIB)
+    if from_files and not _block_aligned(tiling, block_shape):
+        per_worker += min(sum(image.nbytes for image in from_files), WORKER_GDAL_CACHE_MB * MIB)
     return Memory(held, resources.workers * per_worker, resources.fixed_bytes)
+
+
+def _block_aligned(tiling: Plan, block_shape: tuple[int, int] | None) -> bool:
+    """Whether every tile's core starts on a block boundary of the file (margins are 0 here)."""
+    if not block_shape:
+        return False
+    rows, columns = block_shape
+    if tiling.mode == "strips":
+        return tiling.tile_size % rows == 0 and columns >= tiling.width
+    return tiling.tile_size % rows == 0 and tiling.tile_size % columns == 0
 
 
 def size_text(count: float) -> str:

@@ -59,16 +59,47 @@ def test_json_needs_dry_run(examples: Path) -> None:
     assert done.returncode == 2 and "--json goes with --dry-run" in done.stderr
 
 
-def _bytes(number: str, unit: str) -> float:
-    return float(number) * UNITS[unit]
+def assert_estimate_near_peak(stdout: str) -> None:
+    """The summary's measured peak and the plan's estimate are within the tolerance."""
+    found = re.search(r"peak memory ([\d.]+) (\w+) \(estimated ([\d.]+) (\w+)\)", stdout)
+    if found is None:
+        pytest.skip("no PSS on this system (/proc/PID/smaps_rollup): nothing measured")
+    measured = float(found.group(1)) * UNITS[found.group(2)]
+    estimated = float(found.group(3)) * UNITS[found.group(4)]
+    assert abs(estimated - measured) <= ESTIMATE_TOLERANCE * measured, stdout
 
 
 @pytest.mark.parametrize("pipeline", EXAMPLES)
 def test_the_estimate_is_near_the_measured_peak(examples: Path, pipeline: str) -> None:
     done = eoscale("run", pipeline, "-w", "2", cwd=examples, env=dict(os.environ, COLUMNS="300"))
     assert done.returncode == 0, done.stderr
-    found = re.search(r"peak memory ([\d.]+) (\w+) \(estimated ([\d.]+) (\w+)\)", done.stdout)
-    if found is None:
-        pytest.skip("no PSS on this system (/proc/PID/smaps_rollup): nothing measured")
-    measured, estimated = _bytes(*found.group(1, 2)), _bytes(*found.group(3, 4))
-    assert abs(estimated - measured) <= ESTIMATE_TOLERANCE * measured, done.stdout
+    assert_estimate_near_peak(done.stdout)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benchmarks' scene (3 bands uint16, tiled, deflate), at 2048 x 2048 so that its
+    images weigh in the estimate beside the processes."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from datagen import ensure_scene
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return ensure_scene(2048, tmp_path_factory.mktemp("bench-data"))
+
+
+@pytest.mark.parametrize("workload, result", [("w1_mean", "mean"), ("w2_stats", "stats"),
+                                              ("w3_ratio_median", "median")])
+def test_the_estimate_is_near_the_measured_peak_on_benchmark_data(
+        bench_scene: Path, tmp_path: Path, workload: str, result: str) -> None:
+    out = tmp_path / f"{result}{'.json' if workload == 'w2_stats' else '.tif'}"
+    done = eoscale("run", str(BENCHMARKS / f"{workload}.yaml"), "-w", "2", "--input",
+                   f"scene={bench_scene}", "--output", f"{result}={out}",
+                   env=dict(os.environ, COLUMNS="300"))
+    assert done.returncode == 0, done.stderr
+    assert_estimate_near_peak(done.stdout)
