@@ -38,7 +38,7 @@ from eoscale.engine.tiling import Plan, Tiling, plan_step
 from eoscale.errors import ConfigError, PipelineError, Problem, RasterError
 from eoscale.io.raster import read_profile
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
-from eoscale.pipeline.spec import PipelineSpec, StepSpec
+from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
 Residence = Literal["shared", "file"]
 
@@ -171,7 +171,11 @@ class StepPlan:
         margin derived from ``${...}`` params, planned now the same way (:func:`plan_step`)."""
         if self.margin is not None:
             return self.tiling
-        margin = step_margin(self.callables.fn, params, self.step.margin)
+        try:
+            margin = step_margin(self.callables.fn, params, self.step.margin,
+                                 label=f"'{self.step.callable}'")
+        except ConfigError as error:
+            raise ConfigError(f"step '{self.name}': {error}") from None
         return plan_step(self.tiling.height, self.tiling.width, margin=margin,
                          tiling=self.requested, workers=self.workers, block_shape=self.block_shape)
 
@@ -366,8 +370,7 @@ def _call_profile(step: StepSpec, profile_fn: Any, given: list[dict[str, Any]],
     for answer in answers:
         if not isinstance(answer, Mapping):
             return [], f"the profile function returned a {type(answer).__name__}, not a profile"
-        merged = {**given[0], "count": 1, **answer} if "count" not in answer else \
-            {**given[0], **answer}
+        merged = {**given[0], "count": 1, **answer}  # as the engine grows a profile
         count = merged.get("count")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             return [], f"the profile function returned a profile with count {count!r}"
@@ -430,7 +433,7 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
             index, step, callables[index], margin, margin_from, tiling,
             len(make_chunks(range(tiling.tile_count), resources.workers)), spec.tiling,
             resources.workers, block_shape, loads, stages, releases, memory))
-    return RunPlan(spec, resources, images, tuple(steps), copied)
+    return RunPlan(spec, resources, FrozenMap(images), tuple(steps), copied)
 
 
 def _output_path(spec: PipelineSpec, name: str) -> Path | None:
