@@ -14,6 +14,7 @@ the ``with`` block, also on errors and KeyboardInterrupt) stops the workers and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -26,15 +27,29 @@ import numpy as np
 
 from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, step_margin
 from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
-from eoscale.engine.filed import FileRaster, FileRef
+from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.grid import grid_differences
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
-from eoscale.engine.tasks import (Job, LoadJob, MapJob, ProbeJob, ReduceJob, ResultMismatch,
-                                  TileFailure, check_results)
+from eoscale.engine.tasks import (
+    Job,
+    LoadJob,
+    MapJob,
+    ProbeJob,
+    ReduceJob,
+    ResultMismatch,
+    TileFailure,
+    check_results,
+)
 from eoscale.engine.tiling import TILES_PER_WORKER, Plan, Tile, Tiling, auto_tile_size, plan_step
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
-from eoscale.io.raster import Staging, default_output_profile, read_profile, write_geotiff
+from eoscale.io.raster import (
+    Staging,
+    TileWriter,
+    default_output_profile,
+    read_profile,
+    write_geotiff,
+)
 
 #: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
 MAX_CHUNKS = 256
@@ -139,7 +154,7 @@ class Engine:
         """
         return FileRaster(FileRef.of(path, name))
 
-    def release(self, raster: SharedRaster | FileRaster) -> None:
+    def release(self, raster: SharedRaster | FileRaster | WrittenRaster) -> None:
         """Free a raster's shared memory now (later steps must not use it)."""
         raster.release()
         self._rasters = [r for r in self._rasters if r is not raster]
@@ -166,18 +181,23 @@ class Engine:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def map(self, fn: Callable, inputs: Sequence[SharedRaster], *,
+    def map(self, fn: Callable, inputs: Sequence[SharedRaster | FileRaster], *,
             params: Mapping[str, Any] | None = None, margin: int | None = None,
             profile_fn: ProfileFn | None = None, name: str | None = None,
             output_names: Sequence[str] | None = None, tiling: Tiling | None = None,
-            plan: Plan | None = None) -> list[SharedRaster]:
-        """N images -> M images: run ``fn`` on every tile and return the M shared results.
+            plan: Plan | None = None,
+            files: Sequence[OutputFile | None] | None = None) -> list[SharedRaster | WrittenRaster]:
+        """N images -> M images: run ``fn`` on every tile and return the M results.
 
         Output profiles come from ``profile_fn(profiles, params)`` (or the callable's ``profile``
         attribute); without one, the first tile is computed first, on a worker like every other
         tile, and each output takes a copy of the first input's profile with that result's band
         count and dtype. ``tiling`` replaces the engine's tiling for this step; ``plan`` gives the
         step's tiling as planned (:func:`~eoscale.engine.tiling.plan_step`), margin included.
+
+        An output with a ``files`` entry is never held: workers send its tiles back as they are
+        computed and this process writes them to that file (the caller stages it), so the result
+        is a :class:`WrittenRaster`, which later steps cannot read; the others are shared rasters.
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
@@ -204,16 +224,44 @@ class Engine:
         if names and len(names) != len(out_profiles):
             raise ResultError(f"{len(out_profiles)} output profile(s) for {len(names)} output name(s)",
                               step=name)
-        outputs = [self.create(p, name=names[i] if names else
-                               (name if len(out_profiles) == 1 else f"{name}[{i + 1}]"))
-                   for i, p in enumerate(out_profiles)]
-        job = replace(job, outputs=tuple(r.ref for r in outputs))
+        targets = list(files or [])
+        if targets and len(targets) != len(out_profiles):
+            raise ResultError(f"{len(out_profiles)} output(s) for {len(targets)} file target(s)",
+                              step=name)
+        targets += [None] * (len(out_profiles) - len(targets))
+        outputs: list[SharedRaster | WrittenRaster] = []
+        writers: dict[int, TileWriter] = {}
         try:
+            for i, (profile, target) in enumerate(zip(out_profiles, targets)):
+                label = names[i] if names else (name if len(out_profiles) == 1 else f"{name}[{i + 1}]")
+                if target is None:
+                    outputs.append(self.create(profile, name=label))
+                    continue
+                writers[i] = TileWriter(profile, target.path, options=target.options,
+                                        threads=self.workers, display=target.display)
+                outputs.append(WrittenRaster.of(profile, label, target.path))
+            job = replace(job, outputs=tuple(r.ref for r in outputs),
+                          returned=tuple(t is not None for t in targets))
+
+            def write(cores: Sequence[np.ndarray], tile: Tile) -> None:
+                for position, core in zip(writers, cores):
+                    writers[position].write(tile.core, core)
+
+            def collect(_chunk: Sequence[int], done: Any) -> None:
+                if writers:
+                    for index, cores in done:
+                        write(cores, tiles[index])
+
             if probe is not None:
-                self._store_probe(job, tiles[0], probe)
-            self._execute("map", name, job, remaining, lambda _p, _r: None,
+                write(self._store_probe(job, tiles[0], probe), tiles[0])
+            self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=phase_started)
+            for writer in writers.values():
+                writer.close()
         except BaseException:
+            for writer in writers.values():
+                with contextlib.suppress(Exception):
+                    writer.close()
             for raster in outputs:
                 self.release(raster)
             raise
@@ -312,10 +360,10 @@ class Engine:
             raise failure_error(found)
         return found
 
-    def _store_probe(self, job: MapJob, tile: Tile, probe: list[np.ndarray]) -> None:
+    def _store_probe(self, job: MapJob, tile: Tile, probe: list[np.ndarray]) -> list[np.ndarray]:
         try:
-            job.store(tile, check_results(probe, tile, [r.count for r in job.outputs],
-                                          [np.dtype(r.dtype) for r in job.outputs]))
+            return job.store(tile, check_results(probe, tile, [r.count for r in job.outputs],
+                                                 [np.dtype(r.dtype) for r in job.outputs]))
         except ResultMismatch as exc:
             raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
         finally:

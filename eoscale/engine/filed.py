@@ -1,14 +1,19 @@
-"""Rasters read window by window from their file, never loaded whole: for an input that a single
-step reads without margin, so each worker decodes its own tiles as it computes them.
+"""Rasters that live in files rather than in memory.
 
-A :class:`FileRef` is the picklable description (its path, shape, dtype, profile); a
-:class:`FileRaster` is it opened in a process: ``read(window)`` decodes that window (a new array,
-read-only like every input), and ``release()`` closes the file.
+Read window by window from their file, never loaded whole: for an input that a single step reads
+without margin, so each worker decodes its own tiles as it computes them. A :class:`FileRef` is the
+picklable description (its path, shape, dtype, profile); a :class:`FileRaster` is it opened in a
+process: ``read(window)`` decodes that window (a new array, read-only like every input), and
+``release()`` closes the file.
+
+Written to their file as their tiles are computed, never held: a map output that no later step
+reads (:class:`OutputFile` says where, :class:`WrittenRaster` is what the map gives back).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,3 +87,46 @@ class FileRaster:
 
     def __repr__(self) -> str:
         return f"FileRaster({self.ref.name!r}, {self.ref.path!r})"
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """Where a map output is written as its tiles are computed: a GeoTIFF at ``path`` with GDAL
+    creation ``options`` over the defaults; messages name ``display``."""
+
+    path: Path
+    options: Mapping[str, Any] | None = None
+    display: str | None = None
+
+
+class WrittenRaster:
+    """A map output written to its file as it was computed: its description and its path, no
+    pixels (no step can read it; it is released from the start)."""
+
+    def __init__(self, ref: RasterRef, path: Path):
+        self.ref = ref
+        self.path = path
+
+    @classmethod
+    def of(cls, profile: Mapping[str, Any], name: str, path: str | os.PathLike) -> WrittenRaster:
+        shape = (int(profile["count"]), int(profile["height"]), int(profile["width"]))
+        return cls(RasterRef("", shape, np.dtype(profile["dtype"]).name, dict(profile), name),
+                   Path(path))
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return dict(self.ref.profile)
+
+    @property
+    def released(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"WrittenRaster({self.ref.name!r}, {str(self.path)!r})"

@@ -169,22 +169,31 @@ class _ComputeJob(Job):
 
 @dataclass
 class MapJob(_ComputeJob):
-    """N images -> M images: each tile's results are cut to the core and written in place."""
+    """N images -> M images: each tile's results are cut to the core and written in place into
+    the shared outputs; outputs marked ``returned`` are sent back instead (cast to their dtype),
+    for the main process to write to their files as tiles complete."""
 
     fn: Callable = None  # type: ignore[assignment]
     profiles: tuple[dict, ...] = ()
     params: dict = field(default_factory=dict)
     outputs: tuple[RasterRef, ...] = ()
+    returned: tuple[bool, ...] = ()
 
-    def _output_rasters(self) -> list[SharedRaster]:
+    def _is_returned(self, position: int) -> bool:
+        return bool(self.returned) and self.returned[position]
+
+    def _output_rasters(self) -> list[SharedRaster | None]:
         rasters = getattr(self, "_out_rasters", None)
         if rasters is None:
-            rasters = self._out_rasters = [self._open(ref, readonly=False) for ref in self.outputs]
+            rasters = self._out_rasters = [
+                None if self._is_returned(position) else self._open(ref, readonly=False)
+                for position, ref in enumerate(self.outputs)]
         return rasters
 
-    def run_tile(self, tile: Tile) -> None:
-        self.store(tile, check_results(self._call(tile), tile, [r.count for r in self.outputs],
-                                       [np.dtype(r.dtype) for r in self.outputs]))
+    def run_tile(self, tile: Tile) -> list[np.ndarray]:
+        return self.store(tile, check_results(self._call(tile), tile,
+                                              [r.count for r in self.outputs],
+                                              [np.dtype(r.dtype) for r in self.outputs]))
 
     def run_probe(self, tile: Tile) -> list[np.ndarray] | TileFailure:
         """The tile's results as arrays, unchecked: the first tile tells the outputs' shapes."""
@@ -198,15 +207,24 @@ class MapJob(_ComputeJob):
                     f"result {position} is a {type(result).__name__}, not a numpy array"), "result")
         return results
 
-    def store(self, tile: Tile, results: Sequence[np.ndarray]) -> None:
-        """Write the core of each result into its shared output."""
+    def store(self, tile: Tile, results: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Write the core of each result into its shared output; return the cores of the
+        returned outputs, cast to their dtypes."""
         core_rows, core_cols = tile.core_in_read
-        for out, result in zip(self._output_rasters(), results):
-            out.write(tile.core, result[:, core_rows, core_cols])
+        returned = []
+        for out, ref, result in zip(self._output_rasters(), self.outputs, results):
+            core = result[:, core_rows, core_cols]
+            if out is None:
+                returned.append(np.ascontiguousarray(core, dtype=ref.dtype))
+            else:
+                out.write(tile.core, core)
+        return returned
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
         done = self._run_tiles(indices, self.run_tile)
-        return done if isinstance(done, TileFailure) else len(done)
+        if isinstance(done, TileFailure) or not any(self.returned):
+            return done if isinstance(done, TileFailure) else len(done)
+        return list(zip(indices, done))
 
 
 @dataclass

@@ -188,3 +188,50 @@ def write_geotiff(array: np.ndarray, profile: Mapping[str, Any], path: str | os.
     except (RasterioError, ValueError, TypeError) as exc:
         raise RasterError(f"{display or path}: cannot write ({exc})") from None
     return path
+
+
+class TileWriter:
+    """A GeoTIFF written window by window as tiles are computed, never held whole.
+
+    One writer, in the calling process (GDAL cannot share a file between processes); windows that
+    cover whole blocks of the file are compressed and written as they come (GDAL's block cache
+    does not keep them), on ``threads`` threads. ``BIGTIFF=IF_SAFER`` unless the options say
+    otherwise, so that a file over 4 GB with compression works. The caller stages ``path``.
+    """
+
+    def __init__(self, profile: Mapping[str, Any], path: str | os.PathLike, *,
+                 options: Mapping[str, Any] | None = None, threads: int = 1,
+                 display: str | os.PathLike | None = None):
+        self.path = Path(path)
+        self.display = str(display or path)
+        kwargs = creation_profile(profile, options, threads)
+        kwargs.setdefault("bigtiff", "IF_SAFER")
+        self.dtype = np.dtype(kwargs["dtype"])
+        try:
+            self._dataset: Any = rasterio.open(self.path, "w", **kwargs)
+        except (RasterioError, ValueError, TypeError) as exc:
+            raise RasterError(f"{self.display}: cannot write ({exc})") from None
+
+    def write(self, window: Any, data: np.ndarray) -> None:
+        """Write ``data`` (bands, rows, cols) at ``window``, cast to the file's dtype."""
+        try:
+            self._dataset.write(data.astype(self.dtype, copy=False), window=window)
+        except (RasterioError, ValueError, TypeError) as exc:
+            raise RasterError(f"{self.display}: cannot write rows {window.row_off}:"
+                              f"{window.row_off + window.height}, cols {window.col_off}:"
+                              f"{window.col_off + window.width} ({exc})") from None
+
+    def close(self) -> None:
+        """Flush and close the file (what is left of its blocks is compressed now). Idempotent."""
+        dataset, self._dataset = self._dataset, None
+        if dataset is not None:
+            try:
+                dataset.close()
+            except (RasterioError, ValueError) as exc:
+                raise RasterError(f"{self.display}: cannot write ({exc})") from None
+
+    def __enter__(self) -> TileWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

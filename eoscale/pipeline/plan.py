@@ -12,7 +12,9 @@ Where an image lives:
 - ``shared``: held whole in a shared-memory segment that every worker maps (inputs read by several
   steps or with a margin, which would otherwise decode their blocks again; every step's outputs);
 - ``file``: read from its file window by window by the workers (an input that a single step reads
-  without margin and that is not an output: each worker decodes its own tiles as it computes).
+  without margin and that is not an output: each worker decodes its own tiles as it computes);
+- ``written``: never held; written to its output file as its tiles are computed (a map output that
+  no later step reads): workers send the tiles back, the main process writes them.
 
 What is not known before the run is said so: a margin that a callable derives from ``${...}``
 params (planned with margin 0, decided when the step runs, the same way), and the dtype and band
@@ -40,7 +42,7 @@ from eoscale.io.raster import read_profile
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
-Residence = Literal["shared", "file"]
+Residence = Literal["shared", "file", "written"]
 
 MIB = 2 ** 20
 #: What the main process holds before a run when it cannot be measured (no /proc): an interpreter
@@ -410,10 +412,10 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
     for index, step in enumerate(spec.steps):
         for name in step.outputs:
             released = max([index, *readers.get(name, [])])
+            lives, why = _output_residence(name, spec, readers)
             images[name] = ImagePlan(
                 name, step.name, None, shapes[name].count, height, width, shapes[name].dtype,
-                "shared", "made by a step: workers write their tiles into it", index, released,
-                _output_path(spec, name), shapes[name].known)
+                lives, why, index, released, _output_path(spec, name), shapes[name].known)
     copied = tuple(name for name in spec.inputs if name in spec.outputs)
     steps = []
     for index, step in enumerate(spec.steps):
@@ -423,7 +425,8 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
         loads = tuple(name for name in dict.fromkeys(step.inputs)
                       if name in spec.inputs and images[name].arrives == index)
         results = step.outputs if step.kind == "map" else (step.name,)
-        stages = tuple(name for name in results if name in spec.outputs)
+        stages = tuple(name for name in results if name in spec.outputs
+                       and (step.kind == "reduce" or images[name].lives == "shared"))
         releases = tuple(name for name, image in images.items()
                          if image.released_after == index and image.arrives <= index)
         memory = _memory(index, step, tiling, images, resources, block_shape)
@@ -458,6 +461,17 @@ def _input_residence(name: str, spec: PipelineSpec, steps: list[int],
     return "file", "one step reads it, without margin: workers decode their own windows"
 
 
+def _output_residence(name: str, spec: PipelineSpec,
+                      readers: Mapping[str, list[int]]) -> tuple[Residence, str]:
+    if name in readers:
+        count = len(readers[name])
+        return "shared", (f"{count} later step{'s read' if count > 1 else ' reads'} it: held in "
+                          "shared memory, workers write their tiles into it")
+    if name in spec.outputs:
+        return "written", "no later step reads it: written to its file as tiles are computed"
+    return "shared", "made by a step that nothing reads: held until the step ends"
+
+
 def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, ImagePlan],
             resources: Resources, block_shape: tuple[int, int] | None) -> Memory:
     """Memory while a step computes: the shared images alive then (its outputs included), and
@@ -471,9 +485,14 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     pixels = rows * columns
     read = [images[name] for name in dict.fromkeys(step.inputs)]
     from_files = [image for image in read if image.lives == "file"]
+    made = [images[name] for name in step.outputs]
     per_worker = pixels * (sum(image.pixel_bytes for image in read)
                            + sum(image.pixel_bytes for image in from_files)
-                           + sum(images[name].pixel_bytes for name in step.outputs))
+                           + sum(image.pixel_bytes for image in made))
+    # A written output's tile cores travel to the main process: pickled, received, written.
+    core_pixels = tiling.tile_size * (tiling.tile_size if tiling.mode == "tiles" else tiling.width)
+    per_worker += 2 * core_pixels * sum(image.pixel_bytes for image in made
+                                        if image.lives == "written")
     if from_files and not _block_aligned(tiling, block_shape):
         per_worker += min(sum(image.nbytes for image in from_files), WORKER_GDAL_CACHE_MB * MIB)
     return Memory(held, resources.workers * per_worker, resources.fixed_bytes)

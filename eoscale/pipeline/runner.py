@@ -1,8 +1,9 @@
 """Run a pipeline's plan on the engine: a loop over the plan's steps, with no decisions of its own.
 
 Before each step the inputs it brings in are loaded into shared memory or opened for windowed
-reads, as planned; after it, its results are staged (written under a temporary name) and the
-images it releases are freed. Outputs are renamed into place only when the whole run has
+reads, as planned; during it, outputs that no later step reads are written as their tiles are
+computed; after it, its other results are staged (written under a temporary name) and the images
+it releases are freed. Outputs are renamed into place only when the whole run has
 succeeded. The process tree's memory (PSS) is sampled meanwhile, so the run reports its measured
 peak beside the plan's estimate.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
-from eoscale.engine.filed import FileRaster
+from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.memory import TreeSampler, own_pss
 from eoscale.errors import StepError
 from eoscale.io.info import json_safe
@@ -91,6 +92,13 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                     write_json(staging.stage(output.path), spec.producer(name), results[name],
                                output.path)
 
+        def written(name: str) -> OutputFile | None:
+            if plan.images[name].lives != "written":
+                return None
+            output = spec.outputs[name]
+            return OutputFile(staging.stage(output.path), output.options,
+                              display_path(output.path))
+
         def release(names: tuple[str, ...]) -> None:
             for name in names:
                 if name in images:
@@ -109,8 +117,10 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             tiling = step.tiling_for(params)
             if step.kind == "map":
                 made = engine.map(found.fn, inputs, params=params, profile_fn=found.profile,
-                                  name=step.name, output_names=step.step.outputs, plan=tiling)
-                images.update(zip(step.step.outputs, made))
+                                  name=step.name, output_names=step.step.outputs, plan=tiling,
+                                  files=[written(name) for name in step.step.outputs])
+                images.update((name, image) for name, image in zip(step.step.outputs, made)
+                              if plan.images[name].lives == "shared")
             else:
                 results[step.name] = engine.reduce(found.fn, inputs, combine=found.combine,
                                                    finalize=found.finalize, params=params,

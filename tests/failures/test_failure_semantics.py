@@ -93,7 +93,14 @@ PHASES = {
                 "margin: 1}", "{}"),
     "computing": ("map slow:", "{name: slow, map: failing_ops.slow, inputs: [scene], "
                   "params: {seconds: 2}}", "{}"),
-    "writing": ("write out", "{name: copy, map: failing_ops.identity, inputs: [scene]}",
+    # an output nothing reads is written while its tiles are computed
+    "writing as computed": ("map copy:", "{name: copy, map: failing_ops.identity, "
+                            "inputs: [scene]}",
+                            "{copy: {path: out/result.tif, options: {compress: deflate, "
+                            "zlevel: 9}}}"),
+    # an output a later step reads is held, and written once its step is done
+    "writing": ("write out", "{name: copy, map: failing_ops.identity, inputs: [scene]}\n"
+                "  - {name: tiles, reduce: failing_ops.tile_count, inputs: [copy]}",
                 "{copy: {path: out/result.tif, options: {compress: deflate, zlevel: 9}}}"),
 }
 

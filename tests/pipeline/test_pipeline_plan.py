@@ -63,10 +63,12 @@ def test_where_each_image_lives_and_why(mixed: PipelineSpec) -> None:
         "ndvi": ("shared", 0, 1),     # released after its last reader, not at the end
         "smooth": ("shared", 2, 2),
         "edge": ("shared", 3, 3),
-        "late": ("shared", 4, 4),
+        "late": ("written", 4, 4),    # an output nothing reads: written as computed
     }
     assert "2 steps read it" in images["a"].why
     assert "margin 4" in images["c"].why
+    assert "1 later step reads it" in images["ndvi"].why
+    assert "written to its file as tiles are computed" in images["late"].why
     assert images["ndvi"].output == mixed.outputs["ndvi"].path
     assert images["ndvi"].known and not images["smooth"].known
 
@@ -80,7 +82,7 @@ def test_loads_stages_releases_and_margins(mixed: PipelineSpec) -> None:
         "count": ((), ("count",), ("ndvi",)),
         "smooth": ((), (), ("a", "smooth")),
         "edge": (("c",), (), ("c", "edge")),
-        "late": ((), ("late",), ("copied", "late")),
+        "late": ((), (), ("copied", "late")),
     }
     margins = [(step.margin, step.margin_from) for step in plan.steps]
     assert margins == [(0, "none"), (0, "none"), (2, "declared"), (4, "declared"),

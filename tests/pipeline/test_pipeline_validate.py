@@ -184,17 +184,19 @@ ONE = Resources(workers=1, memory=None, base=0, executor="inline")
 
 def test_the_memory_estimate_by_hand(chain: PipelineSpec) -> None:
     # Images: a, 32 x 24 x 4 uint8 = 3072 bytes, read by one step without margin: read from its
-    # file, never held. ndvi (by its profile) and smooth: 32 x 24 float32 = 3072 bytes each.
+    # file, never held. ndvi (by its profile) and smooth: 32 x 24 float32 = 3072 bytes each; smooth
+    # is an output nothing reads: written as computed, never held.
     # At ndvi: ndvi held = 3072; a tile of 8 x 8 pixels: a decoded (4 bytes a pixel), as much
     # again for temporaries, ndvi's result (4) = 64 x 12 = 768, and GDAL's block cache while it
-    # reads a: all of a's 3072 bytes. At smooth: ndvi and smooth held = 6144, and a tile of
-    # 8 + 2 x 2 (smooth's declared margin) = 12 x 12 pixels of float32 in and out = 1152.
+    # reads a (8 x 8 windows cut a's 8 x 32 blocks): all of a's 3072 bytes. At smooth: ndvi held,
+    # a tile of 8 + 2 x 2 (smooth's declared margin) = 12 x 12 pixels of float32 in and out =
+    # 1152, and the 8 x 8 core of smooth's result on its way to the file, twice: 512.
     plan = plan_run(chain, ONE)
-    assert plan.images["a"].lives == "file"
+    assert (plan.images["a"].lives, plan.images["smooth"].lives) == ("file", "written")
     memory = {step.name: (step.memory.images, step.memory.tiles) for step in plan.steps}
     assert memory == {"ndvi": (3072, 768 + 3072), "stats": (3072, 64 * 4),
-                      "smooth": (6144, 1152)}
-    assert (plan.peak.total - plan.peak.fixed, plan.peak_step) == (7296, "smooth")
+                      "smooth": (3072, 1152 + 512)}
+    assert (plan.peak.total - plan.peak.fixed, plan.peak_step) == (6912, "ndvi")
     assert plan.peak.fixed == ONE.fixed_bytes
     assert plan.fits
 
@@ -211,10 +213,10 @@ def test_too_little_memory_is_a_problem(chain: PipelineSpec) -> None:
     tight = Resources(workers=1, memory=5000, base=0, executor="inline")
     problem, = validate(chain, resources=tight)
     assert problem.message == (
-        "the run needs about 32.0 MiB (6.0 KiB of images, 1.1 KiB of tiles for 1 worker, "
+        "the run needs about 32.0 MiB (3.0 KiB of images, 3.8 KiB of tiles for 1 worker, "
         "32.0 MiB for the processes) but only 4.9 KiB is available; use fewer workers or smaller "
         "tiles, or free memory")
-    assert (problem.step, problem.line) == ("smooth", 14)
+    assert (problem.step, problem.line) == ("ndvi", 6)
 
 
 def test_planning_names_unreadable_inputs(write_pipeline: Writer) -> None:
