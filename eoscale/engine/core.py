@@ -24,15 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, declared_margin
+from eoscale.engine.contract import (CombineFn, FinalizeFn, ProfileFn, declared, declared_margin,
+                                     declared_writable_inputs)
 from eoscale.engine.filed import FileRaster, FileRef
 from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tasks import (Job, LoadJob, MapJob, ReduceJob, ResultMismatch, TileFailure,
                                   check_results)
-from eoscale.engine.tiling import (TILES_PER_WORKER, Plan, Tile, Tiling, auto_tile_size, check_margin,
-                                   plan_step)
+from eoscale.engine.tiling import (TILES_PER_WORKER, Plan, Tile, TilePlan, Tiling, auto_tile_size,
+                                   check_margin, plan_step)
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
 from eoscale.io.raster import Staging, default_output_profile, read_profile, write_geotiff
 
@@ -170,20 +171,25 @@ class Engine:
             params: Mapping[str, Any] | None = None, margin: int | None = None,
             profile_fn: ProfileFn | None = None, name: str | None = None,
             output_names: Sequence[str] | None = None,
-            tiling: Tiling | None = None) -> list[SharedRaster]:
+            tiling: Tiling | None = None, plan: TilePlan | None = None,
+            writable_inputs: bool | None = None) -> list[SharedRaster]:
         """N images -> M images: run ``fn`` on every tile and return the M shared results.
 
         Output profiles come from ``profile_fn(profiles, params)`` (or the callable's ``profile``
         attribute); without one, the first tile is computed here first, and each output takes a copy
         of the first input's profile with that result's band count and dtype. ``tiling`` replaces
-        the engine's tiling for this step.
+        the engine's tiling for this step, and ``plan`` gives its tiles outright. With
+        ``writable_inputs`` (default: the callable's attribute of that name, else False) each tile
+        gets private arrays it may write into (see :meth:`SharedRaster.read_private`).
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling)
+        plan = given_plan(name, plan, self._plan(name, fn, inputs, params, margin,
+                                                 tiling or self.tiling))
         profiles = tuple(r.profile for r in inputs)
         job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
-                     profiles=profiles, params=params)
+                     profiles=profiles, params=params,
+                     writable_inputs=declared_writable_inputs(fn, writable_inputs))
         tiles = job.tiles
         profile_fn = profile_fn or declared(fn, "profile")
         remaining: Sequence[int] = range(len(tiles))
@@ -217,11 +223,13 @@ class Engine:
     def reduce(self, fn: Callable, inputs: Sequence[SharedRaster], *,
                combine: CombineFn | None = None, finalize: FinalizeFn | None = None,
                params: Mapping[str, Any] | None = None, margin: int | None = None,
-               name: str | None = None, tiling: Tiling | None = None) -> Any:
+               name: str | None = None, tiling: Tiling | None = None,
+               plan: TilePlan | None = None, writable_inputs: bool | None = None) -> Any:
         """N images -> a result: per-tile partials merged by ``combine`` in tile order, then finalized.
 
         The merge is a left fold in tile order, whatever the workers and the order tiles finish in,
-        so a given tiling always gives the same result; no neutral element is assumed.
+        so a given tiling always gives the same result; no neutral element is assumed. ``tiling``,
+        ``plan`` and ``writable_inputs`` are as for :meth:`map`.
         """
         name = name or getattr(fn, "__name__", "reduce")
         combine = combine or declared(fn, "combine")
@@ -229,9 +237,11 @@ class Engine:
         if combine is None:
             raise ConfigError(f"step '{name}': a reduce needs a combine function")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling)
+        plan = given_plan(name, plan, self._plan(name, fn, inputs, params, margin,
+                                                 tiling or self.tiling))
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
-                        profiles=tuple(r.profile for r in inputs), params=params)
+                        profiles=tuple(r.profile for r in inputs), params=params,
+                        writable_inputs=declared_writable_inputs(fn, writable_inputs))
         folder = _TileOrderFold(name, combine, job.tiles)
         self._execute("reduce", name, job, range(len(job.tiles)), folder.add)
         folder.check_complete()
@@ -366,6 +376,16 @@ class _TileOrderFold:
             raise StepError(f"only {self.next} of {len(self.tiles)} tiles were reduced", step=self.step)
 
 
+def given_plan(step: str, given: TilePlan | None, planned: Plan) -> TilePlan:
+    """The plan a step was given, checked against its inputs' size, else the one planned for it."""
+    if given is None:
+        return planned
+    if (given.height, given.width) != (planned.height, planned.width):
+        raise ConfigError(f"step '{step}': its plan is for a {given.height} x {given.width} image, "
+                          f"the inputs are {planned.height} x {planned.width}")
+    return given
+
+
 def check_same_grid(step: str, first: RasterRef, other: RasterRef) -> None:
     """Inputs of a step must share one grid: size, and transform and CRS where both have them."""
     if (first.height, first.width) != (other.height, other.width):
@@ -386,7 +406,10 @@ def failure_error(failure: TileFailure) -> Exception:
         return ResultError(failure.message, step=failure.step, tile=failure.tile)
     if failure.kind == "readonly":
         return StepError("the callable wrote into one of its input arrays; inputs are read-only "
-                         "because every tile shares them: work on a copy (arrays[0].copy())",
+                         "because every tile shares them: work on a copy (arrays[0].copy()), or "
+                         "ask for private writable inputs with writable_inputs (a step's "
+                         "'writable_inputs: true', a callable's attribute writable_inputs = "
+                         "True, Engine.map(..., writable_inputs=True))",
                          step=failure.step, tile=failure.tile, details=failure.traceback)
     return StepError(f"{failure.exc_type}: {failure.message}", step=failure.step,
                      tile=failure.tile, details=failure.traceback)
