@@ -162,11 +162,13 @@ class _OnMpTiles:
             core_rows = slice(tile.top_margin, tile.top_margin + tile.end_y - tile.start_y + 1)
             core_cols = slice(tile.left_margin, tile.left_margin + tile.end_x - tile.start_x + 1)
             return tile, [image[:, core_rows, core_cols] for image in images]
-        if len(images) != len(self.layouts):
+        if len(images) > len(self.layouts):
             raise ValueError(f"the filter returned {len(images)} image(s) for "
                              f"{len(self.layouts)} output profile(s)")
-        return [image.astype(dtype, copy=False)
-                for image, (_bands, dtype) in zip(images, self.layouts)]
+        # as in 1.0, outputs the filter gives no image for stay zero
+        shape = images[0].shape[1:]
+        return [image.astype(dtype, copy=False) for image, (_bands, dtype) in zip(images, self.layouts)
+                ] + [np.zeros((bands, *shape), dtype) for bands, dtype in self.layouts[len(images):]]
 
 
 def _images(result: Any, shape: tuple[int, ...]) -> list[np.ndarray]:
