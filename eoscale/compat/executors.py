@@ -21,6 +21,7 @@ filter's images are cast to their profile's dtype in the workers.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -154,6 +155,8 @@ class _OnMpTiles:
         context = tile_context()
         assert context is not None, "a 1.0 filter runs inside the engine"
         tile = self.tiles[context.index]
+        # 1.0 pickled the parameters for every tile: what a filter changes in them stays there
+        params = pickle.loads(pickle.dumps(params))
         result = self.image_filter(list(arrays), [dict(p) for p in self.profiles], params)
         if self.kind == "scalars":
             return tile, result if isinstance(result, list) else [result]

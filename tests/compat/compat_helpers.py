@@ -133,3 +133,9 @@ def clipped_sum(input_buffers, input_profiles, params):
     image = input_buffers[0]
     image[image < 0] = 0
     return [float(image.sum())]
+
+
+def counts_its_calls(input_buffers, input_profiles, params):
+    """Counts in its parameters how often it ran: 1.0 gave each tile a fresh copy of them."""
+    params["calls"] = params.get("calls", 0) + 1
+    return [[params["calls"]]]

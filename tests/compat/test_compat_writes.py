@@ -15,8 +15,8 @@ import pytest
 import eoscale.eo_executors as eoexe
 from eoscale.manager import EOContextManager
 
-from compat_helpers import (add, bonus_then_smooth, clipped_sum, mask_then_maximum,
-                            threshold_in_place)
+from compat_helpers import (add, bonus_then_smooth, clipped_sum, counts_its_calls, extend,
+                            mask_then_maximum, threshold_in_place)
 
 WORKERS = [1, 2, 3]
 TILINGS = [(True, 0), (True, 7), (False, 0), (False, 5), (True, 13)]
@@ -120,3 +120,15 @@ def test_a_memory_view_written_into_stays_as_it_was(image):
         np.testing.assert_array_equal(manager.get_array(out),
                                       whole(threshold_in_place, [kept], params))
     np.testing.assert_array_equal(image, kept)
+
+
+@pytest.mark.parametrize("nb_workers", WORKERS)
+def test_each_tile_gets_the_parameters_as_given(nb_workers):
+    params = {"threshold": 1}
+    with EOContextManager(nb_workers=nb_workers, tile_mode=True, tile_max_size=4) as manager:
+        key = shared(manager, np.zeros((1, 12, 12)))
+        calls = eoexe.n_images_to_m_scalars(inputs=[key], image_filter=counts_its_calls,
+                                            concatenate_filter=extend, nb_output_scalars=1,
+                                            filter_parameters=params, context_manager=manager)
+    assert calls == [[1] * 9]
+    assert params == {"threshold": 1}
