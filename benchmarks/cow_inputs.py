@@ -1,8 +1,10 @@
 """What private writable inputs cost: read-only views against copy-on-write private views.
 
     python benchmarks/cow_inputs.py [--size 8192] [--workers 2] [--repeat 5] [--margin 2]
+                                    [--tile-size PX]
 
-One float32 band of size x size pixels in shared memory, the engine's automatic tiles, a margin.
+One float32 band of size x size pixels in shared memory, square tiles (the engine's automatic
+size, about 1024 px, or ``--tile-size``: EOScale 1.0's plan on 2 workers is about 5792), a margin.
 Each step runs with read-only input views (``writable_inputs=False``, the 2.0 default) and with
 private copy-on-write views (``writable_inputs=True``, what 1.0 filters get), alternately, after
 one warm-up run of each; the medians of the step's wall time are compared. The steps:
@@ -29,7 +31,7 @@ import time
 
 import numpy as np
 
-from eoscale import Engine
+from eoscale import Engine, Tiling
 
 
 def total(arrays, profiles, params):
@@ -74,11 +76,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--margin", type=int, default=2)
+    parser.add_argument("--tile-size", type=int, default=None)
     parser.add_argument("--steps", default="sum,scale,threshold")
     args = parser.parse_args()
     image = np.random.default_rng(0).random((args.size, args.size), dtype=np.float32)
     times: dict[str, dict[str, list[float]]] = {}
-    with Engine(workers=args.workers) as engine:
+    with Engine(workers=args.workers, tiling=Tiling("tiles", args.tile_size)) as engine:
         source = engine.from_array(image)
         for step in args.steps.split(","):
             times[step] = {"readonly": [], "private": []}
@@ -94,7 +97,7 @@ def main() -> None:
     medians = {step: {mode: statistics.median(runs) for mode, runs in modes.items()}
                for step, modes in times.items()}
     print(json.dumps({"size": args.size, "workers": args.workers, "margin": args.margin,
-                      "repeat": args.repeat, "median_s": medians,
+                      "tile_size": args.tile_size, "repeat": args.repeat, "median_s": medians,
                       "private_over_readonly": {step: m["private"] / m["readonly"]
                                                 for step, m in medians.items()}}))
 
