@@ -139,3 +139,8 @@ def counts_its_calls(input_buffers, input_profiles, params):
     """Counts in its parameters how often it ran: 1.0 gave each tile a fresh copy of them."""
     params["calls"] = params.get("calls", 0) + 1
     return [[params["calls"]]]
+
+
+def minus_tile_mean(input_buffers, input_profiles, params):
+    """Depends on its tile, as filters that train on samples drawn tile by tile do."""
+    return input_buffers[0] - input_buffers[0].mean()

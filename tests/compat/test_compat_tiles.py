@@ -18,7 +18,7 @@ from eoscale.compat.tiles import mp_tiles
 from eoscale.manager import EOContextManager
 from eoscale.utils import MpTile
 
-from compat_helpers import extend
+from compat_helpers import extend, minus_tile_mean
 
 
 def tiles_of_1_0(height, width, margin, workers, tile_mode, tile_max_size):
@@ -128,6 +128,26 @@ def test_the_executors_run_compute_mp_tiles_in_order(nb_workers, tile_mode, tile
                                               context_manager=manager)
     assert corners == [[(int(image[0, t.start_y, t.start_x]),
                          (t.end_y - t.start_y + 1, t.end_x - t.start_x + 1)) for t in tiles]]
+
+
+@pytest.mark.parametrize("nb_workers, tile_mode", [(1, True), (2, True), (3, True), (2, False),
+                                                   (3, False)])
+def test_a_filter_that_depends_on_its_tile_gives_1_0s_result(nb_workers, tile_mode):
+    image = np.random.default_rng(14).uniform(0, 255, (1, 448, 576))
+    expected = np.zeros_like(image)
+    for tile in tiles_of_1_0(448, 576, 2, nb_workers, tile_mode, 0):
+        rows = slice(tile.start_y - tile.top_margin, tile.end_y + tile.bottom_margin + 1)
+        cols = slice(tile.start_x - tile.left_margin, tile.end_x + tile.right_margin + 1)
+        result = minus_tile_mean([image[:, rows, cols]], [{}], {})
+        expected[:, tile.start_y:tile.end_y + 1, tile.start_x:tile.end_x + 1] = result[
+            :, tile.top_margin:result.shape[1] - tile.bottom_margin,
+            tile.left_margin:result.shape[2] - tile.right_margin]
+    with EOContextManager(nb_workers=nb_workers, tile_mode=tile_mode) as manager:
+        key = manager.create_image({"count": 1, "height": 448, "width": 576, "dtype": "float64"})
+        manager.get_array(key)[...] = image
+        [out] = eoexe.n_images_to_m_images_filter(inputs=[key], image_filter=minus_tile_mean,
+                                                  stable_margin=2, context_manager=manager)
+        np.testing.assert_array_equal(manager.get_array(out), expected)
 
 
 def corner_and_shape(input_buffers, input_profiles, params):
