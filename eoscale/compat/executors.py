@@ -1,12 +1,13 @@
 """EOScale 1.0's executors (``eoscale.eo_executors``): N images -> M images and N images -> M
 scalars, run on the engine.
 
-A 1.0 filter is called as in 1.0, ``image_filter(input_buffers, input_profiles, filter_parameters)``,
-on the tiles :func:`compute_mp_tiles` returns: 1.0's own plan (:func:`eoscale.compat.tiles.mp_tiles`),
-so a filter whose result depends on its tile gives 1.0's result. The function is looked up when an
-executor runs, so patching ``eoscale.eo_executors.compute_mp_tiles`` (the same module) changes the
-tiles; whatever tiles it returns are run as given, in its order, as long as they lie in the image
-and their cores do not overlap (a ``ValueError`` otherwise); pixels outside every core stay 0.
+A 1.0 filter is called as in 1.0, ``image_filter(input_buffers, input_profiles,
+filter_parameters)``, on the tiles :func:`compute_mp_tiles` returns: 1.0's own plan
+(:func:`eoscale.compat.tiles.mp_tiles`), so a filter whose result depends on its tile gives
+1.0's result. The function is looked up when an executor runs, so patching
+``eoscale.eo_executors.compute_mp_tiles`` (the same module) changes the tiles; whatever tiles it
+returns are run as given, in its order, as long as they lie in the image and their cores do not
+overlap (a ``ValueError`` otherwise); pixels outside every core stay 0.
 
 Each input buffer is the tile's read window (core and margins) as an array of the filter's own:
 it may write into it, as 1.0 filters often do (``buffer[mask] = 255``, ``buffer += bonus``), and
@@ -39,7 +40,7 @@ _ABSORBED = object()
 
 def compute_mp_tiles(inputs: list, stable_margin: int, nb_workers: int, tile_mode: bool,
                      context_manager: EOContextManager) -> list[MpTile]:
-    """1.0's tiles for these inputs: squares if ``tile_mode``, else strips (see :func:`mp_tiles`)."""
+    """1.0's tiles for these inputs: squares if ``tile_mode``, else strips (:func:`mp_tiles`)."""
     shapes = {context_manager.get_array(key=key).shape[-2:] for key in inputs}
     if len(shapes) != 1:
         raise ValueError("ERROR: all input images must have the same width and the same height !")
@@ -75,7 +76,7 @@ def n_images_to_m_images_filter(inputs: list | None = None, image_filter: Callab
         profiles = made if isinstance(made, list) else [made]
     layouts = tuple((int(p.get("count", 1)), np.dtype(p["dtype"]).name) for p in profiles)
     with manager.step(inputs, multiproc_context) as (engine, rasters):
-        plan = tiles_plan(tiles, rasters[0].ref.height, rasters[0].ref.width)
+        plan = tiles_plan(tiles, rasters[0].ref.height, rasters[0].ref.width, filter_desc)
         options = {"params": params, "plan": plan, "writable_inputs": True, "name": filter_desc}
         if concatenate_filter is None:
             run = _OnMpTiles(image_filter, in_profiles, tuple(tiles), "images", layouts)
@@ -119,7 +120,7 @@ def n_images_to_m_scalars(inputs: list, image_filter: Callable, concatenate_filt
         scalars = engine.reduce(run, rasters, combine=fold.combine, finalize=fold.finalize,
                                 params=params, name=filter_desc, writable_inputs=True,
                                 plan=tiles_plan(tiles, rasters[0].ref.height,
-                                                rasters[0].ref.width))
+                                                rasters[0].ref.width, filter_desc))
     return scalars if scalars is not None else [0.0] * (nb_output_scalars or 0)
 
 
@@ -170,8 +171,9 @@ class _OnMpTiles:
                              f"{len(self.layouts)} output profile(s)")
         # as in 1.0, outputs the filter gives no image for stay zero
         shape = images[0].shape[1:]
-        return [image.astype(dtype, copy=False) for image, (_bands, dtype) in zip(images, self.layouts)
-                ] + [np.zeros((bands, *shape), dtype) for bands, dtype in self.layouts[len(images):]]
+        missing = [np.zeros((bands, *shape), dtype) for bands, dtype in self.layouts[len(images):]]
+        return [image.astype(dtype, copy=False)
+                for image, (_bands, dtype) in zip(images, self.layouts)] + missing
 
 
 def _images(result: Any, shape: tuple[int, ...]) -> list[np.ndarray]:

@@ -195,7 +195,7 @@ def open_segment(ref: RasterRef, flags: int) -> int:
 
 
 def private_view(ref: RasterRef, window: Window) -> np.ndarray:
-    """A copy-on-write mapping of ``window`` of a shared raster: see :meth:`SharedRaster.read_private`.
+    """A copy-on-write mapping of a window of a shared raster (:meth:`SharedRaster.read_private`).
 
     One mapping spans the window's rows of the first band to those of the last (whole rows, from
     a page boundary): pages in between that the window does not touch are never faulted in.

@@ -170,7 +170,8 @@ class ExplicitPlan:
     def __post_init__(self) -> None:
         image = Window(0, 0, self.width, self.height)
         for index, (core, read) in enumerate(self.windows):
-            if core.width < 1 or core.height < 1 or not _inside(core, read) or not _inside(read, image):
+            if (core.width < 1 or core.height < 1 or not _inside(core, read)
+                    or not _inside(read, image)):
                 raise ConfigError(f"{Tile(index, core, read).describe()} reads rows "
                                   f"{read.row_off}:{read.row_off + read.height}, cols "
                                   f"{read.col_off}:{read.col_off + read.width}: a tile needs a "

@@ -217,16 +217,19 @@ def test_tiles_off_a_regular_grid_run_as_given():
 
 
 @pytest.mark.parametrize("tiles, message", [
-    ([MpTile(0, 0, 19, 9, 1, 0, 0, 0)], "inside the 10 x 20 image"),
+    ([MpTile(0, 0, 19, 9, 1, 0, 0, 0)], r"tile 0 \(rows 0:10, cols 0:20\) reads rows -1:10"),
     ([MpTile(0, 0, 20, 9, 0, 0, 0, 0)], "inside the 10 x 20 image"),
-    ([MpTile(0, 0, 9, 9, 0, 0, 0, 0), MpTile(9, 5, 19, 9, 0, 0, 0, 0)], "overlap"),
+    ([MpTile(0, 0, 9, 9, 0, 0, 0, 0), MpTile(9, 5, 19, 9, 0, 0, 0, 0)], "tile 0 .* 1 .*overlap"),
 ], ids=["margin-outside", "core-outside", "overlapping"])
 def test_tiles_outside_the_image_or_overlapping_are_refused(tiles, message):
     with EOContextManager(nb_workers=2) as manager:
         key = image_key(manager, np.zeros((1, 10, 20)))
         with (patch("eoscale.eo_executors.compute_mp_tiles", return_value=tiles),
-              pytest.raises(ValueError, match=message)):
+              pytest.raises(ValueError, match="compute_mp_tiles gave tiles that cannot run")
+              as raised):
             smooth(manager, key)
+        assert raised.match(message)
+        assert "step 'N Images to M images MultiProcessing...'" in str(raised.value)
 
 
 def test_compute_mp_tiles_cover_the_image_once():
