@@ -144,3 +144,10 @@ def counts_its_calls(input_buffers, input_profiles, params):
 def minus_tile_mean(input_buffers, input_profiles, params):
     """Depends on its tile, as filters that train on samples drawn tile by tile do."""
     return input_buffers[0] - input_buffers[0].mean()
+
+
+def fill_then_maximum(input_buffers, input_profiles, params):
+    """Replaces nodata by a value in the input itself, then takes a 3 x 3 maximum."""
+    image = input_buffers[0]
+    image[image == input_profiles[0]["nodata"]] = params["fill"]
+    return scipy.ndimage.maximum_filter(image, size=(1, 3, 3), mode="nearest")

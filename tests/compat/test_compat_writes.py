@@ -16,7 +16,7 @@ import eoscale.eo_executors as eoexe
 from eoscale.manager import EOContextManager
 
 from compat_helpers import (add, bonus_then_smooth, clipped_sum, counts_its_calls, extend,
-                            mask_then_maximum, threshold_in_place)
+                            fill_then_maximum, mask_then_maximum, read, threshold_in_place)
 
 WORKERS = [1, 2, 3]
 TILINGS = [(True, 0), (True, 7), (False, 0), (False, 5), (True, 13)]
@@ -132,3 +132,18 @@ def test_each_tile_gets_the_parameters_as_given(nb_workers):
                                             filter_parameters=params, context_manager=manager)
     assert calls == [[1] * 9]
     assert params == {"threshold": 1}
+
+
+@pytest.mark.parametrize("nb_workers, tile_mode", [(1, True), (2, True), (3, False)])
+def test_1_0s_dsm_with_nodata_filled_in_place(dsm, nb_workers, tile_mode):
+    data, profile = read(dsm)
+    params = {"fill": 1000.0}
+    with EOContextManager(nb_workers=nb_workers, tile_mode=tile_mode) as manager:
+        key = manager.open_raster(raster_path=str(dsm))
+        [out] = eoexe.n_images_to_m_images_filter(inputs=[key], image_filter=fill_then_maximum,
+                                                  filter_parameters=params, stable_margin=1,
+                                                  context_manager=manager)
+        np.testing.assert_array_equal(manager.get_array(out),
+                                      fill_then_maximum([data.copy()], [profile], params))
+        assert manager.get_array(key).tobytes() == data.tobytes()
+    assert (data == profile["nodata"]).any()
