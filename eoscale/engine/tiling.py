@@ -206,18 +206,23 @@ def _inside(inner: Window, outer: Window) -> bool:
 
 
 def _first_overlap(cores: list[Window]) -> tuple[int, int] | None:
-    """The indices of the first two windows that share a pixel, or None."""
+    """The indices of two windows that share a pixel, or None.
+
+    Sorted by top edge, a window can only meet the windows after it that start above its bottom
+    edge: on a grid, the rest of its row of tiles.
+    """
     if len(cores) < 2:
         return None
     bounds = np.array([(c.row_off, c.row_off + c.height, c.col_off, c.col_off + c.width)
                        for c in cores])
-    top, bottom, left, right = bounds.T
-    for index in range(len(cores) - 1):
-        later = slice(index + 1, None)
-        hits = np.flatnonzero((top[later] < bottom[index]) & (top[index] < bottom[later])
-                              & (left[later] < right[index]) & (left[index] < right[later]))
+    order = np.lexsort((bounds[:, 2], bounds[:, 0]))
+    top, bottom, left, right = bounds[order].T
+    for position in range(len(cores) - 1):
+        near = slice(position + 1, np.searchsorted(top, bottom[position], side="left"))
+        hits = np.flatnonzero((left[near] < right[position]) & (left[position] < right[near]))
         if hits.size:
-            return index, index + 1 + int(hits[0])
+            first, second = order[position], order[position + 1 + hits[0]]
+            return int(min(first, second)), int(max(first, second))
     return None
 
 

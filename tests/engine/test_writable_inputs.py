@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rasterio.windows import Window
 
 from eoscale.engine import Engine, ExplicitPlan, Tiling
@@ -117,3 +119,20 @@ def test_a_given_plan_runs_exactly_its_tiles_in_its_order(engine):
 def test_a_plan_with_tiles_outside_the_image_or_overlapping_is_refused(tiles, message):
     with pytest.raises(ConfigError, match=message):
         ExplicitPlan(10, 12, windows(*tiles))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 11), st.integers(0, 9), st.integers(1, 4),
+                          st.integers(1, 4)), max_size=8))
+def test_a_plan_is_refused_exactly_when_two_cores_share_a_pixel(cores):
+    cores = [(col, row, min(width, 12 - col), min(height, 10 - row))
+             for col, row, width, height in cores]
+    covered = np.zeros((10, 12), int)
+    for col, row, width, height in cores:
+        covered[row:row + height, col:col + width] += 1
+    plan = windows(*((core, core) for core in cores))
+    if (covered > 1).any():
+        with pytest.raises(ConfigError, match="overlap"):
+            ExplicitPlan(10, 12, plan)
+    else:
+        assert ExplicitPlan(10, 12, plan).tile_count == len(cores)
