@@ -1,15 +1,11 @@
-"""EOScale 1.0 API: the types of the keys of shared resources and of their data."""
+"""EOScale 1.0's module path ``eoscale.data_types``: this name is :mod:`eoscale.compat.types`.
 
-from __future__ import annotations
+The module replaces itself in ``sys.modules``, so both names give one module object: patching
+``eoscale.data_types.<name>`` patches what the layer uses (see :mod:`eoscale.compat`).
+"""
 
-from enum import Enum
+import sys
 
-#: The key of an image shared by an :class:`~eoscale.manager.EOContextManager` (a plain ``str``).
-VirtualPath = str
+from eoscale.compat import types
 
-
-class DataType(Enum):
-    """What a shared resource holds; eoscale 2 shares rasters only."""
-
-    RASTER = 1
-    POINTCLOUD = 2
+sys.modules[__name__] = types

@@ -2,7 +2,7 @@
 
 A *map* callable is EOScale 1.0's: ``fn(arrays, profiles, params) -> ndarray | list[ndarray]``, where
 ``arrays`` are read-only views ``(bands, h, w)`` of each input over the tile's read window (core plus
-margin, clipped at the image edges), ``profiles`` their rasterio-style profiles and ``params`` a dict.
+margin, clipped at the image edges; writable private arrays with ``writable_inputs``), ``profiles`` their rasterio-style profiles and ``params`` a dict.
 Each result has the read window's height and width; the engine keeps the core.
 
 A *reduce* callable has the same signature and returns a partial result for its tile; ``combine(a, b)``
@@ -14,6 +14,8 @@ A callable may declare, as attributes:
 - ``margin``: an ``int`` or a function ``params -> int``, the stability margin it needs;
 - ``profile``: a function ``(profiles, params) -> profile | list[profile]`` for its outputs;
 - ``combine`` and ``finalize``: for a reduce callable, so that naming the callable is enough;
+- ``writable_inputs = True``: each tile gets private arrays it may write into (copy-on-write
+  mappings of its read window) instead of read-only views; its writes reach no other tile;
 - ``wants_input_names = True``: the pipeline runner then adds ``params["_inputs"]``, the names of
   the step's inputs in order (``band_math`` uses them as the names in its expression);
 - ``check``: a function ``(params, input_names) -> list[str]`` that ``eoscale validate`` calls to
@@ -75,3 +77,11 @@ def declared(fn: Callable, attribute: str) -> Callable | None:
     """A function a callable carries as an attribute (``profile``, ``combine``, ``finalize``)."""
     value = getattr(fn, attribute, None)
     return value if callable(value) else None
+
+
+def declared_writable_inputs(fn: Callable, asked: bool | None = None) -> bool:
+    """Whether a step's tiles get writable private inputs: ``asked``, else ``fn.writable_inputs``."""
+    value = getattr(fn, "writable_inputs", False) if asked is None else asked
+    if not isinstance(value, bool):
+        raise ConfigError(f"writable_inputs must be true or false, not {value!r}")
+    return value

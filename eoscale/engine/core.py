@@ -19,13 +19,20 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eoscale.engine.contract import CombineFn, FinalizeFn, ProfileFn, declared, step_margin
+from eoscale.engine.contract import (
+    CombineFn,
+    FinalizeFn,
+    ProfileFn,
+    declared,
+    declared_writable_inputs,
+    step_margin,
+)
 from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.grid import grid_differences
@@ -41,7 +48,15 @@ from eoscale.engine.tasks import (
     TileFailure,
     check_results,
 )
-from eoscale.engine.tiling import TILES_PER_WORKER, Plan, Tile, Tiling, auto_tile_size, plan_step
+from eoscale.engine.tiling import (
+    TILES_PER_WORKER,
+    Plan,
+    Tile,
+    TilePlan,
+    Tiling,
+    auto_tile_size,
+    plan_step,
+)
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
 from eoscale.io.raster import (
     Staging,
@@ -185,7 +200,7 @@ class Engine:
             params: Mapping[str, Any] | None = None, margin: int | None = None,
             profile_fn: ProfileFn | None = None, name: str | None = None,
             output_names: Sequence[str] | None = None, tiling: Tiling | None = None,
-            plan: Plan | None = None,
+            plan: TilePlan | None = None, writable_inputs: bool | None = None,
             files: Sequence[OutputFile | None] | None = None) -> list[SharedRaster | WrittenRaster]:
         """N images -> M images: run ``fn`` on every tile and return the M results.
 
@@ -193,7 +208,10 @@ class Engine:
         attribute); without one, the first tile is computed first, on a worker like every other
         tile, and each output takes a copy of the first input's profile with that result's band
         count and dtype. ``tiling`` replaces the engine's tiling for this step; ``plan`` gives the
-        step's tiling as planned (:func:`~eoscale.engine.tiling.plan_step`), margin included.
+        step's tiles outright: as planned (:func:`~eoscale.engine.tiling.plan_step`, margin
+        included), or any :class:`~eoscale.engine.tiling.ExplicitPlan`. With ``writable_inputs``
+        (default: the callable's attribute of that name, else False) each tile gets private arrays
+        it may write into (see :meth:`SharedRaster.read_private`).
 
         An output with a ``files`` entry is never held: workers send its tiles back as they are
         computed and this process writes them to that file (the caller stages it), so the result
@@ -204,7 +222,8 @@ class Engine:
         plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling, plan)
         profiles = tuple(r.profile for r in inputs)
         job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
-                     profiles=profiles, params=params)
+                     profiles=profiles, params=params,
+                     writable_inputs=declared_writable_inputs(fn, writable_inputs))
         tiles = job.tiles
         profile_fn = profile_fn or declared(fn, "profile")
         remaining: Sequence[int] = range(len(tiles))
@@ -271,11 +290,12 @@ class Engine:
                combine: CombineFn | None = None, finalize: FinalizeFn | None = None,
                params: Mapping[str, Any] | None = None, margin: int | None = None,
                name: str | None = None, tiling: Tiling | None = None,
-               plan: Plan | None = None) -> Any:
+               plan: TilePlan | None = None, writable_inputs: bool | None = None) -> Any:
         """N images -> a result: per-tile partials merged by ``combine`` in tile order, then finalized.
 
         The merge is a left fold in tile order, whatever the workers and the order tiles finish in,
-        so a given tiling always gives the same result; no neutral element is assumed.
+        so a given tiling always gives the same result; no neutral element is assumed. ``tiling``,
+        ``plan`` and ``writable_inputs`` are as for :meth:`map`.
         """
         name = name or getattr(fn, "__name__", "reduce")
         combine = combine or declared(fn, "combine")
@@ -285,7 +305,8 @@ class Engine:
         params = dict(params or {})
         plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling, plan)
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
-                        profiles=tuple(r.profile for r in inputs), params=params)
+                        profiles=tuple(r.profile for r in inputs), params=params,
+                        writable_inputs=declared_writable_inputs(fn, writable_inputs))
         folder = _TileOrderFold(name, combine, job.tiles)
         self._execute("reduce", name, job, range(len(job.tiles)), folder.add)
         folder.check_complete()
@@ -301,7 +322,7 @@ class Engine:
 
     def _plan(self, name: str, fn: Callable, inputs: Sequence[SharedRaster],
               params: Mapping[str, Any], margin: int | None, tiling: Tiling,
-              planned: Plan | None) -> Plan:
+              planned: TilePlan | None) -> TilePlan:
         if not inputs:
             raise ConfigError(f"step '{name}': needs at least one input image")
         first = inputs[0].ref
@@ -311,8 +332,9 @@ class Engine:
             check_same_grid(name, first, raster.ref)
         if planned is not None:
             if (planned.height, planned.width) != (first.height, first.width):
-                raise ConfigError(f"step '{name}': planned for {planned.height} x {planned.width} "
-                                  f"pixels, the inputs are {first.height} x {first.width}")
+                raise ConfigError(f"step '{name}': its plan is for a {planned.height} x "
+                                  f"{planned.width} image, the inputs are {first.height} x "
+                                  f"{first.width}")
             return planned
         try:
             margin = step_margin(fn, params, margin)
@@ -345,8 +367,7 @@ class Engine:
     def _probe(self, job: MapJob, tile: Tile) -> list[np.ndarray]:
         """Run the first tile on the executor to learn the outputs' band counts and dtypes: user
         code runs on a worker, so a crash there is a dead worker, never a dead command."""
-        probe = ProbeJob(step=job.step, inputs=job.inputs, plan=job.plan, fn=job.fn,
-                         profiles=job.profiles, params=job.params)
+        probe = ProbeJob(**{f.name: getattr(job, f.name) for f in fields(job) if f.init})
         results: Iterator[tuple[int, Any]] = self._executor.run(probe, [[tile.index]])
         found: Any = None
         try:
@@ -453,7 +474,10 @@ def failure_error(failure: TileFailure) -> Exception:
         return ResultError(failure.message, step=failure.step, tile=failure.tile)
     if failure.kind == "readonly":
         return StepError("the callable wrote into one of its input arrays; inputs are read-only "
-                         "because every tile shares them: work on a copy (arrays[0].copy())",
+                         "because every tile shares them: work on a copy (arrays[0].copy()), or "
+                         "ask for private writable inputs with writable_inputs (a step's "
+                         "'writable_inputs: true', a callable's attribute writable_inputs = "
+                         "True, Engine.map(..., writable_inputs=True))",
                          step=failure.step, tile=failure.tile, details=failure.traceback)
     return StepError(f"{failure.exc_type}: {failure.message}", step=failure.step,
                      tile=failure.tile, details=failure.traceback)

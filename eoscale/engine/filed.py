@@ -3,8 +3,8 @@
 Read window by window from their file, never loaded whole: for an input that a single step reads
 without margin, so each worker decodes its own tiles as it computes them. A :class:`FileRef` is the
 picklable description (its path, shape, dtype, profile); a :class:`FileRaster` is it opened in a
-process: ``read(window)`` decodes that window (a new array, read-only like every input), and
-``release()`` closes the file.
+process: ``read(window)`` decodes that window (a new array, read-only like every input;
+``read_private`` leaves it writable), and ``release()`` closes the file.
 
 Written to their file as their tiles are computed, never held: a map output that no later step
 reads (:class:`OutputFile` says where, :class:`WrittenRaster` is what the map gives back).
@@ -68,6 +68,12 @@ class FileRaster:
         return self._closed
 
     def read(self, window: Window) -> np.ndarray:
+        array = self.read_private(window)
+        array.flags.writeable = False
+        return array
+
+    def read_private(self, window: Window) -> np.ndarray:
+        """The window decoded into a new array, which the caller may write into."""
         try:
             if self._dataset is None:
                 self._dataset = rasterio.open(self.ref.path)
@@ -76,7 +82,6 @@ class FileRaster:
             raise RasterError(f"{self.ref.path}: cannot read rows {window.row_off}:"
                               f"{window.row_off + window.height}, cols {window.col_off}:"
                               f"{window.col_off + window.width}: {exc}") from None
-        array.flags.writeable = False
         return array
 
     def release(self) -> None:

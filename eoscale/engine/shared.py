@@ -101,12 +101,7 @@ class SharedRaster:
     @classmethod
     def attach(cls, ref: RasterRef, *, readonly: bool = False) -> SharedRaster:
         """Map an existing segment; ``readonly`` maps it read-only, so no view can be written."""
-        flags = os.O_RDONLY if readonly else os.O_RDWR
-        try:
-            fd = _posixshmem.shm_open("/" + ref.segment, flags, mode=0o600)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"shared raster '{ref.name}' ({ref.segment}) does not exist "
-                                    "any more (released, or its run ended)") from None
+        fd = open_segment(ref, os.O_RDONLY if readonly else os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
             access = mmap.ACCESS_READ if readonly else mmap.ACCESS_WRITE
@@ -118,13 +113,29 @@ class SharedRaster:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            raise ValueError(f"shared raster '{self.ref.name or self.ref.segment}' is released")
+            raise self._released_error()
         return self._array
+
+    def _released_error(self) -> ValueError:
+        return ValueError(f"shared raster '{self.ref.name or self.ref.segment}' is released")
 
     def read(self, window: Window) -> np.ndarray:
         """The pixels of a window, all bands: a view, without copying."""
         rows, cols = window.toslices()
         return self.array[:, rows, cols]
+
+    def read_private(self, window: Window) -> np.ndarray:
+        """The pixels of a window, all bands, as a writable array private to the caller.
+
+        The window's rows are mapped from the segment copy-on-write (``MAP_PRIVATE``): reading
+        costs no copy, and only the pages the caller writes are copied, into memory of its own.
+        Its writes never reach the segment, nor another private view of it, and every call maps
+        the segment's current pixels afresh. The mapping lives as long as the array (or a view
+        of it) does.
+        """
+        if self.released:
+            raise self._released_error()
+        return private_view(self.ref, window)
 
     def write(self, window: Window, data: np.ndarray) -> None:
         """Store ``data`` (bands, rows, cols) at a window, cast to the raster's dtype."""
@@ -172,6 +183,42 @@ class SharedRaster:
     def __repr__(self) -> str:
         state = "released" if self.released else self.ref.segment
         return f"SharedRaster({self.ref.name!r}, shape={self.ref.shape}, dtype={self.ref.dtype}, {state})"
+
+
+def open_segment(ref: RasterRef, flags: int) -> int:
+    """A descriptor of a raster's segment, or an error naming the raster if it is gone."""
+    try:
+        return _posixshmem.shm_open("/" + ref.segment, flags, mode=0o600)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"shared raster '{ref.name}' ({ref.segment}) does not exist "
+                                "any more (released, or its run ended)") from None
+
+
+def private_view(ref: RasterRef, window: Window) -> np.ndarray:
+    """A copy-on-write mapping of a window of a shared raster (:meth:`SharedRaster.read_private`).
+
+    One mapping spans the window's rows of the first band to those of the last (whole rows, from
+    a page boundary): pages in between that the window does not touch are never faulted in.
+    """
+    bands, height, width = ref.shape
+    dtype = np.dtype(ref.dtype)
+    rows, cols = window.toslices()
+    row_bytes = width * dtype.itemsize
+    first = rows.start * row_bytes
+    end = ((bands - 1) * height + rows.stop) * row_bytes
+    if rows.stop <= rows.start or cols.stop <= cols.start:
+        return np.zeros((bands, max(0, rows.stop - rows.start), max(0, cols.stop - cols.start)),
+                        dtype)
+    offset = first - first % mmap.ALLOCATIONGRANULARITY
+    fd = open_segment(ref, os.O_RDONLY)
+    try:
+        mapping = mmap.mmap(fd, end - offset, access=mmap.ACCESS_COPY, offset=offset)
+    finally:
+        os.close(fd)
+    whole_rows = np.ndarray((bands, rows.stop - rows.start, width), dtype, buffer=mapping,
+                            offset=first - offset,
+                            strides=(height * row_bytes, row_bytes, dtype.itemsize))
+    return whole_rows[:, :, cols]
 
 
 def pid_alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from eoscale.engine.shared import RasterRef, SharedRaster
-from eoscale.engine.tiling import Plan, Tile
+from eoscale.engine.tiling import Tile, TilePlan
 from eoscale.errors import RasterError
 
 
@@ -65,7 +65,7 @@ class Job:
 
     step: str
     inputs: tuple[RasterRef, ...]
-    plan: Plan
+    plan: TilePlan
     _tiles: tuple[Tile, ...] | None = field(default=None, init=False, repr=False, compare=False)
     _opened: list[SharedRaster] = field(default_factory=list, init=False, repr=False, compare=False)
 
@@ -125,11 +125,17 @@ def _readonly_write(exc: BaseException) -> bool:
 
 
 class _ComputeJob(Job):
-    """A job that calls a user callable on read-window views of its inputs."""
+    """A job that calls a user callable on read-window views of its inputs.
+
+    The views are read-only, or with ``writable_inputs`` private copy-on-write mappings of each
+    tile's read window (:meth:`SharedRaster.read_private`): the callable may write into them, and
+    its writes reach neither the shared input nor any other tile.
+    """
 
     fn: Callable
     profiles: tuple[dict, ...]
     params: dict
+    writable_inputs: bool
 
     def _input_rasters(self) -> list[SharedRaster]:
         rasters = getattr(self, "_in_rasters", None)
@@ -143,7 +149,8 @@ class _ComputeJob(Job):
 
     def _call(self, tile: Tile) -> Any:
         global _current
-        views = [raster.read(tile.read) for raster in self._input_rasters()]
+        views = [raster.read_private(tile.read) if self.writable_inputs else raster.read(tile.read)
+                 for raster in self._input_rasters()]
         transform = self.profiles[0].get("transform") if self.profiles else None
         _current = TileContext(tile.index, tile.core, tile.read,
                                window_transform(tile.read, transform) if transform else None)
@@ -177,6 +184,7 @@ class MapJob(_ComputeJob):
     profiles: tuple[dict, ...] = ()
     params: dict = field(default_factory=dict)
     outputs: tuple[RasterRef, ...] = ()
+    writable_inputs: bool = False
     returned: tuple[bool, ...] = ()
 
     def _is_returned(self, position: int) -> bool:
@@ -243,6 +251,7 @@ class ReduceJob(_ComputeJob):
     fn: Callable = None  # type: ignore[assignment]
     profiles: tuple[dict, ...] = ()
     params: dict = field(default_factory=dict)
+    writable_inputs: bool = False
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
         return self._run_tiles(indices, self._call)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from rasterio.windows import Window
 
 from eoscale.errors import ConfigError
@@ -150,6 +151,79 @@ class Plan:
         columns = self.tile_size if self.mode == "tiles" else self.width
         return (min(self.height, self.tile_size + 2 * self.margin),
                 min(self.width, columns + 2 * self.margin))
+
+
+@dataclass(frozen=True)
+class ExplicitPlan:
+    """A tiling given tile by tile: each tile's core and read windows, in tile order.
+
+    For tiles that are not a regular grid (EOScale 1.0's plans, whose last strip takes what is
+    left). It has :class:`Plan`'s interface (``tiles()``, ``tile_count``, ``read_shape``). The cores
+    must lie in the image without overlapping (they need not cover it: pixels outside every core
+    are not computed), and each read window must hold its core and lie in the image.
+    """
+
+    height: int
+    width: int
+    windows: tuple[tuple[Window, Window], ...]  # (core, read) of each tile
+
+    def __post_init__(self) -> None:
+        image = Window(0, 0, self.width, self.height)
+        for index, (core, read) in enumerate(self.windows):
+            if (core.width < 1 or core.height < 1 or not _inside(core, read)
+                    or not _inside(read, image)):
+                raise ConfigError(f"{Tile(index, core, read).describe()} reads rows "
+                                  f"{read.row_off}:{read.row_off + read.height}, cols "
+                                  f"{read.col_off}:{read.col_off + read.width}: a tile needs a "
+                                  f"core of at least one pixel, inside a read window inside the "
+                                  f"{self.height} x {self.width} image")
+        overlap = _first_overlap([core for core, _ in self.windows])
+        if overlap is not None:
+            first, second = (Tile(i, *self.windows[i]).describe() for i in overlap)
+            raise ConfigError(f"{first} and {second} overlap: the cores of a plan must not")
+
+    def tiles(self) -> tuple[Tile, ...]:
+        return tuple(Tile(index, core, read) for index, (core, read) in enumerate(self.windows))
+
+    @property
+    def tile_count(self) -> int:
+        return len(self.windows)
+
+    @property
+    def read_shape(self) -> tuple[int, int]:
+        """The largest read window (rows, cols)."""
+        return (max((read.height for _, read in self.windows), default=0),
+                max((read.width for _, read in self.windows), default=0))
+
+
+TilePlan = Plan | ExplicitPlan
+
+
+def _inside(inner: Window, outer: Window) -> bool:
+    return (outer.col_off <= inner.col_off and outer.row_off <= inner.row_off
+            and inner.col_off + inner.width <= outer.col_off + outer.width
+            and inner.row_off + inner.height <= outer.row_off + outer.height)
+
+
+def _first_overlap(cores: list[Window]) -> tuple[int, int] | None:
+    """The indices of two windows that share a pixel, or None.
+
+    Sorted by top edge, a window can only meet the windows after it that start above its bottom
+    edge: on a grid, the rest of its row of tiles.
+    """
+    if len(cores) < 2:
+        return None
+    bounds = np.array([(c.row_off, c.row_off + c.height, c.col_off, c.col_off + c.width)
+                       for c in cores])
+    order = np.lexsort((bounds[:, 2], bounds[:, 0]))
+    top, bottom, left, right = bounds[order].T
+    for position in range(len(cores) - 1):
+        near = slice(position + 1, np.searchsorted(top, bottom[position], side="left"))
+        hits = np.flatnonzero((left[near] < right[position]) & (left[position] < right[near]))
+        if hits.size:
+            first, second = order[position], order[position + 1 + hits[0]]
+            return int(min(first, second)), int(max(first, second))
+    return None
 
 
 def plan_step(height: int, width: int, *, margin: int, tiling: Tiling, workers: int,

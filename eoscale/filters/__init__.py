@@ -1,22 +1,11 @@
-"""EOScale 1.0 API: ready-made filters on the 1.0 executors."""
+"""EOScale 1.0's package path ``eoscale.filters``: it *is* :mod:`eoscale.compat.filters`, and
+``eoscale.filters.<module>`` is ``eoscale.compat.filters.<module>`` (see :mod:`eoscale.compat`)."""
 
-from __future__ import annotations
+import sys
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from eoscale.compat import filters
+from eoscale.compat.filters import concatenate_images, generic_kernel, stats_minmax
 
-from eoscale.data_types import VirtualPath
-from eoscale.manager import EOContextManager
-
-
-@contextlib.contextmanager
-def opened(context: EOContextManager, inputs: Sequence[str | Path]) -> Iterator[list[VirtualPath]]:
-    """The keys of ``inputs``: file paths are opened, and released when the block ends."""
-    paths = dict.fromkeys(item for item in inputs if Path(item).exists())
-    keys = {path: context.open_raster(raster_path=str(path)) for path in paths}
-    try:
-        yield [keys.get(item, item) for item in inputs]
-    finally:
-        for key in keys.values():
-            context.release(key)
+for _module in (concatenate_images, generic_kernel, stats_minmax):
+    sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
+sys.modules[__name__] = filters

@@ -17,6 +17,7 @@ The format, version 1::
         inputs: [scene]          # required: pipeline inputs or images of earlier steps
         params: {red: 3, nir: 4} # optional; "${stats}", "${stats.key}": an earlier reduce's result
         margin: 0                # optional, >= 0; default the callable's declared margin, else 0
+        writable_inputs: false   # optional: true gives each tile private arrays it may write into
         profile: my_ops.prof     # map only: fn(profiles, params) -> profile | list of profiles
         outputs: [ndvi]          # map only; default [step name]
       - name: stats
@@ -65,8 +66,8 @@ MAX_NODES = 100_000
 
 TOP_KEYS = ("version", "name", "workers", "tiling", "inputs", "steps", "outputs")
 TILING_KEYS = ("mode", "tile_size")
-STEP_KEYS = ("name", "description", "map", "reduce", "inputs", "params", "margin", "profile",
-             "outputs", "combine", "finalize")
+STEP_KEYS = ("name", "description", "map", "reduce", "inputs", "params", "margin",
+             "writable_inputs", "profile", "outputs", "combine", "finalize")
 OUTPUT_KEYS = ("path", "options")
 #: The step keys that belong to one kind of step only.
 ONLY_FOR: dict[str, StepKind] = {"profile": "map", "outputs": "map",
@@ -307,6 +308,12 @@ class _Reader:
             return None
         return int(value)
 
+    def boolean(self, value: Any, path: KeyPath, step: str | None) -> bool | None:
+        if isinstance(value, bool):
+            return value
+        self.report(path, f"expected true or false, found {describe(value)}", step)
+        return None
+
     def text(self, value: Any, path: KeyPath, step: str | None, what: str = "text", *,
              key: bool = False) -> str | None:
         if isinstance(value, str) and value.strip():
@@ -437,6 +444,7 @@ class _Reader:
         inputs = self.names(raw["inputs"], (*path, "inputs"), name) if "inputs" in raw else None
         params = optional("params", self.mapping, "a mapping of parameter names to values")
         margin = optional("margin", self.integer, 0)
+        writable_inputs = optional("writable_inputs", self.boolean)
         profile = optional("profile", self.dotted)
         outputs = optional("outputs", self.names)
         combine = optional("combine", self.dotted)
@@ -449,7 +457,7 @@ class _Reader:
             name, kind, target or "", inputs or (), freeze(params or {}), margin,
             profile if is_map else None, (outputs or (name,)) if is_map else (),
             None if is_map else combine, None if is_map else finalize, description,
-            self.at(path), FrozenMap(locations))
+            writable_inputs, self.at(path), FrozenMap(locations))
 
     def outputs(self, value: Any, base: Path) -> dict[str, OutputSpec]:
         if value is None:

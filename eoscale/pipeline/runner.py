@@ -118,13 +118,15 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             if step.kind == "map":
                 made = engine.map(found.fn, inputs, params=params, profile_fn=found.profile,
                                   name=step.name, output_names=step.step.outputs, plan=tiling,
+                                  writable_inputs=step.step.writable_inputs,
                                   files=[written(name) for name in step.step.outputs])
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
                               if plan.images[name].lives == "shared")
             else:
                 results[step.name] = engine.reduce(found.fn, inputs, combine=found.combine,
                                                    finalize=found.finalize, params=params,
-                                                   name=step.name, plan=tiling)
+                                                   name=step.name, plan=tiling,
+                                                   writable_inputs=step.step.writable_inputs)
             stage(step.stages)
             release(step.releases)
         written = staging.commit()

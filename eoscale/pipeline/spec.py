@@ -152,7 +152,8 @@ class StepSpec:
     """One step: a map (N images -> M images) or a reduce (N images -> one result, tile by tile).
 
     ``callable``, ``profile``, ``combine`` and ``finalize`` are dotted paths, resolved later.
-    ``margin`` None means the callable's declared margin, else 0. ``outputs`` names the images a
+    ``margin`` None means the callable's declared margin, else 0; ``writable_inputs`` None means
+    the callable's attribute of that name, else False (read-only inputs). ``outputs`` names the images a
     map step makes (the loader fills in the default, the step's name); it is empty for a reduce
     step, whose result is named by the step. ``locations`` holds where the step's values are
     written, keyed by their path inside the step (``inputs -> 0``); see :meth:`locate`. Where a
@@ -170,6 +171,7 @@ class StepSpec:
     combine: str | None = None
     finalize: str | None = None
     description: str | None = None
+    writable_inputs: bool | None = None
     where: Location = field(default=Location(), compare=False)
     locations: Mapping[str, Location] = field(default_factory=FrozenMap, compare=False, repr=False)
 

@@ -103,3 +103,51 @@ def constant(array, constant_value):
 def maximum(input_buffers, input_profiles, params):
     size = 2 * params["radius"] + 1
     return scipy.ndimage.maximum_filter(input_buffers[0], size=(1, size, size), mode="nearest")
+
+
+# 1.0 filters that write into their input buffers, as 1.0 code often does
+
+
+def threshold_in_place(input_buffers, input_profiles, params):
+    """Sets the pixels above a threshold to 255 in the input itself, and returns that input."""
+    image = input_buffers[0]
+    image[image > params["threshold"]] = 255
+    return image
+
+
+def bonus_then_smooth(input_buffers, input_profiles, params):
+    """Adds a bonus to the whole read window, margin included, then takes a 3 x 3 mean."""
+    input_buffers[0][...] += params["bonus"]
+    return scipy.ndimage.uniform_filter(input_buffers[0], size=(1, 3, 3), mode="nearest")
+
+
+def mask_then_maximum(input_buffers, input_profiles, params):
+    """Writes 255 into the first input where the second is above a threshold, then a 5 x 5 max."""
+    image = input_buffers[0]
+    image[input_buffers[1] > params["threshold"]] = 255
+    return scipy.ndimage.maximum_filter(image, size=(1, 5, 5), mode="nearest")
+
+
+def clipped_sum(input_buffers, input_profiles, params):
+    """Clips negative pixels to 0 in the input itself, and sums the tile."""
+    image = input_buffers[0]
+    image[image < 0] = 0
+    return [float(image.sum())]
+
+
+def counts_its_calls(input_buffers, input_profiles, params):
+    """Counts in its parameters how often it ran: 1.0 gave each tile a fresh copy of them."""
+    params["calls"] = params.get("calls", 0) + 1
+    return [[params["calls"]]]
+
+
+def minus_tile_mean(input_buffers, input_profiles, params):
+    """Depends on its tile, as filters that train on samples drawn tile by tile do."""
+    return input_buffers[0] - input_buffers[0].mean()
+
+
+def fill_then_maximum(input_buffers, input_profiles, params):
+    """Replaces nodata by a value in the input itself, then takes a 3 x 3 maximum."""
+    image = input_buffers[0]
+    image[image == input_profiles[0]["nodata"]] = params["fill"]
+    return scipy.ndimage.maximum_filter(image, size=(1, 3, 3), mode="nearest")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import eoscale.eo_executors as eoexe
 from eoscale.errors import EOScaleError
 from eoscale.manager import EOContextManager
-from eoscale.utils import MpTile
+from eoscale.utils import MpTile, read_window
 
 from compat_helpers import (add, count_pixels, cropped, extend, failing, maximum, scaled,
                             stats_concatenate, stats_filter, sum_and_difference, top_left_pixel,
@@ -197,16 +197,39 @@ def test_executors_run_the_tiles_compute_mp_tiles_returns():
         assert counted == kept.sum()
 
 
-@pytest.mark.parametrize("tiles", [
-    [MpTile(0, 0, 4, 4, 0, 0, 0, 0), MpTile(5, 0, 11, 4, 0, 0, 0, 0)],
-    [MpTile(0, 0, 19, 9, 1, 0, 0, 0)],
-], ids=["irregular", "margin-outside"])
-def test_tiles_off_a_regular_grid_are_refused(tiles):
+def test_tiles_off_a_regular_grid_run_as_given():
+    image = np.random.default_rng(7).normal(size=(1, 10, 20)).astype(np.float32)
+    tiles = [MpTile(0, 0, 4, 4, 0, 1, 0, 1), MpTile(5, 0, 11, 6, 0, 1, 1, 1),
+             MpTile(0, 8, 19, 9, 1, 0, 0, 0)]
+    with EOContextManager(nb_workers=2) as manager:
+        key = image_key(manager, image)
+        with patch("eoscale.eo_executors.compute_mp_tiles", return_value=tiles):
+            got = smooth(manager, key)
+    expected = np.zeros_like(got)
+    for tile in tiles:
+        window = read_window(tile)
+        rows, cols = window.toslices()
+        smoothed = scipy.ndimage.uniform_filter(image[0][rows, cols], size=3)
+        expected[tile.start_y:tile.end_y + 1, tile.start_x:tile.end_x + 1] = smoothed[
+            tile.top_margin:tile.top_margin + tile.end_y - tile.start_y + 1,
+            tile.left_margin:tile.left_margin + tile.end_x - tile.start_x + 1]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("tiles, message", [
+    ([MpTile(0, 0, 19, 9, 1, 0, 0, 0)], r"tile 0 \(rows 0:10, cols 0:20\) reads rows -1:10"),
+    ([MpTile(0, 0, 20, 9, 0, 0, 0, 0)], "inside the 10 x 20 image"),
+    ([MpTile(0, 0, 9, 9, 0, 0, 0, 0), MpTile(9, 5, 19, 9, 0, 0, 0, 0)], "tile 0 .* 1 .*overlap"),
+], ids=["margin-outside", "core-outside", "overlapping"])
+def test_tiles_outside_the_image_or_overlapping_are_refused(tiles, message):
     with EOContextManager(nb_workers=2) as manager:
         key = image_key(manager, np.zeros((1, 10, 20)))
         with (patch("eoscale.eo_executors.compute_mp_tiles", return_value=tiles),
-              pytest.raises(ValueError, match="regular grid")):
+              pytest.raises(ValueError, match="compute_mp_tiles gave tiles that cannot run")
+              as raised):
             smooth(manager, key)
+        assert raised.match(message)
+        assert "step 'N Images to M images MultiProcessing...'" in str(raised.value)
 
 
 def test_compute_mp_tiles_cover_the_image_once():

@@ -154,3 +154,30 @@ def tile_order(arrays, profiles, params):
     if index == 0:
         time.sleep(0.2)  # the first tile finishes last
     return [index]
+
+
+# -- callables that write into their inputs (with writable_inputs) ------------------------------
+
+def bonus_then_box(arrays, profiles, params):
+    """Adds a bonus to the whole read window, margin included, then takes an exact 3 x 3 mean."""
+    arrays[0][...] += params["bonus"]
+    return ndi.correlate(arrays[0], np.full((1, 3, 3), 1 / 9), mode="nearest")
+
+
+def bonus_then_box_declared(arrays, profiles, params):
+    return bonus_then_box(arrays, profiles, params)
+
+
+bonus_then_box_declared.writable_inputs = True  # type: ignore[attr-defined]
+bonus_then_box_declared.margin = 1  # type: ignore[attr-defined]
+
+
+def clipped_total(arrays, profiles, params):
+    """Clips negative pixels to 0 in the input itself, and sums the tile."""
+    arrays[0][arrays[0] < 0] = 0
+    return float(arrays[0].sum())
+
+
+def read_shapes(arrays, profiles, params):
+    """The rows and columns the tile read, as a list to concatenate."""
+    return [arrays[0].shape[1:]]

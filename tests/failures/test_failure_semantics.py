@@ -79,7 +79,7 @@ def test_a_worker_dying_on_the_first_tile_is_a_dead_worker(run_dir, previous, ca
     process = start("run", "p.yaml", "--overwrite", "-w", "2", cwd=run_dir)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
-    assert f"error: step 'fragile', tile 0 (rows 0:50, cols 0:50): a worker process (pid " in err
+    assert "error: step 'fragile', tile 0 (rows 0:50, cols 0:50): a worker process (pid " in err
     assert expected in err and "Traceback" not in err
     assert_clean(run_dir, process.pid, previous=previous)
 

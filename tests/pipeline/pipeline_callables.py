@@ -76,3 +76,10 @@ def one_per_tile(arrays: Sequence[np.ndarray], profiles: Sequence[dict], params:
 
 
 one_per_tile.combine = lambda a, b: a + b  # type: ignore[attr-defined]
+
+
+def clip_in_place(arrays: Sequence[np.ndarray], profiles: Sequence[dict], params: dict) -> Any:
+    """An EOScale 1.0 habit: writes into its input."""
+    image = arrays[0]
+    image[image > params["high"]] = params["high"]
+    return image

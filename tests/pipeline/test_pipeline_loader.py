@@ -40,10 +40,12 @@ FULL = """
         finalize: pipeline_callables.final_stats
         inputs: [ndvi]
         margin: 2
+        writable_inputs: false
       - name: smooth
         map: pipeline_callables:Filters.identity
         inputs: [ndvi]
         params: {low: "${stats.min}"}
+        writable_inputs: true
       - name: late
         map: pipeline_callables.ndvi
         inputs: [scene]
@@ -81,6 +83,8 @@ def test_every_key_is_read(write_pipeline: WritePipeline, tmp_path: Path) -> Non
     assert (smooth.callable, smooth.outputs, smooth.margin) == (
         "pipeline_callables:Filters.identity", ("smooth",), None)
     assert smooth.params == {"low": "${stats.min}"}
+    assert (ndvi.writable_inputs, stats.writable_inputs, smooth.writable_inputs) == (
+        None, False, True)
     assert (stats.kind, stats.combine, stats.finalize, stats.margin, stats.outputs) == (
         "reduce", "pipeline_callables.merge_stats", "pipeline_callables.final_stats", 2, ())
     assert late.params == {"bounds": ("${stats.min}", "${stats}")}
@@ -98,6 +102,7 @@ def test_defaults(write_pipeline: WritePipeline) -> None:
     assert (spec.name, spec.workers, spec.tiling, dict(spec.outputs)) == (None, None, Tiling(), {})
     step, = spec.steps
     assert (step.params, step.margin, step.profile, step.outputs) == ({}, None, None, ("ndvi",))
+    assert step.writable_inputs is None
 
 
 @pytest.mark.parametrize("outputs", ["outputs:", "outputs: {}", "outputs: null"])
@@ -218,6 +223,15 @@ def test_version_is_the_integer_one(write_pipeline: WritePipeline, version: str)
 def test_a_boolean_where_text_is_expected_is_explained(write_pipeline: WritePipeline) -> None:
     with pytest.raises(PipelineError, match=r"found a boolean \(false; put it in quotes"):
         load_pipeline(write_pipeline(MINIMAL.replace("scene.tif", "no")))
+
+
+@pytest.mark.parametrize("value", ["1", "yes please", "[true]"])
+def test_writable_inputs_is_true_or_false(write_pipeline: WritePipeline, value: str) -> None:
+    text = MINIMAL.replace("inputs: [scene]}", f"inputs: [scene], writable_inputs: {value}}}")
+    with pytest.raises(PipelineError, match="expected true or false") as raised:
+        load_pipeline(write_pipeline(text))
+    problem, = raised.value.problems
+    assert (problem.path, problem.line) == ("steps -> 0 -> writable_inputs", 4)
 
 
 def test_missing_file(tmp_path: Path) -> None:

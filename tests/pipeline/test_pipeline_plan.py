@@ -154,3 +154,40 @@ def test_one_grid_tolerance_for_validation_and_engine(write_pipeline: Writer,
     found = validate(load_pipeline(write_pipeline(text)))
     assert [p.message for p in found] == [
         "b.tif is not on the grid of input 'a' (a.tif): origin (1000.01, 2000), not (1000, 2000)"]
+
+
+WRITES = """
+    version: 1
+    workers: 2
+    tiling: {tile_size: 8}
+    inputs: {a: a.tif}
+    steps:
+      - name: clipped
+        map: pipeline_callables.clip_in_place
+        inputs: [a]
+        params: {high: 300}
+        margin: 1
+        WRITABLE
+      - {name: total, reduce: pipeline_callables.tile_sum, inputs: [a]}
+    outputs: {clipped: out/clipped.tif, total: out/total.json}
+    """
+
+
+def test_writable_inputs_from_the_pipeline(write_pipeline: Writer, make_raster: Writer) -> None:
+    import json
+
+    from eoscale.errors import StepError
+
+    make_raster("a.tif", width=32, height=24, dtype="uint16")
+    spec = load_pipeline(write_pipeline(WRITES.replace("WRITABLE", "writable_inputs: true")))
+    result = run_pipeline(spec)
+    with rasterio.open(spec.inputs["a"].path) as source:
+        original = source.read()
+    with rasterio.open(spec.outputs["clipped"].path) as clipped:
+        assert np.array_equal(clipped.read(), np.minimum(original, 300))
+    # The shared input stayed as it was: the later step sums the original pixels.
+    total = json.loads(spec.outputs["total"].path.read_text())["result"]
+    assert total == result.results["total"] == float(original.sum())
+    refused = load_pipeline(write_pipeline(WRITES.replace("WRITABLE", ""), name="p2.yaml"))
+    with pytest.raises(StepError, match="writable_inputs: true"):
+        run_pipeline(refused, overwrite=True)

@@ -10,10 +10,10 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.ndimage import generic_filter
 
-from eoscale.data_types import VirtualPath
-from eoscale.eo_executors import n_images_to_m_images_filter
-from eoscale.filters import opened
-from eoscale.manager import EOContextManager
+from eoscale.compat.executors import n_images_to_m_images_filter
+from eoscale.compat.filters import opened
+from eoscale.compat.manager import EOContextManager
+from eoscale.compat.types import VirtualPath
 
 Mode = Literal["reflect", "constant", "nearest", "mirror", "wrap"]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eoscale.data_types import VirtualPath
-from eoscale.eo_executors import n_images_to_m_scalars
-from eoscale.filters import opened
-from eoscale.manager import EOContextManager
+from eoscale.compat.executors import n_images_to_m_scalars
+from eoscale.compat.filters import opened
+from eoscale.compat.manager import EOContextManager
+from eoscale.compat.types import VirtualPath
 
 
 def stats_filter(input_buffers: list, input_profiles: list, filter_parameters: dict) -> list:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import DTypeLike
 
-from eoscale.data_types import VirtualPath
-from eoscale.eo_executors import n_images_to_m_images_filter
-from eoscale.filters import opened
-from eoscale.manager import EOContextManager
+from eoscale.compat.executors import n_images_to_m_images_filter
+from eoscale.compat.filters import opened
+from eoscale.compat.manager import EOContextManager
+from eoscale.compat.types import VirtualPath
 
 
 def concatenate_filter(input_buffers: list, input_profiles: list, params: dict) -> list[np.ndarray]:
