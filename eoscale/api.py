@@ -19,8 +19,10 @@ Source = str | os.PathLike[str] | Mapping[str, Any]
 def overrides(*, workers: int | None = None, tile_size: int | None = None,
               tiling: str | None = None, inputs: Mapping[str, str] | None = None,
               outputs: Mapping[str, str] | None = None,
-              params: Mapping[str, Any] | None = None) -> Overrides:
-    """Overrides from keyword arguments; ``params`` keys are ``"step.key"``."""
+              params: Mapping[str, Any] | None = None, memory: str | int | None = None,
+              scratch: str | os.PathLike[str] | None = None) -> Overrides:
+    """Overrides from keyword arguments; ``params`` keys are ``"step.key"``; ``memory`` is a
+    budget in bytes or a size like ``"4GiB"``; ``scratch`` the folder for spilled images."""
     by_step: dict[tuple[str, str], Any] = {}
     for dotted, value in (params or {}).items():
         step, sep, key = dotted.partition(".")
@@ -28,7 +30,8 @@ def overrides(*, workers: int | None = None, tile_size: int | None = None,
             raise PipelineError(Problem(f"--param {dotted}: expected STEP.KEY=VALUE", path="--param"))
         by_step[(step, key)] = value
     return Overrides(workers=workers, tile_size=tile_size, tiling_mode=tiling,
-                     inputs=dict(inputs or {}), outputs=dict(outputs or {}), params=by_step)
+                     inputs=dict(inputs or {}), outputs=dict(outputs or {}), params=by_step,
+                     memory=memory, scratch=None if scratch is None else os.fspath(scratch))
 
 
 def load(source: Source, **kwargs: Any) -> PipelineSpec:

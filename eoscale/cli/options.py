@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from eoscale.cli.render import settings
+from eoscale.sizes import parse_size
 
 
 def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -41,3 +42,13 @@ def pairs(option: str) -> Callable[[click.Context, click.Parameter, Any], dict[s
             parsed[name.strip()] = rest
         return parsed
     return parse
+
+
+def size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A size option (``4GiB``, ``512MB``) in bytes; a bad one is a usage error naming it."""
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None

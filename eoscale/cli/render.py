@@ -18,7 +18,8 @@ from rich.progress import (
 from rich.table import Table
 
 from eoscale.engine.progress import NoProgress, PhaseReport
-from eoscale.pipeline.plan import ImagePlan, RunPlan, StepPlan, size_text
+from eoscale.pipeline.plan import ImagePlan, RunPlan, StepPlan
+from eoscale.sizes import size_text
 
 
 @dataclass
@@ -145,7 +146,9 @@ def describe_estimate(plan: RunPlan) -> str:
             f"({size_text(peak.images)} of images, {size_text(peak.tiles)} of tiles in {workers} "
             f"worker{'s' if workers > 1 else ''}, {size_text(peak.fixed)} for the processes)")
     if plan.resources.memory is not None:
-        text += f"; {size_text(plan.resources.memory)} available"
+        kind = "budget" if plan.resources.given else "default budget"
+        text += (f"; {size_text(peak.held)} of it against the {kind} of "
+                 f"{size_text(plan.resources.memory)}")
     return text
 
 

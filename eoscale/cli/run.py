@@ -9,7 +9,7 @@ import click
 import yaml
 
 from eoscale.api import overrides
-from eoscale.cli.options import json_opt, pairs, quiet_opt, verbose_opt, workers_opt
+from eoscale.cli.options import json_opt, pairs, quiet_opt, size_option, verbose_opt, workers_opt
 from eoscale.cli.render import (
     console,
     plan_tables,
@@ -50,6 +50,10 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
               callback=pairs("NAME=PATH"), help="Write a result to PATH (adds or replaces an output).")
 @click.option("--param", "params", multiple=True, metavar="STEP.KEY=VALUE", callback=parse_params,
               help="Set a step's param; VALUE is read as YAML.")
+@click.option("--memory", metavar="SIZE", callback=size_option, default=None,
+              help="Memory budget: 4GiB, 512MB...; default: the memory available less 10 %.")
+@click.option("--scratch", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Folder for images spilled to disk; default: the system's temporary folder.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--dry-run", is_flag=True,
               help="Print the run plan (tiles, where each image lives, memory) and exit.")
@@ -57,14 +61,14 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @quiet_opt
 @verbose_opt
 def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str | None,
-        inputs: dict, outputs: dict, params: dict, overwrite: bool, dry_run: bool,
-        as_json: bool) -> None:
+        inputs: dict, outputs: dict, params: dict, memory: int | None, scratch: Path | None,
+        overwrite: bool, dry_run: bool, as_json: bool) -> None:
     """Run a pipeline: load inputs, run every step on every core, write the outputs."""
     if as_json and not dry_run:
         raise click.UsageError("--json goes with --dry-run (it prints the plan as JSON)")
     spec = load_pipeline(pipeline, overrides=overrides(
         workers=workers, tile_size=tile_size, tiling=tiling, inputs=inputs, outputs=outputs,
-        params=params))
+        params=params, memory=memory, scratch=None if scratch is None else str(scratch)))
     plan = checked_plan(spec)
     out = console()
     if dry_run:

@@ -223,16 +223,18 @@ def _die_with_parent() -> None:
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-#: GDAL's block cache in each worker, in MB. Workers decode windows straight into their
-#: destination, so cached blocks would only duplicate the input (GDAL's default: 5 % of RAM each).
-WORKER_GDAL_CACHE_MB = 64
+#: GDAL's block cache in each worker, in bytes. Workers decode windows straight into their
+#: destination, so cached blocks would mostly duplicate the input (GDAL's default: 5 % of RAM in
+#: each process); a few blocks are kept for windows whose margins cut blocks their neighbours read.
+WORKER_GDAL_CACHE_BYTES = 16 * 2**20
 
 
 def _cap_gdal_cache() -> None:
     if "GDAL_CACHEMAX" not in os.environ:
         from rasterio.env import set_gdal_config
 
-        set_gdal_config("GDAL_CACHEMAX", WORKER_GDAL_CACHE_MB)
+        # rasterio passes an int to GDALSetCacheMax64: bytes (a string would be read as MB)
+        set_gdal_config("GDAL_CACHEMAX", WORKER_GDAL_CACHE_BYTES)
 
 
 def _worker_main(conn: Connection, owner_pid: int) -> None:

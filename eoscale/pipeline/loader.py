@@ -5,6 +5,9 @@ The format, version 1::
     version: 1                   # required, must be 1
     name: ndvi-smooth            # optional
     workers: 4                   # optional, >= 1; default: all CPUs
+    memory: 4GiB                 # optional budget (B, KB, MB, GB, KiB, MiB, GiB); default: the
+                                 # memory available less 10 % (at least 512 MiB kept free)
+    scratch: /tmp                # optional folder for spilled images; default: the temp folder
     tiling:                      # optional
       mode: tiles                # tiles (squares) or strips (full width)
       tile_size: 1024            # >= 1; default automatic
@@ -60,11 +63,13 @@ from eoscale.pipeline.spec import (
     freeze, join_path,
 )
 from eoscale.pipeline.validate import check_graph
+from eoscale.sizes import parse_size
 
 #: The most values a document may hold once its aliases are expanded.
 MAX_NODES = 100_000
 
-TOP_KEYS = ("version", "name", "workers", "tiling", "inputs", "steps", "outputs")
+TOP_KEYS = ("version", "name", "workers", "memory", "scratch", "tiling", "inputs", "steps",
+            "outputs")
 TILING_KEYS = ("mode", "tile_size")
 STEP_KEYS = ("name", "description", "map", "reduce", "inputs", "params", "margin",
              "writable_inputs", "profile", "outputs", "combine", "finalize")
@@ -365,6 +370,9 @@ class _Reader:
         name = None if root.get("name") is None else self.text(root["name"], ("name",), None)
         workers = None if root.get("workers") is None else self.integer(
             root["workers"], ("workers",), None, 1)
+        memory = None if root.get("memory") is None else self.size(root["memory"], ("memory",))
+        scratch = None if root.get("scratch") is None else self.file_path(
+            root["scratch"], ("scratch",), None, base)
         tiling = self.tiling(root.get("tiling"))
         inputs = self.inputs(root["inputs"], base) if "inputs" in root else None
         steps = self.steps(root["steps"]) if "steps" in root else None
@@ -372,7 +380,14 @@ class _Reader:
         if inputs is None or steps is None:
             return None
         return PipelineSpec(1, name, workers, tiling, FrozenMap(inputs), steps, FrozenMap(outputs),
-                            source, base)
+                            source, base, memory, scratch)
+
+    def size(self, value: Any, path: KeyPath) -> int | None:
+        try:
+            return parse_size(value)
+        except ValueError as error:
+            self.report(path, str(error))
+            return None
 
     def tiling(self, value: Any) -> Tiling:
         if value is None:
@@ -526,6 +541,14 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
         return default if value is None or problem is not None else int(value)
 
     workers = checked("--workers", overrides.workers, spec.workers)
+    memory = spec.memory
+    if overrides.memory is not None:
+        try:
+            memory = parse_size(overrides.memory)
+        except ValueError as error:
+            flag("--memory", str(error))
+    cwd = Path.cwd()
+    scratch = spec.scratch if overrides.scratch is None else absolute(overrides.scratch, cwd)
     tile_size = checked("--tile-size", overrides.tile_size, spec.tiling.tile_size)
     mode = spec.tiling.mode
     if overrides.tiling_mode in MODES:
@@ -533,7 +556,6 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
     elif overrides.tiling_mode is not None:
         flag("--tiling", f"expected one of {', '.join(MODES)}, found {overrides.tiling_mode!r}"
                          f"{did_you_mean(overrides.tiling_mode, MODES)}")
-    cwd = Path.cwd()
     inputs = dict(spec.inputs)
     for name, text in overrides.inputs.items():
         if name in inputs:
@@ -561,7 +583,7 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
         steps[index] = replace(step, params=FrozenMap({**step.params, key: freeze(value)}),
                                locations=FrozenMap(locations))
     return replace(spec, workers=workers, tiling=Tiling(mode, tile_size), inputs=FrozenMap(inputs),
-                   steps=tuple(steps), outputs=FrozenMap(outputs))
+                   steps=tuple(steps), outputs=FrozenMap(outputs), memory=memory, scratch=scratch)
 
 
 def _order(problem: Problem) -> tuple[bool, int, int]:

@@ -25,7 +25,7 @@ tile).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from eoscale.engine.contract import declared, step_margin
 from eoscale.engine.core import default_workers, make_chunks
-from eoscale.engine.executors import WORKER_GDAL_CACHE_MB
+from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES
 from eoscale.engine.grid import grid_differences
 from eoscale.engine.memory import own_pss
 from eoscale.engine.tiling import Plan, Tiling, plan_step
@@ -71,26 +71,47 @@ def available_memory() -> int | None:
     return None
 
 
+def default_budget(available: int | None, fixed: int) -> int | None:
+    """The memory budget when none is given: what is available, less a safety margin of 10 %
+    and at least :data:`KEEP_FREE_BYTES` (other programs, the page cache, estimates' errors),
+    less the ``fixed`` bytes of the run's processes, which no budget can shrink."""
+    if available is None:
+        return None
+    return max(available - max(available // 10, KEEP_FREE_BYTES), available // 2) - fixed
+
+
+#: The least memory a default budget leaves free.
+KEEP_FREE_BYTES = 512 * MIB
+
+
 @dataclass(frozen=True)
 class Resources:
-    """What a run may use: ``workers`` processes (1: in the calling process), ``memory`` bytes
-    (None: unknown), and ``base`` bytes the calling process already holds, counted in the peak."""
+    """What a run may use: ``workers`` processes (1: in the calling process), a budget of
+    ``memory`` bytes (None: unknown, no limit) for what the run holds (images, tile buffers,
+    caches; not the interpreters and libraries of its processes, which no budget can shrink),
+    and ``base`` bytes the calling process already holds, counted in the peak. ``given`` tells
+    whether the budget was asked for (``memory:``, ``--memory``) or is the default one."""
 
     workers: int
     memory: int | None
     base: int = DEFAULT_BASE_BYTES
     executor: Literal["processes", "inline"] = "processes"
+    given: bool = False
 
     @classmethod
-    def detect(cls, workers: int | None = None) -> Resources:
+    def detect(cls, workers: int | None = None, memory: int | None = None) -> Resources:
         """This machine's: the CPUs this process may run on (its affinity) unless ``workers`` is
-        given, the memory available now, and this process's own PSS."""
+        given, ``memory`` or else :func:`default_budget` of the memory available now, and this
+        process's own PSS."""
         if workers is None:
             workers = default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be a positive integer, not {workers!r}")
-        return cls(workers, available_memory(), own_pss() or DEFAULT_BASE_BYTES,
-                   "processes" if workers > 1 else "inline")
+        found = cls(workers, memory, own_pss() or DEFAULT_BASE_BYTES,
+                    "processes" if workers > 1 else "inline", memory is not None)
+        if memory is None:
+            found = replace(found, memory=default_budget(available_memory(), found.fixed_bytes))
+        return found
 
     @property
     def fixed_bytes(self) -> int:
@@ -135,6 +156,11 @@ class Memory:
     images: int
     tiles: int
     fixed: int
+
+    @property
+    def held(self) -> int:
+        """What counts against the budget: images and tiles, not the processes themselves."""
+        return self.images + self.tiles
 
     @property
     def total(self) -> int:
@@ -205,7 +231,7 @@ class RunPlan:
 
     @property
     def fits(self) -> bool:
-        return self.resources.memory is None or self.peak.total <= self.resources.memory
+        return self.resources.memory is None or self.peak.held <= self.resources.memory
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready values (``eoscale run --dry-run --json``)."""
@@ -213,7 +239,8 @@ class RunPlan:
         return {
             "pipeline": str(self.spec.source) if self.spec.source else None,
             "resources": {"workers": self.resources.workers, "executor": self.resources.executor,
-                          "memory_available": self.resources.memory,
+                          "memory_budget": self.resources.memory,
+                          "budget_given": self.resources.given,
                           "base_bytes": self.resources.base},
             "images": [_image_dict(image) for image in self.images.values()],
             "steps": [_step_dict(step) for step in self.steps],
@@ -257,7 +284,7 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
     everything the run does. Raises :class:`PipelineError` with every problem found.
     """
     if resources is None:
-        resources = Resources.detect(spec.workers)
+        resources = Resources.detect(spec.workers, spec.memory)
     problems: list[Problem] = []
     callables: dict[int, StepCallables] = {}
     for index, step in enumerate(spec.steps):
@@ -429,7 +456,7 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
                        and (step.kind == "reduce" or images[name].lives == "shared"))
         releases = tuple(name for name, image in images.items()
                          if image.released_after == index and image.arrives <= index)
-        memory = _memory(index, step, tiling, images, resources, block_shape)
+        memory = _memory(index, step, tiling, images, resources, loads)
         margin_from = ("params" if margin is None else "stated" if step.margin is not None
                        else "declared" if hasattr(callables[index].fn, "margin") else "none")
         steps.append(StepPlan(
@@ -473,12 +500,11 @@ def _output_residence(name: str, spec: PipelineSpec,
 
 
 def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, ImagePlan],
-            resources: Resources, block_shape: tuple[int, int] | None) -> Memory:
-    """Memory while a step computes: the shared images alive then (its outputs included), and
-    each worker's tile: a decoded window of each input read from its file, as much again as its
-    inputs for a callable's temporaries, and its results. Windows that cover whole blocks of the
-    file are decoded straight into their array; others leave partly read blocks in GDAL's cache
-    (up to its cap in each worker)."""
+            resources: Resources, loads: tuple[str, ...]) -> Memory:
+    """Memory while a step loads its inputs and computes: the shared images alive then (its
+    outputs included), and each worker's tile: a decoded window of each input read from its
+    file, as much again as its inputs for a callable's temporaries, its results, and GDAL's
+    block cache (capped in each worker) while it decodes files."""
     held = sum(image.nbytes for image in images.values()
                if image.lives == "shared" and image.arrives <= index <= image.released_after)
     rows, columns = tiling.read_shape
@@ -493,27 +519,8 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     core_pixels = tiling.tile_size * (tiling.tile_size if tiling.mode == "tiles" else tiling.width)
     per_worker += 2 * core_pixels * sum(image.pixel_bytes for image in made
                                         if image.lives == "written")
-    if from_files and not _block_aligned(tiling, block_shape):
-        per_worker += min(sum(image.nbytes for image in from_files), WORKER_GDAL_CACHE_MB * MIB)
+    decoded = {image.name: image for image in (*from_files, *(images[name] for name in loads))}
+    if decoded:  # GDAL's block cache, while a worker decodes a file
+        per_worker += min(sum(image.nbytes for image in decoded.values()),
+                          WORKER_GDAL_CACHE_BYTES)
     return Memory(held, resources.workers * per_worker, resources.fixed_bytes)
-
-
-def _block_aligned(tiling: Plan, block_shape: tuple[int, int] | None) -> bool:
-    """Whether every tile's core starts on a block boundary of the file (margins are 0 here)."""
-    if not block_shape:
-        return False
-    rows, columns = block_shape
-    if tiling.mode == "strips":
-        return tiling.tile_size % rows == 0 and columns >= tiling.width
-    return tiling.tile_size % rows == 0 and tiling.tile_size % columns == 0
-
-
-def size_text(count: float) -> str:
-    """A byte count for people: ``1.5 GiB``."""
-    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
-    power = 0
-    while count >= 1024 and power < len(units) - 1:
-        count /= 1024
-        power += 1
-    return f"{count:.0f} bytes" if power == 0 else f"{count:.1f} {units[power]}"
-

@@ -195,7 +195,9 @@ class PipelineSpec:
 
     ``workers`` None means all CPUs; ``tiling.tile_size`` None means an automatic size. ``source``
     is the pipeline file (None for a mapping) and ``base_dir`` the folder relative paths and
-    callables' modules are looked up in.
+    callables' modules are looked up in. ``memory`` is the run's memory budget in bytes (None:
+    the memory available, less a margin); ``scratch`` the folder for spilled images (None: the
+    system's temporary folder).
     """
 
     version: int
@@ -207,6 +209,8 @@ class PipelineSpec:
     outputs: Mapping[str, OutputSpec]
     source: Path | None
     base_dir: Path
+    memory: int | None = None
+    scratch: Path | None = None
 
     def producer(self, name: str) -> StepSpec | None:
         """The step that makes an image or result; None for an input; KeyError if unknown."""
@@ -232,3 +236,5 @@ class Overrides:
     inputs: Mapping[str, str] = field(default_factory=dict)
     outputs: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    memory: str | int | None = None
+    scratch: str | None = None

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from eoscale.errors import PipelineError, Problem
-from eoscale.pipeline.plan import Resources, RunPlan, params_problems, plan_run, size_text
+from eoscale.pipeline.plan import Resources, RunPlan, params_problems, plan_run
 from eoscale.pipeline.resolve import did_you_mean, resolve_step
 from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
+from eoscale.sizes import size_text
 
 IMAGE_SUFFIXES = (".tif", ".tiff")
 RESULT_SUFFIXES = (".json",)
@@ -224,11 +225,15 @@ def _memory_problem(plan: RunPlan) -> Problem:
     spec = plan.spec
     where = next((s.where for s in spec.steps if s.name == step), next(iter(spec.inputs.values())).where)
     workers = plan.resources.workers
+    budget = (f"the memory budget is {size_text(plan.resources.memory)}" if plan.resources.given
+              else f"only {size_text(plan.resources.memory)} is available for them (the memory "
+                   "available, less 10 % and the processes)")
     return where.problem(
-        f"the run needs about {size_text(peak.total)} ({size_text(peak.images)} of images, "
-        f"{size_text(peak.tiles)} of tiles for {workers} worker{'s' if workers > 1 else ''}, "
-        f"{size_text(peak.fixed)} for the processes) but only {size_text(plan.resources.memory)} "
-        "is available; use fewer workers or smaller tiles, or free memory", step)
+        f"the run needs about {size_text(peak.held)} ({size_text(peak.images)} of images, "
+        f"{size_text(peak.tiles)} of tiles for {workers} worker{'s' if workers > 1 else ''}; "
+        f"{size_text(peak.fixed)} more for the processes) but {budget}; give it at least "
+        f"{size_text(peak.held)} ('memory:' or --memory), use fewer workers or smaller tiles, or "
+        "free memory", step)
 
 
 def check(spec: PipelineSpec, *, check_files: bool = True, check_callables: bool = True) -> None:

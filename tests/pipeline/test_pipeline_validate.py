@@ -188,7 +188,7 @@ def test_the_memory_estimate_by_hand(chain: PipelineSpec) -> None:
     # is an output nothing reads: written as computed, never held.
     # At ndvi: ndvi held = 3072; a tile of 8 x 8 pixels: a decoded (4 bytes a pixel), as much
     # again for temporaries, ndvi's result (4) = 64 x 12 = 768, and GDAL's block cache while it
-    # reads a (8 x 8 windows cut a's 8 x 32 blocks): all of a's 3072 bytes. At smooth: ndvi held,
+    # reads a: at most all of a's 3072 bytes. At smooth: ndvi held,
     # a tile of 8 + 2 x 2 (smooth's declared margin) = 12 x 12 pixels of float32 in and out =
     # 1152, and the 8 x 8 core of smooth's result on its way to the file, twice: 512.
     plan = plan_run(chain, ONE)
@@ -210,12 +210,12 @@ def test_the_memory_estimate_follows_the_bands(write_pipeline: Writer,
 
 
 def test_too_little_memory_is_a_problem(chain: PipelineSpec) -> None:
-    tight = Resources(workers=1, memory=5000, base=0, executor="inline")
+    tight = Resources(workers=1, memory=5000, base=0, executor="inline", given=True)
     problem, = validate(chain, resources=tight)
     assert problem.message == (
-        "the run needs about 32.0 MiB (3.0 KiB of images, 3.8 KiB of tiles for 1 worker, "
-        "32.0 MiB for the processes) but only 4.9 KiB is available; use fewer workers or smaller "
-        "tiles, or free memory")
+        "the run needs about 6.8 KiB (3.0 KiB of images, 3.8 KiB of tiles for 1 worker; 32.0 MiB "
+        "more for the processes) but the memory budget is 4.9 KiB; give it at least 6.8 KiB "
+        "('memory:' or --memory), use fewer workers or smaller tiles, or free memory")
     assert (problem.step, problem.line) == ("ndvi", 6)
 
 
