@@ -33,7 +33,7 @@ from eoscale.engine.contract import (
     declared_writable_inputs,
     step_margin,
 )
-from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor
+from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor, cap_gdal_cache
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.grid import grid_differences
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
@@ -89,10 +89,16 @@ def make_chunks(indices: Sequence[int], workers: int) -> list[Sequence[int]]:
 
 
 class Engine:
-    """Runs map and reduce steps on shared rasters, tile by tile, on a pool of workers."""
+    """Runs map and reduce steps on shared rasters, tile by tile, on a pool of workers.
+
+    ``gdal_cache_bytes`` caps GDAL's block cache in each process that decodes tiles (default:
+    :data:`~eoscale.engine.executors.WORKER_GDAL_CACHE_BYTES` in workers; with one worker, the
+    calling process's cache is left alone unless it is given).
+    """
 
     def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
-                 start_method: str | None = None, progress: Progress | None = None):
+                 start_method: str | None = None, progress: Progress | None = None,
+                 gdal_cache_bytes: int = 0):
         if workers is None:
             workers = default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -102,8 +108,10 @@ class Engine:
         self.progress: Progress = progress or NoProgress()
         self.reports: list[PhaseReport] = []
         self._rasters: list[SharedRaster] = []
-        self._executor: Executor = (ProcessExecutor(workers, start_method) if workers > 1
-                                    else InlineExecutor())
+        if workers == 1 and gdal_cache_bytes:
+            cap_gdal_cache(gdal_cache_bytes)  # tiles are decoded in this process
+        self._executor: Executor = (ProcessExecutor(workers, start_method, gdal_cache_bytes)
+                                    if workers > 1 else InlineExecutor())
 
     def __enter__(self) -> Engine:
         return self

@@ -73,7 +73,8 @@ def default_start_method() -> str:
 class ProcessExecutor(Executor):
     """A pool of worker processes, started once and reused by every step of a run."""
 
-    def __init__(self, workers: int, start_method: str | None = None):
+    def __init__(self, workers: int, start_method: str | None = None,
+                 gdal_cache_bytes: int = 0):
         if workers < 1:
             raise ConfigError(f"workers must be at least 1, not {workers}")
         method = start_method or default_start_method()
@@ -81,6 +82,7 @@ class ProcessExecutor(Executor):
             raise ConfigError(f"start method must be one of {', '.join(START_METHODS)}, not {method!r}")
         self.workers = workers
         self.start_method = method
+        self.gdal_cache_bytes = gdal_cache_bytes or WORKER_GDAL_CACHE_BYTES
         self._tokens = itertools.count(1)
         self._procs: list[mp.process.BaseProcess] = []
         self._conns: list[Connection] = []
@@ -94,7 +96,8 @@ class ProcessExecutor(Executor):
         context = mp.get_context(self.start_method)
         for number in range(self.workers):
             parent_end, child_end = context.Pipe(duplex=True)
-            process = context.Process(target=_worker_main, args=(child_end, os.getpid()),
+            process = context.Process(target=_worker_main,
+                                      args=(child_end, os.getpid(), self.gdal_cache_bytes),
                                       name=f"eoscale-worker-{number}", daemon=True)
             process.start()
             child_end.close()
@@ -229,21 +232,22 @@ def _die_with_parent() -> None:
 WORKER_GDAL_CACHE_BYTES = 16 * 2**20
 
 
-def _cap_gdal_cache() -> None:
+def cap_gdal_cache(size: int) -> None:
+    """Cap GDAL's block cache in this process at ``size`` bytes, unless the environment sets it."""
     if "GDAL_CACHEMAX" not in os.environ:
         from rasterio.env import set_gdal_config
 
         # rasterio passes an int to GDALSetCacheMax64: bytes (a string would be read as MB)
-        set_gdal_config("GDAL_CACHEMAX", WORKER_GDAL_CACHE_BYTES)
+        set_gdal_config("GDAL_CACHEMAX", int(size))
 
 
-def _worker_main(conn: Connection, owner_pid: int) -> None:
+def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int) -> None:
     """A worker's loop: cache jobs by token, run chunks, forget jobs when their step ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     parent = os.getppid()
     _die_with_parent()
-    _cap_gdal_cache()
+    cap_gdal_cache(gdal_cache_bytes)
     jobs: dict[int, Job] = {}
     try:
         while True:

@@ -14,7 +14,11 @@ Where an image lives:
 - ``file``: read from its file window by window by the workers (an input that a single step reads
   without margin and that is not an output: each worker decodes its own tiles as it computes);
 - ``written``: never held; written to its output file as its tiles are computed (a map output that
-  no later step reads): workers send the tiles back, the main process writes them.
+  no later step reads): workers send the tiles back, the main process writes them;
+- ``spilled``: a step's image that later steps read, when the budget cannot hold it: written as
+  computed, to its output file or to a scratch file, and read back window by window.
+
+The budget (:class:`Resources`) decides between them: see :func:`_fit`.
 
 What is not known before the run is said so: a margin that a callable derives from ``${...}``
 params (planned with margin 0, decided when the step runs, the same way), and the dtype and band
@@ -38,11 +42,11 @@ from eoscale.engine.grid import grid_differences
 from eoscale.engine.memory import own_pss
 from eoscale.engine.tiling import Plan, Tiling, plan_step
 from eoscale.errors import ConfigError, PipelineError, Problem, RasterError
-from eoscale.io.raster import read_profile
+from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS, read_profile
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
-Residence = Literal["shared", "file", "written"]
+Residence = Literal["shared", "file", "written", "spilled"]
 
 MIB = 2 ** 20
 #: What the main process holds before a run when it cannot be measured (no /proc): an interpreter
@@ -112,6 +116,15 @@ class Resources:
         if memory is None:
             found = replace(found, memory=default_budget(available_memory(), found.fixed_bytes))
         return found
+
+    @property
+    def gdal_cache(self) -> int:
+        """GDAL's block cache in each process decoding tiles: the usual cap, less under a budget
+        too small for it (an eighth of the budget shared by the workers, at least 1 MiB)."""
+        if self.memory is None:
+            return WORKER_GDAL_CACHE_BYTES
+        share = self.memory // (8 * self.workers)
+        return max(MIB, min(WORKER_GDAL_CACHE_BYTES, share))
 
     @property
     def fixed_bytes(self) -> int:
@@ -239,6 +252,7 @@ class RunPlan:
         return {
             "pipeline": str(self.spec.source) if self.spec.source else None,
             "resources": {"workers": self.resources.workers, "executor": self.resources.executor,
+                          "gdal_cache_bytes": self.resources.gdal_cache,
                           "memory_budget": self.resources.memory,
                           "budget_given": self.resources.given,
                           "base_bytes": self.resources.base},
@@ -302,7 +316,7 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
     shapes = _image_shapes(spec, profiles, callables, problems)
     if problems:
         raise PipelineError(problems)
-    return _decide(spec, resources, profiles, shapes, callables, margins)
+    return _fit(spec, resources, profiles, shapes, callables, margins)
 
 
 def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
@@ -420,9 +434,58 @@ def _readers(spec: PipelineSpec) -> dict[str, list[int]]:
     return readers
 
 
+@dataclass(frozen=True)
+class _Choices:
+    """What the budget made the plan change: step outputs spilled to disk, inputs read from
+    their files in spite of margins or several readers, and a smaller automatic tile size."""
+
+    spill: frozenset[str] = frozenset()
+    stream: frozenset[str] = frozenset()
+    tile_sizes: tuple[tuple[int, int], ...] = ()  # (step index, tile size)
+
+
+def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mapping[str, Any]],
+         shapes: Mapping[str, _Shape], callables: Mapping[int, StepCallables],
+         margins: Mapping[int, int | None]) -> RunPlan:
+    """The fastest plan that fits the budget: everything that can in shared memory; while the
+    peak does not fit, the largest image held at the peak goes to disk (a step's image is
+    spilled, written as computed and read back by window; an input is read from its file by
+    every reader), then the peak step's tiles shrink (when the tile size is automatic; only
+    that step's, so that reductions elsewhere keep the tiling, hence the exact floating-point
+    result, of the plan in memory). What still does not fit is returned as it is (``fits``
+    False): validation refuses it, naming the step."""
+    choices = _Choices()
+    plan = _decide(spec, resources, profiles, shapes, callables, margins, choices)
+    while not plan.fits:
+        peak = max(plan.steps, key=lambda step: step.memory.held)
+        movable = [image for image in plan.images.values()
+                   if image.lives == "shared" and image.arrives <= peak.index <= image.released_after
+                   and image.name not in plan.copied
+                   and (image.made_by is None or image.released_after > image.arrives)]
+        if movable:
+            largest = max(movable, key=lambda image: image.nbytes)
+            if largest.made_by is None:
+                choices = replace(choices, stream=choices.stream | {largest.name})
+            else:
+                choices = replace(choices, spill=choices.spill | {largest.name})
+        elif spec.tiling.tile_size is None and peak.tiling.tile_size > MIN_TILE_SIZE[spec.tiling.mode]:
+            smaller = (peak.index, max(MIN_TILE_SIZE[spec.tiling.mode],
+                                       peak.tiling.tile_size // 2))
+            choices = replace(choices, tile_sizes=(*choices.tile_sizes, smaller))
+        else:
+            return plan
+        plan = _decide(spec, resources, profiles, shapes, callables, margins, choices)
+    return plan
+
+
+#: The smallest automatic tile size (square side, strip height) a budget may shrink tiles to:
+#: below, per-tile costs and re-read margins dominate.
+MIN_TILE_SIZE = {"tiles": 64, "strips": 16}
+
+
 def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mapping[str, Any]],
             shapes: Mapping[str, _Shape], callables: Mapping[int, StepCallables],
-            margins: Mapping[int, int | None]) -> RunPlan:
+            margins: Mapping[int, int | None], choices: _Choices) -> RunPlan:
     grid = next(iter(profiles.values()))
     height, width = int(grid["height"]), int(grid["width"])
     block_shape = grid.get("block_shape")
@@ -431,6 +494,8 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
     for name, item in spec.inputs.items():
         steps = readers.get(name, [])
         lives, why = _input_residence(name, spec, steps, margins)
+        if name in choices.stream:
+            lives, why = "file", f"read from its file by window: the budget does not hold it ({why})"
         arrives = -1 if name in spec.outputs else (steps[0] if steps else len(spec.steps))
         released = max(steps) if steps else -1
         images[name] = ImagePlan(
@@ -440,15 +505,25 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
         for name in step.outputs:
             released = max([index, *readers.get(name, [])])
             lives, why = _output_residence(name, spec, readers)
+            if name in choices.spill:
+                where = "its output file" if name in spec.outputs else "a scratch file"
+                lives, why = "spilled", (f"the budget does not hold it: written to {where} as "
+                                         "computed, read back by window")
             images[name] = ImagePlan(
                 name, step.name, None, shapes[name].count, height, width, shapes[name].dtype,
                 lives, why, index, released, _output_path(spec, name), shapes[name].known)
     copied = tuple(name for name in spec.inputs if name in spec.outputs)
+    shrunk = dict(choices.tile_sizes)
     steps = []
     for index, step in enumerate(spec.steps):
         margin = margins[index]
-        tiling = plan_step(height, width, margin=margin or 0, tiling=spec.tiling,
-                           workers=resources.workers, block_shape=block_shape)
+        tiling_spec = (Tiling(spec.tiling.mode, shrunk[index]) if index in shrunk
+                       else spec.tiling)
+        # Tiles of a step that writes a file as it computes cover the file's blocks whole.
+        writes = [name for name in step.outputs if images[name].lives in ("written", "spilled")]
+        tiling = plan_step(height, width, margin=margin or 0, tiling=tiling_spec,
+                           workers=resources.workers,
+                           block_shape=_output_block(spec, writes[0]) if writes else block_shape)
         loads = tuple(name for name in dict.fromkeys(step.inputs)
                       if name in spec.inputs and images[name].arrives == index)
         results = step.outputs if step.kind == "map" else (step.name,)
@@ -461,9 +536,17 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
                        else "declared" if hasattr(callables[index].fn, "margin") else "none")
         steps.append(StepPlan(
             index, step, callables[index], margin, margin_from, tiling,
-            len(make_chunks(range(tiling.tile_count), resources.workers)), spec.tiling,
+            len(make_chunks(range(tiling.tile_count), resources.workers)), tiling_spec,
             resources.workers, block_shape, loads, stages, releases, memory))
     return RunPlan(spec, resources, FrozenMap(images), tuple(steps), copied)
+
+
+def _output_block(spec: PipelineSpec, name: str) -> tuple[int, int]:
+    """The block shape (rows, cols) of the file an image is written to as it is computed."""
+    output = spec.outputs.get(name)
+    options = {str(key).lower(): value for key, value in (output.options if output else {}).items()}
+    default = DEFAULT_GTIFF_OPTIONS["blockysize"]
+    return (int(options.get("blockysize", default)), int(options.get("blockxsize", default)))
 
 
 def _output_path(spec: PipelineSpec, name: str) -> Path | None:
@@ -510,7 +593,7 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     rows, columns = tiling.read_shape
     pixels = rows * columns
     read = [images[name] for name in dict.fromkeys(step.inputs)]
-    from_files = [image for image in read if image.lives == "file"]
+    from_files = [image for image in read if image.lives in ("file", "spilled")]
     made = [images[name] for name in step.outputs]
     per_worker = pixels * (sum(image.pixel_bytes for image in read)
                            + sum(image.pixel_bytes for image in from_files)
@@ -518,9 +601,9 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     # A written output's tile cores travel to the main process: pickled, received, written.
     core_pixels = tiling.tile_size * (tiling.tile_size if tiling.mode == "tiles" else tiling.width)
     per_worker += 2 * core_pixels * sum(image.pixel_bytes for image in made
-                                        if image.lives == "written")
+                                        if image.lives in ("written", "spilled"))
     decoded = {image.name: image for image in (*from_files, *(images[name] for name in loads))}
     if decoded:  # GDAL's block cache, while a worker decodes a file
         per_worker += min(sum(image.nbytes for image in decoded.values()),
-                          WORKER_GDAL_CACHE_BYTES)
+                          resources.gdal_cache)
     return Memory(held, resources.workers * per_worker, resources.fixed_bytes)

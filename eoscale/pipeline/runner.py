@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import rasterio
+
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.memory import TreeSampler, own_pss
+from eoscale.engine.scratch import Scratch
 from eoscale.errors import StepError
 from eoscale.io.info import json_safe
 from eoscale.io.raster import Staging
-from eoscale.pipeline.plan import RunPlan, plan_run
+from eoscale.pipeline.plan import RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
 
@@ -71,9 +74,12 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     results: dict[str, Any] = {}
     images: dict[str, SharedRaster | FileRaster] = {}
     sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS)
-    with Staging(overwrite) as staging, \
+    spilled: dict[str, Path] = {}
+    with Staging(overwrite) as staging, Scratch(spec.scratch) as scratch, \
+            _gdal_cache(plan), \
             Engine(plan.resources.workers, tiling=spec.tiling, progress=progress,
-                   start_method=start_method) as engine, \
+                   start_method=start_method, gdal_cache_bytes=plan.resources.gdal_cache) \
+            as engine, \
             _sampling(sampler):
 
         def bring(names: tuple[str, ...]) -> None:
@@ -93,19 +99,31 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                                output.path)
 
         def written(name: str) -> OutputFile | None:
-            if plan.images[name].lives != "written":
+            lives = plan.images[name].lives
+            output = spec.outputs.get(name)
+            if lives not in ("written", "spilled"):
                 return None
-            output = spec.outputs[name]
-            return OutputFile(staging.stage(output.path), output.options,
-                              display_path(output.path))
+            if output is None:  # spilled, not an output: a scratch file read back by window
+                spilled[name] = scratch.path(name)
+                return OutputFile(spilled[name], spill_options(plan.steps[plan.images[name].arrives]),
+                                  f"{name} (spilled to {spilled[name]})")
+            path = staging.stage(output.path)
+            if lives == "spilled":  # read back from its staged file
+                spilled[name] = path
+            return OutputFile(path, output.options, display_path(output.path))
 
         def release(names: tuple[str, ...]) -> None:
             for name in names:
                 if name in images:
                     engine.release(images.pop(name))
+                if name in spilled and name not in spec.outputs:
+                    scratch.remove(spilled.pop(name))
 
         for name in spec.outputs:
             staging.check(spec.outputs[name].path)
+        if any(image.lives == "spilled" and name not in spec.outputs
+               for name, image in plan.images.items()):
+            scratch.check()
         bring(plan.copied)
         stage(plan.copied)
         release(tuple(name for name in plan.copied if plan.images[name].released_after < 0))
@@ -122,6 +140,8 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                                   files=[written(name) for name in step.step.outputs])
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
                               if plan.images[name].lives == "shared")
+                images.update((name, engine.open(spilled[name], name=name))
+                              for name in step.step.outputs if name in spilled)
             else:
                 results[step.name] = engine.reduce(found.fn, inputs, combine=found.combine,
                                                    finalize=found.finalize, params=params,
@@ -134,6 +154,22 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     paths = {name: output.path for name, output in spec.outputs.items() if output.path in written}
     return RunResult(paths, results, reports, time.perf_counter() - started, plan,
                      sampler.peak or None)
+
+
+def spill_options(step: StepPlan) -> dict[str, Any]:
+    """How an image spilled to scratch is written: tiled, uncompressed (the fastest to write and
+    to read back by window), BigTIFF when it may pass 4 GB, in blocks of its step's tiles when
+    they can be (a multiple of 16 pixels), so every tile is written as whole blocks."""
+    size = step.tiling.tile_size
+    block = size if size % 16 == 0 and size <= 4096 and step.tiling.mode == "tiles" else 512
+    return {"tiled": True, "blockxsize": block, "blockysize": block, "compress": "none",
+            "bigtiff": "IF_SAFER"}
+
+def _gdal_cache(plan: RunPlan) -> contextlib.AbstractContextManager[Any]:
+    """GDAL's block cache in this process, under a budget asked for: the plan's share of it."""
+    if not plan.resources.given:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=plan.resources.gdal_cache)  # an int: bytes
 
 
 #: How often the run samples its process tree's PSS for the peak it reports.
