@@ -18,6 +18,7 @@ from eoscale.engine.filed import FileRaster
 from eoscale.errors import PipelineError, StepError
 from eoscale.io.info import json_safe
 from eoscale.io.raster import Staging
+from eoscale.pipeline.outputs import stage_image
 from eoscale.pipeline.resolve import ResolveError, callable_params, resolve_callable
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
 
@@ -108,7 +109,8 @@ def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwr
             Engine(spec.workers, tiling=spec.tiling, progress=progress,
                    start_method=start_method) as engine:
         for output in spec.outputs.values():
-            staging.check(output.path)
+            for path in output.paths():
+                staging.check(path)
 
         streamed = streamed_inputs(spec, callables)
 
@@ -123,8 +125,7 @@ def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwr
             for name in names:
                 output = spec.outputs.get(name)
                 if output is not None and name in images:
-                    engine.write_to(images[name], staging.stage(output.path),
-                                    options=output.options, display=display_path(output.path))
+                    stage_image(engine, staging, images[name], output, display_path(output.path))
 
         def release_after(index: int) -> None:
             for name in [n for n in images if last_use.get(n, -1) <= index]:
