@@ -14,7 +14,7 @@ from rich.table import Table
 from eoscale.cli.options import json_opt, overwrite_opt, quiet_opt, verbose_opt, workers_opt
 from eoscale.cli.render import console
 from eoscale.io.info import RasterInfo, json_safe, raster_info
-from eoscale.io.paths import RasterLocation, is_address
+from eoscale.io.paths import RasterLocation, is_address, worker_start_method
 from eoscale.io.quicklook import COLORMAPS, QUICKLOOK_SIZE, QuicklookStyle, save_quicklook
 
 
@@ -23,7 +23,7 @@ def band_statistics(path: RasterLocation, workers: int | None) -> tuple[dict, ..
     from eoscale import ops
     from eoscale.engine import Engine
 
-    with Engine(workers) as engine:
+    with Engine(workers, start_method=worker_start_method([path], None)) as engine:
         result = engine.reduce(ops.stats, [engine.open(path)], name="stats")
     return tuple(json_safe(result))
 

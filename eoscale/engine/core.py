@@ -62,7 +62,8 @@ class Engine:
     """Runs map and reduce steps on shared rasters, tile by tile, on a pool of workers."""
 
     def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
-                 start_method: str | None = None, progress: Progress | None = None):
+                 start_method: str | None = None, progress: Progress | None = None,
+                 gdal_options: Mapping[str, str] | None = None):
         if workers is None:
             workers = default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -72,8 +73,10 @@ class Engine:
         self.progress: Progress = progress or NoProgress()
         self.reports: list[PhaseReport] = []
         self._rasters: list[SharedRaster] = []
-        self._executor: Executor = (ProcessExecutor(workers, start_method) if workers > 1
-                                    else InlineExecutor())
+        # GDAL options reach every worker at its start; the caller applies them to this process
+        # (rasterio.Env), where workers=1 runs everything.
+        self._executor: Executor = (ProcessExecutor(workers, start_method, gdal_options)
+                                    if workers > 1 else InlineExecutor())
 
     def __enter__(self) -> Engine:
         return self

@@ -97,7 +97,7 @@ KEY_TABLES: dict[tuple[str, ...], tuple[str, ...]] = {
 IMAGE_ONLY = ("format", "overviews", "resampling", "quicklook")
 #: Words in a GDAL option's name that say it holds a credential: those come from the environment.
 SECRET_WORDS = ("SECRET", "PASSWORD", "USERPWD", "TOKEN", "ACCESS_KEY", "CONNECTION_STRING",
-                "SAS", "HEADERS", "HEADER_FILE", "AUTH")
+                "SAS", "HEADERS", "HEADER_FILE")
 #: The step keys that belong to one kind of step only.
 ONLY_FOR: dict[str, StepKind] = {"profile": "map", "outputs": "map",
                                  "combine": "reduce", "finalize": "reduce"}

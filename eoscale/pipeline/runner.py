@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import rasterio
+
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
 from eoscale.engine.contract import declared_margin
 from eoscale.engine.filed import FileRaster
 from eoscale.errors import PipelineError, StepError
 from eoscale.io.info import json_safe
+from eoscale.io.paths import worker_start_method
 from eoscale.io.raster import Staging
 from eoscale.pipeline.outputs import stage_image
 from eoscale.pipeline.resolve import ResolveError, callable_params, resolve_callable
@@ -105,9 +108,10 @@ def run_pipeline(spec: PipelineSpec, *, progress: Progress | None = None, overwr
     last_use = spec.last_use()
     results: dict[str, Any] = {}
     images: dict[str, SharedRaster | FileRaster] = {}
-    with Staging(overwrite) as staging, \
+    start_method = worker_start_method((item.path for item in spec.inputs.values()), start_method)
+    with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
             Engine(spec.workers, tiling=spec.tiling, progress=progress,
-                   start_method=start_method) as engine:
+                   start_method=start_method, gdal_options=spec.gdal) as engine:
         for output in spec.outputs.values():
             for path in output.paths():
                 staging.check(path)

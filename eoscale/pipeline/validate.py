@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+import rasterio
 
 from eoscale.engine.contract import declared, declared_margin
 from eoscale.engine.tiling import auto_tile_size
 from eoscale.errors import PipelineError, Problem, RasterError
+from eoscale.io.paths import location_name
 from eoscale.io.raster import read_profile
 from eoscale.pipeline.resolve import (ResolveError, callable_params, did_you_mean,
                                       resolve_callable)
@@ -239,11 +241,12 @@ def _resolve_steps(spec: PipelineSpec) -> tuple[dict[int, _Callables], list[Prob
 def _read_profiles(spec: PipelineSpec) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
     profiles = {}
     problems = []
-    for name, item in spec.inputs.items():
-        try:
-            profiles[name] = read_profile(item.path)
-        except RasterError as error:
-            problems.append(item.where.problem(str(error)))
+    with rasterio.Env(**spec.gdal):
+        for name, item in spec.inputs.items():
+            try:
+                profiles[name] = read_profile(item.path)
+            except RasterError as error:
+                problems.append(item.where.problem(str(error)))
     return profiles, problems
 
 
@@ -281,7 +284,8 @@ def _check_grid(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]]) -
         if differences:
             item, first = spec.inputs[name], spec.inputs[read[0]]
             problems.append(item.where.problem(
-                f"{item.path.name} is not on the grid of input '{first.name}' ({first.path.name}): "
+                f"{location_name(item.path)} is not on the grid of input '{first.name}' "
+                f"({location_name(first.path)}): "
                 + "; ".join(differences)))
     return problems
 
