@@ -146,7 +146,7 @@ class QuicklookSpec:
     """An output's PNG quicklook: its ``path`` (None: beside the output, ``<stem>.png``) and style."""
 
     path: Path | None = None
-    style: QuicklookStyle = QuicklookStyle()
+    style: QuicklookStyle = field(default_factory=QuicklookStyle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +158,7 @@ class OutputSpec:
     path: Path
     options: Mapping[str, Any] = field(default_factory=FrozenMap)
     where: Location = field(default=Location(), compare=False)
-    layout: ImageLayout = ImageLayout()
+    layout: ImageLayout = field(default_factory=ImageLayout)
     quicklook: QuicklookSpec | None = None
 
     def quicklook_path(self) -> Path | None:

@@ -40,13 +40,13 @@ def test_cog_example_writes_a_valid_cog_with_overviews_and_quicklooks(runner, ex
     cog = out / "ndvi_cog.tif"
     valid, errors, warnings = cog_validate(str(cog))
     assert valid and not errors and not warnings, (errors, warnings)
-    scene, scene_profile, expected = scene_ndvi(examples)
+    scene, _, expected = scene_ndvi(examples)
     with rasterio.open(cog) as dataset:
         assert dataset.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert dataset.overviews(1) == [2]             # 512 px in blocks of 256
         assert dataset.block_shapes[0] == (256, 256)
         np.testing.assert_array_equal(dataset.read(1), np.asarray(expected).reshape(512, 512))
-    copy, copy_profile = read(out / "scene_overviews.tif")
+    copy, _ = read(out / "scene_overviews.tif")
     np.testing.assert_array_equal(copy, scene)
     with rasterio.open(out / "scene_overviews.tif") as dataset:
         assert dataset.overviews(1) == [2, 4, 8]
@@ -80,8 +80,8 @@ def test_overviews_resample_integers_with_nearest_and_floats_with_average(runner
     rng = np.random.default_rng(5)
     classes = rng.choice(np.array([1, 7, 200], np.uint8), size=(1, 64, 64))
     field = rng.random((1, 64, 64)).astype(np.float32)
-    profile = dict(driver="GTiff", width=64, height=64, count=1, crs="EPSG:32631",
-                   transform=Affine(10, 0, 0, 0, -10, 640))
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 1, "crs": "EPSG:32631",
+               "transform": Affine(10, 0, 0, 0, -10, 640)}
     for name, array in (("classes", classes), ("field", field)):
         with rasterio.open(tmp_path / f"{name}.tif", "w", dtype=array.dtype, **profile) as out:
             out.write(array)

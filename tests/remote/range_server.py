@@ -46,7 +46,7 @@ def byte_ranges(spec: str, size: int) -> list[tuple[int, int]] | None:
 class RangeHandler(SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/__log__":
             with self.server.lock:
                 body = json.dumps(self.server.requests).encode()
@@ -55,7 +55,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
             return
         self._serve(body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._serve(body=False)
 
     def _serve(self, body: bool) -> None:
@@ -119,7 +119,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
         except ConnectionError:   # a client (GDAL) that closes a kept-alive connection
             pass
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

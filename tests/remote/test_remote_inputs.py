@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from conftest import SAMPLE, Served
+from remote_helpers import SAMPLE
 
 import eoscale
 from eoscale.cli.main import cli
@@ -50,8 +50,8 @@ def run_both(pipeline: str, input_name: str, address: str, local: Path, tmp_path
 
 def assert_same_files(remote: dict, local: dict) -> None:
     assert remote.keys() == local.keys() and remote
-    for name in remote:
-        assert remote[name].read_bytes() == local[name].read_bytes(), name
+    for name, path in remote.items():
+        assert path.read_bytes() == local[name].read_bytes(), name
 
 
 def test_a_pipeline_over_http_writes_the_same_files_as_from_disk(served, tmp_path):
