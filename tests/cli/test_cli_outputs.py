@@ -102,6 +102,28 @@ def test_overviews_resample_integers_with_nearest_and_floats_with_average(runner
         np.testing.assert_allclose(dataset.read(1, out_shape=(32, 32)), mean, rtol=1e-6)
 
 
+def test_a_cog_uses_the_overviews_asked_for(runner, examples):
+    pipeline = {"version": 1, "inputs": {"dsm": "data/dsm.tif"},
+                "steps": [{"name": "copy", "map": "eoscale.ops.select_bands", "inputs": ["dsm"],
+                           "params": {"bands": [1]}}],
+                "outputs": {"copy": {"path": "out/dsm_cog.tif", "format": "COG",
+                                     "overviews": [2, 4], "resampling": "nearest",
+                                     "options": {"compress": "lzw"}}}}
+    (examples / "cog.yaml").write_text(yaml.safe_dump(pipeline))
+    result = invoke(runner, "run", examples / "cog.yaml", "-q")
+    assert result.exit_code == 0, result.output
+    cog = examples / "out" / "dsm_cog.tif"
+    assert cog_validate(str(cog))[0]
+    dsm, _ = read(examples / "data" / "dsm.tif")
+    with rasterio.open(cog) as dataset:
+        assert dataset.overviews(1) == [2, 4] and dataset.compression.value == "LZW"
+        np.testing.assert_array_equal(dataset.read(), dsm)
+        overview = dataset.read(1, out_shape=(128, 128))
+    blocks = dsm[0].reshape(128, 4, 128, 4)          # nearest: each value is one of its block's
+    assert (blocks == overview[:, None, :, None]).any(axis=(1, 3)).all()
+    assert sorted(path.name for path in (examples / "out").iterdir()) == ["dsm_cog.tif"]
+
+
 def test_an_existing_quicklook_is_refused_before_computing(runner, examples):
     (examples / "out").mkdir()
     (examples / "out" / "ndvi_cog.png").write_bytes(b"mine")

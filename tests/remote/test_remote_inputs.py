@@ -131,6 +131,10 @@ def test_info_and_validate_accept_urls(served, tmp_path):
     (tmp_path / "example_ops.py").write_text((PIPELINES / "example_ops.py").read_text())
     result = invoke("validate", pipeline)
     assert result.exit_code == 0, result.output
+    stats = invoke("info", url, "--json", "--stats", "-w", "2")
+    local_stats = invoke("info", served.folder / "scene_cog.tif", "--json", "--stats", "-w", "2")
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.output)["stats"] == json.loads(local_stats.output)["stats"]
     result = invoke("info", url, "--quicklook", tmp_path / "scene.png", "--bands", "3,2,1")
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "scene.png") as png:
@@ -189,8 +193,8 @@ def test_s3_addresses_are_not_mangled(monkeypatch):
     assert "cannot open s3://bucket/key/scene.tif" in result.output
 
 
-@pytest.mark.parametrize("start_method", ["spawn", None])
-def test_gdal_options_reach_every_worker(served, tmp_path, start_method):
+@pytest.mark.parametrize("start_method, workers", [("spawn", 2), (None, 2), (None, 1)])
+def test_gdal_options_reach_every_worker(served, tmp_path, start_method, workers):
     agent = f"eoscale-test-{start_method}"
     pipeline = tmp_path / "agent.yaml"
     text = (PIPELINES / "quickstart.yaml").read_text().replace("data/scene.tif",
@@ -198,7 +202,8 @@ def test_gdal_options_reach_every_worker(served, tmp_path, start_method):
     pipeline.write_text(text + f"\ngdal:\n  GDAL_HTTP_USERAGENT: {agent}\n"
                                "  GDAL_DISABLE_READDIR_ON_OPEN: EMPTY_DIR\n")
     (tmp_path / "example_ops.py").write_text((PIPELINES / "example_ops.py").read_text())
-    spec = load_pipeline(pipeline, overrides=eoscale.api.overrides(workers=2, tile_size=128))
+    spec = load_pipeline(pipeline, overrides=eoscale.api.overrides(workers=workers,
+                                                                   tile_size=128))
     run_pipeline(spec, start_method=start_method)
     requests = served.log()
     pixel_reads = [entry for entry in requests if entry["range"] != "bytes=0-16383"]
@@ -207,7 +212,7 @@ def test_gdal_options_reach_every_worker(served, tmp_path, start_method):
     assert all(entry["path"] == "/scene.tif" for entry in requests)   # no folder listing
     (tmp_path / "out").rename(tmp_path / "with_options")
     pipeline.write_text(text)
-    run_pipeline(load_pipeline(pipeline, overrides=eoscale.api.overrides(workers=2)),
+    run_pipeline(load_pipeline(pipeline, overrides=eoscale.api.overrides(workers=workers)),
                  start_method=start_method)
     assert agent not in {entry["agent"] for entry in served.log()}    # the control
 
