@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from eoscale.cli.main import cli
 from eoscale.errors import PipelineError
 from eoscale.pipeline import load_pipeline
+from eoscale.pipeline import loader
 from eoscale.pipeline.loader import KEY_TABLES
 from eoscale.pipeline.schema import pipeline_schema, schema_text
 
@@ -109,6 +110,12 @@ def test_schema_keys_equal_the_loader_keys(place):
     assert found[0]["additionalProperties"] is False
 
 
+def test_every_key_table_of_the_loader_has_its_place():
+    tables = {name: value for name, value in vars(loader).items() if name.endswith("_KEYS")}
+    placed = list(KEY_TABLES.values())
+    assert [name for name, value in tables.items() if value not in placed] == []
+
+
 def test_every_object_of_the_schema_is_a_table_of_the_loader():
     schema = pipeline_schema()
     reached = {id(node) for place in KEY_TABLES for node in objects_at(place, schema)}
@@ -141,7 +148,9 @@ def mappings_at(document: Any, place: tuple[str, ...]) -> list[dict]:
 @pytest.mark.parametrize("place", list(KEY_TABLES), ids=lambda place: " -> ".join(place) or "top")
 def test_an_unknown_key_is_refused_by_both_at_every_level(place, tmp_path):
     document = copy.deepcopy(FULL)
-    mappings_at(document, place)[0]["colour"] = "red"
+    found = mappings_at(document, place)
+    assert found, f"add a mapping at {place} to FULL, the pipeline with every key"
+    found[0]["colour"] = "red"
     assert any("'colour' was unexpected" in message for message in messages(document))
     with pytest.raises(PipelineError, match="unknown key 'colour'"):
         load_pipeline(document, base_dir=tmp_path)
