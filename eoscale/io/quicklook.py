@@ -108,11 +108,16 @@ def to_rgba(bands: np.ndarray, valid: np.ndarray, colormap: str = "viridis") -> 
     return np.concatenate([np.where(valid, rgb, 0).astype(np.uint8), alpha[np.newaxis]])
 
 
-def render_quicklook(path: str | os.PathLike, style: QuicklookStyle = QuicklookStyle()
-                     ) -> np.ndarray:
-    """The (4, rows, cols) RGBA quicklook of a raster (see the module's docstring)."""
+def render_quicklook(path: str | os.PathLike, style: QuicklookStyle = QuicklookStyle(), *,
+                     display: str | os.PathLike | None = None) -> np.ndarray:
+    """The (4, rows, cols) RGBA quicklook of a raster (see the module's docstring); errors name
+    ``display``, else the raster."""
+    name = display or redact(os.fspath(path))
     with open_raster(path) as dataset:
-        bands = shown_bands(dataset.count, style.bands)
+        try:
+            bands = shown_bands(dataset.count, style.bands)
+        except RasterError as exc:
+            raise RasterError(f"{name}: {exc}") from None
         shape = decimated_shape(dataset.height, dataset.width, style.size)
         try:
             data = dataset.read(bands, out_shape=(len(bands), *shape),
@@ -120,7 +125,7 @@ def render_quicklook(path: str | os.PathLike, style: QuicklookStyle = QuicklookS
             masks = dataset.read_masks(bands, out_shape=(len(bands), *shape),
                                        resampling=Resampling.nearest)
         except RasterioError as exc:
-            raise RasterError(f"{redact(str(path))}: cannot read ({redact(str(exc))})") from None
+            raise RasterError(f"{name}: cannot read ({redact(str(exc))})") from None
     return to_rgba(data, np.all(masks > 0, axis=0), style.colormap)
 
 
@@ -143,8 +148,9 @@ def write_png(rgba: np.ndarray, path: str | os.PathLike, *,
 def write_quicklook(source: str | os.PathLike, path: str | os.PathLike,
                     style: QuicklookStyle = QuicklookStyle(), *,
                     display: str | os.PathLike | None = None) -> Path:
-    """Write the quicklook of the raster ``source`` as a PNG at ``path``."""
-    return write_png(render_quicklook(source, style), path, display=display)
+    """Write the quicklook of the raster ``source`` as a PNG at ``path`` (errors name
+    ``display``)."""
+    return write_png(render_quicklook(source, style, display=display), path, display=display)
 
 
 def save_quicklook(source: str | os.PathLike, path: str | os.PathLike,

@@ -124,6 +124,16 @@ def test_a_cog_uses_the_overviews_asked_for(runner, examples):
     assert sorted(path.name for path in (examples / "out").iterdir()) == ["dsm_cog.tif"]
 
 
+def test_a_quicklook_of_a_band_the_output_lacks_is_an_error_naming_it(runner, examples):
+    text = (examples / "cog_quicklook.yaml").read_text()
+    (examples / "bands.yaml").write_text(text.replace("quicklook: true", "quicklook: {bands: [2]}"))
+    result = invoke(runner, "run", examples / "bands.yaml", "-w", "1")
+    assert result.exit_code == 1
+    assert ("out/ndvi_cog.tif (quicklook): a quicklook cannot show band 2: the raster has 1 band"
+            in result.output)
+    assert not (examples / "out").exists()
+
+
 def test_an_existing_quicklook_is_refused_before_computing(runner, examples):
     (examples / "out").mkdir()
     (examples / "out" / "ndvi_cog.png").write_bytes(b"mine")
