@@ -1,4 +1,5 @@
-"""``eoscale info IMAGE``: size, bands, dtype, CRS, resolution, bounds, nodata, layout; --stats."""
+"""``eoscale info IMAGE``: size, bands, dtype, CRS, resolution, bounds, nodata, layout; --stats;
+--quicklook writes a PNG picture of it. IMAGE is a file, a URL or a GDAL ``/vsi...`` path."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from eoscale.cli.options import json_opt, quiet_opt, verbose_opt, workers_opt
+from eoscale.cli.options import json_opt, overwrite_opt, quiet_opt, verbose_opt, workers_opt
 from eoscale.cli.render import console
 from eoscale.io.info import RasterInfo, json_safe, raster_info
+from eoscale.io.paths import RasterLocation, is_address, worker_start_method
+from eoscale.io.quicklook import COLORMAPS, QUICKLOOK_SIZE, QuicklookStyle, save_quicklook
 
 
-def band_statistics(path: Path, workers: int | None) -> tuple[dict, ...]:
+def band_statistics(path: RasterLocation, workers: int | None) -> tuple[dict, ...]:
     """Per-band count, min, max, mean and std of valid pixels, computed through the engine."""
     from eoscale import ops
     from eoscale.engine import Engine
 
-    with Engine(workers) as engine:
+    with Engine(workers, start_method=worker_start_method([path], None)) as engine:
         result = engine.reduce(ops.stats, [engine.open(path)], name="stats")
     return tuple(json_safe(result))
 
@@ -60,18 +63,52 @@ def render(meta: RasterInfo) -> Table:
     return table
 
 
+def _png_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() != ".png":
+        raise click.BadParameter(f"a quicklook is a PNG: expected a .png path, got '{value}'")
+    return value
+
+
+def _bands(ctx: click.Context, param: click.Parameter, value: str | None
+           ) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        bands = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        bands = ()
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise click.BadParameter(f"expected one band or three like 3,2,1, got {value!r}")
+    return bands
+
+
 @click.command()
-@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image")
 @json_opt
 @click.option("--stats", is_flag=True, help="Compute per-band statistics through the engine.")
+@click.option("--quicklook", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              callback=_png_path, metavar="PNG",
+              help=f"Write a PNG picture of the raster, at most {QUICKLOOK_SIZE} px wide or high.")
+@click.option("--colormap", type=click.Choice(COLORMAPS), default="viridis", show_default=True,
+              help="The quicklook's colour map for one band.")
+@click.option("--bands", callback=_bands, default=None, metavar="B[,G,R]",
+              help="The quicklook's bands: one, or three for red,green,blue (default 1,2,3 or 1).")
+@click.option("--size", type=click.IntRange(min=1), default=QUICKLOOK_SIZE, show_default=True,
+              help="The quicklook's longest side in pixels.")
+@overwrite_opt
 @workers_opt
 @quiet_opt
 @verbose_opt
-def info(image: Path, as_json: bool, stats: bool, workers: int | None) -> None:
+def info(image: str, as_json: bool, stats: bool, quicklook: Path | None, colormap: str,
+         bands: tuple[int, ...] | None, size: int, overwrite: bool, workers: int | None) -> None:
     """Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout."""
-    meta = raster_info(image)
+    location: RasterLocation = image if is_address(image) else Path(image)
+    meta = raster_info(location)
     if stats:
-        meta = dataclasses.replace(meta, stats=band_statistics(image, workers))
+        meta = dataclasses.replace(meta, stats=band_statistics(location, workers))
+    if quicklook is not None:
+        save_quicklook(location, quicklook, QuicklookStyle(size, colormap, bands),
+                       overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(meta.to_json(), indent=2, allow_nan=False))
     else:

@@ -17,6 +17,7 @@ from eoscale.cli.cleanup import cleanup
 from eoscale.cli.info import info
 from eoscale.cli.render import error_console, settings
 from eoscale.cli.run import run
+from eoscale.cli.schema import schema
 from eoscale.cli.validate import validate
 from eoscale.errors import EXIT_FAILURE, EOScaleError, Interrupted, PipelineError, StepError
 
@@ -45,6 +46,7 @@ cli.add_command(run)
 cli.add_command(validate)
 cli.add_command(info)
 cli.add_command(cleanup)
+cli.add_command(schema)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

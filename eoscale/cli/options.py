@@ -29,6 +29,7 @@ quiet_opt = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_e
 workers_opt = click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
                            help="Worker processes (default: the pipeline's, else all CPUs).")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print strict JSON.")
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 
 
 def pairs(option: str) -> Callable[[click.Context, click.Parameter, Any], dict[str, str]]:

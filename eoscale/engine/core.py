@@ -98,7 +98,7 @@ class Engine:
 
     def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
                  start_method: str | None = None, progress: Progress | None = None,
-                 gdal_cache_bytes: int = 0):
+                 gdal_cache_bytes: int = 0, gdal_options: Mapping[str, str] | None = None):
         if workers is None:
             workers = default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -110,7 +110,10 @@ class Engine:
         self._rasters: list[SharedRaster] = []
         if workers == 1 and gdal_cache_bytes:
             cap_gdal_cache(gdal_cache_bytes)  # tiles are decoded in this process
-        self._executor: Executor = (ProcessExecutor(workers, start_method, gdal_cache_bytes)
+        # GDAL options reach every worker at its start; the caller applies them to this process
+        # (rasterio.Env), where workers=1 runs everything.
+        self._executor: Executor = (ProcessExecutor(workers, start_method, gdal_cache_bytes,
+                                                    gdal_options)
                                     if workers > 1 else InlineExecutor())
 
     def __enter__(self) -> Engine:

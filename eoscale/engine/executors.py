@@ -24,7 +24,7 @@ import signal
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -74,7 +74,7 @@ class ProcessExecutor(Executor):
     """A pool of worker processes, started once and reused by every step of a run."""
 
     def __init__(self, workers: int, start_method: str | None = None,
-                 gdal_cache_bytes: int = 0):
+                 gdal_cache_bytes: int = 0, gdal_options: Mapping[str, str] | None = None):
         if workers < 1:
             raise ConfigError(f"workers must be at least 1, not {workers}")
         method = start_method or default_start_method()
@@ -83,6 +83,7 @@ class ProcessExecutor(Executor):
         self.workers = workers
         self.start_method = method
         self.gdal_cache_bytes = gdal_cache_bytes or WORKER_GDAL_CACHE_BYTES
+        self.gdal_options = dict(gdal_options or {})
         self._tokens = itertools.count(1)
         self._procs: list[mp.process.BaseProcess] = []
         self._conns: list[Connection] = []
@@ -97,7 +98,8 @@ class ProcessExecutor(Executor):
         for number in range(self.workers):
             parent_end, child_end = context.Pipe(duplex=True)
             process = context.Process(target=_worker_main,
-                                      args=(child_end, os.getpid(), self.gdal_cache_bytes),
+                                      args=(child_end, os.getpid(), self.gdal_cache_bytes,
+                                            self.gdal_options),
                                       name=f"eoscale-worker-{number}", daemon=True)
             process.start()
             child_end.close()
@@ -241,13 +243,23 @@ def cap_gdal_cache(size: int) -> None:
         set_gdal_config("GDAL_CACHEMAX", int(size))
 
 
-def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int) -> None:
+def _set_gdal_options(options: Mapping[str, str]) -> None:
+    """A pipeline's GDAL configuration options, for the whole life of a worker."""
+    from rasterio.env import set_gdal_config
+
+    for key, value in options.items():
+        set_gdal_config(key, value)
+
+
+def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int,
+                 gdal_options: Mapping[str, str] | None = None) -> None:
     """A worker's loop: cache jobs by token, run chunks, forget jobs when their step ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     parent = os.getppid()
     _die_with_parent()
     cap_gdal_cache(gdal_cache_bytes)
+    _set_gdal_options(gdal_options or {})
     jobs: dict[int, Job] = {}
     try:
         while True:

@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from eoscale.engine.shared import RasterRef
 from eoscale.errors import RasterError
+from eoscale.io.paths import redact
 from eoscale.io.raster import read_profile
 
 
@@ -79,9 +80,9 @@ class FileRaster:
                 self._dataset = rasterio.open(self.ref.path)
             array = self._dataset.read(window=window)
         except RasterioError as exc:
-            raise RasterError(f"{self.ref.path}: cannot read rows {window.row_off}:"
+            raise RasterError(f"{redact(self.ref.path)}: cannot read rows {window.row_off}:"
                               f"{window.row_off + window.height}, cols {window.col_off}:"
-                              f"{window.col_off + window.width}: {exc}") from None
+                              f"{window.col_off + window.width}: {redact(str(exc))}") from None
         return array
 
     def release(self) -> None:

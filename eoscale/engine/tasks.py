@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tiling import Tile, TilePlan
 from eoscale.errors import RasterError
+from eoscale.io.paths import redact
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,8 @@ class LoadJob(Job):
                     tile = self.tiles[index]
                     dataset.read(window=tile.core, out=out.read(tile.core))  # decoded in place
         except Exception as exc:  # noqa: BLE001 - a corrupt file becomes an error naming it
-            return self.failure(tile, RasterError(f"{self.path}: cannot read: {exc}"), "read")
+            return self.failure(tile, RasterError(f"{redact(self.path)}: cannot read: "
+                                                  f"{redact(str(exc))}"), "read")
         return len(indices)
 
     def _drop_arrays(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import rasterio
 
+from eoscale.io.paths import redact
 from eoscale.io.raster import open_raster
 
 
@@ -70,7 +71,7 @@ def raster_info(path: str | os.PathLike) -> RasterInfo:
     with open_raster(path) as src:
         crs = src.crs
         return RasterInfo(
-            path=str(path), driver=src.driver, width=src.width, height=src.height,
+            path=redact(str(path)), driver=src.driver, width=src.width, height=src.height,
             count=src.count, dtypes=tuple(src.dtypes), crs_name=_crs_name(crs) if crs else None,
             epsg=crs.to_epsg() if crs else None, crs_wkt=crs.to_wkt() if crs else None,
             geographic=crs.is_geographic if crs else None,

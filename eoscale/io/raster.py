@@ -16,6 +16,7 @@ import rasterio.io
 from rasterio.errors import RasterioError
 
 from eoscale.errors import OutputExistsError, RasterError
+from eoscale.io.paths import is_address, redact
 
 #: Creation options used unless the user sets their own.
 DEFAULT_GTIFF_OPTIONS: dict[str, Any] = {
@@ -36,14 +37,23 @@ def read_profile(path: str | os.PathLike) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def open_raster(path: str | os.PathLike) -> Iterator[rasterio.io.DatasetReader]:
-    """Open a raster for reading; a missing file or one GDAL cannot read is a RasterError."""
-    path = Path(path)
-    if not path.exists():
-        raise RasterError(f"file not found: {path}")
-    try:
-        dataset = rasterio.open(path)
-    except RasterioError as exc:
-        raise RasterError(f"cannot open {path} as a raster: {exc}") from None
+    """Open a raster for reading; a missing file, an address that does not answer, or anything
+    GDAL cannot read is a RasterError naming it (without credentials)."""
+    if is_address(path):
+        address = redact(os.fspath(path))
+        try:
+            dataset = rasterio.open(os.fspath(path))
+        except RasterioError as exc:
+            raise RasterError(f"cannot open {address}: unreachable, missing or not a raster "
+                              f"({redact(str(exc))})") from None
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise RasterError(f"file not found: {path}")
+        try:
+            dataset = rasterio.open(path)
+        except RasterioError as exc:
+            raise RasterError(f"cannot open {path} as a raster: {exc}") from None
     with dataset:
         yield dataset
 
@@ -153,6 +163,10 @@ class Staging:
         self._made += make_folders(path.parent)
         temp = self._staged[path] = temporary_path(path)
         return temp
+
+    def staged(self, path: str | os.PathLike) -> Path:
+        """The temporary file ``path`` was staged to."""
+        return self._staged[Path(path)]
 
     def commit(self) -> list[Path]:
         """Rename every staged file into place."""

@@ -28,14 +28,26 @@ The format, version 1::
         combine: my_ops.merge    # reduce only; needed unless the callable has a `combine` attribute
         finalize: my_ops.final   # reduce only, optional
         inputs: [ndvi]
-    outputs:                     # optional, may be empty: result name -> file or {path, options}
-      ndvi: out/ndvi.tif         # an image, to .tif/.tiff; options are GDAL creation options
+    outputs:                     # optional, may be empty: result name -> file or a mapping
+      ndvi: out/ndvi.tif         # an image, to .tif/.tiff
       stats: out/stats.json      # a reduce result (named by its step), to .json
+      slope:                     # the long form of an image output:
+        path: out/slope.tif      # required
+        options: {compress: zstd}  # GDAL creation options of the format's driver
+        format: COG              # GTiff (default) or COG
+        overviews: [2, 4, 8]     # overview factors (>= 2); a COG has automatic ones without
+        resampling: average      # of overviews; default average for floats, else nearest
+        quicklook: true          # a PNG beside the output; or its path, or a mapping:
+                                 # {path, colormap: viridis | magma | gray, bands: [3, 2, 1], size}
+    gdal:                        # optional GDAL configuration options, main process and workers
+      GDAL_DISABLE_READDIR_ON_OPEN: EMPTY_DIR
 
 Unknown keys are refused, with the closest known key suggested. Names of inputs, steps and step
 outputs are unique, not blank, and contain none of ``. = $ { }`` (unicode and spaces are fine).
 Relative paths resolve against the pipeline file's folder (for a mapping: ``base_dir``, default
-the current folder) and ``~`` is expanded. A key written null counts as absent. Every problem is
+the current folder) and ``~`` is expanded; an input written as an address (``https://...``,
+``s3://...``, ``/vsizip/...``) is kept exactly as written. Credentials go in the environment,
+never in ``gdal:`` (keys that hold them are refused). A key written null counts as absent. Every problem is
 collected and raised together, as one :class:`PipelineError` whose problems each carry file,
 line, column, path (``steps -> 1 -> map``) and step.
 
@@ -57,10 +69,13 @@ import yaml
 
 from eoscale.engine.tiling import MODES, Tiling, TilingMode
 from eoscale.errors import PipelineError, Problem
+from eoscale.io.layout import FORMATS, RESAMPLINGS, ImageLayout
+from eoscale.io.paths import is_address, raster_location
+from eoscale.io.quicklook import COLORMAPS, QUICKLOOK_SIZE, QuicklookStyle
 from eoscale.pipeline.resolve import close_match, did_you_mean, split_dotted
 from eoscale.pipeline.spec import (
-    KINDS, FrozenMap, InputSpec, Location, OutputSpec, Overrides, PipelineSpec, StepKind, StepSpec,
-    freeze, join_path,
+    KINDS, FrozenMap, InputSpec, Location, OutputSpec, Overrides, PipelineSpec, QuicklookSpec,
+    StepKind, StepSpec, freeze, join_path,
 )
 from eoscale.pipeline.validate import check_graph
 from eoscale.sizes import parse_size
@@ -69,11 +84,26 @@ from eoscale.sizes import parse_size
 MAX_NODES = 100_000
 
 TOP_KEYS = ("version", "name", "workers", "memory", "scratch", "tiling", "inputs", "steps",
-            "outputs")
+            "outputs", "gdal")
 TILING_KEYS = ("mode", "tile_size")
 STEP_KEYS = ("name", "description", "map", "reduce", "inputs", "params", "margin",
              "writable_inputs", "profile", "outputs", "combine", "finalize")
-OUTPUT_KEYS = ("path", "options")
+OUTPUT_KEYS = ("path", "options", "format", "overviews", "resampling", "quicklook")
+QUICKLOOK_KEYS = ("path", "colormap", "bands", "size")
+#: Every mapping whose keys the loader checks, by its place in the document ("*": any name or
+#: index), with its known keys: the JSON Schema (schema.json) must allow exactly these.
+KEY_TABLES: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): TOP_KEYS,
+    ("tiling",): TILING_KEYS,
+    ("steps", "*"): STEP_KEYS,
+    ("outputs", "*"): OUTPUT_KEYS,
+    ("outputs", "*", "quicklook"): QUICKLOOK_KEYS,
+}
+#: The output keys that only an image output can have.
+IMAGE_ONLY = ("format", "overviews", "resampling", "quicklook")
+#: Words in a GDAL option's name that say it holds a credential: those come from the environment.
+SECRET_WORDS = ("SECRET", "PASSWORD", "USERPWD", "TOKEN", "ACCESS_KEY", "CONNECTION_STRING",
+                "SAS", "HEADERS", "HEADER_FILE")
 #: The step keys that belong to one kind of step only.
 ONLY_FOR: dict[str, StepKind] = {"profile": "map", "outputs": "map",
                                  "combine": "reduce", "finalize": "reduce"}
@@ -125,6 +155,15 @@ def integer_problem(value: Any, minimum: int) -> str | None:
     return None
 
 
+def gdal_value(value: Any) -> str | None:
+    """A GDAL configuration value as GDAL reads it (booleans as YES/NO), None if not a scalar."""
+    if isinstance(value, bool):
+        return "YES" if value else "NO"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return None
+
+
 def absolute(text: str, base: Path) -> Path:
     """A path as written (``~`` expanded), made absolute against ``base`` and normalised."""
     return Path(os.path.normpath(base / os.path.expanduser(text)))
@@ -137,6 +176,7 @@ class _Reader:
         self.file = file
         self.problems: list[Problem] = []
         self.step_names: dict[int, str] = {}
+        self.output_keys: dict[str, tuple[str, ...]] = {}
         self._in_step: dict[int, int] = {}  # problem found by the YAML walk -> index of its step
         self.value_marks: dict[KeyPath, Mark] = {}
         self.key_marks: dict[KeyPath, Mark] = {}
@@ -377,10 +417,12 @@ class _Reader:
         inputs = self.inputs(root["inputs"], base) if "inputs" in root else None
         steps = self.steps(root["steps"]) if "steps" in root else None
         outputs = self.outputs(root.get("outputs"), base)
+        gdal = self.gdal(root.get("gdal"))
         if inputs is None or steps is None:
             return None
+        self.image_only(outputs, steps)
         return PipelineSpec(1, name, workers, tiling, FrozenMap(inputs), steps, FrozenMap(outputs),
-                            source, base, memory, scratch)
+                            source, base, memory, scratch, FrozenMap(gdal))
 
     def size(self, value: Any, path: KeyPath) -> int | None:
         try:
@@ -388,6 +430,34 @@ class _Reader:
         except ValueError as error:
             self.report(path, str(error))
             return None
+
+    def gdal(self, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        path: KeyPath = ("gdal",)
+        raw = self.mapping(value, path, None, "a mapping of GDAL configuration options") or {}
+        options = {}
+        for key, item in raw.items():
+            secret = next((word for word in SECRET_WORDS if word in key.upper()), None)
+            text = gdal_value(item)
+            if secret is not None:
+                self.report((*path, key), f"'{key}' holds a credential: set it in the environment, "
+                                          "never in a pipeline", key=True)
+            elif text is None:
+                self.report((*path, key), f"expected text, a number or a boolean, found "
+                                          f"{describe(item)}")
+            else:
+                options[key] = text
+        return options
+
+    def image_only(self, outputs: Mapping[str, OutputSpec], steps: tuple[StepSpec, ...]) -> None:
+        """Report image-only keys on the output of a reduce step's result."""
+        reduced = {step.name for step in steps if step.kind == "reduce"}
+        for name in outputs:
+            keys = self.output_keys.get(name, ())
+            for key in (key for key in IMAGE_ONLY if key in keys and name in reduced):
+                self.report(("outputs", name, key), f"'{name}' is a reduce result, written as "
+                                                    f"JSON: '{key}' is for images only", key=True)
 
     def tiling(self, value: Any) -> Tiling:
         if value is None:
@@ -416,7 +486,8 @@ class _Reader:
         inputs = {}
         for name, item in raw.items():
             path = ("inputs", name)
-            file = self.file_path(item, path, None, base)
+            text = self.text(item, path, None, "a file path")
+            file = None if text is None else raster_location(text, base)
             if self.name(name, path, None, key=True) is not None:  # kept, so steps can name it
                 inputs[name] = InputSpec(name, file or base, self.at(path))
         return inputs
@@ -481,29 +552,118 @@ class _Reader:
         outputs = {}
         for name, item in (raw or {}).items():
             path = ("outputs", name)
-            file, options = self.output(item, path, base)
-            if self.name(name, path, None, key=True) is not None and file is not None:
-                outputs[name] = OutputSpec(name, file, FrozenMap(options), self.at(path))
+            output = self.output(name, item, path, base)
+            if self.name(name, path, None, key=True) is not None and output is not None:
+                outputs[name] = output
+        self.quicklook_clashes(outputs)
         return outputs
 
-    def output(self, value: Any, path: KeyPath, base: Path) -> tuple[Path | None, dict[str, Any]]:
-        """An output's file and options, written ``file`` or ``{path: ..., options: ...}``."""
+    def output(self, name: str, value: Any, path: KeyPath, base: Path) -> OutputSpec | None:
+        """An output, written ``file`` or as a mapping with ``path`` and the keys of images."""
         if not isinstance(value, Mapping):
-            return self.file_path(value, path, None, base), {}
+            file = self.output_path(value, path, base)
+            return None if file is None else OutputSpec(name, file, where=self.at(path))
         entry = self.mapping(value, path, None, "a mapping") or {}
+        self.output_keys[name] = tuple(entry)
         self.check_keys(entry, path, OUTPUT_KEYS, ("path",), None)
         file = None
         if "path" in entry:
-            file = self.file_path(entry["path"], (*path, "path"), None, base)
-        if entry.get("options") is None:
-            return file, {}
-        options = self.mapping(entry["options"], (*path, "options"), None,
-                               "a mapping of GDAL creation options") or {}
+            file = self.output_path(entry["path"], (*path, "path"), base)
+        options: dict[str, Any] = {}
+        if entry.get("options") is not None:
+            options = self.mapping(entry["options"], (*path, "options"), None,
+                                   "a mapping of GDAL creation options") or {}
         for key, item in options.items():
             if not isinstance(item, (str, int, float)):
                 self.report((*path, "options", key), f"expected text or a number, found "
                                                      f"{describe(item)}")
-        return file, options
+        layout = ImageLayout(
+            self.choice(entry.get("format", "GTiff"), (*path, "format"), FORMATS),
+            self.overviews(entry.get("overviews"), (*path, "overviews")),
+            None if entry.get("resampling") is None else self.choice(
+                entry["resampling"], (*path, "resampling"), RESAMPLINGS))
+        quicklook = self.quicklook(entry.get("quicklook"), (*path, "quicklook"), base)
+        if file is None:
+            return None
+        return OutputSpec(name, file, FrozenMap(options), self.at(path), layout, quicklook)
+
+    def output_path(self, value: Any, path: KeyPath, base: Path) -> Path | None:
+        text = self.text(value, path, None, "a file path")
+        if text is not None and is_address(text):
+            self.report(path, f"outputs are written to local files, found the address {text!r}")
+            return None
+        return None if text is None else absolute(text, base)
+
+    def choice(self, value: Any, path: KeyPath, choices: tuple[str, ...]) -> Any:
+        """``value`` if it is one of ``choices``, else the first one, reported."""
+        if value in choices:
+            return value
+        hint = ""
+        if isinstance(value, str):
+            same = [choice for choice in choices if choice.lower() == value.lower()]
+            hint = f" (did you mean '{same[0]}'?)" if same else did_you_mean(value, choices)
+        self.report(path, f"expected one of {', '.join(choices)}, found {describe(value)}{hint}")
+        return choices[0]
+
+    def overviews(self, value: Any, path: KeyPath) -> tuple[int, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)) or not value:
+            self.report(path, f"expected a list of overview factors like [2, 4, 8], found "
+                              f"{describe(value)}")
+            return ()
+        factors = [self.integer(item, (*path, index), None, 2) for index, item in enumerate(value)]
+        kept = tuple(factor for factor in factors if factor is not None)
+        if len(set(kept)) != len(kept):
+            self.report(path, f"overview factors repeat: {list(kept)}")
+        return tuple(sorted(set(kept)))
+
+    def quicklook(self, value: Any, path: KeyPath, base: Path) -> QuicklookSpec | None:
+        """``true``, a PNG path, or a mapping with path, colormap, bands and size."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return QuicklookSpec()
+        entry = {"path": value} if not isinstance(value, Mapping) else (
+            self.mapping(value, path, None, "a mapping") or {})
+        if isinstance(value, Mapping):
+            self.check_keys(entry, path, QUICKLOOK_KEYS, (), None)
+        file = None
+        if entry.get("path") is not None:
+            at = (*path, "path") if isinstance(value, Mapping) else path
+            file = self.output_path(entry["path"], at, base)
+            if file is not None and file.suffix.lower() != ".png":
+                self.report(at, f"a quicklook is a PNG: expected a .png path, found '{file.name}'")
+        colormap = self.choice(entry.get("colormap", "viridis"), (*path, "colormap"), COLORMAPS)
+        bands = None
+        if entry.get("bands") is not None:
+            bands = self.names_of_bands(entry["bands"], (*path, "bands"))
+        size = QUICKLOOK_SIZE
+        if entry.get("size") is not None:
+            size = self.integer(entry["size"], (*path, "size"), None, 1) or QUICKLOOK_SIZE
+        return QuicklookSpec(file, QuicklookStyle(size, colormap, bands))
+
+    def names_of_bands(self, value: Any, path: KeyPath) -> tuple[int, ...] | None:
+        if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
+            self.report(path, f"expected one band or three (red, green, blue) like [4, 1, 2], "
+                              f"found {describe(value)}")
+            return None
+        bands = [self.integer(item, (*path, index), None, 1) for index, item in enumerate(value)]
+        return None if None in bands else tuple(int(band) for band in bands if band is not None)
+
+    def quicklook_clashes(self, outputs: Mapping[str, OutputSpec]) -> None:
+        """Report a quicklook written where an output, or another quicklook, is written."""
+        written: dict[Path, str] = {output.path: f"output '{name}'"
+                                    for name, output in outputs.items()}
+        for name, output in outputs.items():
+            quicklook = output.quicklook_path()
+            if quicklook is None:
+                continue
+            if quicklook in written:
+                self.report(("outputs", name, "quicklook"),
+                            f"the quicklook {quicklook} is also the path of {written[quicklook]}")
+            else:
+                written[quicklook] = f"the quicklook of output '{name}'"
 
 
 def _fail(problem: str, file: str, line: int | None = None, column: int | None = None) -> NoReturn:
@@ -559,14 +719,18 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
     inputs = dict(spec.inputs)
     for name, text in overrides.inputs.items():
         if name in inputs:
-            inputs[name] = InputSpec(name, absolute(text, cwd), Location(path=f"--input {name}"))
+            inputs[name] = InputSpec(name, raster_location(text, cwd),
+                                     Location(path=f"--input {name}"))
         else:
             flag(f"--input {name}", f"unknown input '{name}'{did_you_mean(name, inputs)}")
     outputs = dict(spec.outputs)
     for name, text in overrides.outputs.items():
-        kept = outputs[name].options if name in outputs else FrozenMap()
-        outputs[name] = OutputSpec(name, absolute(text, cwd), kept,
-                                   Location(path=f"--output {name}"))
+        where = Location(path=f"--output {name}")
+        if is_address(text):
+            flag(where.path or "", f"outputs are written to local files, found the address {text!r}")
+            continue
+        kept = outputs.get(name, OutputSpec(name, Path()))
+        outputs[name] = replace(kept, path=absolute(text, cwd), where=where)
     steps = list(spec.steps)
     names = [step.name for step in steps]
     for (step_name, key), value in overrides.params.items():

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import rasterio
 
 from eoscale.engine.contract import declared, step_margin
 from eoscale.engine.core import default_workers, make_chunks
@@ -42,6 +43,7 @@ from eoscale.engine.grid import grid_differences
 from eoscale.engine.memory import own_pss
 from eoscale.engine.tiling import Plan, Tiling, plan_step
 from eoscale.errors import ConfigError, PipelineError, Problem, RasterError
+from eoscale.io.paths import location_name
 from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS, read_profile
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
@@ -333,19 +335,20 @@ def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
 
 def _input_profiles(spec: PipelineSpec, problems: list[Problem]) -> dict[str, dict[str, Any]]:
     profiles: dict[str, dict[str, Any]] = {}
-    for name, item in spec.inputs.items():
-        try:
-            profiles[name] = read_profile(item.path)
-        except RasterError as error:
-            problems.append(item.where.problem(str(error)))
+    with rasterio.Env(**spec.gdal):
+        for name, item in spec.inputs.items():
+            try:
+                profiles[name] = read_profile(item.path)
+            except RasterError as error:
+                problems.append(item.where.problem(str(error)))
     read = list(profiles)
     for name in read[1:]:
         differences = grid_differences(profiles[read[0]], profiles[name])
         if differences:
             item, first = spec.inputs[name], spec.inputs[read[0]]
             problems.append(item.where.problem(
-                f"{item.path.name} is not on the grid of input '{first.name}' ({first.path.name}): "
-                + "; ".join(differences)))
+                f"{location_name(item.path)} is not on the grid of input '{first.name}' "
+                f"({location_name(first.path)}): " + "; ".join(differences)))
     return profiles
 
 

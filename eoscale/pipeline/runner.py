@@ -27,7 +27,9 @@ from eoscale.engine.memory import TreeSampler, own_pss
 from eoscale.engine.scratch import Scratch
 from eoscale.errors import StepError
 from eoscale.io.info import json_safe
+from eoscale.io.paths import worker_start_method
 from eoscale.io.raster import Staging
+from eoscale.pipeline.outputs import image_target, stage_image
 from eoscale.pipeline.plan import RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
@@ -75,11 +77,12 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     images: dict[str, SharedRaster | FileRaster] = {}
     sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS)
     spilled: dict[str, Path] = {}
-    with Staging(overwrite) as staging, Scratch(spec.scratch) as scratch, \
-            _gdal_cache(plan), \
+    start_method = worker_start_method((item.path for item in spec.inputs.values()), start_method)
+    with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
+            Scratch(spec.scratch) as scratch, _gdal_cache(plan), \
             Engine(plan.resources.workers, tiling=spec.tiling, progress=progress,
-                   start_method=start_method, gdal_cache_bytes=plan.resources.gdal_cache) \
-            as engine, \
+                   start_method=start_method, gdal_cache_bytes=plan.resources.gdal_cache,
+                   gdal_options=spec.gdal) as engine, \
             _sampling(sampler):
 
         def bring(names: tuple[str, ...]) -> None:
@@ -92,25 +95,25 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             for name in names:
                 output = spec.outputs[name]
                 if name in images:
-                    engine.write_to(images[name], staging.stage(output.path),
-                                    options=output.options, display=display_path(output.path))
+                    stage_image(engine, staging, images[name], output, display_path(output.path))
                 else:
                     write_json(staging.stage(output.path), spec.producer(name), results[name],
                                output.path)
 
-        def written(name: str) -> OutputFile | None:
-            lives = plan.images[name].lives
+        def written(name: str, finishing: contextlib.ExitStack) -> OutputFile | None:
+            image = plan.images[name]
             output = spec.outputs.get(name)
-            if lives not in ("written", "spilled"):
+            if image.lives not in ("written", "spilled"):
                 return None
             if output is None:  # spilled, not an output: a scratch file read back by window
                 spilled[name] = scratch.path(name)
-                return OutputFile(spilled[name], spill_options(plan.steps[plan.images[name].arrives]),
+                return OutputFile(spilled[name], spill_options(plan.steps[image.arrives]),
                                   f"{name} (spilled to {spilled[name]})")
-            path = staging.stage(output.path)
-            if lives == "spilled":  # read back from its staged file
-                spilled[name] = path
-            return OutputFile(path, output.options, display_path(output.path))
+            target = finishing.enter_context(image_target(
+                staging, output, image.dtype, engine.workers, display_path(output.path)))
+            if image.lives == "spilled":  # read back from its staged file, once it is finished
+                spilled[name] = staging.staged(output.path)
+            return target
 
         def release(names: tuple[str, ...]) -> None:
             for name in names:
@@ -119,8 +122,9 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                 if name in spilled and name not in spec.outputs:
                     scratch.remove(spilled.pop(name))
 
-        for name in spec.outputs:
-            staging.check(spec.outputs[name].path)
+        for output in spec.outputs.values():
+            for path in output.paths():
+                staging.check(path)
         if any(image.lives == "spilled" and name not in spec.outputs
                for name, image in plan.images.items()):
             scratch.check()
@@ -134,10 +138,12 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             params = callable_params(step.step, found.fn, results)
             tiling = step.tiling_for(params)
             if step.kind == "map":
-                made = engine.map(found.fn, inputs, params=params, profile_fn=found.profile,
-                                  name=step.name, output_names=step.step.outputs, plan=tiling,
-                                  writable_inputs=step.step.writable_inputs,
-                                  files=[written(name) for name in step.step.outputs])
+                with contextlib.ExitStack() as finishing:  # then overviews, COGs, quicklooks
+                    made = engine.map(
+                        found.fn, inputs, params=params, profile_fn=found.profile,
+                        name=step.name, output_names=step.step.outputs, plan=tiling,
+                        writable_inputs=step.step.writable_inputs,
+                        files=[written(name, finishing) for name in step.step.outputs])
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
                               if plan.images[name].lives == "shared")
                 images.update((name, engine.open(spilled[name], name=name))

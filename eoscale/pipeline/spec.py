@@ -23,6 +23,9 @@ from typing import Any, Literal, TypeVar
 
 from eoscale.engine.tiling import Tiling
 from eoscale.errors import Problem
+from eoscale.io.layout import ImageLayout
+from eoscale.io.paths import RasterLocation
+from eoscale.io.quicklook import QuicklookStyle
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -130,21 +133,44 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
-    """A pipeline input: a raster file, by name."""
+    """A pipeline input, by name: a local raster file (a ``Path``) or an address GDAL reads as
+    written (a ``str``: ``https://...``, ``s3://...``, ``/vsizip/...``; see :mod:`eoscale.io.paths`)."""
 
     name: str
-    path: Path
+    path: RasterLocation
     where: Location = field(default=Location(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
+class QuicklookSpec:
+    """An output's PNG quicklook: its ``path`` (None: beside the output, ``<stem>.png``) and style."""
+
+    path: Path | None = None
+    style: QuicklookStyle = field(default_factory=QuicklookStyle)
+
+
+@dataclass(frozen=True, slots=True)
 class OutputSpec:
-    """A result to write: an image to GeoTIFF (with GDAL creation ``options``), or JSON."""
+    """A result to write: an image to GeoTIFF or COG (GDAL creation ``options``, overviews, a
+    quicklook), or JSON."""
 
     name: str
     path: Path
     options: Mapping[str, Any] = field(default_factory=FrozenMap)
     where: Location = field(default=Location(), compare=False)
+    layout: ImageLayout = field(default_factory=ImageLayout)
+    quicklook: QuicklookSpec | None = None
+
+    def quicklook_path(self) -> Path | None:
+        """Where the quicklook is written, if there is one."""
+        if self.quicklook is None:
+            return None
+        return self.quicklook.path or self.path.with_suffix(".png")
+
+    def paths(self) -> tuple[Path, ...]:
+        """Every file this output writes: its own and its quicklook's."""
+        quicklook = self.quicklook_path()
+        return (self.path,) if quicklook is None else (self.path, quicklook)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +223,8 @@ class PipelineSpec:
     is the pipeline file (None for a mapping) and ``base_dir`` the folder relative paths and
     callables' modules are looked up in. ``memory`` is the run's memory budget in bytes (None:
     the memory available, less a margin); ``scratch`` the folder for spilled images (None: the
-    system's temporary folder).
+    system's temporary folder). ``gdal`` holds GDAL configuration options (as text) for the main
+    process and every worker.
     """
 
     version: int
@@ -211,6 +238,7 @@ class PipelineSpec:
     base_dir: Path
     memory: int | None = None
     scratch: Path | None = None
+    gdal: Mapping[str, str] = field(default_factory=FrozenMap)
 
     def producer(self, name: str) -> StepSpec | None:
         """The step that makes an image or result; None for an input; KeyError if unknown."""

@@ -1,0 +1,38 @@
+"""Writing an image output as its spec says: GeoTIFF or COG, overviews, and its quicklook, each to
+a staged temporary file that is renamed into place only when the whole run has succeeded."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from eoscale.engine import Engine, SharedRaster
+from eoscale.engine.filed import OutputFile
+from eoscale.io.layout import image_file
+from eoscale.io.quicklook import write_quicklook
+from eoscale.io.raster import Staging
+from eoscale.pipeline.spec import OutputSpec
+
+
+@contextlib.contextmanager
+def image_target(staging: Staging, output: OutputSpec, dtype: np.dtype | str, threads: int,
+                 display: str) -> Iterator[OutputFile]:
+    """Where to write ``output``'s pixels (a plain GeoTIFF, staged), inside the block; on leaving
+    it, its overviews are built or its COG made, then its quicklook drawn from the file."""
+    staged = staging.stage(output.path)
+    with image_file(staged, output.layout, output.options, dtype=dtype, threads=threads,
+                    display=display) as (tiff, options):
+        yield OutputFile(tiff, options, display)
+    quicklook = output.quicklook_path()
+    if output.quicklook is not None and quicklook is not None:
+        write_quicklook(staged, staging.stage(quicklook), output.quicklook.style,
+                        display=f"{display} (quicklook)")
+
+
+def stage_image(engine: Engine, staging: Staging, raster: SharedRaster, output: OutputSpec,
+                display: str) -> None:
+    """Write ``raster`` for ``output`` to staged files: the image, then its quicklook from it."""
+    with image_target(staging, output, raster.ref.dtype, engine.workers, display) as target:
+        engine.write_to(raster, target.path, options=target.options, display=display)
