@@ -19,7 +19,11 @@ A callable may declare, as attributes:
 - ``wants_input_names = True``: the pipeline runner then adds ``params["_inputs"]``, the names of
   the step's inputs in order (``band_math`` uses them as the names in its expression);
 - ``check``: a function ``(params, input_names) -> list[str]`` that ``eoscale validate`` calls to
-  report problems with the params before anything runs.
+  report problems with the params before anything runs;
+- ``memory_factor``: a number or a function ``params -> number``, the peak memory of a tile beyond
+  its inputs (temporaries and results) as a multiple of the inputs' bytes over the read window;
+  the run plan's memory estimate uses it (without it: as much again as the inputs, plus the
+  results).
 """
 
 from __future__ import annotations
@@ -71,6 +75,18 @@ def step_margin(fn: Callable, params: Mapping[str, Any], stated: int | None, *,
     if needed is not None and stated < needed:
         raise ConfigError(f"margin {stated} is smaller than the {needed} that {name} needs")
     return stated
+
+
+def declared_memory_factor(fn: Callable, params: Mapping[str, Any]) -> float | None:
+    """The peak memory a callable declares for a tile (``fn.memory_factor``: a number or a
+    function ``params -> number``) beyond its inputs, as a multiple of its inputs' bytes over the
+    read window; None if it declares none."""
+    factor = getattr(fn, "memory_factor", None)
+    if factor is None:
+        return None
+    if callable(factor):
+        factor = factor(dict(params))
+    return float(factor)
 
 
 def declared(fn: Callable, attribute: str) -> Callable | None:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 
-from eoscale.engine.contract import declared, step_margin
+from eoscale.engine.contract import declared, declared_memory_factor, step_margin
 from eoscale.engine.core import default_workers, make_chunks
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES
 from eoscale.engine.grid import grid_differences
@@ -534,7 +534,8 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
                        and (step.kind == "reduce" or images[name].lives == "shared"))
         releases = tuple(name for name, image in images.items()
                          if image.released_after == index and image.arrives <= index)
-        memory = _memory(index, step, tiling, images, resources, loads)
+        memory = _memory(index, step, tiling, images, resources, loads,
+                         _memory_factor(step, callables[index]))
         margin_from = ("params" if margin is None else "stated" if step.margin is not None
                        else "declared" if hasattr(callables[index].fn, "margin") else "none")
         steps.append(StepPlan(
@@ -542,6 +543,19 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
             len(make_chunks(range(tiling.tile_count), resources.workers)), tiling_spec,
             resources.workers, block_shape, loads, stages, releases, memory))
     return RunPlan(spec, resources, FrozenMap(images), tuple(steps), copied)
+
+
+def _memory_factor(step: StepSpec, found: StepCallables) -> float | None:
+    """The callable's declared memory factor for the step's params (None: none, or unknown
+    before the run because the params hold ``${...}`` and it is a function of them)."""
+    declared_factor = getattr(found.fn, "memory_factor", None)
+    if declared_factor is None or (callable(declared_factor) and any(step.references())):
+        return None
+    try:
+        return declared_memory_factor(found.fn, {} if any(step.references())
+                                      else callable_params(step, found.fn, {}))
+    except Exception:  # noqa: BLE001 - the user's function: the estimate falls back, says nothing
+        return None
 
 
 def _output_block(spec: PipelineSpec, name: str) -> tuple[int, int]:
@@ -586,11 +600,12 @@ def _output_residence(name: str, spec: PipelineSpec,
 
 
 def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, ImagePlan],
-            resources: Resources, loads: tuple[str, ...]) -> Memory:
+            resources: Resources, loads: tuple[str, ...], factor: float | None) -> Memory:
     """Memory while a step loads its inputs and computes: the shared images alive then (its
     outputs included), and each worker's tile: a decoded window of each input read from its
-    file, as much again as its inputs for a callable's temporaries, its results, and GDAL's
-    block cache (capped in each worker) while it decodes files."""
+    file, the callable's temporaries and results (its declared ``memory_factor`` times its
+    inputs' bytes, else as much again as its inputs plus its results), and GDAL's block cache
+    (capped in each worker) while it decodes files."""
     held = sum(image.nbytes for image in images.values()
                if image.lives == "shared" and image.arrives <= index <= image.released_after)
     rows, columns = tiling.read_shape
@@ -598,9 +613,10 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     read = [images[name] for name in dict.fromkeys(step.inputs)]
     from_files = [image for image in read if image.lives in ("file", "spilled")]
     made = [images[name] for name in step.outputs]
-    per_worker = pixels * (sum(image.pixel_bytes for image in read)
-                           + sum(image.pixel_bytes for image in from_files)
-                           + sum(image.pixel_bytes for image in made))
+    inputs = sum(image.pixel_bytes for image in read)
+    computed = (inputs * factor if factor is not None  # temporaries and results, declared
+                else inputs + sum(image.pixel_bytes for image in made))
+    per_worker = pixels * (computed + sum(image.pixel_bytes for image in from_files))
     # A written output's tile cores travel to the main process: pickled, received, written.
     core_pixels = tiling.tile_size * (tiling.tile_size if tiling.mode == "tiles" else tiling.width)
     per_worker += 2 * core_pixels * sum(image.pixel_bytes for image in made
