@@ -130,10 +130,34 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
-    """A pipeline input: a raster file, by name."""
+    """A pipeline input, by name: a raster file, or ``bands`` (one file per band, stacked in
+    order; ``path`` is then the first), and the ``resampling`` that warps it onto the working
+    grid when it is not on it (see :mod:`eoscale.pipeline.inputs`)."""
 
     name: str
     path: Path
+    where: Location = field(default=Location(), compare=False)
+    bands: tuple[Path, ...] = ()
+    resampling: str = "nearest"
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The input's files: its band files, or its one file."""
+        return self.bands or (self.path,)
+
+
+@dataclass(frozen=True, slots=True)
+class GridSpec:
+    """The pipeline's working grid (``grid:``), the one every input is read on: the grid of the
+    input ``like``; or ``like``'s CRS and bounds at ``resolution``; or ``crs`` (as written:
+    ``EPSG:32631``, WKT, PROJ), ``resolution`` (x, y) and ``bounds`` (left, bottom, right, top),
+    pixel edges snapped to multiples of the resolution
+    (:meth:`eoscale.io.sources.Grid.from_bounds`)."""
+
+    like: str | None = None
+    crs: str | None = None
+    resolution: tuple[float, float] | None = None
+    bounds: tuple[float, float, float, float] | None = None
     where: Location = field(default=Location(), compare=False)
 
 
@@ -193,7 +217,7 @@ class PipelineSpec:
 
     ``workers`` None means all CPUs; ``tiling.tile_size`` None means an automatic size. ``source``
     is the pipeline file (None for a mapping) and ``base_dir`` the folder relative paths and
-    callables' modules are looked up in.
+    callables' modules are looked up in. ``grid`` None: no working grid, inputs must share one.
     """
 
     version: int
@@ -205,6 +229,7 @@ class PipelineSpec:
     outputs: Mapping[str, OutputSpec]
     source: Path | None
     base_dir: Path
+    grid: GridSpec | None = None
 
     def producer(self, name: str) -> StepSpec | None:
         """The step that makes an image or result; None for an input; KeyError if unknown."""
