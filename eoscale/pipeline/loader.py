@@ -501,9 +501,11 @@ class _Reader:
         if resampling is None:
             resampling = "nearest"
         elif resampling not in RESAMPLINGS:
-            hint = did_you_mean(resampling, RESAMPLINGS) if isinstance(resampling, str) else ""
-            self.report((*path, "resampling"), f"unknown resampling {describe(resampling)}"
-                                               f"{hint} (expected one of {', '.join(RESAMPLINGS)})")
+            text = isinstance(resampling, str)
+            shown = repr(resampling) if text else describe(resampling)
+            hint = did_you_mean(resampling, RESAMPLINGS) if text else ""
+            self.report((*path, "resampling"), f"unknown resampling {shown}{hint}; expected one "
+                                               f"of {', '.join(RESAMPLINGS)}")
             resampling = "nearest"
         given = [key for key in ("path", "bands") if entry.get(key) is not None]
         if len(given) > 1 or not (given or misspelt(entry, INPUT_KEYS) & {"path", "bands"}):

@@ -89,8 +89,8 @@ def test_a_grid_by_crs_resolution_and_bounds(write_pipeline: WritePipeline) -> N
      [(1, "not a CRS: 'nowhere'")]),
     ("grid:\n  crs: EPSG:32631\n  resolution: 0\n  bounds: [0, 0, 1, 1]\ninputs: {a: a.tif}",
      [(3, "a pixel size must be positive, found 0")]),
-    ("grid:\n  crs: EPSG:32631\n  resolution: [10, -10]\n  bounds: [0, 0, 1, 1]\n"
-     "inputs: {a: a.tif}",
+    (("grid:\n  crs: EPSG:32631\n  resolution: [10, -10]\n  bounds: [0, 0, 1, 1]\n"
+     "inputs: {a: a.tif}"),
      [(3, "a pixel size must be positive, found [10, -10]")]),
     ("grid:\n  crs: EPSG:32631\n  resolution: ten\n  bounds: [0, 0, 1, 1]\ninputs: {a: a.tif}",
      [(3, "expected a pixel size: a number, or [x, y], found the text 'ten'")]),
@@ -99,8 +99,8 @@ def test_a_grid_by_crs_resolution_and_bounds(write_pipeline: WritePipeline) -> N
     ("grid:\n  crs: EPSG:32631\n  resolution: 10\n  bounds: [0, 0, x, 1]\ninputs: {a: a.tif}",
      [(4, "expected 4 numbers [left, bottom, right, top], found a list")]),
     ("grid:\n  crs: EPSG:32631\n  resolution: 10\n  bounds: [10, 0, 0, 1]\ninputs: {a: a.tif}",
-     [(4, "bounds [left, bottom, right, top] are empty: expected left < right and bottom < "
-          "top, found [10, 0, 0, 1]")]),
+     [(4, ("bounds [left, bottom, right, top] are empty: expected left < right and bottom < "
+          "top, found [10, 0, 0, 1]"))]),
     ("grid: {crs: EPSG:32631, resolution: 10}\ninputs: {a: a.tif}",
      [(1, "missing key 'bounds' (a grid without 'like' needs crs, resolution and bounds)")]),
     ("grid: {}\ninputs: {a: a.tif}",
@@ -110,18 +110,20 @@ def test_a_grid_by_crs_resolution_and_bounds(write_pipeline: WritePipeline) -> N
     ("grid: {lik: a}\ninputs: {a: a.tif}",
      [(1, "unknown key 'lik' (did you mean 'like'?)")]),
     ("grid: a\ninputs: {a: a.tif}",
-     [(1, "expected a mapping like {like: NAME} or {crs: ..., resolution: ..., bounds: "
-          "[left, bottom, right, top]}, found the text 'a'")]),
+     [(1, ("expected a mapping like {like: NAME} or {crs: ..., resolution: ..., bounds: "
+          "[left, bottom, right, top]}, found the text 'a'"))]),
     ("inputs:\n  a: {path: a.tif, resampling: bilinar}",
-     [(2, "unknown resampling the text 'bilinar' (did you mean 'bilinear'?) (expected one of "
+     [(2, ("unknown resampling 'bilinar' (did you mean 'bilinear'?); expected one of "
           "nearest, bilinear, cubic, cubic_spline, lanczos, average, mode, max, min, med, q1, "
-          "q3, sum, rms)")]),
+          "q3, sum, rms"))]),
+    ("inputs:\n  a: {path: a.tif, resampling: 3}",
+     [(2, "unknown resampling the number 3; expected one of nearest")]),
     ("inputs:\n  a: {path: a.tif, bands: [b.tif]}",
-     [(2, "an input has exactly one of 'path' (a file) or 'bands' (a list of files), found "
-          "'path' and 'bands'")]),
+     [(2, ("an input has exactly one of 'path' (a file) or 'bands' (a list of files), found "
+          "'path' and 'bands'"))]),
     ("inputs:\n  a: {resampling: cubic}",
-     [(2, "an input has exactly one of 'path' (a file) or 'bands' (a list of files), found "
-          "neither")]),
+     [(2, ("an input has exactly one of 'path' (a file) or 'bands' (a list of files), found "
+          "neither"))]),
     ("inputs:\n  a:\n    bands: []",
      [(3, "expected a non-empty list of files, one per band, found an empty list")]),
     ("inputs:\n  a:\n    bands: [a.tif, 3]",
