@@ -165,6 +165,7 @@ def common_nodata(values: Sequence[Any]) -> Any:
 
 
 def same_nodata(a: Any, b: Any) -> bool:
+    """Whether two nodata values are one (both None, equal, or both NaN)."""
     if a is None or b is None:
         return a is b
     return a == b or (math.isnan(float(a)) and math.isnan(float(b)))
@@ -240,10 +241,6 @@ class Source:
         """A reader in this process (its files are opened at the first read); ``profile``: this
         source's :meth:`profile` when already known (saves reading every file's again)."""
         return SourceReader(self, profile)
-
-    def describe(self) -> str:
-        files = self.paths[0] if len(self.paths) == 1 else f"[{', '.join(self.paths)}]"
-        return files if self.grid is None else f"{files} ({self.resampling} onto the working grid)"
 
 
 def warp_scale(source: Mapping[str, Any], grid: Grid) -> tuple[float, float]:
