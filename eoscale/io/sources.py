@@ -294,24 +294,36 @@ def strip_view(dataset: Any, grid: Grid, resampling: str, dtype: str, nodata: An
     return rasterio.open(xml)
 
 
-def read_strips(view: Any, window: Window, out: np.ndarray) -> None:
+def read_strips(view: Any, window: Window, out: np.ndarray,
+                kept: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Read ``window`` of a :func:`strip_view` into ``out``, one whole block (strip) at a time, so
-    that GDAL warps and caches whole strips whatever the window."""
+    that GDAL warps whole strips whatever the window; return the strips the window spans, by
+    index, to pass as ``kept`` to the next read, which warps only those it does not find there
+    (windows side by side share their strips; GDAL's own block cache may be too small to keep
+    them: the engine's workers cap it)."""
     rows = WARP_STRIP_ROWS
     top, bottom = int(window.row_off), int(window.row_off + window.height)
     cols = slice(int(window.col_off), int(window.col_off + window.width))
-    for first in range(top - top % rows, bottom, rows):
+    spanned = {}
+    for index in range(top // rows, (bottom - 1) // rows + 1):
+        first = index * rows
         height = min(rows, view.height - first)
-        strip = view.read(window=Window(0, first, view.width, height))
+        strip = kept.get(index)
+        if strip is None:
+            strip = view.read(window=Window(0, first, view.width, height))
+        spanned[index] = strip
         start, stop = max(top, first), min(bottom, first + height)
         out[:, start - top:stop - top] = strip[:, start - first:stop - first, cols]
+    return spanned
 
 
 class SourceReader:
     """A :class:`Source` opened in a process: ``read(window)`` on the working grid, all bands.
 
     Each file (and its warped view, for a file not on the grid) is opened at the first read and
-    kept until ``close()``, so a worker reading many windows opens it once.
+    kept until ``close()``, so a worker reading many windows opens it once. For a warped file the
+    reader also keeps the strips its last window spanned (:func:`read_strips`): at most the
+    window's rows rounded out to :data:`WARP_STRIP_ROWS`, across the grid's full width.
     """
 
     def __init__(self, source: Source, profile: Mapping[str, Any] | None = None):
@@ -319,6 +331,7 @@ class SourceReader:
         self._profile: dict[str, Any] | None = None if profile is None else dict(profile)
         self._files: list[tuple[Any, Any]] | None = None  # (dataset, warped view or None)
         self._nodata: list[Any] = []
+        self._strips: dict[int, dict[int, np.ndarray]] = {}  # file index -> its last strips
 
     @property
     def profile(self) -> dict[str, Any]:
@@ -361,12 +374,14 @@ class SourceReader:
         if out is None:
             out = np.empty(shape, dtype)
         band = 0
-        for path, (dataset, view), own_nodata in zip(self.source.paths, files, self._nodata):
+        for position, (path, (dataset, view), own_nodata) in enumerate(
+                zip(self.source.paths, files, self._nodata)):
             count = dataset.count
             target = out[band:band + count]
             try:
                 if view is not None:
-                    read_strips(view, window, target)
+                    self._strips[position] = read_strips(view, window, target,
+                                                         self._strips.get(position, {}))
                 elif dataset.dtypes[0] == dtype.name and same_nodata(own_nodata, nodata):
                     dataset.read(window=window, out=target)
                 else:
@@ -387,6 +402,7 @@ class SourceReader:
         """Close every file and warped view. Idempotent."""
         files, self._files = self._files, None
         self._nodata = []
+        self._strips = {}
         for dataset, view in files or ():
             if view is not None:
                 view.close()
