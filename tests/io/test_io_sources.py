@@ -17,7 +17,7 @@ from rasterio.windows import Window
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.grid import grid_differences
 from eoscale.errors import RasterError
-from eoscale.io.sources import RESAMPLINGS, Grid, Source, common_dtype, warp_options
+from eoscale.io.sources import RESAMPLINGS, Grid, Source, common_dtype, warp_options, warp_scale
 
 NAIP_2012 = "naip_m_4709963_se_14_1_20120731.tif"
 NAIP_2020 = "naip_m_4709963_se_14_1_20200831.tif"
@@ -129,6 +129,23 @@ def test_bad_grids_are_refused(resolution, bounds, message):
     with pytest.raises(ValueError) as error:
         Grid.from_bounds("EPSG:32631", resolution, bounds)
     assert message in str(error.value)
+
+
+def test_the_warp_scale_is_the_ratio_of_pixel_sizes(shared_data):
+    with rasterio.open(shared_data / "dsm.tif") as src:
+        profile = src.profile
+    assert warp_scale(profile, Grid.from_bounds(profile["crs"], (4, 1), (0, 0, 8, 8))) == (0.5, 2.0)
+    with rasterio.open(shared_data / "srtm_zion.tif") as src:
+        profile = src.profile
+        transform, width, height = calculate_default_transform(
+            src.crs, "EPSG:32612", src.width, src.height, *src.bounds)
+    grid = Grid(CRS.from_epsg(32612), transform, width, height)
+    xscale, yscale = warp_scale(profile, grid)
+    # calculate_default_transform keeps about as many pixels as the source has, so about 1:1
+    assert xscale == pytest.approx(1, rel=0.25) and yscale == pytest.approx(1, rel=0.25)
+    options = warp_options(profile, grid, "bilinear")
+    assert (options["XSCALE"], options["YSCALE"]) == (repr(xscale), repr(yscale))
+    assert "XSCALE" not in warp_options(profile, grid, "nearest")
 
 
 # -- sources: profiles and plain reads ---------------------------------------------------------
