@@ -6,6 +6,7 @@ Planning reads every input's own profile (:func:`own_profiles`), makes the worki
 ``input_source(spec, name, grid)``: its files, warped onto the grid when they are not on it
 (``Source.warped()`` names those), band files stacked. Without ``grid:`` the inputs must share
 one grid (:func:`grid_problems`); a band stack is then on its first file's grid.
+:func:`input_sources` does all of it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ from typing import Any
 from eoscale.errors import Problem, RasterError
 from eoscale.io.sources import Grid, Source
 from eoscale.pipeline.spec import PipelineSpec
+
+
+def input_sources(spec: PipelineSpec, problems: list[Problem],
+                  ) -> tuple[Grid | None, dict[str, Source]]:
+    """The working grid (None without ``grid:``) and each readable input's source on it, by
+    name; unreadable inputs and, without ``grid:``, inputs off the first one's grid are problems
+    added to ``problems`` (the grid is None too when ``like``'s file cannot be read)."""
+    own = own_profiles(spec, problems)
+    problems += grid_problems(spec, own)
+    like = spec.grid.like if spec.grid is not None else None
+    grid = None if like is not None and like not in own else working_grid(spec, own)
+    return grid, {name: input_source(spec, name, grid) for name in own}
 
 
 def input_source(spec: PipelineSpec, name: str, grid: Grid | None = None) -> Source:

@@ -15,7 +15,13 @@ from rasterio.crs import CRS
 from eoscale.errors import PipelineError
 from eoscale.io.sources import Grid, Source
 from eoscale.pipeline import Overrides, load_pipeline
-from eoscale.pipeline.inputs import grid_problems, input_source, own_profiles, working_grid
+from eoscale.pipeline.inputs import (
+    grid_problems,
+    input_source,
+    input_sources,
+    own_profiles,
+    working_grid,
+)
 from eoscale.pipeline.spec import GridSpec
 
 WritePipeline = Callable[..., Path]
@@ -201,3 +207,26 @@ def test_an_unreadable_input_is_a_problem_at_its_line(write_pipeline: WritePipel
     assert own_profiles(spec, found) == {}
     [problem] = found
     assert problem.line == 4 and "file not found" in problem.message and "x.tif" in problem.message
+
+
+def test_input_sources_does_it_all(write_pipeline: WritePipeline, make_raster) -> None:
+    first, shifted = shifted_pair(make_raster)
+    spec = load_pipeline(write_pipeline(
+        "version: 1\ngrid: {like: a}\ninputs:\n  a: a.tif\n  b: b.tif\n  c: c.tif\n" + STEPS))
+    found: list = []
+    grid, sources = input_sources(spec, found)
+    [problem] = found
+    assert problem.line == 6 and "file not found" in problem.message
+    assert sources == {"a": Source((str(first),), grid), "b": Source((str(shifted),), grid)}
+    with rasterio.open(first) as dataset:
+        assert grid == Grid.of(dataset.profile)
+    spec = load_pipeline(write_pipeline(
+        "version: 1\ngrid: {like: c}\ninputs:\n  a: a.tif\n  c: c.tif\n" + STEPS))
+    found = []
+    assert input_sources(spec, found) == (None, {"a": Source((str(first),))}) and len(found) == 1
+    spec = load_pipeline(write_pipeline("version: 1\ninputs:\n  a: a.tif\n  b: b.tif\n" + STEPS))
+    found = []
+    grid, sources = input_sources(spec, found)
+    assert grid is None and list(sources) == ["a", "b"]
+    assert [problem.message for problem in found] == [problem.message for problem in
+                                                     grid_problems(spec, own_profiles(spec, []))]
