@@ -4,7 +4,13 @@ A scene has fields (parcels of different crops), a meandering river, a road, smo
 sensor noise, in four bands (blue, green, red, near-infrared) of reflectance x 10000 as uint16,
 with nodata 0 where a few clouds were masked. A surface model (float32 metres) has holes of nodata.
 
-``python -m eoscale.sample FOLDER [--size N]`` writes ``scene.tif`` and ``dsm.tif`` into FOLDER.
+For the working grid and band stacks, the same scene is also delivered the way real data comes:
+one file per band, like Sentinel-2 (``bands/B04.tif`` red and ``bands/B08.tif`` NIR at 10 m,
+``bands/B11.tif`` a short-wave infrared at 20 m), and an earlier acquisition on another grid
+(``before.tif``: Lambert-93, 12 m pixels).
+
+``python -m eoscale.sample FOLDER [--size N]`` writes ``scene.tif`` and ``dsm.tif`` into FOLDER,
+and those (:func:`make_grid_samples`).
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
+from rasterio.warp import Resampling, calculate_default_transform, reproject
 from scipy import ndimage
 
 CRS_UTM31 = CRS.from_epsg(32631)
+#: The CRS of ``before.tif``: Lambert-93, France's official projection (the scene lies in France).
+CRS_LAMBERT93 = CRS.from_epsg(2154)
 #: Reflectance x 10000 of blue, green, red, NIR for bare soil, crops, forest, water, road.
 SURFACES = np.array([
     [900, 1200, 1500, 2300],   # bare soil
@@ -92,14 +101,17 @@ def dsm_array(height: int, width: int, seed: int = 0, holes: int = 12) -> np.nda
 
 
 def write_sample(path: str | Path, array: np.ndarray, nodata: float, *, pixel: float = 10.0,
-                 block: int = 256, compress: str = "deflate") -> Path:
-    """Write an array as a tiled, compressed GeoTIFF in UTM 31N."""
+                 block: int = 256, compress: str = "deflate", crs: CRS = CRS_UTM31,
+                 transform: Affine | None = None) -> Path:
+    """Write an array as a tiled, compressed GeoTIFF (default: in UTM 31N, its top left corner
+    at 600000, 4800000)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = array.shape
-    transform = Affine(pixel, 0.0, 600000.0, 0.0, -pixel, 4800000.0)
+    if transform is None:
+        transform = Affine(pixel, 0.0, 600000.0, 0.0, -pixel, 4800000.0)
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                       dtype=array.dtype, crs=CRS_UTM31, transform=transform, nodata=nodata,
+                       dtype=array.dtype, crs=crs, transform=transform, nodata=nodata,
                        tiled=True, blockxsize=block, blockysize=block, compress=compress) as dst:
         dst.write(array)
     return path
@@ -114,13 +126,44 @@ def make_samples(folder: str | Path, size: int = 512, seed: int = 0) -> tuple[Pa
     return scene, dsm
 
 
+def make_grid_samples(folder: str | Path, size: int = 512, seed: int = 0) -> tuple[Path, ...]:
+    """Write the scene of :func:`make_samples` as band files and as an earlier image on another
+    grid: ``bands/B04.tif``, ``bands/B08.tif`` (its red and NIR, 10 m), ``bands/B11.tif`` (a
+    short-wave infrared at 20 m: the mean of each 2 x 2 pixels of (red + NIR) / 2, uint16) and
+    ``before.tif`` (the scene, dimmed 10 %, warped bilinearly into Lambert-93 at 12 m)."""
+    folder = Path(folder)
+    scene = scene_array(size, size, seed=seed)
+    utm = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 4800000.0)
+    red, nir = scene[2:3], scene[3:4]
+    half = size // 2
+    pairs = ((red[0, :2 * half, :2 * half].astype(np.float32)
+              + nir[0, :2 * half, :2 * half]) / 2).reshape(half, 2, half, 2)
+    holes = (red[0, :2 * half, :2 * half] == 0).reshape(half, 2, half, 2).any(axis=(1, 3))
+    swir = np.where(holes, 0, np.rint(pairs.mean(axis=(1, 3)))).astype(np.uint16)[np.newaxis]
+    written = [write_sample(folder / "bands" / "B04.tif", red, nodata=0),
+               write_sample(folder / "bands" / "B08.tif", nir, nodata=0),
+               write_sample(folder / "bands" / "B11.tif", swir, nodata=0, pixel=20.0, block=128)]
+    dimmed = np.where(scene == 0, 0, np.rint(scene * 0.9)).astype(np.uint16)
+    transform, width, height = calculate_default_transform(
+        CRS_UTM31, CRS_LAMBERT93, size, size, 600000.0, 4800000.0 - 10.0 * size,
+        600000.0 + 10.0 * size, 4800000.0, resolution=12.0)
+    before = np.zeros((scene.shape[0], height, width), np.uint16)
+    reproject(dimmed, before, src_transform=utm, src_crs=CRS_UTM31, src_nodata=0,
+              dst_transform=transform, dst_crs=CRS_LAMBERT93, dst_nodata=0,
+              resampling=Resampling.bilinear)
+    written.append(write_sample(folder / "before.tif", before, nodata=0, crs=CRS_LAMBERT93,
+                                transform=transform))
+    return tuple(written)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    for path in make_samples(args.folder, args.size, args.seed):
+    for path in (*make_samples(args.folder, args.size, args.seed),
+                 *make_grid_samples(args.folder, args.size, args.seed)):
         print(path)
 
 

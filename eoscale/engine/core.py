@@ -58,13 +58,8 @@ from eoscale.engine.tiling import (
     plan_step,
 )
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
-from eoscale.io.raster import (
-    Staging,
-    TileWriter,
-    default_output_profile,
-    read_profile,
-    write_geotiff,
-)
+from eoscale.io.raster import Staging, TileWriter, default_output_profile, write_geotiff
+from eoscale.io.sources import Source
 
 #: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
 MAX_CHUNKS = 256
@@ -152,18 +147,20 @@ class Engine:
         raster.array[...] = array
         return raster
 
-    def load(self, path: str | os.PathLike, *, name: str = "") -> SharedRaster:
-        """Read a raster file into shared memory; workers decode windows straight into it."""
-        profile = read_profile(path)
+    def load(self, source: Source | str | os.PathLike, *, name: str = "") -> SharedRaster:
+        """Read a raster file (or a :class:`~eoscale.io.sources.Source`: band files, warped onto
+        a working grid) into shared memory; workers decode windows straight into it."""
+        source = Source.of(source)
+        profile = source.profile()
         block_shape = profile.pop("block_shape")
-        raster = self.create(profile, name=name or Path(path).stem)
+        raster = self.create(profile, name=name or source.name)
         height, width = raster.ref.height, raster.ref.width
         # Windows aligned to the file's blocks, read a chunk at a time (also with one worker:
         # each chunk closes the file, so GDAL's block cache never holds more than a chunk).
         mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
         plan = Plan(height, width, auto_tile_size(height, width, self.workers, 0, mode, block_shape),
                     0, mode)
-        job = LoadJob(step=f"load {raster.name}", inputs=(), plan=plan, path=str(path),
+        job = LoadJob(step=f"load {raster.name}", inputs=(), plan=plan, source=source,
                       target=raster.ref)
         try:
             self._execute("load", raster.name, job, range(len(job.tiles)), lambda _p, _r: None)
@@ -172,13 +169,14 @@ class Engine:
             raise
         return raster
 
-    def open(self, path: str | os.PathLike, *, name: str = "") -> FileRaster:
-        """A raster that steps read window by window from its file, without loading it whole.
+    def open(self, source: Source | str | os.PathLike, *, name: str = "") -> FileRaster:
+        """A raster that steps read window by window from its file (or a
+        :class:`~eoscale.io.sources.Source`), without loading it whole.
 
         Best for an input that one step reads without margin: each worker decodes its own
         tiles as it computes them (a margin would decode the blocks it spans again).
         """
-        return FileRaster(FileRef.of(path, name))
+        return FileRaster(FileRef.of(source, name))
 
     def release(self, raster: SharedRaster | FileRaster | WrittenRaster) -> None:
         """Free a raster's shared memory now (later steps must not use it)."""

@@ -1,10 +1,11 @@
 """Rasters that live in files rather than in memory.
 
-Read window by window from their file, never loaded whole: for an input that a single step reads
+Read window by window from their files, never loaded whole: for an input that a single step reads
 without margin, so each worker decodes its own tiles as it computes them. A :class:`FileRef` is the
-picklable description (its path, shape, dtype, profile); a :class:`FileRaster` is it opened in a
-process: ``read(window)`` decodes that window (a new array, read-only like every input;
-``read_private`` leaves it writable), and ``release()`` closes the file.
+picklable description (its :class:`~eoscale.io.sources.Source`, shape, dtype, profile); a
+:class:`FileRaster` is it opened in a process: ``read(window)`` decodes that window on the working
+grid (a new array, read-only like every input; ``read_private`` leaves it writable; files not on
+that grid are read through a warped view), and ``release()`` closes the files.
 
 Written to their file as their tiles are computed, never held: a map output that no later step
 reads (:class:`OutputFile` says where, :class:`WrittenRaster` is what the map gives back).
@@ -19,28 +20,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from eoscale.engine.shared import RasterRef
-from eoscale.errors import RasterError
-from eoscale.io.paths import redact
-from eoscale.io.raster import read_profile
+from eoscale.io.sources import Source, SourceReader
 
 
 @dataclass(frozen=True)
 class FileRef(RasterRef):
-    """A raster file, described as a :class:`RasterRef` whose pixels stay in the file."""
+    """A raster file (or band files), described as a :class:`RasterRef` whose pixels stay in
+    the files."""
 
-    path: str = ""
+    source: Source | None = None
+
+    @property
+    def path(self) -> str:
+        """The (first) file."""
+        return self.source.paths[0] if self.source is not None else ""
 
     @classmethod
-    def of(cls, path: str | os.PathLike, name: str = "") -> FileRef:
-        profile = read_profile(path)
+    def of(cls, source: Source | str | os.PathLike, name: str = "") -> FileRef:
+        source = Source.of(source)
+        profile = source.profile()
         shape = (int(profile["count"]), int(profile["height"]), int(profile["width"]))
-        return cls("", shape, np.dtype(profile["dtype"]).name, profile, name or Path(path).stem,
-                   str(path))
+        return cls("", shape, np.dtype(profile["dtype"]).name, profile, name or source.name,
+                   source)
 
     def open(self, *, readonly: bool = True) -> FileRaster:
         if not readonly:
@@ -49,11 +53,11 @@ class FileRef(RasterRef):
 
 
 class FileRaster:
-    """A raster file opened for windowed reads (the file is opened at the first read)."""
+    """A raster file opened for windowed reads (the files are opened at the first read)."""
 
     def __init__(self, ref: FileRef):
         self.ref = ref
-        self._dataset: Any = None
+        self._reader: SourceReader | None = None
         self._closed = False
 
     @property
@@ -74,22 +78,18 @@ class FileRaster:
         return array
 
     def read_private(self, window: Window) -> np.ndarray:
-        """The window decoded into a new array, which the caller may write into."""
-        try:
-            if self._dataset is None:
-                self._dataset = rasterio.open(self.ref.path)
-            array = self._dataset.read(window=window)
-        except RasterioError as exc:
-            raise RasterError(f"{redact(self.ref.path)}: cannot read rows {window.row_off}:"
-                              f"{window.row_off + window.height}, cols {window.col_off}:"
-                              f"{window.col_off + window.width}: {redact(str(exc))}") from None
-        return array
+        """The window decoded into a new array, which the caller may write into; a failure is a
+        RasterError naming the file and the window."""
+        if self._reader is None:
+            assert self.ref.source is not None
+            self._reader = self.ref.source.open(self.ref.profile)
+        return self._reader.read(window)
 
     def release(self) -> None:
         self._closed = True
-        dataset, self._dataset = self._dataset, None
-        if dataset is not None:
-            dataset.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def __repr__(self) -> str:
         return f"FileRaster({self.ref.name!r}, {self.ref.path!r})"

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
@@ -24,6 +23,7 @@ from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tiling import Tile, TilePlan
 from eoscale.errors import RasterError
 from eoscale.io.paths import redact
+from eoscale.io.sources import Source
 
 
 @dataclass(frozen=True)
@@ -260,30 +260,33 @@ class ReduceJob(_ComputeJob):
 
 @dataclass
 class LoadJob(Job):
-    """Read windows of a raster file straight into a shared raster (decoding on every worker).
+    """Read windows of a source (a raster file, band files, warped onto a working grid or not)
+    straight into a shared raster, decoding on every worker.
 
-    The file is opened for each chunk and closed after it: closing drops the blocks GDAL cached
+    The files are opened for each chunk and closed after it: closing drops the blocks GDAL cached
     while decoding, so a worker never holds more than a chunk's worth of decoded blocks on top of
     the shared raster (GDAL's default cache would keep up to 5 % of the machine's memory).
     """
 
-    path: str = ""
+    source: Source | None = None
     target: RasterRef | None = None
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
-        assert self.target is not None
+        assert self.target is not None and self.source is not None
         tile = self.tiles[indices[0]]
         try:
             out = getattr(self, "_out", None)
             if out is None:
                 out = self._out = self._open(self.target, readonly=False)
-            with rasterio.open(self.path) as dataset:
+            with self.source.open(self.target.profile) as reader:
                 for index in indices:
                     tile = self.tiles[index]
-                    dataset.read(window=tile.core, out=out.read(tile.core))  # decoded in place
+                    reader.read(tile.core, out=out.read(tile.core))  # decoded in place
+        except RasterError as exc:
+            return self.failure(tile, exc, "read")
         except Exception as exc:  # noqa: BLE001 - a corrupt file becomes an error naming it
-            return self.failure(tile, RasterError(f"{redact(self.path)}: cannot read: "
-                                                  f"{redact(str(exc))}"), "read")
+            return self.failure(tile, RasterError(f"{redact(str(self.source.paths[0]))}: cannot "
+                                                  f"read: {redact(str(exc))}"), "read")
         return len(indices)
 
     def _drop_arrays(self) -> None:

@@ -11,8 +11,13 @@ The format, version 1::
     tiling:                      # optional
       mode: tiles                # tiles (squares) or strips (full width)
       tile_size: 1024            # >= 1; default automatic
-    inputs:                      # required, not empty: name -> raster file
+    grid: {like: scene}          # optional working grid, every input read on it: an input's
+                                 # grid, or {like: NAME, resolution: 20}, or
+                                 # {crs: EPSG:32631, resolution: 10, bounds: [l, b, r, t]}
+    inputs:                      # required, not empty: name -> raster file, or long forms:
       scene: data/scene.tif
+      dsm: {path: data/dsm.tif, resampling: bilinear}    # warped onto the grid if not on it
+      s2: {bands: [B04.jp2, B08.jp2, B11.jp2]}           # one file per band, stacked
     steps:                       # required, not empty; run in order
       - name: ndvi               # required
         description: NDVI        # optional text
@@ -59,6 +64,7 @@ mapping keys in the document may not repeat.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -66,16 +72,19 @@ from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import yaml
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
 
 from eoscale.engine.tiling import MODES, Tiling, TilingMode
 from eoscale.errors import PipelineError, Problem
 from eoscale.io.layout import FORMATS, RESAMPLINGS, ImageLayout
-from eoscale.io.paths import is_address, raster_location
+from eoscale.io.paths import RasterLocation, is_address, raster_location
 from eoscale.io.quicklook import COLORMAPS, QUICKLOOK_SIZE, QuicklookStyle
+from eoscale.io.sources import RESAMPLINGS as WARP_RESAMPLINGS
 from eoscale.pipeline.resolve import close_match, did_you_mean, split_dotted
 from eoscale.pipeline.spec import (
-    KINDS, FrozenMap, InputSpec, Location, OutputSpec, Overrides, PipelineSpec, QuicklookSpec,
-    StepKind, StepSpec, freeze, join_path,
+    KINDS, FrozenMap, GridSpec, InputSpec, Location, OutputSpec, Overrides, PipelineSpec,
+    QuicklookSpec, StepKind, StepSpec, freeze, join_path,
 )
 from eoscale.pipeline.validate import check_graph
 from eoscale.sizes import parse_size
@@ -83,8 +92,10 @@ from eoscale.sizes import parse_size
 #: The most values a document may hold once its aliases are expanded.
 MAX_NODES = 100_000
 
-TOP_KEYS = ("version", "name", "workers", "memory", "scratch", "tiling", "inputs", "steps",
-            "outputs", "gdal")
+TOP_KEYS = ("version", "name", "workers", "memory", "scratch", "grid", "tiling", "inputs",
+            "steps", "outputs", "gdal")
+GRID_KEYS = ("like", "crs", "resolution", "bounds")
+INPUT_KEYS = ("path", "bands", "resampling")
 TILING_KEYS = ("mode", "tile_size")
 STEP_KEYS = ("name", "description", "map", "reduce", "inputs", "params", "margin",
              "writable_inputs", "profile", "outputs", "combine", "finalize")
@@ -94,6 +105,8 @@ QUICKLOOK_KEYS = ("path", "colormap", "bands", "size")
 #: index), with its known keys: the JSON Schema (schema.json) must allow exactly these.
 KEY_TABLES: dict[tuple[str, ...], tuple[str, ...]] = {
     (): TOP_KEYS,
+    ("grid",): GRID_KEYS,
+    ("inputs", "*"): INPUT_KEYS,
     ("tiling",): TILING_KEYS,
     ("steps", "*"): STEP_KEYS,
     ("outputs", "*"): OUTPUT_KEYS,
@@ -162,6 +175,9 @@ def gdal_value(value: Any) -> str | None:
     if isinstance(value, (str, int, float)):
         return str(value)
     return None
+def misspelt(mapping: Mapping[str, Any], allowed: tuple[str, ...]) -> set[str]:
+    """The known keys that the unknown keys of ``mapping`` look like (reported as misspelt)."""
+    return {close_match(key, allowed) or "" for key in mapping if key not in allowed} - {""}
 
 
 def absolute(text: str, base: Path) -> Path:
@@ -418,11 +434,12 @@ class _Reader:
         steps = self.steps(root["steps"]) if "steps" in root else None
         outputs = self.outputs(root.get("outputs"), base)
         gdal = self.gdal(root.get("gdal"))
+        grid = None if root.get("grid") is None else self.grid(root["grid"], inputs)
         if inputs is None or steps is None:
             return None
         self.image_only(outputs, steps)
         return PipelineSpec(1, name, workers, tiling, FrozenMap(inputs), steps, FrozenMap(outputs),
-                            source, base, memory, scratch, FrozenMap(gdal))
+                            source, base, memory, scratch, FrozenMap(gdal), grid)
 
     def size(self, value: Any, path: KeyPath) -> int | None:
         try:
@@ -459,6 +476,77 @@ class _Reader:
                 self.report(("outputs", name, key), f"'{name}' is a reduce result, written as "
                                                     f"JSON: '{key}' is for images only", key=True)
 
+    def grid(self, value: Any, inputs: Mapping[str, InputSpec] | None) -> GridSpec | None:
+        """The working grid: ``{like: NAME}``, ``{like: NAME, resolution: ...}`` or
+        ``{crs: ..., resolution: ..., bounds: [...]}``."""
+        path: KeyPath = ("grid",)
+        raw = self.mapping(value, path, None, "a mapping like {like: NAME} or {crs: ..., "
+                                              "resolution: ..., bounds: [left, bottom, right, top]}")
+        if raw is None:
+            return None
+        self.check_keys(raw, path, GRID_KEYS, (), None)
+        written = set(raw) | misspelt(raw, GRID_KEYS)  # a misspelt key is not also missing
+        like = None if raw.get("like") is None else self.name(raw["like"], (*path, "like"), None)
+        if like is not None and inputs is not None and like not in inputs:
+            self.report((*path, "like"), f"unknown input '{like}'{did_you_mean(like, inputs)}")
+        crs = None if raw.get("crs") is None else self.crs(raw["crs"], (*path, "crs"))
+        resolution = (None if raw.get("resolution") is None
+                      else self.resolution(raw["resolution"], (*path, "resolution")))
+        bounds = (None if raw.get("bounds") is None
+                  else self.bounds(raw["bounds"], (*path, "bounds")))
+        if "like" in written:
+            extra = [f"'{key}'" for key in ("crs", "bounds") if key in raw]
+            if extra:
+                self.report(path, f"'like' takes the CRS and bounds of its input: remove "
+                                  f"{' and '.join(extra)} (or 'like')")
+        elif not any(key in written for key in GRID_KEYS):
+            self.report(path, "missing key 'like' (or 'crs', 'resolution' and 'bounds')")
+        else:
+            for key in ("crs", "resolution", "bounds"):
+                if key not in written:
+                    self.report(path, f"missing key '{key}' (a grid without 'like' needs crs, "
+                                      "resolution and bounds)")
+        return GridSpec(like, crs, resolution, bounds, self.at(path))
+
+    def crs(self, value: Any, path: KeyPath) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f"EPSG:{value}"
+        text = self.text(value, path, None, "a CRS like 'EPSG:32631' (or WKT, or PROJ text)")
+        if text is None:
+            return None
+        try:
+            CRS.from_user_input(text)
+        except CRSError as error:
+            self.report(path, f"not a CRS: {text!r} ({error})")
+            return None
+        return text
+
+    def resolution(self, value: Any, path: KeyPath) -> tuple[float, float] | None:
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(values) not in (1, 2) or len(numbers) != len(values):
+            self.report(path, f"expected a pixel size: a number, or [x, y], found "
+                              f"{describe(value)}")
+            return None
+        if any(not number > 0 or number == float("inf") for number in numbers):
+            self.report(path, f"a pixel size must be positive, found {value!r}")
+            return None
+        return float(numbers[0]), float(numbers[-1])
+
+    def bounds(self, value: Any, path: KeyPath) -> tuple[float, float, float, float] | None:
+        numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v)] if isinstance(value, (list, tuple)) else []
+        if not isinstance(value, (list, tuple)) or len(value) != 4 or len(numbers) != 4:
+            self.report(path, f"expected 4 numbers [left, bottom, right, top], found "
+                              f"{describe(value)}")
+            return None
+        left, bottom, right, top = (float(v) for v in numbers)
+        if not (left < right and bottom < top):
+            self.report(path, f"bounds [left, bottom, right, top] are empty: expected left < "
+                              f"right and bottom < top, found {list(value)!r}")
+            return None
+        return left, bottom, right, top
+
     def tiling(self, value: Any) -> Tiling:
         if value is None:
             return Tiling()
@@ -486,11 +574,52 @@ class _Reader:
         inputs = {}
         for name, item in raw.items():
             path = ("inputs", name)
-            text = self.text(item, path, None, "a file path")
-            file = None if text is None else raster_location(text, base)
+            if isinstance(item, Mapping):
+                files, resampling = self.input_entry(item, path, base)
+            else:
+                files, resampling = (self.raster_file(item, path, base),), "nearest"
             if self.name(name, path, None, key=True) is not None:  # kept, so steps can name it
-                inputs[name] = InputSpec(name, file or base, self.at(path))
+                first = files[0] if files and files[0] is not None else base
+                bands = tuple(file or base for file in files) if len(files) > 1 else ()
+                inputs[name] = InputSpec(name, first, self.at(path), bands, resampling)
         return inputs
+
+    def input_entry(self, value: Mapping[str, Any], path: KeyPath,
+                    base: Path) -> tuple[tuple[RasterLocation | None, ...], str]:
+        """An input's long form: ``{path: ...}`` or ``{bands: [...]}``, and ``resampling``."""
+        entry = self.mapping(value, path, None, "a mapping") or {}
+        self.check_keys(entry, path, INPUT_KEYS, (), None)
+        resampling = entry.get("resampling")
+        if resampling is None:
+            resampling = "nearest"
+        elif resampling not in WARP_RESAMPLINGS:
+            text = isinstance(resampling, str)
+            shown = repr(resampling) if text else describe(resampling)
+            hint = did_you_mean(resampling, WARP_RESAMPLINGS) if text else ""
+            self.report((*path, "resampling"), f"unknown resampling {shown}{hint}; expected one "
+                                               f"of {', '.join(WARP_RESAMPLINGS)}")
+            resampling = "nearest"
+        given = [key for key in ("path", "bands") if entry.get(key) is not None]
+        if len(given) > 1 or not (given or misspelt(entry, INPUT_KEYS) & {"path", "bands"}):
+            found = " and ".join(f"'{key}'" for key in given) or "neither"
+            self.report(path, f"an input has exactly one of 'path' (a file) or 'bands' (a list "
+                              f"of files), found {found}")
+        if "path" in given:
+            return (self.raster_file(entry["path"], (*path, "path"), base),), resampling
+        if "bands" in given:
+            bands = entry["bands"]
+            if not isinstance(bands, (list, tuple)) or not bands:
+                self.report((*path, "bands"), f"expected a non-empty list of files, one per "
+                                              f"band, found {describe(bands)}")
+                return (), resampling
+            return tuple(self.raster_file(item, (*path, "bands", index), base)
+                         for index, item in enumerate(bands)), resampling
+        return (), resampling
+
+    def raster_file(self, value: Any, path: KeyPath, base: Path) -> RasterLocation | None:
+        """A raster's location: a local path made absolute, or an address kept as written."""
+        text = self.text(value, path, None, "a file path")
+        return None if text is None else raster_location(text, base)
 
     def steps(self, value: Any) -> tuple[StepSpec, ...] | None:
         if not isinstance(value, (list, tuple)) or not value:
@@ -720,7 +849,8 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
     for name, text in overrides.inputs.items():
         if name in inputs:
             inputs[name] = InputSpec(name, raster_location(text, cwd),
-                                     Location(path=f"--input {name}"))
+                                     Location(path=f"--input {name}"),
+                                     resampling=inputs[name].resampling)
         else:
             flag(f"--input {name}", f"unknown input '{name}'{did_you_mean(name, inputs)}")
     outputs = dict(spec.outputs)

@@ -39,12 +39,13 @@ import rasterio
 from eoscale.engine.contract import declared, declared_memory_factor, step_margin
 from eoscale.engine.core import default_workers, make_chunks
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES
-from eoscale.engine.grid import grid_differences
 from eoscale.engine.memory import own_pss
 from eoscale.engine.tiling import Plan, Tiling, plan_step
 from eoscale.errors import ConfigError, PipelineError, Problem, RasterError
 from eoscale.io.paths import location_name
-from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS, read_profile
+from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS
+from eoscale.io.sources import Source
+from eoscale.pipeline.inputs import input_sources
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
@@ -153,6 +154,7 @@ class ImagePlan:
     released_after: int          # index of the step after which it is released (-1: at start)
     output: Path | None = None   # where it is written, if it is an output
     known: bool = True           # False: band count and dtype assumed, learnt from a first tile
+    source: Source | None = field(default=None, compare=False)  # an input's files, grid, warp
 
     @property
     def nbytes(self) -> int:
@@ -310,7 +312,7 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
             callables[index] = found
     for index, found in callables.items():
         problems += params_problems(spec.steps[index], found.fn)
-    profiles = _input_profiles(spec, problems)
+    profiles, sources = _input_profiles(spec, problems)
     margins = {index: _margin(step, callables[index], problems)
                for index, step in enumerate(spec.steps) if index in callables}
     if problems:
@@ -318,7 +320,7 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
     shapes = _image_shapes(spec, profiles, callables, problems)
     if problems:
         raise PipelineError(problems)
-    return _fit(spec, resources, profiles, shapes, callables, margins)
+    return _fit(spec, resources, profiles, sources, shapes, callables, margins)
 
 
 def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
@@ -333,23 +335,19 @@ def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
     return [step.locate("params").problem(message, step.name) for message in found]
 
 
-def _input_profiles(spec: PipelineSpec, problems: list[Problem]) -> dict[str, dict[str, Any]]:
-    profiles: dict[str, dict[str, Any]] = {}
+def _input_profiles(spec: PipelineSpec, problems: list[Problem],
+                    ) -> tuple[dict[str, dict[str, Any]], dict[str, Source]]:
+    """Each input's source (:func:`~eoscale.pipeline.inputs.input_sources`: on the working grid,
+    warped where it is not on it) and its profile there; problems name the input's line."""
     with rasterio.Env(**spec.gdal):
-        for name, item in spec.inputs.items():
+        _grid, sources = input_sources(spec, problems)
+        profiles = {}
+        for name, source in sources.items():
             try:
-                profiles[name] = read_profile(item.path)
+                profiles[name] = source.profile()
             except RasterError as error:
-                problems.append(item.where.problem(str(error)))
-    read = list(profiles)
-    for name in read[1:]:
-        differences = grid_differences(profiles[read[0]], profiles[name])
-        if differences:
-            item, first = spec.inputs[name], spec.inputs[read[0]]
-            problems.append(item.where.problem(
-                f"{location_name(item.path)} is not on the grid of input '{first.name}' "
-                f"({location_name(first.path)}): " + "; ".join(differences)))
-    return profiles
+                problems.append(spec.inputs[name].where.problem(str(error)))
+    return profiles, sources
 
 
 def _margin(step: StepSpec, found: StepCallables, problems: list[Problem]) -> int | None:
@@ -448,7 +446,8 @@ class _Choices:
 
 
 def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mapping[str, Any]],
-         shapes: Mapping[str, _Shape], callables: Mapping[int, StepCallables],
+         sources: Mapping[str, Source], shapes: Mapping[str, _Shape],
+         callables: Mapping[int, StepCallables],
          margins: Mapping[int, int | None]) -> RunPlan:
     """The fastest plan that fits the budget: everything that can in shared memory; while the
     peak does not fit, the largest image held at the peak goes to disk (a step's image is
@@ -458,7 +457,7 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
     result, of the plan in memory). What still does not fit is returned as it is (``fits``
     False): validation refuses it, naming the step."""
     choices = _Choices()
-    plan = _decide(spec, resources, profiles, shapes, callables, margins, choices)
+    plan = _decide(spec, resources, profiles, sources, shapes, callables, margins, choices)
     while not plan.fits:
         peak = max(plan.steps, key=lambda step: step.memory.held)
         movable = [image for image in plan.images.values()
@@ -477,7 +476,7 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
             choices = replace(choices, tile_sizes=(*choices.tile_sizes, smaller))
         else:
             return plan
-        plan = _decide(spec, resources, profiles, shapes, callables, margins, choices)
+        plan = _decide(spec, resources, profiles, sources, shapes, callables, margins, choices)
     return plan
 
 
@@ -487,7 +486,8 @@ MIN_TILE_SIZE = {"tiles": 64, "strips": 16}
 
 
 def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mapping[str, Any]],
-            shapes: Mapping[str, _Shape], callables: Mapping[int, StepCallables],
+            sources: Mapping[str, Source], shapes: Mapping[str, _Shape],
+            callables: Mapping[int, StepCallables],
             margins: Mapping[int, int | None], choices: _Choices) -> RunPlan:
     grid = next(iter(profiles.values()))
     height, width = int(grid["height"]), int(grid["width"])
@@ -499,11 +499,15 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
         lives, why = _input_residence(name, spec, steps, margins)
         if name in choices.stream:
             lives, why = "file", f"read from its file by window: the budget does not hold it ({why})"
+        warped = sources[name].warped()
+        if warped:
+            why += (f"; {', '.join(location_name(path) for path in warped)} warped onto the "
+                    f"working grid ({item.resampling})")
         arrives = -1 if name in spec.outputs else (steps[0] if steps else len(spec.steps))
         released = max(steps) if steps else -1
         images[name] = ImagePlan(
             name, None, item.path, shapes[name].count, height, width, shapes[name].dtype, lives,
-            why, arrives, released, _output_path(spec, name))
+            why, arrives, released, _output_path(spec, name), source=sources[name])
     for index, step in enumerate(spec.steps):
         for name in step.outputs:
             released = max([index, *readers.get(name, [])])

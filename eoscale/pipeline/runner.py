@@ -88,8 +88,9 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         def bring(names: tuple[str, ...]) -> None:
             for name in names:
                 image = plan.images[name]
-                images[name] = (engine.open(image.path, name=name) if image.lives == "file"
-                                else engine.load(image.path, name=name))
+                source = image.source if image.source is not None else image.path
+                images[name] = (engine.open(source, name=name) if image.lives == "file"
+                                else engine.load(source, name=name))
 
         def stage(names: tuple[str, ...]) -> None:
             for name in names:

@@ -133,11 +133,36 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
-    """A pipeline input, by name: a local raster file (a ``Path``) or an address GDAL reads as
-    written (a ``str``: ``https://...``, ``s3://...``, ``/vsizip/...``; see :mod:`eoscale.io.paths`)."""
+    """A pipeline input, by name: a raster file, or ``bands`` (one file per band, stacked in
+    order; ``path`` is then the first), and the ``resampling`` that warps it onto the working
+    grid when it is not on it (see :mod:`eoscale.pipeline.inputs`). A file is local (a ``Path``)
+    or an address GDAL reads as written (a ``str``: ``https://...``, ``s3://...``,
+    ``/vsizip/...``; see :mod:`eoscale.io.paths`)."""
 
     name: str
     path: RasterLocation
+    where: Location = field(default=Location(), compare=False)
+    bands: tuple[Path, ...] = ()
+    resampling: str = "nearest"
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The input's files: its band files, or its one file."""
+        return self.bands or (self.path,)
+
+
+@dataclass(frozen=True, slots=True)
+class GridSpec:
+    """The pipeline's working grid (``grid:``), the one every input is read on: the grid of the
+    input ``like``; or ``like``'s CRS and bounds at ``resolution``; or ``crs`` (as written:
+    ``EPSG:32631``, WKT, PROJ), ``resolution`` (x, y) and ``bounds`` (left, bottom, right, top),
+    pixel edges snapped to multiples of the resolution
+    (:meth:`eoscale.io.sources.Grid.from_bounds`)."""
+
+    like: str | None = None
+    crs: str | None = None
+    resolution: tuple[float, float] | None = None
+    bounds: tuple[float, float, float, float] | None = None
     where: Location = field(default=Location(), compare=False)
 
 
@@ -224,7 +249,7 @@ class PipelineSpec:
     callables' modules are looked up in. ``memory`` is the run's memory budget in bytes (None:
     the memory available, less a margin); ``scratch`` the folder for spilled images (None: the
     system's temporary folder). ``gdal`` holds GDAL configuration options (as text) for the main
-    process and every worker.
+    process and every worker. ``grid`` None: no working grid, inputs must share one.
     """
 
     version: int
@@ -239,6 +264,7 @@ class PipelineSpec:
     memory: int | None = None
     scratch: Path | None = None
     gdal: Mapping[str, str] = field(default_factory=FrozenMap)
+    grid: GridSpec | None = None
 
     def producer(self, name: str) -> StepSpec | None:
         """The step that makes an image or result; None for an input; KeyError if unknown."""

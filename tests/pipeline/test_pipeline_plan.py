@@ -153,7 +153,8 @@ def test_one_grid_tolerance_for_validation_and_engine(write_pipeline: Writer,
     make_raster("b.tif", origin=(1000.01, 2000.0))
     found = validate(load_pipeline(write_pipeline(text)))
     assert [p.message for p in found] == [
-        "b.tif is not on the grid of input 'a' (a.tif): origin (1000.01, 2000), not (1000, 2000)"]
+        "b.tif is not on the grid of input 'a' (a.tif): origin (1000.01, 2000), not (1000, 2000) "
+        "(to read it on that grid, set 'grid: {like: a}' at the top of the pipeline)"]
 
 
 WRITES = """

@@ -26,12 +26,15 @@ BROKEN = Path(__file__).parent / "broken"
 
 #: A pipeline that has every mapping the loader checks the keys of, each with its keys.
 FULL = {
-    "version": 1, "name": "all keys", "workers": 2,
+    "version": 1, "name": "all keys", "workers": 2, "memory": "4GiB", "scratch": "spill",
+    "grid": {"like": "a", "resolution": [10, 10]},
     "tiling": {"mode": "strips", "tile_size": 64},
-    "inputs": {"a": "a.tif"},
+    "inputs": {"a": "a.tif", "b": {"path": "b.tif", "resampling": "bilinear"},
+               "c": {"bands": ["c1.tif", "c2.tif"]}},
     "steps": [
         {"name": "m", "description": "a map", "map": "mod.fn", "inputs": ["a"],
-         "params": {"k": 1}, "margin": 1, "profile": "mod.prof", "outputs": ["m1"]},
+         "params": {"k": 1}, "margin": 1, "writable_inputs": True, "profile": "mod.prof",
+         "outputs": ["m1"]},
         {"name": "r", "reduce": "mod:Cls.fn", "combine": "mod.merge", "finalize": "mod.end",
          "inputs": ["m1"]},
     ],

@@ -146,7 +146,8 @@ def test_a_shifted_grid_is_refused(write_pipeline: Writer, make_raster: Writer) 
     found = pair(write_pipeline, make_raster("a.tif"), shifted)
     assert [p.message for p in found] == [
         "b.tif is not on the grid of input 'first' (a.tif): pixel size (10.5, -10.5), "
-        "not (10, -10); origin (990, 2000), not (1000, 2000)"]
+        "not (10, -10); origin (990, 2000), not (1000, 2000) (to read it on that grid, set "
+        "'grid: {like: first}' at the top of the pipeline)"]
 
 
 def test_the_naip_pair_is_refused(write_pipeline: Writer, shared_data: Path) -> None:
@@ -155,7 +156,8 @@ def test_the_naip_pair_is_refused(write_pipeline: Writer, shared_data: Path) -> 
     assert [(p.message, p.line) for p in found] == [
         ("naip_m_4709963_se_14_1_20200831.tif is not on the grid of input 'first' "
          "(naip_m_4709963_se_14_1_20120731.tif): origin (485899, 5209246), "
-         "not (485900, 5209245)", 2)]
+         "not (485900, 5209245) (to read it on that grid, set 'grid: {like: first}' at the top "
+         "of the pipeline)", 2)]
 
 
 @pytest.mark.parametrize("first, second", [

@@ -6,6 +6,7 @@ worker."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -227,3 +228,13 @@ def test_workers_reading_an_address_are_never_forked(served, tmp_path):
         run_pipeline(spec, start_method="fork")
     assert worker_start_method([f"{served.url}/scene.tif"], None) == "forkserver"
     assert worker_start_method([SAMPLE / "scene.tif"], None) is None
+
+
+def test_an_input_warped_onto_the_working_grid_over_http(served, tmp_path):
+    # grid_bands.yaml reads 'before' (Lambert-93, 12 m) through a warped view onto the 10 m UTM
+    # grid, window by window in the workers: over HTTP as from disk
+    shutil.copy(SAMPLE / "before.tif", served.folder / "before.tif")
+    remote, local = run_both("grid_bands.yaml", "before", f"{served.url}/before.tif",
+                             SAMPLE / "before.tif", tmp_path)
+    assert_same_files(remote, local)
+    assert "/before.tif" in {entry["path"] for entry in served.log() if entry["status"] == 206}

@@ -1,0 +1,86 @@
+"""Where a pipeline's inputs come from: each input as a :class:`~eoscale.io.sources.Source`, the
+working grid of ``grid:``, and the grid check when there is none.
+
+Planning reads every input's own profile (:func:`own_profiles`), makes the working grid from them
+(:func:`working_grid`: None without ``grid:``), and then reads each input through
+``input_source(spec, name, grid)``: its files, warped onto the grid when they are not on it
+(``Source.warped()`` names those), band files stacked. Without ``grid:`` the inputs must share
+one grid (:func:`grid_problems`); a band stack is then on its first file's grid.
+:func:`input_sources` does all of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from eoscale.errors import Problem, RasterError
+from eoscale.io.paths import location_name
+from eoscale.io.sources import Grid, Source
+from eoscale.pipeline.spec import PipelineSpec
+
+
+def input_sources(spec: PipelineSpec, problems: list[Problem],
+                  ) -> tuple[Grid | None, dict[str, Source]]:
+    """The working grid (None without ``grid:``) and each readable input's source on it, by
+    name; unreadable inputs and, without ``grid:``, inputs off the first one's grid are problems
+    added to ``problems`` (the grid is None too when ``like``'s file cannot be read)."""
+    own = own_profiles(spec, problems)
+    problems += grid_problems(spec, own)
+    like = spec.grid.like if spec.grid is not None else None
+    grid = None if like is not None and like not in own else working_grid(spec, own)
+    return grid, {name: input_source(spec, name, grid) for name in own}
+
+
+def input_source(spec: PipelineSpec, name: str, grid: Grid | None = None) -> Source:
+    """Where input ``name``'s pixels come from, on ``grid`` (None: its own, its first file's)."""
+    item = spec.inputs[name]
+    return Source(tuple(str(path) for path in item.paths), grid, item.resampling)
+
+
+def own_profiles(spec: PipelineSpec, problems: list[Problem]) -> dict[str, dict[str, Any]]:
+    """Each input's profile on its own grid (a band stack: on its first file's), by name; an
+    input that cannot be read is a problem at its line, and left out."""
+    profiles = {}
+    for name, item in spec.inputs.items():
+        try:
+            profiles[name] = input_source(spec, name).profile()
+        except RasterError as error:
+            problems.append(item.where.problem(str(error)))
+    return profiles
+
+
+def working_grid(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]]) -> Grid | None:
+    """The grid of ``grid:`` (None when the pipeline has none), from the inputs' own profiles
+    (:func:`own_profiles`; only ``like``'s is used, and a KeyError says it is missing: its file
+    could not be read, already a problem). The loader has checked the CRS, resolution and bounds."""
+    wanted = spec.grid
+    if wanted is None:
+        return None
+    if wanted.like is not None:
+        like = Grid.of(profiles[wanted.like])
+        if wanted.resolution is None:
+            return like
+        return Grid.from_bounds(like.crs, wanted.resolution, like.bounds)
+    assert wanted.crs is not None and wanted.resolution is not None and wanted.bounds is not None
+    return Grid.from_bounds(wanted.crs, wanted.resolution, wanted.bounds)
+
+
+def grid_problems(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """Without ``grid:``, each input not on the first input's grid, as a problem at its line that
+    suggests ``grid: {like: FIRST}``; with ``grid:``, none (every input is read on it)."""
+    if spec.grid is not None or not profiles:
+        return []
+    names = list(profiles)
+    first = spec.inputs[names[0]]
+    problems = []
+    for name in names[1:]:
+        differences = Grid.of(profiles[names[0]]).differences(profiles[name])
+        if differences:
+            item = spec.inputs[name]
+            problems.append(item.where.problem(
+                f"{location_name(item.path)} is not on the grid of input '{first.name}' "
+                f"({location_name(first.path)}): {'; '.join(differences)} (to read it on that "
+                f"grid, set "
+                f"'grid: {{like: {first.name}}}' at the top of the pipeline)"))
+    return problems
