@@ -44,7 +44,7 @@ from eoscale.engine.tiling import Plan, Tiling, plan_step
 from eoscale.errors import ConfigError, PipelineError, Problem, RasterError
 from eoscale.io.paths import location_name
 from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS
-from eoscale.io.sources import Source
+from eoscale.io.sources import WARP_STRIP_ROWS, Source
 from eoscale.pipeline.inputs import input_sources
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
@@ -64,6 +64,8 @@ RUN_BYTES = 12 * MIB
 WORKER_BYTES = 20 * MIB
 #: multiprocessing's resource tracker, a small interpreter of its own, when there are workers.
 TRACKER_BYTES = 10 * MIB
+#: The least GDAL block cache a budget leaves a worker: a few blocks.
+MIN_GDAL_CACHE_BYTES = 256 * 1024
 
 
 def available_memory() -> int | None:
@@ -123,11 +125,12 @@ class Resources:
     @property
     def gdal_cache(self) -> int:
         """GDAL's block cache in each process decoding tiles: the usual cap, less under a budget
-        too small for it (an eighth of the budget shared by the workers, at least 1 MiB)."""
+        too small for it (an eighth of the budget shared by the workers, at least
+        :data:`MIN_GDAL_CACHE_BYTES`)."""
         if self.memory is None:
             return WORKER_GDAL_CACHE_BYTES
         share = self.memory // (8 * self.workers)
-        return max(MIB, min(WORKER_GDAL_CACHE_BYTES, share))
+        return max(MIN_GDAL_CACHE_BYTES, min(WORKER_GDAL_CACHE_BYTES, share))
 
     @property
     def fixed_bytes(self) -> int:
@@ -629,4 +632,8 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     if decoded:  # GDAL's block cache, while a worker decodes a file
         per_worker += min(sum(image.nbytes for image in decoded.values()),
                           resources.gdal_cache)
+    for image in decoded.values():  # a warped view keeps the whole-width strips of its window
+        if image.source is not None and image.source.warped():
+            per_worker += min(image.height, rows + 2 * WARP_STRIP_ROWS) * image.width \
+                * image.pixel_bytes
     return Memory(held, resources.workers * per_worker, resources.fixed_bytes)

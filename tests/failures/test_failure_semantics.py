@@ -8,10 +8,11 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from failure_helpers import (alive, leftovers, pipeline, run, running, segments_of, start,
-                             wait_gone)
+                             wait_gone, write_raster)
 
 
 def assert_clean(folder, pid=None, previous=None):
@@ -167,3 +168,54 @@ def test_live_runs_segments_are_never_removed(run_dir):
         assert done.returncode == 0 and "removed 0 stale segment(s)" in done.stdout
         assert process.wait(timeout=60) == 0, process.stderr.read()
     assert alive(process.pid) is False and segments_of(process.pid) == []
+
+
+# -- 5. a run under a memory budget, with images spilled to scratch files ----------------------
+
+SPILLING = ("{name: copy, map: failing_ops.identity, inputs: [scene]}\n"
+            "  - {name: slow, map: failing_ops.slow, profile: failing_ops.float32_profile, "
+            "inputs: [copy], params: {seconds: SECONDS}}\n"
+            "  - {name: tiles, reduce: failing_ops.tile_count, inputs: [copy]}")
+
+
+@pytest.fixture
+def spill_dir(run_dir):
+    """run_dir with a scratch folder and an input of 4 MB, ``medium.tif``."""
+    array = np.random.default_rng(2).integers(1, 1000, size=(2, 1000, 1000), dtype=np.uint16)
+    write_raster(run_dir / "medium.tif", array)
+    (run_dir / "scratch").mkdir()
+    return run_dir
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signals_during_a_spilled_run_leave_no_scratch_file(spill_dir, previous, signum):
+    run_dir, scratch = spill_dir, spill_dir / "scratch"
+    pipeline(run_dir, SPILLING.replace("SECONDS", "2"), extra="tiling: {tile_size: 64}\n",
+             inputs="{scene: medium.tif}", outputs="{slow: out/result.tif}")
+    args = ("run", "p.yaml", "--overwrite", "-w", "2", "--memory", "2MiB", "--scratch",
+            str(scratch))
+    done, _ = run(run_dir, *args, "--dry-run")
+    assert "lives spilled" in done.stdout, done.stdout + done.stderr  # 'copy' goes to scratch
+    with running(run_dir, *args, until="map slow:") as (process, workers):
+        assert [p.name for p in scratch.iterdir()]  # the spilled image, being read
+        if signum == signal.SIGINT:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    assert process.returncode == (130 if signum == signal.SIGINT else 143)
+    assert wait_gone(workers, 2.0) == set()
+    assert list(scratch.iterdir()) == []
+    assert_clean(run_dir, process.pid, previous=previous)
+
+
+def test_a_callable_raising_in_a_spilled_run_leaves_no_scratch_file(spill_dir, previous):
+    run_dir, scratch = spill_dir, spill_dir / "scratch"
+    pipeline(run_dir, SPILLING.replace("failing_ops.slow", "failing_ops.raises_at")
+             .replace("{seconds: SECONDS}", "{tile: 3}"), extra="tiling: {tile_size: 64}\n",
+             inputs="{scene: medium.tif}", outputs="{slow: out/result.tif}")
+    done, _ = run(run_dir, "run", "p.yaml", "--overwrite", "-w", "2", "--memory", "2MiB",
+                  "--scratch", str(scratch))
+    assert done.returncode == 1 and "step 'slow', tile 3" in done.stderr
+    assert list(scratch.iterdir()) == []
+    assert_clean(run_dir, previous=previous)
