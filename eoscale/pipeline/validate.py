@@ -17,12 +17,13 @@ of a valid pipeline, which is what ``eoscale run`` executes.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 from eoscale.errors import PipelineError, Problem
-from eoscale.pipeline.plan import Resources, RunPlan, params_problems, plan_run
+from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunPlan, params_problems, plan_run
 from eoscale.pipeline.resolve import did_you_mean, resolve_step
 from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
 from eoscale.sizes import size_text
@@ -228,12 +229,14 @@ def _memory_problem(plan: RunPlan) -> Problem:
     budget = (f"the memory budget is {size_text(plan.resources.memory)}" if plan.resources.given
               else f"only {size_text(plan.resources.memory)} is available for them (the memory "
                    "available, less 10 % and the processes)")
+    needed = math.ceil(peak.held / (1 - BUDGET_HEADROOM))
     return where.problem(
         f"the run needs about {size_text(peak.held)} ({size_text(peak.images)} of images, "
         f"{size_text(peak.tiles)} of tiles for {workers} worker{'s' if workers > 1 else ''}; "
         f"{size_text(peak.fixed)} more for the processes) but {budget}; give it at least "
-        f"{size_text(peak.held)} ('memory:' or --memory), use fewer workers or smaller tiles, or "
-        "free memory", step)
+        f"{size_text(needed)} ('memory:' or --memory; the plan keeps "
+        f"{BUDGET_HEADROOM:.0%} of it for its estimate's error), use fewer workers or smaller "
+        "tiles, or free memory", step)
 
 
 def check(spec: PipelineSpec, *, check_files: bool = True, check_callables: bool = True) -> None:

@@ -218,8 +218,9 @@ def test_too_little_memory_is_a_problem(chain: PipelineSpec) -> None:
     problem, = validate(chain, resources=tight)
     assert problem.message == (
         "the run needs about 5.2 KiB (0 bytes of images, 5.2 KiB of tiles for 1 worker; 32.0 MiB "
-        "more for the processes) but the memory budget is 4.9 KiB; give it at least 5.2 KiB "
-        "('memory:' or --memory), use fewer workers or smaller tiles, or free memory")
+        "more for the processes) but the memory budget is 4.9 KiB; give it at least 6.5 KiB "
+        "('memory:' or --memory; the plan keeps 20% of it for its estimate's error), use fewer "
+        "workers or smaller tiles, or free memory")
     assert problem.step is not None
 
 
