@@ -53,7 +53,7 @@ def test_a_budget_four_times_smaller_than_the_images(tmp_path: Path) -> None:
     images = 4 * 3000 * 3000 * 4          # dem, filled, median, smooth: 34 MiB each
     budget = images // 4
     peaks: dict[str, list[int]] = {"dem.tif": [], "tiny.tif": []}
-    for _ in range(2):  # alternated, so that both see the same machine
+    for _ in range(3):  # alternated, so that both see the same machine
         for dem in peaks:
             run = run_measured([sys.executable, "-m", "eoscale", "run", "p.yaml", "-w", "2",
                                 "--overwrite", "--memory", str(budget), "--input", f"dem={dem}"],
@@ -63,5 +63,6 @@ def test_a_budget_four_times_smaller_than_the_images(tmp_path: Path) -> None:
                                env=dict(os.environ, COLUMNS="300"))
             assert run.returncode == 0, run.stderr
             peaks[dem].append(run.peak_pss)
-    held = statistics.median(peaks["dem.tif"]) - statistics.median(peaks["tiny.tif"])
+    # A tiny run's peak is sampled over a second or so: its largest sample is the best estimate.
+    held = statistics.median(peaks["dem.tif"]) - max(peaks["tiny.tif"])
     assert held <= budget, (held, budget, peaks)
