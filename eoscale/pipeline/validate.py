@@ -147,7 +147,7 @@ def check_graph(spec: PipelineSpec) -> list[Problem]:
             problem = _reference_problem(reference.result, defined, index, names)
             if problem is not None:
                 problems.append(step.locate(*keys).problem(f"'{reference}': {problem}", step.name))
-    paths = {item.path: f"input '{name}'" for name, item in spec.inputs.items()}
+    paths = {path: f"input '{name}'" for name, item in spec.inputs.items() for path in item.paths}
     for name, output in spec.outputs.items():
         problem = _output_problem(name, output.path, bool(output.options), names.get(name), names)
         if problem is not None:

@@ -96,3 +96,21 @@ def test_a_band_stack_of_the_ls5_red_and_nir_files(write_pipeline: Writer,
     stack, profile = read(spec.outputs["copy"].path)
     assert np.array_equal(stack, np.concatenate([read(red)[0], read(nir)[0]]))
     assert (profile["nodata"], profile["dtype"]) == (-999, "int16")
+
+
+def test_an_output_may_not_overwrite_a_band_file(write_pipeline: Writer, make_raster: Writer,
+                                                 tmp_path: Path) -> None:
+    from eoscale.errors import PipelineError
+
+    make_raster("b1.tif")
+    make_raster("b2.tif")
+    with pytest.raises(PipelineError) as raised:
+        load_pipeline(write_pipeline("""
+            version: 1
+            inputs: {s: {bands: [b1.tif, b2.tif]}}
+            steps:
+              - {name: copy, map: eoscale.ops.select_bands, inputs: [s], params: {bands: [1]}}
+            outputs: {copy: b2.tif}
+            """))
+    assert [p.message for p in raised.value.problems] == [
+        f"{tmp_path / 'b2.tif'} is also the path of input 's'"]
