@@ -121,10 +121,12 @@ def progress_for(out: Console) -> RichProgress | PlainProgress | QuietProgress:
 
 
 def summary_table(reports: list[PhaseReport], seconds: float, peak_bytes: int | None = None,
-                  estimate_bytes: int | None = None) -> Table:
+                  estimate_bytes: int | None = None, cluster: str | None = None) -> Table:
     """The phases of a run, titled with its time, its measured peak memory (PSS of the process
-    tree) and the plan's estimate of it."""
+    tree) and the plan's estimate of it, and the cluster it ran on (its address and workers)."""
     title = f"done in {seconds:.2f} s"
+    if cluster is not None:
+        title += f" on cluster {cluster}"
     if peak_bytes is not None:
         title += f", peak memory {size_text(peak_bytes)}"
     if estimate_bytes is not None:
