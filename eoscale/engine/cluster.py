@@ -22,6 +22,8 @@ import pickle
 import re
 import secrets
 import socket
+import time
+from concurrent.futures import CancelledError
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +36,8 @@ from eoscale.errors import ConfigError, EOScaleError, StepError, WorkerDiedError
 CONNECT_SECONDS = 10.0
 #: How long to wait for a local cluster's workers to start, in seconds.
 START_SECONDS = 60.0
+#: How long a lost task waits for the scheduler to name the task that killed the workers.
+_CAUSE_SECONDS = 1.0
 
 MISSING_EXTRA = ("the Dask executor needs the 'dask' extra: pip install 'eoscale[dask]' "
                  "(or pip install 'dask[distributed]')")
@@ -217,11 +221,14 @@ class DaskExecutor(Executor):
         position_of = {future.key: position for position, future in enumerate(futures)}
         self._pending = futures
         try:
-            for future in as_completed(futures):
+            # Results are fetched as their tasks finish: a result left on a worker would be lost
+            # with it.
+            for future, value in as_completed(futures, with_results=True, raise_errors=False):
                 position = position_of[future.key]
-                if future.status != "finished":
-                    self._raise_failed(job, chunks[position], future)
-                yield position, future.result()
+                error = _failure(value)
+                if error is not None:
+                    self._raise_failed(job, chunks, futures, position, error)
+                yield position, value
         finally:
             self._pending = []
             with contextlib.suppress(Exception):
@@ -229,20 +236,37 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):
                 self.client.run(forget, token, wait=False)
 
-    def _raise_failed(self, job: Job, chunk: Sequence[int], future: Any) -> None:
+    def _raise_failed(self, job: Job, chunks: Sequence[Sequence[int]], futures: Sequence[Any],
+                      position: int, error: BaseException) -> None:
+        """Raise what a failed task means: a worker that died running it (Dask gave up after
+        retries: KilledWorker), or a task lost with its worker or its data (cancelled), both a
+        :class:`WorkerDiedError`; else a :class:`StepError`. A task lost because another one
+        killed the workers is reported as that other one, the cause."""
         from distributed.scheduler import KilledWorker
 
+        if not isinstance(error, KilledWorker):
+            deadline = time.monotonic() + _CAUSE_SECONDS
+            while time.monotonic() < deadline:
+                killed = [(index, future) for index, future in enumerate(futures)
+                          if future.status == "error"
+                          and isinstance(future.exception(timeout=_CAUSE_SECONDS), KilledWorker)]
+                if killed:
+                    position, future = killed[0]
+                    error = future.exception()
+                    break
+                time.sleep(0.05)
+        chunk = chunks[position]
         first, last = job.tiles[chunk[0]], job.tiles[chunk[-1]]
         where = first.describe() if first is last else f"{first.describe()} .. {last.describe()}"
-        try:
-            error = future.exception(timeout=CONNECT_SECONDS)
-        except Exception as exc:  # noqa: BLE001 - cancelled, or the scheduler lost
-            error = exc
         if isinstance(error, KilledWorker):
             raise WorkerDiedError(
                 "a Dask worker died while running this chunk, each time it was retried "
                 f"({error}); out of memory, a crash in C code or an exit in the callable are "
                 "the usual causes: try a smaller tile size", step=job.step, tile=where)
+        if isinstance(error, CancelledError):
+            raise WorkerDiedError(
+                f"the cluster lost this chunk's task ({type(error).__name__}: {error}): its "
+                "workers died, or the scheduler", step=job.step, tile=where)
         raise StepError(f"the Dask cluster failed to run this chunk ({type(error).__name__}: "
                         f"{error})", step=job.step, tile=where)
 
@@ -263,6 +287,17 @@ class DaskExecutor(Executor):
             if self._cluster is not None:
                 with contextlib.suppress(Exception):
                     self._cluster.close()
+
+
+def _failure(value: Any) -> BaseException | None:
+    """The error ``as_completed(..., raise_errors=False)`` gives in place of a failed task's
+    result (an exception, or its ``(type, value, traceback)``); None for a result (a chunk's
+    result is never either)."""
+    if isinstance(value, BaseException):
+        return value
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], BaseException):
+        return value[1]
+    return None
 
 
 def _parsed(text: str) -> ClusterAddress:
