@@ -119,7 +119,7 @@ class DaskExecutor(Executor):
         self._steps = 0
         self._plugin: str | None = None
         self._pending: list[Any] = []
-        self.workers = max(1, self.worker_count())
+        self.workers = max(1, sum(self._threads().values()))  # tasks that can run at once
 
     @classmethod
     def connect(cls, cluster: str | ClusterAddress | Any, *,
@@ -167,9 +167,9 @@ class DaskExecutor(Executor):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def worker_count(self) -> int:
-        """The workers the scheduler knows now."""
-        return len(self.client.scheduler_info().get("workers", {}))
+    def _threads(self) -> dict[str, int]:
+        """Each worker the scheduler knows now, with its threads."""
+        return dict(self.client.nthreads())
 
     @property
     def dashboard(self) -> str | None:
@@ -182,9 +182,13 @@ class DaskExecutor(Executor):
         return None
 
     def summary(self) -> str:
-        """``<address>, N workers``."""
-        workers = self.worker_count()
-        return f"{self.description}, {workers} worker{'s' if workers != 1 else ''}"
+        """``<address>, N workers`` (and their threads, when a worker has several)."""
+        threads = self._threads()
+        workers = len(threads)
+        text = f"{self.description}, {workers} worker{'s' if workers != 1 else ''}"
+        if sum(threads.values()) != workers:
+            text += f" ({sum(threads.values())} threads)"
+        return text
 
     def describe(self) -> str:
         """``<address>, N workers, dashboard: <link>`` for the start of a run."""
@@ -260,9 +264,11 @@ class DaskExecutor(Executor):
         where = first.describe() if first is last else f"{first.describe()} .. {last.describe()}"
         if isinstance(error, KilledWorker):
             raise WorkerDiedError(
-                "a Dask worker died while running this chunk, each time it was retried "
-                f"({error}); out of memory, a crash in C code or an exit in the callable are "
-                "the usual causes: try a smaller tile size", step=job.step, tile=where)
+                "a Dask worker died while running this chunk, each time Dask retried it (Dask "
+                "cannot tell which of the chunks a dying worker held killed it: it may be "
+                f"another chunk of this step) ({error}); out of memory, a crash in C code or an "
+                "exit in the callable are the usual causes: try a smaller tile size",
+                step=job.step, tile=where)
         if isinstance(error, CancelledError):
             raise WorkerDiedError(
                 f"the cluster lost this chunk's task ({type(error).__name__}: {error}): its "

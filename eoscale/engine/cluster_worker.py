@@ -38,13 +38,27 @@ class SetupPlugin(WorkerPlugin):
             if folder not in sys.path:
                 sys.path.insert(0, folder)
         for name, module in list(sys.modules.items()):
-            filename = getattr(module, "__file__", None) or ""
-            if any(filename.startswith(folder + "/") for folder in folders):
+            if any(_imported_from(name, module, folder) for folder in folders):
                 del sys.modules[name]
         cap_gdal_cache(setup.gdal_cache_bytes)
         set_gdal_options(setup.gdal_options or {})
         if setup.ignore_sigint and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _imported_from(name: str, module: Any, folder: str) -> bool:
+    """Whether ``module`` was imported through ``folder`` as a ``sys.path`` entry: its top-level
+    package or module lies right in the folder (not merely somewhere below it, as a virtual
+    environment inside the pipeline's folder would); never eoscale itself."""
+    top = name.partition(".")[0]
+    filename = getattr(module, "__file__", None)
+    if top == "eoscale" or not filename:
+        return False
+    try:
+        first = Path(filename).relative_to(folder).parts[0]
+    except (ValueError, IndexError):
+        return False
+    return first in (top, f"{top}.py") or first.startswith(f"{top}.")
 
 
 class _Cached:

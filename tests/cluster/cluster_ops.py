@@ -41,3 +41,11 @@ def exits_at(arrays, profiles, params):
     if tile_context().index == params["tile"]:
         os._exit(3)
     return arrays[0]
+
+
+def gdal_option(arrays, profiles, params):
+    """Every pixel set to the worker's GDAL option EOSCALE_TEST_VALUE (0 when unset)."""
+    from rasterio.env import get_gdal_config
+
+    value = int(get_gdal_config("EOSCALE_TEST_VALUE") or 0)
+    return np.full(arrays[0].shape, value, dtype=np.uint8)

@@ -156,3 +156,39 @@ def test_the_plan_on_a_cluster_holds_nothing_in_shared_memory(ops_dir, shared_ra
     assert plan.peak.images == 0
     assert plan.resources.workers == 2
     assert all(step.chunks <= 256 for step in plan.steps)
+
+
+def test_the_engine_on_a_cluster_reads_files_and_writes_outputs_as_computed(client, tmp_path,
+                                                                            shared_rasters):
+    """The library: Engine(cluster=...) with inputs opened from files and map outputs given
+    files; holding an image in shared memory is refused, naming why."""
+    from eoscale.engine import Engine
+    from eoscale.engine.filed import OutputFile
+    from eoscale.ops import mean_filter, stats
+
+    source = shared_rasters / "srtm_zion.tif"
+    results = {}
+    for label, options in (("cluster", {"cluster": client}), ("pool", {"workers": 2})):
+        with Engine(tiling=eoscale.Tiling("tiles", 128), **options) as engine:
+            dem = engine.open(source)
+            engine.map(mean_filter, [dem], params={"size": 5},
+                       files=[OutputFile(tmp_path / f"{label}.tif")])
+            results[label] = engine.reduce(stats, [dem])
+            if label == "cluster":
+                with pytest.raises(ConfigError, match="share no memory"):
+                    engine.load(source)
+    assert results["cluster"] == results["pool"]
+    same_file(tmp_path / "cluster.tif", tmp_path / "pool.tif")
+
+
+def test_the_pipeline_s_gdal_options_reach_every_worker(client, ops_dir, shared_rasters):
+    path = ops_dir / "gdal.yaml"
+    path.write_text(f"version: 1\ntiling: {{tile_size: 128}}\n"
+                    f"inputs: {{dem: {shared_rasters / 'srtm_zion.tif'}}}\n"
+                    "steps: [{name: option, map: cluster_ops.gdal_option, inputs: [dem]}]\n"
+                    "outputs: {option: out/option.tif}\n"
+                    "gdal: {EOSCALE_TEST_VALUE: '7'}\n", encoding="utf-8")
+    eoscale.run(path, cluster=client, scratch=ops_dir / "scratch")
+    with rasterio.open(ops_dir / "out" / "option.tif") as result:
+        assert set(result.read().ravel().tolist()) == {7}
+    assert set(client.run(lambda: __import__("sys").path[0]).values()) == {str(ops_dir)}
