@@ -102,7 +102,9 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
             result = run_pipeline(plan, progress=progress, overwrite=overwrite, executor=executor)
     if settings.quiet:
         return
+    # On a cluster the estimate is the main process's alone: not comparable with the peak
+    # measured over this process's tree (a local cluster's workers in it).
     out.print(summary_table(list(result.reports), result.seconds, result.peak_bytes,
-                            plan.peak.total, cluster=where))
+                            None if where else plan.peak.total, cluster=where))
     for name, path in result.written.items():
         out.print(f"wrote {name}: {path}", markup=False)

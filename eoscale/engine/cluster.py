@@ -203,6 +203,23 @@ class DaskExecutor(Executor):
             setup = replace(setup, ignore_sigint=True)
         self.client.register_plugin(SetupPlugin(setup), name=self._plugin)
 
+    def check_visible(self, paths: Sequence[str]) -> None:
+        """Refuse to start when a worker cannot see one of ``paths`` (input files, the scratch
+        folder, output folders read back): they must be the same paths on every worker."""
+        from eoscale.engine.cluster_worker import missing_paths
+
+        if not paths:
+            return
+        missing = {worker: found for worker, found in
+                   self.client.run(missing_paths, list(paths)).items() if found}
+        if missing:
+            worker, found = sorted(missing.items())[0]
+            raise ClusterError(
+                f"the Dask worker {worker} cannot see {', '.join(found)}"
+                f"{f' (nor can {len(missing) - 1} other worker(s))' if len(missing) > 1 else ''}"
+                ": inputs, the scratch folder and the outputs later steps read must be on a "
+                "filesystem every worker mounts at the same path")
+
     def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
         from distributed import as_completed
 

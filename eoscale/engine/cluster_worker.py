@@ -102,3 +102,8 @@ async def forget(token: str) -> None:
         ended = [_jobs.pop(key) for key in list(_jobs) if key[0] == token]
     for cached in ended:
         cached.close()
+
+
+def missing_paths(paths: Sequence[str]) -> list[str]:
+    """Those of ``paths`` that this worker cannot see."""
+    return [path for path in paths if not Path(path).exists()]

@@ -29,7 +29,7 @@ from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
 from eoscale.engine.executors import Executor
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.memory import TreeSampler, own_pss
-from eoscale.engine.scratch import Scratch
+from eoscale.engine.scratch import Scratch, default_scratch
 from eoscale.errors import ConfigError, StepError
 from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
@@ -193,10 +193,30 @@ def cluster_executor(plan: RunPlan, given: Executor | None) -> Iterator[Executor
         if isinstance(executor, DaskExecutor):
             executor.prepare(WorkerSetup((str(plan.spec.base_dir),), dict(plan.spec.gdal),
                                          plan.resources.gdal_cache))
+            executor.check_visible(_worker_paths(plan))
         yield executor
     finally:
         if given is None:
             executor.close()
+
+
+def _worker_paths(plan: RunPlan) -> list[str]:
+    """What a cluster's workers must see: the local input files, the scratch folder if images
+    go to it, and the folders of outputs that later steps read back."""
+    spec = plan.spec
+    paths = [str(path) for item in spec.inputs.values() for path in item.paths
+             if isinstance(path, Path)]
+    for name, image in plan.images.items():
+        if image.made_by is None or image.lives not in ("spilled", "written"):
+            continue
+        if name not in spec.outputs:
+            paths.append(str(spec.scratch or default_scratch()))
+        elif image.lives == "spilled":  # its folder, or the nearest that exists before the run
+            folder = spec.outputs[name].path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            paths.append(str(folder))
+    return list(dict.fromkeys(paths))
 
 
 def _check_cluster_scratch(plan: RunPlan) -> None:

@@ -218,3 +218,16 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_path_the_workers_cannot_see_stops_the_run_before_it_starts(client, tmp_path):
+    from eoscale.engine.cluster import ClusterError, DaskExecutor
+
+    executor = DaskExecutor.connect(client)
+    try:
+        executor.check_visible([str(tmp_path)])
+        with pytest.raises(ClusterError, match=r"cannot see /nowhere/scratch \(nor can 1 other"):
+            executor.check_visible([str(tmp_path), "/nowhere/scratch"])
+    finally:
+        executor.close()
+    assert client.status == "running"  # a given client is left open
