@@ -216,7 +216,8 @@ def _worker_paths(plan: RunPlan) -> list[str]:
             while not folder.exists() and folder != folder.parent:
                 folder = folder.parent
             paths.append(str(folder))
-    return list(dict.fromkeys(paths))
+    # What this process cannot see either, its own checks report (a missing scratch folder).
+    return [path for path in dict.fromkeys(paths) if Path(path).exists()]
 
 
 def _check_cluster_scratch(plan: RunPlan) -> None:
