@@ -23,8 +23,8 @@ import re
 import secrets
 import socket
 import time
-from concurrent.futures import CancelledError
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -213,7 +213,7 @@ class DaskExecutor(Executor):
         missing = {worker: found for worker, found in
                    self.client.run(missing_paths, list(paths)).items() if found}
         if missing:
-            worker, found = sorted(missing.items())[0]
+            worker, found = min(missing.items())
             raise ClusterError(
                 f"the Dask worker {worker} cannot see {', '.join(found)}"
                 f"{f' (nor can {len(missing) - 1} other worker(s))' if len(missing) > 1 else ''}"
@@ -347,20 +347,3 @@ def _has_dashboard() -> bool:
     except ImportError:
         return False
     return True
-
-
-def cluster_workers(cluster: str | ClusterAddress | Any) -> int:
-    """How many workers a cluster has, for a plan made without running: a local cluster's
-    count without starting it, else the scheduler's answer."""
-    if isinstance(cluster, (str, ClusterAddress)):
-        address = cluster if isinstance(cluster, ClusterAddress) else _parsed(cluster)
-        if address.local:
-            from eoscale.engine.core import default_workers
-
-            return address.workers or default_workers()
-    executor = DaskExecutor.connect(cluster)
-    try:
-        return executor.workers
-    finally:
-        executor.close()
-

@@ -51,7 +51,7 @@ SLOW_CHAIN = ("  - {name: first, map: cluster_ops.slow_copy, inputs: [scene], pa
 
 def eoscale_command(folder: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "eoscale", *args], cwd=folder, text=True,
-                          capture_output=True, timeout=timeout)
+                          capture_output=True, timeout=timeout, check=False)
 
 
 def no_partial_output(folder: Path) -> None:
@@ -111,12 +111,14 @@ def test_a_worker_killed_mid_run_is_retried_and_the_outputs_are_identical(client
     deadline = time.monotonic() + 30
     while progress.done < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
-    victim = sorted(client.scheduler_info()["workers"])[0]
+    victim = min(client.scheduler_info()["workers"])
+    killed_at = progress.done
     with contextlib.suppress(Exception):  # the worker dies before it answers
         client.run(os._exit, 1, workers=[victim])
     thread.join(120)
     assert not thread.is_alive()
     assert not isinstance(outcome[0], BaseException), outcome[0]
+    assert 4 <= killed_at < 32 and victim not in client.scheduler_info()["workers"]  # mid-run
     with rasterio.open(ops_dir / "out" / "second.tif") as result, \
             rasterio.open(ops_dir / "small.tif") as source:
         assert result.read().tobytes() == source.read().tobytes()
