@@ -3,6 +3,7 @@ and a cluster run holds no image in shared memory."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -88,8 +89,26 @@ def same_file(a: Path, b: Path) -> None:
         assert one.read().tobytes() == two.read().tobytes(), a.name  # bit for bit, NaNs too
 
 
+def descendants(pid: int) -> set[int]:
+    """The pids of every process below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
 class SegmentWatch:
-    """Lists the eoscale_ segments in /dev/shm every few milliseconds while a run goes on."""
+    """Lists the eoscale_ segments in /dev/shm every few milliseconds while a run goes on: those
+    of this process and its descendants (a local cluster's workers), not other programs'."""
 
     def __init__(self):
         self.before = {name for name, _ in list_segments()}
@@ -97,10 +116,14 @@ class SegmentWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
+    def _ours(self) -> set[str]:
+        ours = descendants(os.getpid()) | {os.getpid()}
+        return {name for name, pid in list_segments() if pid in ours}
+
     def _watch(self) -> None:
         while not self._stop.is_set():
-            self.seen.update(name for name, _ in list_segments())
-            time.sleep(0.005)
+            self.seen.update(self._ours())
+            time.sleep(0.01)
 
     def __enter__(self) -> SegmentWatch:
         self._thread.start()
@@ -109,7 +132,7 @@ class SegmentWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.seen.update(name for name, _ in list_segments())
+        self.seen.update(self._ours())
 
     @property
     def new(self) -> set[str]:
@@ -192,3 +215,15 @@ def test_the_pipeline_s_gdal_options_reach_every_worker(client, ops_dir, shared_
     with rasterio.open(ops_dir / "out" / "option.tif") as result:
         assert set(result.read().ravel().tolist()) == {7}
     assert set(client.run(lambda: __import__("sys").path[0]).values()) == {str(ops_dir)}
+
+
+def test_the_segment_watch_sees_the_segments_of_this_process():
+    """The control of the no-segment checks: an image held in shared memory is seen."""
+    import numpy as np
+
+    from eoscale.engine import Engine
+
+    with SegmentWatch() as watch, Engine(2) as engine:
+        engine.from_array(np.zeros((1, 64, 64), np.uint8))
+        time.sleep(0.05)
+    assert len(watch.new) == 1
