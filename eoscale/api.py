@@ -8,8 +8,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from eoscale.engine import Progress
+from eoscale.engine.executors import Executor
 from eoscale.errors import PipelineError, Problem
-from eoscale.pipeline import Overrides, PipelineSpec, RunPlan, checked_plan, load_pipeline
+from eoscale.pipeline import (
+    Overrides,
+    PipelineSpec,
+    Resources,
+    RunPlan,
+    checked_plan,
+    load_pipeline,
+)
 from eoscale.pipeline import validate as validate_spec
 from eoscale.pipeline.runner import RunResult, run_pipeline
 
@@ -20,9 +28,11 @@ def overrides(*, workers: int | None = None, tile_size: int | None = None,
               tiling: str | None = None, inputs: Mapping[str, str] | None = None,
               outputs: Mapping[str, str] | None = None,
               params: Mapping[str, Any] | None = None, memory: str | int | None = None,
-              scratch: str | os.PathLike[str] | None = None) -> Overrides:
+              scratch: str | os.PathLike[str] | None = None,
+              cluster: str | None = None) -> Overrides:
     """Overrides from keyword arguments; ``params`` keys are ``"step.key"``; ``memory`` is a
-    budget in bytes or a size like ``"4GiB"``; ``scratch`` the folder for spilled images."""
+    budget in bytes or a size like ``"4GiB"``; ``scratch`` the folder for spilled images;
+    ``cluster`` a Dask cluster's address (``local:4``, ``tcp://host:8786``)."""
     by_step: dict[tuple[str, str], Any] = {}
     for dotted, value in (params or {}).items():
         step, sep, key = dotted.partition(".")
@@ -31,7 +41,8 @@ def overrides(*, workers: int | None = None, tile_size: int | None = None,
         by_step[(step, key)] = value
     return Overrides(workers=workers, tile_size=tile_size, tiling_mode=tiling,
                      inputs=dict(inputs or {}), outputs=dict(outputs or {}), params=by_step,
-                     memory=memory, scratch=None if scratch is None else os.fspath(scratch))
+                     memory=memory, scratch=None if scratch is None else os.fspath(scratch),
+                     cluster=cluster)
 
 
 def load(source: Source, **kwargs: Any) -> PipelineSpec:
@@ -55,11 +66,33 @@ def plan(source: Source | PipelineSpec, **kwargs: Any) -> RunPlan:
     return checked_plan(spec)
 
 
+def plan_on(spec: PipelineSpec, executor: Executor) -> RunPlan:
+    """The run plan of a valid ``spec`` on a cluster's executor: its workers, sharing no memory
+    with this process (:meth:`Resources.for_cluster`)."""
+    described = getattr(executor, "description", None) or spec.cluster or "cluster"
+    return checked_plan(spec, Resources.for_cluster(described, executor.workers, spec.memory))
+
+
 def run(source: Source | PipelineSpec | RunPlan, *, overwrite: bool = False,
         progress: Progress | None = None, start_method: str | None = None,
-        **kwargs: Any) -> RunResult:
+        cluster: Any = None, **kwargs: Any) -> RunResult:
     """Validate, plan and run a pipeline (or run a plan); returns the written paths, the reduce
-    results, the plan and the measured peak memory."""
+    results, the plan and the measured peak memory.
+
+    ``cluster`` runs it on Dask (the 'dask' extra): an address (``"local:4"``,
+    ``"tcp://host:8786"``, as ``cluster:`` in the pipeline) or a ``distributed.Client``, which
+    is used as it is and left open; a cluster this call starts or connects to is closed at the
+    end. The pipeline is validated before any cluster is started.
+    """
+    address = cluster if cluster is None or isinstance(cluster, str) else None
     if not isinstance(source, RunPlan):
-        source = plan(source, **kwargs)
-    return run_pipeline(source, progress=progress, overwrite=overwrite, start_method=start_method)
+        source = plan(source, cluster=address, **kwargs) if address else plan(source, **kwargs)
+    target = cluster if cluster is not None else source.spec.cluster
+    if target is None:
+        return run_pipeline(source, progress=progress, overwrite=overwrite,
+                            start_method=start_method)
+    from eoscale.engine.cluster import DaskExecutor
+
+    with DaskExecutor.connect(target) as executor:
+        return run_pipeline(plan_on(source.spec, executor), progress=progress,
+                            overwrite=overwrite, executor=executor)

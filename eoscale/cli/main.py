@@ -11,6 +11,7 @@ import traceback
 from types import FrameType
 
 import click
+from rich.markup import escape
 
 from eoscale import __version__
 from eoscale.cli.cleanup import cleanup
@@ -63,7 +64,8 @@ def report(exc: BaseException) -> int:
         console.print(f"[bold red]interrupted[/]: {exc}; stopped, nothing was left behind")
         return exc.exit_code
     if isinstance(exc, EOScaleError):
-        console.print(f"[bold red]error[/]: {exc}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error[/]: {escape(str(exc))}", markup=True, highlight=False,
+                      soft_wrap=True)
         if isinstance(exc, StepError) and exc.details:
             console.print(exc.details.rstrip(), markup=False, highlight=False, soft_wrap=True)
         if settings.verbose and not isinstance(exc, PipelineError):

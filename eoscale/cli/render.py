@@ -121,10 +121,12 @@ def progress_for(out: Console) -> RichProgress | PlainProgress | QuietProgress:
 
 
 def summary_table(reports: list[PhaseReport], seconds: float, peak_bytes: int | None = None,
-                  estimate_bytes: int | None = None) -> Table:
+                  estimate_bytes: int | None = None, cluster: str | None = None) -> Table:
     """The phases of a run, titled with its time, its measured peak memory (PSS of the process
-    tree) and the plan's estimate of it."""
+    tree) and the plan's estimate of it, and the cluster it ran on (its address and workers)."""
     title = f"done in {seconds:.2f} s"
+    if cluster is not None:
+        title += f" on cluster {cluster}"
     if peak_bytes is not None:
         title += f", peak memory {size_text(peak_bytes)}"
     if estimate_bytes is not None:
@@ -179,10 +181,17 @@ def _when_text(plan: RunPlan, index: int) -> str:
     return plan.steps[index].name
 
 
+def _workers_text(plan: RunPlan) -> str:
+    text = f"{plan.resources.workers} worker(s)"
+    if plan.resources.cluster is not None:
+        text += f" of the Dask cluster {plan.resources.cluster}"
+    return text
+
+
 def plan_tables(plan: RunPlan) -> list[Table]:
     """The plan as rich tables: its steps, its images, and the estimate in the caption."""
-    steps = Table(title=f"run plan: {len(plan.steps)} step(s) on {plan.resources.workers} "
-                  f"worker(s)", title_justify="left", caption=describe_estimate(plan),
+    steps = Table(title=f"run plan: {len(plan.steps)} step(s) on {_workers_text(plan)}",
+                  title_justify="left", caption=describe_estimate(plan),
                   caption_justify="left")
     for column in ("#", "step", "kind", "callable", "margin", "tiling", "loads", "writes",
                    "releases", "memory"):
@@ -206,7 +215,7 @@ def plan_tables(plan: RunPlan) -> list[Table]:
 
 def plan_text(plan: RunPlan) -> str:
     """The plan as plain lines, for logs and pipes."""
-    lines = [f"run plan: {len(plan.steps)} step(s) on {plan.resources.workers} worker(s)"]
+    lines = [f"run plan: {len(plan.steps)} step(s) on {_workers_text(plan)}"]
     for name in plan.copied:
         lines.append(f"  start: load {name}, write it to {plan.images[name].output}")
     for step in plan.steps:

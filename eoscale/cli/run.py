@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 import yaml
 
-from eoscale.api import overrides
+from eoscale.api import overrides, plan_on
 from eoscale.cli.options import json_opt, pairs, quiet_opt, size_option, verbose_opt, workers_opt
 from eoscale.cli.render import (
     console,
@@ -18,6 +19,7 @@ from eoscale.cli.render import (
     settings,
     summary_table,
 )
+from eoscale.engine.cluster import DaskExecutor
 from eoscale.engine.scratch import cleanup_stale_scratch
 from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
@@ -55,6 +57,9 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
               help="Memory budget: 4GiB, 512MB...; default: the memory available less 10 %.")
 @click.option("--scratch", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Folder for images spilled to disk; default: the system's temporary folder.")
+@click.option("--cluster", metavar="ADDRESS", default=None,
+              help="Run on a Dask cluster: local, local:N (N worker processes here) or a "
+                   "scheduler's address, tcp://host:8786 (needs the 'dask' extra).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--dry-run", is_flag=True,
               help="Print the run plan (tiles, where each image lives, memory) and exit.")
@@ -63,13 +68,14 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @verbose_opt
 def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str | None,
         inputs: dict, outputs: dict, params: dict, memory: int | None, scratch: Path | None,
-        overwrite: bool, dry_run: bool, as_json: bool) -> None:
+        cluster: str | None, overwrite: bool, dry_run: bool, as_json: bool) -> None:
     """Run a pipeline: load inputs, run every step on every core, write the outputs."""
     if as_json and not dry_run:
         raise click.UsageError("--json goes with --dry-run (it prints the plan as JSON)")
     spec = load_pipeline(pipeline, overrides=overrides(
         workers=workers, tile_size=tile_size, tiling=tiling, inputs=inputs, outputs=outputs,
-        params=params, memory=memory, scratch=None if scratch is None else str(scratch)))
+        params=params, memory=memory, scratch=None if scratch is None else str(scratch),
+        cluster=cluster))
     plan = checked_plan(spec)
     out = console()
     if dry_run:
@@ -83,11 +89,22 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         return
     cleanup_stale_segments()  # what crashed runs left behind; never a live run's
     cleanup_stale_scratch(spec.scratch)
-    with progress_for(out) as progress:
-        result = run_pipeline(plan, progress=progress, overwrite=overwrite)
+    with contextlib.ExitStack() as stack:
+        executor = None
+        where = None
+        if spec.cluster is not None:
+            executor = stack.enter_context(DaskExecutor.connect(spec.cluster))
+            plan = plan_on(spec, executor)
+            where = executor.summary()
+            if not settings.quiet:
+                out.print(f"cluster: {executor.describe()}", markup=False, soft_wrap=True)
+        with progress_for(out) as progress:
+            result = run_pipeline(plan, progress=progress, overwrite=overwrite, executor=executor)
     if settings.quiet:
         return
+    # On a cluster the estimate is the main process's alone: not comparable with the peak
+    # measured over this process's tree (a local cluster's workers in it).
     out.print(summary_table(list(result.reports), result.seconds, result.peak_bytes,
-                            plan.peak.total))
+                            None if where else plan.peak.total, cluster=where))
     for name, path in result.written.items():
         out.print(f"wrote {name}: {path}", markup=False)

@@ -33,7 +33,13 @@ from eoscale.engine.contract import (
     declared_writable_inputs,
     step_margin,
 )
-from eoscale.engine.executors import Executor, InlineExecutor, ProcessExecutor, cap_gdal_cache
+from eoscale.engine.executors import (
+    WORKER_GDAL_CACHE_BYTES,
+    Executor,
+    InlineExecutor,
+    ProcessExecutor,
+    cap_gdal_cache,
+)
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.grid import grid_differences
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
@@ -89,27 +95,51 @@ class Engine:
     ``gdal_cache_bytes`` caps GDAL's block cache in each process that decodes tiles (default:
     :data:`~eoscale.engine.executors.WORKER_GDAL_CACHE_BYTES` in workers; with one worker, the
     calling process's cache is left alone unless it is given).
+
+    ``executor`` runs the tiles on an executor the caller made (and closes); ``cluster`` on a
+    Dask cluster (:meth:`~eoscale.engine.cluster.DaskExecutor.connect`: ``"local:4"``, a
+    scheduler address, a ``distributed.Client``), closed with the engine. A cluster's workers
+    share no memory: inputs are :meth:`open`-ed and map outputs go to ``files``.
     """
 
     def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
                  start_method: str | None = None, progress: Progress | None = None,
-                 gdal_cache_bytes: int = 0, gdal_options: Mapping[str, str] | None = None):
+                 gdal_cache_bytes: int = 0, gdal_options: Mapping[str, str] | None = None,
+                 executor: Executor | None = None, cluster: Any = None):
+        self.tiling = tiling or Tiling()
+        self.progress: Progress = progress or NoProgress()
+        self.reports: list[PhaseReport] = []
+        self._rasters: list[SharedRaster] = []
+        if executor is not None:
+            self.workers = executor.workers
+            self._executor: Executor = executor
+            self._owns_executor = False
+            return
+        self._owns_executor = True
+        if cluster is not None:
+            from eoscale.engine.cluster import DaskExecutor, WorkerSetup
+
+            dask = DaskExecutor.connect(cluster)
+            self._executor = dask
+            self.workers = dask.workers
+            try:
+                dask.prepare(WorkerSetup((), dict(gdal_options or {}),
+                                         gdal_cache_bytes or WORKER_GDAL_CACHE_BYTES))
+            except BaseException:
+                dask.close()
+                raise
+            return
         if workers is None:
             workers = default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be a positive integer, not {workers!r}")
         self.workers = workers
-        self.tiling = tiling or Tiling()
-        self.progress: Progress = progress or NoProgress()
-        self.reports: list[PhaseReport] = []
-        self._rasters: list[SharedRaster] = []
         if workers == 1 and gdal_cache_bytes:
             cap_gdal_cache(gdal_cache_bytes)  # tiles are decoded in this process
         # GDAL options reach every worker at its start; the caller applies them to this process
         # (rasterio.Env), where workers=1 runs everything.
-        self._executor: Executor = (ProcessExecutor(workers, start_method, gdal_cache_bytes,
-                                                    gdal_options)
-                                    if workers > 1 else InlineExecutor())
+        self._executor = (ProcessExecutor(workers, start_method, gdal_cache_bytes, gdal_options)
+                          if workers > 1 else InlineExecutor())
 
     def __enter__(self) -> Engine:
         return self
@@ -118,9 +148,11 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        """Stop the workers and unlink every shared raster. Safe to call more than once."""
+        """Stop the workers (of an executor it made) and unlink every shared raster. Safe to
+        call more than once."""
         try:
-            self._executor.close()
+            if self._owns_executor:
+                self._executor.close()
         finally:
             rasters, self._rasters = self._rasters, []
             for raster in rasters:
@@ -129,7 +161,12 @@ class Engine:
     # -- rasters -------------------------------------------------------------------------------
 
     def create(self, profile: Mapping[str, Any], *, name: str = "") -> SharedRaster:
-        """A zero-filled shared raster for ``profile`` (count, height, width, dtype)."""
+        """A zero-filled shared raster for ``profile`` (count, height, width, dtype); refused
+        when the executor's workers share no memory with this process (a cluster's)."""
+        if not self._executor.shares_memory:
+            raise ConfigError(f"'{name or 'raster'}': the executor's workers share no memory with "
+                              "this process, so images cannot be held in shared memory: read "
+                              "inputs with open(), and give map outputs files (files=)")
         raster = SharedRaster.create(dict(profile), name=name)
         self._rasters.append(raster)
         return raster

@@ -39,9 +39,11 @@ _JOIN_SECONDS = 2.0
 
 
 class Executor(ABC):
-    """Runs chunks of tiles of a job; yields ``(chunk index, result)`` as chunks complete."""
+    """Runs chunks of tiles of a job; yields ``(chunk index, result)`` as chunks complete.
+    ``shares_memory``: whether its workers can map this process's shared rasters."""
 
     workers: int
+    shares_memory: bool = True
 
     @abstractmethod
     def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]: ...
@@ -243,7 +245,7 @@ def cap_gdal_cache(size: int) -> None:
         set_gdal_config("GDAL_CACHEMAX", int(size))
 
 
-def _set_gdal_options(options: Mapping[str, str]) -> None:
+def set_gdal_options(options: Mapping[str, str]) -> None:
     """A pipeline's GDAL configuration options, for the whole life of a worker."""
     from rasterio.env import set_gdal_config
 
@@ -259,7 +261,7 @@ def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int,
     parent = os.getppid()
     _die_with_parent()
     cap_gdal_cache(gdal_cache_bytes)
-    _set_gdal_options(gdal_options or {})
+    set_gdal_options(gdal_options or {})
     jobs: dict[int, Job] = {}
     try:
         while True:

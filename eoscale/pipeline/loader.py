@@ -8,6 +8,8 @@ The format, version 1::
     memory: 4GiB                 # optional budget (B, KB, MB, GB, KiB, MiB, GiB); default: the
                                  # memory available less 10 % (at least 512 MiB kept free)
     scratch: /tmp                # optional folder for spilled images; default: the temp folder
+    cluster: local:4             # optional Dask cluster (the 'dask' extra): local, local:N or a
+                                 # scheduler address, tcp://host:8786
     tiling:                      # optional
       mode: tiles                # tiles (squares) or strips (full width)
       tile_size: 1024            # >= 1; default automatic
@@ -92,8 +94,8 @@ from eoscale.sizes import parse_size
 #: The most values a document may hold once its aliases are expanded.
 MAX_NODES = 100_000
 
-TOP_KEYS = ("version", "name", "workers", "memory", "scratch", "grid", "tiling", "inputs",
-            "steps", "outputs", "gdal")
+TOP_KEYS = ("version", "name", "workers", "memory", "scratch", "cluster", "grid", "tiling",
+            "inputs", "steps", "outputs", "gdal")
 GRID_KEYS = ("like", "crs", "resolution", "bounds")
 INPUT_KEYS = ("path", "bands", "resampling")
 TILING_KEYS = ("mode", "tile_size")
@@ -429,6 +431,8 @@ class _Reader:
         memory = None if root.get("memory") is None else self.size(root["memory"], ("memory",))
         scratch = None if root.get("scratch") is None else self.file_path(
             root["scratch"], ("scratch",), None, base)
+        cluster = None if root.get("cluster") is None else self.cluster(root["cluster"],
+                                                                        ("cluster",))
         tiling = self.tiling(root.get("tiling"))
         inputs = self.inputs(root["inputs"], base) if "inputs" in root else None
         steps = self.steps(root["steps"]) if "steps" in root else None
@@ -439,7 +443,17 @@ class _Reader:
             return None
         self.image_only(outputs, steps)
         return PipelineSpec(1, name, workers, tiling, FrozenMap(inputs), steps, FrozenMap(outputs),
-                            source, base, memory, scratch, FrozenMap(gdal), grid)
+                            source, base, memory, scratch, FrozenMap(gdal), grid, cluster)
+
+    def cluster(self, value: Any, path: KeyPath) -> str | None:
+        text = self.text(value, path, None, "a cluster address")
+        if text is None:
+            return None
+        problem = cluster_problem(text)
+        if problem is not None:
+            self.report(path, problem)
+            return None
+        return text.strip()
 
     def size(self, value: Any, path: KeyPath) -> int | None:
         try:
@@ -838,6 +852,13 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
             flag("--memory", str(error))
     cwd = Path.cwd()
     scratch = spec.scratch if overrides.scratch is None else absolute(overrides.scratch, cwd)
+    cluster = spec.cluster
+    if overrides.cluster is not None:
+        problem = cluster_problem(overrides.cluster)
+        if problem is not None:
+            flag("--cluster", problem)
+        else:
+            cluster = overrides.cluster.strip()
     tile_size = checked("--tile-size", overrides.tile_size, spec.tiling.tile_size)
     mode = spec.tiling.mode
     if overrides.tiling_mode in MODES:
@@ -877,7 +898,19 @@ def _apply(spec: PipelineSpec, overrides: Overrides, problems: list[Problem]) ->
         steps[index] = replace(step, params=FrozenMap({**step.params, key: freeze(value)}),
                                locations=FrozenMap(locations))
     return replace(spec, workers=workers, tiling=Tiling(mode, tile_size), inputs=FrozenMap(inputs),
-                   steps=tuple(steps), outputs=FrozenMap(outputs), memory=memory, scratch=scratch)
+                   steps=tuple(steps), outputs=FrozenMap(outputs), memory=memory, scratch=scratch,
+                   cluster=cluster)
+
+
+def cluster_problem(text: str) -> str | None:
+    """What is wrong with a cluster address, or None (:func:`~eoscale.engine.cluster.parse_cluster`)."""
+    from eoscale.engine.cluster import parse_cluster
+
+    try:
+        parse_cluster(text)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _order(problem: Problem) -> tuple[bool, int, int]:

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from eoscale.engine import Engine, SharedRaster
-from eoscale.engine.filed import OutputFile
+from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.io.layout import image_file
 from eoscale.io.quicklook import write_quicklook
-from eoscale.io.raster import Staging
+from eoscale.io.raster import Staging, TileWriter
 from eoscale.pipeline.spec import OutputSpec
 
 
@@ -36,3 +36,26 @@ def stage_image(engine: Engine, staging: Staging, raster: SharedRaster, output: 
     """Write ``raster`` for ``output`` to staged files: the image, then its quicklook from it."""
     with image_target(staging, output, raster.ref.dtype, engine.workers, display) as target:
         engine.write_to(raster, target.path, options=target.options, display=display)
+
+
+#: Rows of an input copied to its output at a time, in the main process.
+COPY_ROWS = 512
+
+
+def copy_image(engine: Engine, staging: Staging, raster: FileRaster, output: OutputSpec,
+               display: str) -> None:
+    """Copy an input read from its file to staged files for ``output``, strip by strip in this
+    process (on a cluster, whose workers hold nothing, an input that is also an output)."""
+    from rasterio.windows import Window
+
+    profile = raster.profile
+    height, width = int(profile["height"]), int(profile["width"])
+    with image_target(staging, output, raster.ref.dtype, engine.workers, display) as target:
+        writer = TileWriter(profile, target.path, options=target.options, threads=engine.workers,
+                            display=display)
+        try:
+            for row in range(0, height, COPY_ROWS):
+                window = Window(0, row, width, min(COPY_ROWS, height - row))
+                writer.write(window, raster.read(window))
+        finally:
+            writer.close()

@@ -18,7 +18,11 @@ Where an image lives:
 - ``spilled``: a step's image that later steps read, when the budget cannot hold it: written as
   computed, to its output file or to a scratch file, and read back window by window.
 
-The budget (:class:`Resources`) decides between them: see :func:`_fit`.
+The budget (:class:`Resources`) decides between them: see :func:`_fit`. On a Dask cluster
+(``executor`` "cluster") the workers share no memory with the main process, so nothing is
+``shared``: inputs are ``file``, step images that later steps read are ``spilled`` (to their
+output file or to a scratch file every worker must reach), the others ``written``; the budget
+then covers the main process only (the workers' memory is the cluster's).
 
 What is not known before the run is said so: a margin that a callable derives from ``${...}``
 params (planned with margin 0, decided when the step runs, the same way), and the dtype and band
@@ -106,8 +110,19 @@ class Resources:
     workers: int
     memory: int | None
     base: int = DEFAULT_BASE_BYTES
-    executor: Literal["processes", "inline"] = "processes"
+    executor: Literal["processes", "inline", "cluster"] = "processes"
     given: bool = False
+    cluster: str | None = None
+
+    @classmethod
+    def for_cluster(cls, cluster: str, workers: int, memory: int | None = None) -> Resources:
+        """A Dask cluster's: ``workers`` processes that share no memory with this one; the
+        budget (``memory``, else the memory available here) covers this process only."""
+        found = cls(workers, memory, own_pss() or DEFAULT_BASE_BYTES, "cluster",
+                    memory is not None, cluster)
+        if memory is None:
+            found = replace(found, memory=default_budget(available_memory(), found.fixed_bytes))
+        return found
 
     @classmethod
     def detect(cls, workers: int | None = None, memory: int | None = None) -> Resources:
@@ -128,8 +143,8 @@ class Resources:
     def gdal_cache(self) -> int:
         """GDAL's block cache in each process decoding tiles: the usual cap, less under a budget
         too small for it (an eighth of the budget shared by the workers, at least
-        :data:`MIN_GDAL_CACHE_BYTES`)."""
-        if self.memory is None:
+        :data:`MIN_GDAL_CACHE_BYTES`); a cluster's workers are outside the budget."""
+        if self.memory is None or self.executor == "cluster":
             return WORKER_GDAL_CACHE_BYTES
         share = self.memory // (8 * self.workers)
         return max(MIN_GDAL_CACHE_BYTES, min(WORKER_GDAL_CACHE_BYTES, share))
@@ -139,6 +154,8 @@ class Resources:
         """Memory the run holds whatever its images: the main process, workers, the tracker."""
         if self.executor == "inline":
             return self.base + RUN_BYTES + WORKER_BYTES
+        if self.executor == "cluster":  # the workers are the cluster's
+            return self.base + RUN_BYTES
         return self.base + RUN_BYTES + TRACKER_BYTES + self.workers * WORKER_BYTES
 
 
@@ -264,6 +281,7 @@ class RunPlan:
         return {
             "pipeline": str(self.spec.source) if self.spec.source else None,
             "resources": {"workers": self.resources.workers, "executor": self.resources.executor,
+                          "cluster": self.resources.cluster,
                           "gdal_cache_bytes": self.resources.gdal_cache,
                           "memory_budget": self.resources.memory,
                           "budget_given": self.resources.given,
@@ -310,7 +328,7 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
     everything the run does. Raises :class:`PipelineError` with every problem found.
     """
     if resources is None:
-        resources = Resources.detect(spec.workers, spec.memory)
+        resources = _default_resources(spec)
     problems: list[Problem] = []
     callables: dict[int, StepCallables] = {}
     for index, step in enumerate(spec.steps):
@@ -329,6 +347,17 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
     if problems:
         raise PipelineError(problems)
     return _fit(spec, resources, profiles, sources, shapes, callables, margins)
+
+
+def _default_resources(spec: PipelineSpec) -> Resources:
+    """The resources of a plan made without a connection: for a remote cluster, as many
+    workers as this machine's CPUs (the run plans again with the cluster's count)."""
+    if spec.cluster is None:
+        return Resources.detect(spec.workers, spec.memory)
+    from eoscale.engine.cluster import parse_cluster
+
+    return Resources.for_cluster(spec.cluster, parse_cluster(spec.cluster).workers
+                                 or default_workers(), spec.memory)
 
 
 def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
@@ -505,6 +534,10 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
     for name, item in spec.inputs.items():
         steps = readers.get(name, [])
         lives, why = _input_residence(name, spec, steps, margins)
+        if resources.executor == "cluster":
+            lives, why = "file", ("read from its file by window: the cluster's workers share no "
+                                  "memory" + (", then copied to its output" if name in spec.outputs
+                                              else ""))
         if name in choices.stream:
             lives, why = "file", f"read from its file by window: the budget does not hold it ({why})"
         warped = sources[name].warped()
@@ -520,6 +553,8 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
         for name in step.outputs:
             released = max([index, *readers.get(name, [])])
             lives, why = _output_residence(name, spec, readers)
+            if resources.executor == "cluster":
+                lives, why = _cluster_residence(name, spec, readers)
             if name in choices.spill:
                 where = "its output file" if name in spec.outputs else "a scratch file"
                 lives, why = "spilled", (f"the budget does not hold it: written to {where} as "
@@ -611,6 +646,19 @@ def _output_residence(name: str, spec: PipelineSpec,
     return "shared", "made by a step that nothing reads: held until the step ends"
 
 
+def _cluster_residence(name: str, spec: PipelineSpec,
+                       readers: Mapping[str, list[int]]) -> tuple[Residence, str]:
+    """Where a step's image lives on a cluster, whose workers share no memory: in a file."""
+    where = "its output file" if name in spec.outputs else "a scratch file"
+    if name in readers:
+        return "spilled", (f"the cluster's workers share no memory: written to {where} as "
+                           "computed, read back by window by the later steps")
+    if name in spec.outputs:
+        return "written", "no later step reads it: written to its file as tiles are computed"
+    return "written", ("made by a step that nothing reads: written to a scratch file, removed "
+                       "when the step ends")
+
+
 def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, ImagePlan],
             resources: Resources, loads: tuple[str, ...], factor: float | None) -> Memory:
     """Memory while a step loads its inputs and computes: the shared images alive then (its
@@ -633,6 +681,9 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     core_pixels = tiling.tile_size * (tiling.tile_size if tiling.mode == "tiles" else tiling.width)
     per_worker += 2 * core_pixels * sum(image.pixel_bytes for image in made
                                         if image.lives in ("written", "spilled"))
+    if resources.executor == "cluster":  # this process: the tiles it receives and writes
+        return Memory(held, resources.workers * 2 * core_pixels
+                      * sum(image.pixel_bytes for image in made), resources.fixed_bytes)
     decoded = {image.name: image for image in (*from_files, *(images[name] for name in loads))}
     if decoded:  # GDAL's block cache, while a worker decodes a file
         per_worker += min(sum(image.nbytes for image in decoded.values()),

@@ -6,6 +6,10 @@ computed; after it, its other results are staged (written under a temporary name
 it releases are freed. Outputs are renamed into place only when the whole run has
 succeeded. The process tree's memory (PSS) is sampled meanwhile, so the run reports its measured
 peak beside the plan's estimate.
+
+A plan for a Dask cluster runs on a :class:`~eoscale.engine.cluster.DaskExecutor` (given, or
+connected to the plan's cluster here and closed at the end): its workers get the pipeline's
+folder on ``sys.path`` and its GDAL options, and read every image from a file.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ from typing import Any
 import rasterio
 
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
+from eoscale.engine.executors import Executor
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.memory import TreeSampler, own_pss
-from eoscale.engine.scratch import Scratch
-from eoscale.errors import StepError
+from eoscale.engine.scratch import Scratch, default_scratch
+from eoscale.errors import ConfigError, StepError
 from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
 from eoscale.io.raster import Staging
-from eoscale.pipeline.outputs import image_target, stage_image
+from eoscale.pipeline.outputs import copy_image, image_target, stage_image
 from eoscale.pipeline.plan import RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
@@ -67,9 +72,11 @@ def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
 
 
 def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = None,
-                 overwrite: bool = False, start_method: str | None = None) -> RunResult:
+                 overwrite: bool = False, start_method: str | None = None,
+                 executor: Executor | None = None) -> RunResult:
     """Run a plan (or plan a spec that validation accepted, then run it); outputs appear only if
-    every step succeeds."""
+    every step succeeds. ``executor``: the one a cluster plan runs on (the caller closes it);
+    without it, a cluster plan connects to its cluster here."""
     plan = spec if isinstance(spec, RunPlan) else plan_run(spec)
     spec = plan.spec
     started = time.perf_counter()
@@ -80,9 +87,10 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     start_method = worker_start_method((item.path for item in spec.inputs.values()), start_method)
     with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
             Scratch(spec.scratch) as scratch, _gdal_cache(plan), \
+            cluster_executor(plan, executor) as on_cluster, \
             Engine(plan.resources.workers, tiling=spec.tiling, progress=progress,
                    start_method=start_method, gdal_cache_bytes=plan.resources.gdal_cache,
-                   gdal_options=spec.gdal) as engine, \
+                   gdal_options=spec.gdal, executor=on_cluster) as engine, \
             _sampling(sampler):
 
         def bring(names: tuple[str, ...]) -> None:
@@ -95,8 +103,11 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         def stage(names: tuple[str, ...]) -> None:
             for name in names:
                 output = spec.outputs[name]
-                if name in images:
-                    stage_image(engine, staging, images[name], output, display_path(output.path))
+                image = images.get(name)
+                if isinstance(image, FileRaster):  # an input, copied to its output
+                    copy_image(engine, staging, image, output, display_path(output.path))
+                elif image is not None:
+                    stage_image(engine, staging, image, output, display_path(output.path))
                 else:
                     write_json(staging.stage(output.path), spec.producer(name), results[name],
                                output.path)
@@ -126,8 +137,9 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         for output in spec.outputs.values():
             for path in output.paths():
                 staging.check(path)
-        if any(image.lives == "spilled" and name not in spec.outputs
-               for name, image in plan.images.items()):
+        if any(image.made_by is not None and image.lives in ("spilled", "written")
+               and name not in spec.outputs for name, image in plan.images.items()):
+            _check_cluster_scratch(plan)
             scratch.check()
         bring(plan.copied)
         stage(plan.copied)
@@ -161,6 +173,67 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     paths = {name: output.path for name, output in spec.outputs.items() if output.path in written}
     return RunResult(paths, results, reports, time.perf_counter() - started, plan,
                      sampler.peak or None)
+
+
+@contextlib.contextmanager
+def cluster_executor(plan: RunPlan, given: Executor | None) -> Iterator[Executor | None]:
+    """The executor a cluster plan runs on (None for other plans): ``given``, or one connected
+    to the plan's cluster and closed on leaving; its workers set up for the pipeline."""
+    if plan.resources.executor != "cluster":
+        yield None
+        return
+    from eoscale.engine.cluster import DaskExecutor, WorkerSetup
+
+    address = plan.spec.cluster or plan.resources.cluster
+    if given is None and address is None:
+        raise ConfigError("a plan for a cluster needs its cluster: cluster: in the pipeline, "
+                          "--cluster, or an executor")
+    executor = given if given is not None else DaskExecutor.connect(address)
+    try:
+        if isinstance(executor, DaskExecutor):
+            executor.prepare(WorkerSetup((str(plan.spec.base_dir),), dict(plan.spec.gdal),
+                                         plan.resources.gdal_cache))
+            executor.check_visible(_worker_paths(plan))
+        yield executor
+    finally:
+        if given is None:
+            executor.close()
+
+
+def _worker_paths(plan: RunPlan) -> list[str]:
+    """What a cluster's workers must see: the local input files, the scratch folder if images
+    go to it, and the folders of outputs that later steps read back."""
+    spec = plan.spec
+    paths = [str(path) for item in spec.inputs.values() for path in item.paths
+             if isinstance(path, Path)]
+    for name, image in plan.images.items():
+        if image.made_by is None or image.lives not in ("spilled", "written"):
+            continue
+        if name not in spec.outputs:
+            paths.append(str(spec.scratch or default_scratch()))
+        elif image.lives == "spilled":  # its folder, or the nearest that exists before the run
+            folder = spec.outputs[name].path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            paths.append(str(folder))
+    # What this process cannot see either, its own checks report (a missing scratch folder).
+    return [path for path in dict.fromkeys(paths) if Path(path).exists()]
+
+
+def _check_cluster_scratch(plan: RunPlan) -> None:
+    """On a remote cluster, scratch files must be in a folder every worker reads at the same
+    path: the system's temporary folder is no such folder, so one must be named."""
+    if plan.resources.executor != "cluster" or plan.spec.scratch is not None:
+        return
+    from eoscale.engine.cluster import parse_cluster
+
+    address = plan.spec.cluster or plan.resources.cluster or ""
+    with contextlib.suppress(ValueError):
+        if parse_cluster(address).local:
+            return
+    raise ConfigError(f"this run on the cluster {address} writes images to scratch files that "
+                      "its workers read back: give a scratch folder (--scratch DIR, 'scratch:') "
+                      "on a filesystem every worker mounts at the same path")
 
 
 def spill_options(step: StepPlan) -> dict[str, Any]:

@@ -249,7 +249,9 @@ class PipelineSpec:
     callables' modules are looked up in. ``memory`` is the run's memory budget in bytes (None:
     the memory available, less a margin); ``scratch`` the folder for spilled images (None: the
     system's temporary folder). ``gdal`` holds GDAL configuration options (as text) for the main
-    process and every worker. ``grid`` None: no working grid, inputs must share one.
+    process and every worker. ``grid`` None: no working grid, inputs must share one. ``cluster``
+    None: worker processes of this machine; else a Dask cluster's address (``local:4``,
+    ``tcp://host:8786``; see :func:`eoscale.engine.cluster.parse_cluster`).
     """
 
     version: int
@@ -265,6 +267,7 @@ class PipelineSpec:
     scratch: Path | None = None
     gdal: Mapping[str, str] = field(default_factory=FrozenMap)
     grid: GridSpec | None = None
+    cluster: str | None = None
 
     def producer(self, name: str) -> StepSpec | None:
         """The step that makes an image or result; None for an input; KeyError if unknown."""
@@ -292,3 +295,4 @@ class Overrides:
     params: Mapping[tuple[str, str], Any] = field(default_factory=dict)
     memory: str | int | None = None
     scratch: str | None = None
+    cluster: str | None = None

@@ -1,0 +1,349 @@
+"""The Dask executor: the engine's chunks of tiles as tasks on a ``dask.distributed`` cluster.
+
+A cluster is named by an address: ``local`` or ``local:N`` (a :class:`~distributed.LocalCluster`
+of N worker processes on this machine, 127.0.0.1 only; default all CPUs), or a running
+scheduler's address (``tcp://host:8786``); or it is given as a :class:`distributed.Client`.
+``distributed`` is an optional dependency (``pip install 'eoscale[dask]'``), imported only here.
+
+The workers share no memory with this process: every image a job reads is a file (the run plan
+sees to it) and every map output is sent back and written by this process, the one writer. A job
+is pickled once per step and scattered to every worker; a task is a chunk of tiles (never one
+per block, so a step has at most the engine's ``MAX_CHUNKS`` tasks); each worker thread unpickles
+a job once (:mod:`eoscale.engine.cluster_worker`). Dask may run a task twice (a worker lost while
+it ran it): only one result per task comes back here, and writing a tile's pixels again would
+write the same pixels, so writes are idempotent either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError
+from dataclasses import dataclass, replace
+from typing import Any
+
+from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES, Executor
+from eoscale.engine.tasks import Job
+from eoscale.errors import ConfigError, EOScaleError, StepError, WorkerDiedError
+
+#: How long to wait for a running scheduler to answer before giving up, in seconds.
+CONNECT_SECONDS = 10.0
+#: How long to wait for a local cluster's workers to start, in seconds.
+START_SECONDS = 60.0
+#: How long a lost task waits for the scheduler to name the task that killed the workers.
+_CAUSE_SECONDS = 1.0
+
+MISSING_EXTRA = ("the Dask executor needs the 'dask' extra: pip install 'eoscale[dask]' "
+                 "(or pip install 'dask[distributed]')")
+
+_LOCAL = re.compile(r"local(?::(\d+))?")
+
+
+class ClusterError(EOScaleError):
+    """The cluster cannot be used: the extra is missing, the scheduler does not answer."""
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """Where a run's cluster is: ``local`` with ``workers`` processes (None: all CPUs), or the
+    ``scheduler`` address of a running one."""
+
+    text: str
+    workers: int | None = None
+    scheduler: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.scheduler is None
+
+
+def parse_cluster(text: str) -> ClusterAddress:
+    """``local``, ``local:N`` or a scheduler address (``tcp://host:8786``, ``host:8786``);
+    a ValueError says what is expected."""
+    text = text.strip()
+    match = _LOCAL.fullmatch(text)
+    if match:
+        workers = int(match[1]) if match[1] else None
+        if workers is not None and workers < 1:
+            raise ValueError(f"a local cluster needs at least 1 worker, found {text!r}")
+        return ClusterAddress(text, workers=workers)
+    scheme, sep, rest = text.rpartition("://")
+    host, colon, port = rest.rpartition(":")
+    if (sep and not scheme.isalnum()) or not colon or not host or not port.isdigit():
+        raise ValueError(f"expected local, local:N or a scheduler address like "
+                         f"tcp://host:8786, found {text!r}")
+    return ClusterAddress(text, scheduler=text if sep else f"tcp://{text}")
+
+
+def distributed_module() -> Any:
+    """``distributed``, or a :class:`ClusterError` saying what to install."""
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterError(MISSING_EXTRA) from None
+    return distributed
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker needs before it runs a task: folders put at the front of ``sys.path``
+    (the pipeline's, for its callables' modules), GDAL options and GDAL's block cache; and for
+    the workers of a local cluster, which share this process's group, to ignore SIGINT (Ctrl-C
+    reaches the whole group: this process decides, cancels the tasks and closes the cluster)."""
+
+    paths: tuple[str, ...] = ()
+    gdal_options: Mapping[str, str] | None = None
+    gdal_cache_bytes: int = WORKER_GDAL_CACHE_BYTES
+    ignore_sigint: bool = False
+
+
+class DaskExecutor(Executor):
+    """Runs chunks as tasks on a Dask cluster; closes the cluster and client it made, not a
+    client it was given."""
+
+    shares_memory = False
+
+    def __init__(self, client: Any, cluster: Any = None, *, owned: bool = False,
+                 description: str = ""):
+        self.client = client
+        self._cluster = cluster
+        self._owned = owned
+        self.description = description or str(client.scheduler.address)
+        self._token = secrets.token_hex(4)
+        self._steps = 0
+        self._plugin: str | None = None
+        self._pending: list[Any] = []
+        self.workers = max(1, sum(self._threads().values()))  # tasks that can run at once
+
+    @classmethod
+    def connect(cls, cluster: str | ClusterAddress | Any, *,
+                connect_seconds: float = CONNECT_SECONDS) -> DaskExecutor:
+        """An executor on ``cluster``: an address (see :func:`parse_cluster`) or a Client.
+
+        A local cluster is started here (worker processes on 127.0.0.1, one thread each); a
+        running scheduler must answer within ``connect_seconds``, else a :class:`ClusterError`
+        names its address, before anything is computed.
+        """
+        distributed = distributed_module()
+        if isinstance(cluster, distributed.Client):
+            return cls(cluster, description=str(cluster.scheduler.address))
+        address = cluster if isinstance(cluster, ClusterAddress) else _parsed(str(cluster))
+        if address.local:
+            from eoscale.engine.core import default_workers
+
+            workers = address.workers or default_workers()
+            local = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=":0",
+                silence_logs=logging.ERROR, timeout=START_SECONDS)
+            try:
+                client = distributed.Client(local, timeout=START_SECONDS)
+            except BaseException:
+                local.close()
+                raise
+            return cls(client, local, owned=True, description=f"local:{workers}")
+        assert address.scheduler is not None
+        try:
+            _knock(address.scheduler, connect_seconds)
+            client = distributed.Client(address.scheduler, timeout=connect_seconds)
+        except (OSError, TimeoutError) as error:
+            raise ClusterError(f"cannot reach the Dask scheduler at {address.scheduler} "
+                               f"({type(error).__name__}: {error}); is it running, and is the "
+                               "address right?") from None
+        except Exception as error:  # noqa: BLE001 - something answered, not a scheduler
+            raise ClusterError(f"{address.scheduler} answered, but not as a Dask scheduler "
+                               f"({type(error).__name__}: {error})") from None
+        return cls(client, owned=True, description=address.scheduler or address.text)
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _threads(self) -> dict[str, int]:
+        """Each worker the scheduler knows now, with its threads."""
+        return dict(self.client.nthreads())
+
+    @property
+    def dashboard(self) -> str | None:
+        """The dashboard's address, if the scheduler serves one (a local one needs bokeh)."""
+        if self._cluster is not None and not _has_dashboard():
+            return None
+        with contextlib.suppress(Exception):
+            if "dashboard" in self.client.scheduler_info().get("services", {}):
+                return str(self.client.dashboard_link)
+        return None
+
+    def summary(self) -> str:
+        """``<address>, N workers`` (and their threads, when a worker has several)."""
+        threads = self._threads()
+        workers = len(threads)
+        text = f"{self.description}, {workers} worker{'s' if workers != 1 else ''}"
+        if sum(threads.values()) != workers:
+            text += f" ({sum(threads.values())} threads)"
+        return text
+
+    def describe(self) -> str:
+        """``<address>, N workers, dashboard: <link>`` for the start of a run."""
+        return f"{self.summary()}, dashboard: {self.dashboard or 'none (pip install bokeh)'}"
+
+    def prepare(self, setup: WorkerSetup) -> None:
+        """Set up every worker, those that join later (a lost one, restarted) included."""
+        from eoscale.engine.cluster_worker import SetupPlugin
+
+        self._plugin = f"eoscale-setup-{self._token}"
+        if self._cluster is not None:
+            setup = replace(setup, ignore_sigint=True)
+        self.client.register_plugin(SetupPlugin(setup), name=self._plugin)
+
+    def check_visible(self, paths: Sequence[str]) -> None:
+        """Refuse to start when a worker cannot see one of ``paths`` (input files, the scratch
+        folder, output folders read back): they must be the same paths on every worker."""
+        from eoscale.engine.cluster_worker import missing_paths
+
+        if not paths:
+            return
+        missing = {worker: found for worker, found in
+                   self.client.run(missing_paths, list(paths)).items() if found}
+        if missing:
+            worker, found = min(missing.items())
+            raise ClusterError(
+                f"the Dask worker {worker} cannot see {', '.join(found)}"
+                f"{f' (nor can {len(missing) - 1} other worker(s))' if len(missing) > 1 else ''}"
+                ": inputs, the scratch folder and the outputs later steps read must be on a "
+                "filesystem every worker mounts at the same path")
+
+    def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
+        from distributed import as_completed
+
+        from eoscale.engine.cluster_worker import forget, run_chunk
+
+        self._steps += 1
+        token = f"{self._token}-{self._steps}"
+        try:
+            payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds of errors
+            raise StepError(
+                f"cannot send the step to the cluster's workers ({type(exc).__name__}: {exc}); "
+                "callables and params must be picklable: define functions at module level",
+                step=job.step) from None
+        label = re.sub(r"[^\w.]+", "_", job.step)[:40] or "step"
+        shared = self.client.scatter(payload, broadcast=True, hash=False)
+        futures = [self.client.submit(run_chunk, shared, token, list(chunk), pure=False,
+                                      key=f"eoscale-{label}-{token}-{position}")
+                   for position, chunk in enumerate(chunks)]
+        position_of = {future.key: position for position, future in enumerate(futures)}
+        self._pending = futures
+        try:
+            # Results are fetched as their tasks finish: a result left on a worker would be lost
+            # with it.
+            for future, value in as_completed(futures, with_results=True, raise_errors=False):
+                position = position_of[future.key]
+                error = _failure(value)
+                if error is not None:
+                    self._raise_failed(job, chunks, futures, position, error)
+                yield position, value
+        finally:
+            self._pending = []
+            with contextlib.suppress(Exception):
+                self.client.cancel([*futures, shared], force=True)
+            with contextlib.suppress(Exception):
+                self.client.run(forget, token, wait=False)
+
+    def _raise_failed(self, job: Job, chunks: Sequence[Sequence[int]], futures: Sequence[Any],
+                      position: int, error: BaseException) -> None:
+        """Raise what a failed task means: a worker that died running it (Dask gave up after
+        retries: KilledWorker), or a task lost with its worker or its data (cancelled), both a
+        :class:`WorkerDiedError`; else a :class:`StepError`. A task lost because another one
+        killed the workers is reported as that other one, the cause."""
+        from distributed.scheduler import KilledWorker
+
+        if not isinstance(error, KilledWorker):
+            deadline = time.monotonic() + _CAUSE_SECONDS
+            while time.monotonic() < deadline:
+                killed = [(index, future) for index, future in enumerate(futures)
+                          if future.status == "error"
+                          and isinstance(future.exception(timeout=_CAUSE_SECONDS), KilledWorker)]
+                if killed:
+                    position, future = killed[0]
+                    error = future.exception()
+                    break
+                time.sleep(0.05)
+        chunk = chunks[position]
+        first, last = job.tiles[chunk[0]], job.tiles[chunk[-1]]
+        where = first.describe() if first is last else f"{first.describe()} .. {last.describe()}"
+        if isinstance(error, KilledWorker):
+            raise WorkerDiedError(
+                "a Dask worker died while running this chunk, each time Dask retried it (Dask "
+                "cannot tell which of the chunks a dying worker held killed it: it may be "
+                f"another chunk of this step) ({error}); out of memory, a crash in C code or an "
+                "exit in the callable are the usual causes: try a smaller tile size",
+                step=job.step, tile=where)
+        if isinstance(error, CancelledError):
+            raise WorkerDiedError(
+                f"the cluster lost this chunk's task ({type(error).__name__}: {error}): its "
+                "workers died, or the scheduler", step=job.step, tile=where)
+        raise StepError(f"the Dask cluster failed to run this chunk ({type(error).__name__}: "
+                        f"{error})", step=job.step, tile=where)
+
+    def close(self) -> None:
+        """Cancel what still runs; close the client and the cluster if this executor made them."""
+        pending, self._pending = self._pending, []
+        with contextlib.suppress(Exception):
+            if pending:
+                self.client.cancel(pending, force=True)
+        if self._plugin is not None:
+            with contextlib.suppress(Exception):
+                self.client.unregister_worker_plugin(self._plugin)
+            self._plugin = None
+        if self._owned:
+            self._owned = False
+            with contextlib.suppress(Exception):
+                self.client.close()
+            if self._cluster is not None:
+                with contextlib.suppress(Exception):
+                    self._cluster.close()
+
+
+def _failure(value: Any) -> BaseException | None:
+    """The error ``as_completed(..., raise_errors=False)`` gives in place of a failed task's
+    result (an exception, or its ``(type, value, traceback)``); None for a result (a chunk's
+    result is never either)."""
+    if isinstance(value, BaseException):
+        return value
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], BaseException):
+        return value[1]
+    return None
+
+
+def _parsed(text: str) -> ClusterAddress:
+    try:
+        return parse_cluster(text)
+    except ValueError as error:
+        raise ConfigError(f"cluster: {error}") from None
+
+
+def _knock(scheduler: str, seconds: float) -> None:
+    """Open and close a TCP connection to a ``tcp://`` scheduler: a refused one fails at once
+    (Dask's client would retry until its timeout)."""
+    scheme, _, rest = scheduler.rpartition("://")
+    if scheme != "tcp":
+        return
+    host, _, port = rest.rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+        pass
+
+
+def _has_dashboard() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,109 @@
+"""What runs on a Dask worker: its set-up, and a chunk of tiles of a scattered job.
+
+Imported on the workers (and by :mod:`eoscale.engine.cluster` once ``distributed`` is known to be
+there). A worker thread unpickles a step's job once, at its first chunk, and keeps it by token
+until the step ends (:func:`forget`); each thread has its own copy, since a job's open files
+(GDAL datasets) must not be shared by threads.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distributed import WorkerPlugin
+
+from eoscale.engine.cluster import WorkerSetup
+from eoscale.engine.executors import cap_gdal_cache, set_gdal_options
+from eoscale.engine.tasks import Job
+
+
+class SetupPlugin(WorkerPlugin):
+    """Puts the pipeline's folders at the front of ``sys.path`` and forgets the modules already
+    imported from them (so that a long-lived worker runs the callables as they are now), then
+    applies the GDAL options and caps GDAL's block cache (see :class:`WorkerSetup`)."""
+
+    def __init__(self, setup: WorkerSetup):
+        self.setup_values = setup
+
+    def setup(self, worker: Any = None) -> None:
+        setup = self.setup_values
+        folders = [str(Path(path)) for path in setup.paths]
+        for folder in reversed(folders):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        for name, module in list(sys.modules.items()):
+            if any(_imported_from(name, module, folder) for folder in folders):
+                del sys.modules[name]
+        cap_gdal_cache(setup.gdal_cache_bytes)
+        set_gdal_options(setup.gdal_options or {})
+        if setup.ignore_sigint and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _imported_from(name: str, module: Any, folder: str) -> bool:
+    """Whether ``module`` was imported through ``folder`` as a ``sys.path`` entry: its top-level
+    package or module lies right in the folder (not merely somewhere below it, as a virtual
+    environment inside the pipeline's folder would); never eoscale itself."""
+    top = name.partition(".")[0]
+    filename = getattr(module, "__file__", None)
+    if top == "eoscale" or not filename:
+        return False
+    try:
+        first = Path(filename).relative_to(folder).parts[0]
+    except (ValueError, IndexError):
+        return False
+    return first in (top, f"{top}.py") or first.startswith(f"{top}.")
+
+
+class _Cached:
+    def __init__(self, job: Job):
+        self.job = job
+        self.lock = threading.Lock()
+        self.forgotten = False
+
+    def close(self) -> None:
+        self.forgotten = True
+        if self.lock.acquire(blocking=False):  # else the chunk running closes it when done
+            try:
+                self.job.close()
+            finally:
+                self.lock.release()
+
+
+_jobs: dict[tuple[str, int], _Cached] = {}
+_jobs_lock = threading.Lock()
+
+
+def run_chunk(payload: bytes, token: str, chunk: Sequence[int]) -> Any:
+    """A task: run a chunk of the job ``payload`` (pickled), unpickled once per worker thread."""
+    key = (token, threading.get_ident())
+    with _jobs_lock:
+        cached = _jobs.get(key)
+        if cached is None:
+            cached = _jobs[key] = _Cached(pickle.loads(payload))
+    with cached.lock:
+        try:
+            return cached.job.run_chunk(chunk)
+        finally:
+            if cached.forgotten:
+                cached.job.close()
+
+
+async def forget(token: str) -> None:
+    """The step ``token`` ended: close its jobs now, or a chunk still running closes its job
+    when it ends (a coroutine: it runs on the worker's event loop, which must not wait)."""
+    with _jobs_lock:
+        ended = [_jobs.pop(key) for key in list(_jobs) if key[0] == token]
+    for cached in ended:
+        cached.close()
+
+
+def missing_paths(paths: Sequence[str]) -> list[str]:
+    """Those of ``paths`` that this worker cannot see."""
+    return [path for path in paths if not Path(path).exists()]

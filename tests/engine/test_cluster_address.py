@@ -1,0 +1,61 @@
+"""Cluster addresses, and what ``--cluster`` says without the 'dask' extra (no Dask needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from eoscale.engine.cluster import ClusterAddress, parse_cluster
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("local", ClusterAddress("local")),
+    ("local:3", ClusterAddress("local:3", workers=3)),
+    ("tcp://10.0.0.5:8786", ClusterAddress("tcp://10.0.0.5:8786", scheduler="tcp://10.0.0.5:8786")),
+    ("head-node:8786", ClusterAddress("head-node:8786", scheduler="tcp://head-node:8786")),
+    ("tls://[::1]:8786", ClusterAddress("tls://[::1]:8786", scheduler="tls://[::1]:8786")),
+])
+def test_cluster_addresses(text, expected):
+    assert parse_cluster(text) == expected
+
+
+@pytest.mark.parametrize("text", ["local:0", "local:x", "tcp://host", "host", "://host:1",
+                                  "tcp://host:port"])
+def test_bad_cluster_addresses_say_what_is_expected(text):
+    with pytest.raises(ValueError, match="local|scheduler|worker"):
+        parse_cluster(text)
+
+
+def test_a_bad_cluster_in_the_pipeline_is_a_problem_at_its_line(tmp_path):
+    from eoscale.errors import PipelineError
+    from eoscale.pipeline import load_pipeline
+
+    (tmp_path / "p.yaml").write_text("version: 1\ncluster: local:zero\ninputs: {a: a.tif}\n"
+                                     "steps: [{name: s, map: m.f, inputs: [a]}]\n")
+    with pytest.raises(PipelineError, match=r"p.yaml:2:10, cluster: expected local, local:N"):
+        load_pipeline(tmp_path / "p.yaml")
+
+
+def test_cluster_without_the_dask_extra_says_what_to_install(tmp_path: Path):
+    with rasterio.open(tmp_path / "a.tif", "w", driver="GTiff", width=8, height=8, count=1,
+                       dtype="uint8", crs="EPSG:32631",
+                       transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
+        dst.write(np.ones((1, 8, 8), np.uint8))
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ninputs: {a: a.tif}\nsteps: [{name: s, map: eoscale.ops.mean_filter, "
+        "inputs: [a], params: {size: 3}}]\noutputs: {s: out/s.tif}\n")
+    hide_dask = ("import sys; sys.modules['distributed'] = None; "
+                 "from eoscale.cli.main import main; main()")
+    done = subprocess.run([sys.executable, "-c", hide_dask, "run", "p.yaml", "--cluster",
+                           "local:2"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'eoscale[dask]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
