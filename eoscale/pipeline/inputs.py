@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eoscale.errors import Problem, RasterError
-from eoscale.io.paths import location_name
+from eoscale.io.paths import is_address, location_name
 from eoscale.io.sources import Grid, Source
 from eoscale.pipeline.spec import PipelineSpec
 
@@ -40,13 +40,18 @@ def input_source(spec: PipelineSpec, name: str, grid: Grid | None = None) -> Sou
 
 def own_profiles(spec: PipelineSpec, problems: list[Problem]) -> dict[str, dict[str, Any]]:
     """Each input's profile on its own grid (a band stack: on its first file's), by name; an
-    input that cannot be read is a problem at its line, and left out."""
+    input that cannot be read is a problem at its line, and left out. An address (a URL, a
+    ``/vsi...`` path) that does not answer is no mistake in the pipeline but a failure of the
+    run: a :class:`RasterError` (exit 1) naming the input's line and the address."""
     profiles = {}
     for name, item in spec.inputs.items():
         try:
             profiles[name] = input_source(spec, name).profile()
         except RasterError as error:
-            problems.append(item.where.problem(str(error)))
+            problem = item.where.problem(str(error))
+            if any(is_address(path) for path in item.paths):
+                raise RasterError(str(problem)) from None
+            problems.append(problem)
     return profiles
 
 

@@ -164,7 +164,7 @@ def test_validate_and_run_name_the_input_and_its_address_before_computing(served
     (tmp_path / "example_ops.py").write_text((PIPELINES / "example_ops.py").read_text())
     for command in ("validate", "run"):
         result = invoke(command, pipeline)
-        assert result.exit_code == 3, result.output   # as for a missing local file
+        assert result.exit_code == 1, result.output   # a failure of the run, not of the file
         assert f"remote.yaml:8:10, inputs -> scene: cannot open {url}" in result.output
         assert "HTTP response code: 404" in result.output
     assert not (tmp_path / "out").exists()
