@@ -43,14 +43,19 @@ FinalizeFn = Callable[[Any, dict], Any]
 ProfileFn = Callable[[Sequence[dict], dict], "dict | Sequence[dict]"]
 
 
+def _declared_value(fn: Callable, attribute: str, params: Mapping[str, Any]) -> Any:
+    """A value a callable declares as an attribute, a constant or a function of the params;
+    None if it declares none."""
+    value = getattr(fn, attribute, None)
+    if callable(value):
+        value = value(dict(params))
+    return value
+
+
 def declared_margin(fn: Callable, params: Mapping[str, Any]) -> int | None:
     """The margin a callable declares for these params (``fn.margin``), or None if it declares none."""
-    margin = getattr(fn, "margin", None)
-    if margin is None:
-        return None
-    if callable(margin):
-        margin = margin(dict(params))
-    return int(margin)
+    margin = _declared_value(fn, "margin", params)
+    return None if margin is None else int(margin)
 
 
 def step_margin(fn: Callable, params: Mapping[str, Any], stated: int | None, *,
@@ -81,12 +86,8 @@ def declared_memory_factor(fn: Callable, params: Mapping[str, Any]) -> float | N
     """The peak memory a callable declares for a tile (``fn.memory_factor``: a number or a
     function ``params -> number``) beyond its inputs, as a multiple of its inputs' bytes over the
     read window; None if it declares none."""
-    factor = getattr(fn, "memory_factor", None)
-    if factor is None:
-        return None
-    if callable(factor):
-        factor = factor(dict(params))
-    return float(factor)
+    factor = _declared_value(fn, "memory_factor", params)
+    return None if factor is None else float(factor)
 
 
 def declared(fn: Callable, attribute: str) -> Callable | None:

@@ -52,13 +52,10 @@ class FileRef(RasterRef):
         return FileRaster(self)
 
 
-class FileRaster:
-    """A raster file opened for windowed reads (the files are opened at the first read)."""
+class _Described:
+    """A raster whose pixels live in a file, known here by its description (``ref``)."""
 
-    def __init__(self, ref: FileRef):
-        self.ref = ref
-        self._reader: SourceReader | None = None
-        self._closed = False
+    ref: RasterRef
 
     @property
     def name(self) -> str:
@@ -67,6 +64,15 @@ class FileRaster:
     @property
     def profile(self) -> dict[str, Any]:
         return dict(self.ref.profile)
+
+
+class FileRaster(_Described):
+    """A raster file opened for windowed reads (the files are opened at the first read)."""
+
+    def __init__(self, ref: FileRef):
+        self.ref = ref
+        self._reader: SourceReader | None = None
+        self._closed = False
 
     @property
     def released(self) -> bool:
@@ -105,7 +111,7 @@ class OutputFile:
     display: str | None = None
 
 
-class WrittenRaster:
+class WrittenRaster(_Described):
     """A map output written to its file as it was computed: its description and its path, no
     pixels (no step can read it; it is released from the start)."""
 
@@ -118,14 +124,6 @@ class WrittenRaster:
         shape = (int(profile["count"]), int(profile["height"]), int(profile["width"]))
         return cls(RasterRef("", shape, np.dtype(profile["dtype"]).name, dict(profile), name),
                    Path(path))
-
-    @property
-    def name(self) -> str:
-        return self.ref.name
-
-    @property
-    def profile(self) -> dict[str, Any]:
-        return dict(self.ref.profile)
 
     @property
     def released(self) -> bool:

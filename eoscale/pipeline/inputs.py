@@ -25,11 +25,29 @@ def input_sources(spec: PipelineSpec, problems: list[Problem],
     """The working grid (None without ``grid:``) and each readable input's source on it, by
     name; unreadable inputs and, without ``grid:``, inputs off the first one's grid are problems
     added to ``problems`` (the grid is None too when ``like``'s file cannot be read)."""
+    grid, sources, _profiles = sources_and_profiles(spec, problems)
+    return grid, sources
+
+
+def sources_and_profiles(spec: PipelineSpec, problems: list[Problem],
+                         ) -> tuple[Grid | None, dict[str, Source], dict[str, dict[str, Any]]]:
+    """:func:`input_sources`, and each input's profile on the working grid. Without ``grid:``
+    the inputs' own profiles are those: each file is opened once (an address: once over the
+    network)."""
     own = own_profiles(spec, problems)
     problems += grid_problems(spec, own)
     like = spec.grid.like if spec.grid is not None else None
     grid = None if like is not None and like not in own else working_grid(spec, own)
-    return grid, {name: input_source(spec, name, grid) for name in own}
+    sources = {name: input_source(spec, name, grid) for name in own}
+    if grid is None:
+        return grid, sources, own
+    profiles = {}
+    for name, source in sources.items():
+        try:
+            profiles[name] = source.profile()
+        except RasterError as error:
+            problems.append(spec.inputs[name].where.problem(str(error)))
+    return grid, sources, profiles
 
 
 def input_source(spec: PipelineSpec, name: str, grid: Grid | None = None) -> Source:

@@ -45,11 +45,11 @@ from eoscale.engine.core import default_workers, make_chunks
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES
 from eoscale.engine.memory import own_pss
 from eoscale.engine.tiling import Plan, Tiling, plan_step
-from eoscale.errors import ConfigError, PipelineError, Problem, RasterError
+from eoscale.errors import ConfigError, PipelineError, Problem
 from eoscale.io.paths import location_name
 from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS
 from eoscale.io.sources import WARP_STRIP_ROWS, Source
-from eoscale.pipeline.inputs import input_sources
+from eoscale.pipeline.inputs import sources_and_profiles
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
@@ -374,16 +374,11 @@ def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
 
 def _input_profiles(spec: PipelineSpec, problems: list[Problem],
                     ) -> tuple[dict[str, dict[str, Any]], dict[str, Source]]:
-    """Each input's source (:func:`~eoscale.pipeline.inputs.input_sources`: on the working grid,
-    warped where it is not on it) and its profile there; problems name the input's line."""
+    """Each input's source (on the working grid, warped where it is not on it) and its profile
+    there (:func:`~eoscale.pipeline.inputs.sources_and_profiles`); problems name the input's
+    line."""
     with rasterio.Env(**spec.gdal):
-        _grid, sources = input_sources(spec, problems)
-        profiles = {}
-        for name, source in sources.items():
-            try:
-                profiles[name] = source.profile()
-            except RasterError as error:
-                problems.append(spec.inputs[name].where.problem(str(error)))
+        _grid, sources, profiles = sources_and_profiles(spec, problems)
     return profiles, sources
 
 

@@ -84,7 +84,8 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     images: dict[str, SharedRaster | FileRaster] = {}
     sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS)
     spilled: dict[str, Path] = {}
-    start_method = worker_start_method((item.path for item in spec.inputs.values()), start_method)
+    start_method = worker_start_method(
+        (path for item in spec.inputs.values() for path in item.paths), start_method)
     with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
             Scratch(spec.scratch) as scratch, _gdal_cache(plan), \
             cluster_executor(plan, executor) as on_cluster, \
