@@ -19,8 +19,11 @@ HERE = Path(__file__).resolve().parent
 ALLOWED_FAILURES = 1
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[distributed.Client]:
+    """A LocalCluster of 2 worker processes for one test module. Not for the session: its
+    threads in this process would run on through every later test (CPU time measured by them,
+    threads alive when an engine forks its workers)."""
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
