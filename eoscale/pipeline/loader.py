@@ -187,6 +187,47 @@ def absolute(text: str, base: Path) -> Path:
     return Path(os.path.normpath(base / os.path.expanduser(text)))
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int | None:
+    """How many values ``node`` holds once its aliases are expanded, counted without expanding
+    them (each node once, however many aliases name it); None for a recursive alias, which the
+    walk reports itself."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_:
+        return None
+    open_.add(id(node))
+    total = 1
+    children = (node.value if isinstance(node, yaml.SequenceNode) else
+                [item for pair in node.value for item in pair]
+                if isinstance(node, yaml.MappingNode) else [])
+    for child in children:
+        size = _expanded_size(child, sizes, open_)
+        if size is None:
+            return None
+        total += size
+    open_.discard(id(node))
+    sizes[id(node)] = total
+    return total
+
+
+def _refuse_alias_bombs(root: yaml.Node) -> None:
+    """Refuse, before walking it, a document holding more than :data:`MAX_NODES` values once its
+    aliases are expanded, at the first top-level value that takes it over (an alias bomb)."""
+    sizes: dict[int, int] = {}
+    if (_expanded_size(root, sizes, set()) or 0) <= MAX_NODES:
+        return
+    culprit, total = root, 1
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            total += sizes.get(id(key), 1) + sizes.get(id(value), 1)
+            if total > MAX_NODES:
+                culprit = value
+                break
+    raise _Stop(culprit, f"more than {MAX_NODES} values once aliases are expanded (an alias "
+                         "bomb?); write the values out or use fewer aliases")
+
+
 class _Reader:
     """Reads a document into spec values, collecting every problem with where it was written."""
 
@@ -241,6 +282,7 @@ class _Reader:
             if node is None:
                 self.problems.append(Problem("the pipeline is empty", self.file, 1))
                 return None
+            _refuse_alias_bombs(node)
             return self._node(node, ())
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
