@@ -29,7 +29,8 @@ class ConfigError(EOScaleError, ValueError):
 
 
 class RasterError(EOScaleError):
-    """A raster cannot be opened, read or written; the message names the file."""
+    """A raster cannot be opened, read or written (a full disk too: not the user's mistake, a
+    run failure); the message names the file."""
 
 
 class OutputExistsError(EOScaleError):

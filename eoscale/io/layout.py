@@ -22,10 +22,8 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import OverviewResampling, Resampling
-from rasterio.errors import RasterioError
 
-from eoscale.errors import RasterError
-from eoscale.io.raster import temporary_path
+from eoscale.io.raster import temporary_path, writing
 
 ImageFormat = Literal["GTiff", "COG"]
 #: The formats an image output can be written in (GDAL driver names).
@@ -87,11 +85,9 @@ def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | Non
         yield intermediate, _INTERMEDIATE_OPTIONS
         if layout.overviews:
             _build_overviews(intermediate, layout.overviews, resampling, display or path)
-        try:
+        with writing(path, display, "cannot write as COG"):
             rasterio.shutil.copy(intermediate, path, driver="COG",
                                  **cog_options(options, resampling, threads))
-        except (RasterioError, ValueError, TypeError) as exc:
-            raise RasterError(f"{display or path}: cannot write as COG ({exc})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             intermediate.unlink()
@@ -99,9 +95,7 @@ def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | Non
 
 def _build_overviews(path: Path, factors: tuple[int, ...], resampling: str,
                      display: str | os.PathLike) -> None:
-    try:
-        with rasterio.open(path, "r+") as dataset:
-            dataset.build_overviews(list(factors), Resampling[resampling])
-            dataset.update_tags(ns="rio_overview", resampling=resampling)
-    except (RasterioError, ValueError) as exc:
-        raise RasterError(f"{display}: cannot build overviews {list(factors)} ({exc})") from None
+    with writing(path, display, f"cannot build overviews {list(factors)}"), \
+            rasterio.open(path, "r+") as dataset:
+        dataset.build_overviews(list(factors), Resampling[resampling])
+        dataset.update_tags(ns="rio_overview", resampling=resampling)

@@ -25,7 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from eoscale.errors import RasterError
 from eoscale.io.paths import redact
-from eoscale.io.raster import Staging, open_raster
+from eoscale.io.raster import Staging, open_raster, writing
 
 #: The longest side of a quicklook, in pixels, unless said otherwise.
 QUICKLOOK_SIZE = 1024
@@ -134,14 +134,12 @@ def write_png(rgba: np.ndarray, path: str | os.PathLike, *,
     """Write a (4, rows, cols) uint8 picture as a PNG, without a .aux.xml sidecar."""
     path = Path(path)
     _, height, width = rgba.shape
-    try:
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path, "w", driver="PNG", width=width, height=height, count=4,
-                               dtype="uint8") as png:
-                png.write(rgba)
-    except (RasterioError, OSError) as exc:
-        raise RasterError(f"{display or path}: cannot write the quicklook ({exc})") from None
+    with writing(path, display, "cannot write the quicklook"), \
+            rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="PNG", width=width, height=height, count=4,
+                           dtype="uint8") as png:
+            png.write(rgba)
     return path
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import math
 import os
 import secrets
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.env
 import rasterio.io
 from rasterio.errors import RasterioError
 
@@ -25,6 +29,9 @@ DEFAULT_GTIFF_OPTIONS: dict[str, Any] = {
 #: Profile keys that describe the grid and pixels (kept when writing); the rest is file layout.
 GRID_KEYS = ("dtype", "count", "width", "height", "crs", "transform", "nodata")
 TEMP_MARK = ".eoscale-tmp-"
+#: A write that failed with less free space than this left on its filesystem failed because the
+#: filesystem is full (a write that does not fit fills it to the last block before failing).
+FULL_BELOW = 1 << 20
 
 
 def read_profile(path: str | os.PathLike) -> dict[str, Any]:
@@ -104,13 +111,18 @@ def check_writable(path: Path, overwrite: bool) -> None:
         raise RasterError(f"{path}: is a folder")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise RasterError(f"{path}: cannot create the folder {path.parent} ({parent} is a file)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RasterError(f"{path}: cannot write in {parent} (permission denied)")
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest parent that does."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def make_folders(folder: Path) -> list[Path]:
@@ -169,10 +181,15 @@ class Staging:
         return self._staged[Path(path)]
 
     def commit(self) -> list[Path]:
-        """Rename every staged file into place."""
+        """Rename every staged file into place; a rename that fails is a RasterError naming its
+        output (those renamed before it stay in place, the others are discarded)."""
         done = []
         for path, temp in list(self._staged.items()):
-            os.replace(temp, path)
+            try:
+                os.replace(temp, path)
+            except OSError as exc:
+                raise write_error(path, None, "cannot move the finished file into place",
+                                  [exc.strerror or str(exc)], exc) from None
             del self._staged[path]
             done.append(path)
         self._made = []
@@ -190,17 +207,89 @@ class Staging:
                 folder.rmdir()
 
 
+class _GdalFailures(logging.Handler):
+    """The failures GDAL reports in this thread while this handler listens, as rasterio logs
+    them (at INFO, on ``rasterio._env``) when it does not raise them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (record.thread == self.thread and record.levelno == logging.INFO
+                and str(record.msg).startswith("GDAL signalled an error")):
+            args = record.args if isinstance(record.args, tuple) else ()
+            self.messages.append(str(args[-1]) if args else record.getMessage())
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, display: str | os.PathLike | None = None,
+            what: str = "cannot write") -> Iterator[None]:
+    """GDAL writes ``path`` inside the block; any failure becomes a RasterError naming
+    ``display`` (else ``path``) and saying ``what`` could not be done.
+
+    GDAL writes most blocks of a file when it closes it, and rasterio does not raise the
+    failures of a close (a full disk, say): it only logs them. So this listens to that log while
+    the block runs, and a failure logged there fails the write as a raised one does; without it
+    a truncated file would pass for a written one. A failure on a full filesystem says so.
+    """
+    logger = logging.getLogger("rasterio._env")
+    failures = _GdalFailures()
+    level = logger.level
+    logger.addHandler(failures)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        with rasterio.env.env_ctx_if_needed():  # where GDAL's errors reach rasterio's log
+            yield
+    except (RasterioError, ValueError, TypeError, OSError) as exc:
+        raise write_error(path, display, what, failures.messages[:1] or [str(exc)], exc) from None
+    finally:
+        logger.removeHandler(failures)
+        logger.setLevel(level)
+    if failures.messages:
+        raise write_error(path, display, what, failures.messages[:1])
+
+
+def write_error(path: str | os.PathLike, display: str | os.PathLike | None, what: str,
+                details: list[str], exc: BaseException | None = None) -> RasterError:
+    """The error of a write of ``path`` that failed: on a full filesystem it says so, otherwise
+    it gives GDAL's (or the system's) reason."""
+    name = display or path
+    if disk_full(Path(path), exc):
+        return RasterError(f"{name}: {what}: no space left on device (the filesystem holding "
+                           "it is full)")
+    return RasterError(f"{name}: {what} ({'; '.join(details)})")
+
+
+def disk_full(path: Path, exc: BaseException | None = None) -> bool:
+    """Whether a write of ``path`` that failed (with ``exc``) failed for want of space."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        stats = os.statvfs(nearest_existing(path.parent))
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_BELOW
+
+
+def write_text(path: Path, text: str, display: str | os.PathLike | None = None) -> None:
+    """Write ``text`` to ``path`` as UTF-8; a failure is a RasterError naming ``display``."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise write_error(path, display, "cannot write", [exc.strerror or str(exc)], exc) from None
+
+
 def write_geotiff(array: np.ndarray, profile: Mapping[str, Any], path: str | os.PathLike, *,
                   options: Mapping[str, Any] | None = None, threads: int = 1,
                   display: str | os.PathLike | None = None) -> Path:
     """Write ``array`` (bands, rows, cols) as a GeoTIFF at ``path`` (errors name ``display``)."""
     path = Path(path)
     kwargs = creation_profile(profile, options, threads)
-    try:
-        with rasterio.open(path, "w", **kwargs) as dataset:
-            dataset.write(array)
-    except (RasterioError, ValueError, TypeError) as exc:
-        raise RasterError(f"{display or path}: cannot write ({exc})") from None
+    with writing(path, display), rasterio.open(path, "w", **kwargs) as dataset:
+        dataset.write(array)
     return path
 
 
@@ -221,28 +310,23 @@ class TileWriter:
         kwargs = creation_profile(profile, options, threads)
         kwargs.setdefault("bigtiff", "IF_SAFER")
         self.dtype = np.dtype(kwargs["dtype"])
-        try:
+        with writing(self.path, self.display):
             self._dataset: Any = rasterio.open(self.path, "w", **kwargs)
-        except (RasterioError, ValueError, TypeError) as exc:
-            raise RasterError(f"{self.display}: cannot write ({exc})") from None
 
     def write(self, window: Any, data: np.ndarray) -> None:
         """Write ``data`` (bands, rows, cols) at ``window``, cast to the file's dtype."""
-        try:
+        with writing(self.path, self.display, f"cannot write rows {window.row_off}:"
+                     f"{window.row_off + window.height}, cols {window.col_off}:"
+                     f"{window.col_off + window.width}"):
             self._dataset.write(data.astype(self.dtype, copy=False), window=window)
-        except (RasterioError, ValueError, TypeError) as exc:
-            raise RasterError(f"{self.display}: cannot write rows {window.row_off}:"
-                              f"{window.row_off + window.height}, cols {window.col_off}:"
-                              f"{window.col_off + window.width} ({exc})") from None
 
     def close(self) -> None:
-        """Flush and close the file (what is left of its blocks is compressed now). Idempotent."""
+        """Flush and close the file (what is left of its blocks is compressed and written now,
+        so a full disk often shows here). Idempotent."""
         dataset, self._dataset = self._dataset, None
         if dataset is not None:
-            try:
+            with writing(self.path, self.display):
                 dataset.close()
-            except (RasterioError, ValueError) as exc:
-                raise RasterError(f"{self.display}: cannot write ({exc})") from None
 
     def __enter__(self) -> TileWriter:
         return self

@@ -33,7 +33,7 @@ from eoscale.engine.scratch import Scratch, default_scratch
 from eoscale.errors import ConfigError, StepError
 from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
-from eoscale.io.raster import Staging
+from eoscale.io.raster import Staging, write_text
 from eoscale.pipeline.outputs import copy_image, image_target, stage_image
 from eoscale.pipeline.plan import RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
@@ -68,7 +68,7 @@ def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
     except (TypeError, ValueError) as exc:
         raise StepError(f"its result cannot be written as JSON to {display} ({exc}); make finalize "
                         "return numbers, strings, lists and dicts", step=step.name) from None
-    path.write_text(text + "\n", encoding="utf-8")
+    write_text(path, text + "\n", display)
 
 
 def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = None,
