@@ -39,6 +39,12 @@ def write_geotiff(path: Path, array: np.ndarray, profile: dict, nodata) -> None:
         dst.write(array)
 
 
+def write_statistics(path: Path, result: dict) -> None:
+    """W2's result as the JSON document ``eoscale run`` writes for its ``stats`` step."""
+    document = {"step": "stats", "inputs": ["scene"], "result": result}
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workload", choices=sorted(PARAMS))
@@ -73,8 +79,7 @@ def main() -> None:
     if args.workload == "w1":
         write_geotiff(args.output, result, profile, None)
     elif args.workload == "w2":
-        document = {"step": "stats", "inputs": ["scene"], "result": result}
-        args.output.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        write_statistics(args.output, result)
     else:
         write_geotiff(args.output, result, profile, float("nan"))
     times["write"] = time.perf_counter() - started

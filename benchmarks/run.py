@@ -1,25 +1,29 @@
-"""eoscale against a single-process baseline, end to end, on generated data. One command:
+"""eoscale against a single-process baseline and dask, end to end, on generated data. One command:
 
     python benchmarks/run.py [--size 8192] [--repeat 3] [--workers 2] [--out benchmarks/results/latest.json]
                              [--eoscale-ref HEAD] [--workloads w1,w2,w3] [--same-runs] [--env K=V]
+                             [--sides baseline,eoscale,dask] [--dask-args "--writer rioxarray"]
 
 It generates the input rasters once (datagen.py). For each workload (W1 9 x 9 mean -> float32
 GeoTIFF; W2 per-band statistics and histogram -> JSON; W3 band ratio -> 5 x 5 median -> GeoTIFF) it
-alternates the baseline script and the real ``eoscale run`` command, ``--repeat`` times, each time
-once for timing (wall, CPU) and once sampling memory (peak PSS of the process tree; see measure.py),
-after waiting for the machine to be quiet. It checks that eoscale's output has exactly the
-baseline's values, runs the engine-overhead micro-benchmark, prints a table of medians and saves
+alternates its sides, ``--repeat`` times: the baseline script, the real ``eoscale run`` command and
+the dask script (dask_side.py; run when dask and rioxarray are installed), each time once for
+timing (wall, CPU) and once sampling memory (peak PSS of the process tree; see measure.py), after
+waiting for the machine to be quiet. It checks that every side's output has exactly the baseline's
+values, runs the engine-overhead micro-benchmark, prints tables of medians and ratios and saves
 everything as JSON, and the tables as Markdown beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -40,6 +44,14 @@ MiB = 2 ** 20
 #: The target for every workload's peak: at most this times the bytes of the images held.
 PEAK_TARGET = 1.15
 OVERHEAD_TARGET_S = 2.0
+#: The sides a workload can run on, in the order they run; the first one run is the reference
+#: the others' outputs are compared with.
+SIDES = ("baseline", "eoscale", "dask")
+SHORT = {"baseline": "base", "eoscale": "eo", "dask": "dask"}
+#: The ratios reported (numerator side, denominator side). eoscale's targets against dask (issue
+#: 12): wall and peak below dask's, that is a ratio under 1.
+PAIRS = (("eoscale", "baseline"), ("eoscale", "dask"))
+DASK_TARGET = 1.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,13 @@ def machine() -> dict:
                                 capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "?"
+    versions = {}
+    if dask_missing() is None:
+        import dask
+        import rioxarray
+        import xarray
+        versions = {"dask": dask.__version__, "xarray": xarray.__version__,
+                    "rioxarray": rioxarray.__version__}
     return {
         "cpu": first("/proc/cpuinfo", "model name"),
         "cores": os.cpu_count(),
@@ -139,13 +158,22 @@ def machine() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__, "scipy": scipy.__version__,
         "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
-        "eoscale": eoscale.__version__, "commit": commit,
+        "eoscale": eoscale.__version__, "commit": commit, **versions,
     }
 
 
+def dask_missing() -> str | None:
+    """Why the dask side cannot run here (a module missing), or None if it can."""
+    missing = [name for name in ("dask", "xarray", "rioxarray")
+               if importlib.util.find_spec(name) is None]
+    return (f"{', '.join(missing)} not installed (pip install -e '.[bench]')" if missing
+            else None)
+
+
 def phases_of(run: Measured, kind: str) -> dict[str, float]:
-    """Phase seconds a run reported: the baseline's JSON line, eoscale's plain progress lines."""
-    if kind == "baseline":
+    """Phase seconds a run reported: the baseline's and dask's JSON line, eoscale's plain progress
+    lines."""
+    if kind != "eoscale":
         return json.loads(run.stdout.strip().splitlines()[-1])
     phases: dict[str, float] = {}
     for phase, seconds in _PHASE_LINE.findall(run.stdout):
@@ -167,6 +195,9 @@ def run_once(workload: Workload, kind: str, scene: Path, out: Path, args,
                     else (0.0, float("nan")))
     if kind == "baseline":
         command = [sys.executable, str(HERE / "baseline.py"), workload.key, str(scene), str(out)]
+    elif kind == "dask":
+        command = [sys.executable, str(HERE / "dask_side.py"), workload.key, str(scene), str(out),
+                   "--workers", str(workers), *args.dask_args]
     else:
         command = eoscale_command() + eoscale_arguments(workload, scene, out, workers)
     run = run_measured(command, interval=interval, cwd=str(HERE), env=child_env(source))
@@ -230,16 +261,16 @@ def bench_workload(workload: Workload, scene: Path, bands: int, size: int, args,
                    console: Console) -> dict:
     out_dir = HERE / "results" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
-    outs = {kind: out_dir / f"{workload.key}_{kind}{workload.suffix}"
-            for kind in ("baseline", "eoscale")}
-    runs: dict[str, list[Measured]] = {"baseline": [], "eoscale": []}
-    memory: dict[str, list[Measured]] = {"baseline": [], "eoscale": []}
+    sides = args.sides
+    outs = {kind: out_dir / f"{workload.key}_{kind}{workload.suffix}" for kind in sides}
+    runs: dict[str, list[Measured]] = {kind: [] for kind in sides}
+    memory: dict[str, list[Measured]] = {kind: [] for kind in sides}
     # Timing runs and memory runs are separate unless --same-runs: sampling PSS makes the kernel
     # walk every page of the tree, which slows what it measures (see README).
     modes = [True] if args.same_runs else [False, True]
     for repeat in range(args.repeat):
         for sample_memory in modes:
-            for kind in ("baseline", "eoscale"):
+            for kind in sides:
                 run = run_once(workload, kind, scene, outs[kind], args, sample_memory)
                 if sample_memory:
                     memory[kind].append(run)
@@ -251,27 +282,43 @@ def bench_workload(workload: Workload, scene: Path, bands: int, size: int, args,
                     f"cpu {run.cpu_s:6.2f} s  peak {run.peak_pss / MiB:6.0f} MiB  "
                     f"load {run.load_before:4.1f}  foreign {run.foreign_cores:3.1f} cores  "
                     f"{phases_of(run, kind)}", highlight=False)
-    equality = outputs_equal(outs["baseline"], outs["eoscale"])
-    base = summarise(runs["baseline"], memory["baseline"], "baseline")
-    eo = summarise(runs["eoscale"], memory["eoscale"], "eoscale")
+    reference = sides[0]
+    summaries = {kind: summarise(runs[kind], memory[kind], kind) for kind in sides}
     held = workload.held_bytes(size, bands)
-    base_phase_total = sum(base["phases_s"].get(p, 0.0) for p in ("read", "compute", "write"))
-    bound = base_phase_total / args.workers
+    base = summaries.get("baseline")
+    bound = (sum(base["phases_s"].get(p, 0.0) for p in ("read", "compute", "write")) / args.workers
+             if base else None)
+    eo, dk = summaries.get("eoscale"), summaries.get("dask")
+    ratios = {f"{a}/{b}": compare(summaries[a], summaries[b]) for a, b in PAIRS
+              if a in summaries and b in summaries}
+    targets = {"wall_ratio": workload.wall_target, "peak_vs_held": PEAK_TARGET,
+               "dask_ratio": DASK_TARGET}
+    if eo:
+        targets["peak_met"] = eo["peak_pss"] / held <= PEAK_TARGET
+    if "eoscale/baseline" in ratios:
+        targets["wall_met"] = ratios["eoscale/baseline"]["wall"] <= workload.wall_target
+    if "eoscale/dask" in ratios:
+        targets["dask_wall_met"] = ratios["eoscale/dask"]["wall"] < DASK_TARGET
+        targets["dask_peak_met"] = ratios["eoscale/dask"]["peak"] < DASK_TARGET
     return {
-        "key": workload.key, "title": workload.title, "held_bytes": held,
-        "baseline": base, "eoscale": eo,
-        "wall_ratio": eo["wall_s"] / base["wall_s"],
-        "wall_ratio_best": eo["wall_min_s"] / base["wall_min_s"],
-        "cpu_ratio": eo["cpu_s"] / base["cpu_s"],
-        "peak_ratio": eo["peak_pss"] / base["peak_pss"],
-        "peak_vs_held": {"baseline": base["peak_pss"] / held, "eoscale": eo["peak_pss"] / held},
-        "estimate_vs_peak": eo["estimate"] / eo["peak_pss"] if eo["estimate"] else None,
-        "bound_s": bound, "wall_vs_bound": eo["wall_s"] / bound,
-        "equality": equality,
-        "targets": {"wall_ratio": workload.wall_target, "peak_vs_held": PEAK_TARGET,
-                    "wall_met": eo["wall_s"] / base["wall_s"] <= workload.wall_target,
-                    "peak_met": eo["peak_pss"] / held <= PEAK_TARGET},
+        "key": workload.key, "title": workload.title, "held_bytes": held, **summaries,
+        "ratios": ratios,
+        "peak_vs_held": {kind: summary["peak_pss"] / held for kind, summary in summaries.items()},
+        "estimate_vs_peak": eo["estimate"] / eo["peak_pss"] if eo and eo["estimate"] else None,
+        "bound_s": bound,
+        "wall_vs_bound": {kind: summaries[kind]["wall_s"] / bound for kind in ("eoscale", "dask")
+                          if kind in summaries and bound},
+        "reference": reference,
+        "equality": {kind: outputs_equal(outs[reference], outs[kind]) for kind in sides[1:]},
+        "dask_args": args.dask_args if dk else None,
+        "targets": targets,
     }
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Side ``a``'s medians over side ``b``'s: wall, best-of wall, CPU, peak."""
+    return {"wall": a["wall_s"] / b["wall_s"], "wall_best": a["wall_min_s"] / b["wall_min_s"],
+            "cpu": a["cpu_s"] / b["cpu_s"], "peak": a["peak_pss"] / b["peak_pss"]}
 
 
 def bench_overhead(args) -> dict:
@@ -288,40 +335,88 @@ def bench_overhead(args) -> dict:
     return result
 
 
-def tables(report: dict) -> tuple[Table, Table]:
-    """The summary (medians, ratios, checks) and the phase breakdown."""
-    workers = report["settings"]["workers"]
-    summary = Table(title=f"size {report['settings']['size']}, workers {workers}, "
-                          f"medians of {report['settings']['repeat']}", title_justify="left")
-    for column in ("workload", "base wall s", "base CPU s", "base peak MiB", "eo wall s",
-                   "eo CPU s", "eo peak MiB", "wall eo/base (target)", "best-of eo/base",
-                   "peak eo/base",
-                   "in+out MiB", "eo peak/in+out (<=1.15)", "eo estimate/peak", "bound s",
-                   "eo wall/bound", "equal"):
-        summary.add_column(column, justify="left" if column == "workload" else "right")
-    for w in report["workloads"]:
-        b, e, t = w["baseline"], w["eoscale"], w["targets"]
-        summary.add_row(
-            w["title"], f"{b['wall_s']:.2f}", f"{b['cpu_s']:.2f}", f"{b['peak_pss'] / MiB:.0f}",
-            f"{e['wall_s']:.2f}", f"{e['cpu_s']:.2f}", f"{e['peak_pss'] / MiB:.0f}",
-            f"{w['wall_ratio']:.2f} ({t['wall_ratio']:.2f}) {'ok' if t['wall_met'] else 'MISS'}",
-            f"{w['wall_ratio_best']:.2f}", f"{w['peak_ratio']:.2f}", f"{w['held_bytes'] / MiB:.0f}",
-            f"{w['peak_vs_held']['eoscale']:.2f} {'ok' if t['peak_met'] else 'MISS'}",
-            _ratio(w.get("estimate_vs_peak")), f"{w['bound_s']:.2f}", f"{w['wall_vs_bound']:.2f}",
-            "yes" if w["equality"]["equal"] else f"NO ({w['equality']['detail']})")
-    phases = Table(title="phase medians (s): baseline read / compute / write; "
-                         "eoscale read / map / reduce / write (as it reports them)",
-                   title_justify="left")
-    for column in ("workload", "base read", "base compute", "base write", "eo read", "eo map",
-                   "eo reduce", "eo write", "eo unaccounted (start, import, exit)"):
-        phases.add_column(column, justify="left" if column == "workload" else "right")
-    for w in report["workloads"]:
-        b, e = w["baseline"]["phases_s"], w["eoscale"]["phases_s"]
-        rest = w["eoscale"]["wall_s"] - sum(e.values())
-        phases.add_row(w["title"], *(f"{b.get(p, 0.0):.2f}" for p in ("read", "compute", "write")),
-                       *(f"{e.get(p, 0.0):.2f}" for p in ("read", "map", "reduce", "write")),
-                       f"{rest:.2f}")
-    return summary, phases
+def report_tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's tables as (title, header, rows) of text cells, for the terminal and Markdown:
+    each side's medians, the ratios against their targets, the phases."""
+    sides = report["settings"]["sides"]
+    workloads = report["workloads"]
+
+    def medians(m: dict) -> str:
+        return f"{m['wall_s']:.2f} s / {m['cpu_s']:.2f} s / {m['peak_pss'] / MiB:.0f} MiB"
+
+    def equal(w: dict) -> str:
+        return ", ".join(f"{kind} " + ("yes" if e["equal"] else f"NO ({e['detail']})")
+                         for kind, e in w["equality"].items()) or "-"
+
+    def met(w: dict, key: str) -> str:
+        return "" if key not in w["targets"] else " ok" if w["targets"][key] else " MISS"
+
+    median_table = (
+        f"size {report['settings']['size']}, workers {report['settings']['workers']}, "
+        f"medians of {report['settings']['repeat']}",
+        ["workload", *(f"{kind} wall / CPU / peak" for kind in sides),
+         f"pixels equal to {sides[0]}"],
+        [[w["title"], *(medians(w[kind]) for kind in sides), equal(w)] for w in workloads])
+
+    # The workloads' keys, not their titles: this table is wide.
+    header, cells = ["workload"], [[w["key"].upper()] for w in workloads]
+
+    def column(name: str, cell) -> None:
+        header.append(name)
+        for row, w in zip(cells, workloads):
+            row.append(cell(w))
+
+    if "eoscale" in sides and "baseline" in sides:
+        column("wall eo/base (target)", lambda w: f"{w['ratios']['eoscale/baseline']['wall']:.2f} "
+               f"({w['targets']['wall_ratio']:.2f}){met(w, 'wall_met')}")
+        column("best-of eo/base", lambda w: f"{w['ratios']['eoscale/baseline']['wall_best']:.2f}")
+        column("peak eo/base", lambda w: f"{w['ratios']['eoscale/baseline']['peak']:.2f}")
+    if "eoscale" in sides and "dask" in sides:
+        column(f"wall eo/dask (<{DASK_TARGET:g})",
+               lambda w: f"{w['ratios']['eoscale/dask']['wall']:.2f}{met(w, 'dask_wall_met')}")
+        column("best-of eo/dask", lambda w: f"{w['ratios']['eoscale/dask']['wall_best']:.2f}")
+        column(f"peak eo/dask (<{DASK_TARGET:g})",
+               lambda w: f"{w['ratios']['eoscale/dask']['peak']:.2f}{met(w, 'dask_peak_met')}")
+    for kind in sides:
+        target = f" (<={PEAK_TARGET})" if kind == "eoscale" else ""
+        column(f"{SHORT[kind]} peak/held{target}",
+               lambda w, kind=kind: f"{w['peak_vs_held'][kind]:.2f}{met(w, 'peak_met') if kind == 'eoscale' else ''}")
+    column("held (in+out)", lambda w: f"{w['held_bytes'] / MiB:.0f} MiB")
+    if "eoscale" in sides:
+        column("eo estimate/peak", lambda w: _ratio(w.get("estimate_vs_peak")))
+    if "baseline" in sides:
+        column("bound", lambda w: f"{w['bound_s']:.2f} s")
+        for kind in ("eoscale", "dask"):
+            if kind in sides:
+                column(f"{SHORT[kind]} wall/bound",
+                       lambda w, kind=kind: f"{w['wall_vs_bound'][kind]:.2f}")
+    ratio_table = ("ratios of medians, against their targets; held: the bytes of the images a step "
+                   "reads and writes; bound: the baseline's read + compute + write over the workers",
+                   header, cells)
+
+    phase_names = {"baseline": ("read", "compute", "write"),
+                   "eoscale": ("read", "map", "reduce", "write"), "dask": ("graph", "run")}
+
+    def phases(w: dict, kind: str) -> str:
+        times = w[kind]["phases_s"]
+        rest = w[kind]["wall_s"] - sum(times.values())
+        return " / ".join(f"{t:.2f}" for t in [*(times.get(p, 0.0) for p in phase_names[kind]), rest])
+
+    phase_table = (
+        "phase medians (s); rest: the wall time outside the phases (start, imports, exit); dask's "
+        "graph: opening the scene and building the graph, its run: computing and writing",
+        ["workload", *(f"{kind} {' / '.join(phase_names[kind])} / rest" for kind in sides)],
+        [[w["title"], *(phases(w, kind) for kind in sides)] for w in workloads])
+    return [median_table, ratio_table, phase_table]
+
+
+def rich_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in header:
+        table.add_column(name, justify="left" if name == "workload" else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _ratio(value: float | None) -> str:
@@ -329,39 +424,23 @@ def _ratio(value: float | None) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The report as Markdown: a sentence on the machine and load, the two tables, the overhead."""
+    """The report as Markdown: a sentence on the machine and load, the tables, the overhead."""
     m, s, load = report["machine"], report["settings"], report["load"]
+    dask_versions = (f", dask {m['dask']}, xarray {m['xarray']}, rioxarray {m['rioxarray']}"
+                     if "dask" in m else "")
     machine_line = (
         f"Run of {report['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; "
         f"Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, rasterio {m['rasterio']}, "
-        f"GDAL {m['gdal']}; eoscale {m['eoscale']} ({m['commit']}). Size {s['size']} x {s['size']}, "
-        f"workers {s['workers']}, medians of {s['repeat']} runs; 1-minute load average "
+        f"GDAL {m['gdal']}{dask_versions}; eoscale {m['eoscale']} ({m['commit']}). Size "
+        f"{s['size']} x {s['size']}, workers {s['workers']}, sides {', '.join(s['sides'])}, "
+        f"medians of {s['repeat']} runs; 1-minute load average "
         f"{load['start']:.1f} at the start, {load['end']:.1f} at the end; other work took "
         f"{load['foreign_cores_median']:.1f} cores on average (median over runs) while measuring.")
-    summary_header = ("| workload | baseline wall / CPU / peak | eoscale wall / CPU / peak "
-                      "| wall eo/base (target) | best-of wall eo/base | peak eo/base "
-                      "| peak eo / in+out held (target 1.15) | eo estimate / peak | bound "
-                      "| eo / bound | pixels equal |")
-    lines = [machine_line, "", summary_header, "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for w in report["workloads"]:
-        b, e, t = w["baseline"], w["eoscale"], w["targets"]
-        equal = "yes" if w["equality"]["equal"] else "no: " + w["equality"]["detail"]
-        lines.append(
-            f"| {w['title']} | {b['wall_s']:.1f} s / {b['cpu_s']:.1f} s / {b['peak_pss'] / MiB:.0f} MiB "
-            f"| {e['wall_s']:.1f} s / {e['cpu_s']:.1f} s / {e['peak_pss'] / MiB:.0f} MiB "
-            f"| {w['wall_ratio']:.2f} ({t['wall_ratio']:.2f}) | {w['wall_ratio_best']:.2f} "
-            f"| {w['peak_ratio']:.2f} "
-            f"| {w['peak_vs_held']['eoscale']:.2f} ({w['held_bytes'] / MiB:.0f} MiB held) "
-            f"| {_ratio(w.get('estimate_vs_peak'))} | {w['bound_s']:.1f} s | {w['wall_vs_bound']:.2f} | {equal} |")
-    phase_header = ("| workload | baseline read / compute / write "
-                    "| eoscale read / map / reduce / write / rest |")
-    lines += ["", phase_header, "|---|---|---|"]
-    for w in report["workloads"]:
-        b, e = w["baseline"]["phases_s"], w["eoscale"]["phases_s"]
-        rest = w["eoscale"]["wall_s"] - sum(e.values())
-        base_phases = " / ".join(f"{b.get(p, 0.0):.2f}" for p in ("read", "compute", "write"))
-        eo_phases = " / ".join(f"{e.get(p, 0.0):.2f}" for p in ("read", "map", "reduce", "write"))
-        lines.append(f"| {w['title']} | {base_phases} | {eo_phases} / {rest:.2f} |")
+    lines = [machine_line]
+    for title, header, rows in report_tables(report):
+        lines += ["", f"{title}:", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     if report.get("overhead"):
         o = report["overhead"]["median"]
         overhead = (f"Engine overhead, {o['tiles']:.0f} tiles of a callable that does nothing "
@@ -372,12 +451,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def chosen_sides(requested: str | None, console: Console) -> list[str]:
+    """The sides to run, in SIDES's order: ``requested`` (comma-separated), or all of them, less
+    dask (with the reason printed) when it is not installed."""
+    missing = dask_missing()
+    if requested is None:
+        if missing:
+            console.print(f"dask side skipped: {missing}", markup=False)
+            return [kind for kind in SIDES if kind != "dask"]
+        return list(SIDES)
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SIDES))
+    if unknown or not names:
+        raise SystemExit(f"--sides: {', '.join(unknown) or 'nothing'} is not one of {', '.join(SIDES)}")
+    if "dask" in names and missing:
+        raise SystemExit(f"--sides: cannot run the dask side: {missing}")
+    return [kind for kind in SIDES if kind in names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="eoscale against a single-process baseline, end to end, on generated data.")
+        description="eoscale against a single-process baseline and dask, end to end, on "
+                    "generated data.")
     parser.add_argument("--size", type=int, default=8192, help="image side in pixels")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side, alternated")
-    parser.add_argument("--workers", type=int, default=2, help="eoscale workers")
+    parser.add_argument("--workers", type=int, default=2, help="eoscale workers and dask threads")
+    parser.add_argument("--sides", metavar="baseline,eoscale,dask",
+                        help="the sides to run (default: all three, less dask when dask or "
+                             "rioxarray is not installed); the first is the reference for equality")
+    parser.add_argument("--dask-args", type=shlex.split, default=[], metavar="ARGS",
+                        help="more arguments for dask_side.py (e.g. \"--writer rioxarray\")")
     parser.add_argument("--workloads", default="w1,w2,w3", help="comma-separated subset")
     parser.add_argument("--no-overhead", action="store_true", help="skip the micro-benchmark")
     parser.add_argument("--interval", type=float, default=0.05, help="PSS sampling period, s")
@@ -392,19 +495,21 @@ def main() -> None:
                         help="measure the eoscale package of this git commit (e.g. HEAD) instead of "
                              "the installed one, which may change while others work")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="set in the environment of both sides (e.g. GDAL_CACHEMAX=64)")
+                        help="set in the environment of every side (e.g. GDAL_CACHEMAX=64)")
     args = parser.parse_args()
     args.source = export_source(args.eoscale_ref) if args.eoscale_ref else None
     EXTRA_ENV.update(item.split("=", 1) for item in args.env)
     chosen = [w for w in WORKLOADS if w.key in args.workloads.split(",")]
     # Wide enough for the tables when the output goes to a file or a pipe.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    args.sides = chosen_sides(args.sides, console)
 
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(),
                     "settings": {"size": args.size, "repeat": args.repeat, "workers": args.workers,
                                  "interval_s": args.interval, "same_runs": args.same_runs,
                                  "quiet_below_cores": args.quiet_below,
                                  "quiet_timeout_s": args.quiet_timeout, "env": EXTRA_ENV,
+                                 "sides": args.sides, "dask_args": args.dask_args,
                                  "eoscale_source": str(args.source or "installed package")},
                     "load": {"start": os.getloadavg()[0]}}
     if args.source:
@@ -427,21 +532,17 @@ def main() -> None:
     if not args.no_overhead:
         console.print(f"engine overhead  (load average {os.getloadavg()[0]:.1f})")
         report["overhead"] = bench_overhead(args)
-    foreign = [r["foreign_cores"] for w in report["workloads"] for side in ("baseline", "eoscale")
-               for r in w[side]["runs"]]
-    loads = [r["load_before"] for w in report["workloads"] for side in ("baseline", "eoscale")
-             for r in w[side]["runs"]]
+    timed = [r for w in report["workloads"] for side in args.sides for r in w[side]["runs"]]
+    foreign = [r["foreign_cores"] for r in timed]
+    loads = [r["load_before"] for r in timed]
     report["load"].update(end=os.getloadavg()[0],
                           foreign_cores_median=statistics.median(foreign) if foreign else 0.0,
-                          quiet_wait_s_total=sum(r.get("quiet_wait_s", 0.0) for w in report["workloads"]
-                                                 for side in ("baseline", "eoscale")
-                                                 for r in w[side]["runs"]),
+                          quiet_wait_s_total=sum(r.get("quiet_wait_s", 0.0) for r in timed),
                           foreign_cores_max=max(foreign, default=0.0),
                           load_before_runs_median=statistics.median(loads) if loads else 0.0)
 
-    summary, phases = tables(report)
-    console.print(summary)
-    console.print(phases)
+    for title, header, rows in report_tables(report):
+        console.print(rich_table(title, header, rows))
     if report.get("overhead"):
         o = report["overhead"]
         console.print(f"engine overhead ({o['median']['tiles']:.0f} tiles): "
