@@ -154,10 +154,17 @@ def describe_estimate(plan: RunPlan) -> str:
     return text
 
 
-def _tiling_text(step: StepPlan) -> str:
+def _tiling_text(step: StepPlan, plan: RunPlan) -> str:
+    if step.fused_into is not None:
+        return f"fused into {plan.steps[step.fused_into].name}: computed inside its tiles"
     tiling = step.tiling
     size = f"{tiling.tile_size} px" if tiling.mode == "tiles" else f"{tiling.tile_size} rows"
-    return f"{tiling.tile_count} {tiling.mode} of {size}, {step.chunks} chunks"
+    text = f"{tiling.tile_count} {tiling.mode} of {size}, {step.chunks} chunks"
+    if step.chain:
+        names = " > ".join(plan.steps[index].name for index in step.chain)
+        text += (f"; runs the fused chain {names} (reads {step.tiling.margin} px around each tile, "
+                 f"computes {step.recompute:.1%} more pixels than step by step)")
+    return text
 
 
 def _margin_text(step: StepPlan) -> str:
@@ -198,7 +205,7 @@ def plan_tables(plan: RunPlan) -> list[Table]:
         steps.add_column(column, justify="right" if column in ("#", "memory") else "left")
     for step in plan.steps:
         steps.add_row(str(step.index + 1), step.name, step.kind, step.step.callable,
-                      _margin_text(step), _tiling_text(step), ", ".join(step.loads),
+                      _margin_text(step), _tiling_text(step, plan), ", ".join(step.loads),
                       ", ".join(step.stages), ", ".join(step.releases),
                       size_text(step.memory.total))
     images = Table(title="images", title_justify="left")
@@ -220,7 +227,7 @@ def plan_text(plan: RunPlan) -> str:
         lines.append(f"  start: load {name}, write it to {plan.images[name].output}")
     for step in plan.steps:
         lines.append(f"  step {step.index + 1} {step.name} ({step.kind} {step.step.callable}): "
-                     f"margin {_margin_text(step)}; {_tiling_text(step)}; memory "
+                     f"margin {_margin_text(step)}; {_tiling_text(step, plan)}; memory "
                      f"{size_text(step.memory.total)}")
         for label, names in (("loads", step.loads), ("writes", step.stages),
                              ("releases", step.releases)):

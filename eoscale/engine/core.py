@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from eoscale.engine.executors import (
     cap_gdal_cache,
 )
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
+from eoscale.engine.fused import FusedMapJob, Stage, chain_margin, stage_profiles, work_of
 from eoscale.engine.grid import grid_differences
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
@@ -48,7 +49,6 @@ from eoscale.engine.tasks import (
     Job,
     LoadJob,
     MapJob,
-    ProbeJob,
     ReduceJob,
     ResultMismatch,
     TileFailure,
@@ -272,19 +272,82 @@ class Engine:
                      writable_inputs=declared_writable_inputs(fn, writable_inputs))
         tiles = job.tiles
         profile_fn = profile_fn or declared(fn, "profile")
-        remaining: Sequence[int] = range(len(tiles))
-        probe = None
-        phase_started: float | None = None
         if profile_fn is not None:
             out_profiles = self._output_profiles(name, profile_fn, profiles, params, plan)
-        else:
-            # The phase starts with the probe: a long first tile shows as the map's, on its bar.
-            phase_started = time.perf_counter()
-            self.progress.started("map", name, len(tiles))
-            probe = self._probe(job, tiles[0])
-            out_profiles = [default_output_profile(profiles[0], a.shape[0] if a.ndim == 3 else 1,
-                                                   a.dtype) for a in probe]
-            remaining = range(1, len(tiles))
+            return self._run_map(name, job, out_profiles, output_names, files)
+        # The phase starts with the probe: a long first tile shows as the map's, on its bar.
+        started = time.perf_counter()
+        self.progress.started("map", name, len(tiles))
+        probe = self._probe(job, tiles[0])
+        out_profiles = [default_output_profile(profiles[0], a.shape[0] if a.ndim == 3 else 1,
+                                               a.dtype) for a in probe]
+        return self._run_map(name, job, out_profiles, output_names, files, probe, started)
+
+    def map_fused(self, stages: Sequence[Stage],
+                  inputs: Mapping[str, SharedRaster | FileRaster], *, name: str | None = None,
+                  tiling: Tiling | None = None, plan: TilePlan | None = None,
+                  files: Sequence[OutputFile | None] | None = None,
+                  ) -> list[SharedRaster | WrittenRaster]:
+        """A chain of maps computed tile by tile through every stage (see
+        :mod:`eoscale.engine.fused`): the images between the stages are never held, and the
+        results are the last stage's, as :meth:`map` would give them step after step.
+
+        ``inputs`` are the chain's input rasters by the names the stages read them by. ``plan``
+        gives the chain's tiles (their read windows grown by
+        :func:`~eoscale.engine.fused.chain_margin`); else they are planned for that margin.
+        Profiles come from the stages' profile functions; where one is missing, the chain's
+        first tile is computed first, on a worker, to learn it. ``files`` are as for :meth:`map`,
+        for the last stage's outputs.
+        """
+        if not stages:
+            raise ConfigError("a fused chain needs at least one stage")
+        name = name or "+".join(stage.name for stage in stages)
+        try:
+            stages = [replace(stage, margin=step_margin(stage.fn, stage.params, stage.margin),
+                              profile_fn=stage.profile_fn or declared(stage.fn, "profile"))
+                      for stage in stages]
+        except ConfigError as exc:
+            raise ConfigError(f"fused chain '{name}': {exc}") from None
+        external = [name_ for name_ in dict.fromkeys(n for s in stages for n in s.inputs)
+                    if name_ not in {o for s in stages for o in s.outputs}]
+        missing = [name_ for name_ in external if name_ not in inputs]
+        if missing:
+            raise ConfigError(f"fused chain '{name}': no input named '{missing[0]}'")
+        rasters = [inputs[name_] for name_ in external]
+        try:
+            margin = chain_margin(stages)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ('{name}')") from None
+        plan = self._plan(name, None, rasters, {}, margin, tiling or self.tiling, plan)
+        known = {name_: raster.profile for name_, raster in zip(external, rasters)}
+
+        def call_profile(stage: Stage, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            assert stage.profile_fn is not None
+            return self._output_profiles(stage.name, stage.profile_fn, given,
+                                         dict(stage.params), plan)
+
+        profiles = stage_profiles(stages, known, {}, call_profile)
+        job = FusedMapJob(step=stages[-1].name, inputs=tuple(r.ref for r in rasters), plan=plan,
+                          fn=stages[-1].fn, profiles=tuple(known.values()),
+                          stages=work_of(stages), input_names=tuple(external),
+                          image_profiles=profiles)
+        started = None
+        if any(profile is None for profile in profiles.values()):
+            started = time.perf_counter()
+            self.progress.started("map", name, len(job.tiles))
+            learnt = self._probe(job, job.tiles[0])
+            profiles = stage_profiles(stages, known, learnt, call_profile)
+            job = replace(job, image_profiles=profiles)
+        out_profiles = [profiles[output] for output in stages[-1].outputs]
+        return self._run_map(name, job, out_profiles, stages[-1].outputs, files, started=started)
+
+    def _run_map(self, name: str, job: MapJob, out_profiles: Sequence[dict[str, Any]],
+                 output_names: Sequence[str] | None, files: Sequence[OutputFile | None] | None,
+                 probe: list[np.ndarray] | None = None, started: float | None = None,
+                 ) -> list[SharedRaster | WrittenRaster]:
+        """Make a map's outputs (shared, or written to ``files``) and run its tiles; the first
+        tile's ``probe`` results, when there are some, are stored rather than computed again."""
+        tiles = job.tiles
         names = list(output_names or [])
         if names and len(names) != len(out_profiles):
             raise ResultError(f"{len(out_profiles)} output profile(s) for {len(names)} output name(s)",
@@ -317,10 +380,12 @@ class Engine:
                     for index, cores in done:
                         write(cores, tiles[index])
 
+            remaining: Sequence[int] = range(len(tiles))
             if probe is not None:
                 write(self._store_probe(job, tiles[0], probe), tiles[0])
+                remaining = range(1, len(tiles))
             self._execute("map", name, job, remaining, collect,
-                          done_before=len(tiles) - len(remaining), started=phase_started)
+                          done_before=len(tiles) - len(remaining), started=started)
             for writer in writers.values():
                 writer.close()
         except BaseException:
@@ -366,7 +431,7 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _plan(self, name: str, fn: Callable, inputs: Sequence[SharedRaster],
+    def _plan(self, name: str, fn: Callable | None, inputs: Sequence[SharedRaster],
               params: Mapping[str, Any], margin: int | None, tiling: Tiling,
               planned: TilePlan | None) -> TilePlan:
         if not inputs:
@@ -382,11 +447,12 @@ class Engine:
                                   f"{planned.width} image, the inputs are {first.height} x "
                                   f"{first.width}")
             return planned
-        try:
-            margin = step_margin(fn, params, margin)
-        except ConfigError as exc:
-            raise ConfigError(f"step '{name}': {exc}") from None
-        return plan_step(first.height, first.width, margin=margin, tiling=tiling,
+        if fn is not None:
+            try:
+                margin = step_margin(fn, params, margin)
+            except ConfigError as exc:
+                raise ConfigError(f"step '{name}': {exc}") from None
+        return plan_step(first.height, first.width, margin=margin or 0, tiling=tiling,
                          workers=self.workers, block_shape=first.profile.get("block_shape"))
 
     def _output_profiles(self, name: str, profile_fn: ProfileFn, profiles: Sequence[dict],
@@ -410,11 +476,10 @@ class Engine:
             out.append(grown)
         return out
 
-    def _probe(self, job: MapJob, tile: Tile) -> list[np.ndarray]:
+    def _probe(self, job: MapJob, tile: Tile) -> Any:
         """Run the first tile on the executor to learn the outputs' band counts and dtypes: user
         code runs on a worker, so a crash there is a dead worker, never a dead command."""
-        probe = ProbeJob(**{f.name: getattr(job, f.name) for f in fields(job) if f.init})
-        results: Iterator[tuple[int, Any]] = self._executor.run(probe, [[tile.index]])
+        results: Iterator[tuple[int, Any]] = self._executor.run(job.probe(), [[tile.index]])
         found: Any = None
         try:
             for _, result in results:  # to the end: the executor then ends the job normally

@@ -44,6 +44,12 @@ def tile_context() -> TileContext | None:
     return _current
 
 
+def set_tile_context(context: TileContext | None) -> None:
+    """Say which tile the callable about to run is on (None: after it returned)."""
+    global _current
+    _current = context
+
+
 @dataclass(frozen=True)
 class TileFailure:
     """A tile's error, sent back from a worker as plain values (exceptions may not pickle)."""
@@ -149,16 +155,15 @@ class _ComputeJob(Job):
         self.__dict__.pop("_out_rasters", None)
 
     def _call(self, tile: Tile) -> Any:
-        global _current
         views = [raster.read_private(tile.read) if self.writable_inputs else raster.read(tile.read)
                  for raster in self._input_rasters()]
         transform = self.profiles[0].get("transform") if self.profiles else None
-        _current = TileContext(tile.index, tile.core, tile.read,
-                               window_transform(tile.read, transform) if transform else None)
+        set_tile_context(TileContext(tile.index, tile.core, tile.read,
+                                     window_transform(tile.read, transform) if transform else None))
         try:
             return self.fn(views, [dict(p) for p in self.profiles], self.params)
         finally:
-            _current = None
+            set_tile_context(None)
 
     def _run_tiles(self, indices: Sequence[int], each: Callable[[Tile], Any]) -> Any:
         results = []
@@ -234,6 +239,10 @@ class MapJob(_ComputeJob):
         if isinstance(done, TileFailure) or not any(self.returned):
             return done if isinstance(done, TileFailure) else len(done)
         return list(zip(indices, done))
+
+    def probe(self) -> MapJob:
+        """The job that runs this map's first tile to learn its outputs (see :class:`ProbeJob`)."""
+        return ProbeJob(**{f.name: getattr(self, f.name) for f in fields(self) if f.init})
 
 
 @dataclass

@@ -16,7 +16,11 @@ Where an image lives:
 - ``written``: never held; written to its output file as its tiles are computed (a map output that
   no later step reads): workers send the tiles back, the main process writes them;
 - ``spilled``: a step's image that later steps read, when the budget cannot hold it: written as
-  computed, to its output file or to a scratch file, and read back window by window.
+  computed, to its output file or to a scratch file, and read back window by window;
+- ``fused``: a map step's image that only later map steps read, when the budget cannot hold it
+  and recomputing costs less than spilling: never made whole, computed tile by tile inside the
+  tiles of the step that reads it (:mod:`eoscale.engine.fused`: the steps' margins add up, and
+  the rings that neighbouring tiles share are computed twice).
 
 The budget (:class:`Resources`) decides between them: see :func:`_fit`. On a Dask cluster
 (``executor`` "cluster") the workers share no memory with the main process, so nothing is
@@ -43,6 +47,7 @@ import rasterio
 from eoscale.engine.contract import declared, declared_memory_factor, step_margin
 from eoscale.engine.core import default_workers, make_chunks
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES
+from eoscale.engine.fused import Stage, chain_growths, chain_margin, recompute_share
 from eoscale.engine.memory import own_pss
 from eoscale.engine.tiling import Plan, Tiling, plan_step
 from eoscale.errors import ConfigError, PipelineError, Problem
@@ -53,7 +58,7 @@ from eoscale.pipeline.inputs import sources_and_profiles
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
-Residence = Literal["shared", "file", "written", "spilled"]
+Residence = Literal["shared", "file", "written", "spilled", "fused"]
 
 MIB = 2 ** 20
 #: What the main process holds before a run when it cannot be measured (no /proc): an interpreter
@@ -72,6 +77,11 @@ TRACKER_BYTES = 10 * MIB
 BUDGET_HEADROOM = 0.2
 #: The least GDAL block cache a budget leaves a worker: a few blocks.
 MIN_GDAL_CACHE_BYTES = 256 * 1024
+#: The most recomputation a fused chain may cost, as a share of its steps' work (pixels computed):
+#: above it the budget spills the chain's images instead. Spilling an image costs writing it and
+#: reading it back (with its readers' margins), which on the out-of-core benchmark cost about as
+#: much as a quarter of the chain's computing.
+FUSE_MAX_RECOMPUTE = 0.25
 
 
 def available_memory() -> int | None:
@@ -224,6 +234,9 @@ class StepPlan:
     stages: tuple[str, ...]      # results written (staged) after it
     releases: tuple[str, ...]    # images released after it
     memory: Memory
+    chain: tuple[int, ...] = ()  # a fused chain's steps, run with the last (its tiling, memory)
+    fused_into: int | None = None  # the step whose tiles compute this one's (runs with it)
+    recompute: float = 0.0       # a fused chain's extra pixels computed, as a share of its work
 
     @property
     def name(self) -> str:
@@ -259,14 +272,19 @@ class RunPlan:
 
     @property
     def peak(self) -> Memory:
-        moments = [step.memory for step in self.steps] or [Memory(0, 0, self.resources.fixed_bytes)]
+        moments = [step.memory for step in self._running] or [Memory(0, 0, self.resources.fixed_bytes)]
         return max(moments, key=lambda memory: memory.total)
 
     @property
     def peak_step(self) -> str | None:
         if not self.steps:
             return None
-        return max(self.steps, key=lambda step: step.memory.total).name
+        return max(self._running, key=lambda step: step.memory.total).name
+
+    @property
+    def _running(self) -> list[StepPlan]:
+        """The steps that run tiles: not those fused into a later one (its chain's moment)."""
+        return [step for step in self.steps if step.fused_into is None]
 
     @property
     def fits(self) -> bool:
@@ -313,6 +331,8 @@ def _step_dict(step: StepPlan) -> dict[str, Any]:
                        "tiles": step.tiling.tile_count, "chunks": step.chunks},
             "loads": list(step.loads), "stages": list(step.stages),
             "releases": list(step.releases),
+            "fused_into": step.fused_into, "chain": list(step.chain),
+            "recompute": round(step.recompute, 4),
             "memory": {"total_bytes": step.memory.total, "images_bytes": step.memory.images,
                        "tiles_bytes": step.memory.tiles, "fixed_bytes": step.memory.fixed}}
 
@@ -469,11 +489,14 @@ def _readers(spec: PipelineSpec) -> dict[str, list[int]]:
 
 @dataclass(frozen=True)
 class _Choices:
-    """What the budget made the plan change: step outputs spilled to disk, inputs read from
-    their files in spite of margins or several readers, and a smaller automatic tile size."""
+    """What the budget made the plan change: step outputs spilled to disk, steps fused into the
+    steps that read them, inputs read from their files in spite of margins or several readers,
+    and a smaller automatic tile size."""
 
     spill: frozenset[str] = frozenset()
     stream: frozenset[str] = frozenset()
+    fuse: frozenset[int] = frozenset()            # steps whose images are fused into readers
+    refused: tuple[tuple[str, str], ...] = ()     # (image, why it was not fused instead)
     tile_sizes: tuple[tuple[int, int], ...] = ()  # (step index, tile size)
 
 
@@ -482,16 +505,19 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
          callables: Mapping[int, StepCallables],
          margins: Mapping[int, int | None]) -> RunPlan:
     """The fastest plan that fits the budget: everything that can in shared memory; while the
-    peak does not fit, the largest image held at the peak goes to disk (a step's image is
-    spilled, written as computed and read back by window; an input is read from its file by
-    every reader), then the peak step's tiles shrink (when the tile size is automatic; only
-    that step's, so that reductions elsewhere keep the tiling, hence the exact floating-point
-    result, of the plan in memory). What still does not fit is returned as it is (``fits``
-    False): validation refuses it, naming the step."""
+    peak does not fit, the largest image held at the peak goes: a step's image is fused into
+    the map steps that read it when that recomputes little enough
+    (:data:`FUSE_MAX_RECOMPUTE`), else spilled (written as computed, read back by window); an
+    input is read from its file by every reader; then the peak step's tiles shrink (when the
+    tile size is automatic; only that step's, so that reductions elsewhere keep the tiling,
+    hence the exact floating-point result, of the plan in memory). What still does not fit is
+    returned as it is (``fits`` False): validation refuses it, naming the step."""
     choices = _Choices()
     plan = _decide(spec, resources, profiles, sources, shapes, callables, margins, choices)
     while not plan.fits:
         peak = max(plan.steps, key=lambda step: step.memory.held)
+        if peak.fused_into is not None:  # its chain runs with, and is tiled as, its last step
+            peak = plan.steps[peak.fused_into]
         movable = [image for image in plan.images.values()
                    if image.lives == "shared" and image.arrives <= peak.index <= image.released_after
                    and image.name not in plan.copied
@@ -501,7 +527,17 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
             if largest.made_by is None:
                 choices = replace(choices, stream=choices.stream | {largest.name})
             else:
-                choices = replace(choices, spill=choices.spill | {largest.name})
+                maker = [step.name for step in spec.steps].index(largest.made_by)
+                fused = replace(choices, fuse=choices.fuse | {maker})
+                trial = (_decide(spec, resources, profiles, sources, shapes, callables, margins,
+                                 fused) if maker not in choices.fuse else None)
+                if trial is not None and trial.images[largest.name].lives == "fused":
+                    choices, plan = fused, trial
+                    continue
+                why = ("" if trial is None
+                       else _not_fused(spec, fused, margins, trial, maker))
+                refused = (*choices.refused, (largest.name, why))
+                choices = replace(choices, spill=choices.spill | {largest.name}, refused=refused)
         elif spec.tiling.tile_size is None and peak.tiling.tile_size > MIN_TILE_SIZE[spec.tiling.mode]:
             smaller = (peak.index, max(MIN_TILE_SIZE[spec.tiling.mode],
                                        peak.tiling.tile_size // 2))
@@ -510,6 +546,76 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
             return plan
         plan = _decide(spec, resources, profiles, sources, shapes, callables, margins, choices)
     return plan
+
+
+def _chains(spec: PipelineSpec, fuse: frozenset[int], margins: Mapping[int, int | None],
+            readers: Mapping[str, list[int]]) -> dict[int, tuple[int, ...]]:
+    """The fused chains the ``fuse`` choices make, by their last step: each step in ``fuse`` is
+    joined to the steps that read its images. A chain holds when every step but its last is in
+    ``fuse``, is a map with a margin known before the run (as is the last), and its images are
+    no outputs and are read by steps of the chain only; the others are not fused."""
+    parent = {index: index for index in range(len(spec.steps))}
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            index = parent[index]
+        return index
+
+    for index in fuse:
+        for name in spec.steps[index].outputs:
+            for reader in readers.get(name, []):
+                parent[root(reader)] = root(index)
+    members: dict[int, list[int]] = {}
+    for index in range(len(spec.steps)):
+        members.setdefault(root(index), []).append(index)
+    chains = {}
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        last, inside = group[-1], set(group)
+        if all(spec.steps[i].kind == "map" and margins.get(i) is not None for i in group) and all(
+                i in fuse and not any(name in spec.outputs for name in spec.steps[i].outputs)
+                and all(set(readers.get(name, [])) <= inside for name in spec.steps[i].outputs)
+                for i in group[:-1]):
+            chains[last] = tuple(group)
+    return chains
+
+
+def _not_fused(spec: PipelineSpec, choices: _Choices, margins: Mapping[int, int | None],
+               trial: RunPlan, maker: int) -> str:
+    """Why a step's image is spilled rather than fused into the steps that read it."""
+    chain = next((chain for chain in _chains(spec, choices.fuse - _spilled_steps(spec, choices),
+                                             margins, _readers(spec)).values()
+                  if maker in chain), ())
+    if not chain:
+        return ("; not fused: only an image that is no output, made and read by map steps "
+                "whose margins are known before the run, can be")
+    last = trial.steps[chain[-1]]
+    share = _chain_share(spec, chain, margins, last.tiling.height, last.tiling.width,
+                         last.requested, trial.resources.workers, last.block_shape)
+    return (f"; not fused: the chain would compute {share:.0%} more pixels than step by step, "
+            f"more than spilling costs (at most {FUSE_MAX_RECOMPUTE:.0%})")
+
+
+def _chain_share(spec: PipelineSpec, chain: tuple[int, ...], margins: Mapping[int, int | None],
+                 height: int, width: int, tiling: Tiling, workers: int,
+                 block_shape: tuple[int, int] | None) -> float:
+    """The recomputation a fused chain costs on the tiles it would run with."""
+    stages = _stages(spec, chain, margins)
+    size = plan_step(height, width, margin=chain_margin(stages), tiling=tiling, workers=workers,
+                     block_shape=block_shape).tile_size
+    return recompute_share(height, width, size, tiling.mode, stages)
+
+
+def _stages(spec: PipelineSpec, chain: tuple[int, ...],
+            margins: Mapping[int, int | None]) -> list[Stage]:
+    """A chain's steps as the engine's fused stages (callables are not needed to plan them)."""
+    return [Stage(spec.steps[i].name, _no_callable, spec.steps[i].inputs, spec.steps[i].outputs,
+                  margins[i]) for i in chain]
+
+
+def _no_callable(*_args: Any) -> None:
+    """The callable of a stage that is only planned."""
 
 
 #: The smallest automatic tile size (square side, strip height) a budget may shrink tiles to:
@@ -525,10 +631,33 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
     height, width = int(grid["height"]), int(grid["width"])
     block_shape = grid.get("block_shape")
     readers = _readers(spec)
+    shrunk = dict(choices.tile_sizes)
+
+    def tiling_spec(index: int) -> Tiling:
+        return Tiling(spec.tiling.mode, shrunk[index]) if index in shrunk else spec.tiling
+
+    chains: dict[int, tuple[int, ...]] = {}
+    shares: dict[int, float] = {}
+    for last, chain in _chains(spec, choices.fuse - _spilled_steps(spec, choices), margins,
+                               readers).items():
+        share = _chain_share(spec, chain, margins, height, width, tiling_spec(last),
+                             resources.workers, block_shape)
+        if share <= FUSE_MAX_RECOMPUTE:
+            chains[last], shares[last] = chain, share
+    runs_at = {index: last for last, chain in chains.items() for index in chain}
+    growth = {index: g for chain in chains.values()
+              for index, g in zip(chain, chain_growths(_stages(spec, chain, margins)))}
+    # Images live until the step that runs their last reader: a chain runs with its last step.
+    original = readers
+    readers = {name: sorted({runs_at.get(i, i) for i in steps}) for name, steps in readers.items()}
+    reach = {index: (margin if index not in growth else growth[index] + (margin or 0))
+             for index, margin in margins.items()}
     images: dict[str, ImagePlan] = {}
     for name, item in spec.inputs.items():
         steps = readers.get(name, [])
-        lives, why = _input_residence(name, spec, steps, margins)
+        lives, why = _input_residence(name, spec, steps, max(
+            (reach[i] for i in original[name]), key=lambda m: -1 if m is None else m,
+            default=0) if name in original else 0)
         if resources.executor == "cluster":
             lives, why = "file", ("read from its file by window: the cluster's workers share no "
                                   "memory" + (", then copied to its output" if name in spec.outputs
@@ -546,7 +675,8 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
             why, arrives, released, _output_path(spec, name), source=sources[name])
     for index, step in enumerate(spec.steps):
         for name in step.outputs:
-            released = max([index, *readers.get(name, [])])
+            at = runs_at.get(index, index)
+            released = max([at, *readers.get(name, [])])
             lives, why = _output_residence(name, spec, readers)
             if resources.executor == "cluster":
                 lives, why = _cluster_residence(name, spec, readers)
@@ -554,37 +684,73 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
                 where = "its output file" if name in spec.outputs else "a scratch file"
                 lives, why = "spilled", (f"the budget does not hold it: written to {where} as "
                                          "computed, read back by window")
+                why += dict(choices.refused).get(name, "")
+            if at != index:
+                last = spec.steps[at].name
+                lives, why = "fused", (f"computed tile by tile inside the tiles of step '{last}' "
+                                       f"(a fused chain), never held: the chain computes "
+                                       f"{shares[at]:.1%} more pixels than step by step")
             images[name] = ImagePlan(
                 name, step.name, None, shapes[name].count, height, width, shapes[name].dtype,
-                lives, why, index, released, _output_path(spec, name), shapes[name].known)
+                lives, why, at, released, _output_path(spec, name), shapes[name].known)
     copied = tuple(name for name in spec.inputs if name in spec.outputs)
-    shrunk = dict(choices.tile_sizes)
-    steps = []
+    steps: list[StepPlan] = []
     for index, step in enumerate(spec.steps):
+        chain = chains.get(index, (index,))
         margin = margins[index]
-        tiling_spec = (Tiling(spec.tiling.mode, shrunk[index]) if index in shrunk
-                       else spec.tiling)
+        reads = max(reach[i] or 0 for i in chain)  # a chain reads around its tiles this far
         # Tiles of a step that writes a file as it computes cover the file's blocks whole.
         writes = [name for name in step.outputs if images[name].lives in ("written", "spilled")]
-        tiling = plan_step(height, width, margin=margin or 0, tiling=tiling_spec,
+        tiling = plan_step(height, width, margin=reads, tiling=tiling_spec(index),
                            workers=resources.workers,
                            block_shape=_output_block(spec, writes[0]) if writes else block_shape)
-        loads = tuple(name for name in dict.fromkeys(step.inputs)
+        if index in runs_at and index not in chains:  # computed inside its chain's last step
+            steps.append(StepPlan(
+                index, step, callables[index], margins[index], _margin_from(step, margins[index],
+                                                                            callables[index]),
+                tiling, 0, tiling_spec(index), resources.workers, block_shape, (), (), (),
+                Memory(0, 0, resources.fixed_bytes), fused_into=runs_at[index]))
+            continue
+        read = [name for i in chain for name in spec.steps[i].inputs]
+        loads = tuple(name for name in dict.fromkeys(read)
                       if name in spec.inputs and images[name].arrives == index)
         results = step.outputs if step.kind == "map" else (step.name,)
         stages = tuple(name for name in results if name in spec.outputs
                        and (step.kind == "reduce" or images[name].lives == "shared"))
         releases = tuple(name for name, image in images.items()
                          if image.released_after == index and image.arrives <= index)
-        memory = _memory(index, step, tiling, images, resources, loads,
-                         _memory_factor(step, callables[index]))
-        margin_from = ("params" if margin is None else "stated" if step.margin is not None
-                       else "declared" if hasattr(callables[index].fn, "margin") else "none")
+        parts = [(spec.steps[i], _grown(tiling, growth.get(i, 0) + (margins[i] or 0)),
+                  _memory_factor(spec.steps[i], callables[i])) for i in chain]
+        memory = _memory(index, parts, tiling, images, resources, loads)
         steps.append(StepPlan(
-            index, step, callables[index], margin, margin_from, tiling,
-            len(make_chunks(range(tiling.tile_count), resources.workers)), tiling_spec,
-            resources.workers, block_shape, loads, stages, releases, memory))
+            index, step, callables[index], margin, _margin_from(step, margins[index],
+                                                                callables[index]),
+            tiling, len(make_chunks(range(tiling.tile_count), resources.workers)),
+            tiling_spec(index), resources.workers, block_shape, loads, stages, releases, memory,
+            chain if len(chain) > 1 else (), None, shares.get(index, 0.0)))
+    steps = [replace(step, memory=steps[step.fused_into].memory, tiling=steps[step.fused_into].tiling,
+                     chunks=steps[step.fused_into].chunks)
+             if step.fused_into is not None else step for step in steps]
     return RunPlan(spec, resources, FrozenMap(images), tuple(steps), copied)
+
+
+def _spilled_steps(spec: PipelineSpec, choices: _Choices) -> frozenset[int]:
+    """Steps with an image the budget spilled: they are not fused."""
+    return frozenset(index for index, step in enumerate(spec.steps)
+                     if any(name in choices.spill for name in step.outputs))
+
+
+def _margin_from(step: StepSpec, margin: int | None,
+                 found: StepCallables) -> Literal["stated", "declared", "none", "params"]:
+    return ("params" if margin is None else "stated" if step.margin is not None
+            else "declared" if hasattr(found.fn, "margin") else "none")
+
+
+def _grown(tiling: Plan, reach: int) -> tuple[int, int]:
+    """The largest window a step of a fused chain computes on: a tile grown by ``reach``."""
+    columns = tiling.tile_size if tiling.mode == "tiles" else tiling.width
+    return (min(tiling.height, tiling.tile_size + 2 * reach),
+            min(tiling.width, columns + 2 * reach))
 
 
 def _memory_factor(step: StepSpec, found: StepCallables) -> float | None:
@@ -614,14 +780,15 @@ def _output_path(spec: PipelineSpec, name: str) -> Path | None:
 
 
 def _input_residence(name: str, spec: PipelineSpec, steps: list[int],
-                     margins: Mapping[int, int | None]) -> tuple[Residence, str]:
+                     margin: int | None) -> tuple[Residence, str]:
+    """Where an input lives when the budget holds it: ``steps`` read it (a fused chain counts
+    once), the first with ``margin`` (a chain's: how far around its tiles it reads the input)."""
     if name in spec.outputs:
         return "shared", "it is also an output: loaded once, then copied"
     if not steps:
         return "file", "no step reads it"
     if len(steps) > 1:
         return "shared", f"{len(steps)} steps read it: loaded once rather than decoded {len(steps)} times"
-    margin = margins[steps[0]]
     if margin is None:
         return "shared", "its reader's margin depends on ${...} params"
     if margin > 0:
@@ -654,24 +821,29 @@ def _cluster_residence(name: str, spec: PipelineSpec,
                        "when the step ends")
 
 
-def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, ImagePlan],
-            resources: Resources, loads: tuple[str, ...], factor: float | None) -> Memory:
-    """Memory while a step loads its inputs and computes: the shared images alive then (its
+def _memory(index: int, parts: list[tuple[StepSpec, tuple[int, int], float | None]],
+            tiling: Plan, images: Mapping[str, ImagePlan], resources: Resources,
+            loads: tuple[str, ...]) -> Memory:
+    """Memory while a step (or a fused chain: ``parts``, each step with its largest window and
+    declared memory factor) loads its inputs and computes: the shared images alive then (its
     outputs included), and each worker's tile: a decoded window of each input read from its
     file, the callable's temporaries and results (its declared ``memory_factor`` times its
     inputs' bytes, else as much again as its inputs plus its results), and GDAL's block cache
-    (capped in each worker) while it decodes files."""
+    (capped in each worker) while it decodes files. A chain's steps are counted as if their
+    windows were all alive at once."""
     held = sum(image.nbytes for image in images.values()
                if image.lives == "shared" and image.arrives <= index <= image.released_after)
-    rows, columns = tiling.read_shape
-    pixels = rows * columns
-    read = [images[name] for name in dict.fromkeys(step.inputs)]
-    from_files = [image for image in read if image.lives in ("file", "spilled")]
-    made = [images[name] for name in step.outputs]
-    inputs = sum(image.pixel_bytes for image in read)
-    computed = (inputs * factor if factor is not None  # temporaries and results, declared
-                else inputs + sum(image.pixel_bytes for image in made))
-    per_worker = pixels * (computed + sum(image.pixel_bytes for image in from_files))
+    per_worker = 0
+    from_files: dict[str, ImagePlan] = {}
+    for step, (rows, columns), factor in parts:
+        read = [images[name] for name in dict.fromkeys(step.inputs)]
+        files = [image for image in read if image.lives in ("file", "spilled")]
+        from_files.update((image.name, image) for image in files)
+        inputs = sum(image.pixel_bytes for image in read)
+        computed = (inputs * factor if factor is not None  # temporaries and results, declared
+                    else inputs + sum(images[name].pixel_bytes for name in step.outputs))
+        per_worker += rows * columns * (computed + sum(image.pixel_bytes for image in files))
+    made = [images[name] for name in parts[-1][0].outputs]
     # A written output's tile cores travel to the main process: pickled, received, written.
     core_pixels = tiling.tile_size * (tiling.tile_size if tiling.mode == "tiles" else tiling.width)
     per_worker += 2 * core_pixels * sum(image.pixel_bytes for image in made
@@ -679,10 +851,11 @@ def _memory(index: int, step: StepSpec, tiling: Plan, images: Mapping[str, Image
     if resources.executor == "cluster":  # this process: the tiles it receives and writes
         return Memory(held, resources.workers * 2 * core_pixels
                       * sum(image.pixel_bytes for image in made), resources.fixed_bytes)
-    decoded = {image.name: image for image in (*from_files, *(images[name] for name in loads))}
+    decoded = {**from_files, **{name: images[name] for name in loads}}
     if decoded:  # GDAL's block cache, while a worker decodes a file
         per_worker += min(sum(image.nbytes for image in decoded.values()),
                           resources.gdal_cache)
+    rows = max(window[0] for _, window, _ in parts)
     for image in decoded.values():  # a warped view keeps the whole-width strips of its window
         if image.source is not None and image.source.warped():
             per_worker += min(image.height, rows + 2 * WARP_STRIP_ROWS) * image.width \

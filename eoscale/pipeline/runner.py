@@ -26,8 +26,10 @@ from typing import Any
 import rasterio
 
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
+from eoscale.engine.contract import declared_writable_inputs
 from eoscale.engine.executors import Executor
 from eoscale.engine.filed import FileRaster, OutputFile
+from eoscale.engine.fused import Stage
 from eoscale.engine.memory import TreeSampler, own_pss
 from eoscale.engine.scratch import Scratch, default_scratch
 from eoscale.errors import ConfigError, StepError
@@ -147,23 +149,32 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         release(tuple(name for name in plan.copied if plan.images[name].released_after < 0))
         for step in plan.steps:
             bring(step.loads)
-            inputs = [images[name] for name in step.step.inputs]
+            if step.fused_into is not None:  # computed inside the tiles of its chain's last step
+                continue
             found = step.callables
             params = callable_params(step.step, found.fn, results)
             tiling = step.tiling_for(params)
             if step.kind == "map":
                 with contextlib.ExitStack() as finishing:  # then overviews, COGs, quicklooks
-                    made = engine.map(
-                        found.fn, inputs, params=params, profile_fn=found.profile,
-                        name=step.name, output_names=step.step.outputs, plan=tiling,
-                        writable_inputs=step.step.writable_inputs,
-                        files=[written(name, finishing) for name in step.step.outputs])
+                    files = [written(name, finishing) for name in step.step.outputs]
+                    if step.chain:
+                        made = engine.map_fused(
+                            _stages(plan, step, results), images,
+                            name=" > ".join(plan.steps[i].name for i in step.chain),
+                            plan=tiling, files=files)
+                    else:
+                        made = engine.map(
+                            found.fn, [images[name] for name in step.step.inputs], params=params, profile_fn=found.profile,
+                            name=step.name, output_names=step.step.outputs, plan=tiling,
+                            writable_inputs=step.step.writable_inputs, files=files)
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
                               if plan.images[name].lives == "shared")
                 images.update((name, engine.open(spilled[name], name=name))
                               for name in step.step.outputs if name in spilled)
             else:
-                results[step.name] = engine.reduce(found.fn, inputs, combine=found.combine,
+                results[step.name] = engine.reduce(found.fn,
+                                                   [images[name] for name in step.step.inputs],
+                                                   combine=found.combine,
                                                    finalize=found.finalize, params=params,
                                                    name=step.name, plan=tiling,
                                                    writable_inputs=step.step.writable_inputs)
@@ -174,6 +185,19 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     paths = {name: output.path for name, output in spec.outputs.items() if output.path in written}
     return RunResult(paths, results, reports, time.perf_counter() - started, plan,
                      sampler.peak or None)
+
+
+def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[Stage]:
+    """A fused chain's steps as the engine's stages, their params resolved."""
+    stages = []
+    for index in step.chain:
+        member = plan.steps[index]
+        found = member.callables
+        stages.append(Stage(member.name, found.fn, member.step.inputs, member.step.outputs,
+                            member.margin, callable_params(member.step, found.fn, results),
+                            found.profile,
+                            declared_writable_inputs(found.fn, member.step.writable_inputs)))
+    return stages
 
 
 @contextlib.contextmanager
