@@ -24,9 +24,10 @@ Where an image lives:
 
 The budget (:class:`Resources`) decides between them: see :func:`_fit`. On a Dask cluster
 (``executor`` "cluster") the workers share no memory with the main process, so nothing is
-``shared``: inputs are ``file``, step images that later steps read are ``spilled`` (to their
-output file or to a scratch file every worker must reach), the others ``written``; the budget
-then covers the main process only (the workers' memory is the cluster's).
+``shared``: inputs are ``file``, map images that only later map steps read are ``fused`` where
+that recomputes little, other step images that later steps read are ``spilled`` (to their output
+file or to a scratch file every worker must reach), the others ``written``; the budget then
+covers the main process only (the workers' memory is the cluster's).
 
 What is not known before the run is said so: a margin that a callable derives from ``${...}``
 params (planned with margin 0, decided when the step runs, the same way), and the dtype and band
@@ -366,7 +367,14 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
     shapes = _image_shapes(spec, profiles, callables, problems)
     if problems:
         raise PipelineError(problems)
-    return _fit(spec, resources, profiles, sources, shapes, callables, margins)
+    fitted = _fit(spec, resources, profiles, sources, shapes, callables, margins)
+    if not fitted.fits and any(step.chain for step in fitted.steps):
+        # Fusing keeps a chain's inputs alive longer and grows its windows: where the plan with
+        # fused chains does not fit, one that only spills may.
+        spilling = _fit(spec, resources, profiles, sources, shapes, callables, margins, False)
+        if spilling.fits:
+            return spilling
+    return fitted
 
 
 def _default_resources(spec: PipelineSpec) -> Resources:
@@ -503,7 +511,7 @@ class _Choices:
 def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mapping[str, Any]],
          sources: Mapping[str, Source], shapes: Mapping[str, _Shape],
          callables: Mapping[int, StepCallables],
-         margins: Mapping[int, int | None]) -> RunPlan:
+         margins: Mapping[int, int | None], fusing: bool = True) -> RunPlan:
     """The fastest plan that fits the budget: everything that can in shared memory; while the
     peak does not fit, the largest image held at the peak goes: a step's image is fused into
     the map steps that read it when that recomputes little enough
@@ -511,8 +519,13 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
     input is read from its file by every reader; then the peak step's tiles shrink (when the
     tile size is automatic; only that step's, so that reductions elsewhere keep the tiling,
     hence the exact floating-point result, of the plan in memory). What still does not fit is
-    returned as it is (``fits`` False): validation refuses it, naming the step."""
+    returned as it is (``fits`` False): validation refuses it, naming the step.
+
+    On a cluster, whose workers share no memory, every chain that recomputes little enough is
+    fused from the start: its images would otherwise be spilled to a shared filesystem."""
     choices = _Choices()
+    if resources.executor == "cluster" and fusing:  # else spilled to a shared filesystem
+        choices = _Choices(fuse=_fusable(spec, choices))
     plan = _decide(spec, resources, profiles, sources, shapes, callables, margins, choices)
     while not plan.fits:
         peak = max(plan.steps, key=lambda step: step.memory.held)
@@ -528,9 +541,15 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
                 choices = replace(choices, stream=choices.stream | {largest.name})
             else:
                 maker = [step.name for step in spec.steps].index(largest.made_by)
-                fused = replace(choices, fuse=choices.fuse | {maker})
-                trial = (_decide(spec, resources, profiles, sources, shapes, callables, margins,
-                                 fused) if maker not in choices.fuse else None)
+                # Fuse its step alone into its readers, or with every step that can join their
+                # chain (fusing one step keeps the chain's other inputs alive longer): the
+                # trial with the lower peak. A chain that recomputes too much is not fused.
+                trial, fused = None, choices
+                if fusing and maker not in choices.fuse:
+                    trials = [(_decide(spec, resources, profiles, sources, shapes, callables,
+                                       margins, option), option)
+                              for option in _fusions(spec, choices, margins, maker)]
+                    trial, fused = min(trials, key=lambda found: found[0].peak.held)
                 if trial is not None and trial.images[largest.name].lives == "fused":
                     choices, plan = fused, trial
                     continue
@@ -546,6 +565,31 @@ def _fit(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Mappin
             return plan
         plan = _decide(spec, resources, profiles, sources, shapes, callables, margins, choices)
     return plan
+
+
+def _fusions(spec: PipelineSpec, choices: _Choices, margins: Mapping[int, int | None],
+             maker: int) -> list[_Choices]:
+    """Ways to fuse the images of step ``maker`` into their readers: alone, and with every
+    other step that can be fused into the chain it then joins."""
+    alone = replace(choices, fuse=choices.fuse | {maker})
+    readers = _readers(spec)
+    able = _fusable(spec, choices)
+    chain = next((chain for chain in _chains(spec, able | {maker}, margins, readers).values()
+                  if maker in chain), ())
+    joined = replace(choices, fuse=choices.fuse | {maker} | (able & set(chain[:-1])))
+    return [alone] if joined == alone else [alone, joined]
+
+
+def _fusable(spec: PipelineSpec, choices: _Choices) -> frozenset[int]:
+    """The map steps whose images may be fused into their readers: no image of theirs is an
+    output, spilled, or read by anything but map steps (:func:`_chains` checks the rest)."""
+    spilled = _spilled_steps(spec, choices)
+    readers = _readers(spec)
+    return frozenset(index for index, step in enumerate(spec.steps)
+                     if index not in spilled and step.kind == "map" and step.outputs
+                     and not any(name in spec.outputs for name in step.outputs)
+                     and all(spec.steps[r].kind == "map" for name in step.outputs
+                             for r in readers.get(name, [])))
 
 
 def _chains(spec: PipelineSpec, fuse: frozenset[int], margins: Mapping[int, int | None],

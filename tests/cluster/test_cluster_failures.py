@@ -44,7 +44,8 @@ def pipeline(folder: Path, steps: str, outputs: str, tile_size: int = 128) -> Pa
 
 
 RAISES = "  - {name: boom, map: cluster_ops.raises_at, inputs: [scene], params: {tile: 5}}\n"
-#: Two steps, so that the first one's image is spilled to a scratch file the second one reads.
+#: Two steps: the first one's image is fused into the second (computed inside its tiles), or
+#: spilled to a scratch file the second one reads when a reduce reads it too.
 SLOW_CHAIN = ("  - {name: first, map: cluster_ops.slow_copy, inputs: [scene], params: {seconds: %s}}\n"
               "  - {name: second, map: cluster_ops.slow_copy, inputs: [first], params: {seconds: %s}}\n")
 
@@ -161,7 +162,9 @@ def test_a_signal_during_a_local_cluster_run_leaves_nothing_behind(ops_dir, sign
     """Ctrl-C reaches the whole process group (the local cluster's workers ignore it), SIGTERM
     the main process only: either way the futures are cancelled, the cluster closed, the scratch
     file removed, and no output written."""
-    pipeline(ops_dir, SLOW_CHAIN % (0.3, 0.3), "{second: out/second.tif}")
+    # A reduce reads the first image too, so that it is spilled (not fused into the second).
+    pipeline(ops_dir, SLOW_CHAIN % (0.3, 0.3) + "  - {name: peek, reduce: eoscale.ops.stats, "
+                                                "inputs: [first]}\n", "{second: out/second.tif}")
     scratch = ops_dir / "scratch"
     process = subprocess.Popen(
         [sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster", "local:2", "--scratch",

@@ -146,7 +146,8 @@ def test_a_chain_on_the_cluster_is_bit_for_bit_the_process_pool_s(client, ops_di
                              scratch=ops_dir / "scratch")
     assert not watch.new, f"shared-memory segments made during a cluster run: {watch.new}"
     assert result.plan.resources.executor == "cluster"
-    assert {image.lives for image in result.plan.images.values()} <= {"file", "written", "spilled"}
+    assert {image.lives for image in result.plan.images.values()} <= {"file", "written", "spilled",
+                                                                      "fused"}
     for name in OUTPUTS:
         same_file(ops_dir / "out" / name, pool_result / name)
     assert list((ops_dir / "scratch").iterdir()) == []
@@ -165,16 +166,22 @@ def test_a_local_cluster_started_by_the_run(ops_dir, shared_rasters, pool_result
 
 
 def test_a_remote_cluster_needs_an_explicit_scratch_folder(client, ops_dir, shared_rasters):
+    path = chain(ops_dir, shared_rasters / NAIP)  # a reduce reads median: spilled to scratch
+    path.write_text(path.read_text().replace(
+        "  - name: stats\n", "  - {name: peek, reduce: eoscale.ops.stats, inputs: [median]}\n"
+        "  - name: stats\n"), encoding="utf-8")
     with pytest.raises(ConfigError, match="same path"):
-        eoscale.run(chain(ops_dir, shared_rasters / NAIP), cluster=client)
+        eoscale.run(path, cluster=client)
     assert not (ops_dir / "out").exists()
 
 
 def test_the_plan_on_a_cluster_holds_nothing_in_shared_memory(ops_dir, shared_rasters):
     plan = eoscale.plan(chain(ops_dir, shared_rasters / NAIP), cluster="local:2")
     lives = {name: image.lives for name, image in plan.images.items()}
-    assert lives == {"scene": "file", "ndvi": "spilled", "median": "spilled", "smooth": "spilled",
+    # ndvi > median > smooth is one fused chain: nothing between them goes to the filesystem.
+    assert lives == {"scene": "file", "ndvi": "fused", "median": "fused", "smooth": "spilled",
                      "low": "written", "high": "written", "standard": "written"}
+    assert [plan.steps[i].name for i in plan.steps[2].chain] == ["ndvi", "median", "smooth"]
     assert "share no memory" in plan.images["scene"].why
     assert plan.peak.images == 0
     assert plan.resources.workers == 2

@@ -112,9 +112,11 @@ def test_every_kind_under_a_tight_budget_gives_the_same_results(
     tight_budget = smallest_budget(spec, workers)
     tight = plan_run(spec, budget(workers, tight_budget))
     lives = {name: image.lives for name, image in tight.images.items()}
-    # filled, read by the median only, is computed inside the median's tiles; the median, an
-    # output read by three steps, one of them a reduce, is spilled to its output file.
-    assert lives["dem"] == "file" and lives["filled"] == "fused" and lives["median"] == "spilled"
+    # The median, an output read by three steps, one of them a reduce, is spilled to its output
+    # file; filled, read by the median only, is fused into it or, at the very least budget
+    # (where the fused chain's windows no longer fit), spilled too.
+    assert lives["dem"] == "file" and lives["median"] == "spilled"
+    assert lives["filled"] in {"fused", "spilled"}
     assert any(a.tiling.tile_size < b.tiling.tile_size for a, b in zip(tight.steps, roomy.steps))
     assert tight.peak.held <= tight_budget < 0.6 * roomy.peak.held
     for plan in (spilling, tight):
