@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import datagen
@@ -291,6 +292,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_report(report: dict, out: Path, render: Callable[[dict], str]) -> None:
+    """The JSON report at ``out`` with the load at the end, and its Markdown (``render``) beside
+    it and printed."""
+    report["load"]["end"] = os.getloadavg()[0]
+    text = render(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"saved {out} and {out.with_suffix('.md')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=8192)
@@ -367,12 +380,7 @@ def main() -> None:
         checks = [value["equal"] for key, value in entry.items() if key.startswith("equal_")]
         entry["equal"] = all(checks) if checks else None
     efficiencies(report)
-    report["load"]["end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"saved {args.out} and {args.out.with_suffix('.md')}")
+    save_report(report, args.out, markdown)
 
 
 if __name__ == "__main__":

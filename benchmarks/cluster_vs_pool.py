@@ -15,34 +15,18 @@ it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
 import datagen
+from cluster_scaling import run_command, save_report
 from measure import run_measured, wait_for_quiet
-from run import (
-    HERE,
-    REPO,
-    WORKLOADS,
-    child_env,
-    eoscale_command,
-    export_source,
-    machine,
-    outputs_equal,
-    phases_of,
-)
+from run import HERE, REPO, WORKLOADS, child_env, export_source, machine, outputs_equal, phases_of
 
 #: The issue's bound on the cluster's wall time, as a multiple of the pool's.
 TARGET = 1.25
-
-
-def command(workload, scene: Path, out: Path, workers: int, cluster: bool) -> list[str]:
-    found = eoscale_command() + ["run", str(HERE / workload.pipeline), "--input", f"scene={scene}",
-                                 "--output", f"{workload.result}={out}", "--overwrite"]
-    return found + (["--cluster", f"local:{workers}"] if cluster else ["--workers", str(workers)])
 
 
 def main() -> None:
@@ -75,9 +59,9 @@ def main() -> None:
             for side in (("pool", "cluster") if repeat % 2 == 0 else ("cluster", "pool")):
                 waited = (wait_for_quiet(args.quiet_below, args.quiet_timeout)[0]
                           if args.quiet_below > 0 else 0.0)
-                done = run_measured(command(workload, scene, outs[side], args.workers,
-                                            side == "cluster"), interval=None, cwd=str(HERE),
-                                    env=env)
+                cluster = f"local:{args.workers}" if side == "cluster" else None
+                done = run_measured(run_command(workload, scene, outs[side], cluster, args.workers),
+                                    interval=None, cwd=str(HERE), env=env)
                 if done.returncode != 0:
                     raise SystemExit(f"{side} {workload.key} failed:\n{done.stdout}\n{done.stderr}")
                 phases = phases_of(done, "eoscale")
@@ -96,12 +80,7 @@ def main() -> None:
             "key": workload.key, "title": workload.title, "runs": runs, "medians": medians,
             "wall_ratio": ratio, "target": TARGET, "met": ratio <= TARGET,
             "equality": outputs_equal(outs["pool"], outs["cluster"])})
-    report["load"]["end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"saved {args.out} and {args.out.with_suffix('.md')}")
+    save_report(report, args.out, markdown)
 
 
 def markdown(report: dict) -> str:
