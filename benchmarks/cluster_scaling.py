@@ -3,28 +3,38 @@
     python benchmarks/cluster_scaling.py [--size 8192] [--workers 1,2,4] [--repeat 3]
                                          [--workloads w1,w3] [--no-pool] [--direct]
                                          [--eoscale-ref REF] [--out benchmarks/results/cluster_scaling.json]
+                                         [--machines 1,2,4,8,16] [--cores 8] [--client-cores 8]
+                                         [--fs-bandwidth 1GB] [--net-bandwidth 1.25GB]
+    python benchmarks/cluster_scaling.py --estimate-from benchmarks/results/cluster_scaling.json
+                                         [--machines ...] [--cores ...] [...]
 
-For each worker count N it starts a scheduler (``dask scheduler``) and N workers (``dask worker
---nworkers N --nthreads 1``, each behind its nanny) as processes on 127.0.0.1, waits for them,
-runs one small warm-up pipeline (the workers import eoscale, rasterio and scipy once, as the
-long-lived workers of a real cluster have), then runs each workload ``--repeat`` times with
-``eoscale run --cluster tcp://127.0.0.1:PORT``: the cluster is running before the command starts,
-so its start is not in the wall time. The process pool runs the same command with ``--workers N``
-(1: everything in the main process) alternately with it, for reference.
+For each worker count N it first runs each workload ``--repeat`` times on the process pool
+(``eoscale run --workers N``; 1: everything in the main process), for reference, while no cluster
+is up (an idle Dask worker still takes CPU). Then it starts a scheduler (``dask scheduler``) and
+N workers (``dask worker --nworkers N --nthreads 1``, each behind its nanny) as processes on
+127.0.0.1, measures their idle CPU for a few seconds, runs each workload once on a tiny scene
+(the workers import eoscale, rasterio and scipy, as the long-lived workers of a real cluster
+have) and once more, timed (a run's fixed cost: start, plan, connect, one task per step, close),
+then ``--repeat`` times with ``eoscale run --cluster tcp://127.0.0.1:PORT``: the cluster is running
+before the command starts, so its start is not in the wall time.
 
 Each cluster run records, beside wall and CPU of the ``eoscale`` process (the client: planning,
-receiving results, writing the output): from the scheduler's task stream, the tasks, the seconds
+receiving results, writing the outputs): from the scheduler's task stream, the tasks, the seconds
 they computed (a task's compute: decoding its windows, the callable, cutting the cores) and the
-bytes of their results (what crossed loopback to the client); the CPU time the scheduler and the
-workers (with their nannies) took during the run; and each worker's gaps between a task's end and
-the next one's start (what the scheduler and the client's fetching add per task). The load is
-recorded with every run: the 1-minute load average before it, and the cores other work took
-during it (all the machine's busy time less that of the client, the scheduler and the workers).
+bytes of their results (what crossed loopback to the client); from timers put into the workers
+(worker_timers.py), the seconds spent decoding windows; the CPU time the scheduler and the workers
+(with their nannies) took during the run, also beyond their idle CPU, and the bytes the workers
+read; each worker's gaps between a task's end and the next one's start (the scheduler's and the
+client's latency, or the client holding tasks back while it writes). The load is recorded with
+every run: the 1-minute load average before it, and the cores other work took during it (all the
+machine's busy time less that of the client, the scheduler and the workers).
 
 On a machine with C cores, N > C workers (with the client and the scheduler) share C cores: such
 runs measure the overhead of more processes and more, smaller tasks, not a speedup.
 
-Writes the JSON report and a Markdown table beside it.
+From the runs with the fewest workers it estimates the wall time on N machines (see
+:func:`estimate_wall` and benchmarks/README.md). Writes the JSON report and the Markdown tables
+beside it.
 """
 
 from __future__ import annotations
@@ -57,26 +67,29 @@ from run import (
 )
 
 MiB = 2 ** 20
-#: The pipeline every cluster runs once before it is measured: the workers import what it needs.
-WARM_UP_SIZE = 512
+#: The scene of the runs that warm the workers up (they import what a run needs) and measure a
+#: run's fixed cost (start, plan, connect, one task per step, close).
+TINY_SIZE = 512
 SCRATCH = HERE / "results" / "scratch"
 #: Seconds the cluster is watched idle after it starts, to know its idle CPU.
 IDLE_SECONDS = 3.0
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its live descendants."""
+def tree_usage(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) and bytes read (``read_bytes``, all ``read()`` calls) of
+    ``pid`` and its live descendants."""
     import psutil  # a dependency of distributed
 
-    total = 0.0
+    cpu, read = 0.0, 0
     root = psutil.Process(pid)
     for member in [root, *root.children(recursive=True)]:
         try:
-            times = member.cpu_times()
+            times, io = member.cpu_times(), member.io_counters()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        cpu += times.user + times.system
+        read += io.read_chars
+    return {"cpu_s": cpu, "read_bytes": read}
 
 
 class LoopbackCluster:
@@ -108,15 +121,18 @@ class LoopbackCluster:
         self.count = workers
         self.eoscale = sorted(set(self.client.run(_eoscale_file).values()))
         self.client.run(worker_timers.install)
-        before, started = self.cpu(), time.perf_counter()
+        before, started = self.usage(), time.perf_counter()
         time.sleep(IDLE_SECONDS)
-        after, seconds = self.cpu(), time.perf_counter() - started
+        after, seconds = self.usage(), time.perf_counter() - started
         #: Cores the scheduler and the workers take when idle (heartbeats, monitors).
-        self.idle_cores = {key: (after[key] - before[key]) / seconds for key in after}
+        self.idle_cores = {key: (after[key] - before[key]) / seconds
+                           for key in ("scheduler", "workers_cpu_s")}
 
-    def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of the scheduler, and of the workers with their nannies."""
-        return {"scheduler": tree_cpu(self.scheduler.pid), "workers": tree_cpu(self.workers.pid)}
+    def usage(self) -> dict[str, float]:
+        """So far: CPU seconds of the scheduler, and of the workers with their nannies; bytes the
+        workers read (``read()`` calls: their files; their messages are a few kilobytes)."""
+        return {"scheduler": tree_usage(self.scheduler.pid)["cpu_s"],
+                **{f"workers_{k}": v for k, v in tree_usage(self.workers.pid).items()}}
 
     def tasks(self, start: float, stop: float) -> list[dict]:
         return self.client.get_task_stream(start=start, stop=stop)
@@ -207,24 +223,27 @@ def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str
                 quiet_below: float) -> dict:
     if quiet_below > 0:
         wait_for_quiet(quiet_below, 60)
-    before, timers_before = cluster.cpu(), cluster.timers()
+    before, timers_before = cluster.usage(), cluster.timers()
     busy_before, started = cpu_busy_seconds(), time.time()
     run = run_measured(command, interval=None, cwd=str(HERE), env=env)
     stopped, busy = time.time(), cpu_busy_seconds() - busy_before
-    after, timers_after = cluster.cpu(), cluster.timers()
+    after, timers_after = cluster.usage(), cluster.timers()
     if run.returncode != 0:
         raise SystemExit(f"failed ({run.returncode}): {' '.join(command)}\n{run.stdout}\n{run.stderr}")
-    cpu = {key: after[key] - before[key] for key in after}
+    used = {key: after[key] - before[key] for key in after}
     tasks = task_summary(cluster.tasks(started, stopped), cluster.count)
     tasks.update({f"workers_{key}": timers_after[key] - timers_before.get(key, 0.0)
                   for key in timers_after})
     # The machine's busy time less the client's, the scheduler's and the workers': other work.
-    foreign = max(0.0, (busy - run.cpu_s - sum(cpu.values())) / run.wall_s)
-    return {**_basic(run), "foreign_cores": foreign, "scheduler_cpu_s": cpu["scheduler"],
-            "scheduler_beyond_idle_s": cpu["scheduler"] - cluster.idle_cores["scheduler"] * run.wall_s,
-            "workers_cpu_s": cpu["workers"],
-            "workers_beyond_idle_s": cpu["workers"] - cluster.idle_cores["workers"] * run.wall_s,
-            "tasks": tasks}
+    cluster_cpu = used["scheduler"] + used["workers_cpu_s"]
+    foreign = max(0.0, (busy - run.cpu_s - cluster_cpu) / run.wall_s)
+    return {**_basic(run), "foreign_cores": foreign, "scheduler_cpu_s": used["scheduler"],
+            "scheduler_beyond_idle_s":
+                used["scheduler"] - cluster.idle_cores["scheduler"] * run.wall_s,
+            "workers_cpu_s": used["workers_cpu_s"],
+            "workers_beyond_idle_s":
+                used["workers_cpu_s"] - cluster.idle_cores["workers_cpu_s"] * run.wall_s,
+            "workers_read_bytes": used["workers_read_bytes"], "tasks": tasks}
 
 
 def _basic(run: Measured) -> dict:
@@ -256,6 +275,109 @@ def efficiencies(report: dict) -> None:
                 wall = row["median"]["wall_s"]
                 row["speedup"] = base / wall
                 row["efficiency"] = base / (int(count) * wall)
+
+
+def add_estimate_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "estimate on N machines (from the 1-worker runs; see benchmarks/README.md)")
+    group.add_argument("--machines", default="1,2,4,8,16", help="machine counts, comma-separated")
+    group.add_argument("--cores", type=int, default=8, help="one-thread workers per machine")
+    group.add_argument("--client-cores", type=int, default=8,
+                       help="cores of the machine running eoscale run (it writes the outputs)")
+    group.add_argument("--fs-bandwidth", default="1GB", metavar="BYTES_PER_S",
+                       help="aggregate read bandwidth of the shared filesystem (default 1GB)")
+    group.add_argument("--net-bandwidth", default="1.25GB", metavar="BYTES_PER_S",
+                       help="what the client's network interface receives per second "
+                            "(default 1.25GB: 10 Gbit/s)")
+    group.add_argument("--estimate-from", type=Path, metavar="JSON",
+                       help="only print the estimate from a report this script saved")
+
+
+def model_parameters(entry: dict) -> dict | None:
+    """The estimate's parameters from a workload's cluster runs with the fewest workers (least
+    disturbed by sharing this machine): fixed seconds (a tiny run's wall), the client's seconds
+    of work beyond the tiny run's (receiving and writing), the tasks' compute seconds, per-task
+    overheads of the workers and the scheduler beyond their idle CPU, bytes read and sent."""
+    if not entry.get("cluster"):
+        return None
+    count, row = min(entry["cluster"].items(), key=lambda item: int(item[0]))
+    m, tiny = row["median"], row["tiny"]
+    tasks = max(1.0, m["tasks"]["tasks"])
+    compute = m["tasks"]["compute_s"]
+    return {
+        "measured_with_workers": int(count), "fixed_s": tiny["wall_s"],
+        "client_s": max(0.0, m["cpu_s"] - tiny["cpu_s"]), "tasks": tasks, "compute_s": compute,
+        "worker_per_task_s": max(0.0, m["workers_beyond_idle_s"] - compute) / tasks,
+        "scheduler_per_task_s": max(0.0, m["scheduler_beyond_idle_s"]) / tasks,
+        "read_bytes": m["workers_read_bytes"], "result_bytes": m["tasks"]["result_bytes"]}
+
+
+def estimate_wall(p: dict, machines: int, cores: int, client_cores: int, fs: float,
+                  net: float) -> tuple[float, str]:
+    """Seconds on ``machines`` x ``cores`` one-thread workers, and the term that bounds them:
+    fixed + max(the client's work on its cores, the tasks' compute and per-task overhead on the
+    workers, the scheduler's per-task work, reading the inputs at ``fs`` bytes/s, receiving the
+    results at ``net`` bytes/s) + one task (the last one, which nothing overlaps)."""
+    workers = machines * cores
+    terms = {
+        "client (receive + write)": p["client_s"] / client_cores,
+        "workers (tasks)": (p["compute_s"] + p["tasks"] * p["worker_per_task_s"]) / workers,
+        "scheduler": p["tasks"] * p["scheduler_per_task_s"],
+        "shared filesystem": p["read_bytes"] / fs,
+        "client network": p["result_bytes"] / net,
+    }
+    bound = max(terms, key=terms.__getitem__)
+    return p["fixed_s"] + terms[bound] + p["compute_s"] / p["tasks"], bound
+
+
+def estimate_all(report: dict, args: argparse.Namespace) -> dict:
+    from eoscale.sizes import parse_size
+
+    assumptions = {"machines": [int(n) for n in args.machines.split(",")], "cores": args.cores,
+                   "client_cores": args.client_cores,
+                   "fs_bytes_per_s": parse_size(args.fs_bandwidth),
+                   "net_bytes_per_s": parse_size(args.net_bandwidth)}
+    found: dict = {"assumptions": assumptions, "workloads": {}}
+    for entry in report["workloads"]:
+        parameters = model_parameters(entry)
+        if parameters is None:
+            continue
+        rows = []
+        for machines in assumptions["machines"]:
+            wall, bound = estimate_wall(parameters, machines, args.cores, args.client_cores,
+                                        assumptions["fs_bytes_per_s"],
+                                        assumptions["net_bytes_per_s"])
+            rows.append({"machines": machines, "wall_s": wall, "bound": bound})
+        base = rows[0]["wall_s"] * rows[0]["machines"]
+        for row in rows:
+            row["efficiency"] = base / (row["machines"] * row["wall_s"])
+        found["workloads"][entry["key"]] = {"title": entry["title"], "parameters": parameters,
+                                            "rows": rows}
+    return found
+
+
+def estimate_markdown(report: dict) -> str:
+    e = report["estimate"]
+    a = e["assumptions"]
+    lines = [f"Estimate on N machines of {a['cores']} one-thread workers, the client on "
+             f"{a['client_cores']} cores, a shared filesystem giving "
+             f"{a['fs_bytes_per_s'] / 1e9:.2f} GB/s, the client receiving "
+             f"{a['net_bytes_per_s'] / 1e9:.2f} GB/s; from the runs with the fewest workers "
+             "(efficiency against one machine):", "",
+             "| workload | parameters | " + " | ".join(f"{n} machine{'s' if n > 1 else ''}"
+                                                      for n in a["machines"]) + " |",
+             "|---|---|" + "---|" * len(a["machines"])]
+    for found in e["workloads"].values():
+        p = found["parameters"]
+        text = (f"fixed {p['fixed_s']:.1f} s, client {p['client_s']:.1f} s, {p['tasks']:.0f} "
+                f"tasks of {p['compute_s'] / p['tasks'] * 1000:.0f} ms, per task "
+                f"{p['worker_per_task_s'] * 1000:.0f} ms (workers) + "
+                f"{p['scheduler_per_task_s'] * 1000:.1f} ms (scheduler), read "
+                f"{p['read_bytes'] / MiB:.0f} MiB, results {p['result_bytes'] / MiB:.0f} MiB")
+        cells = [f"{row['wall_s']:.1f} s ({row['efficiency']:.2f}, {row['bound']})"
+                 for row in found["rows"]]
+        lines.append(f"| {found['title']} | {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(report: dict) -> str:
@@ -304,6 +426,26 @@ def save_report(report: dict, out: Path, render: Callable[[dict], str]) -> None:
     print(f"saved {out} and {out.with_suffix('.md')}")
 
 
+def run_side(label: str, count: int, workload: Workload, runs: int, run_once) -> list[dict]:
+    """``runs`` runs of one side, each printed as it ends."""
+    found = []
+    for repeat in range(runs):
+        done = run_once()
+        found.append(done)
+        extra = ""
+        if "tasks" in done:
+            t = done["tasks"]
+            extra = (f" tasks {t['tasks']} in tasks {t['compute_s']:.1f} s (decode "
+                     f"{t.get('workers_read_s', 0.0):.1f} s) busy {t['busy']:.0%} gap "
+                     f"{t['gap_median_s'] * 1000:.0f} ms results {t['result_bytes'] / MiB:.0f} MiB"
+                     f" read {done['workers_read_bytes'] / MiB:.0f} MiB scheduler "
+                     f"{done['scheduler_cpu_s']:.2f} s workers {done['workers_cpu_s']:.1f} s")
+        print(f"  {workload.key} N={count} {label:7} #{repeat + 1}: wall {done['wall_s']:6.2f} s "
+              f"cpu {done['cpu_s']:6.2f} s load {done['load_before']:.1f} foreign "
+              f"{done['foreign_cores']:.2f}{extra}", flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=8192)
@@ -320,67 +462,66 @@ def main() -> None:
     parser.add_argument("--eoscale-ref", metavar="REF",
                         help="measure this git commit's eoscale (default: this checkout's)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cluster_scaling.json")
+    add_estimate_options(parser)
     args = parser.parse_args()
+    if args.estimate_from:
+        report = json.loads(args.estimate_from.read_text())
+        report["estimate"] = estimate_all(report, args)
+        print(estimate_markdown(report))
+        return
     source = export_source(args.eoscale_ref) if args.eoscale_ref else REPO
     env = child_env(source)
     if args.direct:
         env["DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS"] = "True"
     chosen = [w for w in WORKLOADS if w.key in args.workloads.split(",")]
     counts = [int(n) for n in args.workers.split(",")]
-    scene, warm = datagen.ensure_scene(args.size), datagen.ensure_scene(WARM_UP_SIZE)
+    scene, tiny = datagen.ensure_scene(args.size), datagen.ensure_scene(TINY_SIZE)
     out_dir = HERE / "results" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(),
                     "settings": {"size": args.size, "workers": counts, "repeat": args.repeat,
-                                 "direct": args.direct, "eoscale_source": str(source)},
+                                 "direct": args.direct, "eoscale_source": str(source),
+                                 "scene_file_bytes": scene.stat().st_size},
                     "load": {"start": os.getloadavg()[0]},
                     "workloads": [{"key": w.key, "title": w.title, "cluster": {}, "pool": {}}
                                   for w in chosen]}
     for count in counts:
+        outs = {(w.key, side): out_dir / f"scaling_{w.key}_{side}{w.suffix}"
+                for w in chosen for side in ("cluster", "pool")}
+        # The pool first, while no cluster is up: an idle Dask worker still takes CPU (its
+        # ticks, monitors and profiler), which on this machine would slow the pool.
+        for entry, workload in zip(report["workloads"], chosen):
+            if args.no_pool:
+                break
+            command = run_command(workload, scene, outs[workload.key, "pool"], None, count)
+            found = run_side("pool", count, workload, args.repeat,
+                             lambda: _basic(measured_run(command, env, args.quiet_below)))
+            entry["pool"][str(count)] = {"median": medians(found), "runs": found}
         with LoopbackCluster(count, env) as cluster:
-            print(f"{count} worker(s): scheduler {cluster.address}, eoscale {cluster.eoscale} "
-                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            print(f"{count} worker(s): scheduler {cluster.address}, eoscale {cluster.eoscale}, "
+                  f"idle {cluster.idle_cores} cores (load {os.getloadavg()[0]:.1f})", flush=True)
             report["settings"]["workers_import"] = cluster.eoscale
-            for workload in chosen:
-                warm_out = out_dir / f"scaling_warm{workload.suffix}"
-                measured_run(run_command(workload, warm, warm_out, cluster.address, count), env, 0)
             for entry, workload in zip(report["workloads"], chosen):
-                outs = {side: out_dir / f"scaling_{workload.key}_{side}{workload.suffix}"
-                        for side in ("cluster", "pool")}
-                runs: dict[str, list[dict]] = {"cluster": [], "pool": []}
-                for repeat in range(args.repeat):
-                    sides = ["cluster", "pool"] if repeat % 2 == 0 else ["pool", "cluster"]
-                    for side in sides:
-                        if side == "pool" and args.no_pool:
-                            continue
-                        command = run_command(workload, scene, outs[side],
-                                              cluster.address if side == "cluster" else None,
-                                              count)
-                        done = (cluster_run(cluster, command, env, args.quiet_below)
-                                if side == "cluster"
-                                else _basic(measured_run(command, env, args.quiet_below)))
-                        runs[side].append(done)
-                        extra = ""
-                        if side == "cluster":
-                            t = done["tasks"]
-                            extra = (f" tasks {t['tasks']} in tasks {t['compute_s']:.1f} s busy "
-                                     f"{t['busy']:.0%} gap {t['gap_median_s'] * 1000:.0f} ms "
-                                     f"scheduler {done['scheduler_cpu_s']:.2f} s workers "
-                                     f"{done['workers_cpu_s']:.1f} s")
-                        print(f"  {workload.key} N={count} {side:7} #{repeat + 1}: wall "
-                              f"{done['wall_s']:6.2f} s cpu {done['cpu_s']:6.2f} s load "
-                              f"{done['load_before']:.1f} foreign {done['foreign_cores']:.2f}"
-                              f"{extra}", flush=True)
-                for side, found in runs.items():
-                    if found:
-                        entry[side][str(count)] = {"median": medians(found), "runs": found}
+                tiny_out = out_dir / f"scaling_tiny{workload.suffix}"
+                tiny_command = run_command(workload, tiny, tiny_out, cluster.address, count)
+                measured_run(tiny_command, env, 0)  # warm-up: the workers import what it needs
+                fixed = cluster_run(cluster, tiny_command, env, args.quiet_below)
+                command = run_command(workload, scene, outs[workload.key, "cluster"],
+                                      cluster.address, count)
+                found = run_side("cluster", count, workload, args.repeat,
+                                 lambda: cluster_run(cluster, command, env, args.quiet_below))
+                entry["cluster"][str(count)] = {"median": medians(found), "runs": found,
+                                                "idle_cores": cluster.idle_cores,
+                                                "tiny": fixed}
                 if not args.no_pool:
-                    entry["equal_" + str(count)] = outputs_equal(outs["pool"], outs["cluster"])
+                    entry["equal_" + str(count)] = outputs_equal(outs[workload.key, "pool"],
+                                                                 outs[workload.key, "cluster"])
     for entry in report["workloads"]:
         checks = [value["equal"] for key, value in entry.items() if key.startswith("equal_")]
         entry["equal"] = all(checks) if checks else None
     efficiencies(report)
-    save_report(report, args.out, markdown)
+    report["estimate"] = estimate_all(report, args)
+    save_report(report, args.out, lambda found: markdown(found) + "\n" + estimate_markdown(found))
 
 
 if __name__ == "__main__":
