@@ -198,12 +198,13 @@ def task_summary(stream: list[dict], workers: int) -> dict:
 
 
 def run_command(workload: Workload, scene: Path, out: Path, cluster: str | None,
-                workers: int) -> list[str]:
+                workers: int, threads: bool = False) -> list[str]:
     """``eoscale run`` of a workload on ``cluster``, else on a pool of ``workers``; a cluster's
-    scratch files (W3's ratio) go to results/scratch, which its workers see at the same path."""
-    command = eoscale_command() + ["run", str(HERE / workload.pipeline), "--input",
-                                   f"scene={scene}", "--output", f"{workload.result}={out}",
-                                   "--overwrite"]
+    scratch files (W3's ratio) go to results/scratch, which its workers see at the same path.
+    ``threads``: through client_threads.py, which tells the CPU of its native threads apart."""
+    launcher = [sys.executable, str(HERE / "client_threads.py")] if threads else eoscale_command()
+    command = launcher + ["run", str(HERE / workload.pipeline), "--input", f"scene={scene}",
+                          "--output", f"{workload.result}={out}", "--overwrite"]
     if cluster is None:
         return command + ["--workers", str(workers)]
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -223,13 +224,18 @@ def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str
                 quiet_below: float) -> dict:
     if quiet_below > 0:
         wait_for_quiet(quiet_below, 60)
+    threads = cluster.folder / "client_threads.json"
+    threads.unlink(missing_ok=True)
     before, timers_before = cluster.usage(), cluster.timers()
     busy_before, started = cpu_busy_seconds(), time.time()
-    run = run_measured(command, interval=None, cwd=str(HERE), env=env)
+    run = run_measured(command, interval=None, cwd=str(HERE),
+                       env=dict(env, EOSCALE_BENCH_THREADS=str(threads)))
     stopped, busy = time.time(), cpu_busy_seconds() - busy_before
     after, timers_after = cluster.usage(), cluster.timers()
     if run.returncode != 0:
         raise SystemExit(f"failed ({run.returncode}): {' '.join(command)}\n{run.stdout}\n{run.stderr}")
+    # The client's native threads (GDAL compressing the outputs) apart from the rest.
+    native = json.loads(threads.read_text())["native"] if threads.exists() else 0.0
     used = {key: after[key] - before[key] for key in after}
     tasks = task_summary(cluster.tasks(started, stopped), cluster.count)
     tasks.update({f"workers_{key}": timers_after[key] - timers_before.get(key, 0.0)
@@ -243,7 +249,8 @@ def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str
             "workers_cpu_s": used["workers_cpu_s"],
             "workers_beyond_idle_s":
                 used["workers_cpu_s"] - cluster.idle_cores["workers_cpu_s"] * run.wall_s,
-            "workers_read_bytes": used["workers_read_bytes"], "tasks": tasks}
+            "workers_read_bytes": used["workers_read_bytes"], "client_native_cpu_s": native,
+            "tasks": tasks}
 
 
 def _basic(run: Measured) -> dict:
@@ -295,32 +302,59 @@ def add_estimate_options(parser: argparse.ArgumentParser) -> None:
 
 def model_parameters(entry: dict) -> dict | None:
     """The estimate's parameters from a workload's cluster runs with the fewest workers (least
-    disturbed by sharing this machine): fixed seconds (a tiny run's wall), the client's seconds
-    of work beyond the tiny run's (receiving and writing), the tasks' compute seconds, per-task
-    overheads of the workers and the scheduler beyond their idle CPU, bytes read and sent."""
+    disturbed by sharing this machine), each beyond the tiny run's where the tiny run has its
+    share: fixed seconds (the tiny run's wall: start, plan, connect, close); the client's CPU
+    seconds, serial (receiving results, writing windows) and parallel (its native threads: GDAL
+    compressing the outputs); the tasks' compute seconds; per task, the workers' and the
+    scheduler's CPU beyond their idle CPU and the tasks' compute; bytes read and sent."""
     if not entry.get("cluster"):
         return None
-    count, row = min(entry["cluster"].items(), key=lambda item: int(item[0]))
+    rows = sorted(entry["cluster"].items(), key=lambda item: int(item[0]))
+    count, row = rows[0]
     m, tiny = row["median"], row["tiny"]
     tasks = max(1.0, m["tasks"]["tasks"])
+    extra_tasks = max(1.0, tasks - tiny["tasks"]["tasks"])
     compute = m["tasks"]["compute_s"]
+    native, serial = _client_split(m, tiny)
+    # With one worker eoscale writes with one thread, and GDAL compresses in the calling thread:
+    # the client's work is split as measured with the fewest workers above one.
+    several = [found for number, found in rows if int(number) > 1]
+    if int(count) == 1 and several:
+        native_n, serial_n = _client_split(several[0]["median"], several[0]["tiny"])
+        share = native_n / (native_n + serial_n) if native_n + serial_n > 0 else 0.0
+        native, serial = share * (native + serial), (1 - share) * (native + serial)
+
+    def per_task(key: str, less: float = 0.0, tiny_less: float = 0.0) -> float:
+        return max(0.0, (m[key] - less) - (tiny[key] - tiny_less)) / extra_tasks
+
     return {
         "measured_with_workers": int(count), "fixed_s": tiny["wall_s"],
-        "client_s": max(0.0, m["cpu_s"] - tiny["cpu_s"]), "tasks": tasks, "compute_s": compute,
-        "worker_per_task_s": max(0.0, m["workers_beyond_idle_s"] - compute) / tasks,
-        "scheduler_per_task_s": max(0.0, m["scheduler_beyond_idle_s"]) / tasks,
+        "client_serial_s": serial, "client_parallel_s": native,
+        "tasks": tasks, "compute_s": compute,
+        "worker_per_task_s": per_task("workers_beyond_idle_s", compute,
+                                      tiny["tasks"]["compute_s"]),
+        "scheduler_per_task_s": per_task("scheduler_beyond_idle_s"),
         "read_bytes": m["workers_read_bytes"], "result_bytes": m["tasks"]["result_bytes"]}
+
+
+def _client_split(run: dict, tiny: dict) -> tuple[float, float]:
+    """The client's CPU seconds beyond the tiny run's: its native threads', and the rest."""
+    native = run["client_native_cpu_s"] - tiny["client_native_cpu_s"]
+    rest = (run["cpu_s"] - run["client_native_cpu_s"]) - (tiny["cpu_s"] - tiny["client_native_cpu_s"])
+    return max(0.0, native), max(0.0, rest)
 
 
 def estimate_wall(p: dict, machines: int, cores: int, client_cores: int, fs: float,
                   net: float) -> tuple[float, str]:
     """Seconds on ``machines`` x ``cores`` one-thread workers, and the term that bounds them:
-    fixed + max(the client's work on its cores, the tasks' compute and per-task overhead on the
-    workers, the scheduler's per-task work, reading the inputs at ``fs`` bytes/s, receiving the
+    fixed + max(the client's work (its serial part on one core, its compression on its cores, as
+    many as the workers: eoscale writes with that many threads), the tasks' compute and per-task
+    overhead on the workers, the scheduler's per-task work, reading the inputs at ``fs`` bytes/s, receiving the
     results at ``net`` bytes/s) + one task (the last one, which nothing overlaps)."""
     workers = machines * cores
     terms = {
-        "client (receive + write)": p["client_s"] / client_cores,
+        "client (receive + write)": (p["client_serial_s"]
+                                     + p["client_parallel_s"] / min(client_cores, workers)),
         "workers (tasks)": (p["compute_s"] + p["tasks"] * p["worker_per_task_s"]) / workers,
         "scheduler": p["tasks"] * p["scheduler_per_task_s"],
         "shared filesystem": p["read_bytes"] / fs,
@@ -369,7 +403,8 @@ def estimate_markdown(report: dict) -> str:
              "|---|---|" + "---|" * len(a["machines"])]
     for found in e["workloads"].values():
         p = found["parameters"]
-        text = (f"fixed {p['fixed_s']:.1f} s, client {p['client_s']:.1f} s, {p['tasks']:.0f} "
+        text = (f"fixed {p['fixed_s']:.1f} s, client {p['client_serial_s']:.1f} s serial + "
+                f"{p['client_parallel_s']:.1f} s compressing, {p['tasks']:.0f} "
                 f"tasks of {p['compute_s'] / p['tasks'] * 1000:.0f} ms, per task "
                 f"{p['worker_per_task_s'] * 1000:.0f} ms (workers) + "
                 f"{p['scheduler_per_task_s'] * 1000:.1f} ms (scheduler), read "
@@ -503,11 +538,11 @@ def main() -> None:
             report["settings"]["workers_import"] = cluster.eoscale
             for entry, workload in zip(report["workloads"], chosen):
                 tiny_out = out_dir / f"scaling_tiny{workload.suffix}"
-                tiny_command = run_command(workload, tiny, tiny_out, cluster.address, count)
+                tiny_command = run_command(workload, tiny, tiny_out, cluster.address, count, True)
                 measured_run(tiny_command, env, 0)  # warm-up: the workers import what it needs
                 fixed = cluster_run(cluster, tiny_command, env, args.quiet_below)
                 command = run_command(workload, scene, outs[workload.key, "cluster"],
-                                      cluster.address, count)
+                                      cluster.address, count, True)
                 found = run_side("cluster", count, workload, args.repeat,
                                  lambda: cluster_run(cluster, command, env, args.quiet_below))
                 entry["cluster"][str(count)] = {"median": medians(found), "runs": found,
