@@ -325,7 +325,8 @@ def model_parameters(entry: dict) -> dict | None:
         native, serial = share * (native + serial), (1 - share) * (native + serial)
 
     def per_task(key: str, less: float = 0.0, tiny_less: float = 0.0) -> float:
-        return max(0.0, (m[key] - less) - (tiny[key] - tiny_less)) / extra_tasks
+        # Each side beyond idle can come out below zero by the noise of the idle rate.
+        return max(0.0, max(0.0, m[key] - less) - max(0.0, tiny[key] - tiny_less)) / extra_tasks
 
     return {
         "measured_with_workers": int(count), "fixed_s": tiny["wall_s"],
@@ -382,9 +383,12 @@ def estimate_all(report: dict, args: argparse.Namespace) -> dict:
                                         assumptions["fs_bytes_per_s"],
                                         assumptions["net_bytes_per_s"])
             rows.append({"machines": machines, "wall_s": wall, "bound": bound})
-        base = rows[0]["wall_s"] * rows[0]["machines"]
+        # Against the run measured with the fewest workers (one, usually).
+        measured = parameters["measured_with_workers"]
+        base = entry["cluster"][str(measured)]["median"]["wall_s"]
         for row in rows:
-            row["efficiency"] = base / (row["machines"] * row["wall_s"])
+            row["speedup"] = base / row["wall_s"]
+            row["efficiency"] = row["speedup"] * measured / (row["machines"] * args.cores)
         found["workloads"][entry["key"]] = {"title": entry["title"], "parameters": parameters,
                                             "rows": rows}
     return found
@@ -396,8 +400,9 @@ def estimate_markdown(report: dict) -> str:
     lines = [f"Estimate on N machines of {a['cores']} one-thread workers, the client on "
              f"{a['client_cores']} cores, a shared filesystem giving "
              f"{a['fs_bytes_per_s'] / 1e9:.2f} GB/s, the client receiving "
-             f"{a['net_bytes_per_s'] / 1e9:.2f} GB/s; from the runs with the fewest workers "
-             "(efficiency against one machine):", "",
+             f"{a['net_bytes_per_s'] / 1e9:.2f} GB/s; from the runs with the fewest workers. "
+             "Each cell: the wall time, the speed-up over the measured run with the fewest "
+             "workers and the efficiency per worker, the bound:", "",
              "| workload | parameters | " + " | ".join(f"{n} machine{'s' if n > 1 else ''}"
                                                       for n in a["machines"]) + " |",
              "|---|---|" + "---|" * len(a["machines"])]
@@ -409,8 +414,8 @@ def estimate_markdown(report: dict) -> str:
                 f"{p['worker_per_task_s'] * 1000:.0f} ms (workers) + "
                 f"{p['scheduler_per_task_s'] * 1000:.1f} ms (scheduler), read "
                 f"{p['read_bytes'] / MiB:.0f} MiB, results {p['result_bytes'] / MiB:.0f} MiB")
-        cells = [f"{row['wall_s']:.1f} s ({row['efficiency']:.2f}, {row['bound']})"
-                 for row in found["rows"]]
+        cells = [f"{row['wall_s']:.1f} s, x{row['speedup']:.1f}, {row['efficiency']:.2f}, "
+                 f"{row['bound']}" for row in found["rows"]]
         lines.append(f"| {found['title']} | {text} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
