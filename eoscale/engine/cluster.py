@@ -405,9 +405,13 @@ def _failure(value: Any) -> BaseException | None:
 
 def local_start_method() -> str | None:
     """``fork`` when a local cluster's workers may be forked from this process, else None (Dask's
-    default, ``spawn``): on Linux, from a process running one thread (no lock held by another
-    thread can be copied locked into a worker) and holding no socket (GDAL keeps its HTTP
-    connections open: a forked worker would share them, see :mod:`eoscale.io.paths`)."""
+    default, ``spawn``): on Linux, from a process running one Python thread (no lock held by
+    another thread can be copied locked into a worker) and holding no socket (GDAL keeps its HTTP
+    connections open: a forked worker would share them, see :mod:`eoscale.io.paths`). Native
+    threads are not counted: BLAS's (numpy, scipy) handle a fork; GDAL's thread pool, started by
+    compressing with several threads, does not, so a worker forked after it had better not decode
+    with ``GDAL_NUM_THREADS`` (the command line forks before it writes anything; the process
+    pool's workers are forked the same way)."""
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
         return None
     if threading.active_count() > 1:
