@@ -449,8 +449,9 @@ def markdown(report: dict) -> str:
                 f"| {c['scheduler_cpu_s']:.2f} s ({c['scheduler_beyond_idle_s']:.2f} s) "
                 f"| {c['workers_cpu_s']:.1f} s | {c['cpu_s']:.1f} s | {pool_text} "
                 f"| {c['load_before']:.1f} | {c['foreign_cores']:.2f} |")
+    verdicts = {True: "yes", False: "NO", None: "not compared (no pool runs)"}
     lines += ["", "Outputs of the cluster and the pool bit-identical: "
-              + ", ".join(f"{w['key']} {'yes' if w['equal'] else 'NO'}" for w in report["workloads"])]
+              + ", ".join(f"{w['key']} {verdicts[w['equal']]}" for w in report["workloads"])]
     return "\n".join(lines) + "\n"
 
 
