@@ -18,7 +18,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from eoscale.engine.cluster import WorkerSetup
+from eoscale.engine.cluster import WorkerSetup, worker_gdal_cache
 from eoscale.engine.executors import cap_gdal_cache, set_gdal_options
 from eoscale.engine.tasks import Job
 
@@ -26,7 +26,8 @@ from eoscale.engine.tasks import Job
 class SetupPlugin(WorkerPlugin):
     """Puts the pipeline's folders at the front of ``sys.path`` and forgets the modules already
     imported from them (so that a long-lived worker runs the callables as they are now), then
-    applies the GDAL options and caps GDAL's block cache (see :class:`WorkerSetup`)."""
+    applies the GDAL options and caps GDAL's block cache (see :class:`WorkerSetup` and
+    :func:`~eoscale.engine.cluster.worker_gdal_cache`)."""
 
     def __init__(self, setup: WorkerSetup):
         self.setup_values = setup
@@ -40,7 +41,8 @@ class SetupPlugin(WorkerPlugin):
         for name, module in list(sys.modules.items()):
             if any(_imported_from(name, module, folder) for folder in folders):
                 del sys.modules[name]
-        cap_gdal_cache(setup.gdal_cache_bytes)
+        memory = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+        cap_gdal_cache(worker_gdal_cache(setup.gdal_cache_bytes, memory))
         set_gdal_options(setup.gdal_options or {})
         if setup.ignore_sigint and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -43,6 +43,16 @@ def exits_at(arrays, profiles, params):
     return arrays[0]
 
 
+def exits_once_at(arrays, profiles, params):
+    """Kills its worker at tile ``tile`` the first time (it leaves the file ``marker``), then
+    returns its input."""
+    if tile_context().index == params["tile"] and not os.path.exists(params["marker"]):
+        with open(params["marker"], "w"):
+            pass
+        os._exit(3)
+    return arrays[0]
+
+
 def gdal_option(arrays, profiles, params):
     """Every pixel set to the worker's GDAL option EOSCALE_TEST_VALUE (0 when unset)."""
     from rasterio.env import get_gdal_config

@@ -139,6 +139,20 @@ def test_a_callable_that_kills_its_worker_every_time_is_a_dead_worker_naming_ste
     no_partial_output(ops_dir)
 
 
+def test_a_forked_worker_lost_mid_run_is_restarted_and_the_run_completes(ops_dir):
+    """The command's local cluster forks its workers; one dies at tile 3 (once): the nanny starts
+    another (spawned), the run's set-up reaches it, the task runs again, the output is whole."""
+    marker = ops_dir / "died"
+    pipeline(ops_dir, "  - {name: copy, map: cluster_ops.exits_once_at, inputs: [scene], "
+                      f"params: {{tile: 3, marker: '{marker}'}}}}\n", "{copy: out/copy.tif}")
+    done = eoscale_command(ops_dir, "run", "p.yaml", "--cluster", "local:2")
+    assert done.returncode == 0, done.stderr
+    assert marker.exists()
+    with rasterio.open(ops_dir / "out" / "copy.tif") as result, \
+            rasterio.open(ops_dir / "small.tif") as source:
+        assert result.read().tobytes() == source.read().tobytes()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 import rasterio
 
 import eoscale
+from eoscale.engine.cluster import worker_gdal_cache
 from eoscale.engine.shared import list_segments
 from eoscale.errors import ConfigError
 
@@ -163,6 +166,30 @@ def test_a_local_cluster_started_by_the_run(ops_dir, shared_rasters, pool_result
     assert result.plan.resources.cluster == "local:2"
     for name in ("smooth.tif", "low.tif", "stats.json"):
         same_file(ops_dir / "out" / name, pool_result / name)
+
+
+def test_a_local_cluster_s_workers_are_forked_only_from_one_thread_without_sockets():
+    """Forked from a process holding a socket (GDAL's HTTP connections) or running threads, a
+    worker could share the connection, or inherit a lock held by another thread."""
+    check = ("import socket, threading, time\n"
+             "from eoscale.engine.cluster import local_start_method\n"
+             "print(local_start_method())\n"
+             "with socket.socket():\n"
+             "    print(local_start_method())\n"
+             "threading.Thread(target=time.sleep, args=(1,)).start()\n"
+             "print(local_start_method())\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          check=True)
+    expected = "fork" if sys.platform == "linux" else "None"
+    assert done.stdout.split() == [expected, "None", "None"]
+
+
+def test_a_cluster_worker_s_gdal_cache_is_raised_within_its_memory():
+    mib = 2**20
+    assert worker_gdal_cache(16 * mib, None) == 128 * mib
+    assert worker_gdal_cache(16 * mib, 1024 * mib) == 64 * mib
+    assert worker_gdal_cache(16 * mib, 128 * mib) == 16 * mib  # never below the plan's
+    assert worker_gdal_cache(512 * mib, 64 * 1024 * mib) == 512 * mib
 
 
 def test_a_remote_cluster_needs_an_explicit_scratch_folder(client, ops_dir, shared_rasters):
