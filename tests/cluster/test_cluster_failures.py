@@ -183,7 +183,7 @@ def test_a_signal_during_a_local_cluster_run_leaves_nothing_behind(ops_dir, sign
     process = subprocess.Popen(
         [sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster", "local:2", "--scratch",
          "scratch"], cwd=ops_dir, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1"))
     try:
         lines = []
         deadline = time.monotonic() + 60
@@ -202,7 +202,15 @@ def test_a_signal_during_a_local_cluster_run_leaves_nothing_behind(ops_dir, sign
             os.killpg(process.pid, signal.SIGINT)
         else:
             process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a hang: its threads' stacks (faulthandler on SIGABRT)
+            process.send_signal(signal.SIGABRT)
+            process.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):  # its workers hold the pipe open
+                os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail("the run did not stop within 30 s; where it was:\n"
+                        + process.stderr.read()[-6000:])
         stderr = process.stderr.read()
     finally:
         if process.poll() is None:
