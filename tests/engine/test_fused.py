@@ -3,16 +3,16 @@ edge, tiles and strips, one and two workers, with and without profile functions.
 
 from __future__ import annotations
 
+import callables
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_map import make_image
 
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.fused import Stage, chain_growths, chain_margin, recompute_share
 from eoscale.errors import ConfigError, StepError
-from tests.engine import callables
-from tests.engine.test_map import make_image
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=lambda w: f"workers{w}")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from test_pipeline_budget import budget, outputs_of, same, smallest_budget
 
 from eoscale.api import plan
 from eoscale.engine.scratch import list_scratch
 from eoscale.pipeline import load_pipeline, plan_run
 from eoscale.pipeline.runner import run_pipeline
-from tests.pipeline.test_pipeline_budget import budget, outputs_of, same, smallest_budget
 
 Writer = Callable[..., Path]
 
