@@ -273,7 +273,8 @@ class RunPlan:
 
     @property
     def peak(self) -> Memory:
-        moments = [step.memory for step in self._running] or [Memory(0, 0, self.resources.fixed_bytes)]
+        moments = ([step.memory for step in self._running]
+                   or [Memory(0, 0, self.resources.fixed_bytes)])
         return max(moments, key=lambda memory: memory.total)
 
     @property
@@ -772,9 +773,11 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
             tiling, len(make_chunks(range(tiling.tile_count), resources.workers)),
             tiling_spec(index), resources.workers, block_shape, loads, stages, releases, memory,
             chain if len(chain) > 1 else (), None, shares.get(index, 0.0)))
-    steps = [replace(step, memory=steps[step.fused_into].memory, tiling=steps[step.fused_into].tiling,
-                     chunks=steps[step.fused_into].chunks)
-             if step.fused_into is not None else step for step in steps]
+    # A fused step runs at its chain's moment, with its chain's tiles.
+    steps = [step if step.fused_into is None else
+             replace(step, memory=steps[step.fused_into].memory,
+                     tiling=steps[step.fused_into].tiling, chunks=steps[step.fused_into].chunks)
+             for step in steps]
     return RunPlan(spec, resources, FrozenMap(images), tuple(steps), copied)
 
 

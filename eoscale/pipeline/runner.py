@@ -164,8 +164,9 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                             plan=tiling, files=files)
                     else:
                         made = engine.map(
-                            found.fn, [images[name] for name in step.step.inputs], params=params, profile_fn=found.profile,
-                            name=step.name, output_names=step.step.outputs, plan=tiling,
+                            found.fn, [images[name] for name in step.step.inputs],
+                            params=params, profile_fn=found.profile, name=step.name,
+                            output_names=step.step.outputs, plan=tiling,
                             writable_inputs=step.step.writable_inputs, files=files)
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
                               if plan.images[name].lives == "shared")
