@@ -75,9 +75,9 @@ def chain_growths(stages: Sequence[Any]) -> tuple[int, ...]:
             if not any(name in read for name in stage.outputs):
                 raise ConfigError(f"fused chain: nothing that step '{stage.name}' makes is read "
                                   "by a later step of the chain")
-            readers = [later for later in stages[position + 1:]
-                       if any(name in later.inputs for name in stage.outputs)]
-            growths[position] = max(growths[stages.index(r)] + r.margin for r in readers)
+            growths[position] = max(growths[later] + stages[later].margin
+                                    for later in range(position + 1, len(stages))
+                                    if any(name in stages[later].inputs for name in stage.outputs))
         read.update(stage.inputs)
     return tuple(growths)
 
@@ -186,7 +186,7 @@ class FusedMapJob(MapJob):
                 return results, here  # stored by run_tile, a failure there is the last stage's
             shapes = [self._shape(name, learn) for name in stage.outputs]
             if learn is not None and None in shapes:
-                results = _learn(results, stage.outputs, learn, here)
+                _learn(results, stage.outputs, learn)
                 shapes = [self._shape(name, learn) for name in stage.outputs]
             checked = check_results(results, here, [count for count, _ in shapes],
                                     [np.dtype(dtype) for _, dtype in shapes])
@@ -237,14 +237,13 @@ class FusedProbeJob(FusedMapJob):
         return self.run_probe(self.tiles[indices[0]])
 
 
-def _learn(results: Any, names: Sequence[str], learnt: dict[str, tuple[int, str]],
-           tile: Tile) -> Any:
-    """Record the band count and dtype of a stage's results (as a map's first tile tells them)."""
+def _learn(results: Any, names: Sequence[str], learnt: dict[str, tuple[int, str]]) -> None:
+    """Record the band count and dtype of a stage's results (as a map's first tile tells them);
+    results that do not fit are left to :func:`check_results` to report."""
     arrays = list(results) if isinstance(results, (list, tuple)) else [results]
     if len(arrays) == len(names) and all(isinstance(a, np.ndarray) for a in arrays):
         for name, array in zip(names, arrays):
             learnt[name] = (array.shape[0] if array.ndim == 3 else 1, array.dtype.name)
-    return results
 
 
 def stage_profiles(stages: Sequence[Stage], known: Mapping[str, dict[str, Any]],

@@ -700,9 +700,9 @@ def _decide(spec: PipelineSpec, resources: Resources, profiles: Mapping[str, Map
     images: dict[str, ImagePlan] = {}
     for name, item in spec.inputs.items():
         steps = readers.get(name, [])
-        lives, why = _input_residence(name, spec, steps, max(
-            (reach[i] for i in original[name]), key=lambda m: -1 if m is None else m,
-            default=0) if name in original else 0)
+        reaches = [reach[i] for i in original.get(name, [])]
+        lives, why = _input_residence(name, spec, steps,
+                                      None if None in reaches else max(reaches, default=0))
         if resources.executor == "cluster":
             lives, why = "file", ("read from its file by window: the cluster's workers share no "
                                   "memory" + (", then copied to its output" if name in spec.outputs
