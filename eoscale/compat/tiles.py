@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from rasterio.windows import Window
 
-from eoscale.engine import ExplicitPlan
+from eoscale.engine import ExplicitLayout
 from eoscale.errors import ConfigError
 
 #: A tile's core, from (start_x, start_y) to (end_x, end_y) inclusive, and the margins read around
@@ -68,12 +68,12 @@ def mp_tiles(height: int, width: int, stable_margin: int, nb_workers: int, tile_
             for x0, y0, x1, y1 in cores]
 
 
-def tiles_plan(tiles: Sequence[MpTile], height: int, width: int, step: str) -> ExplicitPlan:
+def tiles_plan(tiles: Sequence[MpTile], height: int, width: int, step: str) -> ExplicitLayout:
     """The engine plan that runs exactly ``tiles``, in their order; a ``ValueError`` (a
     :class:`~eoscale.errors.ConfigError`) naming the step and the tile if one lies outside the
     image or two cores overlap."""
     try:
-        return ExplicitPlan(height, width, tuple((core_window(tile), read_window(tile))
+        return ExplicitLayout(height, width, tuple((core_window(tile), read_window(tile))
                                                  for tile in tiles))
     except ConfigError as exc:
         raise ConfigError(f"step '{step}': compute_mp_tiles gave tiles that cannot run: "

@@ -41,7 +41,7 @@ from eoscale.engine.executors import (
     cap_gdal_cache,
 )
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
-from eoscale.engine.fused import FusedMapJob, Stage, chain_margin, stage_profiles, work_of
+from eoscale.engine.fused import ChainStep, FusedMapJob, chain_margin, chain_profiles, work_of
 from eoscale.engine.grid import grid_differences
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
@@ -56,9 +56,9 @@ from eoscale.engine.tasks import (
 )
 from eoscale.engine.tiling import (
     TILES_PER_WORKER,
-    Plan,
+    TileLayout,
     Tile,
-    TilePlan,
+    AnyLayout,
     Tiling,
     auto_tile_size,
     plan_step,
@@ -195,7 +195,7 @@ class Engine:
         # Windows aligned to the file's blocks, read a chunk at a time (also with one worker:
         # each chunk closes the file, so GDAL's block cache never holds more than a chunk).
         mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
-        plan = Plan(height, width, auto_tile_size(height, width, self.workers, 0, mode, block_shape),
+        plan = TileLayout(height, width, auto_tile_size(height, width, self.workers, 0, mode, block_shape),
                     0, mode)
         job = LoadJob(step=f"load {raster.name}", inputs=(), plan=plan, source=source,
                       target=raster.ref)
@@ -246,7 +246,7 @@ class Engine:
             params: Mapping[str, Any] | None = None, margin: int | None = None,
             profile_fn: ProfileFn | None = None, name: str | None = None,
             output_names: Sequence[str] | None = None, tiling: Tiling | None = None,
-            plan: TilePlan | None = None, writable_inputs: bool | None = None,
+            plan: AnyLayout | None = None, writable_inputs: bool | None = None,
             files: Sequence[OutputFile | None] | None = None) -> list[SharedRaster | WrittenRaster]:
         """N images -> M images: run ``fn`` on every tile and return the M results.
 
@@ -255,7 +255,7 @@ class Engine:
         tile, and each output takes a copy of the first input's profile with that result's band
         count and dtype. ``tiling`` replaces the engine's tiling for this step; ``plan`` gives the
         step's tiles outright: as planned (:func:`~eoscale.engine.tiling.plan_step`, margin
-        included), or any :class:`~eoscale.engine.tiling.ExplicitPlan`. With ``writable_inputs``
+        included), or any :class:`~eoscale.engine.tiling.ExplicitLayout`. With ``writable_inputs``
         (default: the callable's attribute of that name, else False) each tile gets private arrays
         it may write into (see :meth:`SharedRaster.read_private`).
 
@@ -283,9 +283,9 @@ class Engine:
                                                a.dtype) for a in probe]
         return self._run_map(name, job, out_profiles, output_names, files, probe, started)
 
-    def map_fused(self, stages: Sequence[Stage],
+    def map_fused(self, stages: Sequence[ChainStep],
                   inputs: Mapping[str, SharedRaster | FileRaster], *, name: str | None = None,
-                  tiling: Tiling | None = None, plan: TilePlan | None = None,
+                  tiling: Tiling | None = None, plan: AnyLayout | None = None,
                   files: Sequence[OutputFile | None] | None = None,
                   ) -> list[SharedRaster | WrittenRaster]:
         """A chain of maps computed tile by tile through every stage (see
@@ -321,12 +321,12 @@ class Engine:
         plan = self._plan(name, None, rasters, {}, margin, tiling or self.tiling, plan)
         known = {name_: raster.profile for name_, raster in zip(external, rasters)}
 
-        def call_profile(stage: Stage, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def call_profile(stage: ChainStep, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
             assert stage.profile_fn is not None
             return self._output_profiles(stage.name, stage.profile_fn, given,
                                          dict(stage.params), plan)
 
-        profiles = stage_profiles(stages, known, {}, call_profile)
+        profiles = chain_profiles(stages, known, {}, call_profile)
         job = FusedMapJob(step=stages[-1].name, inputs=tuple(r.ref for r in rasters), plan=plan,
                           fn=stages[-1].fn, profiles=tuple(known.values()),
                           stages=work_of(stages), input_names=tuple(external),
@@ -336,7 +336,7 @@ class Engine:
             started = time.perf_counter()
             self.progress.started("map", name, len(job.tiles))
             learnt = self._probe(job, job.tiles[0])
-            profiles = stage_profiles(stages, known, learnt, call_profile)
+            profiles = chain_profiles(stages, known, learnt, call_profile)
             job = replace(job, image_profiles=profiles)
         out_profiles = [profiles[output] for output in stages[-1].outputs]
         return self._run_map(name, job, out_profiles, stages[-1].outputs, files, started=started)
@@ -401,7 +401,7 @@ class Engine:
                combine: CombineFn | None = None, finalize: FinalizeFn | None = None,
                params: Mapping[str, Any] | None = None, margin: int | None = None,
                name: str | None = None, tiling: Tiling | None = None,
-               plan: TilePlan | None = None, writable_inputs: bool | None = None) -> Any:
+               plan: AnyLayout | None = None, writable_inputs: bool | None = None) -> Any:
         """N images -> a result: per-tile partials merged by ``combine`` in tile order, then finalized.
 
         The merge is a left fold in tile order, whatever the workers and the order tiles finish in,
@@ -433,7 +433,7 @@ class Engine:
 
     def _plan(self, name: str, fn: Callable | None, inputs: Sequence[SharedRaster],
               params: Mapping[str, Any], margin: int | None, tiling: Tiling,
-              planned: TilePlan | None) -> TilePlan:
+              planned: AnyLayout | None) -> AnyLayout:
         if not inputs:
             raise ConfigError(f"step '{name}': needs at least one input image")
         first = inputs[0].ref
@@ -456,7 +456,7 @@ class Engine:
                          workers=self.workers, block_shape=first.profile.get("block_shape"))
 
     def _output_profiles(self, name: str, profile_fn: ProfileFn, profiles: Sequence[dict],
-                         params: Mapping[str, Any], plan: Plan) -> list[dict[str, Any]]:
+                         params: Mapping[str, Any], plan: TileLayout) -> list[dict[str, Any]]:
         try:
             made = profile_fn([dict(p) for p in profiles], dict(params))
         except Exception as exc:  # noqa: BLE001 - a user error, reported with its place

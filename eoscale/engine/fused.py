@@ -39,7 +39,7 @@ from eoscale.io.raster import default_output_profile
 
 
 @dataclass(frozen=True)
-class Stage:
+class ChainStep:
     """One map step of a fused chain: its callable, the images it reads (inputs of the chain or
     images of earlier stages) and makes, by name, its margin (None: the callable's declared one)
     and params."""
@@ -246,9 +246,9 @@ def _learn(results: Any, names: Sequence[str], learnt: dict[str, tuple[int, str]
             learnt[name] = (array.shape[0] if array.ndim == 3 else 1, array.dtype.name)
 
 
-def stage_profiles(stages: Sequence[Stage], known: Mapping[str, dict[str, Any]],
+def chain_profiles(stages: Sequence[ChainStep], known: Mapping[str, dict[str, Any]],
                    learnt: Mapping[str, tuple[int, str]],
-                   call_profile: Callable[[Stage, list[dict[str, Any]]], list[dict[str, Any]]],
+                   call_profile: Callable[[ChainStep, list[dict[str, Any]]], list[dict[str, Any]]],
                    ) -> dict[str, dict[str, Any] | None]:
     """The profile of every image of a chain, stage by stage: a stage's profile function where
     it has one (``call_profile``), else its first input's profile with the band count and dtype
@@ -270,7 +270,7 @@ def stage_profiles(stages: Sequence[Stage], known: Mapping[str, dict[str, Any]],
     return profiles
 
 
-def work_of(stages: Sequence[Stage]) -> tuple[_StageWork, ...]:
+def work_of(stages: Sequence[ChainStep]) -> tuple[_StageWork, ...]:
     """The stages as they travel to the workers, with their growths."""
     growths = chain_growths(stages)
     return tuple(_StageWork(stage.name, stage.fn, tuple(stage.inputs), tuple(stage.outputs),

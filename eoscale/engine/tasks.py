@@ -20,7 +20,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from eoscale.engine.shared import RasterRef, SharedRaster
-from eoscale.engine.tiling import Tile, TilePlan
+from eoscale.engine.tiling import Tile, AnyLayout
 from eoscale.errors import RasterError
 from eoscale.io.paths import redact
 from eoscale.io.sources import Source
@@ -72,7 +72,7 @@ class Job:
 
     step: str
     inputs: tuple[RasterRef, ...]
-    plan: TilePlan
+    plan: AnyLayout
     _tiles: tuple[Tile, ...] | None = field(default=None, init=False, repr=False, compare=False)
     _opened: list[SharedRaster] = field(default_factory=list, init=False, repr=False, compare=False)
 

@@ -127,7 +127,7 @@ def auto_tile_size(height: int, width: int, workers: int, margin: int = 0,
 
 
 @dataclass(frozen=True)
-class Plan:
+class TileLayout:
     """One step's tiling: image size, tile size, margin and mode. A small value that travels to
     the workers; each rebuilds the tiles from it (:meth:`tiles`)."""
 
@@ -154,11 +154,11 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class ExplicitPlan:
+class ExplicitLayout:
     """A tiling given tile by tile: each tile's core and read windows, in tile order.
 
     For tiles that are not a regular grid (EOScale 1.0's plans, whose last strip takes what is
-    left). It has :class:`Plan`'s interface (``tiles()``, ``tile_count``, ``read_shape``). The cores
+    left). It has :class:`TileLayout`'s interface (``tiles()``, ``tile_count``, ``read_shape``). The cores
     must lie in the image without overlapping (they need not cover it: pixels outside every core
     are not computed), and each read window must hold its core and lie in the image.
     """
@@ -196,7 +196,7 @@ class ExplicitPlan:
                 max((read.width for _, read in self.windows), default=0))
 
 
-TilePlan = Plan | ExplicitPlan
+AnyLayout = TileLayout | ExplicitLayout
 
 
 def _inside(inner: Window, outer: Window) -> bool:
@@ -227,7 +227,7 @@ def _first_overlap(cores: list[Window]) -> tuple[int, int] | None:
 
 
 def plan_step(height: int, width: int, *, margin: int, tiling: Tiling, workers: int,
-              block_shape: tuple[int, int] | None = None) -> Plan:
+              block_shape: tuple[int, int] | None = None) -> TileLayout:
     """The tiling a step runs with: what the run plan shows and what the engine executes.
 
     Read windows are clipped at the image edges, so a margin beyond the image's larger side reads
@@ -238,4 +238,4 @@ def plan_step(height: int, width: int, *, margin: int, tiling: Tiling, workers: 
     margin = min(margin, max(height, width))
     size = tiling.tile_size or auto_tile_size(height, width, workers, margin, tiling.mode,
                                               block_shape)
-    return Plan(height, width, size, margin, tiling.mode)
+    return TileLayout(height, width, size, margin, tiling.mode)

@@ -48,9 +48,9 @@ import rasterio
 from eoscale.engine.contract import declared, declared_memory_factor, step_margin
 from eoscale.engine.core import default_workers, make_chunks
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES
-from eoscale.engine.fused import Stage, chain_growths, chain_margin, recompute_share
+from eoscale.engine.fused import ChainStep, chain_growths, chain_margin, recompute_share
 from eoscale.engine.memory import own_pss
-from eoscale.engine.tiling import Plan, Tiling, plan_step
+from eoscale.engine.tiling import TileLayout, Tiling, plan_step
 from eoscale.errors import ConfigError, PipelineError, Problem
 from eoscale.io.paths import location_name
 from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS
@@ -226,7 +226,7 @@ class StepPlan:
     callables: StepCallables = field(compare=False, repr=False)
     margin: int | None           # None: derived from ${...} params when the step runs
     margin_from: Literal["stated", "declared", "none", "params"]
-    tiling: Plan                 # with margin None, planned with margin 0 (for the estimate)
+    tiling: TileLayout                 # with margin None, planned with margin 0 (for the estimate)
     chunks: int
     requested: Tiling            # the pipeline's tiling: mode, and tile size if one is given
     workers: int
@@ -247,7 +247,7 @@ class StepPlan:
     def kind(self) -> str:
         return self.step.kind
 
-    def tiling_for(self, params: Mapping[str, Any]) -> Plan:
+    def tiling_for(self, params: Mapping[str, Any]) -> TileLayout:
         """The tiling to run with, given the step's resolved params: the planned one, or for a
         margin derived from ``${...}`` params, planned now the same way (:func:`plan_step`)."""
         if self.margin is not None:
@@ -653,9 +653,9 @@ def _chain_share(spec: PipelineSpec, chain: tuple[int, ...], margins: Mapping[in
 
 
 def _stages(spec: PipelineSpec, chain: tuple[int, ...],
-            margins: Mapping[int, int | None]) -> list[Stage]:
+            margins: Mapping[int, int | None]) -> list[ChainStep]:
     """A chain's steps as the engine's fused stages (callables are not needed to plan them)."""
-    return [Stage(spec.steps[i].name, _no_callable, spec.steps[i].inputs, spec.steps[i].outputs,
+    return [ChainStep(spec.steps[i].name, _no_callable, spec.steps[i].inputs, spec.steps[i].outputs,
                   margins[i]) for i in chain]
 
 
@@ -793,7 +793,7 @@ def _margin_from(step: StepSpec, margin: int | None,
             else "declared" if hasattr(found.fn, "margin") else "none")
 
 
-def _grown(tiling: Plan, reach: int) -> tuple[int, int]:
+def _grown(tiling: TileLayout, reach: int) -> tuple[int, int]:
     """The largest window a step of a fused chain computes on: a tile grown by ``reach``."""
     columns = tiling.tile_size if tiling.mode == "tiles" else tiling.width
     return (min(tiling.height, tiling.tile_size + 2 * reach),
@@ -869,7 +869,7 @@ def _cluster_residence(name: str, spec: PipelineSpec,
 
 
 def _memory(index: int, parts: list[tuple[StepSpec, tuple[int, int], float | None]],
-            tiling: Plan, images: Mapping[str, ImagePlan], resources: Resources,
+            tiling: TileLayout, images: Mapping[str, ImagePlan], resources: Resources,
             loads: tuple[str, ...]) -> Memory:
     """Memory while a step (or a fused chain: ``parts``, each step with its largest window and
     declared memory factor) loads its inputs and computes: the shared images alive then (its

@@ -29,7 +29,7 @@ from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
 from eoscale.engine.contract import declared_writable_inputs
 from eoscale.engine.executors import Executor
 from eoscale.engine.filed import FileRaster, OutputFile
-from eoscale.engine.fused import Stage
+from eoscale.engine.fused import ChainStep
 from eoscale.engine.memory import TreeSampler, own_pss
 from eoscale.engine.scratch import Scratch, default_scratch
 from eoscale.errors import ConfigError, StepError
@@ -188,13 +188,13 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                      sampler.peak or None)
 
 
-def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[Stage]:
+def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[ChainStep]:
     """A fused chain's steps as the engine's stages, their params resolved."""
     stages = []
     for index in step.chain:
         member = plan.steps[index]
         found = member.callables
-        stages.append(Stage(member.name, found.fn, member.step.inputs, member.step.outputs,
+        stages.append(ChainStep(member.name, found.fn, member.step.inputs, member.step.outputs,
                             member.margin, callable_params(member.step, found.fn, results),
                             found.profile,
                             declared_writable_inputs(found.fn, member.step.writable_inputs)))

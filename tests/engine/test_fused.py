@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_map import make_image
 
 from eoscale.engine import Engine, Tiling
-from eoscale.engine.fused import Stage, chain_growths, chain_margin, recompute_share
+from eoscale.engine.fused import ChainStep, chain_growths, chain_margin, recompute_share
 from eoscale.errors import ConfigError, StepError
 
 
@@ -22,12 +22,12 @@ def engine(request):
 
 
 def _filter(name: str, radius: int, inputs: tuple[str, ...], output: str,
-            mode: str = "nearest") -> Stage:
-    return Stage(output, callables.scipy_filter, inputs, (output,), margin=radius,
+            mode: str = "nearest") -> ChainStep:
+    return ChainStep(output, callables.scipy_filter, inputs, (output,), margin=radius,
                  params={"filter": name, "radius": radius, "mode": mode})
 
 
-def _step_by_step(engine: Engine, stages: list[Stage], images: dict, tiling: Tiling):
+def _step_by_step(engine: Engine, stages: list[ChainStep], images: dict, tiling: Tiling):
     held = dict(images)
     for stage in stages:
         made = engine.map(stage.fn, [held[name] for name in stage.inputs], params=stage.params,
@@ -37,7 +37,7 @@ def _step_by_step(engine: Engine, stages: list[Stage], images: dict, tiling: Til
     return [held[name].array.copy() for name in stages[-1].outputs]
 
 
-def _fused(engine: Engine, stages: list[Stage], images: dict, tiling: Tiling):
+def _fused(engine: Engine, stages: list[ChainStep], images: dict, tiling: Tiling):
     made = engine.map_fused(stages, images, tiling=tiling)
     arrays = [raster.array.copy() for raster in made]
     for raster in made:
@@ -47,12 +47,12 @@ def _fused(engine: Engine, stages: list[Stage], images: dict, tiling: Tiling):
 
 CHAINS = {
     "margins 1 1": [_filter("median", 1, ("a",), "m"), _filter("gaussian", 1, ("m",), "g")],
-    "margins 0 10": [Stage("ratio", callables.sum_diff_max, ("a", "b"), ("s", "d", "x"),
+    "margins 0 10": [ChainStep("ratio", callables.sum_diff_max, ("a", "b"), ("s", "d", "x"),
                            margin=0, profile_fn=callables.sum_diff_max_profiles),
                      _filter("box", 10, ("d",), "box")],
     "margin 100": [_filter("maximum", 3, ("a",), "mx"), _filter("uniform", 100, ("mx",), "u")],
     "diamond": [_filter("median", 2, ("a",), "m"), _filter("maximum", 1, ("m",), "mx"),
-                Stage("sum", callables.sum_diff_max, ("m", "mx"), ("s", "d", "x"), margin=0)],
+                ChainStep("sum", callables.sum_diff_max, ("m", "mx"), ("s", "d", "x"), margin=0)],
 }
 
 
@@ -111,8 +111,8 @@ def test_recompute_share_counts_the_rings_computed_twice():
 
 
 def test_a_stage_without_profile_learns_from_the_first_tile(engine):
-    stages = [Stage("to_float", callables.identity, ("a",), ("f",), margin=0),
-              Stage("sum", callables.sum_diff_max, ("f", "a"), ("s", "d", "x"), margin=0)]
+    stages = [ChainStep("to_float", callables.identity, ("a",), ("f",), margin=0),
+              ChainStep("sum", callables.sum_diff_max, ("f", "a"), ("s", "d", "x"), margin=0)]
     a = engine.from_array(make_image("uint8", (1, 20, 20), seed=4), name="a")
     try:
         made = engine.map_fused(stages, {"a": a})

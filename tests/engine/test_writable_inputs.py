@@ -1,4 +1,4 @@
-"""Writable private inputs (``writable_inputs``) and plans given tile by tile (``ExplicitPlan``).
+"""Writable private inputs (``writable_inputs``) and plans given tile by tile (``ExplicitLayout``).
 
 A callable with writable inputs may write into the arrays it gets; each tile sees the original
 pixels of its whole read window, never another tile's writes, and the shared input is unchanged.
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
-from eoscale.engine import Engine, ExplicitPlan, Tiling
+from eoscale.engine import Engine, ExplicitLayout, Tiling
 from eoscale.errors import ConfigError, StepError
 
 from callables import (add, bonus_then_box, bonus_then_box_declared, clipped_total, identity,
@@ -91,7 +91,7 @@ def windows(*tiles):
 def test_a_given_plan_runs_exactly_its_tiles_in_its_order(engine):
     data = image((1, 10, 12))
     source = engine.from_array(data)
-    plan = ExplicitPlan(10, 12, windows(((6, 0, 6, 10), (5, 0, 7, 10)),
+    plan = ExplicitLayout(10, 12, windows(((6, 0, 6, 10), (5, 0, 7, 10)),
                                         ((0, 2, 6, 8), (0, 1, 7, 9))))
     [result] = engine.map(bonus_then_box, [source], params={"bonus": 1.0}, plan=plan,
                           writable_inputs=True)
@@ -107,7 +107,7 @@ def test_a_given_plan_runs_exactly_its_tiles_in_its_order(engine):
     assert engine.reduce(read_shapes, [source], combine=add, plan=plan) == [(10, 7), (9, 7)]
     assert (plan.tile_count, plan.read_shape) == (2, (10, 7))
     with pytest.raises(ConfigError, match="plan is for a 10 x 13 image, the inputs are 10 x 12"):
-        engine.map(identity, [source], plan=ExplicitPlan(10, 13, plan.windows))
+        engine.map(identity, [source], plan=ExplicitLayout(10, 13, plan.windows))
 
 
 @pytest.mark.parametrize("tiles, message", [
@@ -118,7 +118,7 @@ def test_a_given_plan_runs_exactly_its_tiles_in_its_order(engine):
 ])
 def test_a_plan_with_tiles_outside_the_image_or_overlapping_is_refused(tiles, message):
     with pytest.raises(ConfigError, match=message):
-        ExplicitPlan(10, 12, windows(*tiles))
+        ExplicitLayout(10, 12, windows(*tiles))
 
 
 @settings(max_examples=200, deadline=None)
@@ -133,6 +133,6 @@ def test_a_plan_is_refused_exactly_when_two_cores_share_a_pixel(cores):
     plan = windows(*((core, core) for core in cores))
     if (covered > 1).any():
         with pytest.raises(ConfigError, match="overlap"):
-            ExplicitPlan(10, 12, plan)
+            ExplicitLayout(10, 12, plan)
     else:
-        assert ExplicitPlan(10, 12, plan).tile_count == len(cores)
+        assert ExplicitLayout(10, 12, plan).tile_count == len(cores)

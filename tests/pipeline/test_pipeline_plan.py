@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from eoscale.engine.tiling import Plan, plan_step
+from eoscale.engine.tiling import TileLayout, plan_step
 from eoscale.pipeline import Resources, load_pipeline, plan_run, validate
 from eoscale.pipeline.runner import run_pipeline
 from eoscale.pipeline.spec import PipelineSpec
@@ -96,7 +96,7 @@ def test_tilings_are_the_engines(mixed: PipelineSpec) -> None:
                                         workers=2, block_shape=(8, 32))
         assert step.tiling.tile_count == len(step.tiling.tiles()) == 12
     # A margin derived from ${...} params is planned the same way once the params are known.
-    assert plan.steps[-1].tiling_for({"radius": 5}) == Plan(24, 32, 8, 5, "tiles")
+    assert plan.steps[-1].tiling_for({"radius": 5}) == TileLayout(24, 32, 8, 5, "tiles")
 
 
 def test_the_run_executes_the_plan(mixed: PipelineSpec) -> None:
