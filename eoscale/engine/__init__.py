@@ -1,6 +1,7 @@
 """The tile/margin engine: shared rasters, tiling, executors, map and reduce."""
 
-from eoscale.engine.core import Engine, default_workers
+from eoscale.engine.core import Engine
+from eoscale.engine.executors import default_workers
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster, cleanup_stale_segments
 from eoscale.engine.tasks import TileContext, tile_context

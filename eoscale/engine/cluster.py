@@ -177,7 +177,7 @@ class DaskExecutor(Executor):
             return cls(cluster, description=str(cluster.scheduler.address))
         address = cluster if isinstance(cluster, ClusterAddress) else _parsed(str(cluster))
         if address.local:
-            from eoscale.engine.core import default_workers
+            from eoscale.engine.executors import default_workers
 
             workers = address.workers or default_workers()
             return cls._start_local(distributed, workers)

@@ -15,7 +15,6 @@ the ``with`` block, also on errors and KeyboardInterrupt) stops the workers and 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,10 +38,12 @@ from eoscale.engine.executors import (
     InlineExecutor,
     ProcessExecutor,
     cap_gdal_cache,
+    default_workers,
+    make_chunks,
 )
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.fused import ChainStep, FusedMapJob, chain_margin, chain_profiles, work_of
-from eoscale.engine.grid import grid_differences
+from eoscale.io.grid import grid_differences
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tasks import (
@@ -55,7 +56,6 @@ from eoscale.engine.tasks import (
     check_results,
 )
 from eoscale.engine.tiling import (
-    TILES_PER_WORKER,
     TileLayout,
     Tile,
     AnyLayout,
@@ -66,28 +66,6 @@ from eoscale.engine.tiling import (
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
 from eoscale.io.raster import Staging, TileWriter, default_output_profile, write_geotiff
 from eoscale.io.sources import Source
-
-#: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
-MAX_CHUNKS = 256
-
-
-def default_workers() -> int:
-    """All CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def make_chunks(indices: Sequence[int], workers: int) -> list[Sequence[int]]:
-    """Consecutive runs of tile indices: enough for balance and progress, few enough to be cheap."""
-    count = len(indices)
-    if count == 0:
-        return []
-    wanted = min(count, max(workers * 2 * TILES_PER_WORKER, min(count, MAX_CHUNKS)))
-    size = math.ceil(count / wanted)
-    return [indices[start:start + size] for start in range(0, count, size)]
-
 
 class Engine:
     """Runs map and reduce steps on shared rasters, tile by tile, on a pool of workers.
@@ -567,7 +545,7 @@ class _TileOrderFold:
 
 
 def check_same_grid(step: str, first: RasterRef, other: RasterRef) -> None:
-    """Inputs of a step must share one grid (:func:`~eoscale.engine.grid.grid_differences`)."""
+    """Inputs of a step must share one grid (:func:`~eoscale.io.grid.grid_differences`)."""
     differences = grid_differences(first.profile, other.profile)
     if (first.height, first.width) != (other.height, other.width):
         raise ConfigError(f"step '{step}': input '{other.name}' is {other.height} x {other.width}, "

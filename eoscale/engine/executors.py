@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -31,7 +32,30 @@ from typing import Any
 
 from eoscale.engine.shared import pid_alive
 from eoscale.engine.tasks import Job
+from eoscale.engine.tiling import TILES_PER_WORKER
 from eoscale.errors import ConfigError, StepError, WorkerDiedError
+
+#: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
+MAX_CHUNKS = 256
+
+
+def default_workers() -> int:
+    """All CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def make_chunks(indices: Sequence[int], workers: int) -> list[Sequence[int]]:
+    """Consecutive runs of tile indices: enough for balance and progress, few enough to be cheap."""
+    count = len(indices)
+    if count == 0:
+        return []
+    wanted = min(count, max(workers * 2 * TILES_PER_WORKER, min(count, MAX_CHUNKS)))
+    size = math.ceil(count / wanted)
+    return [indices[start:start + size] for start in range(0, count, size)]
+
 
 START_METHODS = ("fork", "forkserver", "spawn")
 _POLL_SECONDS = 0.5

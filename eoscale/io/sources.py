@@ -5,7 +5,7 @@ picklable description of an input (its files, the working grid when it is not th
 and the resampling used to warp onto it); ``Source.open()`` gives a :class:`SourceReader` whose
 ``read(window)`` returns the window's pixels on the working grid, all bands stacked.
 
-A file already on the working grid (:func:`~eoscale.engine.grid.grid_differences`, the one grid
+A file already on the working grid (:func:`~eoscale.io.grid.grid_differences`, the one grid
 check) is read plainly; any other is read through a ``WarpedVRT`` onto the working grid, opened
 once per reader and reused across windows.
 
@@ -50,7 +50,7 @@ from rasterio.warp import SUPPORTED_RESAMPLING
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
-from eoscale.engine.grid import crs_name, grid_differences
+from eoscale.io.grid import crs_name, grid_differences
 from eoscale.errors import RasterError
 from eoscale.io.raster import read_profile
 
@@ -126,7 +126,7 @@ class Grid:
 
     def differences(self, other: Grid | Mapping[str, Any]) -> list[str]:
         """How ``other`` (a grid or a profile) differs from this grid, as phrases; empty when
-        they are one grid (:func:`~eoscale.engine.grid.grid_differences`)."""
+        they are one grid (:func:`~eoscale.io.grid.grid_differences`)."""
         profile = other.profile() if isinstance(other, Grid) else other
         return grid_differences(self.profile(), profile)
 

@@ -46,7 +46,7 @@ import numpy as np
 import rasterio
 
 from eoscale.engine.contract import declared, declared_memory_factor, step_margin
-from eoscale.engine.core import default_workers, make_chunks
+from eoscale.engine.executors import default_workers, make_chunks
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES
 from eoscale.engine.fused import ChainStep, chain_growths, chain_margin, recompute_share
 from eoscale.engine.memory import own_pss

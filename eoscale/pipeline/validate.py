@@ -9,7 +9,7 @@ output.
 :func:`validate` adds what needs imports and files, by planning the run
 (:func:`~eoscale.pipeline.plan.plan_run`): every callable resolves; a reduce step has a
 ``combine``; a stated margin is not smaller than the callable's declared one; the inputs are
-rasters on one grid (:func:`~eoscale.engine.grid.grid_differences`, the engine's own check);
+rasters on one grid (:func:`~eoscale.io.grid.grid_differences`, the engine's own check);
 callables' own ``check`` functions accept their params; output folders can be made; and the
 plan's estimated peak memory fits in the memory available. :func:`checked_plan` gives the plan
 of a valid pipeline, which is what ``eoscale run`` executes.

@@ -15,7 +15,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from rasterio.windows import Window
 
 from eoscale.engine import Engine, Tiling
-from eoscale.engine.grid import grid_differences
+from eoscale.io.grid import grid_differences
 from eoscale.errors import RasterError
 from eoscale.io.sources import RESAMPLINGS, Grid, Source, common_dtype, warp_options, warp_scale
 
