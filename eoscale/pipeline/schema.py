@@ -1,8 +1,9 @@
 """The JSON Schema of the pipeline format (``schema.json`` beside this module), for editors.
 
-It allows exactly the keys the loader knows (:data:`eoscale.pipeline.loader.KEY_TABLES`; a test
-keeps the two equal) and the values' types and ranges; what needs files, imports or the whole
-graph (names defined, grids, callables) only ``eoscale validate`` checks.
+It is where the format's keys are written: the loader takes the keys it allows from it
+(:mod:`eoscale.pipeline.keys`). Besides the keys it holds the values' types and ranges; what
+needs files, imports or the whole graph (names defined, grids, callables) only the loader and
+``eoscale validate`` check.
 """
 
 from __future__ import annotations

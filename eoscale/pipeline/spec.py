@@ -252,6 +252,11 @@ class PipelineSpec:
     process and every worker. ``grid`` None: no working grid, inputs must share one. ``cluster``
     None: worker processes of this machine; else a Dask cluster's address (``local:4``,
     ``tcp://host:8786``; see :func:`eoscale.engine.cluster.parse_cluster`).
+
+    ``graph_checked`` is True on a spec :func:`~eoscale.pipeline.loader.load_pipeline` made, whose
+    names and references it has checked (:func:`~eoscale.pipeline.validate.check_graph`), so that
+    validating it does not check them again. It is no argument: a spec made by hand, or by
+    ``dataclasses.replace``, has it False and is checked.
     """
 
     version: int
@@ -268,6 +273,7 @@ class PipelineSpec:
     gdal: Mapping[str, str] = field(default_factory=FrozenMap)
     grid: GridSpec | None = None
     cluster: str | None = None
+    graph_checked: bool = field(default=False, init=False, compare=False, repr=False)
 
     def producer(self, name: str) -> StepSpec | None:
         """The step that makes an image or result; None for an input; KeyError if unknown."""

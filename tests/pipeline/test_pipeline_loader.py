@@ -14,7 +14,7 @@ import pytest
 from eoscale.engine.tiling import Tiling
 from eoscale.errors import PipelineError
 from eoscale.pipeline import FrozenMap, Overrides, PipelineSpec, load_pipeline
-from eoscale.pipeline.loader import MAX_NODES
+from eoscale.pipeline.document import MAX_NODES
 
 WritePipeline = Callable[..., Path]
 

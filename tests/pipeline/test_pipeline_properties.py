@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from eoscale.errors import PipelineError
 from eoscale.pipeline import load_pipeline, validate
-from eoscale.pipeline.loader import STEP_KEYS, TOP_KEYS
+from eoscale.pipeline.keys import STEP_KEYS, TOP_KEYS
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -15,9 +15,8 @@ from click.testing import CliRunner
 
 from eoscale.cli.main import cli
 from eoscale.errors import PipelineError
-from eoscale.pipeline import load_pipeline
-from eoscale.pipeline import loader
-from eoscale.pipeline.loader import KEY_TABLES
+from eoscale.pipeline import keys, load_pipeline
+from eoscale.pipeline.keys import KEY_TABLES
 from eoscale.pipeline.schema import pipeline_schema, schema_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +113,7 @@ def test_schema_keys_equal_the_loader_keys(place):
 
 
 def test_every_key_table_of_the_loader_has_its_place():
-    tables = {name: value for name, value in vars(loader).items() if name.endswith("_KEYS")}
+    tables = {name: value for name, value in vars(keys).items() if name.endswith("_KEYS")}
     placed = list(KEY_TABLES.values())
     assert [name for name, value in tables.items() if value not in placed] == []
 
