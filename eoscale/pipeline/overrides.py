@@ -37,7 +37,7 @@ def apply_overrides(document: Document, overrides: Overrides, cwd: Path) -> list
         ("tiling", "mode"): ("--tiling", overrides.tiling_mode),
     }
     for path, (flag, value) in settings.items():
-        if value is not None and (len(path) == 1 or document.mapping_at(path[:-1]) is not None):
+        if value is not None and document.mapping_at(path[:-1]) is not None:
             document.put(path, value, flag)
     _put_inputs(document, overrides.inputs, cwd, problems)
     _put_outputs(document, overrides.outputs, cwd)

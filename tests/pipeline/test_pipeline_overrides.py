@@ -129,3 +129,15 @@ def test_the_tiling_flag_is_shown_as_typed_and_the_file_value_described() -> Non
     from_flag, = problems_of(MAPPING, Overrides(tiling_mode="strip"))
     assert from_file.message.endswith("found the text 'strip' (did you mean 'strips'?)")
     assert from_flag.message.endswith("found 'strip' (did you mean 'strips'?)")
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "~", "text"])
+def test_flags_on_a_document_that_is_no_mapping(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(PipelineError) as raised:
+        load_pipeline(path, overrides=Overrides(
+            workers=2, tile_size=8, inputs={"a": "a.tif"}, outputs={"b": "b.tif"},
+            params={("s", "k"): 1}))
+    problem, = raised.value.problems
+    assert problem.message.startswith("expected a mapping with keys version, inputs, steps")
