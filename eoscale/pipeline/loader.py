@@ -83,7 +83,13 @@ from typing import Any
 from eoscale.engine.tiling import MODES, Tiling
 from eoscale.errors import PipelineError, Problem
 from eoscale.pipeline import keys
-from eoscale.pipeline.document import Document, KeyPath, parse_document, read_text
+from eoscale.pipeline.document import (
+    Document,
+    KeyPath,
+    PlacedProblem,
+    parse_document,
+    read_text,
+)
 from eoscale.pipeline.overrides import apply_overrides
 from eoscale.pipeline.read_inputs import read_grid, read_inputs
 from eoscale.pipeline.read_outputs import image_only, read_outputs
@@ -109,7 +115,7 @@ def load_pipeline(source: str | os.PathLike[str] | Mapping[str, Any], *,
     problem found, schema and references alike.
     """
     cwd = Path.cwd()
-    walked: list[tuple[KeyPath, Problem]] = []
+    walked: list[PlacedProblem] = []
     if isinstance(source, Mapping):
         document: Document | None = Document(source)
         path = None

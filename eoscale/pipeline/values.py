@@ -16,7 +16,7 @@ from typing import Any
 
 from eoscale.errors import Problem
 from eoscale.io.paths import RasterLocation, raster_location
-from eoscale.pipeline.document import Document, KeyPath
+from eoscale.pipeline.document import Document, KeyPath, PlacedProblem
 from eoscale.pipeline.keys import KeyTable
 from eoscale.pipeline.resolve import close_match, did_you_mean, split_dotted
 from eoscale.pipeline.spec import Location
@@ -98,7 +98,7 @@ class ValueReader:
                key: bool = False) -> None:
         self.problems.append(self.at(path, key=key).problem(message, step))
 
-    def finished(self, walked: list[tuple[KeyPath, Problem]]) -> list[Problem]:
+    def finished(self, walked: list[PlacedProblem]) -> list[Problem]:
         """The problems the YAML walk found (``walked``, those inside a step told its name), then
         those of the reading."""
         named = []
