@@ -32,15 +32,8 @@ from eoscale.engine.contract import (
     declared_writable_inputs,
     step_margin,
 )
-from eoscale.engine.executors import (
-    WORKER_GDAL_CACHE_BYTES,
-    Executor,
-    InlineExecutor,
-    ProcessExecutor,
-    cap_gdal_cache,
-    default_workers,
-    make_chunks,
-)
+from eoscale.engine.executing import make_executor
+from eoscale.engine.executors import Executor, make_chunks
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.fused import ChainStep, FusedMapJob, chain_margin, chain_profiles, work_of
 from eoscale.io.grid import grid_differences
@@ -74,10 +67,11 @@ class Engine:
     :data:`~eoscale.engine.executors.WORKER_GDAL_CACHE_BYTES` in workers; with one worker, the
     calling process's cache is left alone unless it is given).
 
-    ``executor`` runs the tiles on an executor the caller made (and closes); ``cluster`` on a
-    Dask cluster (:meth:`~eoscale.engine.cluster.DaskExecutor.connect`: ``"local:4"``, a
-    scheduler address, a ``distributed.Client``), closed with the engine. A cluster's workers
-    share no memory: inputs are :meth:`open`-ed and map outputs go to ``files``.
+    ``executor`` runs the tiles on an executor the caller made (and closes); else the engine
+    makes one (:func:`~eoscale.engine.executing.make_executor`) and closes it: for ``workers``,
+    or on the Dask ``cluster`` (``"local:4"``, a scheduler address, a ``distributed.Client``).
+    A cluster's workers share no memory: inputs are :meth:`open`-ed and map outputs go to
+    ``files``.
     """
 
     def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
@@ -88,36 +82,11 @@ class Engine:
         self.progress: Progress = progress or NoProgress()
         self.reports: list[PhaseReport] = []
         self._rasters: list[SharedRaster] = []
-        if executor is not None:
-            self.workers = executor.workers
-            self._executor: Executor = executor
-            self._owns_executor = False
-            return
-        self._owns_executor = True
-        if cluster is not None:
-            from eoscale.engine.cluster import DaskExecutor, WorkerSetup
-
-            dask = DaskExecutor.connect(cluster)
-            self._executor = dask
-            self.workers = dask.workers
-            try:
-                dask.prepare(WorkerSetup((), dict(gdal_options or {}),
-                                         gdal_cache_bytes or WORKER_GDAL_CACHE_BYTES))
-            except BaseException:
-                dask.close()
-                raise
-            return
-        if workers is None:
-            workers = default_workers()
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers must be a positive integer, not {workers!r}")
-        self.workers = workers
-        if workers == 1 and gdal_cache_bytes:
-            cap_gdal_cache(gdal_cache_bytes)  # tiles are decoded in this process
-        # GDAL options reach every worker at its start; the caller applies them to this process
-        # (rasterio.Env), where workers=1 runs everything.
-        self._executor = (ProcessExecutor(workers, start_method, gdal_cache_bytes, gdal_options)
-                          if workers > 1 else InlineExecutor())
+        self._owns_executor = executor is None
+        self._executor: Executor = executor if executor is not None else make_executor(
+            workers, cluster=cluster, start_method=start_method,
+            gdal_cache_bytes=gdal_cache_bytes, gdal_options=gdal_options)
+        self.workers = self._executor.workers
 
     def __enter__(self) -> Engine:
         return self
