@@ -157,14 +157,17 @@ def test_the_graph_sees_imports_at_any_depth_and_relative_ones() -> None:
     assert "eoscale.engine.cluster_worker" in targets["eoscale.engine.cluster"]
 
 
+def made_up(module: str, target: str) -> Import:
+    return Import(module, f"{module}.py", 1, target)
+
+
 def test_a_circle_is_found_and_named() -> None:
-    arrow = lambda a, b: Import(a, f"{a}.py", 1, b)  # noqa: E731
-    graph = {"a": [arrow("a", "b")], "b": [arrow("b", "c")], "c": [arrow("c", "a")],
-             "d": [arrow("d", "a")]}
+    graph = {"a": [made_up("a", "b")], "b": [made_up("b", "c")], "c": [made_up("c", "a")],
+             "d": [made_up("d", "a")]}
     circle = find_circle(graph)
     assert circle is not None
     assert [(a.module, a.target) for a in circle] == [("a", "b"), ("b", "c"), ("c", "a")]
-    assert find_circle({"a": [arrow("a", "b")], "b": [], "c": [arrow("c", "b")]}) is None
+    assert find_circle({"a": [made_up("a", "b")], "b": [], "c": [made_up("c", "b")]}) is None
 
 
 def test_no_import_circle() -> None:
@@ -183,5 +186,6 @@ def test_no_layer_imports_one_above_it() -> None:
 def test_ops_use_only_base_and_the_tile_context() -> None:
     wrong = [arrow for module, arrows in import_graph().items() if layer_of(module) == OPS
              for arrow in arrows
-             if layer_of(arrow.target) not in (BASE, OPS) and arrow.target != "eoscale.engine.tasks"]
+             if layer_of(arrow.target) not in (BASE, OPS)
+             and arrow.target != "eoscale.engine.tasks"]
     assert not wrong, "\n".join(f"  {a.file}:{a.line} imports {a.target}" for a in wrong)

@@ -14,6 +14,7 @@ the ``with`` block, also on errors and KeyboardInterrupt) stops the workers and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -58,15 +59,11 @@ from eoscale.io.sources import Source
 class Engine:
     """Runs map and reduce steps on shared rasters, tile by tile, on a pool of workers.
 
-    ``gdal_cache_bytes`` caps GDAL's block cache in each process that decodes tiles (default:
-    :data:`~eoscale.engine.executors.WORKER_GDAL_CACHE_BYTES` in workers; with one worker, the
-    calling process's cache is left alone unless it is given).
-
     ``executor`` runs the tiles on an executor the caller made (and closes); else the engine
-    makes one (:func:`~eoscale.engine.executing.make_executor`) and closes it: for ``workers``,
-    or on the Dask ``cluster`` (``"local:4"``, a scheduler address, a ``distributed.Client``).
-    A cluster's workers share no memory: inputs are :meth:`open`-ed and map outputs go to
-    ``files``.
+    makes one (:func:`~eoscale.engine.executing.make_executor`, which says what
+    ``gdal_cache_bytes`` and ``gdal_options`` do) and closes it: for ``workers``, or on the Dask
+    ``cluster`` (``"local:4"``, a scheduler address, a ``distributed.Client``). A cluster's
+    workers share no memory: inputs are :meth:`open`-ed and map outputs go to ``files``.
     """
 
     def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
@@ -116,10 +113,7 @@ class Engine:
     def from_array(self, array: np.ndarray, profile: Mapping[str, Any] | None = None, *,
                    name: str = "") -> SharedRaster:
         """A shared copy of ``array`` (2-D or bands, rows, cols) with ``profile``."""
-        if array.ndim == 2:
-            array = array[np.newaxis]
-        if array.ndim != 3:
-            raise ConfigError(f"an image must be 2-D or 3-D (bands, rows, cols), not {array.ndim}-D")
+        array = as_bands(array)
         shape = dict(count=array.shape[0], height=array.shape[1], width=array.shape[2],
                      dtype=array.dtype.name)
         raster = self.create({**(profile or {}), **shape}, name=name)
@@ -133,13 +127,7 @@ class Engine:
         profile = source.profile()
         block_shape = profile.pop("block_shape")
         raster = self.create(profile, name=name or source.name)
-        height, width = raster.ref.height, raster.ref.width
-        # Windows aligned to the file's blocks, read a chunk at a time (also with one worker:
-        # each chunk closes the file, so GDAL's block cache never holds more than a chunk).
-        mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
-        layout = TileLayout(height, width,
-                            auto_tile_size(height, width, self.workers, 0, mode, block_shape),
-                            0, mode)
+        layout = load_layout(raster.ref.height, raster.ref.width, self.workers, block_shape)
         job = LoadJob(step=f"load {raster.name}", inputs=(), layout=layout, source=source,
                       target=raster.ref)
         try:
@@ -207,8 +195,8 @@ class Engine:
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
-        layout = self._layout(name, inputs, fn, params, margin, tiling,
-                              given_layout(name, layout, plan))
+        layout = step_layout(self.workers, name, inputs, fn, params, margin,
+                             tiling or self.tiling, given_layout(name, layout, plan))
         profiles = tuple(r.profile for r in inputs)
         job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), layout=layout, fn=fn,
                      profiles=profiles, params=params,
@@ -220,7 +208,7 @@ class Engine:
             return self._run_map(name, job, out_profiles, output_names, files)
         # The phase starts with the probe: a long first tile shows as the map's, on its bar.
         started = self._start("map", name, len(job.tiles))
-        probe = self._probe(job, job.tiles[0])
+        probe = run_first_tile(self._executor, job, job.tiles[0])
         return self._run_map(name, job, probed_profiles(profiles[0], probe), output_names, files,
                              probe, started)
 
@@ -243,13 +231,13 @@ class Engine:
         """
         chain = assemble_chain(stages, inputs, name)
         rasters = [inputs[input_] for input_ in chain.inputs]
-        layout = self._layout(chain.name, rasters, None, {}, chain.margin, tiling,
-                              given_layout(chain.name, layout, plan))
+        layout = step_layout(self.workers, chain.name, rasters, None, {}, chain.margin,
+                             tiling or self.tiling, given_layout(chain.name, layout, plan))
         job = chain.job([raster.ref for raster in rasters], layout)
         started = None
         if chain.unknown(job):
             started = self._start("map", chain.name, len(job.tiles))
-            job = chain.learnt(job, self._probe(job, job.tiles[0]))
+            job = chain.learnt(job, run_first_tile(self._executor, job, job.tiles[0]))
         return self._run_map(chain.name, job, chain.output_profiles(job),
                              chain.stages[-1].outputs, files, started=started)
 
@@ -260,20 +248,12 @@ class Engine:
         """Make a map's outputs (shared, or written to ``files``) and run its tiles; the first
         tile's ``probe`` results, when there are some, are stored rather than computed again."""
         tiles = job.tiles
-        names = list(output_names or [])
-        if names and len(names) != len(out_profiles):
-            raise ResultError(f"{len(out_profiles)} output profile(s) for {len(names)} output name(s)",
-                              step=name)
-        targets = list(files or [])
-        if targets and len(targets) != len(out_profiles):
-            raise ResultError(f"{len(out_profiles)} output(s) for {len(targets)} file target(s)",
-                              step=name)
-        targets += [None] * (len(out_profiles) - len(targets))
+        labels = output_labels(name, len(out_profiles), output_names)
+        targets = output_targets(name, len(out_profiles), files)
         outputs: list[SharedRaster | WrittenRaster] = []
         writers = TileWriters(threads=self.workers)
         try:
-            for i, (profile, target) in enumerate(zip(out_profiles, targets)):
-                label = names[i] if names else (name if len(out_profiles) == 1 else f"{name}[{i + 1}]")
+            for profile, label, target in zip(out_profiles, labels, targets):
                 if target is None:
                     outputs.append(self.create(profile, name=label))
                     continue
@@ -289,7 +269,7 @@ class Engine:
 
             remaining: Sequence[int] = range(len(tiles))
             if probe is not None:
-                writers.write(tiles[0].core, self._store_probe(job, tiles[0], probe))
+                writers.write(tiles[0].core, store_probe(job, tiles[0], probe))
                 remaining = range(1, len(tiles))
             self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=started)
@@ -319,8 +299,8 @@ class Engine:
         if combine is None:
             raise ConfigError(f"step '{name}': a reduce needs a combine function")
         params = dict(params or {})
-        layout = self._layout(name, inputs, fn, params, margin, tiling,
-                              given_layout(name, layout, plan))
+        layout = step_layout(self.workers, name, inputs, fn, params, margin,
+                             tiling or self.tiling, given_layout(name, layout, plan))
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), layout=layout, fn=fn,
                         profiles=tuple(r.profile for r in inputs), params=params,
                         writable_inputs=declared_writable_inputs(fn, writable_inputs))
@@ -337,55 +317,6 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _layout(self, name: str, inputs: Sequence[SharedRaster | FileRaster],
-                fn: Callable | None, params: Mapping[str, Any], margin: int | None,
-                tiling: Tiling | None, given: AnyLayout | None) -> AnyLayout:
-        """The tiles a step runs on: ``given`` as it is, else planned for its margin (the one
-        stated, checked against ``fn``'s declared one when there is a callable)."""
-        if not inputs:
-            raise ConfigError(f"step '{name}': needs at least one input image")
-        first = inputs[0].ref
-        for raster in inputs:
-            if raster.released:
-                raise ConfigError(f"step '{name}': input '{raster.name}' was released")
-            check_same_grid(name, first, raster.ref)
-        if given is not None:
-            if (given.height, given.width) != (first.height, first.width):
-                raise ConfigError(f"step '{name}': its plan is for a {given.height} x "
-                                  f"{given.width} image, the inputs are {first.height} x "
-                                  f"{first.width}")
-            return given
-        if fn is not None:
-            margin = unplanned_margin(fn, params, margin, f"step '{name}'")
-        return plan_step(first.height, first.width, margin=margin or 0,
-                         tiling=tiling or self.tiling, workers=self.workers,
-                         block_shape=first.profile.get("block_shape"))
-
-    def _probe(self, job: MapJob, tile: Tile) -> Any:
-        """Run the first tile on the executor to learn the outputs' band counts and dtypes: user
-        code runs on a worker, so a crash there is a dead worker, never a dead command."""
-        results: Iterator[tuple[int, Any]] = self._executor.run(job.probe(), [[tile.index]])
-        found: Any = None
-        try:
-            for _, result in results:  # to the end: the executor then ends the job normally
-                found = result
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-        if isinstance(found, TileFailure):
-            raise failure_error(found)
-        return found
-
-    def _store_probe(self, job: MapJob, tile: Tile, probe: list[np.ndarray]) -> list[np.ndarray]:
-        try:
-            return job.store(tile, check_results(probe, tile, [r.count for r in job.outputs],
-                                                 [np.dtype(r.dtype) for r in job.outputs]))
-        except ResultMismatch as exc:
-            raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
-        finally:
-            job.close()
-
     def _execute(self, kind: str, name: str, job: Job, indices: Iterable[int],
                  collect: Callable[[Sequence[int], Any], None], done_before: int = 0,
                  started: float | None = None) -> None:
@@ -399,19 +330,13 @@ class Engine:
             started = self._start(kind, name, total)
         if done_before:
             self.progress.advance(done_before)
-        results: Iterator[tuple[int, Any]] = self._executor.run(job, chunks)
-        try:
+        with closed_after(self._executor.run(job, chunks)) as results:
             for position, result in results:
                 if isinstance(result, TileFailure):
                     raise failure_error(result)
                 collect(chunks[position], result)
                 self.progress.advance(len(chunks[position]))
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-        tiles = job.tiles
-        pixels = sum(tiles[i].core.height * tiles[i].core.width for i in range(len(tiles)))
+        pixels = sum(tile.core.height * tile.core.width for tile in job.tiles)
         self._report(kind, name, total, pixels, started)
 
     def _start(self, kind: str, name: str, tiles: int) -> float:
@@ -454,6 +379,105 @@ class _TileOrderFold:
     def check_complete(self) -> None:
         if self.next != len(self.tiles):
             raise StepError(f"only {self.next} of {len(self.tiles)} tiles were reduced", step=self.step)
+
+
+def as_bands(array: np.ndarray) -> np.ndarray:
+    """``array`` as (bands, rows, cols): a 2-D array is one band."""
+    if array.ndim == 2:
+        array = array[np.newaxis]
+    if array.ndim != 3:
+        raise ConfigError(f"an image must be 2-D or 3-D (bands, rows, cols), not {array.ndim}-D")
+    return array
+
+
+def load_layout(height: int, width: int, workers: int,
+                block_shape: tuple[int, int]) -> TileLayout:
+    """The windows an image is loaded by: aligned to the file's blocks, read a chunk at a time
+    (also with one worker: each chunk closes the file, so GDAL's block cache never holds more
+    than a chunk)."""
+    mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
+    return TileLayout(height, width, auto_tile_size(height, width, workers, 0, mode, block_shape),
+                      0, mode)
+
+
+def step_layout(workers: int, name: str, inputs: Sequence[SharedRaster | FileRaster],
+                fn: Callable | None, params: Mapping[str, Any], margin: int | None,
+                tiling: Tiling, given: AnyLayout | None) -> AnyLayout:
+    """The tiles a step runs on, once its inputs are checked (some, not released, on one grid):
+    ``given`` as it is, else planned for ``workers`` and its margin (the one stated, checked
+    against ``fn``'s declared one when there is a callable)."""
+    if not inputs:
+        raise ConfigError(f"step '{name}': needs at least one input image")
+    first = inputs[0].ref
+    for raster in inputs:
+        if raster.released:
+            raise ConfigError(f"step '{name}': input '{raster.name}' was released")
+        check_same_grid(name, first, raster.ref)
+    if given is not None:
+        if (given.height, given.width) != (first.height, first.width):
+            raise ConfigError(f"step '{name}': its plan is for a {given.height} x "
+                              f"{given.width} image, the inputs are {first.height} x "
+                              f"{first.width}")
+        return given
+    if fn is not None:
+        margin = unplanned_margin(fn, params, margin, f"step '{name}'")
+    return plan_step(first.height, first.width, margin=margin or 0, tiling=tiling,
+                     workers=workers, block_shape=first.profile.get("block_shape"))
+
+
+def output_labels(step: str, count: int, names: Sequence[str] | None) -> list[str]:
+    """The names of a map's ``count`` outputs: ``names``, else the step's (numbered if several)."""
+    if names:
+        if len(names) != count:
+            raise ResultError(f"{count} output profile(s) for {len(names)} output name(s)",
+                              step=step)
+        return list(names)
+    return [step] if count == 1 else [f"{step}[{i}]" for i in range(1, count + 1)]
+
+
+def output_targets(step: str, count: int, files: Sequence[OutputFile | None] | None,
+                   ) -> list[OutputFile | None]:
+    """Where each of a map's ``count`` outputs goes: its file, or None (shared memory)."""
+    targets = list(files or [])
+    if targets and len(targets) != count:
+        raise ResultError(f"{count} output(s) for {len(targets)} file target(s)", step=step)
+    return targets + [None] * (count - len(targets))
+
+
+@contextlib.contextmanager
+def closed_after(results: Iterator[tuple[int, Any]]) -> Iterator[Iterator[tuple[int, Any]]]:
+    """An executor's results, closed on leaving (a failure, or the last chunk taken): the
+    executor then stops the job's work."""
+    try:
+        yield results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+def run_first_tile(executor: Executor, job: MapJob, tile: Tile) -> Any:
+    """Run a map's first tile on the executor to learn the outputs' band counts and dtypes: user
+    code runs on a worker, so a crash there is a dead worker, never a dead command."""
+    found: Any = None
+    with closed_after(executor.run(job.probe(), [[tile.index]])) as results:
+        for _, result in results:  # to the end: the executor then ends the job normally
+            found = result
+    if isinstance(found, TileFailure):
+        raise failure_error(found)
+    return found
+
+
+def store_probe(job: MapJob, tile: Tile, results: list[np.ndarray]) -> list[np.ndarray]:
+    """Store the first tile's ``results`` (:func:`run_first_tile`) once the outputs exist;
+    the cores of the outputs written to files."""
+    try:
+        return job.store(tile, check_results(results, tile, [r.count for r in job.outputs],
+                                             [np.dtype(r.dtype) for r in job.outputs]))
+    except ResultMismatch as exc:
+        raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
+    finally:
+        job.close()
 
 
 def given_layout(step: str, layout: AnyLayout | None,
