@@ -233,7 +233,7 @@ class Engine:
         rasters = [inputs[input_] for input_ in chain.inputs]
         layout = step_layout(self.workers, chain.name, rasters, None, {}, chain.margin,
                              tiling or self.tiling, given_layout(chain.name, layout, plan))
-        job = chain.job([raster.ref for raster in rasters], layout)
+        job = chain.job(rasters, layout)
         started = None
         if chain.unknown(job):
             started = self._start("map", chain.name, len(job.tiles))

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.contract import ProfileFn, declared, output_profiles, unplanned_margin
-from eoscale.engine.shared import RasterRef
+from eoscale.engine.filed import FileRaster
+from eoscale.engine.shared import SharedRaster
 from eoscale.engine.tasks import (
     MapJob,
     TileContext,
@@ -290,12 +291,12 @@ class Chain:
     inputs: tuple[str, ...]
     margin: int
 
-    def job(self, inputs: Sequence[RasterRef], layout: AnyLayout) -> FusedMapJob:
-        """The chain's job on the rasters of its ``inputs`` (in :attr:`inputs` order), with the
+    def job(self, rasters: Sequence[SharedRaster | FileRaster], layout: AnyLayout) -> FusedMapJob:
+        """The chain's job on the ``rasters`` of its inputs (in :attr:`inputs` order), with the
         profile of every image the profile functions tell (None for the others)."""
-        known = {name: ref.profile for name, ref in zip(self.inputs, inputs)}
-        return FusedMapJob(step=self.stages[-1].name, inputs=tuple(inputs), layout=layout,
-                           fn=self.stages[-1].fn, profiles=tuple(known.values()),
+        known = {name: raster.profile for name, raster in zip(self.inputs, rasters)}
+        return FusedMapJob(step=self.stages[-1].name, inputs=tuple(r.ref for r in rasters),
+                           layout=layout, fn=self.stages[-1].fn, profiles=tuple(known.values()),
                            stages=work_of(self.stages), input_names=self.inputs,
                            image_profiles=self._profiles(known, {}, layout))
 
