@@ -10,16 +10,10 @@ from typing import Any
 from eoscale.engine import Progress
 from eoscale.engine.executors import Executor
 from eoscale.errors import PipelineError, Problem
-from eoscale.pipeline import (
-    Overrides,
-    PipelineSpec,
-    Resources,
-    RunPlan,
-    checked_plan,
-    load_pipeline,
-)
+from eoscale.pipeline import Overrides, PipelineSpec, RunPlan, checked_plan, load_pipeline
 from eoscale.pipeline import validate as validate_spec
 from eoscale.pipeline.runner import RunResult, run_pipeline
+from eoscale.pipeline.session import open_run, plan_for
 
 Source = str | os.PathLike[str] | Mapping[str, Any]
 
@@ -69,8 +63,7 @@ def plan(source: Source | PipelineSpec, **kwargs: Any) -> RunPlan:
 def plan_on(spec: PipelineSpec, executor: Executor) -> RunPlan:
     """The run plan of a valid ``spec`` on a cluster's executor: its workers, sharing no memory
     with this process (:meth:`Resources.for_cluster`)."""
-    described = getattr(executor, "description", None) or spec.cluster or "cluster"
-    return checked_plan(spec, Resources.for_cluster(described, executor.workers, spec.memory))
+    return plan_for(spec, executor)
 
 
 def run(source: Source | PipelineSpec | RunPlan, *, overwrite: bool = False,
@@ -87,12 +80,6 @@ def run(source: Source | PipelineSpec | RunPlan, *, overwrite: bool = False,
     address = cluster if cluster is None or isinstance(cluster, str) else None
     if not isinstance(source, RunPlan):
         source = plan(source, cluster=address, **kwargs) if address else plan(source, **kwargs)
-    target = cluster if cluster is not None else source.spec.cluster
-    if target is None:
-        return run_pipeline(source, progress=progress, overwrite=overwrite,
-                            start_method=start_method)
-    from eoscale.engine.cluster import DaskExecutor
-
-    with DaskExecutor.connect(target) as executor:
-        return run_pipeline(plan_on(source.spec, executor), progress=progress,
-                            overwrite=overwrite, executor=executor)
+    with open_run(source, cluster=cluster) as opened:
+        return run_pipeline(opened.plan, progress=progress, overwrite=overwrite,
+                            start_method=start_method, executor=opened.executor)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import click
 import yaml
 
-from eoscale.api import overrides, plan_on
+from eoscale.api import overrides
 from eoscale.cli.options import json_opt, pairs, quiet_opt, size_option, verbose_opt, workers_opt
 from eoscale.cli.render import (
     console,
@@ -19,7 +18,6 @@ from eoscale.cli.render import (
     settings,
     summary_table,
 )
-from eoscale.engine.cluster import DaskExecutor
 from eoscale.engine.scratch import cleanup_stale_scratch
 from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
@@ -89,17 +87,18 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         return
     cleanup_stale_segments()  # what crashed runs left behind; never a live run's
     cleanup_stale_scratch(spec.scratch)
-    with contextlib.ExitStack() as stack:
-        executor = None
+    from eoscale.pipeline.session import open_run
+
+    with open_run(plan) as opened:
+        plan = opened.plan
         where = None
-        if spec.cluster is not None:
-            executor = stack.enter_context(DaskExecutor.connect(spec.cluster))
-            plan = plan_on(spec, executor)
-            where = executor.summary()
+        if opened.cluster is not None:
+            where = opened.cluster.summary()
             if not settings.quiet:
-                out.print(f"cluster: {executor.describe()}", markup=False, soft_wrap=True)
+                out.print(f"cluster: {opened.cluster.describe()}", markup=False, soft_wrap=True)
         with progress_for(out) as progress:
-            result = run_pipeline(plan, progress=progress, overwrite=overwrite, executor=executor)
+            result = run_pipeline(plan, progress=progress, overwrite=overwrite,
+                                  executor=opened.executor)
     if settings.quiet:
         return
     # On a cluster the estimate is the main process's alone: not comparable with the peak

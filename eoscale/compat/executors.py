@@ -76,8 +76,9 @@ def n_images_to_m_images_filter(inputs: list | None = None, image_filter: Callab
         profiles = made if isinstance(made, list) else [made]
     layouts = tuple((int(p.get("count", 1)), np.dtype(p["dtype"]).name) for p in profiles)
     with manager.step(inputs, multiproc_context) as (engine, rasters):
-        plan = tiles_plan(tiles, rasters[0].ref.height, rasters[0].ref.width, filter_desc)
-        options = {"params": params, "plan": plan, "writable_inputs": True, "name": filter_desc}
+        layout = tiles_plan(tiles, rasters[0].ref.height, rasters[0].ref.width, filter_desc)
+        options = {"params": params, "layout": layout, "writable_inputs": True,
+                   "name": filter_desc}
         if concatenate_filter is None:
             run = _OnMpTiles(image_filter, in_profiles, tuple(tiles), "images", layouts)
             outputs = engine.map(run, rasters, profile_fn=lambda _profiles, _params: profiles,
@@ -119,8 +120,8 @@ def n_images_to_m_scalars(inputs: list, image_filter: Callable, concatenate_filt
     with manager.step(inputs, multiproc_context) as (engine, rasters):
         scalars = engine.reduce(run, rasters, combine=fold.combine, finalize=fold.finalize,
                                 params=params, name=filter_desc, writable_inputs=True,
-                                plan=tiles_plan(tiles, rasters[0].ref.height,
-                                                rasters[0].ref.width, filter_desc))
+                                layout=tiles_plan(tiles, rasters[0].ref.height,
+                                                  rasters[0].ref.width, filter_desc))
     return scalars if scalars is not None else [0.0] * (nb_output_scalars or 0)
 
 

@@ -16,7 +16,7 @@ write the same pixels, so writes are idempotent either way.
 A local cluster is made for speed on one machine (:meth:`DaskExecutor._start_local`): workers
 forked when that is safe, no compression, results fetched straight from the workers. Since the
 workers read each tile's window from the files (margins included), their GDAL block cache is
-larger than a pool worker's (:func:`worker_gdal_cache`).
+larger than a pool worker's (:func:`~eoscale.engine.cluster_worker.worker_gdal_cache`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES, Executor
+from eoscale.engine.executors import Executor, default_workers
 from eoscale.engine.tasks import Job
 from eoscale.errors import ConfigError, EOScaleError, StepError, WorkerDiedError
+
+if TYPE_CHECKING:  # the workers' side imports distributed: only when a cluster is used
+    from eoscale.engine.cluster_worker import WorkerSetup
 
 #: How long to wait for a running scheduler to answer before giving up, in seconds.
 CONNECT_SECONDS = 10.0
@@ -65,9 +68,6 @@ LOCAL_SETTINGS: dict[str, Any] = {
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.scheduler.work-stealing-interval": "1s",
 }
-#: GDAL's block cache in a cluster's worker, at least (see :func:`worker_gdal_cache`).
-CLUSTER_GDAL_CACHE_BYTES = 128 * 2**20
-
 MISSING_EXTRA = ("the Dask executor needs the 'dask' extra: pip install 'eoscale[dask]' "
                  "(or pip install 'dask[distributed]')")
 
@@ -119,32 +119,6 @@ def distributed_module() -> Any:
     return distributed
 
 
-@dataclass(frozen=True)
-class WorkerSetup:
-    """What every worker needs before it runs a task: folders put at the front of ``sys.path``
-    (the pipeline's, for its callables' modules), GDAL options and GDAL's block cache (the
-    plan's, which :func:`worker_gdal_cache` may raise); and for
-    the workers of a local cluster, which share this process's group, to ignore SIGINT (Ctrl-C
-    reaches the whole group: this process decides, cancels the tasks and closes the cluster)."""
-
-    paths: tuple[str, ...] = ()
-    gdal_options: Mapping[str, str] | None = None
-    gdal_cache_bytes: int = WORKER_GDAL_CACHE_BYTES
-    ignore_sigint: bool = False
-
-
-def worker_gdal_cache(planned: int, memory_limit: int | None) -> int:
-    """GDAL's block cache in a cluster's worker: the plan's, raised to
-    :data:`CLUSTER_GDAL_CACHE_BYTES` within a sixteenth of the worker's memory limit (if it has
-    one). A worker reads each tile's window, margins included, from the files: a margin reaches
-    into the neighbouring tiles' blocks, which a cache that holds them decodes once, not once per
-    tile touching them (with 512-pixel blocks, 1024-pixel tiles and a margin, 16 blocks decoded
-    per tile instead of 4); the memory is the cluster's, outside the plan's budget."""
-    wanted = CLUSTER_GDAL_CACHE_BYTES if not memory_limit else min(CLUSTER_GDAL_CACHE_BYTES,
-                                                                    memory_limit // 16)
-    return max(planned, wanted)
-
-
 class DaskExecutor(Executor):
     """Runs chunks as tasks on a Dask cluster; closes the cluster and client it made, not a
     client it was given."""
@@ -160,6 +134,8 @@ class DaskExecutor(Executor):
         self._token = secrets.token_hex(4)
         self._steps = 0
         self._plugin: str | None = None
+        self._setup: WorkerSetup | None = None
+        self._visible: set[str] = set()
         self._pending: dict[int, Any] = {}
         self.workers = max(1, sum(self._threads().values()))  # tasks that can run at once
 
@@ -177,8 +153,6 @@ class DaskExecutor(Executor):
             return cls(cluster, description=str(cluster.scheduler.address))
         address = cluster if isinstance(cluster, ClusterAddress) else _parsed(str(cluster))
         if address.local:
-            from eoscale.engine.executors import default_workers
-
             workers = address.workers or default_workers()
             return cls._start_local(distributed, workers)
         assert address.scheduler is not None
@@ -258,19 +232,26 @@ class DaskExecutor(Executor):
         return f"{self.summary()}, dashboard: {self.dashboard or 'none (pip install bokeh)'}"
 
     def prepare(self, setup: WorkerSetup) -> None:
-        """Set up every worker, those that join later (a lost one, restarted) included."""
+        """Set up every worker, those that join later (a lost one, restarted) included; asked
+        again for the set-up the workers already have (a run opened by its caller, then by the
+        runner), nothing is sent."""
         from eoscale.engine.cluster_worker import SetupPlugin
 
-        self._plugin = f"eoscale-setup-{self._token}"
         if self._cluster is not None:
             setup = replace(setup, ignore_sigint=True)
+        if setup == self._setup:
+            return
+        self._plugin = f"eoscale-setup-{self._token}"
         self.client.register_plugin(SetupPlugin(setup), name=self._plugin)
+        self._setup = setup
 
     def check_visible(self, paths: Sequence[str]) -> None:
         """Refuse to start when a worker cannot see one of ``paths`` (input files, the scratch
-        folder, output folders read back): they must be the same paths on every worker."""
+        folder, output folders read back): they must be the same paths on every worker. Paths
+        every worker was seen to see are not asked about again."""
         from eoscale.engine.cluster_worker import missing_paths
 
+        paths = [path for path in paths if path not in self._visible]
         if not paths:
             return
         missing = {worker: found for worker, found in
@@ -282,6 +263,7 @@ class DaskExecutor(Executor):
                 f"{f' (nor can {len(missing) - 1} other worker(s))' if len(missing) > 1 else ''}"
                 ": inputs, the scratch folder and the outputs later steps read must be on a "
                 "filesystem every worker mounts at the same path")
+        self._visible.update(paths)
 
     def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
         from distributed import as_completed
@@ -383,6 +365,7 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):
                 self.client.unregister_worker_plugin(self._plugin)
             self._plugin = None
+            self._setup = None
         if self._owned:
             self._owned = False
             with contextlib.suppress(Exception):

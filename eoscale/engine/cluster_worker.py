@@ -1,9 +1,11 @@
 """What runs on a Dask worker: its set-up, and a chunk of tiles of a scattered job.
 
-Imported on the workers (and by :mod:`eoscale.engine.cluster` once ``distributed`` is known to be
-there). A worker thread unpickles a step's job once, at its first chunk, and keeps it by token
-until the step ends (:func:`forget`); each thread has its own copy, since a job's open files
-(GDAL datasets) must not be shared by threads.
+Imported on the workers, and in the main process only once a cluster is used (it imports
+``distributed``). :class:`WorkerSetup` says what a worker needs before its first task;
+:class:`SetupPlugin` applies it on every worker, those that join later included. A worker thread
+unpickles a step's job once, at its first chunk, and keeps it by token until the step ends
+(:func:`forget`); each thread has its own copy, since a job's open files (GDAL datasets) must not
+be shared by threads.
 """
 
 from __future__ import annotations
@@ -12,22 +14,51 @@ import pickle
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distributed import WorkerPlugin
 
-from eoscale.engine.cluster import WorkerSetup, worker_gdal_cache
-from eoscale.engine.executors import cap_gdal_cache, set_gdal_options
+from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES, cap_gdal_cache, set_gdal_options
 from eoscale.engine.tasks import Job
+
+#: GDAL's block cache in a cluster's worker, at least (see :func:`worker_gdal_cache`).
+CLUSTER_GDAL_CACHE_BYTES = 128 * 2**20
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker needs before it runs a task: folders put at the front of ``sys.path``
+    (the pipeline's, for its callables' modules), GDAL options and GDAL's block cache (the
+    plan's, which :func:`worker_gdal_cache` may raise); and for
+    the workers of a local cluster, which share this process's group, to ignore SIGINT (Ctrl-C
+    reaches the whole group: this process decides, cancels the tasks and closes the cluster)."""
+
+    paths: tuple[str, ...] = ()
+    gdal_options: Mapping[str, str] | None = None
+    gdal_cache_bytes: int = WORKER_GDAL_CACHE_BYTES
+    ignore_sigint: bool = False
+
+
+def worker_gdal_cache(planned: int, memory_limit: int | None) -> int:
+    """GDAL's block cache in a cluster's worker: the plan's, raised to
+    :data:`CLUSTER_GDAL_CACHE_BYTES` within a sixteenth of the worker's memory limit (if it has
+    one). A worker reads each tile's window, margins included, from the files: a margin reaches
+    into the neighbouring tiles' blocks, which a cache that holds them decodes once, not once per
+    tile touching them (with 512-pixel blocks, 1024-pixel tiles and a margin, 16 blocks decoded
+    per tile instead of 4); the memory is the cluster's, outside the plan's budget."""
+    wanted = CLUSTER_GDAL_CACHE_BYTES if not memory_limit else min(CLUSTER_GDAL_CACHE_BYTES,
+                                                                    memory_limit // 16)
+    return max(planned, wanted)
 
 
 class SetupPlugin(WorkerPlugin):
     """Puts the pipeline's folders at the front of ``sys.path`` and forgets the modules already
     imported from them (so that a long-lived worker runs the callables as they are now), then
     applies the GDAL options and caps GDAL's block cache (see :class:`WorkerSetup` and
-    :func:`~eoscale.engine.cluster.worker_gdal_cache`)."""
+    :func:`worker_gdal_cache`)."""
 
     def __init__(self, setup: WorkerSetup):
         self.setup_values = setup

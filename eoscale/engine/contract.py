@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.tiling import check_margin
-from eoscale.errors import ConfigError
+from eoscale.errors import ConfigError, ResultError, StepError
+from eoscale.io.raster import default_output_profile
 
 MapFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], "np.ndarray | Sequence[np.ndarray]"]
 ReduceFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], Any]
@@ -80,6 +81,52 @@ def step_margin(fn: Callable, params: Mapping[str, Any], stated: int | None, *,
     if needed is not None and stated < needed:
         raise ConfigError(f"margin {stated} is smaller than the {needed} that {name} needs")
     return stated
+
+
+def unplanned_margin(fn: Callable, params: Mapping[str, Any], stated: int | None,
+                     where: str) -> int:
+    """The margin the engine runs a step (or a chain's stage) with when it was given no tile
+    layout, nor a margin decided for it: :func:`step_margin`, its errors naming ``where``
+    (``"step 'name'"``). The engine's one place that decides a margin."""
+    try:
+        return step_margin(fn, params, stated)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def output_profiles(step: str, profile_fn: ProfileFn, profiles: Sequence[Mapping[str, Any]],
+                    params: Mapping[str, Any], height: int, width: int) -> list[dict[str, Any]]:
+    """A map's output profiles from its profile function: each over a copy of the first input's
+    profile (one band unless it says otherwise), on the inputs' ``height`` x ``width`` grid;
+    what the function raises, or a profile that is no mapping with a dtype or changes the grid,
+    is an error naming ``step``."""
+    try:
+        made = profile_fn([dict(p) for p in profiles], dict(params))
+    except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
+        raise StepError(f"the profile function raised {type(exc).__name__}: {exc}",
+                        step=step) from exc
+    made = [made] if isinstance(made, Mapping) else list(made)
+    out = []
+    for position, profile in enumerate(made, start=1):
+        if not isinstance(profile, Mapping) or "dtype" not in profile:
+            raise ResultError(f"output profile {position} must be a mapping with a dtype",
+                              step=step)
+        grown = {**profiles[0], "count": 1, **profile}
+        if (grown.get("height"), grown.get("width")) != (height, width):
+            raise ResultError(
+                f"output profile {position} is {grown.get('height')} x {grown.get('width')}, "
+                f"the inputs are {height} x {width} (a map keeps the grid)", step=step)
+        out.append(grown)
+    return out
+
+
+def probed_profiles(template: Mapping[str, Any],
+                    results: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """A map's output profiles told by its first tile's ``results``, for a callable without a
+    profile function: copies of ``template`` (the first input's) with each result's band count
+    and dtype."""
+    return [default_output_profile(template, array.shape[0] if array.ndim == 3 else 1,
+                                   array.dtype) for array in results]
 
 
 def declared_memory_factor(fn: Callable, params: Mapping[str, Any]) -> float | None:

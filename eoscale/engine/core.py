@@ -30,20 +30,14 @@ from eoscale.engine.contract import (
     ProfileFn,
     declared,
     declared_writable_inputs,
-    step_margin,
+    output_profiles,
+    probed_profiles,
+    unplanned_margin,
 )
-from eoscale.engine.executors import (
-    WORKER_GDAL_CACHE_BYTES,
-    Executor,
-    InlineExecutor,
-    ProcessExecutor,
-    cap_gdal_cache,
-    default_workers,
-    make_chunks,
-)
+from eoscale.engine.executing import make_executor
+from eoscale.engine.executors import Executor, make_chunks
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
-from eoscale.engine.fused import ChainStep, FusedMapJob, chain_margin, chain_profiles, work_of
-from eoscale.io.grid import grid_differences
+from eoscale.engine.fused import ChainStep, assemble_chain
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tasks import (
@@ -55,29 +49,21 @@ from eoscale.engine.tasks import (
     TileFailure,
     check_results,
 )
-from eoscale.engine.tiling import (
-    TileLayout,
-    Tile,
-    AnyLayout,
-    Tiling,
-    auto_tile_size,
-    plan_step,
-)
+from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError
-from eoscale.io.raster import Staging, TileWriter, default_output_profile, write_geotiff
+from eoscale.io.grid import grid_differences
+from eoscale.io.raster import TileWriters, write_atomically, write_geotiff
 from eoscale.io.sources import Source
+
 
 class Engine:
     """Runs map and reduce steps on shared rasters, tile by tile, on a pool of workers.
 
-    ``gdal_cache_bytes`` caps GDAL's block cache in each process that decodes tiles (default:
-    :data:`~eoscale.engine.executors.WORKER_GDAL_CACHE_BYTES` in workers; with one worker, the
-    calling process's cache is left alone unless it is given).
-
-    ``executor`` runs the tiles on an executor the caller made (and closes); ``cluster`` on a
-    Dask cluster (:meth:`~eoscale.engine.cluster.DaskExecutor.connect`: ``"local:4"``, a
-    scheduler address, a ``distributed.Client``), closed with the engine. A cluster's workers
-    share no memory: inputs are :meth:`open`-ed and map outputs go to ``files``.
+    ``executor`` runs the tiles on an executor the caller made (and closes); else the engine
+    makes one (:func:`~eoscale.engine.executing.make_executor`, which says what
+    ``gdal_cache_bytes`` and ``gdal_options`` do) and closes it: for ``workers``, or on the Dask
+    ``cluster`` (``"local:4"``, a scheduler address, a ``distributed.Client``). A cluster's
+    workers share no memory: inputs are :meth:`open`-ed and map outputs go to ``files``.
     """
 
     def __init__(self, workers: int | None = None, *, tiling: Tiling | None = None,
@@ -88,36 +74,11 @@ class Engine:
         self.progress: Progress = progress or NoProgress()
         self.reports: list[PhaseReport] = []
         self._rasters: list[SharedRaster] = []
-        if executor is not None:
-            self.workers = executor.workers
-            self._executor: Executor = executor
-            self._owns_executor = False
-            return
-        self._owns_executor = True
-        if cluster is not None:
-            from eoscale.engine.cluster import DaskExecutor, WorkerSetup
-
-            dask = DaskExecutor.connect(cluster)
-            self._executor = dask
-            self.workers = dask.workers
-            try:
-                dask.prepare(WorkerSetup((), dict(gdal_options or {}),
-                                         gdal_cache_bytes or WORKER_GDAL_CACHE_BYTES))
-            except BaseException:
-                dask.close()
-                raise
-            return
-        if workers is None:
-            workers = default_workers()
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers must be a positive integer, not {workers!r}")
-        self.workers = workers
-        if workers == 1 and gdal_cache_bytes:
-            cap_gdal_cache(gdal_cache_bytes)  # tiles are decoded in this process
-        # GDAL options reach every worker at its start; the caller applies them to this process
-        # (rasterio.Env), where workers=1 runs everything.
-        self._executor = (ProcessExecutor(workers, start_method, gdal_cache_bytes, gdal_options)
-                          if workers > 1 else InlineExecutor())
+        self._owns_executor = executor is None
+        self._executor: Executor = executor if executor is not None else make_executor(
+            workers, cluster=cluster, start_method=start_method,
+            gdal_cache_bytes=gdal_cache_bytes, gdal_options=gdal_options)
+        self.workers = self._executor.workers
 
     def __enter__(self) -> Engine:
         return self
@@ -152,10 +113,7 @@ class Engine:
     def from_array(self, array: np.ndarray, profile: Mapping[str, Any] | None = None, *,
                    name: str = "") -> SharedRaster:
         """A shared copy of ``array`` (2-D or bands, rows, cols) with ``profile``."""
-        if array.ndim == 2:
-            array = array[np.newaxis]
-        if array.ndim != 3:
-            raise ConfigError(f"an image must be 2-D or 3-D (bands, rows, cols), not {array.ndim}-D")
+        array = as_bands(array)
         shape = dict(count=array.shape[0], height=array.shape[1], width=array.shape[2],
                      dtype=array.dtype.name)
         raster = self.create({**(profile or {}), **shape}, name=name)
@@ -169,13 +127,8 @@ class Engine:
         profile = source.profile()
         block_shape = profile.pop("block_shape")
         raster = self.create(profile, name=name or source.name)
-        height, width = raster.ref.height, raster.ref.width
-        # Windows aligned to the file's blocks, read a chunk at a time (also with one worker:
-        # each chunk closes the file, so GDAL's block cache never holds more than a chunk).
-        mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
-        plan = TileLayout(height, width, auto_tile_size(height, width, self.workers, 0, mode, block_shape),
-                    0, mode)
-        job = LoadJob(step=f"load {raster.name}", inputs=(), plan=plan, source=source,
+        layout = load_layout(raster.ref.height, raster.ref.width, self.workers, block_shape)
+        job = LoadJob(step=f"load {raster.name}", inputs=(), layout=layout, source=source,
                       target=raster.ref)
         try:
             self._execute("load", raster.name, job, range(len(job.tiles)), lambda _p, _r: None)
@@ -201,18 +154,15 @@ class Engine:
     def write(self, raster: SharedRaster, path: str | os.PathLike, *,
               options: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
         """Write a raster as a GeoTIFF, atomically; compression runs on every worker's core."""
-        with Staging(overwrite) as staging:
-            self.write_to(raster, staging.stage(path), options=options, display=path)
-            staging.commit()
-        return Path(path)
+        return write_atomically(path, overwrite, lambda staged: self.write_to(
+            raster, staged, options=options, display=path))
 
     def write_to(self, raster: SharedRaster, path: str | os.PathLike, *,
                  options: Mapping[str, Any] | None = None,
                  display: str | os.PathLike | None = None) -> None:
         """Write a raster to ``path`` as it is (the caller stages it); reported as a write phase."""
-        started = time.perf_counter()
         name = str(display or path)
-        self.progress.started("write", name, 1)
+        started = self._start("write", name, 1)
         write_geotiff(raster.array, raster.ref.profile, path, options=options,
                       threads=self.workers, display=display)
         self.progress.advance(1)
@@ -224,18 +174,20 @@ class Engine:
             params: Mapping[str, Any] | None = None, margin: int | None = None,
             profile_fn: ProfileFn | None = None, name: str | None = None,
             output_names: Sequence[str] | None = None, tiling: Tiling | None = None,
-            plan: AnyLayout | None = None, writable_inputs: bool | None = None,
-            files: Sequence[OutputFile | None] | None = None) -> list[SharedRaster | WrittenRaster]:
+            layout: AnyLayout | None = None, writable_inputs: bool | None = None,
+            files: Sequence[OutputFile | None] | None = None, plan: AnyLayout | None = None,
+            ) -> list[SharedRaster | WrittenRaster]:
         """N images -> M images: run ``fn`` on every tile and return the M results.
 
         Output profiles come from ``profile_fn(profiles, params)`` (or the callable's ``profile``
         attribute); without one, the first tile is computed first, on a worker like every other
         tile, and each output takes a copy of the first input's profile with that result's band
-        count and dtype. ``tiling`` replaces the engine's tiling for this step; ``plan`` gives the
-        step's tiles outright: as planned (:func:`~eoscale.engine.tiling.plan_step`, margin
-        included), or any :class:`~eoscale.engine.tiling.ExplicitLayout`. With ``writable_inputs``
-        (default: the callable's attribute of that name, else False) each tile gets private arrays
-        it may write into (see :meth:`SharedRaster.read_private`).
+        count and dtype. ``tiling`` replaces the engine's tiling for this step; ``layout`` gives
+        the step's tiles outright, run as they are (``margin`` is then not looked at): as planned
+        (:func:`~eoscale.engine.tiling.plan_step`, margin included), or any
+        :class:`~eoscale.engine.tiling.ExplicitLayout`; ``plan`` is its former name. With
+        ``writable_inputs`` (default: the callable's attribute of that name, else False) each
+        tile gets private arrays it may write into (see :meth:`SharedRaster.read_private`).
 
         An output with a ``files`` entry is never held: workers send its tiles back as they are
         computed and this process writes them to that file (the caller stages it), so the result
@@ -243,81 +195,51 @@ class Engine:
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling, plan)
+        layout = step_layout(self.workers, name, inputs, fn, params, margin,
+                             tiling or self.tiling, given_layout(name, layout, plan))
         profiles = tuple(r.profile for r in inputs)
-        job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
+        job = MapJob(step=name, inputs=tuple(r.ref for r in inputs), layout=layout, fn=fn,
                      profiles=profiles, params=params,
                      writable_inputs=declared_writable_inputs(fn, writable_inputs))
-        tiles = job.tiles
         profile_fn = profile_fn or declared(fn, "profile")
         if profile_fn is not None:
-            out_profiles = self._output_profiles(name, profile_fn, profiles, params, plan)
+            out_profiles = output_profiles(name, profile_fn, profiles, params, layout.height,
+                                           layout.width)
             return self._run_map(name, job, out_profiles, output_names, files)
         # The phase starts with the probe: a long first tile shows as the map's, on its bar.
-        started = time.perf_counter()
-        self.progress.started("map", name, len(tiles))
-        probe = self._probe(job, tiles[0])
-        out_profiles = [default_output_profile(profiles[0], a.shape[0] if a.ndim == 3 else 1,
-                                               a.dtype) for a in probe]
-        return self._run_map(name, job, out_profiles, output_names, files, probe, started)
+        started = self._start("map", name, len(job.tiles))
+        probe = run_first_tile(self._executor, job, job.tiles[0])
+        return self._run_map(name, job, probed_profiles(profiles[0], probe), output_names, files,
+                             probe, started)
 
     def map_fused(self, stages: Sequence[ChainStep],
                   inputs: Mapping[str, SharedRaster | FileRaster], *, name: str | None = None,
-                  tiling: Tiling | None = None, plan: AnyLayout | None = None,
+                  tiling: Tiling | None = None, layout: AnyLayout | None = None,
                   files: Sequence[OutputFile | None] | None = None,
-                  ) -> list[SharedRaster | WrittenRaster]:
+                  plan: AnyLayout | None = None) -> list[SharedRaster | WrittenRaster]:
         """A chain of maps computed tile by tile through every stage (see
         :mod:`eoscale.engine.fused`): the images between the stages are never held, and the
         results are the last stage's, as :meth:`map` would give them step after step.
 
-        ``inputs`` are the chain's input rasters by the names the stages read them by. ``plan``
-        gives the chain's tiles (their read windows grown by
+        ``inputs`` are the chain's input rasters by the names the stages read them by. A stage's
+        margin is run as given; a stage without one runs with its callable's. ``layout`` (former
+        name: ``plan``) gives the chain's tiles (their read windows grown by
         :func:`~eoscale.engine.fused.chain_margin`); else they are planned for that margin.
         Profiles come from the stages' profile functions; where one is missing, the chain's
         first tile is computed first, on a worker, to learn it. ``files`` are as for :meth:`map`,
         for the last stage's outputs.
         """
-        if not stages:
-            raise ConfigError("a fused chain needs at least one stage")
-        name = name or "+".join(stage.name for stage in stages)
-        try:
-            stages = [replace(stage, margin=step_margin(stage.fn, stage.params, stage.margin),
-                              profile_fn=stage.profile_fn or declared(stage.fn, "profile"))
-                      for stage in stages]
-        except ConfigError as exc:
-            raise ConfigError(f"fused chain '{name}': {exc}") from None
-        external = [name_ for name_ in dict.fromkeys(n for s in stages for n in s.inputs)
-                    if name_ not in {o for s in stages for o in s.outputs}]
-        missing = [name_ for name_ in external if name_ not in inputs]
-        if missing:
-            raise ConfigError(f"fused chain '{name}': no input named '{missing[0]}'")
-        rasters = [inputs[name_] for name_ in external]
-        try:
-            margin = chain_margin(stages)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} ('{name}')") from None
-        plan = self._plan(name, None, rasters, {}, margin, tiling or self.tiling, plan)
-        known = {name_: raster.profile for name_, raster in zip(external, rasters)}
-
-        def call_profile(stage: ChainStep, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            assert stage.profile_fn is not None
-            return self._output_profiles(stage.name, stage.profile_fn, given,
-                                         dict(stage.params), plan)
-
-        profiles = chain_profiles(stages, known, {}, call_profile)
-        job = FusedMapJob(step=stages[-1].name, inputs=tuple(r.ref for r in rasters), plan=plan,
-                          fn=stages[-1].fn, profiles=tuple(known.values()),
-                          stages=work_of(stages), input_names=tuple(external),
-                          image_profiles=profiles)
+        chain = assemble_chain(stages, inputs, name)
+        rasters = [inputs[input_] for input_ in chain.inputs]
+        layout = step_layout(self.workers, chain.name, rasters, None, {}, chain.margin,
+                             tiling or self.tiling, given_layout(chain.name, layout, plan))
+        job = chain.job(rasters, layout)
         started = None
-        if any(profile is None for profile in profiles.values()):
-            started = time.perf_counter()
-            self.progress.started("map", name, len(job.tiles))
-            learnt = self._probe(job, job.tiles[0])
-            profiles = chain_profiles(stages, known, learnt, call_profile)
-            job = replace(job, image_profiles=profiles)
-        out_profiles = [profiles[output] for output in stages[-1].outputs]
-        return self._run_map(name, job, out_profiles, stages[-1].outputs, files, started=started)
+        if chain.unknown(job):
+            started = self._start("map", chain.name, len(job.tiles))
+            job = chain.learnt(job, run_first_tile(self._executor, job, job.tiles[0]))
+        return self._run_map(chain.name, job, chain.output_profiles(job),
+                             chain.stages[-1].outputs, files, started=started)
 
     def _run_map(self, name: str, job: MapJob, out_profiles: Sequence[dict[str, Any]],
                  output_names: Sequence[str] | None, files: Sequence[OutputFile | None] | None,
@@ -326,50 +248,34 @@ class Engine:
         """Make a map's outputs (shared, or written to ``files``) and run its tiles; the first
         tile's ``probe`` results, when there are some, are stored rather than computed again."""
         tiles = job.tiles
-        names = list(output_names or [])
-        if names and len(names) != len(out_profiles):
-            raise ResultError(f"{len(out_profiles)} output profile(s) for {len(names)} output name(s)",
-                              step=name)
-        targets = list(files or [])
-        if targets and len(targets) != len(out_profiles):
-            raise ResultError(f"{len(out_profiles)} output(s) for {len(targets)} file target(s)",
-                              step=name)
-        targets += [None] * (len(out_profiles) - len(targets))
+        labels = output_labels(name, len(out_profiles), output_names)
+        targets = output_targets(name, len(out_profiles), files)
         outputs: list[SharedRaster | WrittenRaster] = []
-        writers: dict[int, TileWriter] = {}
+        writers = TileWriters(threads=self.workers)
         try:
-            for i, (profile, target) in enumerate(zip(out_profiles, targets)):
-                label = names[i] if names else (name if len(out_profiles) == 1 else f"{name}[{i + 1}]")
+            for profile, label, target in zip(out_profiles, labels, targets):
                 if target is None:
                     outputs.append(self.create(profile, name=label))
                     continue
-                writers[i] = TileWriter(profile, target.path, options=target.options,
-                                        threads=self.workers, display=target.display)
+                writers.add(profile, target.path, options=target.options, display=target.display)
                 outputs.append(WrittenRaster.of(profile, label, target.path))
             job = replace(job, outputs=tuple(r.ref for r in outputs),
                           returned=tuple(t is not None for t in targets))
 
-            def write(cores: Sequence[np.ndarray], tile: Tile) -> None:
-                for position, core in zip(writers, cores):
-                    writers[position].write(tile.core, core)
-
             def collect(_chunk: Sequence[int], done: Any) -> None:
                 if writers:
                     for index, cores in done:
-                        write(cores, tiles[index])
+                        writers.write(tiles[index].core, cores)
 
             remaining: Sequence[int] = range(len(tiles))
             if probe is not None:
-                write(self._store_probe(job, tiles[0], probe), tiles[0])
+                writers.write(tiles[0].core, store_probe(job, tiles[0], probe))
                 remaining = range(1, len(tiles))
             self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=started)
-            for writer in writers.values():
-                writer.close()
+            writers.close()
         except BaseException:
-            for writer in writers.values():
-                with contextlib.suppress(Exception):
-                    writer.close()
+            writers.abort()
             for raster in outputs:
                 self.release(raster)
             raise
@@ -379,12 +285,13 @@ class Engine:
                combine: CombineFn | None = None, finalize: FinalizeFn | None = None,
                params: Mapping[str, Any] | None = None, margin: int | None = None,
                name: str | None = None, tiling: Tiling | None = None,
-               plan: AnyLayout | None = None, writable_inputs: bool | None = None) -> Any:
+               layout: AnyLayout | None = None, writable_inputs: bool | None = None,
+               plan: AnyLayout | None = None) -> Any:
         """N images -> a result: per-tile partials merged by ``combine`` in tile order, then finalized.
 
         The merge is a left fold in tile order, whatever the workers and the order tiles finish in,
         so a given tiling always gives the same result; no neutral element is assumed. ``tiling``,
-        ``plan`` and ``writable_inputs`` are as for :meth:`map`.
+        ``layout`` (or ``plan``) and ``writable_inputs`` are as for :meth:`map`.
         """
         name = name or getattr(fn, "__name__", "reduce")
         combine = combine or declared(fn, "combine")
@@ -392,8 +299,9 @@ class Engine:
         if combine is None:
             raise ConfigError(f"step '{name}': a reduce needs a combine function")
         params = dict(params or {})
-        plan = self._plan(name, fn, inputs, params, margin, tiling or self.tiling, plan)
-        job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), plan=plan, fn=fn,
+        layout = step_layout(self.workers, name, inputs, fn, params, margin,
+                             tiling or self.tiling, given_layout(name, layout, plan))
+        job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), layout=layout, fn=fn,
                         profiles=tuple(r.profile for r in inputs), params=params,
                         writable_inputs=declared_writable_inputs(fn, writable_inputs))
         folder = _TileOrderFold(name, combine, job.tiles)
@@ -409,76 +317,6 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _plan(self, name: str, fn: Callable | None, inputs: Sequence[SharedRaster],
-              params: Mapping[str, Any], margin: int | None, tiling: Tiling,
-              planned: AnyLayout | None) -> AnyLayout:
-        if not inputs:
-            raise ConfigError(f"step '{name}': needs at least one input image")
-        first = inputs[0].ref
-        for raster in inputs:
-            if raster.released:
-                raise ConfigError(f"step '{name}': input '{raster.name}' was released")
-            check_same_grid(name, first, raster.ref)
-        if planned is not None:
-            if (planned.height, planned.width) != (first.height, first.width):
-                raise ConfigError(f"step '{name}': its plan is for a {planned.height} x "
-                                  f"{planned.width} image, the inputs are {first.height} x "
-                                  f"{first.width}")
-            return planned
-        if fn is not None:
-            try:
-                margin = step_margin(fn, params, margin)
-            except ConfigError as exc:
-                raise ConfigError(f"step '{name}': {exc}") from None
-        return plan_step(first.height, first.width, margin=margin or 0, tiling=tiling,
-                         workers=self.workers, block_shape=first.profile.get("block_shape"))
-
-    def _output_profiles(self, name: str, profile_fn: ProfileFn, profiles: Sequence[dict],
-                         params: Mapping[str, Any], plan: TileLayout) -> list[dict[str, Any]]:
-        try:
-            made = profile_fn([dict(p) for p in profiles], dict(params))
-        except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
-            raise StepError(f"the profile function raised {type(exc).__name__}: {exc}",
-                            step=name) from exc
-        made = [made] if isinstance(made, Mapping) else list(made)
-        out = []
-        for position, profile in enumerate(made, start=1):
-            if not isinstance(profile, Mapping) or "dtype" not in profile:
-                raise ResultError(f"output profile {position} must be a mapping with a dtype",
-                                  step=name)
-            grown = {**profiles[0], "count": 1, **profile}
-            if (grown.get("height"), grown.get("width")) != (plan.height, plan.width):
-                raise ResultError(
-                    f"output profile {position} is {grown.get('height')} x {grown.get('width')}, "
-                    f"the inputs are {plan.height} x {plan.width} (a map keeps the grid)", step=name)
-            out.append(grown)
-        return out
-
-    def _probe(self, job: MapJob, tile: Tile) -> Any:
-        """Run the first tile on the executor to learn the outputs' band counts and dtypes: user
-        code runs on a worker, so a crash there is a dead worker, never a dead command."""
-        results: Iterator[tuple[int, Any]] = self._executor.run(job.probe(), [[tile.index]])
-        found: Any = None
-        try:
-            for _, result in results:  # to the end: the executor then ends the job normally
-                found = result
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-        if isinstance(found, TileFailure):
-            raise failure_error(found)
-        return found
-
-    def _store_probe(self, job: MapJob, tile: Tile, probe: list[np.ndarray]) -> list[np.ndarray]:
-        try:
-            return job.store(tile, check_results(probe, tile, [r.count for r in job.outputs],
-                                                 [np.dtype(r.dtype) for r in job.outputs]))
-        except ResultMismatch as exc:
-            raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
-        finally:
-            job.close()
-
     def _execute(self, kind: str, name: str, job: Job, indices: Iterable[int],
                  collect: Callable[[Sequence[int], Any], None], done_before: int = 0,
                  started: float | None = None) -> None:
@@ -489,24 +327,23 @@ class Engine:
         chunks = make_chunks(indices, self.workers)
         total = done_before + len(indices)
         if started is None:
-            started = time.perf_counter()
-            self.progress.started(kind, name, total)
+            started = self._start(kind, name, total)
         if done_before:
             self.progress.advance(done_before)
-        results: Iterator[tuple[int, Any]] = self._executor.run(job, chunks)
-        try:
+        with closed_after(self._executor.run(job, chunks)) as results:
             for position, result in results:
                 if isinstance(result, TileFailure):
                     raise failure_error(result)
                 collect(chunks[position], result)
                 self.progress.advance(len(chunks[position]))
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-        tiles = job.tiles
-        pixels = sum(tiles[i].core.height * tiles[i].core.width for i in range(len(tiles)))
+        pixels = sum(tile.core.height * tile.core.width for tile in job.tiles)
         self._report(kind, name, total, pixels, started)
+
+    def _start(self, kind: str, name: str, tiles: int) -> float:
+        """Announce a phase; its start time, for its report."""
+        started = time.perf_counter()
+        self.progress.started(kind, name, tiles)
+        return started
 
     def _report(self, kind: str, name: str, tiles: int, pixels: int, started: float) -> None:
         report = PhaseReport(kind, name, tiles, pixels, time.perf_counter() - started)
@@ -542,6 +379,116 @@ class _TileOrderFold:
     def check_complete(self) -> None:
         if self.next != len(self.tiles):
             raise StepError(f"only {self.next} of {len(self.tiles)} tiles were reduced", step=self.step)
+
+
+def as_bands(array: np.ndarray) -> np.ndarray:
+    """``array`` as (bands, rows, cols): a 2-D array is one band."""
+    if array.ndim == 2:
+        array = array[np.newaxis]
+    if array.ndim != 3:
+        raise ConfigError(f"an image must be 2-D or 3-D (bands, rows, cols), not {array.ndim}-D")
+    return array
+
+
+def load_layout(height: int, width: int, workers: int,
+                block_shape: tuple[int, int]) -> TileLayout:
+    """The windows an image is loaded by: aligned to the file's blocks, read a chunk at a time
+    (also with one worker: each chunk closes the file, so GDAL's block cache never holds more
+    than a chunk)."""
+    mode = "tiles" if block_shape[0] == block_shape[1] and block_shape[1] < width else "strips"
+    return TileLayout(height, width, auto_tile_size(height, width, workers, 0, mode, block_shape),
+                      0, mode)
+
+
+def step_layout(workers: int, name: str, inputs: Sequence[SharedRaster | FileRaster],
+                fn: Callable | None, params: Mapping[str, Any], margin: int | None,
+                tiling: Tiling, given: AnyLayout | None) -> AnyLayout:
+    """The tiles a step runs on, once its inputs are checked (some, not released, on one grid):
+    ``given`` as it is, else planned for ``workers`` and its margin (the one stated, checked
+    against ``fn``'s declared one when there is a callable)."""
+    if not inputs:
+        raise ConfigError(f"step '{name}': needs at least one input image")
+    first = inputs[0].ref
+    for raster in inputs:
+        if raster.released:
+            raise ConfigError(f"step '{name}': input '{raster.name}' was released")
+        check_same_grid(name, first, raster.ref)
+    if given is not None:
+        if (given.height, given.width) != (first.height, first.width):
+            raise ConfigError(f"step '{name}': its plan is for a {given.height} x "
+                              f"{given.width} image, the inputs are {first.height} x "
+                              f"{first.width}")
+        return given
+    if fn is not None:
+        margin = unplanned_margin(fn, params, margin, f"step '{name}'")
+    return plan_step(first.height, first.width, margin=margin or 0, tiling=tiling,
+                     workers=workers, block_shape=first.profile.get("block_shape"))
+
+
+def output_labels(step: str, count: int, names: Sequence[str] | None) -> list[str]:
+    """The names of a map's ``count`` outputs: ``names``, else the step's (numbered if several)."""
+    if names:
+        if len(names) != count:
+            raise ResultError(f"{count} output profile(s) for {len(names)} output name(s)",
+                              step=step)
+        return list(names)
+    return [step] if count == 1 else [f"{step}[{i}]" for i in range(1, count + 1)]
+
+
+def output_targets(step: str, count: int, files: Sequence[OutputFile | None] | None,
+                   ) -> list[OutputFile | None]:
+    """Where each of a map's ``count`` outputs goes: its file, or None (shared memory)."""
+    targets = list(files or [])
+    if targets and len(targets) != count:
+        raise ResultError(f"{count} output(s) for {len(targets)} file target(s)", step=step)
+    return targets + [None] * (count - len(targets))
+
+
+@contextlib.contextmanager
+def closed_after(results: Iterator[tuple[int, Any]]) -> Iterator[Iterator[tuple[int, Any]]]:
+    """An executor's results, closed on leaving (a failure, or the last chunk taken): the
+    executor then stops the job's work."""
+    try:
+        yield results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+def run_first_tile(executor: Executor, job: MapJob, tile: Tile) -> Any:
+    """Run a map's first tile on the executor to learn the outputs' band counts and dtypes: user
+    code runs on a worker, so a crash there is a dead worker, never a dead command."""
+    found: Any = None
+    with closed_after(executor.run(job.probe(), [[tile.index]])) as results:
+        for _, result in results:  # to the end: the executor then ends the job normally
+            found = result
+    if isinstance(found, TileFailure):
+        raise failure_error(found)
+    return found
+
+
+def store_probe(job: MapJob, tile: Tile, results: list[np.ndarray]) -> list[np.ndarray]:
+    """Store the first tile's ``results`` (:func:`run_first_tile`) once the outputs exist;
+    the cores of the outputs written to files."""
+    try:
+        return job.store(tile, check_results(results, tile, [r.count for r in job.outputs],
+                                             [np.dtype(r.dtype) for r in job.outputs]))
+    except ResultMismatch as exc:
+        raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
+    finally:
+        job.close()
+
+
+def given_layout(step: str, layout: AnyLayout | None,
+                 plan: AnyLayout | None) -> AnyLayout | None:
+    """The tile layout a step was given, as ``layout`` or by its former name ``plan``."""
+    if plan is None:
+        return layout
+    if layout is not None:
+        raise ConfigError(f"step '{step}': give its tiles as layout= or plan= (the former name), "
+                          "not both")
+    return plan
 
 
 def check_same_grid(step: str, first: RasterRef, other: RasterRef) -> None:

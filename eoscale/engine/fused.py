@@ -18,13 +18,15 @@ between the stages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
-from eoscale.engine.contract import ProfileFn
+from eoscale.engine.contract import ProfileFn, declared, output_profiles, unplanned_margin
+from eoscale.engine.filed import FileRaster
+from eoscale.engine.shared import SharedRaster
 from eoscale.engine.tasks import (
     MapJob,
     TileContext,
@@ -33,7 +35,7 @@ from eoscale.engine.tasks import (
     set_tile_context,
     window_transform,
 )
-from eoscale.engine.tiling import Tile, read_window
+from eoscale.engine.tiling import AnyLayout, Tile, check_margin, read_window
 from eoscale.errors import ConfigError
 from eoscale.io.raster import default_output_profile
 
@@ -162,7 +164,7 @@ class FusedMapJob(MapJob):
 
     def _chain(self, tile: Tile, learn: dict[str, tuple[int, str]] | None,
                ) -> tuple[list[np.ndarray], Tile]:
-        height, width = self.plan.height, self.plan.width
+        height, width = self.layout.height, self.layout.width
         external = dict(zip(self.input_names, self._input_rasters()))
         made: dict[str, tuple[np.ndarray, Any]] = {}
         transform = self.profiles[0].get("transform") if self.profiles else None
@@ -278,3 +280,84 @@ def work_of(stages: Sequence[ChainStep]) -> tuple[_StageWork, ...]:
                  for stage, growth in zip(stages, growths))
 
 
+@dataclass(frozen=True)
+class Chain:
+    """A fused chain as the engine runs it (made by :func:`assemble_chain`): its stages, each
+    with its margin and profile function; its inputs, the images no stage makes, by name in the
+    order the stages first read them; how far beyond a tile's core it reads."""
+
+    name: str
+    stages: tuple[ChainStep, ...]
+    inputs: tuple[str, ...]
+    margin: int
+
+    def job(self, rasters: Sequence[SharedRaster | FileRaster], layout: AnyLayout) -> FusedMapJob:
+        """The chain's job on the ``rasters`` of its inputs (in :attr:`inputs` order), with the
+        profile of every image the profile functions tell (None for the others)."""
+        known = {name: raster.profile for name, raster in zip(self.inputs, rasters)}
+        return FusedMapJob(step=self.stages[-1].name, inputs=tuple(r.ref for r in rasters),
+                           layout=layout, fn=self.stages[-1].fn, profiles=tuple(known.values()),
+                           stages=work_of(self.stages), input_names=self.inputs,
+                           image_profiles=self._profiles(known, {}, layout))
+
+    def learnt(self, job: FusedMapJob, learnt: Mapping[str, tuple[int, str]]) -> FusedMapJob:
+        """``job`` with the profiles its first tile told (see :meth:`FusedMapJob.run_probe`)."""
+        known = dict(zip(self.inputs, job.profiles))
+        return replace(job, image_profiles=self._profiles(known, learnt, job.layout))
+
+    @staticmethod
+    def unknown(job: FusedMapJob) -> bool:
+        """Whether a first tile must tell some image's profile before the outputs exist."""
+        return any(profile is None for profile in job.image_profiles.values())
+
+    def output_profiles(self, job: FusedMapJob) -> list[dict[str, Any]]:
+        """The profiles of the last stage's outputs, the chain's."""
+        return [job.image_profiles[name] for name in self.stages[-1].outputs]
+
+    def _profiles(self, known: Mapping[str, dict[str, Any]],
+                  learnt: Mapping[str, tuple[int, str]],
+                  layout: AnyLayout) -> dict[str, dict[str, Any] | None]:
+        def call_profile(stage: ChainStep, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            assert stage.profile_fn is not None
+            return output_profiles(stage.name, stage.profile_fn, given, stage.params,
+                                   layout.height, layout.width)
+
+        return chain_profiles(self.stages, known, learnt, call_profile)
+
+
+def assemble_chain(stages: Sequence[ChainStep], available: Collection[str],
+                   name: str | None = None) -> Chain:
+    """The chain of ``stages`` ready to run on the images named in ``available``.
+
+    A stage's margin is run as given (a run plan decided it); a stage without one runs with its
+    callable's (:func:`~eoscale.engine.contract.unplanned_margin`). A stage without a profile
+    function takes its callable's ``profile`` attribute, if any. Raises ConfigError, naming the
+    chain (``name``, else its stages' names joined by ``+``), for no stage, an input no stage
+    makes and ``available`` lacks, or stages that do not make a chain.
+    """
+    if not stages:
+        raise ConfigError("a fused chain needs at least one stage")
+    name = name or "+".join(stage.name for stage in stages)
+    ready = tuple(replace(stage, margin=_stage_margin(stage, name),
+                          profile_fn=stage.profile_fn or declared(stage.fn, "profile"))
+                  for stage in stages)
+    made = {output for stage in ready for output in stage.outputs}
+    inputs = tuple(input_ for input_ in dict.fromkeys(n for stage in ready for n in stage.inputs)
+                   if input_ not in made)
+    missing = [input_ for input_ in inputs if input_ not in available]
+    if missing:
+        raise ConfigError(f"fused chain '{name}': no input named '{missing[0]}'")
+    try:
+        margin = chain_margin(ready)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} ('{name}')") from None
+    return Chain(name, ready, inputs, margin)
+
+
+def _stage_margin(stage: ChainStep, chain: str) -> int:
+    if stage.margin is None:
+        return unplanned_margin(stage.fn, stage.params, None, f"fused chain '{chain}'")
+    try:
+        return check_margin(stage.margin)
+    except ConfigError as exc:
+        raise ConfigError(f"fused chain '{chain}': {exc}") from None

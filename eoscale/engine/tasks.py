@@ -1,7 +1,7 @@
 """What runs on a tile, in a worker or in-process: loading a window, a map, a reduce.
 
 A *job* is one step's work: a small picklable object published once per worker (never per tile)
-holding raster references, the callable, its params and the tiling plan's parameters; the worker
+holding raster references, the callable, its params and the tile layout's parameters; the worker
 rebuilds the tiles from those. A *chunk* is a run of consecutive tile indices. Each job opens the
 rasters it needs when it first runs in a process and closes them when the step ends, so a released
 intermediate is unmapped everywhere.
@@ -68,11 +68,11 @@ class ResultMismatch(Exception):
 
 @dataclass
 class Job:
-    """Base of the per-step work descriptions: a step name, inputs and a tiling plan."""
+    """Base of the per-step work descriptions: a step name, inputs and a tile layout."""
 
     step: str
     inputs: tuple[RasterRef, ...]
-    plan: AnyLayout
+    layout: AnyLayout
     _tiles: tuple[Tile, ...] | None = field(default=None, init=False, repr=False, compare=False)
     _opened: list[SharedRaster] = field(default_factory=list, init=False, repr=False, compare=False)
 
@@ -85,7 +85,7 @@ class Job:
     @property
     def tiles(self) -> tuple[Tile, ...]:
         if self._tiles is None:
-            self._tiles = self.plan.tiles()
+            self._tiles = self.layout.tiles()
         return self._tiles
 
     def _open(self, ref: RasterRef, readonly: bool) -> SharedRaster:

@@ -9,7 +9,7 @@ import math
 import os
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +282,16 @@ def write_text(path: Path, text: str, display: str | os.PathLike | None = None) 
         raise write_error(path, display, "cannot write", [exc.strerror or str(exc)], exc) from None
 
 
+def write_atomically(path: str | os.PathLike, overwrite: bool,
+                     write: Callable[[Path], None]) -> Path:
+    """Write ``path`` with ``write(temporary path)``, then rename it into place (see
+    :class:`Staging`): a failure leaves neither a partial file nor a replaced one."""
+    with Staging(overwrite) as staging:
+        write(staging.stage(path))
+        staging.commit()
+    return Path(path)
+
+
 def write_geotiff(array: np.ndarray, profile: Mapping[str, Any], path: str | os.PathLike, *,
                   options: Mapping[str, Any] | None = None, threads: int = 1,
                   display: str | os.PathLike | None = None) -> Path:
@@ -333,3 +343,39 @@ class TileWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TileWriters:
+    """The files a map's outputs are written to as its tiles come (a :class:`TileWriter` each,
+    on ``threads`` threads), in the order they were added: a tile's cores go to them in that
+    order."""
+
+    def __init__(self, *, threads: int = 1):
+        self.threads = threads
+        self._writers: list[TileWriter] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._writers)
+
+    def add(self, profile: Mapping[str, Any], path: str | os.PathLike, *,
+            options: Mapping[str, Any] | None = None,
+            display: str | os.PathLike | None = None) -> None:
+        """Create the file of the next output (the caller stages ``path``)."""
+        self._writers.append(TileWriter(profile, path, options=options, threads=self.threads,
+                                        display=display))
+
+    def write(self, window: Any, cores: Sequence[np.ndarray]) -> None:
+        """Write a tile's ``cores`` at ``window``, one to each file."""
+        for writer, core in zip(self._writers, cores):
+            writer.write(window, core)
+
+    def close(self) -> None:
+        """Finish every file (a failure to, a full disk say, is raised)."""
+        for writer in self._writers:
+            writer.close()
+
+    def abort(self) -> None:
+        """Close every file after a failure, raising nothing (the caller discards them)."""
+        for writer in self._writers:
+            with contextlib.suppress(Exception):
+                writer.close()

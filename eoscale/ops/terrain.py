@@ -18,7 +18,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from eoscale.engine import tile_context
+from eoscale.engine.tasks import tile_context
 from eoscale.errors import ConfigError
 from eoscale.ops._common import Params, declare, nodata_of, single_input, valid_mask, with_nodata
 

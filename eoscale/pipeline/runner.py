@@ -8,8 +8,9 @@ succeeded. The process tree's memory (PSS) is sampled meanwhile, so the run repo
 peak beside the plan's estimate.
 
 A plan for a Dask cluster runs on a :class:`~eoscale.engine.cluster.DaskExecutor` (given, or
-connected to the plan's cluster here and closed at the end): its workers get the pipeline's
-folder on ``sys.path`` and its GDAL options, and read every image from a file.
+connected to the plan's cluster by :func:`~eoscale.pipeline.session.open_run` and closed at the
+end): its workers get the pipeline's folder on ``sys.path`` and its GDAL options, and read every
+image from a file.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from eoscale.engine.executors import Executor
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.fused import ChainStep
 from eoscale.engine.memory import TreeSampler, own_pss
-from eoscale.engine.scratch import Scratch, default_scratch
+from eoscale.engine.scratch import Scratch
 from eoscale.errors import ConfigError, StepError
 from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
@@ -39,6 +40,7 @@ from eoscale.io.raster import Staging, write_text
 from eoscale.pipeline.outputs import copy_image, image_target, stage_image
 from eoscale.pipeline.plan import RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
+from eoscale.pipeline.session import open_run
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
 
 
@@ -78,7 +80,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                  executor: Executor | None = None) -> RunResult:
     """Run a plan (or plan a spec that validation accepted, then run it); outputs appear only if
     every step succeeds. ``executor``: the one a cluster plan runs on (the caller closes it);
-    without it, a cluster plan connects to its cluster here."""
+    without it, a cluster plan connects to its cluster here (:func:`open_run`)."""
     plan = spec if isinstance(spec, RunPlan) else plan_run(spec)
     spec = plan.spec
     started = time.perf_counter()
@@ -90,11 +92,12 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         (path for item in spec.inputs.values() for path in item.paths), start_method)
     with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
             Scratch(spec.scratch) as scratch, _gdal_cache(plan), \
-            cluster_executor(plan, executor) as on_cluster, \
-            Engine(plan.resources.workers, tiling=spec.tiling, progress=progress,
-                   start_method=start_method, gdal_cache_bytes=plan.resources.gdal_cache,
-                   gdal_options=spec.gdal, executor=on_cluster) as engine, \
+            open_run(plan, executor=executor) as run, \
+            Engine(run.plan.resources.workers, tiling=spec.tiling, progress=progress,
+                   start_method=start_method, gdal_cache_bytes=run.plan.resources.gdal_cache,
+                   gdal_options=spec.gdal, executor=run.executor) as engine, \
             _sampling(sampler):
+        plan = run.plan  # planned again for the cluster it connected to, if it connected
 
         def bring(names: tuple[str, ...]) -> None:
             for name in names:
@@ -161,12 +164,12 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                         made = engine.map_fused(
                             _stages(plan, step, results), images,
                             name=" > ".join(plan.steps[i].name for i in step.chain),
-                            plan=tiling, files=files)
+                            layout=tiling, files=files)
                     else:
                         made = engine.map(
                             found.fn, [images[name] for name in step.step.inputs],
                             params=params, profile_fn=found.profile, name=step.name,
-                            output_names=step.step.outputs, plan=tiling,
+                            output_names=step.step.outputs, layout=tiling,
                             writable_inputs=step.step.writable_inputs, files=files)
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
                               if plan.images[name].lives == "shared")
@@ -177,7 +180,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                                                    [images[name] for name in step.step.inputs],
                                                    combine=found.combine,
                                                    finalize=found.finalize, params=params,
-                                                   name=step.name, plan=tiling,
+                                                   name=step.name, layout=tiling,
                                                    writable_inputs=step.step.writable_inputs)
             stage(step.stages)
             release(step.releases)
@@ -199,51 +202,6 @@ def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[C
                             found.profile,
                             declared_writable_inputs(found.fn, member.step.writable_inputs)))
     return stages
-
-
-@contextlib.contextmanager
-def cluster_executor(plan: RunPlan, given: Executor | None) -> Iterator[Executor | None]:
-    """The executor a cluster plan runs on (None for other plans): ``given``, or one connected
-    to the plan's cluster and closed on leaving; its workers set up for the pipeline."""
-    if plan.resources.executor != "cluster":
-        yield None
-        return
-    from eoscale.engine.cluster import DaskExecutor, WorkerSetup
-
-    address = plan.spec.cluster or plan.resources.cluster
-    if given is None and address is None:
-        raise ConfigError("a plan for a cluster needs its cluster: cluster: in the pipeline, "
-                          "--cluster, or an executor")
-    executor = given if given is not None else DaskExecutor.connect(address)
-    try:
-        if isinstance(executor, DaskExecutor):
-            executor.prepare(WorkerSetup((str(plan.spec.base_dir),), dict(plan.spec.gdal),
-                                         plan.resources.gdal_cache))
-            executor.check_visible(_worker_paths(plan))
-        yield executor
-    finally:
-        if given is None:
-            executor.close()
-
-
-def _worker_paths(plan: RunPlan) -> list[str]:
-    """What a cluster's workers must see: the local input files, the scratch folder if images
-    go to it, and the folders of outputs that later steps read back."""
-    spec = plan.spec
-    paths = [str(path) for item in spec.inputs.values() for path in item.paths
-             if isinstance(path, Path)]
-    for name, image in plan.images.items():
-        if image.made_by is None or image.lives not in ("spilled", "written"):
-            continue
-        if name not in spec.outputs:
-            paths.append(str(spec.scratch or default_scratch()))
-        elif image.lives == "spilled":  # its folder, or the nearest that exists before the run
-            folder = spec.outputs[name].path.parent
-            while not folder.exists() and folder != folder.parent:
-                folder = folder.parent
-            paths.append(str(folder))
-    # What this process cannot see either, its own checks report (a missing scratch folder).
-    return [path for path in dict.fromkeys(paths) if Path(path).exists()]
 
 
 def _check_cluster_scratch(plan: RunPlan) -> None:

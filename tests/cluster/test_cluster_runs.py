@@ -15,7 +15,7 @@ import pytest
 import rasterio
 
 import eoscale
-from eoscale.engine.cluster import worker_gdal_cache
+from eoscale.engine.cluster_worker import worker_gdal_cache
 from eoscale.engine.shared import list_segments
 from eoscale.errors import ConfigError
 
