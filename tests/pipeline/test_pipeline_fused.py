@@ -85,7 +85,7 @@ def test_fused_chains_with_margins_0_1_10_100_give_the_results_in_memory(
 
     # Margin 100 recomputes far more than spilling would cost on these tiles: allow it, so that
     # the chain through it is fused too.
-    monkeypatch.setattr("eoscale.pipeline.plan.FUSE_MAX_RECOMPUTE", 100.0)
+    monkeypatch.setattr("eoscale.pipeline.plan.fusion.FUSE_MAX_RECOMPUTE", 100.0)
     # (In strips, the margin-100 chain's windows, 202 rows taller than its strips, are the peak
     # under every budget tight enough to move near out of memory: near is spilled there.)
     cases = [("near", ["near", "wide"])] if mode == "tiles" else []
