@@ -169,11 +169,14 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
         chain = fused.chains.get(index, (index,))
         reads = max(reach[i] or 0 for i in chain)  # a chain reads around its tiles this far
         writes = [name for name in step.outputs if images[name].lives.written_as_computed]
-        block_shape = planned_block(spec, writes[0]) if writes else shape.block_shape
         tiling = plan_step(shape.height, shape.width, margin=reads, tiling=tiling_of(index),
-                           workers=resources.workers, block_shape=block_shape)
+                           workers=resources.workers,
+                           block_shape=planned_block(spec, writes[0]) if writes
+                           else shape.block_shape)
         for name in writes:
             images[name] = replace(images[name], file=image_file(spec, name, tiling))
+        # The blocks its tiles cover whole: its file's (planning again for them keeps the tiles).
+        block_shape = images[writes[0]].file.block_shape if writes else shape.block_shape
         found = shape.callables[index]
         planned = (index, step, found, shape.margins[index],
                    margin_from(step, shape.margins[index], found))
