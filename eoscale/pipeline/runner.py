@@ -1,9 +1,9 @@
 """Run a pipeline's plan on the engine: a loop over the plan's steps, with no decisions of its own.
 
 Before each step the inputs it brings in are loaded into shared memory or opened for windowed
-reads, as planned; during it, outputs that no later step reads are written as their tiles are
-computed; after it, its other results are staged (written under a temporary name) and the images
-it releases are freed. Outputs are renamed into place only when the whole run has
+reads, as planned; during it, the images the plan writes as computed go to the files it names
+(an output's staged file, or a scratch file); after it, the results it saves are written to
+their staged files (under a temporary name) and the images it releases are freed. Outputs are renamed into place only when the whole run has
 succeeded. The process tree's memory (PSS) is sampled meanwhile, so the run reports its measured
 peak beside the plan's estimate.
 
@@ -140,9 +140,9 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         for output in spec.outputs.values():
             for path in output.paths():
                 staging.check(path)
+        if plan.scratch_refusal is not None:  # a plan that was not validated: refused alike
+            raise ConfigError(plan.scratch_refusal)
         if plan.needs_scratch:
-            if plan.scratch_refusal is not None:
-                raise ConfigError(plan.scratch_refusal)
             scratch.check()
         bring(plan.copied)
         save(plan.copied)
@@ -159,7 +159,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                     files = [file_for(name, finishing) for name in step.step.outputs]
                     if step.chain:
                         made = engine.map_fused(
-                            _chain_steps(plan, step, results), images,
+                            _stages(plan, step, results), images,
                             name=" > ".join(plan.steps[i].name for i in step.chain),
                             plan=tiling, files=files)
                     else:
@@ -188,8 +188,8 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                      sampler.peak or None)
 
 
-def _chain_steps(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[ChainStep]:
-    """A fused chain's steps as the engine's, their params resolved."""
+def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[ChainStep]:
+    """A fused chain's steps as the engine's stages, their params resolved."""
     stages = []
     for index in step.chain:
         member = plan.steps[index]

@@ -15,7 +15,7 @@ from eoscale.cli.main import cli
 from eoscale.engine.tiling import Tiling, plan_step
 from eoscale.errors import EXIT_USAGE, ConfigError
 from eoscale.pipeline import load_pipeline, plan_run, validate
-from eoscale.pipeline.plan import Resources, Residence
+from eoscale.pipeline.plan import Residence, Resources
 from eoscale.pipeline.validate import checked_plan
 
 Writer = Callable[..., Path]

@@ -1,10 +1,11 @@
 """One plan from a run's shape, its resources and the budget's choices: which chains are fused,
 where each image lives, and how each step runs (its tiles, what it loads, saves and releases, the
-memory it holds), each decided by its own function, in that order."""
+memory it holds), each decided by its own function, in that order: the chains, the images'
+residences, the steps' tiles, the files written as computed, then each step's plan."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -13,8 +14,13 @@ from eoscale.engine.fused import chain_growths
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step
 from eoscale.io.paths import location_name
 from eoscale.pipeline.plan import residence
-from eoscale.pipeline.plan.estimates import Memory, Resources, grown_window, memory_factor, \
-    step_memory
+from eoscale.pipeline.plan.estimates import (
+    Memory,
+    Resources,
+    grown_window,
+    memory_factor,
+    step_memory,
+)
 from eoscale.pipeline.plan.files import image_file, planned_block
 from eoscale.pipeline.plan.fusion import affordable, chain_steps, priced_chains
 from eoscale.pipeline.plan.margins import margin_from
@@ -71,7 +77,9 @@ def decide(shape: RunShape, resources: Resources, choices: Choices) -> RunPlan:
     fused = fused_chains(shape, choices, tiling_of, resources.workers)
     images = {**input_plans(shape, resources, choices, fused),
               **step_image_plans(shape, resources, choices, fused)}
-    steps = step_plans(shape, resources, fused, tiling_of, images)
+    tilings = step_tilings(shape, resources, fused, tiling_of, images)
+    images = with_files(shape, tilings, images)
+    steps = step_plans(shape, resources, fused, tiling_of, tilings, images)
     copied = tuple(name for name in shape.spec.inputs if name in shape.spec.outputs)
     return RunPlan(shape.spec, resources, FrozenMap(images), tuple(steps), copied)
 
@@ -154,12 +162,40 @@ def step_image_plans(shape: RunShape, resources: Resources, choices: Choices,
     return images
 
 
+def step_tilings(shape: RunShape, resources: Resources, fused: Fused,
+                 tiling_of: Callable[[int], Tiling],
+                 images: Mapping[str, ImagePlan]) -> dict[int, TileLayout]:
+    """Each step's tiles: for a chain, around which its tiles read as far as the chain does;
+    for a step that writes a file as it computes, aligned to that file's planned blocks."""
+    spec = shape.spec
+    reach = _reach(shape, fused)
+    tilings = {}
+    for index, step in enumerate(spec.steps):
+        reads = max(reach[i] or 0 for i in fused.chains.get(index, (index,)))
+        writes = [name for name in step.outputs if images[name].lives.written_as_computed]
+        tilings[index] = plan_step(shape.height, shape.width, margin=reads,
+                                   tiling=tiling_of(index), workers=resources.workers,
+                                   block_shape=planned_block(spec, writes[0]) if writes
+                                   else shape.block_shape)
+    return tilings
+
+
+def with_files(shape: RunShape, tilings: Mapping[int, TileLayout],
+               images: Mapping[str, ImagePlan]) -> dict[str, ImagePlan]:
+    """``images``, each written as computed with the file it goes to (laid out for the tiles of
+    the step that makes it)."""
+    makers = {name: index for index, step in enumerate(shape.spec.steps) for name in step.outputs}
+    return {name: replace(image, file=image_file(shape.spec, name, tilings[makers[name]]))
+            if image.made_by is not None and image.lives.written_as_computed else image
+            for name, image in images.items()}
+
+
 def step_plans(shape: RunShape, resources: Resources, fused: Fused,
-               tiling_of: Callable[[int], Tiling], images: dict[str, ImagePlan],
-               ) -> list[StepPlan]:
-    """How each step runs: its tiles (aligned to the blocks of the file it writes as it
-    computes, if it does: that file is decided here too, in ``images``), what it loads, saves
-    and releases, and the memory it holds. A fused step runs at its chain's moment, with its
+               tiling_of: Callable[[int], Tiling], tilings: Mapping[int, TileLayout],
+               images: Mapping[str, ImagePlan]) -> list[StepPlan]:
+    """How each step runs: its tiles, aligned to the blocks of the file it writes as it
+    computes (planning again for those blocks keeps its tiles), what it loads, saves and
+    releases, and the memory it holds. A fused step runs at its chain's moment, with its
     chain's tiles."""
     spec = shape.spec
     reach = _reach(shape, fused)
@@ -167,16 +203,9 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
     steps: list[StepPlan] = []
     for index, step in enumerate(spec.steps):
         chain = fused.chains.get(index, (index,))
-        reads = max(reach[i] or 0 for i in chain)  # a chain reads around its tiles this far
-        writes = [name for name in step.outputs if images[name].lives.written_as_computed]
-        tiling = plan_step(shape.height, shape.width, margin=reads, tiling=tiling_of(index),
-                           workers=resources.workers,
-                           block_shape=planned_block(spec, writes[0]) if writes
-                           else shape.block_shape)
-        for name in writes:
-            images[name] = replace(images[name], file=image_file(spec, name, tiling))
-        # The blocks its tiles cover whole: its file's (planning again for them keeps the tiles).
-        block_shape = images[writes[0]].file.block_shape if writes else shape.block_shape
+        tiling = tilings[index]
+        files = [images[name].file for name in step.outputs if images[name].file is not None]
+        block_shape = files[0].block_shape if files else shape.block_shape
         found = shape.callables[index]
         planned = (index, step, found, shape.margins[index],
                    margin_from(step, shape.margins[index], found))
@@ -200,7 +229,7 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
 
 
 def _comings_and_goings(shape: RunShape, index: int, chain: tuple[int, ...],
-                        images: dict[str, ImagePlan],
+                        images: Mapping[str, ImagePlan],
                         ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """What step ``index`` (running ``chain``) loads before it, saves and releases after it."""
     spec = shape.spec
