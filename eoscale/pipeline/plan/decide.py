@@ -13,7 +13,6 @@ from eoscale.engine.executors import make_chunks
 from eoscale.engine.fused import chain_growths
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step
 from eoscale.io.paths import location_name
-from eoscale.pipeline.plan import residence
 from eoscale.pipeline.plan.estimates import (
     Memory,
     Resources,
@@ -24,6 +23,7 @@ from eoscale.pipeline.plan.estimates import (
 from eoscale.pipeline.plan.files import image_file, planned_block
 from eoscale.pipeline.plan.fusion import affordable, chain_steps, priced_chains
 from eoscale.pipeline.plan.margins import margin_from
+from eoscale.pipeline.plan.residence import input_home, step_image_home
 from eoscale.pipeline.plan.shapes import RunShape
 from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StepPlan
 from eoscale.pipeline.spec import FrozenMap
@@ -118,12 +118,10 @@ def input_plans(shape: RunShape, resources: Resources, choices: Choices,
     for name, item in spec.inputs.items():
         steps = readers.get(name, [])
         reaches = [reach[i] for i in shape.readers.get(name, [])]
-        lives, why = residence.input_residence(
-            name, spec, steps, None if None in reaches else max(reaches, default=0))
-        if resources.executor == "cluster":
-            lives, why = residence.cluster_input_residence(name, spec)
-        if name in choices.stream:
-            lives, why = residence.streamed(why)
+        lives, why = input_home(name, spec, steps,
+                                None if None in reaches else max(reaches, default=0),
+                                cluster=resources.executor == "cluster",
+                                stream=name in choices.stream)
         source = shape.sources.get(name)
         warped = source.warped() if source is not None else ()
         if warped:
@@ -143,17 +141,15 @@ def step_image_plans(shape: RunShape, resources: Resources, choices: Choices,
     spec = shape.spec
     readers = _late_readers(shape, fused)
     runs_at = fused.runs_at
+    refused = dict(choices.refused)
     images = {}
     for index, step in enumerate(spec.steps):
         for name in step.outputs:
             at = runs_at.get(index, index)
-            lives, why = residence.output_residence(name, spec, readers)
-            if resources.executor == "cluster":
-                lives, why = residence.cluster_residence(name, spec, readers)
-            if name in choices.spill:
-                lives, why = residence.spilled(name, spec, dict(choices.refused).get(name, ""))
-            if at != index:
-                lives, why = residence.fused(spec.steps[at].name, fused.shares[at])
+            lives, why = step_image_home(
+                name, spec, readers, cluster=resources.executor == "cluster",
+                spill=refused.get(name, "") if name in choices.spill else None,
+                fused_into=(spec.steps[at].name, fused.shares[at]) if at != index else None)
             made = shape.images[name]
             images[name] = ImagePlan(
                 name, step.name, None, made.count, shape.height, shape.width, made.dtype,

@@ -59,6 +59,28 @@ class Residence(str, Enum):
 Home = tuple[Residence, str]
 
 
+def input_home(name: str, spec: PipelineSpec, steps: Sequence[int], margin: int | None, *,
+               cluster: bool, stream: bool) -> Home:
+    """Where an input lives: by :func:`input_residence`, in its file on a ``cluster``, read from
+    its file when the budget does not hold it (``stream``)."""
+    home = cluster_input_residence(name, spec) if cluster else input_residence(
+        name, spec, steps, margin)
+    return streamed(home[1]) if stream else home
+
+
+def step_image_home(name: str, spec: PipelineSpec, readers: Mapping[str, list[int]], *,
+                    cluster: bool, spill: str | None, fused_into: tuple[str, float] | None,
+                    ) -> Home:
+    """Where a step's image lives: by :func:`output_residence`, or :func:`cluster_residence` on
+    a ``cluster``; ``spill``: spilled, saying why it is not fused instead; ``fused_into``: the
+    step whose tiles compute it and the share of work its chain computes again."""
+    if fused_into is not None:
+        return fused(*fused_into)
+    if spill is not None:
+        return spilled(name, spec, spill)
+    return (cluster_residence if cluster else output_residence)(name, spec, readers)
+
+
 def input_residence(name: str, spec: PipelineSpec, steps: Sequence[int],
                     margin: int | None) -> Home:
     """Where an input lives when the budget holds it: ``steps`` read it (a fused chain counts
