@@ -16,8 +16,15 @@ from affine import Affine
 
 from eoscale.errors import Problem
 from eoscale.pipeline import load_pipeline, plan_run
-from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunShape, fit, least_budget, run_shape
-from eoscale.pipeline.plan.shapes import step_callables
+from eoscale.pipeline.plan import (
+    BUDGET_HEADROOM,
+    Resources,
+    RunShape,
+    fit,
+    least_budget,
+    run_shape,
+    step_callables,
+)
 from eoscale.pipeline.spec import PipelineSpec
 
 Writer = Callable[..., Path]

@@ -58,7 +58,13 @@ from eoscale.pipeline.plan.fitting import MIN_TILE_SIZE, fit, least_budget
 from eoscale.pipeline.plan.fusion import FUSE_MAX_RECOMPUTE
 from eoscale.pipeline.plan.planning import plan_run, plan_shape
 from eoscale.pipeline.plan.residence import Residence
-from eoscale.pipeline.plan.shapes import ImageShape, RunShape, params_problems, run_shape
+from eoscale.pipeline.plan.shapes import (
+    ImageShape,
+    RunShape,
+    params_problems,
+    run_shape,
+    step_callables,
+)
 from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StepPlan
 
 __all__ = [
@@ -66,5 +72,5 @@ __all__ = [
     "MIN_GDAL_CACHE_BYTES", "MIN_TILE_SIZE", "RUN_BYTES", "TRACKER_BYTES", "WORKER_BYTES",
     "ImageFile", "ImagePlan", "ImageShape", "Memory", "Residence", "Resources", "RunPlan",
     "RunShape", "StepPlan", "available_memory", "default_budget", "fit", "least_budget",
-    "params_problems", "plan_run", "plan_shape", "run_shape",
+    "params_problems", "plan_run", "plan_shape", "run_shape", "step_callables",
 ]
