@@ -206,7 +206,7 @@ def plan_tables(plan: RunPlan) -> list[Table]:
     for step in plan.steps:
         steps.add_row(str(step.index + 1), step.name, step.kind, step.step.callable,
                       _margin_text(step), _tiling_text(step, plan), ", ".join(step.loads),
-                      ", ".join(step.stages), ", ".join(step.releases),
+                      ", ".join(step.saves), ", ".join(step.releases),
                       size_text(step.memory.total))
     images = Table(title="images", title_justify="left")
     for column in ("image", "from", "shape", "size", "lives", "why", "from step", "released after",
@@ -214,7 +214,7 @@ def plan_tables(plan: RunPlan) -> list[Table]:
         images.add_column(column, justify="right" if column == "size" else "left")
     for image in plan.images.values():
         images.add_row(image.name, image.made_by or "input", _image_text(image),
-                       size_text(image.nbytes), image.lives, image.why,
+                       size_text(image.nbytes), image.lives.value, image.why,
                        _when_text(plan, image.arrives), _when_text(plan, image.released_after),
                        str(image.output) if image.output else "")
     return [steps, images]
@@ -229,7 +229,7 @@ def plan_text(plan: RunPlan) -> str:
         lines.append(f"  step {step.index + 1} {step.name} ({step.kind} {step.step.callable}): "
                      f"margin {_margin_text(step)}; {_tiling_text(step, plan)}; memory "
                      f"{size_text(step.memory.total)}")
-        for label, names in (("loads", step.loads), ("writes", step.stages),
+        for label, names in (("loads", step.loads), ("writes", step.saves),
                              ("releases", step.releases)):
             if names:
                 lines.append(f"    {label} {', '.join(names)}")

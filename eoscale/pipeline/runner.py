@@ -1,9 +1,9 @@
 """Run a pipeline's plan on the engine: a loop over the plan's steps, with no decisions of its own.
 
 Before each step the inputs it brings in are loaded into shared memory or opened for windowed
-reads, as planned; during it, outputs that no later step reads are written as their tiles are
-computed; after it, its other results are staged (written under a temporary name) and the images
-it releases are freed. Outputs are renamed into place only when the whole run has
+reads, as planned; during it, the images the plan writes as computed go to the files it names
+(an output's staged file, or a scratch file); after it, the results it saves are written to
+their staged files (under a temporary name) and the images it releases are freed. Outputs are renamed into place only when the whole run has
 succeeded. The process tree's memory (PSS) is sampled meanwhile, so the run reports its measured
 peak beside the plan's estimate.
 
@@ -38,7 +38,7 @@ from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
 from eoscale.io.raster import Staging, write_text
 from eoscale.pipeline.outputs import copy_image, image_target, stage_image
-from eoscale.pipeline.plan import RunPlan, StepPlan, plan_run
+from eoscale.pipeline.plan import Residence, RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
 from eoscale.pipeline.session import open_run
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
@@ -103,10 +103,10 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             for name in names:
                 image = plan.images[name]
                 source = image.source if image.source is not None else image.path
-                images[name] = (engine.open(source, name=name) if image.lives == "file"
+                images[name] = (engine.open(source, name=name) if image.lives is Residence.FILE
                                 else engine.load(source, name=name))
 
-        def stage(names: tuple[str, ...]) -> None:
+        def save(names: tuple[str, ...]) -> None:
             for name in names:
                 output = spec.outputs[name]
                 image = images.get(name)
@@ -118,18 +118,18 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                     write_json(staging.stage(output.path), spec.producer(name), results[name],
                                output.path)
 
-        def written(name: str, finishing: contextlib.ExitStack) -> OutputFile | None:
+        def file_for(name: str, finishing: contextlib.ExitStack) -> OutputFile | None:
             image = plan.images[name]
-            output = spec.outputs.get(name)
-            if image.lives not in ("written", "spilled"):
+            if image.file is None:
                 return None
-            if output is None:  # spilled, not an output: a scratch file read back by window
+            if image.file.scratch:  # read back by window, if spilled; removed when released
                 spilled[name] = scratch.path(name)
-                return OutputFile(spilled[name], spill_options(plan.steps[image.arrives]),
+                return OutputFile(spilled[name], dict(image.file.options or {}),
                                   f"{name} (spilled to {spilled[name]})")
+            output = spec.outputs[name]
             target = finishing.enter_context(image_target(
                 staging, output, image.dtype, engine.workers, display_path(output.path)))
-            if image.lives == "spilled":  # read back from its staged file, once it is finished
+            if image.lives is Residence.SPILLED:  # read back from its staged file when finished
                 spilled[name] = staging.staged(output.path)
             return target
 
@@ -143,12 +143,12 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         for output in spec.outputs.values():
             for path in output.paths():
                 staging.check(path)
-        if any(image.made_by is not None and image.lives in ("spilled", "written")
-               and name not in spec.outputs for name, image in plan.images.items()):
-            _check_cluster_scratch(plan)
+        if plan.scratch_refusal is not None:  # a plan that was not validated: refused alike
+            raise ConfigError(plan.scratch_refusal)
+        if plan.needs_scratch:
             scratch.check()
         bring(plan.copied)
-        stage(plan.copied)
+        save(plan.copied)
         release(tuple(name for name in plan.copied if plan.images[name].released_after < 0))
         for step in plan.steps:
             bring(step.loads)
@@ -159,7 +159,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             tiling = step.tiling_for(params)
             if step.kind == "map":
                 with contextlib.ExitStack() as finishing:  # then overviews, COGs, quicklooks
-                    files = [written(name, finishing) for name in step.step.outputs]
+                    files = [file_for(name, finishing) for name in step.step.outputs]
                     if step.chain:
                         made = engine.map_fused(
                             _stages(plan, step, results), images,
@@ -172,7 +172,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                             output_names=step.step.outputs, layout=tiling,
                             writable_inputs=step.step.writable_inputs, files=files)
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
-                              if plan.images[name].lives == "shared")
+                              if plan.images[name].lives is Residence.SHARED)
                 images.update((name, engine.open(spilled[name], name=name))
                               for name in step.step.outputs if name in spilled)
             else:
@@ -182,7 +182,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                                                    finalize=found.finalize, params=params,
                                                    name=step.name, layout=tiling,
                                                    writable_inputs=step.step.writable_inputs)
-            stage(step.stages)
+            save(step.saves)
             release(step.releases)
         written = staging.commit()
         reports = tuple(engine.reports)
@@ -204,30 +204,6 @@ def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[C
     return stages
 
 
-def _check_cluster_scratch(plan: RunPlan) -> None:
-    """On a remote cluster, scratch files must be in a folder every worker reads at the same
-    path: the system's temporary folder is no such folder, so one must be named."""
-    if plan.resources.executor != "cluster" or plan.spec.scratch is not None:
-        return
-    from eoscale.engine.cluster import parse_cluster
-
-    address = plan.spec.cluster or plan.resources.cluster or ""
-    with contextlib.suppress(ValueError):
-        if parse_cluster(address).local:
-            return
-    raise ConfigError(f"this run on the cluster {address} writes images to scratch files that "
-                      "its workers read back: give a scratch folder (--scratch DIR, 'scratch:') "
-                      "on a filesystem every worker mounts at the same path")
-
-
-def spill_options(step: StepPlan) -> dict[str, Any]:
-    """How an image spilled to scratch is written: tiled, uncompressed (the fastest to write and
-    to read back by window), BigTIFF when it may pass 4 GB, in blocks of its step's tiles when
-    they can be (a multiple of 16 pixels), so every tile is written as whole blocks."""
-    size = step.tiling.tile_size
-    block = size if size % 16 == 0 and size <= 4096 and step.tiling.mode == "tiles" else 512
-    return {"tiled": True, "blockxsize": block, "blockysize": block, "compress": "none",
-            "bigtiff": "IF_SAFER"}
 
 def _gdal_cache(plan: RunPlan) -> contextlib.AbstractContextManager[Any]:
     """GDAL's block cache in this process, under a budget asked for: the plan's share of it."""

@@ -21,7 +21,7 @@ from eoscale.engine.executing import connect_cluster
 from eoscale.engine.executors import Executor
 from eoscale.engine.scratch import default_scratch
 from eoscale.errors import ConfigError
-from eoscale.pipeline.plan import Resources, RunPlan
+from eoscale.pipeline.plan import Residence, Resources, RunPlan
 from eoscale.pipeline.spec import PipelineSpec
 from eoscale.pipeline.validate import checked_plan
 
@@ -98,20 +98,19 @@ def prepare_workers(executor: Executor, plan: RunPlan) -> None:
 
 
 def worker_paths(plan: RunPlan) -> list[str]:
-    """What a cluster's workers must see: the local input files, the scratch folder if images
-    go to it, and the folders of outputs that later steps read back."""
+    """What a cluster's workers must see: the local input files, the scratch folder if the plan
+    writes scratch files, and the folders of outputs that later steps read back."""
     spec = plan.spec
     paths = [str(path) for item in spec.inputs.values() for path in item.paths
              if isinstance(path, Path)]
+    if plan.needs_scratch:
+        paths.append(str(spec.scratch or default_scratch()))
     for name, image in plan.images.items():
-        if image.made_by is None or image.lives not in ("spilled", "written"):
+        if image.file is None or image.file.scratch or image.lives is not Residence.SPILLED:
             continue
-        if name not in spec.outputs:
-            paths.append(str(spec.scratch or default_scratch()))
-        elif image.lives == "spilled":  # its folder, or the nearest that exists before the run
-            folder = spec.outputs[name].path.parent
-            while not folder.exists() and folder != folder.parent:
-                folder = folder.parent
-            paths.append(str(folder))
+        folder = spec.outputs[name].path.parent  # or the nearest that exists before the run
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        paths.append(str(folder))
     # What this process cannot see either, its own checks report (a missing scratch folder).
     return [path for path in dict.fromkeys(paths) if Path(path).exists()]

@@ -10,9 +10,10 @@ output.
 (:func:`~eoscale.pipeline.plan.plan_run`): every callable resolves; a reduce step has a
 ``combine``; a stated margin is not smaller than the callable's declared one; the inputs are
 rasters on one grid (:func:`~eoscale.io.grid.grid_differences`, the engine's own check);
-callables' own ``check`` functions accept their params; output folders can be made; and the
-plan's estimated peak memory fits in the memory available. :func:`checked_plan` gives the plan
-of a valid pipeline, which is what ``eoscale run`` executes.
+callables' own ``check`` functions accept their params; output folders can be made; the
+plan's estimated peak memory fits in the memory available; and on a remote cluster, scratch
+files go to a folder its workers can read (:class:`ScratchFolderError`). :func:`checked_plan`
+gives the plan of a valid pipeline, which is what ``eoscale run`` executes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from eoscale.errors import PipelineError, Problem
+from eoscale.errors import EXIT_USAGE, ConfigError, PipelineError, Problem
 from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunPlan, params_problems, plan_run
 from eoscale.pipeline.resolve import did_you_mean, resolve_step
 from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
@@ -214,10 +215,31 @@ def checked_plan(spec: PipelineSpec, resources: Resources | None = None) -> RunP
             problems.append(output.where.problem(problem))
     if plan is not None and not problems and not plan.fits:
         problems.append(_memory_problem(plan))
+    refused = _scratch_problem(plan)
+    if refused is not None:
+        problems.append(refused)
+    if problems == [refused]:
+        raise ScratchFolderError(problems)
     if problems:
         raise PipelineError(problems)
     assert plan is not None
     return plan
+
+
+class ScratchFolderError(PipelineError, ConfigError):
+    """A run that would write scratch files where its workers cannot read them: reported with
+    the pipeline's problems, and a usage error (exit 2) as the run's refusal was: the scratch
+    folder (``--scratch``, ``scratch:``) is missing."""
+
+    exit_code = EXIT_USAGE
+
+
+def _scratch_problem(plan: RunPlan | None) -> Problem | None:
+    """The plan's refusal of its scratch folder (:attr:`RunPlan.scratch_refusal`), if any."""
+    if plan is None or plan.scratch_refusal is None:
+        return None
+    source = plan.spec.source
+    return Problem(plan.scratch_refusal, str(source) if source else None, path="scratch")
 
 
 def _memory_problem(plan: RunPlan) -> Problem:

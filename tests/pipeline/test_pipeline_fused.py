@@ -15,6 +15,7 @@ from test_pipeline_budget import budget, outputs_of, same, smallest_budget
 from eoscale.api import plan
 from eoscale.engine.scratch import list_scratch
 from eoscale.pipeline import load_pipeline, plan_run
+from eoscale.pipeline.plan import fit, least_budget, plan_shape
 from eoscale.pipeline.runner import run_pipeline
 
 Writer = Callable[..., Path]
@@ -51,10 +52,12 @@ def _write(path: Path, data: np.ndarray) -> Path:
 
 def tightest_fused(spec, workers: int, name: str):
     """The plan under the tightest budget (in steps of 10 % above the least that fits) at which
-    image ``name`` is fused: below it, where fused chains no longer fit, the plan only spills."""
-    memory = smallest_budget(spec, workers)
+    image ``name`` is fused: below it, where fused chains no longer fit, the plan only spills.
+    The run's shape is read once, the plans fitted from it."""
+    shape = plan_shape(spec)
+    memory = least_budget(shape, budget(workers, 0))
     for _ in range(30):
-        found = plan_run(spec, budget(workers, memory))
+        found = fit(shape, budget(workers, memory))
         if found.images[name].lives == "fused":
             return found
         memory = int(memory * 1.1)
@@ -85,7 +88,7 @@ def test_fused_chains_with_margins_0_1_10_100_give_the_results_in_memory(
 
     # Margin 100 recomputes far more than spilling would cost on these tiles: allow it, so that
     # the chain through it is fused too.
-    monkeypatch.setattr("eoscale.pipeline.plan.FUSE_MAX_RECOMPUTE", 100.0)
+    monkeypatch.setattr("eoscale.pipeline.plan.fusion.FUSE_MAX_RECOMPUTE", 100.0)
     # (In strips, the margin-100 chain's windows, 202 rows taller than its strips, are the peak
     # under every budget tight enough to move near out of memory: near is spilled there.)
     cases = [("near", ["near", "wide"])] if mode == "tiles" else []

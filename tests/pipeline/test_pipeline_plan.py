@@ -76,7 +76,7 @@ def test_where_each_image_lives_and_why(mixed: PipelineSpec) -> None:
 def test_loads_stages_releases_and_margins(mixed: PipelineSpec) -> None:
     plan = plan_run(mixed, TWO)
     assert plan.copied == ("copied",)
-    steps = {step.name: (step.loads, step.stages, step.releases) for step in plan.steps}
+    steps = {step.name: (step.loads, step.saves, step.releases) for step in plan.steps}
     assert steps == {
         "ndvi": (("a", "b"), ("ndvi",), ("b",)),
         "count": ((), ("count",), ("ndvi",)),

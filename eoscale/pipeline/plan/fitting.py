@@ -1,0 +1,121 @@
+"""Fitting a plan to the memory budget: the fastest plan that fits, and the least budget that
+any plan of a run fits in. Both take a run's shape (:class:`~eoscale.pipeline.plan.shapes.
+RunShape`), so they need no raster."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from eoscale.pipeline.plan.decide import Choices, decide
+from eoscale.pipeline.plan.estimates import BUDGET_HEADROOM, Resources
+from eoscale.pipeline.plan.fusion import fusable, fusions, not_fused, priced_chains
+from eoscale.pipeline.plan.residence import Residence
+from eoscale.pipeline.plan.shapes import RunShape
+from eoscale.pipeline.plan.values import RunPlan
+
+#: The smallest automatic tile size (square side, strip height) a budget may shrink tiles to:
+#: below, per-tile costs and re-read margins dominate.
+MIN_TILE_SIZE = {"tiles": 64, "strips": 16}
+
+
+def fit(shape: RunShape, resources: Resources) -> RunPlan:
+    """The fastest plan of ``shape`` that fits the budget of ``resources`` (:func:`fit_plan`);
+    where the plan with fused chains does not fit, one that only spills may: fusing keeps a
+    chain's inputs alive longer and grows its windows."""
+    fitted = fit_plan(shape, resources)
+    if not fitted.fits and any(step.chain for step in fitted.steps):
+        spilling = fit_plan(shape, resources, fusing=False)
+        if spilling.fits:
+            return spilling
+    return fitted
+
+
+def least_budget(shape: RunShape, resources: Resources, resolution: int = 1024) -> int:
+    """The least memory budget (to ``resolution`` bytes) under which :func:`fit` finds a plan
+    of ``shape`` that fits, for ``resources`` otherwise as given: a bisection between nothing
+    and what the plan without a budget holds."""
+    def fits(memory: int) -> bool:
+        return fit(shape, replace(resources, memory=memory, given=True)).fits
+
+    roomy = fit(shape, replace(resources, memory=None))
+    high = int(roomy.peak.held / (1 - BUDGET_HEADROOM)) + resolution
+    low = 0
+    if fits(low):
+        return low
+    while high - low > resolution:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def fit_plan(shape: RunShape, resources: Resources, fusing: bool = True) -> RunPlan:
+    """The fastest plan that fits the budget: everything that can in shared memory; while the
+    peak does not fit, the largest image held at the peak goes: a step's image is fused into
+    the map steps that read it when that recomputes little enough
+    (:func:`~eoscale.pipeline.plan.fusion.affordable`), else spilled (written as computed, read
+    back by window); an input is read from its file by every reader; then the peak step's tiles
+    shrink (when the tile size is automatic; only that step's, so that reductions elsewhere keep
+    the tiling, hence the exact floating-point result, of the plan in memory). What still does
+    not fit is returned as it is (``fits`` False): validation refuses it, naming the step.
+
+    On a cluster, whose workers share no memory, every chain that recomputes little enough is
+    fused from the start: its images would otherwise be spilled to a shared filesystem."""
+    spec = shape.spec
+    choices = Choices()
+    if resources.executor == "cluster" and fusing:  # else spilled to a shared filesystem
+        choices = Choices(fuse=fusable(shape, frozenset()))
+    plan = decide(shape, resources, choices)
+    while not plan.fits:
+        peak = max(plan.steps, key=lambda step: step.memory.held)
+        if peak.fused_into is not None:  # its chain runs with, and is tiled as, its last step
+            peak = plan.steps[peak.fused_into]
+        movable = [image for image in plan.images.values()
+                   if image.lives.held_whole and image.arrives <= peak.index <= image.released_after
+                   and image.name not in plan.copied
+                   and (image.made_by is None or image.released_after > image.arrives)]
+        if movable:
+            largest = max(movable, key=lambda image: image.nbytes)
+            if largest.made_by is None:
+                choices = replace(choices, stream=choices.stream | {largest.name})
+            else:
+                maker = [step.name for step in spec.steps].index(largest.made_by)
+                found = _fused_instead(shape, resources, choices, maker) if fusing else None
+                if found is not None and found[0].images[largest.name].lives is Residence.FUSED:
+                    plan, choices = found
+                    continue
+                why = "" if found is None else _why_not_fused(shape, resources, found[1], maker)
+                choices = replace(choices, spill=choices.spill | {largest.name},
+                                  refused=(*choices.refused, (largest.name, why)))
+        elif (spec.tiling.tile_size is None
+              and peak.tiling.tile_size > MIN_TILE_SIZE[spec.tiling.mode]):
+            smaller = (peak.index, max(MIN_TILE_SIZE[spec.tiling.mode],
+                                       peak.tiling.tile_size // 2))
+            choices = replace(choices, tile_sizes=(*choices.tile_sizes, smaller))
+        else:
+            return plan
+        plan = decide(shape, resources, choices)
+    return plan
+
+
+def _fused_instead(shape: RunShape, resources: Resources, choices: Choices,
+                   maker: int) -> tuple[RunPlan, Choices] | None:
+    """Step ``maker``'s images fused into their readers, alone or with every step that can join
+    their chain (fusing one step keeps the chain's other inputs alive longer): the trial with
+    the lower peak (None: already asked for). A chain that recomputes too much is not fused."""
+    if maker in choices.fuse:
+        return None
+    trials = []
+    for fuse in fusions(shape, choices.fuse, choices.spilled_steps(shape), maker):
+        option = replace(choices, fuse=fuse)
+        trials.append((decide(shape, resources, option), option))
+    return min(trials, key=lambda found: found[0].peak.held)
+
+
+def _why_not_fused(shape: RunShape, resources: Resources, choices: Choices, maker: int) -> str:
+    """Why step ``maker``'s image is spilled rather than fused as ``choices`` asked."""
+    priced = priced_chains(shape, choices.fused_steps(shape), choices.tiling_of(shape),
+                           resources.workers)
+    return not_fused(priced, maker)
