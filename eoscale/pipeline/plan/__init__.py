@@ -12,8 +12,9 @@ Each module answers one question:
 
 - :mod:`~eoscale.pipeline.plan.shapes`: what is known of the run before deciding (the images'
   band counts and dtypes, the grid, the callables and margins): a :class:`RunShape`;
-- :mod:`~eoscale.pipeline.plan.estimates`: what the run may use (:class:`Resources`) and what it
-  is estimated to hold (:class:`Memory`);
+- :mod:`~eoscale.pipeline.plan.resources`: what the run may use (:class:`Resources`) and what a
+  moment of it holds (:class:`Memory`);
+- :mod:`~eoscale.pipeline.plan.estimates`: what each moment is estimated to hold;
 - :mod:`~eoscale.pipeline.plan.residence`: where each image lives (:class:`Residence`), and why;
 - :mod:`~eoscale.pipeline.plan.fusion`: which steps are fused into their readers, at what cost;
 - :mod:`~eoscale.pipeline.plan.files`: which file an image is written to as it is computed, laid
@@ -39,7 +40,12 @@ count of a map without a profile function (assumed like its first input; learnt 
 tile).
 """
 
-from eoscale.pipeline.plan.estimates import (
+from eoscale.pipeline.plan.files import ImageFile
+from eoscale.pipeline.plan.fitting import MIN_TILE_SIZE, fit, least_budget
+from eoscale.pipeline.plan.fusion import FUSE_MAX_RECOMPUTE
+from eoscale.pipeline.plan.planning import plan_run, plan_shape
+from eoscale.pipeline.plan.residence import Residence
+from eoscale.pipeline.plan.resources import (
     BUDGET_HEADROOM,
     DEFAULT_BASE_BYTES,
     KEEP_FREE_BYTES,
@@ -53,11 +59,6 @@ from eoscale.pipeline.plan.estimates import (
     available_memory,
     default_budget,
 )
-from eoscale.pipeline.plan.files import ImageFile
-from eoscale.pipeline.plan.fitting import MIN_TILE_SIZE, fit, least_budget
-from eoscale.pipeline.plan.fusion import FUSE_MAX_RECOMPUTE
-from eoscale.pipeline.plan.planning import plan_run, plan_shape
-from eoscale.pipeline.plan.residence import Residence
 from eoscale.pipeline.plan.shapes import (
     ImageShape,
     RunShape,

@@ -13,17 +13,12 @@ from eoscale.engine.executors import make_chunks
 from eoscale.engine.fused import chain_growths
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step
 from eoscale.io.paths import location_name
-from eoscale.pipeline.plan.estimates import (
-    Memory,
-    Resources,
-    grown_window,
-    memory_factor,
-    step_memory,
-)
+from eoscale.pipeline.plan.estimates import grown_window, memory_factor, step_memory
 from eoscale.pipeline.plan.files import image_file, planned_block
 from eoscale.pipeline.plan.fusion import affordable, chain_steps, priced_chains
 from eoscale.pipeline.plan.margins import margin_from
 from eoscale.pipeline.plan.residence import input_home, step_image_home
+from eoscale.pipeline.plan.resources import Memory, Resources
 from eoscale.pipeline.plan.shapes import RunShape
 from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StepPlan
 from eoscale.pipeline.spec import FrozenMap

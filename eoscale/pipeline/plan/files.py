@@ -19,7 +19,7 @@ from typing import Any
 
 from eoscale.engine.tiling import TileLayout
 from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS
-from eoscale.pipeline.plan.estimates import Resources
+from eoscale.pipeline.plan.resources import Resources
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec
 
 #: The largest block a scratch file takes from its step's tiles.

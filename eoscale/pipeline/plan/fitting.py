@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from eoscale.pipeline.plan.decide import Choices, decide
-from eoscale.pipeline.plan.estimates import BUDGET_HEADROOM, Resources
 from eoscale.pipeline.plan.fusion import fusable, fusions, not_fused, priced_chains
 from eoscale.pipeline.plan.residence import Residence
+from eoscale.pipeline.plan.resources import BUDGET_HEADROOM, Resources
 from eoscale.pipeline.plan.shapes import RunShape
 from eoscale.pipeline.plan.values import RunPlan
 

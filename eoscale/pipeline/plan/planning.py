@@ -12,8 +12,8 @@ from eoscale.engine.executors import default_workers
 from eoscale.errors import PipelineError, Problem
 from eoscale.io.sources import Source
 from eoscale.pipeline.inputs import sources_and_profiles
-from eoscale.pipeline.plan.estimates import Resources
 from eoscale.pipeline.plan.fitting import fit
+from eoscale.pipeline.plan.resources import Resources
 from eoscale.pipeline.plan.shapes import RunShape, run_shape, step_callables
 from eoscale.pipeline.plan.values import RunPlan
 from eoscale.pipeline.spec import PipelineSpec

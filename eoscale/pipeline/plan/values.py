@@ -13,10 +13,10 @@ import numpy as np
 
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step
 from eoscale.io.sources import Source
-from eoscale.pipeline.plan.estimates import BUDGET_HEADROOM, Memory, Resources
 from eoscale.pipeline.plan.files import ImageFile, scratch_refusal
 from eoscale.pipeline.plan.margins import MarginFrom, runtime_margin
 from eoscale.pipeline.plan.residence import Residence
+from eoscale.pipeline.plan.resources import BUDGET_HEADROOM, Memory, Resources
 from eoscale.pipeline.resolve import StepCallables
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
 
