@@ -100,3 +100,14 @@ def test_public_names_load_on_first_use():
     namespace: dict = {}
     exec("from eoscale.engine import *", namespace)  # noqa: S102
     assert set(eoscale.engine.__all__) <= set(namespace)
+
+
+def test_submodules_stay_reachable_from_the_packages():
+    """``import eoscale`` brought ``eoscale.api`` with it, ``import eoscale.engine`` its modules;
+    code that relied on it still runs (in a fresh interpreter, where nothing else imported them)."""
+    probe = ("import eoscale, eoscale.engine\n"
+             "assert eoscale.api.overrides and eoscale.engine.core.Engine is eoscale.Engine\n"
+             "assert eoscale.pipeline.load_pipeline and eoscale.engine.shared.SharedRaster")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
