@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from eoscale.engine.shared import list_segments, pid_alive
+from leak_checks import leaked_scratch, leaked_segments, note_session_start, record_commands
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 NEEDS_SHARED = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason="needs ../shared/data (the project's shared test rasters)")
-
-_segments_at_start: set[str] = set()
 
 
 @pytest.fixture
@@ -24,23 +21,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def leaked_segments() -> list[str]:
-    """Segments made since the session began by this process or by a process now dead."""
-    return [name for name, pid in list_segments()
-            if name not in _segments_at_start and (pid == os.getpid() or not pid_alive(pid))]
-
-
 @pytest.fixture
 def leaks() -> list[str]:
-    """The segments leaked so far (see :func:`leaked_segments`)."""
+    """The segments this session's own processes leaked so far (see ``leak_checks``)."""
     return leaked_segments()
 
 
+@pytest.fixture
+def scratch_leaks() -> list[Path]:
+    """The scratch files this session's own processes leaked so far (see ``leak_checks``)."""
+    return leaked_scratch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    record_commands()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _segments_at_start.update(name for name, _ in list_segments())
+    note_session_start()
+
+
+#: The checks of the whole suite's leaks, run after every other test.
+LAST = ("test_no_segment_left_after_the_suite", "test_no_scratch_file_left_after_the_suite")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the shared-memory leak check after every other test."""
-    last = [item for item in items if item.name == "test_no_segment_left_after_the_suite"]
+    """Run the leak checks of the whole suite after every other test."""
+    last = [item for item in items if item.name in LAST]
     items[:] = [item for item in items if item not in last] + last

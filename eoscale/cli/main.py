@@ -6,25 +6,56 @@ Exit codes: 0 success, 1 run failure, 2 usage error, 3 invalid pipeline, 130 int
 
 from __future__ import annotations
 
+import importlib
 import signal
 import traceback
+from gettext import gettext as _
 from types import FrameType
 
 import click
-from rich.markup import escape
 
 from eoscale import __version__
-from eoscale.cli.cleanup import cleanup
-from eoscale.cli.info import info
-from eoscale.cli.render import error_console, settings
-from eoscale.cli.run import run
-from eoscale.cli.schema import schema
-from eoscale.cli.validate import validate
 from eoscale.errors import EXIT_FAILURE, EOScaleError, Interrupted, PipelineError, StepError
+
+#: Each command: the module that defines it (under the command's name), and the first paragraph
+#: of its help, which ``eoscale --help`` lists. A command's module is imported only when that
+#: command runs, and imports what it uses: the group's help and version import none of them
+#: (nor rasterio, the engine, dask or scipy). tests/cli check these summaries are the commands'.
+COMMANDS = {
+    "cleanup": ("eoscale.cli.cleanup",
+                ("Remove eoscale shared-memory segments and scratch files whose owner process is "
+                 "dead.")),
+    "info": ("eoscale.cli.info",
+             "Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout."),
+    "run": ("eoscale.cli.run",
+            "Run a pipeline: load inputs, run every step on every core, write the outputs."),
+    "schema": ("eoscale.cli.schema",
+               "Print the JSON Schema of pipeline files (save it and point your editor at it)."),
+    "validate": ("eoscale.cli.validate",
+                 "Check a pipeline without running it; exit 3 if any problem is found."),
+}
 
 
 class EOScaleGroup(click.Group):
-    """A group that turns eoscale's errors into messages and exit codes, in one place."""
+    """A group that turns eoscale's errors into messages and exit codes, in one place, and loads
+    its commands when they are used (:data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, _summary = COMMANDS[cmd_name]
+        return getattr(importlib.import_module(module), cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands with their summaries, shortened as click does, without importing them."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, click.Command(name, help=summary).get_short_help_str(limit))
+                for name, (_module, summary) in sorted(COMMANDS.items())]
+        with formatter.section(_("Commands")):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -40,14 +71,9 @@ class EOScaleGroup(click.Group):
 @click.version_option(__version__, prog_name="eoscale")
 def cli() -> None:
     """Run raster processing pipelines on every core, tile by tile, from shared memory."""
+    from eoscale.cli.render import settings
+
     settings.verbose = settings.quiet = False  # each command sets them again from its options
-
-
-cli.add_command(run)
-cli.add_command(validate)
-cli.add_command(info)
-cli.add_command(cleanup)
-cli.add_command(schema)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -59,6 +85,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def report(exc: BaseException) -> int:
     """Print an error the way a user should see it; return the exit code."""
+    from rich.markup import escape
+
+    from eoscale.cli.render import error_console, settings
+
     console = error_console()
     if isinstance(exc, Interrupted):
         console.print(f"[bold red]interrupted[/]: {exc}; stopped, nothing was left behind")

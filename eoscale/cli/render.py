@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from eoscale.engine.progress import NoProgress, PhaseReport
-from eoscale.pipeline.plan import ImagePlan, RunPlan, StepPlan
 from eoscale.sizes import size_text
+
+if TYPE_CHECKING:  # rich's progress and tables, and the plan, are imported where they are used
+    from rich.progress import TaskID
+    from rich.table import Table
+
+    from eoscale.pipeline.plan import ImagePlan, RunPlan, StepPlan
 
 
 @dataclass
@@ -48,6 +44,15 @@ class RichProgress:
     """A progress bar per phase: tiles done of total, elapsed time and ETA."""
 
     def __init__(self, out: Console):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("tiles"), TimeElapsedColumn(), TimeRemainingColumn(),
                               console=out, transient=False)
@@ -124,6 +129,8 @@ def summary_table(reports: list[PhaseReport], seconds: float, peak_bytes: int | 
                   estimate_bytes: int | None = None, cluster: str | None = None) -> Table:
     """The phases of a run, titled with its time, its measured peak memory (PSS of the process
     tree) and the plan's estimate of it, and the cluster it ran on (its address and workers)."""
+    from rich.table import Table
+
     title = f"done in {seconds:.2f} s"
     if cluster is not None:
         title += f" on cluster {cluster}"
@@ -197,6 +204,8 @@ def _workers_text(plan: RunPlan) -> str:
 
 def plan_tables(plan: RunPlan) -> list[Table]:
     """The plan as rich tables: its steps, its images, and the estimate in the caption."""
+    from rich.table import Table
+
     steps = Table(title=f"run plan: {len(plan.steps)} step(s) on {_workers_text(plan)}",
                   title_justify="left", caption=describe_estimate(plan),
                   caption_justify="left")

@@ -1,25 +1,76 @@
-"""The tile/margin engine: shared rasters, tiling, executors, map and reduce."""
+"""The tile/margin engine: shared rasters, tiling, executors, map and reduce.
 
-from eoscale.engine.core import Engine
-from eoscale.engine.executors import default_workers
-from eoscale.engine.progress import NoProgress, PhaseReport, Progress
-from eoscale.engine.shared import RasterRef, SharedRaster, cleanup_stale_segments
-from eoscale.engine.tasks import TileContext, tile_context
-from eoscale.engine.tiling import (
-    ExplicitLayout,
-    Tile,
-    TileLayout,
-    Tiling,
-    auto_tile_size,
-    plan_tiles,
-)
+The public names are imported on first use (PEP 562): a module of the engine that needs little
+(``eoscale.engine.progress`` for the command line, ``eoscale.engine.tiling`` for the planner)
+does not bring the executors, the pool and rasterio's writers with it.
+"""
 
-#: The former names of the tile layouts (before 2.0's run plan took the word "plan").
-Plan = TileLayout
-ExplicitPlan = ExplicitLayout
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+#: The module and the name there of each public name. ``Plan`` and ``ExplicitPlan`` are the former
+#: names of the tile layouts (before 2.0's run plan took the word "plan").
+_EXPORTS = {
+    "Engine": ("eoscale.engine.core", "Engine"),
+    "default_workers": ("eoscale.engine.executors", "default_workers"),
+    "NoProgress": ("eoscale.engine.progress", "NoProgress"),
+    "PhaseReport": ("eoscale.engine.progress", "PhaseReport"),
+    "Progress": ("eoscale.engine.progress", "Progress"),
+    "RasterRef": ("eoscale.engine.shared", "RasterRef"),
+    "SharedRaster": ("eoscale.engine.shared", "SharedRaster"),
+    "cleanup_stale_segments": ("eoscale.engine.shared", "cleanup_stale_segments"),
+    "TileContext": ("eoscale.engine.tasks", "TileContext"),
+    "tile_context": ("eoscale.engine.tasks", "tile_context"),
+    "ExplicitLayout": ("eoscale.engine.tiling", "ExplicitLayout"),
+    "Tile": ("eoscale.engine.tiling", "Tile"),
+    "TileLayout": ("eoscale.engine.tiling", "TileLayout"),
+    "Tiling": ("eoscale.engine.tiling", "Tiling"),
+    "auto_tile_size": ("eoscale.engine.tiling", "auto_tile_size"),
+    "plan_tiles": ("eoscale.engine.tiling", "plan_tiles"),
+    "Plan": ("eoscale.engine.tiling", "TileLayout"),
+    "ExplicitPlan": ("eoscale.engine.tiling", "ExplicitLayout"),
+}
 
 __all__ = [
     "Engine", "ExplicitLayout", "ExplicitPlan", "NoProgress", "PhaseReport", "Plan", "Progress",
     "RasterRef", "SharedRaster", "Tile", "TileContext", "TileLayout", "Tiling", "auto_tile_size",
     "cleanup_stale_segments", "default_workers", "plan_tiles", "tile_context",
 ]
+
+if TYPE_CHECKING:
+    from eoscale.engine.core import Engine
+    from eoscale.engine.executors import default_workers
+    from eoscale.engine.progress import NoProgress, PhaseReport, Progress
+    from eoscale.engine.shared import RasterRef, SharedRaster, cleanup_stale_segments
+    from eoscale.engine.tasks import TileContext, tile_context
+    from eoscale.engine.tiling import (
+        ExplicitLayout,
+        Tile,
+        TileLayout,
+        Tiling,
+        auto_tile_size,
+        plan_tiles,
+    )
+
+    Plan = TileLayout
+    ExplicitPlan = ExplicitLayout
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module; or a submodule (``eoscale.engine.core``), which
+    importing the package brought with it before its names were loaded on first use."""
+    if name in _EXPORTS:
+        module, attribute = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value  # later lookups find it without coming here
+        return value
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -232,8 +232,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def list_segments(directory: Path = SHM_DIR) -> list[tuple[str, int]]:
-    """Every eoscale segment in ``directory`` with its owner's pid."""
+def list_segments(directory: Path | None = None) -> list[tuple[str, int]]:
+    """Every eoscale segment in ``directory`` (:data:`SHM_DIR` when None, read at each call so
+    that a test can point it at a folder of its own) with its owner's pid."""
+    directory = SHM_DIR if directory is None else directory
     if not directory.is_dir():
         return []
     found = []
@@ -244,8 +246,9 @@ def list_segments(directory: Path = SHM_DIR) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def cleanup_stale_segments(directory: Path = SHM_DIR) -> list[str]:
+def cleanup_stale_segments(directory: Path | None = None) -> list[str]:
     """Remove the eoscale segments whose owner process is dead; never those of a live run."""
+    directory = SHM_DIR if directory is None else directory
     removed = []
     for name, pid in list_segments(directory):
         if pid != os.getpid() and not pid_alive(pid):

@@ -13,7 +13,8 @@ import rasterio
 
 from cli_helpers import eoscale
 from eoscale.cli.main import cli
-from eoscale.engine.shared import SHM_DIR, list_segments
+from eoscale.engine import shared
+from eoscale.engine.shared import list_segments
 
 
 def test_validate_accepts_every_example(runner, examples):
@@ -100,10 +101,13 @@ def test_info_on_missing_and_non_raster_files(runner, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_cleanup_removes_only_segments_of_dead_owners(runner):
+def test_cleanup_removes_only_segments_of_dead_owners(runner, tmp_path, monkeypatch):
+    # A shared-memory folder of the test's own: in /dev/shm, another eoscale run on the machine
+    # could remove the stale segment first, or leave stale segments of its own to be counted.
+    monkeypatch.setattr(shared, "SHM_DIR", tmp_path)
     dead = subprocess.run(["true"]).returncode == 0 and _dead_pid()
-    stale = SHM_DIR / f"eoscale_{dead}_0123456789ab"
-    live = SHM_DIR / f"eoscale_{os.getpid()}_ba9876543210"
+    stale = tmp_path / f"eoscale_{dead}_0123456789ab"
+    live = tmp_path / f"eoscale_{os.getpid()}_ba9876543210"
     stale.write_bytes(b"x")
     live.write_bytes(b"x")
     try:
