@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import rasterio.fill
+from scipy import ndimage
 
 
 def ndvi(arrays, profiles, params):
@@ -29,8 +30,6 @@ def ndvi_profile(profiles, params):
 
 def smooth(arrays, profiles, params):
     """A NaN-aware mean over a ``size`` x ``size`` window (NaN pixels are not averaged in)."""
-    from scipy import ndimage  # here: validating a pipeline imports this module, not scipy
-
     image = arrays[0].astype(np.float64)
     valid = ~np.isnan(image)
     size = (1, params["size"], params["size"])
@@ -89,8 +88,6 @@ def fill_holes(arrays, profiles, params):
 
 
 def mean_3x3(arrays, profiles, params):
-    from scipy import ndimage
-
     return ndimage.uniform_filter(arrays[0].astype(np.float32), size=(1, 3, 3), mode="nearest")
 
 

@@ -1,6 +1,6 @@
 """A command imports what it uses: ``eoscale --version`` and ``--help`` none of the engine,
-rasterio, rich's progress, dask or scipy, ``validate`` not the engine's executor nor dask; the
-public names stay importable from the packages, loaded on first use."""
+rasterio, rich's progress, dask or scipy, ``validate`` not the engine's executor, dask nor
+eoscale's operations; the public names stay importable from the packages, loaded on first use."""
 
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ def test_validate_imports_what_validating_needs():
     assert done.returncode == 0, done.stderr
     assert "valid (1 input(s), 3 step(s), 2 output(s))" in done.stdout
     assert {"eoscale.pipeline.loader", "rasterio"} <= modules
-    # scipy neither: the quick start's callables import it where they compute
+    # nor eoscale's own operations (and their scipy): the quick start's callables are its own
     assert heavy(modules, ("eoscale.engine.core", "eoscale.cli.run", "rich.progress", "dask",
-                           "distributed", "scipy")) == set()
+                           "distributed", "eoscale.ops")) == set()
 
 
 def test_the_group_lists_each_command_with_its_own_summary(runner):
