@@ -10,7 +10,9 @@ every command once, in an order rotated from round to round) after one round not
 fills the file cache and writes the bytecode of changed modules, even under
 PYTHONDONTWRITEBYTECODE), so a change in the machine's load touches all of them alike. Printed:
 the median wall time of each, its ratio to the reference's and the target (``--version`` and
-``--help`` within 1.25 x, ``validate`` within 1.5 x), and the machine's load: /proc/loadavg, and
+``--help`` within 1.25 x, ``validate`` within 1.5 x), ``validate`` against the reference plus
+``scipy.ndimage`` too (what the quick start's callables import at their module's top, as a
+user's do, and validating must import them), and the machine's load: /proc/loadavg, and
 the cores kept busy by other processes meanwhile (from /proc/stat, less this script and its
 commands).
 
@@ -48,6 +50,9 @@ def commands(module: bool) -> dict[str, list[str]]:
     eoscale = eoscale_command(module)
     return {
         "reference": [sys.executable, "-c", "import rasterio, numpy"],
+        # what validating the quick start must import whatever eoscale does: its callables'
+        # module imports scipy.ndimage at its top, as users' modules do
+        "reference+callables": [sys.executable, "-c", "import rasterio, numpy, scipy.ndimage"],
         "--version": [*eoscale, "--version"],
         "--help": [*eoscale, "--help"],
         "validate": [*eoscale, "validate", QUICKSTART],
@@ -106,6 +111,7 @@ def measure(repeat: int, module: bool) -> dict:
         "seconds": seconds,
         "medians": medians,
         "ratios": {name: medians[name] / reference for name in TARGETS},
+        "validate_over_callables": medians["validate"] / medians["reference+callables"],
         "targets": TARGETS,
         "loadavg_before": load_before,
         "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
@@ -126,6 +132,10 @@ def report(result: dict) -> str:
         verdict = "meets" if ratio <= target else "misses"
         lines.append(f"{name:<12} {result['medians'][name]:9.3f} {ratio:6.2f} {target:7.2f}  "
                      f"{verdict}")
+    lines.append(f"{'callables':<12} {result['medians']['reference+callables']:9.3f} "
+                 f"{result['medians']['reference+callables'] / reference:6.2f} {'':>7}  python -c "
+                 f"'import rasterio, numpy, scipy.ndimage' (what the quick start's module imports)"
+                 f": validate is {result['validate_over_callables']:.2f} x it")
     lines.append(f"load average {' '.join(result['loadavg_before'])} before, "
                  f"{' '.join(result['loadavg_after'])} after; other processes kept "
                  f"{result['other_processes_cores']} of {result['cores']} cores busy meanwhile")

@@ -80,11 +80,12 @@ def list_scratch(folder: str | os.PathLike | None = None) -> list[tuple[Path, in
 
 
 def cleanup_stale_scratch(folder: str | os.PathLike | None = None) -> list[Path]:
-    """Remove the scratch files whose owner process is dead; never those of a live run."""
+    """Remove the scratch files whose owner process is dead; never those of a live run, nor
+    another user's that this one may not remove (a sticky temporary folder)."""
     removed = []
     for path, pid in list_scratch(folder):
         if pid != os.getpid() and not pid_alive(pid):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
                 path.unlink()
                 removed.append(path)
     return removed

@@ -247,14 +247,15 @@ def list_segments(directory: Path | None = None) -> list[tuple[str, int]]:
 
 
 def cleanup_stale_segments(directory: Path | None = None) -> list[str]:
-    """Remove the eoscale segments whose owner process is dead; never those of a live run."""
+    """Remove the eoscale segments whose owner process is dead; never those of a live run, nor
+    another user's (the shared-memory folder is sticky: only its owner may remove it)."""
     directory = SHM_DIR if directory is None else directory
     removed = []
     for name, pid in list_segments(directory):
         if pid != os.getpid() and not pid_alive(pid):
             try:
                 (directory / name).unlink()
-            except FileNotFoundError:
+            except (FileNotFoundError, PermissionError):
                 continue
             removed.append(name)
     return removed

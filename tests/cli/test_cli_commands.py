@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import rasterio
 from cli_helpers import eoscale
 from eoscale.cli.main import cli
 from eoscale.engine import shared
+from eoscale.engine.scratch import cleanup_stale_scratch
 from eoscale.engine.shared import list_segments
 
 
@@ -120,6 +122,31 @@ def test_cleanup_removes_only_segments_of_dead_owners(runner, tmp_path, monkeypa
     finally:
         for path in (stale, live):
             path.unlink(missing_ok=True)
+
+
+def test_cleanup_passes_over_what_it_may_not_remove(runner, tmp_path, monkeypatch):
+    """Another user's stale segment or scratch file, in a sticky folder, cannot be removed: the
+    clean-up (which every run starts with) passes over it instead of failing."""
+    monkeypatch.setattr(shared, "SHM_DIR", tmp_path)
+    dead = _dead_pid()
+    segment = tmp_path / f"eoscale_{dead}_0123456789ab"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    scratch_file = scratch / f"eoscale_{dead}_0123456789ab_smooth.tif"
+    theirs = {segment, scratch_file}
+    for path in theirs:
+        path.write_bytes(b"x")
+    unlink = Path.unlink
+
+    def refused(path: Path, missing_ok: bool = False) -> None:
+        if path in theirs:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert shared.cleanup_stale_segments() == []
+    assert cleanup_stale_scratch(scratch) == []
+    assert all(path.exists() for path in theirs)
 
 
 def _dead_pid() -> int:
