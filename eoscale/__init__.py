@@ -10,17 +10,18 @@ The public names are imported on first use (PEP 562): ``import eoscale`` alone, 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from eoscale.lazy import lazy_exports
 
 __version__ = "2.0.0.dev0"
 
-#: The module each public name comes from.
+#: The module of each public name, and its name there.
 _EXPORTS = {
-    "load": "eoscale.api", "plan": "eoscale.api", "run": "eoscale.api",
-    "validate": "eoscale.api",
-    "Engine": "eoscale.engine", "Tiling": "eoscale.engine", "tile_context": "eoscale.engine",
+    "load": ("eoscale.api", "load"), "plan": ("eoscale.api", "plan"),
+    "run": ("eoscale.api", "run"), "validate": ("eoscale.api", "validate"),
+    "Engine": ("eoscale.engine", "Engine"), "Tiling": ("eoscale.engine", "Tiling"),
+    "tile_context": ("eoscale.engine", "tile_context"),
 }
 
 __all__ = ["Engine", "Tiling", "__version__", "load", "plan", "run", "tile_context", "validate"]
@@ -30,17 +31,4 @@ if TYPE_CHECKING:
     from eoscale.engine import Engine, Tiling, tile_context
 
 
-def __getattr__(name: str) -> Any:
-    """A public name, imported from its module; or a submodule (``eoscale.api``), which importing
-    the package brought with it before its names were loaded on first use."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value  # later lookups find it without coming here
-        return value
-    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, __all__)

@@ -8,7 +8,7 @@ import of the submodule ``package.name`` when there is one, else of the package'
 files: a package's ``__init__`` importing its own submodules is no circle by itself, while a
 submodule naming its package's ``__init__`` that imports it back is one.
 
-Layers, low to high: Base (errors, sizes, sample) < IO (io/) < Engine (engine/) < Pipeline
+Layers, low to high: Base (errors, sizes, sample, lazy) < IO (io/) < Engine (engine/) < Pipeline
 (pipeline/) < API (api, __init__) < Commands (cli/, __main__). Compat (compat/, filters/,
 manager, eo_executors, utils, data_types) sits on Engine, IO and Base; Ops (ops/) on Base and the
 engine's tile context.
@@ -61,7 +61,7 @@ def module_name(path: Path) -> str:
 def layer_of(module: str) -> str:
     parts = module.split(".")
     top = parts[1] if len(parts) > 1 else "__init__"
-    if top in ("errors", "sizes", "sample"):
+    if top in ("errors", "sizes", "sample", "lazy"):
         return BASE
     if top in ("api", "__init__"):
         return API

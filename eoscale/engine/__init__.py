@@ -7,9 +7,9 @@ does not bring the executors, the pool and rasterio's writers with it.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from eoscale.lazy import lazy_exports
 
 #: The module and the name there of each public name. ``Plan`` and ``ExplicitPlan`` are the former
 #: names of the tile layouts (before 2.0's run plan took the word "plan").
@@ -59,18 +59,4 @@ if TYPE_CHECKING:
     ExplicitPlan = ExplicitLayout
 
 
-def __getattr__(name: str) -> Any:
-    """A public name, imported from its module; or a submodule (``eoscale.engine.core``), which
-    importing the package brought with it before its names were loaded on first use."""
-    if name in _EXPORTS:
-        module, attribute = _EXPORTS[name]
-        value = getattr(importlib.import_module(module), attribute)
-        globals()[name] = value  # later lookups find it without coming here
-        return value
-    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, __all__)

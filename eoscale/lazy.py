@@ -1,0 +1,35 @@
+"""Public names loaded on first use (PEP 562), for the packages whose names would otherwise pull
+heavy modules in with them: ``import eoscale``, as every command does for ``__version__``, costs
+nothing of the engine or the pipeline layer."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+
+def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, tuple[str, str]],
+                 public: Iterable[str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` of ``package``, whose globals are ``namespace``:
+    ``exports`` maps a public name to its module and its name there. A name is imported at its
+    first use and kept in the package (later lookups do not come back here); a submodule is
+    reachable as an attribute, as when the package imported it."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            module, attribute = exports[name]
+            value = getattr(importlib.import_module(module), attribute)
+            namespace[name] = value
+            return value
+        if importlib.util.find_spec(f"{package}.{name}") is not None:
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    names = tuple(public)
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    return __getattr__, __dir__
