@@ -123,3 +123,26 @@ class Interrupted(BaseException):
         self.signum = signum
         self.exit_code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+#: The signal that stopped this process's run, once one has (None: none). The command line's
+#: handler records it before raising :class:`Interrupted`, because Python loses an exception
+#: raised by a signal handler while the main thread runs a ``__del__`` or a weakref callback (a
+#: Dask future released, a file closed): it only prints it, and the run would go on to the end,
+#: renaming its outputs into place and exiting 0 after a Ctrl-C. :func:`check_interrupted` raises
+#: it again where a run must not go on: between chunks of tiles, before outputs are renamed.
+_stopped_by: int | None = None
+
+
+def record_interrupt(signum: int | None) -> None:
+    """Record the signal that stops the run (None: a new run, nothing stopped it yet)."""
+    global _stopped_by
+    _stopped_by = signum
+
+
+def check_interrupted() -> None:
+    """Raise :class:`Interrupted` if a signal stopped the run (its first raise may have been
+    lost: see :data:`_stopped_by`)."""
+    if _stopped_by is not None:
+        raise Interrupted(_stopped_by)
+

@@ -15,7 +15,14 @@ from types import FrameType
 import click
 
 from eoscale import __version__
-from eoscale.errors import EXIT_FAILURE, EOScaleError, Interrupted, PipelineError, StepError
+from eoscale.errors import (
+    EXIT_FAILURE,
+    EOScaleError,
+    Interrupted,
+    PipelineError,
+    StepError,
+    record_interrupt,
+)
 
 #: Each command: the module that defines it (under the command's name), and the first paragraph
 #: of its help, which ``eoscale --help`` lists. A command's module is imported only when that
@@ -77,9 +84,11 @@ def cli() -> None:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # One signal stops the run; further ones must not interrupt the cleanup that follows.
+    # One signal stops the run; further ones must not interrupt the cleanup that follows. It is
+    # recorded first: a raise that lands in a __del__ is lost, and the run checks it again.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    record_interrupt(signum)
     raise Interrupted(signum)
 
 
@@ -109,6 +118,7 @@ def report(exc: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: Ctrl-C and SIGTERM stop the run cleanly (exit 130 and 143)."""
+    record_interrupt(None)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     cli.main(args=argv, prog_name="eoscale")

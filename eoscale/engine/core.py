@@ -50,7 +50,7 @@ from eoscale.engine.tasks import (
     check_results,
 )
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
-from eoscale.errors import ConfigError, RasterError, ResultError, StepError
+from eoscale.errors import ConfigError, RasterError, ResultError, StepError, check_interrupted
 from eoscale.io.grid import grid_differences
 from eoscale.io.raster import TileWriters, write_atomically, write_geotiff
 from eoscale.io.sources import Source
@@ -332,6 +332,7 @@ class Engine:
             self.progress.advance(done_before)
         with closed_after(self._executor.run(job, chunks)) as results:
             for position, result in results:
+                check_interrupted()  # a signal whose raise was lost stops the step here
                 if isinstance(result, TileFailure):
                     raise failure_error(result)
                 collect(chunks[position], result)

@@ -19,7 +19,7 @@ import rasterio.env
 import rasterio.io
 from rasterio.errors import RasterioError
 
-from eoscale.errors import OutputExistsError, RasterError
+from eoscale.errors import OutputExistsError, RasterError, check_interrupted
 from eoscale.io.paths import is_address, redact
 
 #: Creation options used unless the user sets their own.
@@ -182,7 +182,9 @@ class Staging:
 
     def commit(self) -> list[Path]:
         """Rename every staged file into place; a rename that fails is a RasterError naming its
-        output (those renamed before it stay in place, the others are discarded)."""
+        output (those renamed before it stay in place, the others are discarded). Nothing is
+        renamed once a signal has stopped the run (:func:`~eoscale.errors.check_interrupted`)."""
+        check_interrupted()
         done = []
         for path, temp in list(self._staged.items()):
             try:
