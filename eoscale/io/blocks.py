@@ -37,8 +37,8 @@ import math
 import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -51,8 +51,8 @@ from eoscale.io.raster import GRID_KEYS, creation_profile, write_error
 
 #: TIFF tag codes this module writes itself (the block layout); every other tag of the
 #: metadata template is copied.
-WIDTH, HEIGHT, BITS_PER_SAMPLE, COMPRESSION, STRIP_OFFSETS = 256, 257, 258, 259, 273
-SAMPLES_PER_PIXEL, ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG, PREDICTOR = 277, 278, 279, 284, 317
+WIDTH, HEIGHT, COMPRESSION, STRIP_OFFSETS, ROWS_PER_STRIP = 256, 257, 259, 273, 278
+STRIP_BYTE_COUNTS, PLANAR_CONFIG, PREDICTOR = 279, 284, 317
 TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_BYTE_COUNTS = 322, 323, 324, 325
 LAYOUT_TAGS = frozenset({WIDTH, HEIGHT, COMPRESSION, STRIP_OFFSETS, ROWS_PER_STRIP,
                          STRIP_BYTE_COUNTS, PLANAR_CONFIG, PREDICTOR, TILE_WIDTH, TILE_LENGTH,
