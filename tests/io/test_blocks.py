@@ -4,6 +4,7 @@ counts, and every block decoded (edge padding included) are the same."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from rasterio.enums import ColorInterp
 from rasterio.transform import Affine
 
+from eoscale.errors import RasterError
 from eoscale.io import blocks as blk
 from eoscale.io.raster import creation_profile
 
@@ -435,3 +437,75 @@ def test_shapes_and_block_sizes(tmp_path: Path, height: int, width: int, count: 
     write_reference(tmp_path / "reference.tif", array, profile, options)
     assert_same_file(tmp_path / "mine.tif", tmp_path / "reference.tif")
     (tmp_path / f"{seed}.part").unlink()
+
+
+@pytest.mark.parametrize("width,count,dtype,interleave", [
+    (5000, 1, "uint8", "pixel"), (400, 3, "float64", "pixel"), (400, 3, "float64", "band"),
+    (8193, 1, "uint8", "pixel"), (1000, 2, "int16", "pixel")])
+def test_default_rows_per_strip_are_gdals(tmp_path: Path, width: int, count: int, dtype: str,
+                                          interleave: str) -> None:
+    array = make_array(dtype, count, 9, width)
+    profile = profile_of(array)
+    options = {"tiled": False, "compress": "zstd", "interleave": interleave}
+    write_by_blocks(tmp_path / "mine.tif", array, profile, options)
+    write_reference(tmp_path / "reference.tif", array, profile, options)
+    assert_same_file(tmp_path / "mine.tif", tmp_path / "reference.tif")
+
+
+def test_several_ifds_chain_and_gdal_reads_the_second_as_an_overview(tmp_path: Path) -> None:
+    """The header writer holds several IFDs (what a COG needs): a full-resolution image and a
+    half-resolution one (NewSubfileType 1), every IFD first, the overview's blocks before the
+    full resolution's, as GDAL's COG layout puts them."""
+    array = make_array("uint16", 1, 100, 90)
+    profile = profile_of(array)
+    options = {"blockxsize": 32, "blockysize": 32, "compress": "deflate", "predictor": 2}
+    full = blk.BlockLayout.from_profile(profile, options)
+    half_array = np.ascontiguousarray(array[:, ::2, ::2])
+    half = blk.BlockLayout.from_profile(profile_of(half_array), options)
+    images = [(full, encode_all(full, array)), (half, encode_all(half, half_array))]
+    metadata = blk.geotiff_metadata(profile, options)
+    reduced = blk.Tag.of(254, blk.LONG, [1])
+
+    def ifds(offsets: list[list[int]]) -> list[list[blk.Tag]]:
+        tags = []
+        for number, ((layout, encoded), at) in enumerate(zip(images, offsets)):
+            lengths = [len(encoded[index]) for index in range(layout.block_count)]
+            own = layout.layout_tags(at, lengths, bigtiff=False)
+            tags.append(own + (metadata if number == 0 else [reduced, *[
+                tag for tag in metadata if tag.code in (258, 262, 277, 339)]]))
+        return tags
+
+    position = blk.header_size(ifds([[0] * layout.block_count for layout, _ in images]), False)
+    offsets: list[list[int]] = [[], []]
+    content = bytearray()
+    for number in (1, 0):
+        layout, encoded = images[number]
+        for index in range(layout.block_count):
+            offsets[number].append(position + len(content))
+            content += encoded[index]
+    header = blk.tiff_header(ifds(offsets), bigtiff=False)
+    assert len(header) == position
+    (tmp_path / "two.tif").write_bytes(header + content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with rasterio.open(tmp_path / "two.tif") as dataset:
+            assert dataset.overviews(1) == [2]
+            assert np.array_equal(dataset.read(), array)
+        with rasterio.open(tmp_path / "two.tif", overview_level=0) as overview:
+            assert overview.shape == (50, 45)
+            assert np.array_equal(overview.read(), half_array)
+
+
+def test_a_full_disk_while_assembling_says_so(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    array = make_array("uint8", 1, 64, 64)
+    layout = blk.BlockLayout.from_profile(profile_of(array), {"blockxsize": 32,
+                                                              "blockysize": 32})
+    encoded = encode_all(layout, array)
+
+    def full(*args: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(RasterError, match="out.tif: cannot write: no space left on device"):
+        blk.assemble_geotiff(tmp_path / "out.tif", layout, [], encoded)
