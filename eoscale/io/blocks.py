@@ -65,8 +65,8 @@ SHORT, LONG, LONG8 = 3, 4, 16
 COMPRESSIONS = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}
 #: GDAL's default levels (ZLEVEL, ZSTD_LEVEL).
 DEFAULT_LEVELS = {"deflate": 6, "zstd": 9}
-#: Creation options this module understands; any other one is passed to GDAL for the metadata
-#: (PHOTOMETRIC, ALPHA, PROFILE...) only if it cannot change the blocks.
+#: The creation options that shape the blocks, read here, and those that shape only the
+#: metadata, handed to GDAL's template (:func:`geotiff_metadata`); any other is refused.
 LAYOUT_OPTIONS = frozenset({"tiled", "blockxsize", "blockysize", "compress", "zlevel",
                             "zstd_level", "predictor", "interleave", "bigtiff", "num_threads"})
 METADATA_OPTIONS = frozenset({"photometric", "alpha", "profile", "geotiff_keys_flavor",
@@ -119,8 +119,9 @@ class BlockLayout:
                      options: Mapping[str, Any] | None = None) -> BlockLayout:
         """The layout GDAL would give ``profile`` with the creation options eoscale writes it
         with (:func:`~eoscale.io.raster.creation_profile`: its defaults, the user's ``options``
-        over them); options that change the blocks and are not handled here
-        (another compression, say) raise :class:`BlockEncodingError`."""
+        over them; BIGTIFF=IF_SAFER unless they say, as :class:`~eoscale.io.raster.TileWriter`
+        writes); options that change the blocks and are not handled here (another compression,
+        say) raise :class:`BlockEncodingError`."""
         opts = {key: value for key, value in creation_profile(profile, options).items()
                 if key not in GRID_KEYS and key != "driver"}
         unknown = set(opts) - LAYOUT_OPTIONS - METADATA_OPTIONS
