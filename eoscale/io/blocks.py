@@ -45,7 +45,6 @@ from typing import Any, BinaryIO, NamedTuple
 import imagecodecs
 import numpy as np
 import rasterio
-import tifffile
 
 from eoscale.io.raster import GRID_KEYS, creation_profile, write_error
 
@@ -318,6 +317,8 @@ def geotiff_metadata(profile: Mapping[str, Any],
     ``dtype``...) with, optionally, ``descriptions`` (one per band), ``tags`` (the dataset's)
     and ``colorinterp`` (one per band). GDAL writes them into a one-pixel in-memory GeoTIFF,
     from which the tags are taken as bytes (see the module's docstring)."""
+    import tifffile  # here, not at the top: workers that only encode do not pay its import
+
     kwargs = {key: profile[key] for key in ("crs", "transform", "nodata")
               if profile.get(key) is not None}
     user = {str(key).lower(): value for key, value in (options or {}).items()}
