@@ -208,6 +208,35 @@ class BlockLayout:
         return {index: self._compress(self._predict(plane))
                 for index, plane in zip(self.indices(row, col), planes)}
 
+    def is_aligned(self, row_off: int, col_off: int, rows: int, cols: int) -> bool:
+        """Whether the window holds whole blocks only (those at the image's edge as clipped):
+        a tile core a worker can encode by itself."""
+        def on_grid(offset: int, length: int, block: int, size: int) -> bool:
+            end = offset + length
+            return offset % block == 0 and (end % block == 0 or end == size) and end <= size
+
+        return (rows > 0 and cols > 0
+                and on_grid(row_off, rows, self.block_height, self.height)
+                and on_grid(col_off, cols, self.block_width, self.width))
+
+    def encode_window(self, row_off: int, col_off: int, data: np.ndarray) -> dict[int, bytes]:
+        """The bytes of every block of the window at (``row_off``, ``col_off``) that ``data``
+        (bands, rows, cols) covers, by block number; the window must be :meth:`is_aligned`."""
+        _, rows, cols = data.shape
+        if not self.is_aligned(row_off, col_off, rows, cols):
+            raise ValueError(f"window rows {row_off}:{row_off + rows}, cols {col_off}:"
+                             f"{col_off + cols} is not made of whole blocks of "
+                             f"{self.block_height} x {self.block_width}")
+        encoded: dict[int, bytes] = {}
+        for row in range(row_off // self.block_height,
+                         math.ceil((row_off + rows) / self.block_height)):
+            for col in range(col_off // self.block_width,
+                             math.ceil((col_off + cols) / self.block_width)):
+                top, left, height, width = self.window(row, col)
+                encoded.update(self.encode(row, col, data[:, top - row_off:top - row_off + height,
+                                                          left - col_off:left - col_off + width]))
+        return encoded
+
     def _predict(self, plane: np.ndarray) -> np.ndarray:
         """``plane`` (rows, cols, samples) with the TIFF predictor applied along its rows."""
         if self.predictor == 2:  # libtiff differences the samples' bits as unsigned integers

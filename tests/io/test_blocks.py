@@ -509,3 +509,35 @@ def test_a_full_disk_while_assembling_says_so(tmp_path: Path,
     monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(RasterError, match="out.tif: cannot write: no space left on device"):
         blk.assemble_geotiff(tmp_path / "out.tif", layout, [], encoded)
+
+
+def test_windows_of_whole_blocks_are_encoded_as_their_blocks(tmp_path: Path) -> None:
+    """A tile core made of whole blocks (clipped ones at the edge) is encoded by itself; four
+    such cores give the file rasterio writes."""
+    array = make_array("float32", 2, 100, 90)
+    profile = profile_of(array)
+    options = {"blockxsize": 32, "blockysize": 16, "compress": "deflate", "predictor": 3}
+    layout = blk.BlockLayout.from_profile(profile, options)
+    encoded: dict[int, bytes] = {}
+    for row_off, rows in ((0, 48), (48, 52)):
+        for col_off, cols in ((0, 64), (64, 26)):
+            assert layout.is_aligned(row_off, col_off, rows, cols)
+            encoded.update(layout.encode_window(
+                row_off, col_off, array[:, row_off:row_off + rows, col_off:col_off + cols]))
+    assert encoded == encode_all(layout, array)
+    blk.assemble_geotiff(tmp_path / "mine.tif", layout, blk.geotiff_metadata(profile, options),
+                         encoded)
+    write_reference(tmp_path / "reference.tif", array, profile, options)
+    assert_same_file(tmp_path / "mine.tif", tmp_path / "reference.tif")
+
+
+@pytest.mark.parametrize("window", [(8, 0, 16, 32), (0, 0, 20, 32), (0, 32, 16, 40),
+                                    (96, 64, 8, 26), (0, 0, 0, 32)])
+def test_windows_not_of_whole_blocks_are_refused(window: tuple[int, int, int, int]) -> None:
+    layout = blk.BlockLayout.from_profile({"height": 100, "width": 90, "count": 1,
+                                           "dtype": "uint8"},
+                                          {"blockxsize": 32, "blockysize": 16})
+    row_off, col_off, rows, cols = window
+    assert not layout.is_aligned(*window)
+    with pytest.raises(ValueError, match="not made of whole blocks of 16 x 32"):
+        layout.encode_window(row_off, col_off, np.zeros((1, rows, cols), "uint8"))
