@@ -4,7 +4,8 @@ A written output is a grid of TIFF blocks (tiles, or strips of whole rows). :cla
 is that grid and its encoding (compression, level, predictor, interleave, dtype), made from the
 output's profile and creation options the way GDAL's GTiff driver makes them; it is a small
 frozen value, so a worker process receives it and encodes the blocks of the pixels it computed
-(:meth:`BlockLayout.encode`) into the exact bytes the file holds, with no GDAL dataset open. The
+(:meth:`BlockLayout.encode`, or :meth:`BlockLayout.encode_window` for a tile core made of whole
+blocks) into the exact bytes the file holds, with no GDAL dataset open. The
 bytes reach the assembler directly or through part files (:class:`PartFile`: appended, each
 block a :class:`BlockRecord` of part, offset and length). :func:`assemble_geotiff` then writes
 the file once: its header (IFD, block offsets and byte counts, and the georeferencing, nodata,
