@@ -1,0 +1,539 @@
+"""GeoTIFF blocks encoded anywhere, and one file assembled from them without decoding them again.
+
+A written output is a grid of TIFF blocks (tiles, or strips of whole rows). :class:`BlockLayout`
+is that grid and its encoding (compression, level, predictor, interleave, dtype), made from the
+output's profile and creation options the way GDAL's GTiff driver makes them; it is a small
+frozen value, so a worker process receives it and encodes the blocks of the pixels it computed
+(:meth:`BlockLayout.encode`, or :meth:`BlockLayout.encode_window` for a tile core made of whole
+blocks) into the exact bytes the file holds, with no GDAL dataset open. The
+bytes reach the assembler directly or through part files (:class:`PartFile`: appended, each
+block a :class:`BlockRecord` of part, offset and length). :func:`assemble_geotiff` then writes
+the file once: its header (IFD, block offsets and byte counts, and the georeferencing, nodata,
+descriptions, tags and colour interpretation of :func:`geotiff_metadata`) and then every block's
+bytes, copied (``os.copy_file_range`` where the system has it), never decoded.
+
+Why these libraries. Encoding uses imagecodecs: it compresses a numpy buffer directly with the
+libraries GDAL links (zlib/libdeflate, zstd, an LZW writing libtiff's stream) and applies the
+TIFF predictors as libtiff does (tifffile, which reads and writes GDAL's files, relies on the
+same functions), releasing the GIL, with no GDAL state in the worker. GDAL's own in-memory
+encoding would need a dataset per block and hand back a whole TIFF to take the block out of.
+The header's metadata, on the other hand, is GDAL's own: :func:`geotiff_metadata` has GDAL write
+a one-pixel GeoTIFF with the output's CRS, transform, nodata, descriptions, tags and colour
+interpretation, and takes its tags (read with tifffile), so the keys, GDAL_NODATA and
+GDAL_METADATA are byte for byte what GDAL writes for the same output, with no GeoTIFF key
+encoder of our own to keep in step with PROJ.
+
+The header is written by :func:`tiff_header` from a list of IFDs (each a list of tags, chained
+in order, all before the blocks), with block offsets chosen by the caller: one IFD today; a COG
+later gives its full-resolution and overview IFDs in that order and places the coarsest
+overview's blocks first, with no change to the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import math
+import os
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import imagecodecs
+import numpy as np
+import rasterio
+
+from eoscale.io.raster import GRID_KEYS, creation_profile, write_error
+
+#: TIFF tag codes this module writes itself (the block layout); every other tag of the
+#: metadata template is copied.
+WIDTH, HEIGHT, COMPRESSION, STRIP_OFFSETS, ROWS_PER_STRIP = 256, 257, 259, 273, 278
+STRIP_BYTE_COUNTS, PLANAR_CONFIG, PREDICTOR = 279, 284, 317
+TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_BYTE_COUNTS = 322, 323, 324, 325
+LAYOUT_TAGS = frozenset({WIDTH, HEIGHT, COMPRESSION, STRIP_OFFSETS, ROWS_PER_STRIP,
+                         STRIP_BYTE_COUNTS, PLANAR_CONFIG, PREDICTOR, TILE_WIDTH, TILE_LENGTH,
+                         TILE_OFFSETS, TILE_BYTE_COUNTS})
+#: TIFF field types: code -> bytes per value.
+TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+              13: 4, 16: 8, 17: 8, 18: 8}
+SHORT, LONG, LONG8 = 3, 4, 16
+#: TIFF compression codes, by the name of GDAL's COMPRESS option.
+COMPRESSIONS = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}
+#: GDAL's default levels (ZLEVEL, ZSTD_LEVEL).
+DEFAULT_LEVELS = {"deflate": 6, "zstd": 9}
+#: The creation options that shape the blocks, read here, and those that shape only the
+#: metadata, handed to GDAL's template (:func:`geotiff_metadata`); any other is refused.
+LAYOUT_OPTIONS = frozenset({"tiled", "blockxsize", "blockysize", "compress", "zlevel",
+                            "zstd_level", "predictor", "interleave", "bigtiff", "num_threads"})
+METADATA_OPTIONS = frozenset({"photometric", "alpha", "profile", "geotiff_keys_flavor",
+                              "geotiff_version"})
+#: libtiff's target strip size when rows per strip are not given (TIFFDefaultStripSize).
+DEFAULT_STRIP_BYTES = 8192
+#: GDAL's BIGTIFF thresholds on the uncompressed image size (IF_NEEDED: uncompressed files
+#: only; IF_SAFER: any).
+IF_NEEDED_BYTES, IF_SAFER_BYTES = 4_200_000_000, 2_000_000_000
+CLASSIC_LIMIT = 2**32 - 1
+
+
+class BlockEncodingError(ValueError):
+    """An output whose options or dtype the block encoder does not handle (write it with GDAL)."""
+
+
+class BlockRecord(NamedTuple):
+    """Where an encoded block lies: ``length`` bytes at ``offset`` of the part file ``part``."""
+
+    part: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """A GeoTIFF's block grid and how each block is encoded.
+
+    Blocks are numbered in the file's order: row by row, and with ``interleave == "band"`` band
+    by band (each band its own blocks, the whole of band 1's first). A tile at the right or
+    bottom edge is padded to the full tile with zeros, as GDAL pads it; a strip holds whole rows
+    and the last one only the rows left.
+    """
+
+    height: int
+    width: int
+    count: int
+    dtype: str
+    tiled: bool
+    block_height: int
+    block_width: int
+    compression: str
+    level: int | None
+    predictor: int
+    interleave: str
+    bigtiff: str
+
+    @classmethod
+    def from_profile(cls, profile: Mapping[str, Any],
+                     options: Mapping[str, Any] | None = None) -> BlockLayout:
+        """The layout GDAL would give ``profile`` with the creation options eoscale writes it
+        with (:func:`~eoscale.io.raster.creation_profile`: its defaults, the user's ``options``
+        over them; BIGTIFF=IF_SAFER unless they say, as :class:`~eoscale.io.raster.TileWriter`
+        writes); options that change the blocks and are not handled here (another compression,
+        say) raise :class:`BlockEncodingError`."""
+        opts = {key: value for key, value in creation_profile(profile, options).items()
+                if key not in GRID_KEYS and key != "driver"}
+        unknown = set(opts) - LAYOUT_OPTIONS - METADATA_OPTIONS
+        if unknown:
+            raise BlockEncodingError(f"creation options not handled by block encoding: "
+                                     f"{', '.join(sorted(unknown))}")
+        dtype = np.dtype(profile["dtype"])
+        if dtype.kind not in "iuf" or dtype.itemsize > 8:
+            raise BlockEncodingError(f"dtype {dtype.name} not handled by block encoding")
+        height, width, count = int(profile["height"]), int(profile["width"]), int(profile["count"])
+        compression = str(opts.get("compress") or "none").lower()
+        if compression not in COMPRESSIONS:
+            raise BlockEncodingError(f"compression {compression} not handled by block encoding")
+        interleave = str(opts.get("interleave") or "pixel").lower()
+        if interleave not in ("pixel", "band"):
+            raise BlockEncodingError(f"interleave {interleave} not handled by block encoding")
+        tiled = option_is_true(opts.get("tiled", False))
+        sample_bytes = dtype.itemsize * (count if interleave == "pixel" else 1)
+        if tiled:
+            block_width = int(opts.get("blockxsize") or 256)
+            block_height = int(opts.get("blockysize") or 256)
+            if block_width % 16 or block_height % 16:
+                raise BlockEncodingError("tile sizes must be multiples of 16")
+        else:
+            block_width = width
+            default_rows = max(1, DEFAULT_STRIP_BYTES // (width * sample_bytes))
+            block_height = min(height, int(opts.get("blockysize") or default_rows))
+        return cls(height=height, width=width, count=count, dtype=dtype.name, tiled=tiled,
+                   block_height=block_height, block_width=block_width,
+                   compression=compression, level=compression_level(compression, opts),
+                   predictor=predictor_for(compression, opts.get("predictor"), dtype),
+                   interleave=interleave, bigtiff=str(opts.get("bigtiff") or "if_safer").lower())
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The number of block rows and block columns."""
+        return (math.ceil(self.height / self.block_height),
+                math.ceil(self.width / self.block_width))
+
+    @property
+    def planes(self) -> int:
+        """Blocks per grid cell: one per band if bands are interleaved by band, else one."""
+        return self.count if self.interleave == "band" else 1
+
+    @property
+    def block_count(self) -> int:
+        """The number of blocks in the file (every band's)."""
+        rows, cols = self.grid
+        return rows * cols * self.planes
+
+    def window(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """The pixels the block at (``row``, ``col``) of the grid holds in the image:
+        (row offset, column offset, rows, columns), clipped at the image's edge."""
+        row_off, col_off = row * self.block_height, col * self.block_width
+        return (row_off, col_off, min(self.block_height, self.height - row_off),
+                min(self.block_width, self.width - col_off))
+
+    def windows(self) -> Iterator[tuple[int, int, tuple[int, int, int, int]]]:
+        """Every grid cell as (row, column, window), row by row."""
+        rows, cols = self.grid
+        for row in range(rows):
+            for col in range(cols):
+                yield row, col, self.window(row, col)
+
+    def indices(self, row: int, col: int) -> list[int]:
+        """The file's block numbers of the grid cell (``row``, ``col``), one per plane."""
+        rows, cols = self.grid
+        return [plane * rows * cols + row * cols + col for plane in range(self.planes)]
+
+    def encode(self, row: int, col: int, data: np.ndarray) -> dict[int, bytes]:
+        """The bytes of the blocks of grid cell (``row``, ``col``), by block number, from
+        ``data`` (bands, rows, cols), the pixels of :meth:`window` (cast to the file's dtype)."""
+        _, _, rows, cols = self.window(row, col)
+        if data.shape != (self.count, rows, cols):
+            raise ValueError(f"block ({row}, {col}) holds {(self.count, rows, cols)} pixels, "
+                             f"got an array of shape {data.shape}")
+        block_rows = self.block_height if self.tiled else rows
+        block = np.zeros((self.count, block_rows, self.block_width),
+                         dtype=np.dtype(self.dtype).newbyteorder("<"))
+        block[:, :rows, :cols] = data
+        if self.interleave == "pixel":
+            planes = [np.ascontiguousarray(block.transpose(1, 2, 0))]
+        else:
+            planes = [block[band][..., np.newaxis] for band in range(self.count)]
+        return {index: self._compress(self._predict(plane))
+                for index, plane in zip(self.indices(row, col), planes)}
+
+    def is_aligned(self, row_off: int, col_off: int, rows: int, cols: int) -> bool:
+        """Whether the window holds whole blocks only (those at the image's edge as clipped):
+        a tile core a worker can encode by itself."""
+        def on_grid(offset: int, length: int, block: int, size: int) -> bool:
+            end = offset + length
+            return offset % block == 0 and (end % block == 0 or end == size) and end <= size
+
+        return (rows > 0 and cols > 0
+                and on_grid(row_off, rows, self.block_height, self.height)
+                and on_grid(col_off, cols, self.block_width, self.width))
+
+    def encode_window(self, row_off: int, col_off: int, data: np.ndarray) -> dict[int, bytes]:
+        """The bytes of every block of the window at (``row_off``, ``col_off``) that ``data``
+        (bands, rows, cols) covers, by block number; the window must be :meth:`is_aligned`."""
+        _, rows, cols = data.shape
+        if not self.is_aligned(row_off, col_off, rows, cols):
+            raise ValueError(f"window rows {row_off}:{row_off + rows}, cols {col_off}:"
+                             f"{col_off + cols} is not made of whole blocks of "
+                             f"{self.block_height} x {self.block_width}")
+        encoded: dict[int, bytes] = {}
+        for row in range(row_off // self.block_height,
+                         math.ceil((row_off + rows) / self.block_height)):
+            for col in range(col_off // self.block_width,
+                             math.ceil((col_off + cols) / self.block_width)):
+                top, left, height, width = self.window(row, col)
+                encoded.update(self.encode(row, col, data[:, top - row_off:top - row_off + height,
+                                                          left - col_off:left - col_off + width]))
+        return encoded
+
+    def _predict(self, plane: np.ndarray) -> np.ndarray:
+        """``plane`` (rows, cols, samples) with the TIFF predictor applied along its rows."""
+        if self.predictor == 2:  # libtiff differences the samples' bits as unsigned integers
+            unsigned = plane.view(f"<u{plane.dtype.itemsize}")
+            return imagecodecs.delta_encode(unsigned, axis=-2)
+        if self.predictor == 3:
+            return imagecodecs.floatpred_encode(plane, axis=-2)
+        return plane
+
+    def _compress(self, plane: np.ndarray) -> bytes:
+        if self.compression == "deflate":
+            return bytes(imagecodecs.deflate_encode(plane, level=self.level))
+        if self.compression == "zstd":
+            return bytes(imagecodecs.zstd_encode(plane, level=self.level))
+        if self.compression == "lzw":
+            return bytes(imagecodecs.lzw_encode(plane))
+        return plane.tobytes()
+
+    def is_bigtiff(self, data_bytes: int) -> bool:
+        """Whether the file is a BigTIFF: as GDAL's BIGTIFF option decides from the image's
+        uncompressed size, and also whenever ``data_bytes`` of blocks (and their header) would
+        not fit in a classic TIFF, where GDAL would fail (unless BIGTIFF=NO, which fails)."""
+        too_big = data_bytes + self.block_count * 16 + (1 << 20) > CLASSIC_LIMIT
+        if self.bigtiff in ("yes", "true", "1"):
+            return True
+        if self.bigtiff in ("no", "false", "0"):
+            if too_big:
+                raise BlockEncodingError("BIGTIFF=NO, but the file would exceed 4 GB")
+            return False
+        uncompressed = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
+        if self.bigtiff == "if_needed":
+            by_rule = self.compression == "none" and uncompressed > IF_NEEDED_BYTES
+        else:
+            by_rule = uncompressed > IF_SAFER_BYTES
+        return by_rule or too_big
+
+    def layout_tags(self, offsets: Sequence[int], lengths: Sequence[int],
+                    bigtiff: bool) -> list[Tag]:
+        """The tags of the block layout, for blocks at ``offsets`` of ``lengths`` bytes."""
+        pointer = LONG8 if bigtiff else LONG
+        tags = [Tag.of(WIDTH, LONG, [self.width]), Tag.of(HEIGHT, LONG, [self.height]),
+                Tag.of(COMPRESSION, SHORT, [COMPRESSIONS[self.compression]]),
+                Tag.of(PLANAR_CONFIG, SHORT, [1 if self.interleave == "pixel" else 2])]
+        if self.compression != "none":
+            tags.append(Tag.of(PREDICTOR, SHORT, [self.predictor]))
+        if self.tiled:
+            tags += [Tag.of(TILE_WIDTH, LONG, [self.block_width]),
+                     Tag.of(TILE_LENGTH, LONG, [self.block_height]),
+                     Tag.of(TILE_OFFSETS, pointer, offsets),
+                     Tag.of(TILE_BYTE_COUNTS, pointer, lengths)]
+        else:
+            tags += [Tag.of(ROWS_PER_STRIP, LONG, [self.block_height]),
+                     Tag.of(STRIP_OFFSETS, pointer, offsets),
+                     Tag.of(STRIP_BYTE_COUNTS, pointer, lengths)]
+        return tags
+
+
+def option_is_true(value: Any) -> bool:
+    """A GDAL boolean creation option's value (YES/NO, TRUE/FALSE, 1/0 or a Python bool)."""
+    return str(value).lower() in ("yes", "true", "1", "on")
+
+
+def compression_level(compression: str, options: Mapping[str, Any]) -> int | None:
+    """The level of ``compression`` (ZLEVEL for deflate, ZSTD_LEVEL for zstd), GDAL's default
+    unless the options say."""
+    key = {"deflate": "zlevel", "zstd": "zstd_level"}.get(compression)
+    if key is None:
+        return None
+    return int(options.get(key) or DEFAULT_LEVELS[compression])
+
+
+def predictor_for(compression: str, value: Any, dtype: np.dtype) -> int:
+    """The PREDICTOR applied: 1 (none), 2 (horizontal differencing) or 3 (floating point, for
+    floats only); GDAL applies none to uncompressed files."""
+    predictor = int(value or 1)
+    if predictor not in (1, 2, 3):
+        raise BlockEncodingError(f"predictor {predictor} not handled by block encoding")
+    if predictor == 3 and dtype.kind != "f":
+        raise BlockEncodingError(f"predictor 3 applies to floating-point data, not {dtype.name}")
+    return 1 if compression == "none" else predictor
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One TIFF tag: its ``code``, field ``type``, number of values and their little-endian
+    bytes."""
+
+    code: int
+    type: int
+    count: int
+    data: bytes
+
+    @classmethod
+    def of(cls, code: int, type_: int, values: Sequence[int]) -> Tag:
+        """An integer tag (SHORT, LONG or LONG8) holding ``values``."""
+        fmt = {SHORT: "H", LONG: "I", LONG8: "Q"}[type_]
+        return cls(code, type_, len(values), struct.pack(f"<{len(values)}{fmt}", *values))
+
+
+def geotiff_metadata(profile: Mapping[str, Any],
+                     options: Mapping[str, Any] | None = None) -> list[Tag]:
+    """The tags GDAL writes for ``profile``'s metadata, but for the block layout: sample
+    format and bits, photometric interpretation and extra samples, the GeoTIFF keys and model
+    transformation, GDAL_NODATA, and GDAL_METADATA (band descriptions, ``tags``).
+
+    ``profile`` is a rasterio profile (``crs``, ``transform``, ``nodata``, ``count``,
+    ``dtype``...) with, optionally, ``descriptions`` (one per band), ``tags`` (the dataset's)
+    and ``colorinterp`` (one per band). GDAL writes them into a one-pixel in-memory GeoTIFF,
+    from which the tags are taken as bytes (see the module's docstring)."""
+    import tifffile  # here, not at the top: workers that only encode do not pay its import
+
+    kwargs = {key: profile[key] for key in ("crs", "transform", "nodata")
+              if profile.get(key) is not None}
+    user = {str(key).lower(): value for key, value in (options or {}).items()}
+    kwargs.update({key: value for key, value in user.items() if key in METADATA_OPTIONS})
+    kwargs["interleave"] = str(user.get("interleave") or "pixel")
+    with rasterio.MemoryFile() as memory:
+        with memory.open(driver="GTiff", width=1, height=1, count=int(profile["count"]),
+                         dtype=np.dtype(profile["dtype"]).name, **kwargs) as dataset:
+            for band, description in enumerate(profile.get("descriptions") or (), start=1):
+                if description:
+                    dataset.set_band_description(band, description)
+            if profile.get("tags"):
+                dataset.update_tags(**profile["tags"])
+            if profile.get("colorinterp"):
+                dataset.colorinterp = profile["colorinterp"]
+        content = memory.read()
+    with tifffile.TiffFile(io.BytesIO(content)) as tiff:
+        page = tiff.pages[0]
+        tags = []
+        for tag in page.tags:
+            if tag.code in LAYOUT_TAGS:
+                continue
+            size = TYPE_SIZES[int(tag.dtype)] * tag.count
+            data = content[tag.valueoffset:tag.valueoffset + size]
+            tags.append(Tag(tag.code, int(tag.dtype), tag.count, data))
+    return tags
+
+
+def header_size(ifds: Sequence[Sequence[Tag]], bigtiff: bool) -> int:
+    """The bytes :func:`tiff_header` takes for ``ifds`` (it depends on the tags' counts and
+    types only, so block offsets can be computed before they are known)."""
+    entry, inline, head, counts = (20, 8, 16, 8) if bigtiff else (12, 4, 8, 2)
+    size = head
+    for tags in ifds:
+        size += counts + entry * len(tags) + (8 if bigtiff else 4)
+        size += sum(_even(len(tag.data)) for tag in tags if len(tag.data) > inline)
+    return size
+
+
+def tiff_header(ifds: Sequence[Sequence[Tag]], bigtiff: bool) -> bytes:
+    """A little-endian TIFF's header and its IFDs, chained in order, each followed by its
+    values that do not fit in an entry (word-aligned); blocks go after it, where the offset
+    tags say."""
+    entry, inline, counts = (20, 8, 8) if bigtiff else (12, 4, 2)
+    pointer = "Q" if bigtiff else "I"
+    out = bytearray(b"II" + (struct.pack("<HHHQ", 43, 8, 0, 16) if bigtiff
+                             else struct.pack("<HI", 42, 8)))
+    for number, tags in enumerate(ifds):
+        tags = sorted(tags, key=lambda tag: tag.code)
+        start = len(out)
+        values_at = start + counts + entry * len(tags) + (8 if bigtiff else 4)
+        entries, values = bytearray(), bytearray()
+        for tag in tags:
+            entries += struct.pack(f"<HH{pointer}", tag.code, tag.type, tag.count)
+            if len(tag.data) > inline:
+                entries += struct.pack(f"<{pointer}", values_at + len(values))
+                values += tag.data + b"\0" * (_even(len(tag.data)) - len(tag.data))
+            else:
+                entries += tag.data.ljust(inline, b"\0")
+        following = values_at + len(values) if number + 1 < len(ifds) else 0
+        out += struct.pack(f"<{pointer}", len(tags)) if bigtiff else struct.pack("<H", len(tags))
+        out += entries + struct.pack(f"<{pointer}", following) + values
+    return bytes(out)
+
+
+def _even(size: int) -> int:
+    return size + (size & 1)
+
+
+class PartFile:
+    """A part file a worker appends its encoded blocks to, one process's own (no other
+    process appends to it, so the offset it records is the block's)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._file: BinaryIO | None = open(self.path, "ab")  # noqa: SIM115 - closed by close()
+        self._end = self._file.seek(0, os.SEEK_END)
+
+    def append(self, data: bytes) -> BlockRecord:
+        """Append ``data``; where it now lies."""
+        if self._file is None:
+            raise ValueError(f"{self.path}: part file closed")
+        self._file.write(data)
+        record = BlockRecord(self.path, self._end, len(data))
+        self._end += len(data)
+        return record
+
+    def close(self) -> None:
+        """Flush and close the file. Idempotent."""
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+    def __enter__(self) -> PartFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def assemble_geotiff(path: str | os.PathLike, layout: BlockLayout, metadata: Sequence[Tag],
+                     blocks: Mapping[int, bytes | BlockRecord], *,
+                     display: str | os.PathLike | None = None) -> Path:
+    """Write the GeoTIFF of ``layout`` at ``path`` (the caller stages it) from every block's
+    bytes or :class:`BlockRecord`, by block number: the header once, then the blocks in the
+    file's order, copied as they are. A missing block is an error (never an empty block); a
+    failure to write is a RasterError naming ``display`` (else ``path``)."""
+    path = Path(path)
+    missing = [index for index in range(layout.block_count) if index not in blocks]
+    if missing:
+        raise ValueError(f"{display or path}: {len(missing)} of {layout.block_count} blocks "
+                         f"missing (the first: block {missing[0]})")
+    sources = [blocks[index] for index in range(layout.block_count)]
+    lengths = [len(source) if isinstance(source, bytes) else source.length
+               for source in sources]
+    bigtiff = layout.is_bigtiff(sum(lengths))
+    placeholder = layout.layout_tags([0] * len(lengths), lengths, bigtiff)
+    start = header_size([placeholder + list(metadata)], bigtiff)
+    offsets = list(accumulate(lengths[:-1], initial=start))
+    header = tiff_header([layout.layout_tags(offsets, lengths, bigtiff) + list(metadata)],
+                         bigtiff)
+    try:
+        with open(path, "wb") as out:
+            out.write(header)
+            out.flush()
+            _write_blocks(out, sources, start)
+    except OSError as exc:
+        raise write_error(path, display, "cannot write", [exc.strerror or str(exc)],
+                          exc) from None
+    return path
+
+
+def _write_blocks(out: BinaryIO, sources: Sequence[bytes | BlockRecord], position: int) -> None:
+    """Write ``sources`` one after the other from ``position`` of ``out``: bytes as they are,
+    records copied from their part files, a run of records contiguous in one part as one
+    copy."""
+    with contextlib.ExitStack() as stack:
+        parts: dict[str, int] = {}
+        pending: list[BlockRecord] = []
+
+        def flush_pending() -> int:
+            if not pending:
+                return 0
+            first = pending[0]
+            if first.part not in parts:
+                parts[first.part] = os.open(first.part, os.O_RDONLY)
+                stack.callback(os.close, parts[first.part])
+            length = sum(record.length for record in pending)
+            copy_range(parts[first.part], out.fileno(), first.offset, position, length)
+            pending.clear()
+            return length
+
+        for source in sources:
+            if isinstance(source, bytes):
+                position += flush_pending()
+                os.pwrite(out.fileno(), source, position)
+                position += len(source)
+                continue
+            if pending and (pending[-1].part != source.part
+                            or pending[-1].offset + pending[-1].length != source.offset):
+                position += flush_pending()
+            pending.append(source)
+        flush_pending()
+
+
+def copy_range(source: int, target: int, source_offset: int, target_offset: int,
+               length: int) -> None:
+    """Copy ``length`` bytes between two files' offsets: in the kernel where it can
+    (``copy_file_range``), else through a buffer."""
+    copy = getattr(os, "copy_file_range", None)
+    while length > 0 and copy is not None:
+        try:
+            done = copy(source, target, length, source_offset, target_offset)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                break
+            raise
+        if done == 0:
+            raise OSError(errno.EIO, "part file shorter than its records")
+        length, source_offset, target_offset = (length - done, source_offset + done,
+                                                target_offset + done)
+    while length > 0:
+        chunk = os.pread(source, min(length, 1 << 24), source_offset)
+        if not chunk:
+            raise OSError(errno.EIO, "part file shorter than its records")
+        written = os.pwrite(target, chunk, target_offset)
+        length, source_offset, target_offset = (length - written, source_offset + written,
+                                                target_offset + written)
