@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step
+from eoscale.io.paths import redact
 from eoscale.io.sources import Source
 from eoscale.pipeline.plan.files import ImageFile, scratch_refusal
 from eoscale.pipeline.plan.margins import MarginFrom, runtime_margin
@@ -92,6 +93,20 @@ class StepPlan:
 
 
 @dataclass(frozen=True)
+class StacInputPlan:
+    """What a STAC input reads: its Item, and each asset it names with the href read as its
+    band file, in band order (credentials redacted, for showing)."""
+
+    name: str
+    item: str
+    assets: tuple[tuple[str, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "item": self.item,
+                "assets": [{"name": name, "href": href} for name, href in self.assets]}
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """A whole run, decided: resources, images and steps in order, and the estimated peak."""
 
@@ -126,6 +141,24 @@ class RunPlan:
         return budget is None or self.peak.held <= budget * (1 - BUDGET_HEADROOM)
 
     @property
+    def input_sources(self) -> dict[str, Source]:
+        """Each input's source (its files, as the run reads them), by name."""
+        return {name: image.source for name, image in self.images.items()
+                if image.made_by is None and image.source is not None}
+
+    @property
+    def stac_inputs(self) -> tuple[StacInputPlan, ...]:
+        """What each STAC input reads: its Item and its assets' hrefs."""
+        found = []
+        for name, source in self.input_sources.items():
+            stac = self.spec.inputs[name].stac
+            if stac is not None:
+                assets = tuple((asset, redact(path))
+                               for asset, path in zip(stac.assets, source.paths))
+                found.append(StacInputPlan(name, redact(str(stac.item)), assets))
+        return tuple(found)
+
+    @property
     def needs_scratch(self) -> bool:
         """Whether the run writes images to scratch files (a step's image, no output, written
         or spilled): then its scratch folder must exist, be writable, and on a cluster be seen
@@ -152,6 +185,7 @@ class RunPlan:
             "images": [_image_dict(image) for image in self.images.values()],
             "steps": [_step_dict(step) for step in self.steps],
             "copied": list(self.copied),
+            "stac_inputs": [stac.to_dict() for stac in self.stac_inputs],
             "estimate": {"peak_bytes": peak.total, "images_bytes": peak.images,
                          "tiles_bytes": peak.tiles, "fixed_bytes": peak.fixed,
                          "peak_step": self.peak_step, "fits": self.fits},
