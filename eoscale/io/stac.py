@@ -177,7 +177,8 @@ def _fetch(address: str) -> str:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
             return answer.read().decode("utf-8")
     except (urllib.error.URLError, OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "reason", error)
+        reason = (f"HTTP response code: {error.code}" if isinstance(error, urllib.error.HTTPError)
+                  else getattr(error, "reason", error))
         raise RasterError(f"cannot open {shown}: unreachable, missing or not a STAC Item "
                           f"({redact(str(reason))})") from None
 
@@ -195,7 +196,8 @@ def item_of(document: Mapping[str, Any], location: RasterLocation) -> StacItem:
         raise StacError(f"{shown} is not a STAC Item: its type is {kind!r}, not 'Feature'")
     try:
         item = pystac.Item.from_dict(dict(document), preserve_dict=True)
-    except (pystac.STACError, KeyError, TypeError, ValueError) as error:
+    except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError,
+            AttributeError) as error:
         raise StacError(f"{shown} is not a readable STAC Item: {type(error).__name__}: "
                         f"{error}") from None
     assets = {key: StacAsset(key, resolve_href(asset.href, location), _bands(asset.extra_fields),
