@@ -246,3 +246,28 @@ def test_an_input_flag_replaces_a_stac_input_by_a_file(write_pipeline, shared_da
     assert result.exit_code == 0, result.output
     assert np.array_equal(band(tmp_path / "out" / "pipeline.tif")[None],
                           band(shared_data / RED)[None])
+
+
+@pytest.mark.parametrize("entry, valid", [
+    ({"stac": "item.json", "assets": ["red"], "scale": True, "resampling": "cubic"}, True),
+    ({"stac": "item.json"}, False),
+    ({"path": "a.tif", "assets": ["red"]}, False),
+    ({"bands": ["a.tif"], "scale": True}, False),
+    ({"stac": "item.json", "path": "a.tif", "assets": ["red"]}, False),
+    ({"stac": "item.json", "assets": []}, False),
+])
+def test_the_schema_and_the_loader_agree_on_the_stac_form(entry, valid, tmp_path):
+    import jsonschema
+
+    from eoscale.errors import PipelineError
+    from eoscale.pipeline.schema import pipeline_schema
+
+    document = {"version": 1, "inputs": {"s": entry},
+                "steps": [{"name": "m", "map": "mod.fn", "inputs": ["s"]}]}
+    schema_errors = list(jsonschema.Draft202012Validator(pipeline_schema()).iter_errors(document))
+    assert (schema_errors == []) is valid
+    if valid:
+        assert load_pipeline(document, base_dir=tmp_path).inputs["s"].stac.assets == ("red",)
+    else:
+        with pytest.raises(PipelineError):
+            load_pipeline(document, base_dir=tmp_path)
