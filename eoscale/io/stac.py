@@ -69,7 +69,6 @@ class StacAsset:
     key: str
     href: RasterLocation
     bands: tuple[StacBand, ...] = ()
-    media_type: str | None = None
 
     @property
     def common_names(self) -> tuple[str, ...]:
@@ -108,9 +107,6 @@ class StacItem:
         single = [asset for asset in holders if len(asset.bands) == 1]
         if len(single) == 1:
             return single[0]
-        keys = ", ".join(asset.key + (f" ({', '.join(asset.common_names)})"
-                                      if asset.common_names else "")
-                         for asset in self.assets.values()) or "none"
         if len(single) > 1:
             found = ", ".join(f"'{asset.key}'" for asset in single)
             raise StacError(f"asset name '{name}' is the common name of assets {found} of STAC "
@@ -119,13 +115,17 @@ class StacItem:
             found = ", ".join(f"'{asset.key}' ({len(asset.bands)} bands)" for asset in holders)
             raise StacError(f"'{name}' is one band of asset {found} of STAC Item '{self.id}': "
                             f"an input reads whole assets; name the asset by its key", index)
-        close = difflib.get_close_matches(name, [*self.assets, *self._common_names()], n=1)
+        common = [name for asset in self.assets.values() for name in asset.common_names]
+        close = difflib.get_close_matches(name, [*self.assets, *common], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise StacError(f"STAC Item '{self.id}' has no asset '{name}'{hint}; its assets are: "
-                        f"{keys}", index)
+                        f"{self.asset_keys()}", index)
 
-    def _common_names(self) -> list[str]:
-        return [name for asset in self.assets.values() for name in asset.common_names]
+    def asset_keys(self) -> str:
+        """The asset keys, each with its bands' common names: ``B04 (red), B08 (nir)``."""
+        return ", ".join(asset.key + (f" ({', '.join(asset.common_names)})"
+                                      if asset.common_names else "")
+                         for asset in self.assets.values()) or "none"
 
 
 def read_item(location: RasterLocation) -> StacItem:
@@ -200,8 +200,7 @@ def item_of(document: Mapping[str, Any], location: RasterLocation) -> StacItem:
             AttributeError) as error:
         raise StacError(f"{shown} is not a readable STAC Item: {type(error).__name__}: "
                         f"{error}") from None
-    assets = {key: StacAsset(key, resolve_href(asset.href, location), _bands(asset.extra_fields),
-                             asset.media_type)
+    assets = {key: StacAsset(key, resolve_href(asset.href, location), _bands(asset.extra_fields))
               for key, asset in item.assets.items()}
     when = item.datetime.isoformat() if item.datetime is not None else None
     return StacItem(location, item.id, assets, when)

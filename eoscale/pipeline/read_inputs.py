@@ -1,4 +1,5 @@
-"""Reading a pipeline's ``inputs:`` (rasters, by name) and its working ``grid:``."""
+"""Reading a pipeline's ``inputs:`` (rasters, band stacks, STAC Items' assets, by name) and its
+working ``grid:``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from eoscale.pipeline.document import KeyPath
 from eoscale.pipeline.resolve import did_you_mean
 from eoscale.pipeline.spec import GridSpec, InputSpec, StacInput
 from eoscale.pipeline.values import ValueReader, describe, misspelt
-
 
 #: The keys of an input's long form that say where its pixels are: exactly one is given.
 WHERE_KEYS = ("path", "bands", "stac")
