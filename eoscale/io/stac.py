@@ -166,6 +166,7 @@ def _fetch(address: str) -> str:
         raise StacError(f"cannot read the STAC Item {shown}: eoscale reads Items from local files "
                         f"and http(s):// addresses (download it, or serve it over https)")
     host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
     netloc = host if parts.port is None else f"{host}:{parts.port}"
     request = urllib.request.Request(urlunsplit(parts._replace(netloc=netloc)))
     if parts.username is not None:

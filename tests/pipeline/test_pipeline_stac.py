@@ -97,6 +97,20 @@ def test_an_items_assets_give_the_image_their_band_files_give(write_pipeline, sh
     assert item_profile == bands_profile and item_profile["nodata"] == -999
 
 
+def test_on_a_working_grid_an_item_gives_the_image_its_band_files_give(write_pipeline,
+                                                                       shared_data, tmp_path):
+    item = write_item(tmp_path / "item.json", landsat_assets(shared_data))
+    images = []
+    for name, text in (("item.yaml", f"{{stac: {item}, assets: [red, nir]}}"),
+                       ("bands.yaml", f"{{bands: [{shared_data / RED}, {shared_data / NIR}]}}")):
+        path = stack_pipeline(write_pipeline, text[:-1] + ", resampling: average}", name)
+        path.write_text("grid: {like: s, resolution: 60}\n" + path.read_text())
+        images.append(run_read(path))
+    (from_item, item_profile), (from_bands, bands_profile) = images
+    assert from_item.shape == (2, 169, 191) and item_profile["transform"].a == 60
+    assert np.array_equal(from_item, from_bands) and item_profile == bands_profile
+
+
 def test_assets_by_common_name_with_hrefs_relative_to_the_item(write_pipeline, shared_data,
                                                               tmp_path):
     for name in (RED, NIR):
