@@ -129,8 +129,9 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None
 @verbose_opt
 def info(image: str, as_json: bool, stats: bool, quicklook: Path | None, colormap: str,
          bands: tuple[int, ...] | None, size: int, overwrite: bool, workers: int | None) -> None:
-    """Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout; or a STAC
-    Item (.json): its assets and their grids."""
+    """Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout.
+
+    A STAC Item (IMAGE ending in .json) is described by its assets and their grids."""
     location: RasterLocation = image if is_address(image) else Path(image)
     if is_stac_item(location):
         if stats or quicklook is not None:
