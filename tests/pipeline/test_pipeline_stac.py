@@ -179,6 +179,33 @@ def test_assets_at_two_resolutions_are_aligned_as_resampling_says(write_pipeline
     assert np.array_equal(got[1], expected)
 
 
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear"])
+def test_a_warped_asset_keeps_its_declared_nodata_and_scale(write_pipeline, shared_data,
+                                                            tmp_path, resampling):
+    # the 50 m NIR declares its most frequent value its nodata (in place of the file's -999) and
+    # a scale: warped onto the 25 m grid, those pixels are nodata (NaN), the others scaled after
+    # the warp, -999 among them
+    coarse = coarse_copy(shared_data / NIR, tmp_path / "nir_50m.tif")
+    values, counts = np.unique(band(coarse), return_counts=True)
+    declared = int(values[values != -999][counts[values != -999].argmax()])
+    assets = landsat_assets(shared_data, B40={"nodata": declared, "scale": 0.0001,
+                                              "offset": 0.5})
+    assets["B40"]["href"] = str(coarse)
+    item = write_item(tmp_path / "item.json", assets)
+    got, profile = run_read(stack_pipeline(
+        write_pipeline, f"{{stac: {item}, assets: [red, nir], resampling: {resampling}, "
+                        "scale: true}"))
+    assert profile["dtype"] == "float32" and np.isnan(profile["nodata"])
+    with rasterio.open(shared_data / RED) as red, rasterio.open(coarse) as nir:
+        warped = np.zeros((red.height, red.width), "float32")
+        reproject(rasterio.band(nir, 1), warped, src_nodata=declared,
+                  dst_transform=red.transform, dst_crs=red.crs, dst_nodata=np.nan,
+                  resampling=Resampling[resampling])
+    expected = warped * np.float32(0.0001) + np.float32(0.5)
+    assert np.isnan(got[1]).any() and (got[1] == np.float32(-999 * 0.0001 + 0.5)).any()
+    assert np.array_equal(got[1], expected, equal_nan=True)
+
+
 def invoke(*args: object):
     return CliRunner().invoke(cli, [str(arg) for arg in args])
 
