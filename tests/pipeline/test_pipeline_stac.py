@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from rasterio.warp import Resampling, reproject
 
 from eoscale.cli.main import cli
+from eoscale.cli.render import plan_tables
 from eoscale.io.sources import Source
 from eoscale.pipeline import checked_plan, load_pipeline
 from eoscale.pipeline.inputs import input_source
@@ -269,6 +270,8 @@ def test_validate_and_dry_run_report_each_assets_href(write_pipeline, shared_dat
         result = invoke(*args)
         assert result.exit_code == 0, result.output
         assert "\n".join(lines) in result.output
+    tables = plan_tables(checked_plan(load_pipeline(path)))   # on a terminal
+    assert tables[-1].title == "STAC inputs" and tables[-1].row_count == 2
     result = invoke("run", path, "--dry-run", "--json")
     assert json.loads(result.output)["stac_inputs"] == [
         {"name": "s", "item": str(item), "assets": [

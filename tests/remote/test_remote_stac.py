@@ -126,3 +126,17 @@ def test_an_item_that_does_not_answer_is_a_failure_naming_the_inputs_line(served
                 "not a STAC Item (HTTP response code: 404)") in result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_info_on_an_item_over_http_reads_each_assets_grid(served, landsat):
+    write_item(served.folder / "private" / "stac" / "item.json", RED, NIR)
+    url = served.url.replace("http://", "http://reader:s3cret@") + "/private/stac/item.json"
+    result = CliRunner().invoke(cli, ["info", url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output and "reader" not in result.output
+    found = json.loads(result.output)
+    assert [asset["href"] for asset in found["assets"]] == [
+        f"{served.url}/private/stac/{RED}", f"{served.url}/private/stac/{NIR}"]
+    with rasterio.open(SHARED_DATA / RED) as red:
+        assert found["assets"][0]["raster"]["transform"] == list(red.transform)[:6]
+        assert found["assets"][0]["raster"]["width"] == red.width
