@@ -202,13 +202,18 @@ def _workers_text(plan: RunPlan) -> str:
     return text
 
 
+def _asset_text(name: str, key: str) -> str:
+    """An asset as an input names it, with its key when it is named otherwise: ``red (B04)``."""
+    return name if name == key else f"{name} ({key})"
+
+
 def stac_lines(plan: RunPlan) -> list[str]:
     """Each STAC input's Item, and the href of each asset it reads, in band order."""
     lines = []
     for stac in plan.stac_inputs:
-        lines.append(f"input {stac.name}: STAC Item {stac.item}")
-        lines += [f"  band {number} {asset}: {href}"
-                  for number, (asset, href) in enumerate(stac.assets, start=1)]
+        lines.append(f"input {stac.name}: STAC Item {stac.item_id} ({stac.item})")
+        lines += [f"  band {number} {_asset_text(name, key)}: {href}"
+                  for number, (name, key, href) in enumerate(stac.assets, start=1)]
     return lines
 
 
@@ -242,8 +247,9 @@ def plan_tables(plan: RunPlan) -> list[Table]:
     for column in ("input", "item", "band", "asset", "href"):
         assets.add_column(column, justify="right" if column == "band" else "left")
     for stac in plan.stac_inputs:
-        for number, (asset, href) in enumerate(stac.assets, start=1):
-            assets.add_row(stac.name, stac.item, str(number), asset, href)
+        for number, (name, key, href) in enumerate(stac.assets, start=1):
+            assets.add_row(stac.name, f"{stac.item_id} ({stac.item})", str(number),
+                           _asset_text(name, key), href)
     return [steps, images, assets]
 
 

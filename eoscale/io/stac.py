@@ -128,6 +128,16 @@ class StacItem:
                          for asset in self.assets.values()) or "none"
 
 
+@dataclass(frozen=True)
+class StacSelection:
+    """What a STAC input reads, for reports: its Item (id, and where it was read) and, in band
+    order, each asset as the input names it, with the asset itself (key, href)."""
+
+    item_id: str
+    item: RasterLocation
+    assets: tuple[tuple[str, StacAsset], ...]
+
+
 def read_item(location: RasterLocation) -> StacItem:
     """The Item at ``location``; a file that is missing, or an address that does not answer, is
     a :class:`RasterError` naming it (as for a raster); a document that is no Item, a

@@ -264,8 +264,8 @@ def test_validate_and_dry_run_report_each_assets_href(write_pipeline, shared_dat
     shared_data = shared_data.resolve()  # as the hrefs are shown: normalised
     item = write_item(tmp_path / "item.json", landsat_assets(shared_data))
     path = stack_pipeline(write_pipeline, f"{{stac: {item}, assets: [nir, B30]}}")
-    lines = [f"input s: STAC Item {item}", f"  band 1 nir: {shared_data / NIR}",
-             f"  band 2 B30: {shared_data / RED}"]
+    lines = [f"input s: STAC Item ls5-19920323 ({item})",
+             f"  band 1 nir (B40): {shared_data / NIR}", f"  band 2 B30: {shared_data / RED}"]
     for args in (("validate", path), ("run", path, "--dry-run")):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
@@ -274,9 +274,9 @@ def test_validate_and_dry_run_report_each_assets_href(write_pipeline, shared_dat
     assert tables[-1].title == "STAC inputs" and tables[-1].row_count == 2
     result = invoke("run", path, "--dry-run", "--json")
     assert json.loads(result.output)["stac_inputs"] == [
-        {"name": "s", "item": str(item), "assets": [
-            {"name": "nir", "href": str(shared_data / NIR)},
-            {"name": "B30", "href": str(shared_data / RED)}]}]
+        {"name": "s", "id": "ls5-19920323", "item": str(item), "assets": [
+            {"name": "nir", "key": "B40", "href": str(shared_data / NIR)},
+            {"name": "B30", "key": "B30", "href": str(shared_data / RED)}]}]
     assert not (tmp_path / "out").exists()
 
 

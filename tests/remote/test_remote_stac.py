@@ -79,8 +79,8 @@ def test_an_item_served_over_http_with_relative_hrefs_gives_the_band_files_image
     url = f"{served.url}/stac/item.json"
     spec = load_pipeline(write_pipeline(tmp_path, f"{{stac: {url}, assets: [red, nir]}}"))
     plan = checked_plan(spec)
-    assert [href for _, href in plan.stac_inputs[0].assets] == [f"{served.url}/stac/{RED}",
-                                                               f"{served.url}/stac/{NIR}"]
+    assert [href for _, _, href in plan.stac_inputs[0].assets] == [f"{served.url}/stac/{RED}",
+                                                                  f"{served.url}/stac/{NIR}"]
     run_pipeline(plan)
     assert np.array_equal(read_output(spec.outputs["both"].path), expected())
     fetched = {entry["path"] for entry in served.log()}
@@ -104,7 +104,7 @@ def test_credentials_in_the_items_address_reach_its_assets_and_never_show(served
     path = write_pipeline(tmp_path, f"{{stac: '{good}', assets: [red, nir]}}")
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 0, result.output
-    assert f"band 1 red: {served.url}/private/stac/{RED}" in result.output
+    assert f"band 1 red (B30): {served.url}/private/stac/{RED}" in result.output
     assert "s3cret" not in result.output and "reader" not in result.output
     run_pipeline(load_pipeline(path))
     assert np.array_equal(read_output(tmp_path / "out" / "both.tif"), expected())

@@ -4,6 +4,7 @@ prints."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,13 @@ import numpy as np
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step
 from eoscale.io.paths import redact
 from eoscale.io.sources import Source
+from eoscale.io.stac import StacSelection
 from eoscale.pipeline.plan.files import ImageFile, scratch_refusal
 from eoscale.pipeline.plan.margins import MarginFrom, runtime_margin
 from eoscale.pipeline.plan.residence import Residence
 from eoscale.pipeline.plan.resources import BUDGET_HEADROOM, Memory, Resources
 from eoscale.pipeline.resolve import StepCallables
-from eoscale.pipeline.spec import PipelineSpec, StepSpec
+from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,19 @@ class StepPlan:
 
 @dataclass(frozen=True)
 class StacInputPlan:
-    """What a STAC input reads: its Item, and each asset it names with the href read as its
-    band file, in band order (credentials redacted, for showing)."""
+    """What a STAC input reads, for showing (credentials redacted): its Item's id and location,
+    and in band order each asset as the input names it, its key and the href read as its band
+    file."""
 
     name: str
+    item_id: str
     item: str
-    assets: tuple[tuple[str, str], ...]
+    assets: tuple[tuple[str, str, str], ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "item": self.item,
-                "assets": [{"name": name, "href": href} for name, href in self.assets]}
+        return {"name": self.name, "id": self.item_id, "item": self.item,
+                "assets": [{"name": name, "key": key, "href": href}
+                           for name, key, href in self.assets]}
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ class RunPlan:
     images: Mapping[str, ImagePlan]
     steps: tuple[StepPlan, ...]
     copied: tuple[str, ...]      # inputs that are outputs too: loaded and saved at the start
+    stac: Mapping[str, StacSelection] = field(default_factory=FrozenMap, compare=False,
+                                              repr=False)  # what each STAC input reads
 
     @property
     def peak(self) -> Memory:
@@ -149,14 +156,11 @@ class RunPlan:
     @property
     def stac_inputs(self) -> tuple[StacInputPlan, ...]:
         """What each STAC input reads: its Item and its assets' hrefs."""
-        found = []
-        for name, source in self.input_sources.items():
-            stac = self.spec.inputs[name].stac
-            if stac is not None:
-                assets = tuple((asset, redact(path))
-                               for asset, path in zip(stac.assets, source.paths))
-                found.append(StacInputPlan(name, redact(str(stac.item)), assets))
-        return tuple(found)
+        return tuple(
+            StacInputPlan(name, read.item_id, redact(os.fspath(read.item)),
+                          tuple((asset_name, asset.key, redact(os.fspath(asset.href)))
+                                for asset_name, asset in read.assets))
+            for name, read in self.stac.items())
 
     @property
     def needs_scratch(self) -> bool:
