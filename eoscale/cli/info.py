@@ -1,5 +1,6 @@
 """``eoscale info IMAGE``: size, bands, dtype, CRS, resolution, bounds, nodata, layout; --stats;
---quicklook writes a PNG picture of it. IMAGE is a file, a URL or a GDAL ``/vsi...`` path."""
+--quicklook writes a PNG picture of it. IMAGE is a file, a URL or a GDAL ``/vsi...`` path; a
+STAC Item (``.json``) is described by its assets and their grids."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from eoscale.cli.options import json_opt, overwrite_opt, quiet_opt, verbose_opt, workers_opt
 from eoscale.cli.render import console
-from eoscale.io.info import RasterInfo, json_safe, raster_info
+from eoscale.io.info import ItemInfo, RasterInfo, is_stac_item, item_info, json_safe, raster_info
 from eoscale.io.paths import RasterLocation, is_address, worker_start_method
 from eoscale.io.quicklook import COLORMAPS, QUICKLOOK_SIZE, QuicklookStyle, save_quicklook
 
@@ -63,6 +64,33 @@ def render(meta: RasterInfo) -> Table:
     return table
 
 
+def _grid_text(meta: RasterInfo) -> str:
+    crs = meta.crs_name or "no CRS"
+    if meta.epsg:
+        crs = f"EPSG:{meta.epsg}"
+    return (f"{meta.width} x {meta.height} px of {_number(meta.resolution[0])} x "
+            f"{_number(meta.resolution[1])} in {crs}")
+
+
+def render_item(item: ItemInfo) -> Table:
+    """A STAC Item's assets: each one's common names, grid, bands and href."""
+    title = f"STAC Item {item.id} ({item.path})" + (f", {item.datetime}" if item.datetime else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("asset", "common names", "grid", "bands", "nodata", "href"):
+        table.add_column(column)
+    for asset in item.assets:
+        meta = asset.raster
+        if meta is None:
+            grid, bands, nodata = f"not a raster: {asset.error}", "-", "-"
+        else:
+            grid = _grid_text(meta)
+            bands = f"{meta.count} {', '.join(sorted(set(meta.dtypes)))}"
+            nodata = _number(meta.nodata)
+        table.add_row(asset.key, ", ".join(asset.common_names) or "-", grid, bands, nodata,
+                      asset.href)
+    return table
+
+
 def _png_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     if value is not None and value.suffix.lower() != ".png":
         raise click.BadParameter(f"a quicklook is a PNG: expected a .png path, got '{value}'")
@@ -101,8 +129,20 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None
 @verbose_opt
 def info(image: str, as_json: bool, stats: bool, quicklook: Path | None, colormap: str,
          bands: tuple[int, ...] | None, size: int, overwrite: bool, workers: int | None) -> None:
-    """Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout."""
+    """Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout.
+
+    A STAC Item (IMAGE ending in .json) is described by its assets and their grids."""
     location: RasterLocation = image if is_address(image) else Path(image)
+    if is_stac_item(location):
+        if stats or quicklook is not None:
+            raise click.UsageError("--stats and --quicklook describe a raster: give one of the "
+                                   "Item's asset hrefs")
+        item = item_info(location)
+        if as_json:
+            click.echo(json.dumps(json_safe(item.to_json()), indent=2, allow_nan=False))
+        else:
+            console().print(render_item(item))
+        return
     meta = raster_info(location)
     if stats:
         meta = dataclasses.replace(meta, stats=band_statistics(location, workers))

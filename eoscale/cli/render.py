@@ -202,6 +202,21 @@ def _workers_text(plan: RunPlan) -> str:
     return text
 
 
+def _asset_text(name: str, key: str) -> str:
+    """An asset as an input names it, with its key when it is named otherwise: ``red (B04)``."""
+    return name if name == key else f"{name} ({key})"
+
+
+def stac_lines(plan: RunPlan) -> list[str]:
+    """Each STAC input's Item, and the href of each asset it reads, in band order."""
+    lines = []
+    for stac in plan.stac_inputs:
+        lines.append(f"input {stac.name}: STAC Item {stac.item_id} ({stac.item})")
+        lines += [f"  band {number} {_asset_text(name, key)}: {href}"
+                  for number, (name, key, href) in enumerate(stac.assets, start=1)]
+    return lines
+
+
 def plan_tables(plan: RunPlan) -> list[Table]:
     """The plan as rich tables: its steps, its images, and the estimate in the caption."""
     from rich.table import Table
@@ -226,7 +241,16 @@ def plan_tables(plan: RunPlan) -> list[Table]:
                        size_text(image.nbytes), image.lives.value, image.why,
                        _when_text(plan, image.arrives), _when_text(plan, image.released_after),
                        str(image.output) if image.output else "")
-    return [steps, images]
+    if not plan.stac_inputs:
+        return [steps, images]
+    assets = Table(title="STAC inputs", title_justify="left")
+    for column in ("input", "item", "band", "asset", "href"):
+        assets.add_column(column, justify="right" if column == "band" else "left")
+    for stac in plan.stac_inputs:
+        for number, (name, key, href) in enumerate(stac.assets, start=1):
+            assets.add_row(stac.name, f"{stac.item_id} ({stac.item})", str(number),
+                           _asset_text(name, key), href)
+    return [steps, images, assets]
 
 
 def plan_text(plan: RunPlan) -> str:
@@ -248,5 +272,6 @@ def plan_text(plan: RunPlan) -> str:
                      f"{image.lives} ({image.why}); from {_when_text(plan, image.arrives)}, "
                      f"released after {_when_text(plan, image.released_after)}"
                      + (f"; output {image.output}" if image.output else ""))
+    lines += stac_lines(plan)
     lines.append(describe_estimate(plan))
     return "\n".join(lines)

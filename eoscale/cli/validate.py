@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from eoscale.cli.options import quiet_opt, verbose_opt
-from eoscale.cli.render import console, describe_estimate, settings
+from eoscale.cli.render import console, describe_estimate, settings, stac_lines
 from eoscale.pipeline import checked_plan, load_pipeline
 
 
@@ -24,4 +24,6 @@ def validate(pipeline: Path) -> None:
     out = console()
     out.print(f"{pipeline}: valid ({len(spec.inputs)} input(s), {len(spec.steps)} step(s), "
               f"{len(spec.outputs)} output(s))", markup=False)
+    for line in stac_lines(plan):
+        out.print(line, markup=False, soft_wrap=True)
     out.print(describe_estimate(plan), markup=False, soft_wrap=True)

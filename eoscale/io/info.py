@@ -1,4 +1,5 @@
-"""What ``eoscale info`` reports about a raster, as a model that renders to text or strict JSON."""
+"""What ``eoscale info`` reports about a raster, or a STAC Item's assets, as models that render to
+text or strict JSON."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import rasterio
 
-from eoscale.io.paths import redact
+from eoscale.errors import RasterError
+from eoscale.io.paths import location_name, redact
 from eoscale.io.raster import open_raster
+from eoscale.io.stac import StacAsset, read_item
 
 
 @dataclass(frozen=True)
@@ -88,3 +91,56 @@ def _crs_name(crs: rasterio.crs.CRS) -> str:
     start = wkt.find('"')
     end = wkt.find('"', start + 1)
     return wkt[start + 1:end] if start >= 0 and end > start else wkt[:40]
+
+
+@dataclass(frozen=True)
+class AssetInfo:
+    """One asset of a STAC Item: its key, href (credentials redacted), the common names of its
+    bands, and its raster's :class:`RasterInfo` (None, with ``error``, when it is none GDAL
+    reads, such as a metadata file)."""
+
+    key: str
+    href: str
+    common_names: tuple[str, ...]
+    raster: RasterInfo | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "href": self.href, "common_names": list(self.common_names),
+                "raster": None if self.raster is None else self.raster.to_json(),
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """A STAC Item: where it was read (redacted), its id, datetime and assets."""
+
+    path: str
+    id: str
+    datetime: str | None
+    assets: tuple[AssetInfo, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "id": self.id, "datetime": self.datetime,
+                "assets": [asset.to_json() for asset in self.assets]}
+
+
+def is_stac_item(location: str | os.PathLike) -> bool:
+    """Whether ``eoscale info`` reads ``location`` as a STAC Item: its name ends in ``.json``."""
+    return location_name(location).lower().endswith(".json")
+
+
+def item_info(location: str | os.PathLike) -> ItemInfo:
+    """Read a STAC Item and each asset's raster metadata (no pixels); an asset GDAL cannot read
+    is reported with why, not an error."""
+    item = read_item(os.fspath(location))
+    return ItemInfo(redact(os.fspath(location)), item.id, item.datetime,
+                    tuple(_asset_info(asset) for asset in item.assets.values()))
+
+
+def _asset_info(asset: StacAsset) -> AssetInfo:
+    href = redact(os.fspath(asset.href))
+    try:
+        return AssetInfo(asset.key, href, asset.common_names, raster_info(asset.href))
+    except RasterError as error:
+        return AssetInfo(asset.key, href, asset.common_names, error=str(error))

@@ -2,8 +2,16 @@
 
 A :class:`Grid` is a frozen value (CRS, transform, width, height). A :class:`Source` is the
 picklable description of an input (its files, the working grid when it is not the first file's,
-and the resampling used to warp onto it); ``Source.open()`` gives a :class:`SourceReader` whose
-``read(window)`` returns the window's pixels on the working grid, all bands stacked.
+the resampling used to warp onto it, and what a catalogue declares of each file's pixels:
+:class:`DeclaredValues`); ``Source.open()`` gives a :class:`SourceReader` whose ``read(window)``
+returns the window's pixels on the working grid, all bands stacked.
+
+A file's declared nodata (a STAC Item's ``raster:bands``) takes the place of the nodata the file
+itself has, or lacks: its pixels of that value are nodata, in a plain read as through a warp. A
+declared scale and offset turn the file's numbers into physical values: a stack with one such
+file is read as floats (float32, or float64 when a file's values need it), its nodata pixels
+NaN, and each band of the file read as ``pixels * scale + offset``, computed in that float type
+after the file is read (or warped: the two are linear, so warping first changes nothing).
 
 A file already on the working grid (:func:`~eoscale.io.grid.grid_differences`, the one grid
 check) is read plainly; any other is read through a ``WarpedVRT`` onto the working grid, opened
@@ -164,6 +172,12 @@ def common_nodata(values: Sequence[Any]) -> Any:
     return next((value for value in values if value is not None), None)
 
 
+def scaled_dtype(dtypes: Sequence[str | np.dtype]) -> str:
+    """The float dtype of a stack of files scaled to physical values: float32, or float64 when
+    one of ``dtypes`` needs it (numpy's promotion with float32)."""
+    return common_dtype([*dtypes, "float32"])
+
+
 def same_nodata(a: Any, b: Any) -> bool:
     """Whether two nodata values are one (both None, equal, or both NaN)."""
     if a is None or b is None:
@@ -172,14 +186,36 @@ def same_nodata(a: Any, b: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class DeclaredValues:
+    """What a catalogue declares of one file's pixels, over what the file itself says (see the
+    module's docstring): its ``nodata`` (None: the file's own), and the ``scale`` and ``offset``
+    of each of its bands (one value: every band), applied when ``scale`` is not None."""
+
+    nodata: float | None = None
+    scale: tuple[float, ...] | None = None
+    offset: tuple[float, ...] = (0.0,)
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the file's pixels are turned into physical values."""
+        return self.scale is not None
+
+
+NOTHING_DECLARED = DeclaredValues()
+
+
+@dataclass(frozen=True)
 class Source:
     """Where an input's pixels come from: ``paths`` (one file, or one file per band, stacked in
-    order), ``grid`` (the working grid when it is not the first file's; None: the first file's)
-    and ``resampling`` (a name of :data:`RESAMPLINGS`) for the files not on that grid."""
+    order), ``grid`` (the working grid when it is not the first file's; None: the first file's),
+    ``resampling`` (a name of :data:`RESAMPLINGS`) for the files not on that grid, and
+    ``declared``: what a catalogue says of each file's pixels (empty: nothing, the files' own
+    nodata; else one :class:`DeclaredValues` per path)."""
 
     paths: tuple[str, ...]
     grid: Grid | None = None
     resampling: str = "nearest"
+    declared: tuple[DeclaredValues, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.paths, (str, os.PathLike)):
@@ -191,6 +227,18 @@ class Source:
         if self.resampling not in RESAMPLINGS:
             raise ValueError(f"unknown resampling {self.resampling!r}: expected one of "
                              f"{', '.join(RESAMPLINGS)}")
+        if self.declared and len(self.declared) != len(self.paths):
+            raise ValueError(f"{len(self.declared)} declared values for {len(self.paths)} files: "
+                             "expected one per file")
+
+    def declared_for(self, index: int) -> DeclaredValues:
+        """What is declared of the pixels of file ``index`` (nothing, when nothing is)."""
+        return self.declared[index] if self.declared else NOTHING_DECLARED
+
+    @property
+    def scaled(self) -> bool:
+        """Whether a file's pixels are turned into physical values (the stack is then floats)."""
+        return any(values.scaled for values in self.declared)
 
     @classmethod
     def of(cls, source: Source | str | os.PathLike) -> Source:
@@ -203,14 +251,22 @@ class Source:
         return Path(self.paths[0]).stem
 
     def file_profiles(self) -> list[dict[str, Any]]:
-        """Each file's profile (``read_profile``'s, with ``block_shape``)."""
-        return [read_profile(path) for path in self.paths]
+        """Each file's profile (``read_profile``'s, with ``block_shape``), its nodata the declared
+        one where one is declared."""
+        profiles = [read_profile(path) for path in self.paths]
+        for index, profile in enumerate(profiles):
+            nodata = self.declared_for(index).nodata
+            if nodata is not None:
+                profile["nodata"] = nodata
+        return profiles
 
     def profile(self) -> dict[str, Any]:
         """The input's profile on the working grid.
 
         ``count``: the bands of all files; ``dtype``: one that holds every file's values
-        (:func:`common_dtype`); ``nodata``: :func:`common_nodata`; the working grid's crs,
+        (:func:`common_dtype`); ``nodata``: :func:`common_nodata` (declared nodata in place of a
+        file's own); a stack with a scaled file: :func:`scaled_dtype` and NaN, when a file has
+        nodata (see the module's docstring); the working grid's crs,
         transform, width and height; ``block_shape``: the first file's when it is on the grid,
         else the warped view's blocks (:data:`WARP_STRIP_ROWS` rows of the full width).
         Other keys (driver, compression, ...) are the first file's.
@@ -223,6 +279,9 @@ class Source:
         profile["count"] = sum(int(p["count"]) for p in profiles)
         profile["dtype"] = common_dtype([p["dtype"] for p in profiles])
         profile["nodata"] = common_nodata([p.get("nodata") for p in profiles])
+        if self.scaled:
+            profile["dtype"] = scaled_dtype([p["dtype"] for p in profiles])
+            profile["nodata"] = None if profile["nodata"] is None else float("nan")
         if grid.differences(first):
             profile["block_shape"] = (min(WARP_STRIP_ROWS, grid.height), grid.width)
             for key in ("blockxsize", "blockysize", "tiled"):
@@ -281,11 +340,14 @@ def warp_options(source: Mapping[str, Any], grid: Grid, resampling: str) -> dict
     return options
 
 
-def strip_view(dataset: Any, grid: Grid, resampling: str, dtype: str, nodata: Any) -> Any:
+def strip_view(dataset: Any, grid: Grid, resampling: str, dtype: str, nodata: Any,
+               src_nodata: Any = None) -> Any:
     """A ``WarpedVRT`` of ``dataset`` onto ``grid`` whose blocks are :data:`WARP_STRIP_ROWS`
     rows of the grid's full width (rasterio's ``WarpedVRT`` cannot set its block size: the VRT's
-    own description is reopened with it)."""
-    with WarpedVRT(dataset, nodata=nodata, dtype=dtype,
+    own description is reopened with it); ``src_nodata``: the nodata of ``dataset``'s pixels
+    when it is not the file's own (declared)."""
+    own = {} if src_nodata is None else {"src_nodata": src_nodata}
+    with WarpedVRT(dataset, nodata=nodata, dtype=dtype, **own,
                    **warp_options(dataset.profile, grid, resampling)) as view:
         xml = view.tags(ns="xml:VRT")["xml:VRT"]
     xml = re.sub(r"<BlockXSize>\d+</BlockXSize>", f"<BlockXSize>{grid.width}</BlockXSize>", xml)
@@ -315,6 +377,17 @@ def read_strips(view: Any, window: Window, out: np.ndarray,
         start, stop = max(top, first), min(bottom, first + height)
         out[:, start - top:stop - top] = strip[:, start - first:stop - first, cols]
     return spanned
+
+
+def to_physical(pixels: np.ndarray, values: DeclaredValues) -> None:
+    """Turn one file's ``pixels`` (bands, rows, cols; floats, nodata NaN) into physical values,
+    in place: each band times its scale, plus its offset, in the pixels' float type."""
+    assert values.scale is not None
+    count = pixels.shape[0]
+    scale = np.broadcast_to(np.asarray(values.scale, pixels.dtype), (count,))
+    offset = np.broadcast_to(np.asarray(values.offset, pixels.dtype), (count,))
+    pixels *= scale[:, None, None]
+    pixels += offset[:, None, None]
 
 
 class SourceReader:
@@ -347,17 +420,19 @@ class SourceReader:
         dtype, nodata = profile["dtype"], profile["nodata"]
         files: list[tuple[Any, Any]] = []
         self._files = files
-        for path in self.source.paths:
+        for index, path in enumerate(self.source.paths):
             try:
                 dataset = rasterio.open(path)
             except RasterioError as exc:
                 raise RasterError(f"cannot open {path} as a raster: {exc}") from None
             files.append((dataset, None))
             own = dict(dataset.profile)
-            self._nodata.append(own.get("nodata"))
+            declared = self.source.declared_for(index).nodata
+            self._nodata.append(own.get("nodata") if declared is None else declared)
             if grid.differences(own):
                 try:
-                    view = strip_view(dataset, grid, self.source.resampling, dtype, nodata)
+                    view = strip_view(dataset, grid, self.source.resampling, dtype, nodata,
+                                      declared)
                 except (RasterioError, ValueError) as exc:
                     raise RasterError(f"{path}: cannot warp onto the working grid "
                                       f"({grid.describe()}): {exc}") from None
@@ -391,6 +466,9 @@ class SourceReader:
                         missing = (np.isnan(pixels) if math.isnan(float(own_nodata))
                                    else pixels == own_nodata)
                         target[missing] = nodata
+                values = self.source.declared_for(position)
+                if values.scaled:
+                    to_physical(target, values)
             except (RasterioError, ValueError) as exc:
                 raise RasterError(f"{path}: cannot read rows {window.row_off}:"
                                   f"{window.row_off + window.height}, cols {window.col_off}:"

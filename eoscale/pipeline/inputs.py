@@ -6,17 +6,23 @@ Planning reads every input's own profile (:func:`own_profiles`), makes the worki
 ``input_source(spec, name, grid)``: its files, warped onto the grid when they are not on it
 (``Source.warped()`` names those), band files stacked. Without ``grid:`` the inputs must share
 one grid (:func:`grid_problems`); a band stack is then on its first file's grid.
-:func:`input_sources` does all of it.
+:func:`input_sources` does all of it (:func:`inputs_on_grid`, with the profiles on the grid).
+
+A STAC input's files are its Item's assets (:mod:`eoscale.io.stac`): the Item is read here,
+once per planning, never by the loader (which opens no file); :func:`read_locations` lists
+the files a run reads, assets included.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eoscale.errors import Problem, RasterError
 from eoscale.io.paths import is_address, location_name
 from eoscale.io.sources import Grid, Source
+from eoscale.io.stac import StacError, StacSelection, assets_source, read_item
 from eoscale.pipeline.spec import PipelineSpec
 
 
@@ -25,49 +31,111 @@ def input_sources(spec: PipelineSpec, problems: list[Problem],
     """The working grid (None without ``grid:``) and each readable input's source on it, by
     name; unreadable inputs and, without ``grid:``, inputs off the first one's grid are problems
     added to ``problems`` (the grid is None too when ``like``'s file cannot be read)."""
-    grid, sources, _profiles = sources_and_profiles(spec, problems)
-    return grid, sources
+    found = inputs_on_grid(spec, problems)
+    return found.grid, found.sources
 
 
-def sources_and_profiles(spec: PipelineSpec, problems: list[Problem],
-                         ) -> tuple[Grid | None, dict[str, Source], dict[str, dict[str, Any]]]:
-    """:func:`input_sources`, and each input's profile on the working grid. Without ``grid:``
-    the inputs' own profiles are those: each file is opened once (an address: once over the
-    network)."""
-    own = own_profiles(spec, problems)
+@dataclass(frozen=True)
+class InputsOnGrid:
+    """The inputs as planning reads them: the working ``grid`` (None without ``grid:``), each
+    readable input's source on it and its profile there, by name, and what each STAC input
+    reads (its Item and assets)."""
+
+    grid: Grid | None
+    sources: dict[str, Source]
+    profiles: dict[str, dict[str, Any]]
+    stac: dict[str, StacSelection]
+
+
+def inputs_on_grid(spec: PipelineSpec, problems: list[Problem]) -> InputsOnGrid:
+    """:func:`input_sources`, with each input's profile on the working grid and what each STAC
+    input reads. Without ``grid:`` the inputs' own profiles are those: each file is opened once
+    (an address: once over the network), and each STAC Item read once."""
+    own_sources, stac = readable_sources(spec, problems)
+    own = profiles_of(spec, own_sources, problems)
     problems += grid_problems(spec, own)
     like = spec.grid.like if spec.grid is not None else None
     grid = None if like is not None and like not in own else working_grid(spec, own)
-    sources = {name: input_source(spec, name, grid) for name in own}
+    sources = {name: replace(own_sources[name], grid=grid) for name in own}
     if grid is None:
-        return grid, sources, own
+        return InputsOnGrid(grid, sources, own, stac)
     profiles = {}
     for name, source in sources.items():
         try:
             profiles[name] = source.profile()
         except RasterError as error:
             problems.append(spec.inputs[name].where.problem(str(error)))
-    return grid, sources, profiles
+    return InputsOnGrid(grid, sources, profiles, stac)
 
 
 def input_source(spec: PipelineSpec, name: str, grid: Grid | None = None) -> Source:
-    """Where input ``name``'s pixels come from, on ``grid`` (None: its own, its first file's)."""
+    """Where input ``name``'s pixels come from, on ``grid`` (None: its own, its first file's).
+    A STAC input's Item is read (:func:`input_reading`)."""
+    return input_reading(spec, name, grid)[0]
+
+
+def input_reading(spec: PipelineSpec, name: str, grid: Grid | None = None,
+                  ) -> tuple[Source, StacSelection | None]:
+    """Input ``name``'s source on ``grid`` and, for a STAC input, what it reads: its Item is
+    read (:func:`~eoscale.io.stac.read_item`), a missing Item is a :class:`RasterError`, an
+    asset it does not have a :class:`~eoscale.io.stac.StacError`."""
     item = spec.inputs[name]
-    return Source(tuple(str(path) for path in item.paths), grid, item.resampling)
+    if item.stac is None:
+        return Source(tuple(str(path) for path in item.paths), grid, item.resampling), None
+    read = read_item(item.stac.item)
+    assets = read.select(item.stac.assets)
+    source = assets_source(assets, item.resampling, item.stac.scale)
+    selection = StacSelection(read.id, read.location, tuple(zip(item.stac.assets, assets)))
+    return replace(source, grid=grid), selection
+
+
+def readable_sources(spec: PipelineSpec, problems: list[Problem],
+                     ) -> tuple[dict[str, Source], dict[str, StacSelection]]:
+    """Each input's source on its own grid, by name, and what each STAC input reads; a STAC
+    input whose Item cannot be read or lacks an asset it names is a problem at its line (the
+    asset's), and left out. An Item at an address that does not answer is a failure of the
+    run, as for a raster (:func:`profiles_of`)."""
+    sources, selections = {}, {}
+    for name, item in spec.inputs.items():
+        try:
+            sources[name], selection = input_reading(spec, name)
+        except StacError as error:
+            where = item.where
+            if item.stac is not None and error.index is not None:
+                where = item.stac.asset_where(error.index, where)
+            problems.append(where.problem(str(error)))
+            continue
+        except RasterError as error:
+            problem = item.where.problem(str(error))
+            if is_address(item.path):
+                raise RasterError(str(problem)) from None
+            problems.append(problem)
+            continue
+        if selection is not None:
+            selections[name] = selection
+    return sources, selections
 
 
 def own_profiles(spec: PipelineSpec, problems: list[Problem]) -> dict[str, dict[str, Any]]:
-    """Each input's profile on its own grid (a band stack: on its first file's), by name; an
-    input that cannot be read is a problem at its line, and left out. An address (a URL, a
-    ``/vsi...`` path) that does not answer is no mistake in the pipeline but a failure of the
-    run: a :class:`RasterError` (exit 1) naming the input's line and the address."""
+    """Each input's profile on its own grid (a band stack: on its first file's), by name
+    (:func:`profiles_of` the :func:`readable_sources`)."""
+    return profiles_of(spec, readable_sources(spec, problems)[0], problems)
+
+
+def profiles_of(spec: PipelineSpec, sources: Mapping[str, Source], problems: list[Problem],
+                ) -> dict[str, dict[str, Any]]:
+    """The profile of each of ``sources``, by input name; an input that cannot be read is a
+    problem at its line, and left out. An address (a URL, a ``/vsi...`` path) that does not
+    answer is no mistake in the pipeline but a failure of the run: a :class:`RasterError`
+    (exit 1) naming the input's line and the address."""
     profiles = {}
-    for name, item in spec.inputs.items():
+    for name, source in sources.items():
+        item = spec.inputs[name]
         try:
-            profiles[name] = input_source(spec, name).profile()
+            profiles[name] = source.profile()
         except RasterError as error:
             problem = item.where.problem(str(error))
-            if any(is_address(path) for path in item.paths):
+            if any(is_address(path) for path in source.paths):
                 raise RasterError(str(problem)) from None
             problems.append(problem)
     return profiles
@@ -107,3 +175,11 @@ def grid_problems(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]])
                 f"grid, set "
                 f"'grid: {{like: {first.name}}}' at the top of the pipeline)"))
     return problems
+
+
+def read_locations(spec: PipelineSpec, sources: Mapping[str, Source]) -> list[str]:
+    """Every file or address a run of ``spec`` reads its inputs from: the inputs' own (a STAC
+    input's Item) and their sources' (its assets)."""
+    found = [str(path) for item in spec.inputs.values() for path in item.paths]
+    found += [path for source in sources.values() for path in source.paths]
+    return list(dict.fromkeys(found))

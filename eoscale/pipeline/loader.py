@@ -20,6 +20,7 @@ The format, version 1::
       scene: data/scene.tif
       dsm: {path: data/dsm.tif, resampling: bilinear}    # warped onto the grid if not on it
       s2: {bands: [B04.jp2, B08.jp2, B11.jp2]}           # one file per band, stacked
+      l8: {stac: item.json, assets: [red, nir]}          # a STAC Item's assets, stacked
     steps:                       # required, not empty; run in order
       - name: ndvi               # required
         description: NDVI        # optional text

@@ -47,7 +47,8 @@ def apply_overrides(document: Document, overrides: Overrides, cwd: Path) -> list
 
 def _put_inputs(document: Document, given: Mapping[str, str], cwd: Path,
                 problems: list[Problem]) -> None:
-    """Each input's file replaced (its band files dropped), its resampling kept."""
+    """Each input's file replaced (its band files, or its STAC Item and assets, dropped), its
+    resampling kept."""
     inputs = document.get(("inputs",))
     if not isinstance(inputs, Mapping):
         return
@@ -60,8 +61,9 @@ def _put_inputs(document: Document, given: Mapping[str, str], cwd: Path,
         location = str(raster_location(text, cwd))
         if isinstance(inputs[name], Mapping):
             document.put(("inputs", name, "path"), location, flag)
-            if inputs[name].get("bands") is not None:
-                document.put(("inputs", name, "bands"), None, flag)
+            for key in ("bands", "stac", "assets", "scale"):
+                if inputs[name].get(key) is not None:
+                    document.put(("inputs", name, key), None, flag)
             document.mark(("inputs", name), flag)
         else:
             document.put(("inputs", name), location, flag)

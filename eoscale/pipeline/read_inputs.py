@@ -1,4 +1,5 @@
-"""Reading a pipeline's ``inputs:`` (rasters, by name) and its working ``grid:``."""
+"""Reading a pipeline's ``inputs:`` (rasters, band stacks, STAC Items' assets, by name) and its
+working ``grid:``."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from eoscale.io.sources import RESAMPLINGS as WARP_RESAMPLINGS
 from eoscale.pipeline import keys
 from eoscale.pipeline.document import KeyPath
 from eoscale.pipeline.resolve import did_you_mean
-from eoscale.pipeline.spec import GridSpec, InputSpec
+from eoscale.pipeline.spec import GridSpec, InputSpec, StacInput
 from eoscale.pipeline.values import ValueReader, describe, misspelt
+
+#: The keys of an input's long form that say where its pixels are: exactly one is given.
+WHERE_KEYS = ("path", "bands", "stac")
 
 
 def read_inputs(r: ValueReader, value: Any, base: Path) -> dict[str, InputSpec] | None:
@@ -28,20 +32,22 @@ def read_inputs(r: ValueReader, value: Any, base: Path) -> dict[str, InputSpec] 
     inputs = {}
     for name, item in raw.items():
         path = ("inputs", name)
+        stac = None
         if isinstance(item, Mapping):
-            files, resampling = _input_entry(r, item, path, base)
+            files, resampling, stac = _input_entry(r, item, path, base)
         else:
             files, resampling = (r.raster_file(item, path, base),), "nearest"
         if r.name(name, path, None, key=True) is not None:  # kept, so steps can name it
             first = files[0] if files and files[0] is not None else base
             bands = tuple(file or base for file in files) if len(files) > 1 else ()
-            inputs[name] = InputSpec(name, first, r.at(path), bands, resampling)
+            inputs[name] = InputSpec(name, first, r.at(path), bands, resampling, stac)
     return inputs
 
 
-def _input_entry(r: ValueReader, value: Mapping[str, Any], path: KeyPath,
-                 base: Path) -> tuple[tuple[RasterLocation | None, ...], str]:
-    """An input's long form: ``{path: ...}`` or ``{bands: [...]}``, and ``resampling``."""
+def _input_entry(r: ValueReader, value: Mapping[str, Any], path: KeyPath, base: Path,
+                 ) -> tuple[tuple[RasterLocation | None, ...], str, StacInput | None]:
+    """An input's long form: ``{path: ...}``, ``{bands: [...]}`` or ``{stac: ..., assets:
+    [...], scale: ...}``, and ``resampling``. A STAC input's one file is its Item's JSON."""
     entry = r.mapping(value, path, None, "a mapping") or {}
     r.check_keys(entry, path, keys.INPUT, None)
     resampling = entry.get("resampling")
@@ -54,22 +60,55 @@ def _input_entry(r: ValueReader, value: Mapping[str, Any], path: KeyPath,
         r.report((*path, "resampling"), f"unknown resampling {shown}{hint}; expected one "
                                         f"of {', '.join(WARP_RESAMPLINGS)}")
         resampling = "nearest"
-    given = [key for key in ("path", "bands") if entry.get(key) is not None]
-    if len(given) > 1 or not (given or misspelt(entry, keys.INPUT.keys) & {"path", "bands"}):
+    given = [key for key in WHERE_KEYS if entry.get(key) is not None]
+    if len(given) > 1 or not (given or misspelt(entry, keys.INPUT.keys) & set(WHERE_KEYS)):
         found = " and ".join(f"'{key}'" for key in given) or "neither"
-        r.report(path, f"an input has exactly one of 'path' (a file) or 'bands' (a list "
-                       f"of files), found {found}")
+        r.report(path, f"an input has exactly one of 'path' (a file) or 'bands' (a list of "
+                       f"files), found {found}; or 'stac' with 'assets' (a STAC Item's assets "
+                       f"as bands)")
+    if "stac" not in given:
+        for key in ("assets", "scale"):
+            if entry.get(key) is not None:
+                r.report((*path, key), f"'{key}' goes with 'stac' (the assets of a STAC Item)",
+                         key=True)
     if "path" in given:
-        return (r.raster_file(entry["path"], (*path, "path"), base),), resampling
+        return (r.raster_file(entry["path"], (*path, "path"), base),), resampling, None
     if "bands" in given:
         bands = entry["bands"]
         if not isinstance(bands, (list, tuple)) or not bands:
             r.report((*path, "bands"), f"expected a non-empty list of files, one per "
                                        f"band, found {describe(bands)}")
-            return (), resampling
+            return (), resampling, None
         return tuple(r.raster_file(item, (*path, "bands", index), base)
-                     for index, item in enumerate(bands)), resampling
-    return (), resampling
+                     for index, item in enumerate(bands)), resampling, None
+    if "stac" in given:
+        return _stac_entry(r, entry, path, base, resampling)
+    return (), resampling, None
+
+
+def _stac_entry(r: ValueReader, entry: Mapping[str, Any], path: KeyPath, base: Path,
+                resampling: str) -> tuple[tuple[RasterLocation | None, ...], str, StacInput | None]:
+    """``{stac: ITEM, assets: [NAME, ...], scale: BOOL}``: the Item's location (a file made
+    absolute, an address as written) and the assets' names, read when the run is planned."""
+    item = r.raster_file(entry["stac"], (*path, "stac"), base)
+    names = entry.get("assets")
+    if names is None:
+        if "assets" not in misspelt(entry, keys.INPUT.keys):
+            r.report(path, "missing key 'assets' (the names of the STAC Item's assets to read "
+                           "as bands, in order)")
+        return (item,), resampling, None
+    if not isinstance(names, (list, tuple)) or not names:
+        r.report((*path, "assets"), f"expected a non-empty list of asset names, found "
+                                    f"{describe(names)}")
+        return (item,), resampling, None
+    assets = [r.text(name, (*path, "assets", index), None, "an asset name")
+              for index, name in enumerate(names)]
+    scale = entry.get("scale")
+    scale = False if scale is None else r.boolean(scale, (*path, "scale"), None)
+    if item is None or None in assets or scale is None:
+        return (item,), resampling, None
+    where = tuple(r.at((*path, "assets", index)) for index in range(len(assets)))
+    return (item,), resampling, StacInput(item, tuple(a for a in assets if a), scale, where)
 
 
 def read_grid(r: ValueReader, value: Any,

@@ -37,6 +37,7 @@ from eoscale.errors import ConfigError, StepError
 from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
 from eoscale.io.raster import Staging, write_text
+from eoscale.pipeline.inputs import read_locations
 from eoscale.pipeline.outputs import copy_image, image_target, stage_image
 from eoscale.pipeline.plan import Residence, RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
@@ -88,8 +89,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     images: dict[str, SharedRaster | FileRaster] = {}
     sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS)
     spilled: dict[str, Path] = {}
-    start_method = worker_start_method(
-        (path for item in spec.inputs.values() for path in item.paths), start_method)
+    start_method = worker_start_method(read_locations(spec, plan.input_sources), start_method)
     with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
             Scratch(spec.scratch) as scratch, _gdal_cache(plan), \
             open_run(plan, executor=executor) as run, \

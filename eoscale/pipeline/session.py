@@ -21,6 +21,8 @@ from eoscale.engine.executing import connect_cluster
 from eoscale.engine.executors import Executor
 from eoscale.engine.scratch import default_scratch
 from eoscale.errors import ConfigError
+from eoscale.io.paths import is_address
+from eoscale.pipeline.inputs import read_locations
 from eoscale.pipeline.plan import Residence, Resources, RunPlan
 from eoscale.pipeline.spec import PipelineSpec
 from eoscale.pipeline.validate import checked_plan
@@ -98,11 +100,11 @@ def prepare_workers(executor: Executor, plan: RunPlan) -> None:
 
 
 def worker_paths(plan: RunPlan) -> list[str]:
-    """What a cluster's workers must see: the local input files, the scratch folder if the plan
-    writes scratch files, and the folders of outputs that later steps read back."""
+    """What a cluster's workers must see: the local input files (a STAC input's assets too),
+    the scratch folder if the plan writes scratch files, and the folders of outputs that later
+    steps read back."""
     spec = plan.spec
-    paths = [str(path) for item in spec.inputs.values() for path in item.paths
-             if isinstance(path, Path)]
+    paths = [path for path in read_locations(spec, plan.input_sources) if not is_address(path)]
     if plan.needs_scratch:
         paths.append(str(spec.scratch or default_scratch()))
     for name, image in plan.images.items():

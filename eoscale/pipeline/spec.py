@@ -132,18 +132,38 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class StacInput:
+    """The assets of a STAC Item an input reads (``{stac: ITEM, assets: [...]}``), stacked as
+    bands in the order named (by key or common name), and whether their ``raster:bands`` scale
+    and offset are applied (:mod:`eoscale.io.stac`). ``assets_where``: where each name is
+    written, for problems about it."""
+
+    item: RasterLocation
+    assets: tuple[str, ...]
+    scale: bool = False
+    assets_where: tuple[Location, ...] = field(default=(), compare=False)
+
+    def asset_where(self, index: int, default: Location) -> Location:
+        """Where the asset name ``index`` is written (``default`` when it is not known)."""
+        return self.assets_where[index] if index < len(self.assets_where) else default
+
+
+@dataclass(frozen=True, slots=True)
 class InputSpec:
     """A pipeline input, by name: a raster file, or ``bands`` (one file per band, stacked in
-    order; ``path`` is then the first), and the ``resampling`` that warps it onto the working
-    grid when it is not on it (see :mod:`eoscale.pipeline.inputs`). A file is local (a ``Path``)
-    or an address GDAL reads as written (a ``str``: ``https://...``, ``s3://...``,
-    ``/vsizip/...``; see :mod:`eoscale.io.paths`)."""
+    order; ``path`` is then the first), or ``stac``: assets of a STAC Item (``path`` is then
+    the Item's JSON; its files are known once it is read, when the run is planned), and the
+    ``resampling`` that warps it onto the working grid when it is not on it (see
+    :mod:`eoscale.pipeline.inputs`). A file is local (a ``Path``) or an address GDAL reads as
+    written (a ``str``: ``https://...``, ``s3://...``, ``/vsizip/...``; see
+    :mod:`eoscale.io.paths`)."""
 
     name: str
     path: RasterLocation
     where: Location = field(default=Location(), compare=False)
     bands: tuple[Path, ...] = ()
     resampling: str = "nearest"
+    stac: StacInput | None = None
 
     @property
     def paths(self) -> tuple[Path, ...]:

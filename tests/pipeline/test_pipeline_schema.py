@@ -29,7 +29,8 @@ FULL = {
     "grid": {"like": "a", "resolution": [10, 10]},
     "tiling": {"mode": "strips", "tile_size": 64},
     "inputs": {"a": "a.tif", "b": {"path": "b.tif", "resampling": "bilinear"},
-               "c": {"bands": ["c1.tif", "c2.tif"]}},
+               "c": {"bands": ["c1.tif", "c2.tif"]},
+               "d": {"stac": "item.json", "assets": ["red", "B08"], "scale": True}},
     "steps": [
         {"name": "m", "description": "a map", "map": "mod.fn", "inputs": ["a"],
          "params": {"k": 1}, "margin": 1, "writable_inputs": True, "profile": "mod.prof",

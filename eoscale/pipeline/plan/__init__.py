@@ -66,12 +66,12 @@ from eoscale.pipeline.plan.shapes import (
     run_shape,
     step_callables,
 )
-from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StepPlan
+from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StacInputPlan, StepPlan
 
 __all__ = [
     "BUDGET_HEADROOM", "DEFAULT_BASE_BYTES", "FUSE_MAX_RECOMPUTE", "KEEP_FREE_BYTES", "MIB",
     "MIN_GDAL_CACHE_BYTES", "MIN_TILE_SIZE", "RUN_BYTES", "TRACKER_BYTES", "WORKER_BYTES",
     "ImageFile", "ImagePlan", "ImageShape", "Memory", "Residence", "Resources", "RunPlan",
-    "RunShape", "StepPlan", "available_memory", "default_budget", "fit", "least_budget",
-    "params_problems", "plan_run", "plan_shape", "run_shape", "step_callables",
+    "RunShape", "StacInputPlan", "StepPlan", "available_memory", "default_budget", "fit",
+    "least_budget", "params_problems", "plan_run", "plan_shape", "run_shape", "step_callables",
 ]

@@ -76,7 +76,7 @@ def decide(shape: RunShape, resources: Resources, choices: Choices) -> RunPlan:
     images = with_files(shape, tilings, images)
     steps = step_plans(shape, resources, fused, tiling_of, tilings, images)
     copied = tuple(name for name in shape.spec.inputs if name in shape.spec.outputs)
-    return RunPlan(shape.spec, resources, FrozenMap(images), tuple(steps), copied)
+    return RunPlan(shape.spec, resources, FrozenMap(images), tuple(steps), copied, shape.stac)
 
 
 def fused_chains(shape: RunShape, choices: Choices, tiling_of: Callable[[int], Tiling],

@@ -3,15 +3,11 @@ run's shape, fit a plan to the budget."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import rasterio
 
 from eoscale.engine.executors import default_workers
 from eoscale.errors import PipelineError, Problem
-from eoscale.io.sources import Source
-from eoscale.pipeline.inputs import sources_and_profiles
+from eoscale.pipeline.inputs import InputsOnGrid, inputs_on_grid
 from eoscale.pipeline.plan.fitting import fit
 from eoscale.pipeline.plan.resources import Resources
 from eoscale.pipeline.plan.shapes import RunShape, run_shape, step_callables
@@ -36,8 +32,8 @@ def plan_shape(spec: PipelineSpec) -> RunShape:
     budget, made once to fit it to many. Raises :class:`PipelineError` with every problem."""
     problems: list[Problem] = []
     callables = step_callables(spec, problems)
-    profiles, sources = _input_profiles(spec, problems)
-    shape = run_shape(spec, profiles, callables, problems, sources)
+    read = _inputs_on_grid(spec, problems)
+    shape = run_shape(spec, read.profiles, callables, problems, read.sources, read.stac)
     if shape is None:
         raise PipelineError(problems)
     return shape
@@ -54,11 +50,9 @@ def _default_resources(spec: PipelineSpec) -> Resources:
                                  or default_workers(), spec.memory)
 
 
-def _input_profiles(spec: PipelineSpec, problems: list[Problem],
-                    ) -> tuple[dict[str, dict[str, Any]], Mapping[str, Source]]:
-    """Each input's source (on the working grid, warped where it is not on it) and its profile
-    there (:func:`~eoscale.pipeline.inputs.sources_and_profiles`); problems name the input's
-    line."""
+def _inputs_on_grid(spec: PipelineSpec, problems: list[Problem]) -> InputsOnGrid:
+    """Each input's source (on the working grid, warped where it is not on it), its profile
+    there, and what each STAC input reads (:func:`~eoscale.pipeline.inputs.inputs_on_grid`);
+    problems name the input's line."""
     with rasterio.Env(**spec.gdal):
-        _grid, sources, profiles = sources_and_profiles(spec, problems)
-    return profiles, sources
+        return inputs_on_grid(spec, problems)

@@ -15,6 +15,7 @@ import numpy as np
 from eoscale.engine.contract import declared
 from eoscale.errors import ConfigError, Problem
 from eoscale.io.sources import Source
+from eoscale.io.stac import StacSelection
 from eoscale.pipeline.plan.margins import planned_margin
 from eoscale.pipeline.resolve import StepCallables, callable_params, resolve_step
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
@@ -33,7 +34,8 @@ class ImageShape:
 class RunShape:
     """What a plan is decided from: the checked spec, the working grid (``height`` x ``width``,
     the inputs' ``block_shape``), every image's shape, each step's callables and margin (None:
-    derived from ``${...}`` params when it runs) and the inputs' sources (none: not warped)."""
+    derived from ``${...}`` params when it runs), the inputs' sources (none: not warped) and
+    what each STAC input reads."""
 
     spec: PipelineSpec = field(repr=False)
     height: int
@@ -43,6 +45,7 @@ class RunShape:
     callables: Mapping[int, StepCallables] = field(repr=False)
     margins: Mapping[int, int | None]
     sources: Mapping[str, Source] = field(default_factory=FrozenMap, repr=False)
+    stac: Mapping[str, StacSelection] = field(default_factory=FrozenMap, repr=False)
 
     @cached_property
     def readers(self) -> dict[str, list[int]]:
@@ -70,7 +73,8 @@ def step_callables(spec: PipelineSpec, problems: list[Problem]) -> dict[int, Ste
 
 def run_shape(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
               callables: Mapping[int, StepCallables], problems: list[Problem],
-              sources: Mapping[str, Source] | None = None) -> RunShape | None:
+              sources: Mapping[str, Source] | None = None,
+              stac: Mapping[str, StacSelection] | None = None) -> RunShape | None:
     """The shape of a run of ``spec`` whose inputs have ``profiles`` (``height``, ``width``,
     ``count``, ``dtype``, optionally ``block_shape``; the first input's is the grid) and whose
     steps have ``callables`` (:func:`step_callables`): margin and profile functions are called
@@ -86,7 +90,7 @@ def run_shape(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
     grid = next(iter(profiles.values()))
     return RunShape(spec, int(grid["height"]), int(grid["width"]), grid.get("block_shape"),
                     FrozenMap(images), FrozenMap(callables), FrozenMap(margins),
-                    FrozenMap(sources or {}))
+                    FrozenMap(sources or {}), FrozenMap(stac or {}))
 
 
 def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:

@@ -4,6 +4,7 @@ prints."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +13,15 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step
+from eoscale.io.paths import redact
 from eoscale.io.sources import Source
+from eoscale.io.stac import StacSelection
 from eoscale.pipeline.plan.files import ImageFile, scratch_refusal
 from eoscale.pipeline.plan.margins import MarginFrom, runtime_margin
 from eoscale.pipeline.plan.residence import Residence
 from eoscale.pipeline.plan.resources import BUDGET_HEADROOM, Memory, Resources
 from eoscale.pipeline.resolve import StepCallables
-from eoscale.pipeline.spec import PipelineSpec, StepSpec
+from eoscale.pipeline.spec import FrozenMap, PipelineSpec, StepSpec
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,23 @@ class StepPlan:
 
 
 @dataclass(frozen=True)
+class StacInputPlan:
+    """What a STAC input reads, for showing (credentials redacted): its Item's id and location,
+    and in band order each asset as the input names it, its key and the href read as its band
+    file."""
+
+    name: str
+    item_id: str
+    item: str
+    assets: tuple[tuple[str, str, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "id": self.item_id, "item": self.item,
+                "assets": [{"name": name, "key": key, "href": href}
+                           for name, key, href in self.assets]}
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """A whole run, decided: resources, images and steps in order, and the estimated peak."""
 
@@ -100,6 +120,8 @@ class RunPlan:
     images: Mapping[str, ImagePlan]
     steps: tuple[StepPlan, ...]
     copied: tuple[str, ...]      # inputs that are outputs too: loaded and saved at the start
+    stac: Mapping[str, StacSelection] = field(default_factory=FrozenMap, compare=False,
+                                              repr=False)  # what each STAC input reads
 
     @property
     def peak(self) -> Memory:
@@ -124,6 +146,21 @@ class RunPlan:
         estimate's own error (measured: up to about 20 % under tight budgets)."""
         budget = self.resources.memory
         return budget is None or self.peak.held <= budget * (1 - BUDGET_HEADROOM)
+
+    @property
+    def input_sources(self) -> dict[str, Source]:
+        """Each input's source (its files, as the run reads them), by name."""
+        return {name: image.source for name, image in self.images.items()
+                if image.made_by is None and image.source is not None}
+
+    @property
+    def stac_inputs(self) -> tuple[StacInputPlan, ...]:
+        """What each STAC input reads: its Item and its assets' hrefs."""
+        return tuple(
+            StacInputPlan(name, read.item_id, redact(os.fspath(read.item)),
+                          tuple((asset_name, asset.key, redact(os.fspath(asset.href)))
+                                for asset_name, asset in read.assets))
+            for name, read in self.stac.items())
 
     @property
     def needs_scratch(self) -> bool:
@@ -152,6 +189,7 @@ class RunPlan:
             "images": [_image_dict(image) for image in self.images.values()],
             "steps": [_step_dict(step) for step in self.steps],
             "copied": list(self.copied),
+            "stac_inputs": [stac.to_dict() for stac in self.stac_inputs],
             "estimate": {"peak_bytes": peak.total, "images_bytes": peak.images,
                          "tiles_bytes": peak.tiles, "fixed_bytes": peak.fixed,
                          "peak_step": self.peak_step, "fits": self.fits},
