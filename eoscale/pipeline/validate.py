@@ -12,8 +12,7 @@ output.
 rasters on one grid (:func:`~eoscale.io.grid.grid_differences`, the engine's own check);
 callables' own ``check`` functions accept their params; output folders can be made; the
 plan's estimated peak memory fits in the memory available; and on a remote cluster, scratch
-files go to a folder its workers can read (the run's own refusal, reported before any
-connection, with the pipeline's other problems: exit 3 as they are). :func:`checked_plan`
+files go to a folder its workers can read (:class:`ScratchFolderError`). :func:`checked_plan`
 gives the plan of a valid pipeline, which is what ``eoscale run`` executes.
 """
 
@@ -24,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from eoscale.errors import PipelineError, Problem
+from eoscale.errors import EXIT_USAGE, ConfigError, PipelineError, Problem
 from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunPlan, params_problems, plan_run
 from eoscale.pipeline.resolve import did_you_mean, resolve_step
 from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
@@ -219,10 +218,20 @@ def checked_plan(spec: PipelineSpec, resources: Resources | None = None) -> RunP
     refused = _scratch_problem(plan)
     if refused is not None:
         problems.append(refused)
+    if problems == [refused]:
+        raise ScratchFolderError(problems)
     if problems:
         raise PipelineError(problems)
     assert plan is not None
     return plan
+
+
+class ScratchFolderError(PipelineError, ConfigError):
+    """A run that would write scratch files where its workers cannot read them: reported with
+    the pipeline's problems, and a usage error (exit 2) as the run's refusal was: the scratch
+    folder (``--scratch``, ``scratch:``) is missing."""
+
+    exit_code = EXIT_USAGE
 
 
 def _scratch_problem(plan: RunPlan | None) -> Problem | None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from eoscale.cli.main import cli
 from eoscale.engine.tiling import Tiling, plan_step
-from eoscale.errors import EXIT_INVALID_PIPELINE, PipelineError
+from eoscale.errors import EXIT_USAGE, ConfigError
 from eoscale.pipeline import load_pipeline, plan_run, validate
 from eoscale.pipeline.plan import Residence, Resources
 from eoscale.pipeline.validate import checked_plan
@@ -53,9 +53,9 @@ def test_a_remote_cluster_without_scratch_is_a_validation_problem(pipeline) -> N
     assert [problem.path for problem in problems] == ["scratch"]
     assert "this run on the cluster tcp://127.0.0.1:1 writes images to scratch files" \
         in problems[0].message and REFUSAL in problems[0].message
-    with pytest.raises(PipelineError, match="same path") as raised:
+    with pytest.raises(ConfigError, match="same path") as raised:
         checked_plan(spec)
-    assert raised.value.exit_code == EXIT_INVALID_PIPELINE
+    assert raised.value.exit_code == EXIT_USAGE
 
 
 def test_the_plan_says_so(pipeline, tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_validate_dry_run_and_run_refuse_alike(pipeline) -> None:
     runner = CliRunner()
     for args in (["validate", path], ["run", "--dry-run", path], ["run", path]):
         result = runner.invoke(cli, args)
-        assert result.exit_code == EXIT_INVALID_PIPELINE, (args, result.output)
+        assert result.exit_code == EXIT_USAGE, (args, result.output)
         assert "same path" in result.output
 
 
