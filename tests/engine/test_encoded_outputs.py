@@ -1,0 +1,224 @@
+"""Map outputs encoded by the workers: a written output whose tiles are whole blocks of its file
+is encoded tile by tile where the tile was computed, into part files, and assembled when the map
+ends. The file must be what rasterio writes for the same whole array (pixels, georeferencing,
+nodata, layout and compression), the same as the old path (pixels sent here, written by GDAL)
+gives for a tiling that is not aligned, and a failure must leave no part file and no staged file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+import eoscale.engine.encoded as encoded_module
+from eoscale.engine import Engine, Tiling
+from eoscale.engine.encoded import PART_MARK, encoded_target, part_path
+from eoscale.engine.filed import OutputFile
+from eoscale.engine.tiling import plan_step
+from eoscale.errors import RasterError, StepError
+from eoscale.io.blocks import PartFile
+from eoscale.io.raster import Staging, creation_profile
+
+from callables import float_result, raises, scipy_filter
+
+PROFILE = {"transform": Affine(10, 0, 1000, 0, -10, 2000), "crs": "EPSG:32631"}
+#: name: (creation options, tiling aligned to them, dtype, bands)
+CASES = {
+    "deflate uint8 1 band": ({"blockxsize": 32, "blockysize": 32}, Tiling("tiles", 64),
+                             "uint8", 1),
+    "zstd predictor 2 3 bands": ({"blockxsize": 16, "blockysize": 32, "compress": "zstd",
+                                  "predictor": 2}, Tiling("tiles", 32), "uint8", 3),
+    "none float32": ({"blockxsize": 32, "blockysize": 32, "compress": "none"},
+                     Tiling("tiles", 32), "float32", 1),
+    "deflate predictor 3 float32 3 bands": ({"blockxsize": 32, "blockysize": 32, "zlevel": 3,
+                                             "predictor": 3}, Tiling("tiles", 64), "float32", 3),
+    "lzw band interleave": ({"blockxsize": 32, "blockysize": 32, "compress": "lzw",
+                             "interleave": "band"}, Tiling("tiles", 32), "float32", 3),
+    # Strips of GDAL's default rows (8 KiB): 6 rows of 101 x 3 float32, 27 of 101 x 3 uint8.
+    "float32 strips": ({"tiled": False, "compress": "zstd"}, Tiling("strips", 18), "float32", 3),
+    "uint8 strips": ({"tiled": False}, Tiling("strips", 54), "uint8", 3),
+}
+
+
+def make_image(dtype: str, bands: int, shape=(83, 101), seed=0) -> np.ndarray:
+    """A random image; a float one has NaN pixels (its nodata)."""
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        image = rng.normal(100, 30, (bands, *shape)).astype(dtype)
+        image[rng.random(image.shape) < 0.1] = np.nan
+        return image
+    return rng.integers(0, 255, (bands, *shape)).astype(dtype)
+
+
+def profile_for(image: np.ndarray) -> dict:
+    nodata = float("nan") if image.dtype.kind == "f" else 7
+    return dict(PROFILE, nodata=nodata)
+
+
+def read(path: Path) -> tuple[np.ndarray, dict, dict, tuple, tuple]:
+    with rasterio.open(path) as dataset:
+        return (dataset.read(), dict(dataset.profile), dataset.tags(), dataset.colorinterp,
+                tuple(dataset.block_shapes))
+
+
+@pytest.fixture
+def assemblies(monkeypatch) -> list[set[str]]:
+    """The part files of every file assembled in this process (one set per file)."""
+    seen: list[set[str]] = []
+    assemble = encoded_module.assemble_geotiff
+
+    def spy(path, layout, metadata, blocks, **kwargs):
+        seen.append({record.part for record in blocks.values()})
+        return assemble(path, layout, metadata, blocks, **kwargs)
+
+    monkeypatch.setattr(encoded_module, "assemble_geotiff", spy)
+    return seen
+
+
+def run_map(workers: int, tiling: Tiling, image: np.ndarray, path: Path, options: dict,
+            *, fn=scipy_filter, params=None, margin=1) -> None:
+    params = params or {"filter": "maximum", "radius": 1, "mode": "nearest"}
+    with Engine(workers, tiling=tiling) as engine:
+        source = engine.from_array(image, profile_for(image))
+        # No profile function: the first tile is probed, its core stored by this process.
+        engine.map(fn, [source], params=params, margin=margin,
+                   files=[OutputFile(path, options)])
+
+
+def written_by_rasterio(array: np.ndarray, profile: dict, path: Path, options: dict) -> Path:
+    with rasterio.open(path, "w", **creation_profile(profile, options)) as dataset:
+        dataset.write(array)
+    return path
+
+
+def assert_same_file(path: Path, oracle: Path) -> None:
+    pixels, profile, tags, colours, blocks = read(path)
+    expected, expected_profile, expected_tags, expected_colours, expected_blocks = read(oracle)
+    assert np.array_equal(pixels, expected, equal_nan=True)
+    assert profile == {**expected_profile, "nodata": profile["nodata"]}
+    assert (np.isnan(profile["nodata"]) if np.isnan(expected_profile["nodata"] or 0)
+            else profile["nodata"] == expected_profile["nodata"])
+    assert (tags, colours, blocks) == (expected_tags, expected_colours, expected_blocks)
+    with rasterio.open(path) as mine, rasterio.open(oracle) as theirs:
+        assert mine.compression == theirs.compression
+        assert mine.tags(ns="IMAGE_STRUCTURE") == theirs.tags(ns="IMAGE_STRUCTURE")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("case", list(CASES))
+def test_an_encoded_output_is_what_rasterio_writes_for_the_whole_array(
+        tmp_path, assemblies, workers, case):
+    options, tiling, dtype, bands = CASES[case]
+    image = make_image(dtype, bands)
+    path = tmp_path / "out.tif"
+
+    if image.dtype.kind == "f":  # NaN pixels: scipy's filters would give tiling-dependent NaN
+        run_map(workers, tiling, image, path, options, fn=float_result, params={}, margin=0)
+        expected = image + 0.5
+    else:
+        params = {"filter": "maximum", "radius": 1, "mode": "nearest"}
+        run_map(workers, tiling, image, path, options, params=params)
+        expected = scipy_filter([image], [], params)
+    oracle = written_by_rasterio(expected, {**profile_for(image), "count": bands, "dtype": dtype,
+                                            "height": 83, "width": 101},
+                                 tmp_path / "oracle.tif", options)
+    assert_same_file(path, oracle)
+    [parts] = assemblies  # the encoded path was taken, not GDAL's
+    if workers > 1:  # the blocks were encoded by the workers (the probe's core by this process)
+        assert {Path(part).name for part in parts} - {part_path(path, os.getpid()).name}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.tif", "out.tif"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_encoded_output_equals_the_old_path_s_output(tmp_path, assemblies, workers):
+    image = make_image("float32", 3)
+    options = {"blockxsize": 32, "blockysize": 32, "predictor": 3}
+    run_map(workers, Tiling("tiles", 32), image, tmp_path / "encoded.tif", options,
+            fn=float_result, params={}, margin=0)
+    run_map(workers, Tiling("tiles", 24), image, tmp_path / "old.tif", options,
+            fn=float_result, params={}, margin=0)
+    assert len(assemblies) == 1  # 24-pixel tiles are not whole 32-pixel blocks: the old path
+    assert_same_file(tmp_path / "encoded.tif", tmp_path / "old.tif")
+    assert np.array_equal(read(tmp_path / "encoded.tif")[0], image + 0.5, equal_nan=True)
+
+
+def test_only_aligned_tilings_and_handled_options_are_encoded(tmp_path):
+    profile = {**PROFILE, "count": 1, "dtype": "uint8", "height": 83, "width": 101}
+    target = OutputFile(tmp_path / "out.tif", {"blockxsize": 32, "blockysize": 32})
+
+    def tiles(size: int, mode: str = "tiles"):
+        return plan_step(83, 101, margin=0, tiling=Tiling(mode, size), workers=2).tiles()
+
+    assert encoded_target(profile, target, tiles(64)) is not None
+    assert encoded_target(profile, target, tiles(48)) is None  # 48 is not whole 32-pixel blocks
+    assert encoded_target(profile, target, tiles(32, "strips")) is not None  # the edge's blocks
+    assert encoded_target(profile, target, tiles(48, "strips")) is None
+    jpeg = OutputFile(tmp_path / "out.tif", {"blockxsize": 32, "blockysize": 32,
+                                             "compress": "jpeg"})
+    assert encoded_target(profile, jpeg, tiles(64)) is None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_callable_raising_mid_map_leaves_no_part_file_and_no_staged_file(
+        tmp_path, assemblies, workers):
+    image = make_image("uint8", 1, shape=(256, 256))
+    out = tmp_path / "out"
+    with pytest.raises(StepError, match="user code divided by zero"), \
+            Staging() as staging, Engine(workers, tiling=Tiling("tiles", 32)) as engine:
+        staged = staging.stage(out / "result.tif")
+        source = engine.from_array(image, profile_for(image))
+        engine.map(raises, [source], params={"bad_tile": 40}, margin=0,
+                   files=[OutputFile(staged, {"blockxsize": 32, "blockysize": 32})])
+    assert assemblies == []
+    assert not out.exists()  # no part file, no staged file, not even the folder made for them
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_while_parts_are_written_names_the_output(tmp_path, monkeypatch, workers):
+    appended = PartFile.append
+
+    def full_after_some(self, data):
+        if os.path.getsize(self.path) > 2000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return appended(self, data)
+
+    monkeypatch.setattr(PartFile, "append", full_after_some)  # the pool's workers fork after
+    image = make_image("uint8", 1, shape=(256, 256))
+    with pytest.raises(RasterError) as raised, Staging() as staging, \
+            Engine(workers, tiling=Tiling("tiles", 32), start_method="fork") as engine:
+        staged = staging.stage(tmp_path / "result.tif")
+        source = engine.from_array(image, profile_for(image))
+        engine.map(float_result, [source], margin=0, profile_fn=lambda p, _: [dict(p[0], dtype="float32")],
+                   files=[OutputFile(staged, {"blockxsize": 32, "blockysize": 32,
+                                              "compress": "none"}, "result.tif")])
+    assert str(raised.value) == ("result.tif: cannot write: no space left on device (the "
+                                 "filesystem holding it is full)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_to_assemble_removes_the_parts(tmp_path, monkeypatch):
+    def no_room(path, layout, metadata, blocks, **kwargs):
+        raise RasterError(f"{path}: cannot write: no space left on device")
+
+    monkeypatch.setattr(encoded_module, "assemble_geotiff", no_room)
+    image = make_image("uint8", 1, shape=(64, 64))
+    with pytest.raises(RasterError, match="no space left"), Staging() as staging:
+        staged = staging.stage(tmp_path / "result.tif")
+        run_map(1, Tiling("tiles", 32), image, staged, {"blockxsize": 32, "blockysize": 32})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_part_files_are_named_after_their_staged_file_and_pid(tmp_path):
+    staged = tmp_path / ".result.tif.eoscale-tmp-12-ab"
+    assert part_path(staged, 345) == tmp_path / f".result.tif.eoscale-tmp-12-ab{PART_MARK}345"
+    (tmp_path / f"{staged.name}{PART_MARK}345").write_bytes(b"x")
+    (tmp_path / f"{staged.name}{PART_MARK}678").write_bytes(b"y")
+    (tmp_path / "other.tif.part-1").write_bytes(b"z")
+    encoded_module.remove_parts(staged)
+    assert [p.name for p in tmp_path.iterdir()] == ["other.tif.part-1"]
