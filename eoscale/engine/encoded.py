@@ -94,14 +94,18 @@ def glob_escape(name: str) -> str:
 def encoded_target(profile: Mapping[str, Any], target: OutputFile, tiles: Sequence[Tile]
                    ) -> EncodedTarget | None:
     """How the workers encode ``target`` for tiles ``tiles``, or None when they cannot: options
-    the block encoder does not handle, or a tile core that is not whole blocks of the file."""
+    the block encoder does not handle, a tile core that is not whole blocks of the file, or
+    cores that leave pixels out (an explicit layout may: GDAL writes those blocks empty)."""
     try:
         layout = BlockLayout.from_profile(profile, target.options)
     except BlockEncodingError:
         return None
-    if not all(layout.is_aligned(int(tile.core.row_off), int(tile.core.col_off),
-                                 int(tile.core.height), int(tile.core.width)) for tile in tiles):
+    cores = [tile.core for tile in tiles]
+    if not all(layout.is_aligned(int(core.row_off), int(core.col_off), int(core.height),
+                                 int(core.width)) for core in cores):
         return None
+    if sum(int(core.height) * int(core.width) for core in cores) != layout.height * layout.width:
+        return None  # the cores of a layout do not overlap: they cover the image if this holds
     return EncodedTarget(layout, os.fspath(target.path), str(target.display or target.path))
 
 

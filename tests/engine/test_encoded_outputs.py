@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import yaml
 from affine import Affine
 
 import eoscale.engine.encoded as encoded_module
@@ -222,3 +225,133 @@ def test_part_files_are_named_after_their_staged_file_and_pid(tmp_path):
     (tmp_path / "other.tif.part-1").write_bytes(b"z")
     encoded_module.remove_parts(staged)
     assert [p.name for p in tmp_path.iterdir()] == ["other.tif.part-1"]
+
+
+def write_input(path: Path, array: np.ndarray) -> Path:
+    count, height, width = array.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
+                       dtype=array.dtype, crs="EPSG:32631", nodata=0,
+                       transform=Affine(10, 0, 600000, 0, -10, 4800000)) as dataset:
+        dataset.write(array)
+    return path
+
+
+def write_pipeline(folder: Path, outputs: dict, tiling: dict | None = None) -> Path:
+    pipeline = {"version": 1, "inputs": {"scene": "scene.tif"},
+                "steps": [{"name": "copy", "map": "eoscale.ops.select_bands",
+                           "inputs": ["scene"], "params": {"bands": [1, 2]}}],
+                "outputs": outputs}
+    if tiling:
+        pipeline["tiling"] = tiling
+    path = folder / f"p{len(list(folder.glob('p*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    return path
+
+
+def test_overviews_cogs_and_quicklooks_are_made_from_an_encoded_output(tmp_path, assemblies,
+                                                                        monkeypatch):
+    """Through ``eoscale run``: the outputs the workers encoded (the plan aligns their tiles)
+    get the same overviews, COG and quicklook as the same outputs written the old way (a forced
+    tile size that is not whole blocks)."""
+    from click.testing import CliRunner
+    from rio_cogeo.cogeo import cog_validate
+
+    from eoscale.cli.main import cli
+
+    scene = np.random.default_rng(4).integers(1, 4000, size=(2, 700, 650), dtype=np.uint16)
+    write_input(tmp_path / "scene.tif", scene)
+    monkeypatch.chdir(tmp_path)
+    runs = {}
+    # 512: whole blocks of the GeoTIFF's 128 and of the COG's intermediate GeoTIFF's 512.
+    for name, tiling in (("encoded", {"tile_size": 512}), ("old", {"tile_size": 200})):
+        outputs = {"copy": {"path": f"{name}/copy.tif", "overviews": [2, 4],
+                            "quicklook": True, "options": {"blockxsize": 128,
+                                                           "blockysize": 128}}}
+        cog = {"copy": {"path": f"{name}/cog.tif", "format": "COG"}}
+        for spec in (outputs, cog):
+            before = len(assemblies)
+            done = CliRunner().invoke(cli, ["run", str(write_pipeline(tmp_path, spec, tiling)),
+                                             "-w", "2", "-q"], catch_exceptions=False)
+            assert done.exit_code == 0, done.output
+            runs[name, spec["copy"].get("format", "GTiff")] = len(assemblies) - before
+    assert runs == {("encoded", "GTiff"): 1, ("encoded", "COG"): 1, ("old", "GTiff"): 0,
+                    ("old", "COG"): 0}
+    for file in ("copy.tif", "cog.tif"):
+        with rasterio.open(tmp_path / "encoded" / file) as mine, \
+                rasterio.open(tmp_path / "old" / file) as theirs:
+            assert np.array_equal(mine.read(), scene) and np.array_equal(theirs.read(), scene)
+            assert mine.profile == theirs.profile and mine.tags() == theirs.tags()
+            assert mine.overviews(1) == theirs.overviews(1) != []
+            for level in range(len(mine.overviews(1))):
+                with rasterio.open(tmp_path / "encoded" / file, overview_level=level) as a, \
+                        rasterio.open(tmp_path / "old" / file, overview_level=level) as b:
+                    assert np.array_equal(a.read(), b.read())
+    assert cog_validate(str(tmp_path / "encoded" / "cog.tif"))[0]
+    assert (tmp_path / "encoded" / "copy.png").read_bytes() == (
+        tmp_path / "old" / "copy.png").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "encoded").iterdir()) == [
+        "cog.tif", "copy.png", "copy.tif"]
+
+
+#: Runs ``eoscale`` with a 128 KiB tmpfs over the folder $1 (holding what it held); copies what
+#: the tmpfs holds afterwards to $2; exits with eoscale's code, 97 if the tmpfs cannot be mounted.
+IN_SMALL_TMPFS = r"""
+folder=$1 after=$2; shift 2
+cp -a "$folder/." "$after/" && mount -t tmpfs -o size=128k tmpfs "$folder" &&
+  cp -a "$after/." "$folder/" && rm -rf "$after"/* || exit 97
+"$@"
+code=$?
+cp -a "$folder/." "$after/"
+exit "$code"
+"""
+
+
+def test_a_full_disk_while_the_workers_write_parts_fails_the_run_and_leaves_nothing(tmp_path):
+    """Through ``eoscale run``, on a real full filesystem (a 128 KiB tmpfs in a user and mount
+    namespace): exit 1, one error line naming the output, the previous output intact."""
+    namespace = ["unshare", "--user", "--map-root-user", "--mount"]
+    scene = np.random.default_rng(3).integers(1, 1000, size=(2, 400, 400), dtype=np.uint16)
+    write_input(tmp_path / "scene.tif", scene)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "result.tif").write_bytes(b"the previous result")
+    (tmp_path / "after").mkdir()
+    spec = write_pipeline(tmp_path, {"copy": {"path": "out/result.tif", "options": {
+        "blockxsize": 64, "blockysize": 64}}})
+    plan = subprocess.run([sys.executable, "-m", "eoscale", "run", str(spec), "-w", "2",
+                           "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "tiles of 128 px" in plan.stdout, plan.stdout  # whole blocks: encoded by the workers
+    try:
+        done = subprocess.run([*namespace, "sh", "-c", IN_SMALL_TMPFS, "sh",
+                               str(tmp_path / "out"), str(tmp_path / "after"), sys.executable,
+                               "-m", "eoscale", "run", str(spec), "--overwrite", "-w", "2"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        pytest.skip("needs unshare (util-linux) to mount a small tmpfs")
+    if done.returncode == 97 or "unshare:" in done.stderr:
+        pytest.skip(f"this machine does not let a user namespace mount a tmpfs: {done.stderr}")
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert errors == ["error: out/result.tif: cannot write: no space left on device (the "
+                      "filesystem holding it is full)"], done.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "after").iterdir()} == {
+        "result.tif": b"the previous result"}
+
+
+def test_an_explicit_layout_that_leaves_blocks_out_is_written_the_old_way(tmp_path, assemblies):
+    from rasterio.windows import Window
+
+    from eoscale.engine.tiling import ExplicitLayout
+
+    image = make_image("uint8", 1, shape=(64, 64))
+    first, second = Window(0, 0, 32, 32), Window(32, 32, 32, 32)  # two of four blocks
+    with Engine(1) as engine:
+        source = engine.from_array(image, profile_for(image))
+        engine.map(float_result, [source], margin=0,
+                   profile_fn=lambda p, _: [dict(p[0], dtype="float32")],
+                   layout=ExplicitLayout(64, 64, ((first, first), (second, second))),
+                   files=[OutputFile(tmp_path / "out.tif", {"blockxsize": 32,
+                                                            "blockysize": 32})])
+    assert assemblies == []
+    pixels = read(tmp_path / "out.tif")[0]
+    assert np.array_equal(pixels[:, :32, :32], image[:, :32, :32] + 0.5)
+    assert np.array_equal(pixels[:, 32:, 32:], image[:, 32:, 32:] + 0.5)
