@@ -190,9 +190,12 @@ class Engine:
         ``writable_inputs`` (default: the callable's attribute of that name, else False) each
         tile gets private arrays it may write into (see :meth:`SharedRaster.read_private`).
 
-        An output with a ``files`` entry is never held: workers send its tiles back as they are
-        computed and this process writes them to that file (the caller stages it), so the result
-        is a :class:`WrittenRaster`, which later steps cannot read; the others are shared rasters.
+        An output with a ``files`` entry is never held: it is written to that file (the caller
+        stages it) as its tiles are computed, so the result is a :class:`WrittenRaster`, which
+        later steps cannot read; the others are shared rasters. On one machine, when the step's
+        tiles are whole blocks of the file, the workers encode its blocks themselves and this
+        process assembles the file at the end; else the workers send the tiles' pixels back
+        and this process writes them (see :mod:`eoscale.engine.encoded`).
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})

@@ -331,8 +331,8 @@ def test_a_full_disk_while_the_workers_write_parts_fails_the_run_and_leaves_noth
         pytest.skip(f"this machine does not let a user namespace mount a tmpfs: {done.stderr}")
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
-    assert errors == ["error: out/result.tif: cannot write: no space left on device (the "
-                      "filesystem holding it is full)"], done.stderr
+    assert errors == [("error: out/result.tif: cannot write: no space left on device (the "
+                       "filesystem holding it is full)")], done.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "after").iterdir()} == {
         "result.tif": b"the previous result"}
 
