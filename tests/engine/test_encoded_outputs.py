@@ -355,3 +355,18 @@ def test_an_explicit_layout_that_leaves_blocks_out_is_written_the_old_way(tmp_pa
     pixels = read(tmp_path / "out.tif")[0]
     assert np.array_equal(pixels[:, :32, :32], image[:, :32, :32] + 0.5)
     assert np.array_equal(pixels[:, 32:, 32:], image[:, 32:, 32:] + 0.5)
+
+
+def test_a_worker_dying_mid_map_leaves_no_part_file_and_no_staged_file(tmp_path):
+    from callables import dies
+
+    from eoscale.errors import WorkerDiedError
+
+    image = make_image("uint8", 1, shape=(128, 128))
+    with pytest.raises(WorkerDiedError), Staging() as staging, \
+            Engine(2, tiling=Tiling("tiles", 32)) as engine:
+        staged = staging.stage(tmp_path / "result.tif")
+        source = engine.from_array(image, profile_for(image))
+        engine.map(dies, [source], margin=0, profile_fn=lambda p, _: [dict(p[0])],
+                   files=[OutputFile(staged, {"blockxsize": 32, "blockysize": 32})])
+    assert list(tmp_path.iterdir()) == []
