@@ -370,3 +370,18 @@ def test_a_worker_dying_mid_map_leaves_no_part_file_and_no_staged_file(tmp_path)
         engine.map(dies, [source], margin=0, profile_fn=lambda p, _: [dict(p[0])],
                    files=[OutputFile(staged, {"blockxsize": 32, "blockysize": 32})])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_part_files_of_a_killed_run_s_scratch_file_are_removed_by_a_cleanup(tmp_path):
+    from eoscale.engine.scratch import cleanup_stale_scratch, list_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale = part_path(tmp_path / f"eoscale_{dead_pid}_0a1b2c3d_copy.tif", 4242)
+    live = part_path(tmp_path / f"eoscale_{os.getpid()}_0a1b2c3d_copy.tif", 4242)
+    for part in (stale, live):
+        part.write_bytes(b"blocks")
+    assert list_scratch(tmp_path) == sorted([(stale, dead_pid), (live, os.getpid())])
+    assert cleanup_stale_scratch(tmp_path) == [stale]
+    assert list(tmp_path.iterdir()) == [live]
