@@ -10,6 +10,9 @@ the staged file, named after it and the worker's pid), and sends back only where
 from those records (:func:`~eoscale.io.blocks.assemble_geotiff`: the header, then the blocks
 copied as they are) and removes the part files, also when the map fails. Any other output is
 written as before, by a :class:`~eoscale.io.raster.TileWriter` here, from the tiles' pixels.
+The first tile of a map whose outputs' profiles are learnt from it (computed on a worker and
+sent back whole) is stored by this process, so this process encodes that one tile's blocks,
+into a part file of its own.
 
 Only executors whose workers share this machine's filesystem encode (the in-process one and the
 pool: :attr:`~eoscale.engine.executors.Executor.shares_memory`); a cluster's workers send pixels.
