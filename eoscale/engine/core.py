@@ -34,6 +34,7 @@ from eoscale.engine.contract import (
     probed_profiles,
     unplanned_margin,
 )
+from eoscale.engine.encoded import EncodedTarget, OutputFiles
 from eoscale.engine.executing import make_executor
 from eoscale.engine.executors import Executor, make_chunks
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
@@ -52,7 +53,7 @@ from eoscale.engine.tasks import (
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
 from eoscale.errors import ConfigError, RasterError, ResultError, StepError, check_interrupted
 from eoscale.io.grid import grid_differences
-from eoscale.io.raster import TileWriters, write_atomically, write_geotiff
+from eoscale.io.raster import write_atomically, write_geotiff
 from eoscale.io.sources import Source
 
 
@@ -189,9 +190,12 @@ class Engine:
         ``writable_inputs`` (default: the callable's attribute of that name, else False) each
         tile gets private arrays it may write into (see :meth:`SharedRaster.read_private`).
 
-        An output with a ``files`` entry is never held: workers send its tiles back as they are
-        computed and this process writes them to that file (the caller stages it), so the result
-        is a :class:`WrittenRaster`, which later steps cannot read; the others are shared rasters.
+        An output with a ``files`` entry is never held: it is written to that file (the caller
+        stages it) as its tiles are computed, so the result is a :class:`WrittenRaster`, which
+        later steps cannot read; the others are shared rasters. On one machine, when the step's
+        tiles are whole blocks of the file, the workers encode its blocks themselves and this
+        process assembles the file at the end; else the workers send the tiles' pixels back
+        and this process writes them (see :mod:`eoscale.engine.encoded`).
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
@@ -251,31 +255,34 @@ class Engine:
         labels = output_labels(name, len(out_profiles), output_names)
         targets = output_targets(name, len(out_profiles), files)
         outputs: list[SharedRaster | WrittenRaster] = []
-        writers = TileWriters(threads=self.workers)
+        files_out = OutputFiles(tiles, on_workers=self._executor.shares_memory,
+                                threads=self.workers)
+        encoded: list[EncodedTarget | None] = []
         try:
             for profile, label, target in zip(out_profiles, labels, targets):
                 if target is None:
                     outputs.append(self.create(profile, name=label))
+                    encoded.append(None)
                     continue
-                writers.add(profile, target.path, options=target.options, display=target.display)
+                encoded.append(files_out.add(profile, target))
                 outputs.append(WrittenRaster.of(profile, label, target.path))
             job = replace(job, outputs=tuple(r.ref for r in outputs),
-                          returned=tuple(t is not None for t in targets))
+                          returned=tuple(t is not None for t in targets), encoded=tuple(encoded))
 
             def collect(_chunk: Sequence[int], done: Any) -> None:
-                if writers:
-                    for index, cores in done:
-                        writers.write(tiles[index].core, cores)
+                if files_out:
+                    for index, results in done:
+                        files_out.write(tiles[index].core, results)
 
             remaining: Sequence[int] = range(len(tiles))
-            if probe is not None:
-                writers.write(tiles[0].core, store_probe(job, tiles[0], probe))
+            if probe is not None:  # stored here: encoded outputs' blocks by this process
+                files_out.write(tiles[0].core, store_probe(job, tiles[0], probe))
                 remaining = range(1, len(tiles))
             self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=started)
-            writers.close()
+            files_out.close()
         except BaseException:
-            writers.abort()
+            files_out.abort()
             for raster in outputs:
                 self.release(raster)
             raise
@@ -507,6 +514,8 @@ def failure_error(failure: TileFailure) -> Exception:
     """The exception a tile failure from a worker becomes in the main process."""
     if failure.kind == "read":
         return RasterError(f"{failure.message} (step '{failure.step}', {failure.tile})")
+    if failure.kind == "write":  # the message names the file, as a failure to write it here does
+        return RasterError(failure.message)
     if failure.kind == "result":
         return ResultError(failure.message, step=failure.step, tile=failure.tile)
     if failure.kind == "readonly":

@@ -19,7 +19,9 @@ from pathlib import Path
 from eoscale.engine.shared import SEGMENT_PREFIX, pid_alive
 from eoscale.errors import RasterError
 
-_SCRATCH_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+_.*\.tif(\.aux\.xml)?$")
+#: A scratch file, its GDAL sidecar, or a part file a worker appended its blocks to (named as
+#: :func:`eoscale.engine.encoded.part_path` names them).
+_SCRATCH_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+_.*\.tif(\.aux\.xml|\.part-\d+)?$")
 
 
 def default_scratch() -> Path:

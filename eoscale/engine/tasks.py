@@ -19,9 +19,11 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
+from eoscale.engine.encoded import EncodedTarget, PartWriteError
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tiling import Tile, AnyLayout
 from eoscale.errors import RasterError
+from eoscale.io.blocks import BlockRecord
 from eoscale.io.paths import redact
 from eoscale.io.sources import Source
 
@@ -56,7 +58,7 @@ class TileFailure:
 
     step: str
     tile: str
-    kind: str  # "callable", "result", "readonly", "read"
+    kind: str  # "callable", "result", "readonly", "read", "write"
     exc_type: str
     message: str
     traceback: str
@@ -173,6 +175,8 @@ class _ComputeJob(Job):
                 results.append(each(tile))
             except ResultMismatch as exc:
                 return self.failure(tile, exc, "result")
+            except PartWriteError as exc:
+                return self.failure(tile, exc, "write")
             except RasterError as exc:
                 return self.failure(tile, exc, "read")
             except Exception as exc:  # noqa: BLE001 - any user error becomes a tile failure
@@ -184,7 +188,9 @@ class _ComputeJob(Job):
 class MapJob(_ComputeJob):
     """N images -> M images: each tile's results are cut to the core and written in place into
     the shared outputs; outputs marked ``returned`` are sent back instead (cast to their dtype),
-    for the main process to write to their files as tiles complete."""
+    for the main process to write to their files as tiles complete, except those with an
+    ``encoded`` target: their cores are encoded here, into part files, and only the blocks'
+    records are sent back (see :mod:`eoscale.engine.encoded`)."""
 
     fn: Callable = None  # type: ignore[assignment]
     profiles: tuple[dict, ...] = ()
@@ -192,6 +198,7 @@ class MapJob(_ComputeJob):
     outputs: tuple[RasterRef, ...] = ()
     writable_inputs: bool = False
     returned: tuple[bool, ...] = ()
+    encoded: tuple[EncodedTarget | None, ...] = ()
 
     def _is_returned(self, position: int) -> bool:
         return bool(self.returned) and self.returned[position]
@@ -221,17 +228,22 @@ class MapJob(_ComputeJob):
                     f"result {position} is a {type(result).__name__}, not a numpy array"), "result")
         return results
 
-    def store(self, tile: Tile, results: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Write the core of each result into its shared output; return the cores of the
-        returned outputs, cast to their dtypes."""
+    def store(self, tile: Tile, results: Sequence[np.ndarray]
+              ) -> list[np.ndarray | dict[int, BlockRecord]]:
+        """Write the core of each result into its shared output; return, for the returned
+        outputs, the cores cast to their dtypes, or for the encoded ones the records of the
+        blocks appended to this process's part files."""
         core_rows, core_cols = tile.core_in_read
-        returned = []
-        for out, ref, result in zip(self._output_rasters(), self.outputs, results):
+        encoded = self.encoded or (None,) * len(self.outputs)
+        returned: list[np.ndarray | dict[int, BlockRecord]] = []
+        for out, ref, target, result in zip(self._output_rasters(), self.outputs, encoded,
+                                            results):
             core = result[:, core_rows, core_cols]
-            if out is None:
-                returned.append(np.ascontiguousarray(core, dtype=ref.dtype))
-            else:
+            if out is not None:
                 out.write(tile.core, core)
+                continue
+            core = np.ascontiguousarray(core, dtype=ref.dtype)
+            returned.append(core if target is None else target.append(tile, core))
         return returned
 
     def run_chunk(self, indices: Sequence[int]) -> Any:

@@ -1,0 +1,196 @@
+"""A map's written outputs: encoded by the workers into part files, or written by this process.
+
+An output file whose creation options the block encoder handles
+(:meth:`~eoscale.io.blocks.BlockLayout.from_profile`) and whose step's tile cores are whole blocks
+of it (:meth:`~eoscale.io.blocks.BlockLayout.is_aligned`: the plan aligns a written output's
+tiles to its blocks) is *encoded*: the worker that computed a tile encodes the tile's core into
+the file's blocks and appends their bytes to a part file of its own (:func:`part_path`: beside
+the staged file, named after it and the worker's pid), and sends back only where each block lies
+(:class:`~eoscale.io.blocks.BlockRecord`). When the map ends, this process assembles the file
+from those records (:func:`~eoscale.io.blocks.assemble_geotiff`: the header, then the blocks
+copied as they are) and removes the part files, also when the map fails. Any other output is
+written as before, by a :class:`~eoscale.io.raster.TileWriter` here, from the tiles' pixels.
+The first tile of a map whose outputs' profiles are learnt from it (computed on a worker and
+sent back whole) is stored by this process, so this process encodes that one tile's blocks,
+into a part file of its own.
+
+Only executors whose workers share this machine's filesystem encode (the in-process one and the
+pool: :attr:`~eoscale.engine.executors.Executor.shares_memory`); a cluster's workers send pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eoscale.engine.filed import OutputFile
+from eoscale.engine.tiling import Tile
+from eoscale.errors import RasterError
+from eoscale.io.blocks import (
+    BlockEncodingError,
+    BlockLayout,
+    BlockRecord,
+    PartFile,
+    assemble_geotiff,
+    geotiff_metadata,
+)
+from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
+
+#: What a part file's name adds to its staged file's name, before the pid of its writer.
+PART_MARK = ".part-"
+
+
+class PartWriteError(RasterError):
+    """A worker could not append encoded blocks to its part file (a full disk, say)."""
+
+
+@dataclass(frozen=True)
+class EncodedTarget:
+    """What a worker needs to encode a map output: the file's block ``layout``, the staged
+    ``path`` its part files are named after, and the name messages give it (``display``)."""
+
+    layout: BlockLayout
+    path: str
+    display: str
+
+    def append(self, tile: Tile, core: np.ndarray) -> dict[int, BlockRecord]:
+        """Encode the tile's ``core`` (bands, rows, cols, in the file's dtype) and append its
+        blocks to this process's part file; where each block now lies, by block number."""
+        window = tile.core
+        encoded = self.layout.encode_window(int(window.row_off), int(window.col_off), core)
+        part = part_path(self.path, os.getpid())
+        try:
+            with PartFile(part) as out:
+                records = {index: out.append(data) for index, data in encoded.items()}
+        except OSError as exc:
+            raise PartWriteError(str(write_error(
+                part, self.display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+        return records
+
+
+def part_path(path: str | os.PathLike, pid: int) -> Path:
+    """The part file the process ``pid`` appends ``path``'s blocks to: beside it, so that
+    whatever finds the staged file (its discard, a cleanup) finds its parts."""
+    path = Path(path)
+    return path.with_name(f"{path.name}{PART_MARK}{pid}")
+
+
+def remove_parts(path: str | os.PathLike) -> None:
+    """Remove every part file of ``path``, whichever process wrote it."""
+    path = Path(path)
+    for part in path.parent.glob(f"{glob_escape(path.name)}{PART_MARK}*"):
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the characters glob reads as patterns taken literally."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
+
+
+def encoded_target(profile: Mapping[str, Any], target: OutputFile, tiles: Sequence[Tile]
+                   ) -> EncodedTarget | None:
+    """How the workers encode ``target`` for tiles ``tiles``, or None when they cannot: options
+    the block encoder does not handle, a tile core that is not whole blocks of the file, or
+    cores that leave pixels out (an explicit layout may: GDAL writes those blocks empty)."""
+    try:
+        layout = BlockLayout.from_profile(profile, target.options)
+    except BlockEncodingError:
+        return None
+    cores = [tile.core for tile in tiles]
+    if not all(layout.is_aligned(int(core.row_off), int(core.col_off), int(core.height),
+                                 int(core.width)) for core in cores):
+        return None
+    if sum(int(core.height) * int(core.width) for core in cores) != layout.height * layout.width:
+        return None  # the cores of a layout do not overlap: they cover the image if this holds
+    return EncodedTarget(layout, os.fspath(target.path), str(target.display or target.path))
+
+
+class _Assembled:
+    """An encoded output's file, assembled from its blocks' records when the map ends."""
+
+    def __init__(self, profile: Mapping[str, Any], target: OutputFile, encoded: EncodedTarget):
+        self.encoded = encoded
+        self.display = target.display
+        self.options = target.options
+        # The profile's grid keys only: what a TileWriter gives GDAL, so the metadata is the same.
+        self.grid = {key: profile[key] for key in GRID_KEYS if key in profile}
+        self.blocks: dict[int, BlockRecord] = {}
+
+    def close(self) -> None:
+        assemble_geotiff(self.encoded.path, self.encoded.layout,
+                         geotiff_metadata(self.grid, self.options), self.blocks,
+                         display=self.display)
+
+
+class OutputFiles:
+    """The files of a map's written outputs, in the order they were added: each encoded by the
+    workers (:func:`encoded_target`) when ``on_workers`` and it can be, else written here by a
+    :class:`~eoscale.io.raster.TileWriter` on ``threads`` threads.
+
+    A tile's results for these outputs come in that order: block records for an encoded
+    output, the core's pixels for the others (:meth:`write`). :meth:`close` finishes every file;
+    :meth:`abort` closes them raising nothing; both remove every part file.
+    """
+
+    def __init__(self, tiles: Sequence[Tile], *, on_workers: bool, threads: int = 1):
+        self.tiles = tiles
+        self.on_workers = on_workers
+        self._writers = TileWriters(threads=threads)
+        self._outputs: list[_Assembled | None] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._outputs)
+
+    def add(self, profile: Mapping[str, Any], target: OutputFile) -> EncodedTarget | None:
+        """Start the file of the next output (the caller stages its path); how the workers
+        encode it, or None when its tiles' pixels are to be sent here."""
+        encoded = encoded_target(profile, target, self.tiles) if self.on_workers else None
+        if encoded is None:
+            self._writers.add(profile, target.path, options=target.options,
+                              display=target.display)
+            self._outputs.append(None)
+        else:
+            self._outputs.append(_Assembled(profile, target, encoded))
+        return encoded
+
+    def write(self, window: Any, results: Sequence[np.ndarray | dict[int, BlockRecord]]) -> None:
+        """Take a tile's ``results``, one per output: records are kept for the assembly, pixels
+        are written at ``window`` now."""
+        cores = []
+        for output, result in zip(self._outputs, results):
+            if output is None:
+                cores.append(result)
+            else:
+                output.blocks.update(result)  # type: ignore[arg-type]
+        if cores:
+            self._writers.write(window, cores)
+
+    def close(self) -> None:
+        """Finish every file (a failure to, a full disk say, is raised); remove the parts."""
+        try:
+            self._writers.close()
+            for output in self._outputs:
+                if output is not None:
+                    output.close()
+        finally:
+            self._remove_parts()
+
+    def abort(self) -> None:
+        """Close every file after a failure, raising nothing (the caller discards them), and
+        remove the parts."""
+        try:
+            self._writers.abort()
+        finally:
+            self._remove_parts()
+
+    def _remove_parts(self) -> None:
+        for output in self._outputs:
+            if output is not None:
+                remove_parts(output.encoded.path)
