@@ -6,6 +6,8 @@ maps it to (in one place, ``eoscale.cli.main``).  Messages name the place: file,
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -145,4 +147,17 @@ def check_interrupted() -> None:
     lost: see :data:`_stopped_by`)."""
     if _stopped_by is not None:
         raise Interrupted(_stopped_by)
+
+
+def close_match(name: str, candidates: Iterable[object]) -> str | None:
+    """The candidate closest to a misspelt name, if one is close enough."""
+    close = difflib.get_close_matches(name, [str(c) for c in candidates], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, candidates: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or nothing: every message that names
+    a misspelt key, name, step or asset says it this way."""
+    close = close_match(name, candidates)
+    return f" (did you mean '{close}'?)" if close else ""
 

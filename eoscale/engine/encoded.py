@@ -21,6 +21,7 @@ pool: :attr:`~eoscale.engine.executors.Executor.shares_memory`); a cluster's wor
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -84,14 +85,9 @@ def part_path(path: str | os.PathLike, pid: int) -> Path:
 def remove_parts(path: str | os.PathLike) -> None:
     """Remove every part file of ``path``, whichever process wrote it."""
     path = Path(path)
-    for part in path.parent.glob(f"{glob_escape(path.name)}{PART_MARK}*"):
+    for part in path.parent.glob(f"{glob.escape(path.name)}{PART_MARK}*"):
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with the characters glob reads as patterns taken literally."""
-    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
 def encoded_target(profile: Mapping[str, Any], target: OutputFile, tiles: Sequence[Tile]

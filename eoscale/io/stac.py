@@ -18,7 +18,6 @@ is refused with a clear message for now: its items will be read by the same :fun
 from __future__ import annotations
 
 import base64
-import difflib
 import json
 import os
 import posixpath
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from eoscale.errors import EOScaleError, RasterError
+from eoscale.errors import EOScaleError, RasterError, did_you_mean
 from eoscale.io.paths import RasterLocation, is_address, redact
 from eoscale.io.sources import DeclaredValues, Source
 
@@ -116,8 +115,7 @@ class StacItem:
             raise StacError(f"'{name}' is one band of asset {found} of STAC Item '{self.id}': "
                             f"an input reads whole assets; name the asset by its key", index)
         common = [name for asset in self.assets.values() for name in asset.common_names]
-        close = difflib.get_close_matches(name, [*self.assets, *common], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, [*self.assets, *common])
         raise StacError(f"STAC Item '{self.id}' has no asset '{name}'{hint}; its assets are: "
                         f"{self.asset_keys()}", index)
 

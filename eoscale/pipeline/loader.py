@@ -95,7 +95,7 @@ from eoscale.pipeline.overrides import apply_overrides
 from eoscale.pipeline.read_inputs import read_grid, read_inputs
 from eoscale.pipeline.read_outputs import image_only, read_outputs
 from eoscale.pipeline.read_steps import read_steps
-from eoscale.pipeline.resolve import did_you_mean
+from eoscale.errors import did_you_mean
 from eoscale.pipeline.spec import FrozenMap, Overrides, PipelineSpec
 from eoscale.pipeline.validate import check_graph
 from eoscale.pipeline.values import ValueReader, absolute, describe

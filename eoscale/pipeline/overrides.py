@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eoscale.errors import Problem
+from eoscale.errors import Problem, did_you_mean
 from eoscale.io.paths import is_address, raster_location
 from eoscale.pipeline.document import Document
-from eoscale.pipeline.resolve import did_you_mean
 from eoscale.pipeline.spec import Overrides
 from eoscale.pipeline.values import absolute
 

@@ -11,11 +11,11 @@ from typing import Any
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
+from eoscale.errors import did_you_mean
 from eoscale.io.paths import RasterLocation
 from eoscale.io.sources import RESAMPLINGS as WARP_RESAMPLINGS
 from eoscale.pipeline import keys
 from eoscale.pipeline.document import KeyPath
-from eoscale.pipeline.resolve import did_you_mean
 from eoscale.pipeline.spec import GridSpec, InputSpec, StacInput
 from eoscale.pipeline.values import ValueReader, describe, misspelt
 

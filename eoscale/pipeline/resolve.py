@@ -9,16 +9,15 @@ of the same name.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eoscale.engine.contract import declared
-from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem
+from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem, did_you_mean
 from eoscale.pipeline.spec import StepSpec, parse_reference
 
 
@@ -37,18 +36,6 @@ def split_dotted(dotted: str) -> tuple[str, tuple[str, ...]] | None:
     if not all(name.isidentifier() for names in parts for name in names):
         return None
     return module, tuple(parts[1])
-
-
-def close_match(name: str, candidates: Iterable[object]) -> str | None:
-    """The candidate closest to a misspelt name, if one is close enough."""
-    close = difflib.get_close_matches(name, [str(c) for c in candidates], n=1)
-    return close[0] if close else None
-
-
-def did_you_mean(name: str, candidates: Iterable[object]) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or nothing."""
-    close = close_match(name, candidates)
-    return f" (did you mean '{close}'?)" if close else ""
 
 
 def _public_callables(owner: object) -> list[str]:

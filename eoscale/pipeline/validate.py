@@ -23,9 +23,9 @@ import os
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from eoscale.errors import EXIT_USAGE, ConfigError, PipelineError, Problem
+from eoscale.errors import EXIT_USAGE, ConfigError, PipelineError, Problem, did_you_mean
 from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunPlan, params_problems, plan_run
-from eoscale.pipeline.resolve import did_you_mean, resolve_step
+from eoscale.pipeline.resolve import resolve_step
 from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
 from eoscale.sizes import size_text
 

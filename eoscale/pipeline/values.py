@@ -18,7 +18,8 @@ from eoscale.errors import Problem
 from eoscale.io.paths import RasterLocation, raster_location
 from eoscale.pipeline.document import Document, KeyPath, PlacedProblem
 from eoscale.pipeline.keys import KeyTable
-from eoscale.pipeline.resolve import close_match, did_you_mean, split_dotted
+from eoscale.errors import close_match, did_you_mean
+from eoscale.pipeline.resolve import split_dotted
 from eoscale.pipeline.spec import Location
 from eoscale.sizes import parse_size
 
