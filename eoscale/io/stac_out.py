@@ -168,11 +168,12 @@ def footprint(bounds: Sequence[float], crs: Any,
     return {"type": "Polygon", "coordinates": rings}, [float(value) for value in bbox]
 
 
-def write_item(image: Path, item_file: Path, *, image_href: str, media_type: str,
+def write_item(image: Path, item_file: Path, *, image_href: str, cog: bool,
                provenance: ItemProvenance, statistics: Sequence[Mapping[str, Any]] | None = None,
                now: dt.datetime | None = None, display: str | os.PathLike | None = None) -> None:
     """Write to ``item_file`` the STAC Item of the finished ``image``, its asset's href
-    ``image_href`` (relative to where the Item will be). ``statistics``: per band, as
+    ``image_href`` (relative to where the Item will be), typed a COG (``cog``) or a GeoTIFF.
+    ``statistics``: per band, as
     :func:`band_statistics` gives them. ``now``: the run's time (default: this moment)."""
     import pystac
     import rasterio
@@ -203,6 +204,7 @@ def write_item(image: Path, item_file: Path, *, image_href: str, media_type: str
     proj.shape = list(shape)
     proj.transform = [float(value) for value in list(transform)[:6]]
     proj.bbox = [float(value) for value in bounds]
+    media_type = pystac.MediaType.COG if cog else pystac.MediaType.GEOTIFF
     asset = pystac.Asset(image_href, media_type=media_type, roles=["data"],
                          title=provenance.output)
     item.add_asset(ASSET_KEY, asset)

@@ -16,13 +16,17 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import pystac
 import rasterio
 
 from eoscale.errors import ConfigError, PipelineError
 from eoscale.io.raster import Staging
-from eoscale.io.stac_out import (ItemProvenance, SourceItem, band_statistics, source_items,
-                                 write_item)
+from eoscale.io.stac_out import (
+    ItemProvenance,
+    SourceItem,
+    band_statistics,
+    source_items,
+    write_item,
+)
 from eoscale.pipeline.spec import OutputSpec, PipelineSpec
 
 
@@ -44,8 +48,7 @@ def stage_items(staging: Staging, spec: PipelineSpec, results: Mapping[str, Any]
             None if spec.source is None else spec.source.name, name)
         write_item(image, staging.stage(item_path),
                    image_href=os.path.relpath(output.path, item_path.parent),
-                   media_type=(pystac.MediaType.COG if output.layout.format == "COG"
-                               else pystac.MediaType.GEOTIFF),
+                   cog=output.layout.format == "COG",
                    provenance=provenance, statistics=_statistics(output, image, results),
                    now=now, display=str(item_path))
 
