@@ -171,9 +171,9 @@ def footprint(bounds: Sequence[float], crs: Any,
 def write_item(image: Path, item_file: Path, *, image_href: str, cog: bool,
                provenance: ItemProvenance, statistics: Sequence[Mapping[str, Any]] | None = None,
                now: dt.datetime | None = None, display: str | os.PathLike | None = None) -> None:
-    """Write to ``item_file`` the STAC Item of the finished ``image``, its asset's href
-    ``image_href`` (relative to where the Item will be), typed a COG (``cog``) or a GeoTIFF.
-    ``statistics``: per band, as
+    """Write to ``item_file`` the STAC Item of the finished ``image``: its id the image's stem,
+    its asset's href ``image_href`` (relative to where the Item will be), typed a COG (``cog``)
+    or a GeoTIFF. ``statistics``: per band, as
     :func:`band_statistics` gives them. ``now``: the run's time (default: this moment)."""
     import pystac
     import rasterio
@@ -190,7 +190,7 @@ def write_item(image: Path, item_file: Path, *, image_href: str, cog: bool,
                         f"footprint in WGS84")
     geometry, bbox = footprint(bounds, crs)
     when, start, end = item_datetime(provenance.sources, now)
-    item = pystac.Item(Path(display or item_file).stem, geometry, bbox, when,
+    item = pystac.Item(Path(image_href).stem, geometry, bbox, when,
                        _provenance_fields(provenance), start_datetime=start, end_datetime=end)
     item.common_metadata.created = now
     item.stac_extensions.append(PROCESSING_SCHEMA)
