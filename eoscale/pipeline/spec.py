@@ -195,9 +195,19 @@ class QuicklookSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputItemSpec:
+    """An image output's STAC Item (``stac: true``), written beside it (``<stem>.json``;
+    :mod:`eoscale.io.stac_out`): ``statistics`` names the reduce step whose result gives each
+    band's ``raster:bands`` statistics (None: none)."""
+
+    statistics: str | None = None
+    where: Location = field(default=Location(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class OutputSpec:
     """A result to write: an image to GeoTIFF or COG (GDAL creation ``options``, overviews, a
-    quicklook), or JSON."""
+    quicklook, a STAC Item), or JSON."""
 
     name: str
     path: Path
@@ -205,6 +215,7 @@ class OutputSpec:
     where: Location = field(default=Location(), compare=False)
     layout: ImageLayout = field(default_factory=ImageLayout)
     quicklook: QuicklookSpec | None = None
+    item: OutputItemSpec | None = None
 
     def quicklook_path(self) -> Path | None:
         """Where the quicklook is written, if there is one."""
@@ -212,10 +223,14 @@ class OutputSpec:
             return None
         return self.quicklook.path or self.path.with_suffix(".png")
 
+    def item_path(self) -> Path | None:
+        """Where the STAC Item is written (beside the output, ``<stem>.json``), if there is one."""
+        return None if self.item is None else self.path.with_suffix(".json")
+
     def paths(self) -> tuple[Path, ...]:
-        """Every file this output writes: its own and its quicklook's."""
-        quicklook = self.quicklook_path()
-        return (self.path,) if quicklook is None else (self.path, quicklook)
+        """Every file this output writes: its own, its quicklook's and its Item's."""
+        return tuple(path for path in (self.path, self.quicklook_path(), self.item_path())
+                     if path is not None)
 
 
 @dataclass(frozen=True, slots=True)
