@@ -117,8 +117,10 @@ def _stac_entry(r: ValueReader, entry: Mapping[str, Any], path: KeyPath, base: P
     interval = None if when is None else _interval(r, when, (*path, "datetime"))
     order = entry.get("order")
     if order is not None and order not in ORDERS:
-        hint = did_you_mean(order, ORDERS) if isinstance(order, str) else ""
-        r.report((*path, "order"), f"unknown order {describe(order)}{hint}; expected "
+        text = isinstance(order, str)
+        shown = repr(order) if text else describe(order)
+        hint = did_you_mean(order, ORDERS) if text else ""
+        r.report((*path, "order"), f"unknown order {shown}{hint}; expected "
                                    f"{' or '.join(ORDERS)} (which Items fill pixels first)")
         order = None
     if (item is None or None in assets or scale is None
