@@ -116,10 +116,10 @@ def test_validate_and_dry_run_list_the_items_their_hrefs_and_the_grid(write_pipe
     lines = [f"input s: mosaic of 2 STAC Item(s) of {search}, bands red (B30)",
              f"  item 1 b (2024-06-10T10:00:00+00:00): {folder / 'b.tif'}",
              f"  item 2 a (2024-06-05T10:00:00+00:00): {folder / 'a.tif'}",
-             "  grid 456 x 230 pixels of 25 x 25 in EPSG:28355: no 'grid:', so the union of the "
-             "2 selected Items' footprints, in EPSG:28355 (the CRS of 2 of the 2 asset files), "
-             "at their finest resolution 25 x 25, edges snapped to multiples of it; Items fill "
-             "pixels newest first"]
+             ("  grid 456 x 230 pixels of 25 x 25 in EPSG:28355: no 'grid:', so the union of "
+              "the 2 selected Items' footprints, in EPSG:28355 (the CRS of 2 of the 2 asset "
+              "files), at their finest resolution 25 x 25, edges snapped to multiples of it; "
+              "Items fill pixels newest first")]
     for args in (("validate", path), ("run", path, "--dry-run")):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
