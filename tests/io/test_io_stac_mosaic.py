@@ -27,6 +27,7 @@ from stac_mosaic_items import (
     write_collection,
 )
 
+from eoscale.engine import Engine, Tiling
 from eoscale.io.mosaic import MosaicSource, mosaic_grid
 from eoscale.io.sources import Grid
 from eoscale.io.stac import (
@@ -158,6 +159,20 @@ def test_items_cut_from_a_raster_mosaic_back_to_it_whole_and_by_windows(tmp_path
         assert source.profile()["nodata"] == NODATA and source.profile()["dtype"] == "int16"
         assert np.array_equal(read_whole(source), expected)
         assert np.array_equal(read_by_windows(source), expected)
+
+
+def identity(arrays, profiles, params):
+    return arrays[0]
+
+
+def test_workers_load_and_open_a_mosaic_exactly(tmp_path):
+    expected, _ = original()
+    source, _ = mosaic_of(write_collection(tmp_path / "search.json", cut_items(tmp_path)))
+    with Engine(2, tiling=Tiling("tiles", 70)) as engine:
+        loaded = engine.load(source, name="mosaic")
+        np.testing.assert_array_equal(loaded.array, expected)
+        [copy] = engine.map(identity, [engine.open(source)])
+        np.testing.assert_array_equal(copy.array, expected)
 
 
 def test_newest_first_and_oldest_first_differ_exactly_where_overlapping_items_differ(tmp_path):

@@ -161,6 +161,15 @@ def test_an_empty_selection_is_an_error_at_the_inputs_line_naming_bbox_and_inter
     assert not (path.parent / "out").exists()
 
 
+def test_an_asset_an_item_lacks_is_an_error_at_its_line_naming_the_item(write_pipeline, search):
+    path = mosaic_pipeline(write_pipeline, f"{{stac: {search}, assets: [red, nir]}}")
+    result = invoke("validate", path)
+    assert result.exit_code == 3, result.output
+    column = path.read_text().splitlines()[4].index("nir") + 1
+    assert (f"pipeline.yaml:5:{column}, inputs -> s -> assets -> 1: STAC Item 'brighter' has no "
+            f"asset 'nir'; its assets are: B30 (red)") in result.output
+
+
 def test_a_static_collection_mosaics_its_items(write_pipeline, tmp_path):
     expected, _ = original()
     collection = pystac.Collection("cuts", "windows of one raster", pystac.Extent(
