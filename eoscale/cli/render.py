@@ -253,7 +253,9 @@ def plan_tables(plan: RunPlan) -> list[Table]:
                        str(image.output) if image.output else "")
     if not plan.stac_inputs:
         return [steps, images]
-    assets = Table(title="STAC inputs", title_justify="left")
+    grids = [f"{stac.name}: grid {stac.grid}" for stac in plan.stac_inputs if stac.grid]
+    assets = Table(title="STAC inputs", title_justify="left",
+                   caption="\n".join(grids) or None, caption_justify="left")
     for column in ("input", "item", "band", "asset", "href"):
         assets.add_column(column, justify="right" if column == "band" else "left")
     for stac in plan.stac_inputs:

@@ -28,6 +28,7 @@ from stac_mosaic_items import (
 )
 
 from eoscale.cli.main import cli
+from eoscale.cli.render import plan_tables
 from eoscale.pipeline import checked_plan, load_pipeline
 from eoscale.pipeline.runner import run_pipeline
 
@@ -124,6 +125,9 @@ def test_validate_and_dry_run_list_the_items_their_hrefs_and_the_grid(write_pipe
         result = invoke(*args)
         assert result.exit_code == 0, result.output
         assert "\n".join(lines) in result.output
+    tables = plan_tables(checked_plan(load_pipeline(path)))  # on a terminal: an Item a row
+    assert tables[-1].title == "STAC inputs" and tables[-1].row_count == 2
+    assert tables[-1].caption == "s: " + lines[-1].removeprefix("  ")
     result = invoke("run", path, "--dry-run", "--json")
     [found] = json.loads(result.output)["stac_inputs"]
     assert found["items"] == [
