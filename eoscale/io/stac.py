@@ -92,7 +92,10 @@ class StacAsset:
 
 @dataclass(frozen=True)
 class StacItem:
-    """An Item as an input reads it: where it was read, its id and its assets by key."""
+    """An Item as an input reads it: where it was read, its id and its assets by key; for
+    selecting it (:func:`select_items`): its datetime as written (a range ``start/end``), its
+    WGS84 ``bbox``, and the ``start`` and ``end`` of its time (both its datetime when it has
+    one)."""
 
     location: RasterLocation
     id: str

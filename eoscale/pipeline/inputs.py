@@ -117,10 +117,10 @@ def mosaic_reading(name: str, stac: StacInput, found: StacItems, resampling: str
     items = select_items(found.items, stac.bbox, stac.interval, order)
     if not items:
         shown = redact(os.fspath(found.location))
-        bbox = "any bbox" if stac.bbox is None else f"bbox {list(stac.bbox)}"
-        when = "any time" if stac.datetime is None else f"datetime '{stac.datetime}'"
+        wanted = ([] if stac.bbox is None else [f"intersects bbox {list(stac.bbox)}"]) + (
+            [] if stac.datetime is None else [f"falls within datetime '{stac.datetime}'"])
         raise StacError(f"input '{name}': no Item of the STAC {found.kind} {shown} "
-                        f"({len(found.items)} Items) intersects {bbox} within {when}")
+                        f"({len(found.items)} Items) {' and '.join(wanted) or 'to read'}")
     chosen = [each.select(stac.assets) for each in items]
     layers = [assets_source(assets, resampling, stac.scale) for assets in chosen]
     grid, why = mosaic_grid(layers, stac.bbox)

@@ -159,8 +159,8 @@ def test_an_empty_selection_is_an_error_at_the_inputs_line_naming_bbox_and_inter
         result = invoke(command, path)
         assert result.exit_code == 3, result.output
         assert (f"pipeline.yaml:5:6, inputs -> s: input 's': no Item of the STAC ItemCollection "
-                f"{search} (5 Items) intersects bbox [2.0, 48.0, 3.0, 49.0] within datetime "
-                f"'2023-01-01/2023-12-31'") in result.output
+                f"{search} (5 Items) intersects bbox [2.0, 48.0, 3.0, 49.0] and falls within "
+                f"datetime '2023-01-01/2023-12-31'") in result.output
         assert "Traceback" not in result.output
     assert not (path.parent / "out").exists()
 
