@@ -211,9 +211,19 @@ def stac_lines(plan: RunPlan) -> list[str]:
     """Each STAC input's Item, and the href of each asset it reads, in band order."""
     lines = []
     for stac in plan.stac_inputs:
-        lines.append(f"input {stac.name}: STAC Item {stac.item_id} ({stac.item})")
-        lines += [f"  band {number} {_asset_text(name, key)}: {href}"
-                  for number, (name, key, href) in enumerate(stac.assets, start=1)]
+        if stac.items:
+            lines.append(f"input {stac.name}: mosaic of {len(stac.items)} STAC Item(s) of "
+                         f"{stac.item}, bands "
+                         + ", ".join(_asset_text(name, key) for name, key, _ in stac.assets))
+            lines += [f"  item {number} {id_}" + (f" ({when})" if when else "")
+                      + f": {', '.join(hrefs)}"
+                      for number, (id_, when, hrefs) in enumerate(stac.items, start=1)]
+        else:
+            lines.append(f"input {stac.name}: STAC Item {stac.item_id} ({stac.item})")
+            lines += [f"  band {number} {_asset_text(name, key)}: {href}"
+                      for number, (name, key, href) in enumerate(stac.assets, start=1)]
+        if stac.grid:
+            lines.append(f"  grid {stac.grid}")
     return lines
 
 
@@ -243,13 +253,17 @@ def plan_tables(plan: RunPlan) -> list[Table]:
                        str(image.output) if image.output else "")
     if not plan.stac_inputs:
         return [steps, images]
-    assets = Table(title="STAC inputs", title_justify="left")
+    grids = [f"{stac.name}: grid {stac.grid}" for stac in plan.stac_inputs if stac.grid]
+    assets = Table(title="STAC inputs", title_justify="left",
+                   caption="\n".join(grids) or None, caption_justify="left")
     for column in ("input", "item", "band", "asset", "href"):
         assets.add_column(column, justify="right" if column == "band" else "left")
     for stac in plan.stac_inputs:
-        for number, (name, key, href) in enumerate(stac.assets, start=1):
-            assets.add_row(stac.name, f"{stac.item_id} ({stac.item})", str(number),
-                           _asset_text(name, key), href)
+        for id_, when, hrefs in stac.items or ((f"{stac.item_id} ({stac.item})", None,
+                                                tuple(href for _, _, href in stac.assets)),):
+            for number, ((name, key, _), href) in enumerate(zip(stac.assets, hrefs), start=1):
+                assets.add_row(stac.name, id_ + (f" ({when})" if when else ""), str(number),
+                               _asset_text(name, key), href)
     return [steps, images, assets]
 
 

@@ -15,6 +15,7 @@ dot is the key).
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -136,12 +137,25 @@ class StacInput:
     """The assets of a STAC Item an input reads (``{stac: ITEM, assets: [...]}``), stacked as
     bands in the order named (by key or common name), and whether their ``raster:bands`` scale
     and offset are applied (:mod:`eoscale.io.stac`). ``assets_where``: where each name is
-    written, for problems about it."""
+    written, for problems about it. For an ItemCollection or a Collection, mosaicked
+    (:mod:`eoscale.io.mosaic`): the Items kept, those meeting ``bbox`` (WGS84) and the
+    ``datetime`` interval (as written, and parsed: ``interval``), and the ``order`` they fill
+    pixels in (None: ``newest`` first)."""
 
     item: RasterLocation
     assets: tuple[str, ...]
     scale: bool = False
     assets_where: tuple[Location, ...] = field(default=(), compare=False)
+    bbox: tuple[float, float, float, float] | None = None
+    datetime: str | None = None
+    interval: tuple[_dt.datetime | None, _dt.datetime | None] | None = None
+    order: str | None = None
+
+    @property
+    def filters(self) -> bool:
+        """Whether the input selects Items (``bbox``, ``datetime`` or ``order`` is given): it
+        is then a mosaic, even of one Item."""
+        return self.bbox is not None or self.interval is not None or self.order is not None
 
     def asset_where(self, index: int, default: Location) -> Location:
         """Where the asset name ``index`` is written (``default`` when it is not known)."""
