@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from eoscale.io.paths import is_address, redact
-from eoscale.pipeline.spec import InputSpec, OutputSpec, PipelineSpec, StepSpec
+from eoscale.pipeline.spec import InputSpec, OutputSpec, PipelineSpec, StacInput, StepSpec
 
 #: How much of an input file's start is hashed: its header and its first blocks.
 HEAD_BYTES = 1 << 16
@@ -76,11 +76,13 @@ class Fingerprint:
 
 def _subject_changes(subject: str, before: Mapping[str, str], now: Mapping[str, str]
                      ) -> list[str]:
-    if subject.startswith("input ") and before.get("path") == now.get("path") and any(
-            before.get(aspect) != now.get(aspect) for aspect in _file_aspects(before, now)):
-        return [f"{subject}: modified since the killed run"]
-    found = []
-    for aspect in dict.fromkeys([*now, *before]):
+    found, aspects = [], list(dict.fromkeys([*now, *before]))
+    if subject.startswith("input ") and before.get("path") == now.get("path"):
+        files = _file_aspects(aspects)
+        if any(before.get(aspect) != now.get(aspect) for aspect in files):
+            found.append(f"{subject}: modified since the killed run")
+        aspects = [aspect for aspect in aspects if aspect not in files]
+    for aspect in aspects:
         old, new = before.get(aspect), now.get(aspect)
         if old == new:
             continue
@@ -97,9 +99,10 @@ def _subject_changes(subject: str, before: Mapping[str, str], now: Mapping[str, 
     return found
 
 
-def _file_aspects(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
-    return [aspect for aspect in {**before, **now}
-            if aspect.rsplit(" ", 1)[-1] in _FILE_ASPECTS]
+def _file_aspects(aspects: Iterable[str]) -> list[str]:
+    """The aspects that say whether an input's files changed (their size, time, start)."""
+    return [aspect for aspect in aspects
+            if aspect.rsplit(" ", 1)[-1] in (*_FILE_ASPECTS, "address")]
 
 
 def fingerprint(spec: PipelineSpec, *, version: str, plan: Mapping[str, str] | None = None,
@@ -136,14 +139,34 @@ def input_identity(spec_input: InputSpec) -> dict[str, str]:
     files: list[tuple[str, str | os.PathLike]] = [("", spec_input.path)]
     files += [(f"band {index} ", band) for index, band in enumerate(spec_input.bands, 1)]
     if spec_input.stac is not None:
-        aspects["assets"] = _text(list(spec_input.stac.assets))
-        aspects["scale"] = _text(spec_input.stac.scale)
-        files.append(("item ", spec_input.stac.item))
+        stac = spec_input.stac
+        aspects["assets"] = _text(list(stac.assets))
+        aspects["scale"] = _text(stac.scale)
+        for key in ("bbox", "datetime", "order"):
+            if getattr(stac, key) is not None:
+                aspects[key] = _text(getattr(stac, key))
+        files.append(("item ", stac.item))
+        files += [(f"asset {redact(os.fspath(href))} ", href) for href in _asset_files(stac)]
     for prefix, location in files:
         if not os.fspath(location):
             continue
         aspects.update({f"{prefix}{key}": value for key, value in file_identity(location).items()})
     return aspects
+
+
+def _asset_files(stac: StacInput) -> list[str | os.PathLike]:
+    """The files of the assets a STAC input reads: those of the Items its selection keeps
+    (none when the document cannot be read: the run says why)."""
+    from eoscale.io.stac import StacError, read_stac, select_items
+
+    try:
+        found = read_stac(stac.item)
+        items = found.items
+        if found.kind != "Item" or stac.filters:
+            items = select_items(items, stac.bbox, stac.interval, stac.order or "newest")
+        return [asset.href for item in items for asset in item.select(stac.assets)]
+    except (StacError, OSError):
+        return []
 
 
 def file_identity(location: str | os.PathLike) -> dict[str, str]:

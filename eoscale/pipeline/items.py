@@ -27,7 +27,8 @@ from eoscale.io.stac_out import (
     source_items,
     write_item,
 )
-from eoscale.pipeline.spec import OutputSpec, PipelineSpec
+from eoscale.io.stac import read_stac, select_items
+from eoscale.pipeline.spec import OutputSpec, PipelineSpec, StacInput
 
 
 def stage_items(staging: Staging, spec: PipelineSpec, results: Mapping[str, Any]) -> None:
@@ -67,9 +68,22 @@ def _sources(spec: PipelineSpec, name: str) -> tuple[SourceItem, ...]:
     found: dict[str, SourceItem] = {}
     for input_name, item in spec.inputs.items():
         if input_name in seen and item.stac is not None:
-            for source in source_items(item.stac.item):
+            for source in _input_items(item.stac):
                 found.setdefault(source.href, source)
     return tuple(found.values())
+
+
+def _input_items(stac: StacInput) -> list[SourceItem]:
+    """The Items a STAC input reads: its one Item, or those of its ItemCollection or Collection
+    that its selection keeps (the same :func:`~eoscale.io.stac.select_items` as its mosaic)."""
+    found = read_stac(stac.item)
+    if found.kind == "Item" and not stac.filters:
+        return list(source_items(stac.item))
+    kept = select_items(found.items, stac.bbox, stac.interval, stac.order or "newest")
+    if found.kind == "Collection":  # each Item read from its own file
+        return [source for item in kept for source in source_items(item.location)]
+    ids = {item.id for item in kept}
+    return [source for source in source_items(stac.item) if source.id in ids]
 
 
 def _statistics(output: OutputSpec, image: os.PathLike,

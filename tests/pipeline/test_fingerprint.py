@@ -101,3 +101,31 @@ def test_a_new_eoscale_version_and_a_changed_plan_are_named(folder: Path) -> Non
 def test_identity_of_missing_and_remote_files(tmp_path: Path) -> None:
     assert file_identity(tmp_path / "nothing.tif") == {"size": "missing"}
     assert file_identity("https://example.invalid/a.tif") == {"address": REMOTE}
+
+
+def test_a_stac_input_s_asset_files_and_selection_are_fingerprinted(tmp_path: Path) -> None:
+    """An asset file of the Item changed, or the selection keys changed, are named."""
+    import shutil
+
+    data = Path(__file__).parents[2] / "pipelines" / "data"
+    shutil.copytree(data / "bands", tmp_path / "bands")
+    shutil.copy(data / "item.json", tmp_path / "item.json")
+    text = """
+        version: 1
+        inputs: {s2: {stac: item.json, assets: [red, nir]}}
+        steps: [{name: ndvi, map: eoscale.ops.stack, inputs: [s2]}]
+        outputs: {ndvi: out/ndvi.tif}
+        """
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(text))
+    spec = load_pipeline(tmp_path / "pipeline.yaml")
+    before = fingerprint(spec, version="1")
+    assert any(aspect.startswith("asset ") and aspect.endswith("B08.tif head")
+               for aspect in before.subjects["input 's2'"])
+    band = next((tmp_path / "bands").glob("B08*.tif"))
+    os.utime(band, ns=(5, 5))
+    assert fingerprint(spec, version="1").changes(before) == [
+        "input 's2': modified since the killed run"]
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(text).replace(
+        "assets: [red, nir]", "assets: [red, nir], order: oldest"))
+    changes = fingerprint(load_pipeline(tmp_path / "pipeline.yaml"), version="1").changes(before)
+    assert 'input \'s2\': order "oldest" added' in changes

@@ -206,3 +206,37 @@ def test_the_mosaic_keys_are_checked_when_loaded(write_pipeline):
     for number, (text, message) in enumerate(cases.items()):
         result = invoke("validate", mosaic_pipeline(write_pipeline, text, f"p{number}.yaml"))
         assert result.exit_code == 3 and message in result.output, (text, result.output)
+
+
+@pytest.mark.parametrize("kind", ["ItemCollection", "Collection"])
+def test_an_output_item_cites_only_the_items_its_mosaic_kept(write_pipeline, tmp_path, kind):
+    """``datetime`` keeps a, b and c (5, 10 and 15 June) of the five: the output's Item cites
+    those three, by id, and spans their datetimes."""
+    if kind == "Collection":
+        collection = pystac.Collection("cuts", "windows", pystac.Extent(
+            pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
+            pystac.TemporalExtent([[None, None]])))
+        for item in [*cut_items(tmp_path / "files", relative=False), brighter(tmp_path / "files")]:
+            item.assets["B30"].href = str(tmp_path / "files" / Path(item.assets["B30"].href).name)
+            collection.add_item(item)
+        collection.normalize_hrefs(str(tmp_path / "catalog"))
+        collection.save(pystac.CatalogType.SELF_CONTAINED)
+        document = tmp_path / "catalog" / "collection.json"
+    else:
+        source_path()
+        document = write_collection(tmp_path / "items" / "search.json",
+                                    [*cut_items(tmp_path / "items"), brighter(tmp_path / "items")])
+    path = write_pipeline(f"""
+        version: 1
+        inputs:
+          s: {{stac: {document}, assets: [red], datetime: '../2024-06-16'}}
+        steps:
+          - {{name: both, map: eoscale.ops.stack, inputs: [s]}}
+        outputs: {{both: {{path: out/both.tif, stac: true}}}}
+        """)
+    run_pipeline(load_pipeline(path))
+    item = pystac.Item.from_file(str(tmp_path / "out" / "both.json"))
+    cited = [link.href for link in item.get_links("derived_from")]
+    assert len(cited) == 3
+    assert item.common_metadata.start_datetime.day == 5
+    assert item.common_metadata.end_datetime.day == 15
