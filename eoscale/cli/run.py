@@ -106,4 +106,10 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
     out.print(summary_table(list(result.reports), result.seconds, result.peak_bytes,
                             None if where else plan.peak.total, cluster=where))
     for name, path in result.written.items():
-        out.print(f"wrote {name}: {path}", markup=False)
+        output = spec.outputs.get(name)
+        extras = [] if output is None else [
+            f"{what} {extra}" for what, extra in (("quicklook", output.quicklook_path()),
+                                                  ("STAC Item", output.item_path()))
+            if extra is not None]
+        out.print(f"wrote {name}: {path}" + (f" (and its {', '.join(extras)})" if extras else ""),
+                  markup=False, soft_wrap=True)
