@@ -42,9 +42,7 @@ from eoscale.io.blocks import (
     geotiff_metadata,
 )
 from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
-
-#: What a part file's name adds to its staged file's name, before the pid of its writer.
-PART_MARK = ".part-"
+from eoscale.io.runfiles import PART_MARK
 
 
 class PartWriteError(RasterError):
@@ -63,15 +61,17 @@ class EncodedTarget:
     def append(self, tile: Tile, core: np.ndarray) -> dict[int, BlockRecord]:
         """Encode the tile's ``core`` (bands, rows, cols, in the file's dtype) and append its
         blocks to this process's part file; where each block now lies, by block number."""
-        window = tile.core
-        encoded = self.layout.encode_window(int(window.row_off), int(window.col_off), core)
+        row, col = int(tile.core.row_off), int(tile.core.col_off)
+        encoded = self.layout.encode_window(row, col, core)
         part = part_path(self.path, os.getpid())
         try:
             with PartFile(part) as out:
                 records = {index: out.append(data) for index, data in encoded.items()}
-        except OSError as exc:
+        except OSError as exc:  # named as a TileWriter names the window it could not write
+            what = (f"cannot write rows {row}:{row + int(tile.core.height)}, cols "
+                    f"{col}:{col + int(tile.core.width)}")
             raise PartWriteError(str(write_error(
-                part, self.display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+                part, self.display, what, [exc.strerror or str(exc)], exc))) from None
         return records
 
 
