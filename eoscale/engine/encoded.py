@@ -61,17 +61,15 @@ class EncodedTarget:
     def append(self, tile: Tile, core: np.ndarray) -> dict[int, BlockRecord]:
         """Encode the tile's ``core`` (bands, rows, cols, in the file's dtype) and append its
         blocks to this process's part file; where each block now lies, by block number."""
-        row, col = int(tile.core.row_off), int(tile.core.col_off)
-        encoded = self.layout.encode_window(row, col, core)
+        window = tile.core
+        encoded = self.layout.encode_window(int(window.row_off), int(window.col_off), core)
         part = part_path(self.path, os.getpid())
         try:
             with PartFile(part) as out:
                 records = {index: out.append(data) for index, data in encoded.items()}
-        except OSError as exc:  # named as a TileWriter names the window it could not write
-            what = (f"cannot write rows {row}:{row + int(tile.core.height)}, cols "
-                    f"{col}:{col + int(tile.core.width)}")
+        except OSError as exc:
             raise PartWriteError(str(write_error(
-                part, self.display, what, [exc.strerror or str(exc)], exc))) from None
+                part, self.display, "cannot write", [exc.strerror or str(exc)], exc))) from None
         return records
 
 
