@@ -114,16 +114,25 @@ def _dead(pid: int) -> bool:
     return pid != os.getpid() and not pid_alive(pid)
 
 
+def _dead_records() -> list[tuple[Path, int, dict[str, list[Path]]]]:
+    """The records of dead runs' folders that this user owns, with their pids and folders."""
+    found = []
+    for record, pid in list_records():
+        listed = read_record(record) if _dead(pid) else None
+        if listed is not None:
+            found.append((record, pid, listed))
+    return found
+
+
 def stale_files(folder: str | os.PathLike | None = None) -> list[tuple[Path, int]]:
     """What runs whose process is dead left, with their pids: for each record of a dead run's
     folders, the files named after it there, then the record; then the scratch files of dead
     runs in ``folder`` (the system's temporary folder by default)."""
     found: list[tuple[Path, int]] = []
-    for record, pid in list_records():
-        if _dead(pid):
-            for listed in read_record(record)[FILES]:
-                found += [(path, pid) for path in _named_after(listed, pid)]
-            found.append((record, pid))
+    for record, pid, listed in _dead_records():
+        for folder_ in listed[FILES]:
+            found += [(path, pid) for path in _named_after(folder_, pid)]
+        found.append((record, pid))
     seen = {path for path, _ in found}
     return found + [(path, pid) for path, pid in list_scratch(folder)
                     if _dead(pid) and path not in seen]
@@ -133,8 +142,7 @@ def cleanup_stale_files(folder: str | os.PathLike | None = None) -> list[Path]:
     """Remove what :func:`stale_files` lists, and the folders dead runs made for their outputs
     if they are empty now; never a live run's files, nor another user's that this one may not
     remove. The files removed."""
-    made = [folder_ for record, pid in list_records() if _dead(pid)
-            for folder_ in read_record(record)[MADE]]
+    made = [folder_ for _, _, listed in _dead_records() for folder_ in listed[MADE]]
     removed = []
     for path, _ in stale_files(folder):
         with contextlib.suppress(FileNotFoundError, PermissionError):

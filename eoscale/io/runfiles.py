@@ -93,16 +93,16 @@ def list_records(folder: str | os.PathLike | None = None) -> list[tuple[Path, in
     return sorted(found)
 
 
-def read_record(path: Path) -> dict[str, list[Path]]:
-    """The folders a record lists, by kind (``FILES``, ``MADE``); nothing if this user does not
-    own it (another user's record is never trusted) or it cannot be read."""
-    listed: dict[str, list[Path]] = {FILES: [], MADE: []}
+def read_record(path: Path) -> dict[str, list[Path]] | None:
+    """The folders a record lists, by kind (``FILES``, ``MADE``); None if this user does not own
+    it (another user's record is never trusted, nor removed) or it cannot be read."""
     try:
         if path.stat().st_uid != os.getuid():
-            return listed
+            return None
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return listed
+        return None
+    listed: dict[str, list[Path]] = {FILES: [], MADE: []}
     for line in text.splitlines():
         kind, _, folder = line.partition(" ")
         if kind in listed and os.path.isabs(folder) and Path(folder) not in listed[kind]:

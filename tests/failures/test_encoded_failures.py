@@ -18,6 +18,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,8 +125,8 @@ def test_the_workers_encode_this_output(encoded_dir):
 # -- a callable raises, a worker dies -------------------------------------------------------------
 
 @pytest.mark.parametrize("callable_, expected", [
-    ("raises_at", "error: step 'copy', tile 7 (rows 64:128, cols 64:128): KeyError: \"no band "
-                  "named 'nir'\""),
+    ("raises_at", ("error: step 'copy', tile 7 (rows 64:128, cols 64:128): KeyError: \"no band "
+                   "named 'nir'\"")),
     ("exits_at", "error: step 'copy', tile 7 (rows 64:128, cols 64:128): a worker process (pid "),
     ("killed_at", "error: step 'copy', tile 7 (rows 64:128, cols 64:128): a worker process (pid "),
 ])
@@ -265,3 +268,63 @@ def test_a_cleanup_never_touches_a_live_run_s_parts(encoded_dir):
     with rasterio.open(encoded_dir / "out" / "result.tif") as result:
         assert result.shape == (256, 384)
     assert parts(encoded_dir / "out") == [] and records_of(process.pid) == []
+
+
+# -- what a cleanup removes, and what it never does ----------------------------------------------
+
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_a_cleanup_removes_only_the_files_named_after_a_dead_recorded_run(tmp_path, monkeypatch):
+    from eoscale.engine.scratch import cleanup_stale_files, stale_files
+    from eoscale.io.runfiles import MADE, FolderRecord
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where records are kept
+    (tmp_path / "tmp").mkdir()
+    dead, live = dead_pid(), os.getpid()
+    out, scratch, made = tmp_path / "out", tmp_path / "scratch", tmp_path / "made" / "deeper"
+    for folder_ in (out, scratch, made):
+        folder_.mkdir(parents=True)
+    theirs = [out / f".r.tif.eoscale-tmp-{dead}-0a1b2c3d", out / f".r.tif.eoscale-tmp-{dead}-0a1b"
+              f"2c3d.part-{dead + 1}", scratch / f"eoscale_{dead}_00ff00ff_copy.tif",
+              scratch / f"eoscale_{dead}_00ff00ff_copy.tif.part-77"]
+    kept = [out / "r.tif", out / f".r.tif.eoscale-tmp-{live}-0a1b2c3d.part-1",
+            out / f".r.tif.eoscale-tmp-{dead}1-0a1b2c3d", scratch / f"eoscale_{live}_0a_x.tif",
+            out / f"r.tif.eoscale-tmp-{dead}-0a1b2c3d"]  # not hidden: not a staged name
+    for path in theirs + kept:
+        path.write_bytes(b"x")
+    record = FolderRecord()
+    for folder_ in (out, scratch):
+        record.note(folder_)
+    record.note(made.parent, MADE)
+    record.note(made, MADE)
+    [path] = list((tmp_path / "tmp").iterdir())  # this process's record, passed for the dead's
+    recorded = path.rename(path.with_name(path.name.replace(f"_{live}_", f"_{dead}_")))
+
+    listed = stale_files()
+    assert sorted(path for path, _ in listed) == sorted([*theirs, recorded])
+    assert {pid for _, pid in listed} == {dead}
+    assert sorted(cleanup_stale_files()) == sorted([*theirs, recorded])
+    assert all(path.exists() for path in kept)
+    assert not (tmp_path / "made").exists()  # made by the dead run, empty: removed
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to give a file to another user (root)")
+def test_another_user_s_record_is_never_read(tmp_path, monkeypatch):
+    from eoscale.engine.scratch import cleanup_stale_files
+    from eoscale.io.runfiles import FILES
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = dead_pid()
+    mine = tmp_path / "out" / f".r.tif.eoscale-tmp-{dead}-0a1b2c3d"
+    mine.parent.mkdir()
+    mine.write_bytes(b"x")
+    record = tmp_path / f"eoscale_{dead}_0a1b2c3d.folders"
+    record.write_text(f"{FILES} {mine.parent}\n")
+    os.chown(record, 4242, 4242)  # written by someone else, naming this user's folder
+    cleanup_stale_files()
+    assert mine.exists() and record.exists()
