@@ -21,8 +21,9 @@ from pathlib import Path
 from eoscale.engine.shared import SEGMENT_PREFIX, pid_alive
 from eoscale.errors import RasterError
 from eoscale.io.runfiles import (
-    FILES,
     MADE,
+    SCRATCH,
+    STAGED,
     STAGED_RE,
     FolderRecord,
     list_records,
@@ -59,7 +60,7 @@ class Scratch:
         """A new scratch file path for the image ``name``."""
         safe = re.sub(r"[^\w.-]+", "-", name)[:40] or "image"
         path = self.folder / f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{safe}.tif"
-        self._record.note(self.folder)
+        self._record.note(self.folder, SCRATCH)
         self._paths.append(path)
         return path
 
@@ -95,16 +96,15 @@ def list_scratch(folder: str | os.PathLike | None = None) -> list[tuple[Path, in
     return sorted(found)
 
 
-def _named_after(folder: Path, pid: int) -> list[Path]:
-    """The files in ``folder`` named after the run ``pid``: staged outputs, scratch files, their
-    sidecars and part files."""
+def _named_after(folder: Path, pid: int, pattern: re.Pattern[str]) -> list[Path]:
+    """The files in ``folder`` that ``pattern`` names after the run ``pid`` (its group 1)."""
     try:
         entries = list(folder.iterdir())
     except OSError:
         return []
     found = []
     for entry in entries:
-        match = STAGED_RE.match(entry.name) or _SCRATCH_RE.match(entry.name)
+        match = pattern.match(entry.name)
         if match and int(match.group(1)) == pid:
             found.append(entry)
     return sorted(found)
@@ -126,12 +126,14 @@ def _dead_records() -> list[tuple[Path, int, dict[str, list[Path]]]]:
 
 def stale_files(folder: str | os.PathLike | None = None) -> list[tuple[Path, int]]:
     """What runs whose process is dead left, with their pids: for each record of a dead run's
-    folders, the files named after it there, then the record; then the scratch files of dead
+    folders, the files named after it there (staged outputs where it staged them, scratch files
+    where it spilled them, and their parts), then the record; then the scratch files of dead
     runs in ``folder`` (the system's temporary folder by default)."""
     found: list[tuple[Path, int]] = []
     for record, pid, listed in _dead_records():
-        for folder_ in listed[FILES]:
-            found += [(path, pid) for path in _named_after(folder_, pid)]
+        for kind, pattern in ((STAGED, STAGED_RE), (SCRATCH, _SCRATCH_RE)):
+            for folder_ in listed[kind]:
+                found += [(path, pid) for path in _named_after(folder_, pid, pattern)]
         found.append((record, pid))
     seen = {path for path, _ in found}
     return found + [(path, pid) for path, pid in list_scratch(folder)

@@ -21,7 +21,7 @@ from rasterio.errors import RasterioError
 
 from eoscale.errors import OutputExistsError, RasterError, check_interrupted
 from eoscale.io.paths import is_address, redact
-from eoscale.io.runfiles import MADE, TEMP_MARK, FolderRecord, parts_of
+from eoscale.io.runfiles import MADE, STAGED, TEMP_MARK, FolderRecord, parts_of
 
 #: Creation options used unless the user sets their own.
 DEFAULT_GTIFF_OPTIONS: dict[str, Any] = {
@@ -179,7 +179,7 @@ class Staging:
         self._made += made
         for folder in made:
             self._record.note(folder, MADE)
-        self._record.note(path.parent)
+        self._record.note(path.parent, STAGED)
         temp = self._staged[path] = temporary_path(path)
         return temp
 

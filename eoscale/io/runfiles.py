@@ -9,8 +9,8 @@ in a folder, a run notes the folder in a small record of its own in the system's
 folder, ``eoscale_<pid>_<random>.folders`` (one line a folder, appended and flushed at once), and
 removes the record once its files there are gone (:class:`FolderRecord`). A cleanup told nothing
 (``eoscale cleanup``, the start of every ``eoscale run``) reads the records of dead pids and
-removes, in each folder listed, only the files named after that pid
-(:func:`eoscale.engine.scratch.cleanup_stale_scratch`).
+removes, in each folder listed, only the files named after that pid as that kind of folder
+names them (:func:`eoscale.engine.scratch.cleanup_stale_files`).
 
 Why a record in the temporary folder rather than a search: outputs may be anywhere, and the
 temporary folder is where a cleanup told nothing already looks (the scratch folder's default).
@@ -38,8 +38,9 @@ STAGED_RE = re.compile(rf"^\..+{re.escape(TEMP_MARK)}(\d+)-[0-9a-f]+"
                        rf"(\.aux\.xml|{re.escape(PART_MARK)}\d+)?$")
 #: A run's record of its folders: its pid is group 1.
 RECORD_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+\.folders$")
-#: The two kinds of line of a record: a folder the run writes files in, a folder it made.
-FILES, MADE = "files", "made"
+#: The kinds of line of a record: a folder the run stages outputs in (and their parts), one it
+#: writes scratch files in (and their parts), one it made for its outputs.
+STAGED, SCRATCH, MADE = "staged", "scratch", "made"
 
 
 def records_folder() -> Path:
@@ -55,9 +56,9 @@ class FolderRecord:
         self._path: Path | None = None
         self._noted: set[tuple[str, Path]] = set()
 
-    def note(self, folder: str | os.PathLike, kind: str = FILES) -> None:
-        """Note ``folder`` (``FILES``: files of this run will be written in it; ``MADE``: this
-        run made it) before anything is written there; noted once."""
+    def note(self, folder: str | os.PathLike, kind: str) -> None:
+        """Note ``folder``, of ``kind`` (``STAGED``, ``SCRATCH``, ``MADE``), before this run
+        writes anything there; noted once."""
         entry = (kind, Path(os.path.abspath(folder)))
         if entry in self._noted or "\n" in str(entry[1]):  # a line a folder
             return
@@ -94,15 +95,15 @@ def list_records(folder: str | os.PathLike | None = None) -> list[tuple[Path, in
 
 
 def read_record(path: Path) -> dict[str, list[Path]] | None:
-    """The folders a record lists, by kind (``FILES``, ``MADE``); None if this user does not own
-    it (another user's record is never trusted, nor removed) or it cannot be read."""
+    """The folders a record lists, by kind (``STAGED``, ``SCRATCH``, ``MADE``); None if this user
+    does not own it (another user's record is never trusted, nor removed) or it cannot be read."""
     try:
         if path.stat().st_uid != os.getuid():
             return None
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    listed: dict[str, list[Path]] = {FILES: [], MADE: []}
+    listed: dict[str, list[Path]] = {STAGED: [], SCRATCH: [], MADE: []}
     for line in text.splitlines():
         kind, _, folder = line.partition(" ")
         if kind in listed and os.path.isabs(folder) and Path(folder) not in listed[kind]:

@@ -280,7 +280,7 @@ def dead_pid() -> int:
 
 def test_a_cleanup_removes_only_the_files_named_after_a_dead_recorded_run(tmp_path, monkeypatch):
     from eoscale.engine.scratch import cleanup_stale_files, stale_files
-    from eoscale.io.runfiles import MADE, FolderRecord
+    from eoscale.io.runfiles import MADE, SCRATCH, STAGED, FolderRecord
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where records are kept
     (tmp_path / "tmp").mkdir()
@@ -296,9 +296,11 @@ def test_a_cleanup_removes_only_the_files_named_after_a_dead_recorded_run(tmp_pa
             out / f"r.tif.eoscale-tmp-{dead}-0a1b2c3d"]  # not hidden: not a staged name
     for path in theirs + kept:
         path.write_bytes(b"x")
+    (out / f"eoscale_{dead}_00ff00ff_output.tif").write_bytes(b"x")  # an output's, as named
+    kept.append(out / f"eoscale_{dead}_00ff00ff_output.tif")  # where it staged: not scratch
     record = FolderRecord()
-    for folder_ in (out, scratch):
-        record.note(folder_)
+    record.note(out, STAGED)
+    record.note(scratch, SCRATCH)
     record.note(made.parent, MADE)
     record.note(made, MADE)
     [path] = list((tmp_path / "tmp").iterdir())  # this process's record, passed for the dead's
@@ -316,7 +318,7 @@ def test_a_cleanup_removes_only_the_files_named_after_a_dead_recorded_run(tmp_pa
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to give a file to another user (root)")
 def test_another_user_s_record_is_never_read(tmp_path, monkeypatch):
     from eoscale.engine.scratch import cleanup_stale_files
-    from eoscale.io.runfiles import FILES
+    from eoscale.io.runfiles import STAGED
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = dead_pid()
@@ -324,7 +326,7 @@ def test_another_user_s_record_is_never_read(tmp_path, monkeypatch):
     mine.parent.mkdir()
     mine.write_bytes(b"x")
     record = tmp_path / f"eoscale_{dead}_0a1b2c3d.folders"
-    record.write_text(f"{FILES} {mine.parent}\n")
+    record.write_text(f"{STAGED} {mine.parent}\n")
     os.chown(record, 4242, 4242)  # written by someone else, naming this user's folder
     cleanup_stale_files()
     assert mine.exists() and record.exists()
