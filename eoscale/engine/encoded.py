@@ -42,9 +42,7 @@ from eoscale.io.blocks import (
     geotiff_metadata,
 )
 from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
-
-#: What a part file's name adds to its staged file's name, before the pid of its writer.
-PART_MARK = ".part-"
+from eoscale.io.runfiles import PART_MARK
 
 
 class PartWriteError(RasterError):
