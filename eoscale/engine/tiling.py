@@ -11,6 +11,7 @@ blocks), so the worker that computed a tile can encode the tile's blocks by itse
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -157,7 +158,7 @@ def whole_block_size(size: int, height: int, width: int, mode: TilingMode,
         return extent
     cuts = sorted({1, *(extent for _, extent in sides)})
     spans = [(low, high - 1, math.lcm(*(block for block, side in sides if side > low)))
-             for low, high in zip(cuts, cuts[1:])]
+             for low, high in itertools.pairwise(cuts)]
     for low, high, unit in reversed(spans):
         top = min(high, size)
         if top >= low and top - top % unit >= low:

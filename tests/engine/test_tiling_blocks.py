@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eoscale.engine.tiling import (
-    Tiling,
     TileLayout,
+    Tiling,
     cores_are_whole_blocks,
     plan_step,
     plan_tiles,
