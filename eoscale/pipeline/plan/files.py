@@ -72,10 +72,11 @@ def file_profile(count: int, height: int, width: int, dtype: str) -> dict[str, A
 def planned_blocks(spec: PipelineSpec, name: str, profile: Mapping[str, Any]) -> tuple[int, int]:
     """The block shape (rows, cols) a step writing image ``name`` (of ``profile``) as it
     computes is tiled for: its output file's, as GDAL lays it out for the options it is written
-    with (strips of whole rows when untiled); the default for a scratch file, whose blocks are
-    then its step's tiles (:func:`image_file`)."""
-    if name not in spec.outputs:
-        return planned_block(spec, name)
+    with (strips of whole rows when untiled); for a scratch file, whose blocks are its step's
+    square tiles when they are a multiple of 16 px (:func:`image_file`), 16 px, else the
+    default."""
+    if name not in spec.outputs:  # square tiles a multiple of 16 px are its blocks
+        return (16, 16) if spec.tiling.mode == "tiles" else planned_block(spec, name)
     try:
         layout = BlockLayout.from_profile(profile, written_options(spec, name))
     except BlockEncodingError:
