@@ -191,9 +191,10 @@ def _written_text(image: ImagePlan) -> str:
     """Who encodes an image's file: the workers, or the main process and why ("": no file)."""
     if image.encoded is None:
         return ""
+    assumed = "" if image.known else " (for the assumed dtype; the first tile tells)"
     if image.encoded:
-        return "encoded by the workers"
-    return f"written by the main process: {image.not_encoded}"
+        return f"encoded by the workers{assumed}"
+    return f"written by the main process: {image.not_encoded}{assumed}"
 
 
 def _when_text(plan: RunPlan, index: int) -> str:

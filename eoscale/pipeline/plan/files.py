@@ -5,9 +5,10 @@ An image ``written`` or ``spilled`` goes to its output's staged file when it is 
 out as the output says: :mod:`eoscale.io.layout`), else to a scratch file for its name
 (:class:`~eoscale.engine.scratch.Scratch`): tiled, uncompressed (the fastest to write and to
 read back by window), BigTIFF when it may pass 4 GB. Its step's tiles cover the file's blocks
-whole: the step is tiled for the output's blocks (512 pixels for a scratch file), and a scratch
-file's blocks are its step's tiles when they can be (a multiple of 16 pixels, at most 4096), an
-alignment planning the step again with that block shape keeps.
+whole: the step is tiled on the output's block grid as GDAL lays it out for its options
+(:func:`planned_blocks`), and a scratch file's blocks are its step's tiles when they can be (a
+multiple of 16 pixels, at most 4096, which its step's automatic square tiles are), an alignment
+planning the step again with that block shape keeps.
 
 Whether the workers encode such a file's blocks or the main process writes it from the tiles'
 pixels is decided here too (:func:`encoding_refusal`), by the rules the engine applies when the
