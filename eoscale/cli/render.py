@@ -270,6 +270,16 @@ def _image_text(image: ImagePlan) -> str:
     return shape
 
 
+def _written_text(image: ImagePlan) -> str:
+    """Who encodes an image's file: the workers, or the main process and why ("": no file)."""
+    if image.encoded is None:
+        return ""
+    assumed = "" if image.known else " (for the assumed dtype; the first tile tells)"
+    if image.encoded:
+        return f"encoded by the workers{assumed}"
+    return f"written by the main process: {image.not_encoded}{assumed}"
+
+
 def _when_text(plan: RunPlan, index: int) -> str:
     if index < 0:
         return "start"
@@ -327,13 +337,13 @@ def plan_tables(plan: RunPlan) -> list[Table]:
                       size_text(step.memory.total))
     images = Table(title="images", title_justify="left")
     for column in ("image", "from", "shape", "size", "lives", "why", "from step", "released after",
-                   "output"):
+                   "output", "written"):
         images.add_column(column, justify="right" if column == "size" else "left")
     for image in plan.images.values():
         images.add_row(image.name, image.made_by or "input", _image_text(image),
                        size_text(image.nbytes), image.lives.value, image.why,
                        _when_text(plan, image.arrives), _when_text(plan, image.released_after),
-                       str(image.output) if image.output else "")
+                       str(image.output) if image.output else "", _written_text(image))
     if not plan.stac_inputs:
         return [steps, images]
     grids = [f"{stac.name}: grid {stac.grid}" for stac in plan.stac_inputs if stac.grid]
@@ -368,7 +378,8 @@ def plan_text(plan: RunPlan) -> str:
         lines.append(f"  {image.name}: {_image_text(image)}, {size_text(image.nbytes)}; lives "
                      f"{image.lives} ({image.why}); from {_when_text(plan, image.arrives)}, "
                      f"released after {_when_text(plan, image.released_after)}"
-                     + (f"; output {image.output}" if image.output else ""))
+                     + (f"; output {image.output}" if image.output else "")
+                     + (f"; {_written_text(image)}" if image.writes_file else ""))
     lines += stac_lines(plan)
     lines.append(describe_estimate(plan))
     return "\n".join(lines)

@@ -3,10 +3,15 @@
 The core windows of a plan partition the image exactly; a read window is the core grown by the
 stability margin on every side and clipped at the image edges, so a local algorithm run on the read
 window and cut back to the core gives the same pixels as on the whole image.
+
+A step that writes a file as it computes is tiled on that file's block grid
+(:func:`whole_block_size`): its tile cores are whole blocks (the edge tiles hold the clipped edge
+blocks), so the worker that computed a tile can encode the tile's blocks by itself.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -126,6 +131,59 @@ def auto_tile_size(height: int, width: int, workers: int, margin: int = 0,
     return max(1, min(size, extent))
 
 
+def cores_are_whole_blocks(size: int, height: int, width: int, mode: TilingMode,
+                           block_shape: tuple[int, int]) -> bool:
+    """Whether every core of :func:`plan_tiles` with ``size`` is made of whole blocks
+    (``block_shape`` as rows, cols; the blocks at the image's edge as clipped) of a ``height``
+    x ``width`` file: each core starts on a block's edge and ends on one or at the image's."""
+    rows, cols = block_shape
+    return ((size >= height or size % rows == 0)
+            and (mode == "strips" or size >= width or size % cols == 0))
+
+
+def whole_block_size(size: int, height: int, width: int, mode: TilingMode,
+                     block_shape: tuple[int, int], *, grow: bool = True) -> int | None:
+    """The largest tile size up to ``size`` whose cores are whole blocks
+    (:func:`cores_are_whole_blocks`); when there is none, the least above it with ``grow``
+    (one block, or the whole image when a block spans it), else None.
+
+    A side of the image is cut on its blocks' edges by sizes that are multiples of the blocks'
+    side there, and not cut at all by sizes that reach its extent. So between two extents the
+    sizes that fit are the multiples of the least common multiple of the blocks of the sides
+    still longer, and a size that reaches the larger extent holds the whole image.
+    """
+    sides = [(block_shape[0], height)] + ([(block_shape[1], width)] if mode == "tiles" else [])
+    extent = max(extent for _, extent in sides)
+    if size >= extent:
+        return extent
+    cuts = sorted({1, *(extent for _, extent in sides)})
+    spans = [(low, high - 1, math.lcm(*(block for block, side in sides if side > low)))
+             for low, high in itertools.pairwise(cuts)]
+    for low, high, unit in reversed(spans):
+        top = min(high, size)
+        if top >= low and top - top % unit >= low:
+            return top - top % unit
+    if not grow:
+        return None
+    for low, high, unit in spans:
+        least = max(low, math.ceil((size + 1) / unit) * unit)
+        least = math.ceil(least / unit) * unit
+        if least <= high:
+            return least
+    return extent
+
+
+def written_mode(tiling: Tiling, height: int, width: int,
+                 file_blocks: tuple[int, int]) -> TilingMode:
+    """The tiling mode of a step writing a file with ``file_blocks`` as it computes: strips when
+    the file is made of full-width strips (an untiled GeoTIFF) and the tile size is automatic
+    (square tiles would have to span the image's width), else the tiling's."""
+    rows, cols = file_blocks
+    if tiling.tile_size is None and cols >= width and rows < height:
+        return "strips"
+    return tiling.mode
+
+
 @dataclass(frozen=True)
 class TileLayout:
     """One step's tiling: image size, tile size, margin and mode. A small value that travels to
@@ -227,15 +285,25 @@ def _first_overlap(cores: list[Window]) -> tuple[int, int] | None:
 
 
 def plan_step(height: int, width: int, *, margin: int, tiling: Tiling, workers: int,
-              block_shape: tuple[int, int] | None = None) -> TileLayout:
+              block_shape: tuple[int, int] | None = None,
+              file_blocks: tuple[int, int] | None = None) -> TileLayout:
     """The tiling a step runs with: what the run plan shows and what the engine executes.
 
     Read windows are clipped at the image edges, so a margin beyond the image's larger side reads
     nothing more and is clipped to it; the tile size is the tiling's, else :func:`auto_tile_size`
-    for the workers, the margin and the first input's block shape.
+    for the workers, the margin and the first input's block shape. A step that writes a file
+    as it computes (``file_blocks``: its blocks, rows and cols) and whose tile size is automatic
+    is tiled on that file's block grid (:func:`written_mode`, :func:`whole_block_size`), even
+    when that makes fewer tiles than workers; a size the tiling gives is kept as it is.
     """
     check_margin(margin)
     margin = min(margin, max(height, width))
+    if tiling.tile_size is None and file_blocks is not None:
+        mode = written_mode(tiling, height, width, file_blocks)
+        wanted = auto_tile_size(height, width, workers, margin, mode, file_blocks)
+        size = whole_block_size(wanted, height, width, mode, file_blocks)
+        assert size is not None  # grown to whole blocks
+        return TileLayout(height, width, size, margin, mode)
     size = tiling.tile_size or auto_tile_size(height, width, workers, margin, tiling.mode,
                                               block_shape)
     return TileLayout(height, width, size, margin, tiling.mode)

@@ -64,6 +64,13 @@ def cog_options(options: Mapping[str, Any] | None, resampling: str, threads: int
     return kwargs
 
 
+def tiff_options(layout: ImageLayout, options: Mapping[str, Any] | None
+                 ) -> Mapping[str, Any] | None:
+    """The creation options the plain GeoTIFF of an image output is written with: the user's,
+    or for a COG those of its intermediate GeoTIFF (the user's go to the COG driver)."""
+    return _INTERMEDIATE_OPTIONS if layout.format == "COG" else options
+
+
 @contextlib.contextmanager
 def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | None, *,
                dtype: np.dtype | str, threads: int = 1,
@@ -76,13 +83,13 @@ def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | Non
     """
     resampling = overview_resampling(layout, dtype)
     if layout.format == "GTiff":
-        yield path, options
+        yield path, tiff_options(layout, options)
         if layout.overviews:
             _build_overviews(path, layout.overviews, resampling, display or path)
         return
     intermediate = temporary_path(path)
     try:
-        yield intermediate, _INTERMEDIATE_OPTIONS
+        yield intermediate, tiff_options(layout, options)
         if layout.overviews:
             _build_overviews(intermediate, layout.overviews, resampling, display or path)
         with writing(path, display, "cannot write as COG"):

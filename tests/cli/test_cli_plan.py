@@ -36,8 +36,11 @@ def test_dry_run_json(examples: Path) -> None:
     plan = json.loads(done.stdout)
     steps = {step["name"]: step for step in plan["steps"]}
     images = {image["name"]: image for image in plan["images"]}
-    # 512 x 512 for 2 workers: 4 tiles a worker or more, so tiles of 181 px, 3 x 3 of them.
-    assert {step["tiling"]["tiles"] for step in steps.values()} == {9}
+    # 512 x 512 for 2 workers: 4 tiles a worker or more, so tiles of 181 px, 3 x 3 of them; but
+    # rgb_ndvi, written as computed, is tiled on its file's 512-px blocks: one tile.
+    assert {name: step["tiling"]["tiles"] for name, step in steps.items()
+            if step["tiling"]["tiles"] != 9} == {"rgb_ndvi": 1}
+    assert images["rgb_ndvi"]["encoded_by_workers"] is True
     assert steps["ndvi_smooth"]["margin"] == 2 and steps["ndvi_smooth"]["margin_from"] == "declared"
     # The scene is read by two steps: held in shared memory from the first to the last.
     assert images["scene"]["lives"] == "shared"

@@ -3,6 +3,7 @@ the map steps that read it, and the outputs are bit for bit those of the run in 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from eoscale.pipeline.runner import run_pipeline
 Writer = Callable[..., Path]
 
 # Margins 0 (a two-in, two-out step), 1 and 10 (reading an image of the first step too), a
-# reduce in the middle whose result the next step reads, then margin 100.
+# reduce in the middle whose result the next step reads, then margin 100. The output's blocks
+# are the inputs' (128 px), so that tiles aligned to them can shrink under a budget.
 CHAIN = """
     version: 1
     workers: WORKERS
@@ -37,7 +39,9 @@ CHAIN = """
       - {name: scaled, map: fused_callables.scale, inputs: [wide], params: {level: "${level.max}"}}
       - {name: far, map: fused_callables.extreme, inputs: [scaled], params: {radius: 100}}
       - {name: last, map: fused_callables.extreme, inputs: [far], params: {radius: 1, low: true}}
-    outputs: {last: out/last.tif, level: out/level.json}
+    outputs:
+      last: {path: out/last.tif, options: {blockxsize: 128, blockysize: 128}}
+      level: out/level.json
     """
 
 
@@ -127,7 +131,9 @@ def test_the_dry_run_names_the_chain(write_pipeline: Writer, pair_inputs: Path) 
     text = plan_text(plan(spec))
     assert "step 2 near (map fused_callables.extreme): margin 1 (declared); fused into wide: " \
         "computed inside its tiles" in text
-    assert "runs the fused chain near > wide (reads 11 px around each tile, computes " in text
+    # (pair > near > wide under this budget, with spills tiled on their scratch files' blocks)
+    assert re.search(r"runs the fused chain (pair > )?near > wide \(reads 11 px around each "
+                     r"tile, computes ", text)
     assert "  near: 1 x 800 x 900 float64 (assumed; the first tile tells), 5.5 MiB; lives fused" \
         in text
 
@@ -172,7 +178,7 @@ KINDS_ON_NAIP = """
       - {name: standard, map: fused_callables.scale, inputs: [smooth],
          params: {level: "${stats.max}"}}
       - {name: wide, map: fused_callables.extreme, inputs: [standard], params: {radius: 10}}
-    outputs: {wide: out/wide.tif, stats: out/stats.json}
+    outputs: {wide: {path: out/wide.tif, options: OPTIONS}, stats: out/stats.json}
     """
 
 
@@ -185,7 +191,9 @@ def test_every_kind_on_real_data_as_the_budget_shrinks(write_pipeline: Writer, s
     written), and each gives the outputs of the run in memory, bit for bit (the stats' tiles
     are never shrunk here, so they are exact too)."""
     (tmp_path / "scratch").mkdir()
+    # In strips, an untiled output: strips of 512-px blocks would be 512 rows tall, the peak.
     text = (KINDS_ON_NAIP.replace("WORKERS", str(workers)).replace("MODE", mode)
+            .replace("OPTIONS", "{tiled: false}" if mode == "strips" else "{}")
             .replace("SCENE", str(shared_data / "naip_m_4709963_se_14_1_20120731.tif")))
     spec = load_pipeline(write_pipeline(text))
     roomy = plan_run(spec, budget(workers, 1 << 34))

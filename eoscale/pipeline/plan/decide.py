@@ -1,20 +1,27 @@
 """One plan from a run's shape, its resources and the budget's choices: which chains are fused,
 where each image lives, and how each step runs (its tiles, what it loads, saves and releases, the
 memory it holds), each decided by its own function, in that order: the chains, the images'
-residences, the steps' tiles, the files written as computed, then each step's plan."""
+residences, the steps' tiles, the files written as computed (and whether the workers encode
+them), then each step's plan."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from eoscale.engine.executors import make_chunks
 from eoscale.engine.fused import chain_growths
-from eoscale.engine.tiling import TileLayout, Tiling, plan_step
+from eoscale.engine.tiling import TileLayout, Tiling, plan_step, whole_block_size, written_mode
 from eoscale.io.paths import location_name
 from eoscale.pipeline.plan.estimates import grown_window, memory_factor, step_memory
-from eoscale.pipeline.plan.files import image_file, planned_block
+from eoscale.pipeline.plan.files import (
+    encoding_refusal,
+    file_profile,
+    image_file,
+    planned_blocks,
+)
 from eoscale.pipeline.plan.fusion import affordable, chain_steps, priced_chains
 from eoscale.pipeline.plan.margins import margin_from
 from eoscale.pipeline.plan.residence import input_home, step_image_home
@@ -72,9 +79,9 @@ def decide(shape: RunShape, resources: Resources, choices: Choices) -> RunPlan:
     fused = fused_chains(shape, choices, tiling_of, resources.workers)
     images = {**input_plans(shape, resources, choices, fused),
               **step_image_plans(shape, resources, choices, fused)}
-    tilings = step_tilings(shape, resources, fused, tiling_of, images)
-    images = with_files(shape, tilings, images)
-    steps = step_plans(shape, resources, fused, tiling_of, tilings, images)
+    tilings = step_tilings(shape, resources, fused, choices, images)
+    images = with_encodings(shape, resources, tilings, with_files(shape, tilings, images))
+    steps = step_plans(shape, resources, fused, tilings, images)
     copied = tuple(name for name in shape.spec.inputs if name in shape.spec.outputs)
     return RunPlan(shape.spec, resources, FrozenMap(images), tuple(steps), copied, shape.stac)
 
@@ -153,36 +160,109 @@ def step_image_plans(shape: RunShape, resources: Resources, choices: Choices,
     return images
 
 
-def step_tilings(shape: RunShape, resources: Resources, fused: Fused,
-                 tiling_of: Callable[[int], Tiling],
-                 images: Mapping[str, ImagePlan]) -> dict[int, TileLayout]:
+@dataclass(frozen=True)
+class StepTiling:
+    """A step's tiles (``layout``), the tiling it asked :func:`plan_step` for (``requested``:
+    the pipeline's, or the size the budget shrank it to, made whole blocks where it can be), the
+    blocks of the files it writes as it computes (``file_blocks``), and why its tile size is not
+    the automatic one (``forced``)."""
+
+    layout: TileLayout
+    requested: Tiling
+    file_blocks: tuple[int, int] | None = None
+    forced: str | None = None
+
+
+def step_tilings(shape: RunShape, resources: Resources, fused: Fused, choices: Choices,
+                 images: Mapping[str, ImagePlan]) -> dict[int, StepTiling]:
     """Each step's tiles: for a chain, around which its tiles read as far as the chain does;
-    for a step that writes a file as it computes, aligned to that file's planned blocks."""
+    for a step that writes files as it computes, on those files' block grid."""
     spec = shape.spec
     reach = _reach(shape, fused)
+    tiling_of = choices.tiling_of(shape)
+    shrunk = dict(choices.tile_sizes)
     tilings = {}
     for index, step in enumerate(spec.steps):
         reads = max(reach[i] or 0 for i in fused.chains.get(index, (index,)))
-        writes = [name for name in step.outputs if images[name].lives.written_as_computed]
-        tilings[index] = plan_step(shape.height, shape.width, margin=reads,
-                                   tiling=tiling_of(index), workers=resources.workers,
-                                   block_shape=planned_block(spec, writes[0]) if writes
-                                   else shape.block_shape)
+        blocks = written_blocks(shape, [images[name] for name in step.outputs
+                                        if images[name].lives.written_as_computed])
+        requested, forced = requested_tiling(shape, tiling_of(index), blocks, index in shrunk)
+        layout = plan_step(shape.height, shape.width, margin=reads, tiling=requested,
+                           workers=resources.workers, block_shape=blocks or shape.block_shape,
+                           file_blocks=blocks)
+        tilings[index] = StepTiling(layout, requested, blocks, forced)
     return tilings
 
 
-def with_files(shape: RunShape, tilings: Mapping[int, TileLayout],
+def written_blocks(shape: RunShape, written: list[ImagePlan]) -> tuple[int, int] | None:
+    """The blocks that tiles made of whole blocks of every file in ``written`` are made of
+    (the least common multiple of their sides); None when nothing is written as computed."""
+    if not written:
+        return None
+    blocks = [planned_blocks(shape.spec, image.name, _profile(image)) for image in written]
+    return (math.lcm(*(rows for rows, _ in blocks)), math.lcm(*(cols for _, cols in blocks)))
+
+
+def requested_tiling(shape: RunShape, tiling: Tiling, blocks: tuple[int, int] | None,
+                     budget: bool) -> tuple[Tiling, str | None]:
+    """The tiling a step asks for, and why its tile size is forced (None: automatic). A size
+    the budget shrank tiles of a step writing files to is made whole blocks where it can be
+    (at least one block), else kept; the pipeline's is kept as it is."""
+    if tiling.tile_size is None or blocks is None:
+        return tiling, None
+    if not budget:
+        return tiling, "the pipeline's tile_size"
+    mode = written_mode(shape.spec.tiling, shape.height, shape.width, blocks)
+    whole = whole_block_size(tiling.tile_size, shape.height, shape.width, mode, blocks,
+                             grow=False)
+    if whole is None:
+        return Tiling(mode, tiling.tile_size), "the memory budget shrank them below one block"
+    return Tiling(mode, whole), None
+
+
+def with_files(shape: RunShape, tilings: Mapping[int, StepTiling],
                images: Mapping[str, ImagePlan]) -> dict[str, ImagePlan]:
     """``images``, each written as computed with the file it goes to (laid out for the tiles of
     the step that makes it)."""
-    makers = {name: index for index, step in enumerate(shape.spec.steps) for name in step.outputs}
-    return {name: replace(image, file=image_file(shape.spec, name, tilings[makers[name]]))
+    makers = _makers(shape)
+    return {name: replace(image, file=image_file(shape.spec, name, tilings[makers[name]].layout,
+                                                 _profile(image)))
             if image.made_by is not None and image.lives.written_as_computed else image
             for name, image in images.items()}
 
 
+def with_encodings(shape: RunShape, resources: Resources, tilings: Mapping[int, StepTiling],
+                   images: Mapping[str, ImagePlan]) -> dict[str, ImagePlan]:
+    """``images``, each written to a file with why the workers do not encode it (None: they
+    do): a file written as computed as the engine decides when its step runs
+    (:func:`~eoscale.pipeline.plan.files.encoding_refusal`); an output held whole, or an
+    input copied to its output, is written by the main process."""
+    makers = _makers(shape)
+    decided = {}
+    for name, image in images.items():
+        why = None
+        if image.file is not None:
+            tiling = tilings[makers[name]]
+            why = encoding_refusal(shape.spec, name, image.file, _profile(image), tiling.layout,
+                                   image.made_by or name, resources, tiling.forced)
+        elif image.output is not None and image.made_by is None:
+            why = "an input copied to its output, strip by strip"
+        elif image.output is not None:
+            why = f"held whole in memory, then written once step '{image.made_by}' has run"
+        decided[name] = replace(image, not_encoded=why)
+    return decided
+
+
+def _makers(shape: RunShape) -> dict[str, int]:
+    return {name: index for index, step in enumerate(shape.spec.steps) for name in step.outputs}
+
+
+def _profile(image: ImagePlan) -> dict[str, object]:
+    return file_profile(image.count, image.height, image.width, image.dtype)
+
+
 def step_plans(shape: RunShape, resources: Resources, fused: Fused,
-               tiling_of: Callable[[int], Tiling], tilings: Mapping[int, TileLayout],
+               tilings: Mapping[int, StepTiling],
                images: Mapping[str, ImagePlan]) -> list[StepPlan]:
     """How each step runs: its tiles, aligned to the blocks of the file it writes as it
     computes (planning again for those blocks keeps its tiles), what it loads, saves and
@@ -194,16 +274,17 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
     steps: list[StepPlan] = []
     for index, step in enumerate(spec.steps):
         chain = fused.chains.get(index, (index,))
-        tiling = tilings[index]
+        tiling = tilings[index].layout
+        requested, file_blocks = tilings[index].requested, tilings[index].file_blocks
         files = [images[name].file for name in step.outputs if images[name].file is not None]
         block_shape = files[0].block_shape if files else shape.block_shape
         found = shape.callables[index]
         planned = (index, step, found, shape.margins[index],
                    margin_from(step, shape.margins[index], found))
         if index in runs_at and index not in fused.chains:  # computed inside its chain's last
-            steps.append(StepPlan(*planned, tiling, 0, tiling_of(index), resources.workers,
+            steps.append(StepPlan(*planned, tiling, 0, requested, resources.workers,
                                   block_shape, (), (), (), Memory(0, 0, resources.fixed_bytes),
-                                  fused_into=runs_at[index]))
+                                  fused_into=runs_at[index], file_blocks=file_blocks))
             continue
         loads, saves, releases = _comings_and_goings(shape, index, chain, images)
         parts = [(spec.steps[i], grown_window(tiling, reach[i] or 0),
@@ -211,8 +292,8 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
         memory = step_memory(index, parts, tiling, images, resources, loads)
         steps.append(StepPlan(
             *planned, tiling, len(make_chunks(range(tiling.tile_count), resources.workers)),
-            tiling_of(index), resources.workers, block_shape, loads, saves, releases, memory,
-            chain if len(chain) > 1 else (), None, fused.shares.get(index, 0.0)))
+            requested, resources.workers, block_shape, loads, saves, releases, memory,
+            chain if len(chain) > 1 else (), None, fused.shares.get(index, 0.0), file_blocks))
     return [step if step.fused_into is None else
             replace(step, memory=steps[step.fused_into].memory,
                     tiling=steps[step.fused_into].tiling, chunks=steps[step.fused_into].chunks)

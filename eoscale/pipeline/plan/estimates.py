@@ -27,7 +27,8 @@ def step_memory(index: int, parts: list[Part], tiling: TileLayout,
     file, the callable's temporaries and results (its declared ``memory_factor`` times its
     inputs' bytes, else as much again as its inputs plus its results), and GDAL's block cache
     (capped in each worker) while it decodes files. A chain's steps are counted as if their
-    windows were all alive at once."""
+    windows were all alive at once. Only as many workers as there are tiles hold one (a small
+    image on its file's blocks may have fewer tiles than workers)."""
     held = sum(image.nbytes for image in images.values()
                if image.lives.held_whole and image.arrives <= index <= image.released_after)
     per_worker = 0
@@ -45,8 +46,9 @@ def step_memory(index: int, parts: list[Part], tiling: TileLayout,
     core_pixels = tiling.tile_size * (tiling.tile_size if tiling.mode == "tiles" else tiling.width)
     per_worker += 2 * core_pixels * sum(image.pixel_bytes for image in made
                                         if image.lives.written_as_computed)
+    busy = min(resources.workers, tiling.tile_count)  # fewer tiles than workers: some idle
     if resources.executor == "cluster":  # this process: the tiles it receives and writes
-        return Memory(held, resources.workers * 2 * core_pixels
+        return Memory(held, busy * 2 * core_pixels
                       * sum(image.pixel_bytes for image in made), resources.fixed_bytes)
     decoded = {**from_files, **{name: images[name] for name in loads}}
     if decoded:  # GDAL's block cache, while a worker decodes a file
@@ -57,7 +59,7 @@ def step_memory(index: int, parts: list[Part], tiling: TileLayout,
         if image.source is not None and image.source.warped():
             per_worker += min(image.height, rows + 2 * WARP_STRIP_ROWS) * image.width \
                 * image.pixel_bytes
-    return Memory(held, resources.workers * per_worker, resources.fixed_bytes)
+    return Memory(held, busy * per_worker, resources.fixed_bytes)
 
 
 def grown_window(tiling: TileLayout, reach: int) -> tuple[int, int]:

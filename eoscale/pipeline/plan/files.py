@@ -5,9 +5,15 @@ An image ``written`` or ``spilled`` goes to its output's staged file when it is 
 out as the output says: :mod:`eoscale.io.layout`), else to a scratch file for its name
 (:class:`~eoscale.engine.scratch.Scratch`): tiled, uncompressed (the fastest to write and to
 read back by window), BigTIFF when it may pass 4 GB. Its step's tiles cover the file's blocks
-whole: the step is tiled for the output's blocks (512 pixels for a scratch file), and a scratch
-file's blocks are its step's tiles when they can be (a multiple of 16 pixels, at most 4096), an
-alignment planning the step again with that block shape keeps.
+whole: the step is tiled on the output's block grid as GDAL lays it out for its options
+(:func:`planned_blocks`), and a scratch file's blocks are its step's tiles when they can be (a
+multiple of 16 pixels, at most 4096, which its step's automatic square tiles are), an alignment
+planning the step again with that block shape keeps.
+
+Whether the workers encode such a file's blocks or the main process writes it from the tiles'
+pixels is decided here too (:func:`encoding_refusal`), by the rules the engine applies when the
+step runs (:func:`~eoscale.engine.encoded.encoded_target`): creation options the block encoder
+handles, tile cores that are whole blocks, workers that share this machine's filesystem.
 """
 
 from __future__ import annotations
@@ -17,13 +23,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eoscale.engine.tiling import TileLayout
+from eoscale.engine.tiling import TileLayout, cores_are_whole_blocks
+from eoscale.io.blocks import BlockEncodingError, BlockLayout
+from eoscale.io.layout import tiff_options
 from eoscale.io.raster import DEFAULT_GTIFF_OPTIONS
 from eoscale.pipeline.plan.resources import Resources
 from eoscale.pipeline.spec import FrozenMap, PipelineSpec
 
 #: The largest block a scratch file takes from its step's tiles.
 MAX_SCRATCH_BLOCK = 4096
+#: Why the workers of a Dask cluster do not encode the files a run writes. The one place that
+#: says so: when they do, this and :func:`cluster_refusal` go.
+CLUSTER_NOT_ENCODED = ("on a Dask cluster the workers send their tiles' pixels to the main "
+                       "process, which encodes them")
 
 
 @dataclass(frozen=True)
@@ -38,24 +50,81 @@ class ImageFile:
 
 
 def planned_block(spec: PipelineSpec, name: str) -> tuple[int, int]:
-    """The block shape a step writing image ``name`` as it computes is tiled for: its output's
-    (``blockysize``, ``blockxsize``, else the default), the default for a scratch file."""
+    """The block shape an output's options name (``blockysize``, ``blockxsize``, else the
+    default), or the default for a scratch file: for a file the block encoder cannot lay out."""
     output = spec.outputs.get(name)
     options = {str(key).lower(): value for key, value in (output.options if output else {}).items()}
     default = DEFAULT_GTIFF_OPTIONS["blockysize"]
     return (int(options.get("blockysize", default)), int(options.get("blockxsize", default)))
 
 
-def image_file(spec: PipelineSpec, name: str, tiling: TileLayout) -> ImageFile:
-    """The file image ``name`` is written to, by a step tiled as ``tiling``."""
+def written_options(spec: PipelineSpec, name: str) -> Mapping[str, Any] | None:
+    """The creation options output ``name``'s plain GeoTIFF is written with as it is computed
+    (a COG's are its intermediate file's: :func:`~eoscale.io.layout.tiff_options`)."""
+    output = spec.outputs[name]
+    return tiff_options(output.layout, output.options)
+
+
+def file_profile(count: int, height: int, width: int, dtype: str) -> dict[str, Any]:
+    """The profile the block layout of an image's file is planned from."""
+    return {"count": count, "height": height, "width": width, "dtype": dtype}
+
+
+def planned_blocks(spec: PipelineSpec, name: str, profile: Mapping[str, Any]) -> tuple[int, int]:
+    """The block shape (rows, cols) a step writing image ``name`` (of ``profile``) as it
+    computes is tiled for: its output file's, as GDAL lays it out for the options it is written
+    with (strips of whole rows when untiled); for a scratch file, whose blocks are its step's
+    square tiles when they are a multiple of 16 px (:func:`image_file`), 16 px, else the
+    default."""
+    if name not in spec.outputs:  # square tiles a multiple of 16 px are its blocks
+        return (16, 16) if spec.tiling.mode == "tiles" else planned_block(spec, name)
+    try:
+        layout = BlockLayout.from_profile(profile, written_options(spec, name))
+    except BlockEncodingError:
+        return planned_block(spec, name)
+    return (layout.block_height, layout.block_width)
+
+
+def image_file(spec: PipelineSpec, name: str, tiling: TileLayout,
+               profile: Mapping[str, Any]) -> ImageFile:
+    """The file image ``name`` (of ``profile``) is written to, by a step tiled as ``tiling``."""
     if name in spec.outputs:
-        return ImageFile(False, planned_block(spec, name))
+        return ImageFile(False, planned_blocks(spec, name, profile))
     size = tiling.tile_size
     whole = size % 16 == 0 and size <= MAX_SCRATCH_BLOCK and tiling.mode == "tiles"
     block = size if whole else DEFAULT_GTIFF_OPTIONS["blockysize"]
     return ImageFile(True, (block, block), FrozenMap({
         "tiled": True, "blockxsize": block, "blockysize": block, "compress": "none",
         "bigtiff": "IF_SAFER"}))
+
+
+def cluster_refusal(resources: Resources) -> str | None:
+    """Why the workers of ``resources`` do not encode the files they compute (None: they do)."""
+    return CLUSTER_NOT_ENCODED if resources.executor == "cluster" else None
+
+
+def encoding_refusal(spec: PipelineSpec, name: str, file: ImageFile, profile: Mapping[str, Any],
+                     tiling: TileLayout, step: str, resources: Resources,
+                     forced: str | None = None) -> str | None:
+    """Why the workers do not encode image ``name``'s ``file`` (None: they do), written by
+    ``step`` tiled as ``tiling`` (``forced``: why its tile size is not the automatic one), as
+    the engine decides when the step runs: the file's creation options, then whether the
+    tile cores are whole blocks of it, then whether the workers share this machine's
+    filesystem."""
+    options = file.options if file.scratch else written_options(spec, name)
+    try:
+        layout = BlockLayout.from_profile(profile, options)
+    except BlockEncodingError as exc:
+        return str(exc)
+    blocks = (layout.block_height, layout.block_width)
+    if not cores_are_whole_blocks(tiling.tile_size, tiling.height, tiling.width, tiling.mode,
+                                  blocks):
+        unit = "px tiles" if tiling.mode == "tiles" else "row strips"
+        why = f" ({forced})" if forced else ""
+        kind = "tiled" if layout.tiled else "striped"
+        return (f"step '{step}' runs {tiling.tile_size} {unit}{why}, not whole blocks of the "
+                f"file's {blocks[0]} x {blocks[1]} blocks ({kind})")
+    return cluster_refusal(resources)
 
 
 def scratch_refusal(spec: PipelineSpec, resources: Resources) -> str | None:

@@ -44,6 +44,17 @@ class ImagePlan:
     known: bool = True           # False: band count and dtype assumed, learnt from a first tile
     source: Source | None = field(default=None, compare=False)  # an input's files, grid, warp
     file: ImageFile | None = None  # written or spilled: the file it is written to as computed
+    not_encoded: str | None = None  # written to a file: why the workers do not encode it
+
+    @property
+    def writes_file(self) -> bool:
+        """Whether the run writes this image to a file (an output, or a spilled image)."""
+        return self.file is not None or self.output is not None
+
+    @property
+    def encoded(self) -> bool | None:
+        """Whether its file's blocks are encoded by the workers (None: it writes no file)."""
+        return self.not_encoded is None if self.writes_file else None
 
     @property
     def nbytes(self) -> int:
@@ -65,7 +76,7 @@ class StepPlan:
     margin_from: MarginFrom
     tiling: TileLayout           # with margin None, planned with margin 0 (for the estimate)
     chunks: int
-    requested: Tiling            # the pipeline's tiling: mode, and tile size if one is given
+    requested: Tiling            # the tiling asked for: mode, and tile size if one is given
     workers: int
     block_shape: tuple[int, int] | None  # the blocks its tiles are aligned to (inputs', files')
     loads: tuple[str, ...]       # inputs brought in (loaded or opened) before the step
@@ -75,6 +86,7 @@ class StepPlan:
     chain: tuple[int, ...] = ()  # a fused chain's steps, run with the last (its tiling, memory)
     fused_into: int | None = None  # the step whose tiles compute this one's (runs with it)
     recompute: float = 0.0       # a fused chain's extra pixels computed, as a share of its work
+    file_blocks: tuple[int, int] | None = None  # blocks of the files it writes as it computes
 
     @property
     def name(self) -> str:
@@ -91,7 +103,8 @@ class StepPlan:
             return self.tiling
         margin = runtime_margin(self.step, self.callables, params)
         return plan_step(self.tiling.height, self.tiling.width, margin=margin,
-                         tiling=self.requested, workers=self.workers, block_shape=self.block_shape)
+                         tiling=self.requested, workers=self.workers, block_shape=self.block_shape,
+                         file_blocks=self.file_blocks)
 
 
 @dataclass(frozen=True)
@@ -212,7 +225,8 @@ def _image_dict(image: ImagePlan) -> dict[str, Any]:
             "known": image.known, "bytes": image.nbytes, "lives": image.lives.value,
             "why": image.why, "arrives_before_step": image.arrives,
             "released_after_step": image.released_after,
-            "output": str(image.output) if image.output else None}
+            "output": str(image.output) if image.output else None,
+            "encoded_by_workers": image.encoded, "not_encoded_why": image.not_encoded}
 
 
 def _step_dict(step: StepPlan) -> dict[str, Any]:
