@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from eoscale.engine.feeding import FedReduce, Feeding
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.fused import ChainStep, assemble_chain
 from eoscale.engine.scratch import list_scratch
+from eoscale.engine.tiling import TileLayout
 from eoscale.errors import StepError
 from eoscale.ops import gaussian_filter, histogram, median_filter, stats
 from eoscale.pipeline import Resources, load_pipeline, plan_run
@@ -85,7 +88,7 @@ def resources(workers: int, memory: int | None = None) -> Resources:
                      executor="inline" if workers == 1 else "processes")
 
 
-def chosen(spec: Any, workers: int, spill: set[str], fuse: set[int] = frozenset()) -> RunPlan:
+def chosen(spec: Any, workers: int, spill: Collection[str], fuse: Collection[int] = ()) -> RunPlan:
     """The plan with the images the budget would move moved as asked (spilled, fused), its
     reduces fed as :func:`plan_run` feeds them."""
     return with_feeding(decide(plan_shape(spec), resources(workers),
@@ -357,3 +360,67 @@ def test_a_fed_reduce_that_raises_names_its_step_and_tile(tmp_path: Path, worker
     assert "step 'fails'" in message and "tile 2 (rows 0:32, cols 64:96)" in message
     assert "ValueError: no statistics for this tile" in message
     assert list(tmp_path.glob("*.part-*")) == []  # the file itself is its stager's to discard
+
+
+# -- through the command: a small --memory fuses and spills, the reduce is fed -----------------
+
+COMMAND = """
+    version: 1
+    workers: 2
+    scratch: scratch
+    inputs: {dem: dem.tif}
+    steps:
+      - {name: filled, map: eoscale.ops.fill_nodata, inputs: [dem], params: {max_distance: 10}}
+      - {name: median, map: eoscale.ops.median_filter, inputs: [filled], params: {size: 3}}
+      - {name: stats, reduce: eoscale.ops.stats, inputs: [median]}
+    outputs: {median: out/median.tif, stats: out/stats.json}
+    """
+
+
+def test_the_command_under_a_small_memory_feeds_the_reduce(write_pipeline: Writer,
+                                                           tmp_path: Path) -> None:
+    rows, cols = np.mgrid[0:500, 0:600]
+    dem = (100 + 20 * np.sin(rows / 37.0) * np.cos(cols / 23.0) + rows * 0.05).astype("float32")
+    dem[np.random.default_rng(3).random(dem.shape) < 0.02] = np.nan
+    with rasterio.open(tmp_path / "dem.tif", "w", driver="GTiff", width=600, height=500, count=1,
+                       dtype="float32", crs="EPSG:32631", nodata=float("nan"), tiled=True,
+                       blockxsize=256, blockysize=256,
+                       transform=Affine(2, 0, 500000, 0, -2, 4000000)) as out:
+        out.write(dem[np.newaxis])
+    (tmp_path / "scratch").mkdir()
+    pipeline = write_pipeline(COMMAND)
+
+    def eoscale(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "eoscale", "run", str(pipeline),
+                               "--memory", "4MiB", *args], check=False, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    planned = eoscale("--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "; fed by step median's tiles (no re-read)" in planned.stdout
+    assert "not read back (stats is fed by step median's tiles)" in planned.stdout
+    plan = json.loads(eoscale("--dry-run", "--json").stdout)
+    lives = {image["name"]: image["lives"] for image in plan["images"]}
+    assert lives == {"dem": "file", "filled": "fused", "median": "spilled"}
+    tiling = plan["steps"][2]["tiling"]
+    assert plan["steps"][2]["fed_by"] == "median" and tiling == plan["steps"][1]["tiling"]
+
+    ran = eoscale()
+    assert ran.returncode == 0, ran.stderr
+    found = json.loads((tmp_path / "out" / "stats.json").read_text())["result"]
+    with Engine(1) as engine:  # today's second pass, over the file, on the same tiles
+        median = engine.open(tmp_path / "out" / "median.tif")
+        again = engine.reduce(stats, [median], layout=TileLayout(
+            500, 600, tiling["tile_size"], 0, tiling["mode"]))
+    assert found == json.loads(json.dumps(again))
+    valid = engine_free_read(tmp_path / "out" / "median.tif")
+    assert found[0]["count"] == valid.size and found[0]["max"] == valid.max()
+    assert found[0]["mean"] == pytest.approx(valid.mean(), rel=1e-12)
+    assert list_scratch(tmp_path / "scratch") == []
+
+
+def engine_free_read(path: Path) -> np.ndarray:
+    """The valid pixels of a one-band float file, read by rasterio, as float64."""
+    with rasterio.open(path) as dataset:
+        band = dataset.read(1)
+    return band[~np.isnan(band)].astype(np.float64)

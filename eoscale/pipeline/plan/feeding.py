@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from eoscale.pipeline.plan.residence import READ_BACK
 from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StepPlan
+from eoscale.pipeline.spec import FrozenMap
 
 
 def with_feeding(plan: RunPlan) -> RunPlan:
@@ -33,7 +35,21 @@ def with_feeding(plan: RunPlan) -> RunPlan:
         steps[step.index] = replace(step, fed_by=maker, feeding=note,
                                     tiling=replace(fed_by.tiling, margin=0),
                                     chunks=fed_by.chunks, memory=fed_by.memory)
-    return replace(plan, steps=tuple(steps))
+    return replace(plan, steps=tuple(steps), images=FrozenMap(
+        {name: _unread(image, steps) for name, image in plan.images.items()}))
+
+
+def _unread(image: ImagePlan, steps: list[StepPlan]) -> ImagePlan:
+    """``image``, saying so when every step that reads it is fed by its maker's tiles: then its
+    file is not read back."""
+    readers = [step for step in steps if image.name in step.step.inputs]
+    if not image.lives.written_as_computed or not readers or any(
+            step.fed_by is None for step in readers):
+        return image
+    fed = (f"not read back ({', '.join(step.name for step in readers)} "
+           f"{'is' if len(readers) == 1 else 'are'} fed by step {image.made_by}'s tiles)")
+    return replace(image, why=image.why.replace(READ_BACK, fed) if READ_BACK in image.why
+                   else f"{image.why}; {fed}")
 
 
 def feeder(plan: RunPlan, step: StepPlan) -> tuple[int | None, str]:
