@@ -1,5 +1,5 @@
 """Planning a run, as a table of contents: import the callables, read the inputs, work out the
-run's shape, fit a plan to the budget, feed reduces from their maps' tiles."""
+run's shape, fit a plan to the budget."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import rasterio
 from eoscale.engine.executors import default_workers
 from eoscale.errors import PipelineError, Problem
 from eoscale.pipeline.inputs import InputsOnGrid, inputs_on_grid
-from eoscale.pipeline.plan.feeding import with_feeding
 from eoscale.pipeline.plan.fitting import fit
 from eoscale.pipeline.plan.resources import Resources
 from eoscale.pipeline.plan.shapes import RunShape, run_shape, step_callables
@@ -25,7 +24,7 @@ def plan_run(spec: PipelineSpec, resources: Resources | None = None) -> RunPlan:
     """
     if resources is None:
         resources = _default_resources(spec)
-    return with_feeding(fit(plan_shape(spec), resources))
+    return fit(plan_shape(spec), resources)
 
 
 def plan_shape(spec: PipelineSpec) -> RunShape:
