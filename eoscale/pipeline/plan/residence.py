@@ -131,8 +131,8 @@ def cluster_residence(name: str, spec: PipelineSpec, readers: Mapping[str, list[
     """Where a step's image lives on a cluster, whose workers share no memory: in a file."""
     if name in readers:
         return Residence.SPILLED, (f"the cluster's workers share no memory: written to "
-                                   f"{_file_of(name, spec)} as computed, {READ_BACK} by the "
-                                   "later steps")
+                                   f"{_file_of(name, spec)} as computed for the later steps, "
+                                   f"{READ_BACK}")
     if name in spec.outputs:
         return Residence.WRITTEN, ("no later step reads it: written to its file as tiles are "
                                    "computed")
