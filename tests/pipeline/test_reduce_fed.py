@@ -424,3 +424,43 @@ def engine_free_read(path: Path) -> np.ndarray:
     with rasterio.open(path) as dataset:
         band = dataset.read(1)
     return band[~np.isnan(band)].astype(np.float64)
+
+
+def low_and_high(arrays: Sequence[np.ndarray], profiles: Sequence[dict], params: dict) -> Any:
+    return [arrays[0] - 50, (arrays[0] * 2).astype("float64")]
+
+
+def low_and_high_profiles(profiles: Sequence[dict], params: dict) -> list[dict]:
+    return [{**profiles[0], "dtype": "float32"}, {**profiles[0], "dtype": "float32"}]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reduce_of_a_maps_second_output_gets_that_output_as_stored(tmp_path: Path,
+                                                                     workers: int) -> None:
+    feeding = Feeding([FedReduce("stats", stats, (1,))])  # float64 results, stored as float32
+    with Engine(workers, tiling=Tiling("tiles", 40)) as engine:
+        source = engine.from_array(surface(), PROFILE)
+        engine.map(low_and_high, [source], profile_fn=low_and_high_profiles, margin=0,
+                   files=[OutputFile(tmp_path / "low.tif"), OutputFile(tmp_path / "high.tif")],
+                   feeding=feeding)
+        layout = step_layout(engine.workers, "low_and_high", [source], low_and_high, {}, 0,
+                             engine.tiling, None)
+        expected = read_back(engine, tmp_path / "high.tif", layout)["stats"]
+    assert feeding.results["stats"] == expected
+    assert expected[0]["max"] == float(np.float32(surface().max() * 2))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_fed_reduce_failing_in_a_run_leaves_no_output_and_no_scratch_file(
+        write_pipeline: Writer, dem: Path, tmp_path: Path, workers: int) -> None:
+    text = CHAIN.replace("WORKERS", str(workers)).replace(
+        "reduce: eoscale.ops.histogram", "reduce: test_reduce_fed.fails_on_tile_2").replace(
+        "params: {bins: 16, range: [80, 140]}", "params: {}")
+    spec = load_pipeline(write_pipeline(text))
+    plan = chosen(spec, workers, {"filled", "median"})
+    assert plan.steps[3].fed_by == 1
+    before = own_segments()
+    with pytest.raises(StepError, match=r"step 'hist'.*tile 2 \(rows 0:64, cols 128:180\)"):
+        run_pipeline(plan)
+    assert own_segments() == before
+    assert not (tmp_path / "out").exists() and list_scratch(tmp_path / "scratch") == []
