@@ -39,7 +39,7 @@ MARKERS: list[tuple[str, str]] = [
     ("SharedRaster.release (", "release shared memory"),
     ("SharedRaster.create (", "allocate shared memory"),
     ("SharedRaster.attach (", "attach shared memory"),
-    ("_TileOrderFold", "fold reduce partials"),
+    ("TileOrderFold", "fold reduce partials"),
     ("Engine.load (", "wait: workers read"),
     ("Engine._execute (", "wait: workers compute"),
     ("Engine.close (", "stop workers"),

@@ -254,7 +254,7 @@ def _tiling_text(step: StepPlan, plan: RunPlan) -> str:
         names = " > ".join(plan.steps[index].name for index in step.chain)
         text += (f"; runs the fused chain {names} (reads {step.tiling.margin} px around each tile, "
                  f"computes {step.recompute:.1%} more pixels than step by step)")
-    return text
+    return text + (f"; {step.feeding}" if step.feeding else "")
 
 
 def _margin_text(step: StepPlan) -> str:

@@ -37,6 +37,13 @@ from eoscale.engine.contract import (
 from eoscale.engine.encoded import EncodedTarget, OutputFiles
 from eoscale.engine.executing import make_executor
 from eoscale.engine.executors import Executor, make_chunks
+from eoscale.engine.feeding import (
+    Feeding,
+    TileOrderFold,
+    fed_collector,
+    finalized,
+    reduce_functions,
+)
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.fused import ChainStep, assemble_chain
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
@@ -177,7 +184,7 @@ class Engine:
             output_names: Sequence[str] | None = None, tiling: Tiling | None = None,
             layout: AnyLayout | None = None, writable_inputs: bool | None = None,
             files: Sequence[OutputFile | None] | None = None, plan: AnyLayout | None = None,
-            ) -> list[SharedRaster | WrittenRaster]:
+            feeding: Feeding | None = None) -> list[SharedRaster | WrittenRaster]:
         """N images -> M images: run ``fn`` on every tile and return the M results.
 
         Output profiles come from ``profile_fn(profiles, params)`` (or the callable's ``profile``
@@ -195,7 +202,9 @@ class Engine:
         later steps cannot read; the others are shared rasters. On one machine, when the step's
         tiles are whole blocks of the file, the workers encode its blocks themselves and this
         process assembles the file at the end; else the workers send the tiles' pixels back
-        and this process writes them (see :mod:`eoscale.engine.encoded`).
+        and this process writes them (see :mod:`eoscale.engine.encoded`). The reduces of a
+        ``feeding`` are fed by the step's tiles (:mod:`eoscale.engine.feeding`): their results
+        are in ``feeding.results`` when it returns.
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
@@ -209,18 +218,19 @@ class Engine:
         if profile_fn is not None:
             out_profiles = output_profiles(name, profile_fn, profiles, params, layout.height,
                                            layout.width)
-            return self._run_map(name, job, out_profiles, output_names, files)
+            return self._run_map(name, job, out_profiles, output_names, files, feeding)
         # The phase starts with the probe: a long first tile shows as the map's, on its bar.
         started = self._start("map", name, len(job.tiles))
         probe = run_first_tile(self._executor, job, job.tiles[0])
         return self._run_map(name, job, probed_profiles(profiles[0], probe), output_names, files,
-                             probe, started)
+                             feeding, probe, started)
 
     def map_fused(self, stages: Sequence[ChainStep],
                   inputs: Mapping[str, SharedRaster | FileRaster], *, name: str | None = None,
                   tiling: Tiling | None = None, layout: AnyLayout | None = None,
                   files: Sequence[OutputFile | None] | None = None,
-                  plan: AnyLayout | None = None) -> list[SharedRaster | WrittenRaster]:
+                  plan: AnyLayout | None = None, feeding: Feeding | None = None,
+                  ) -> list[SharedRaster | WrittenRaster]:
         """A chain of maps computed tile by tile through every stage (see
         :mod:`eoscale.engine.fused`): the images between the stages are never held, and the
         results are the last stage's, as :meth:`map` would give them step after step.
@@ -230,8 +240,8 @@ class Engine:
         name: ``plan``) gives the chain's tiles (their read windows grown by
         :func:`~eoscale.engine.fused.chain_margin`); else they are planned for that margin.
         Profiles come from the stages' profile functions; where one is missing, the chain's
-        first tile is computed first, on a worker, to learn it. ``files`` are as for :meth:`map`,
-        for the last stage's outputs.
+        first tile is computed first, on a worker, to learn it. ``files`` and ``feeding`` are as
+        for :meth:`map`, for the last stage's outputs.
         """
         chain = assemble_chain(stages, inputs, name)
         rasters = [inputs[input_] for input_ in chain.inputs]
@@ -243,14 +253,16 @@ class Engine:
             started = self._start("map", chain.name, len(job.tiles))
             job = chain.learnt(job, run_first_tile(self._executor, job, job.tiles[0]))
         return self._run_map(chain.name, job, chain.output_profiles(job),
-                             chain.stages[-1].outputs, files, started=started)
+                             chain.stages[-1].outputs, files, feeding, started=started)
 
     def _run_map(self, name: str, job: MapJob, out_profiles: Sequence[dict[str, Any]],
                  output_names: Sequence[str] | None, files: Sequence[OutputFile | None] | None,
-                 probe: list[np.ndarray] | None = None, started: float | None = None,
-                 ) -> list[SharedRaster | WrittenRaster]:
-        """Make a map's outputs (shared, or written to ``files``) and run its tiles; the first
-        tile's ``probe`` results, when there are some, are stored rather than computed again."""
+                 feeding: Feeding | None = None, probe: list[np.ndarray] | None = None,
+                 started: float | None = None) -> list[SharedRaster | WrittenRaster]:
+        """Make a map's outputs (shared, or written to ``files``) and run its tiles, feeding the
+        reduces of ``feeding``; the first tile's ``probe`` results, when there are some, are
+        stored rather than computed again, unless reduces are fed (their partials are computed
+        where the tiles are: the first tile is then computed again)."""
         tiles = job.tiles
         labels = output_labels(name, len(out_profiles), output_names)
         targets = output_targets(name, len(out_profiles), files)
@@ -267,19 +279,17 @@ class Engine:
                 encoded.append(files_out.add(profile, target))
                 outputs.append(WrittenRaster.of(profile, label, target.path))
             job = replace(job, outputs=tuple(r.ref for r in outputs),
-                          returned=tuple(t is not None for t in targets), encoded=tuple(encoded))
-
-            def collect(_chunk: Sequence[int], done: Any) -> None:
-                if files_out:
-                    for index, results in done:
-                        files_out.write(tiles[index].core, results)
-
+                          returned=tuple(t is not None for t in targets), encoded=tuple(encoded),
+                          feeds=feeding.work(name, out_profiles) if feeding is not None else ())
+            collect = fed_collector(tiles, files_out, feeding)
             remaining: Sequence[int] = range(len(tiles))
-            if probe is not None:  # stored here: encoded outputs' blocks by this process
+            if probe is not None and not job.feeds:  # stored here: encoded blocks by this process
                 files_out.write(tiles[0].core, store_probe(job, tiles[0], probe))
                 remaining = range(1, len(tiles))
             self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=started)
+            if feeding is not None:
+                feeding.finish()
             files_out.close()
         except BaseException:
             files_out.abort()
@@ -301,26 +311,17 @@ class Engine:
         ``layout`` (or ``plan``) and ``writable_inputs`` are as for :meth:`map`.
         """
         name = name or getattr(fn, "__name__", "reduce")
-        combine = combine or declared(fn, "combine")
-        finalize = finalize or declared(fn, "finalize")
-        if combine is None:
-            raise ConfigError(f"step '{name}': a reduce needs a combine function")
+        combine, finalize = reduce_functions(name, fn, combine, finalize)
         params = dict(params or {})
         layout = step_layout(self.workers, name, inputs, fn, params, margin,
                              tiling or self.tiling, given_layout(name, layout, plan))
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), layout=layout, fn=fn,
                         profiles=tuple(r.profile for r in inputs), params=params,
                         writable_inputs=declared_writable_inputs(fn, writable_inputs))
-        folder = _TileOrderFold(name, combine, job.tiles)
+        folder = TileOrderFold(name, combine, job.tiles)
         self._execute("reduce", name, job, range(len(job.tiles)), folder.add)
         folder.check_complete()
-        result = folder.value
-        if finalize is not None:
-            try:
-                result = finalize(result, params)
-            except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
-                raise StepError(f"finalize raised {type(exc).__name__}: {exc}", step=name) from exc
-        return result
+        return finalized(name, folder.value, finalize, params)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -357,36 +358,6 @@ class Engine:
         report = PhaseReport(kind, name, tiles, pixels, time.perf_counter() - started)
         self.reports.append(report)
         self.progress.finished(report)
-
-
-class _TileOrderFold:
-    """Folds per-tile partials with ``combine`` in tile order, holding back those that come early."""
-
-    def __init__(self, step: str, combine: CombineFn, tiles: Sequence[Tile]):
-        self.step = step
-        self.combine = combine
-        self.tiles = tiles
-        self.next = 0
-        self.value: Any = None
-        self.early: dict[int, Any] = {}
-
-    def add(self, chunk: Sequence[int], partials: Sequence[Any]) -> None:
-        self.early.update(zip(chunk, partials))
-        while self.next in self.early:
-            partial = self.early.pop(self.next)
-            if self.next == 0:
-                self.value = partial
-            else:
-                try:
-                    self.value = self.combine(self.value, partial)
-                except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
-                    raise StepError(f"combine raised {type(exc).__name__}: {exc}", step=self.step,
-                                    tile=self.tiles[self.next].describe()) from exc
-            self.next += 1
-
-    def check_complete(self) -> None:
-        if self.next != len(self.tiles):
-            raise StepError(f"only {self.next} of {len(self.tiles)} tiles were reduced", step=self.step)
 
 
 def as_bands(array: np.ndarray) -> np.ndarray:

@@ -132,7 +132,8 @@ class _StageWork:
 class FusedMapJob(MapJob):
     """A fused chain's tiles (see the module's text): per tile, every stage in turn, each on its
     own window, the images between them cut to the window their readers need and cast to their
-    dtypes, as they would be stored; the last stage's results are stored like a map's.
+    dtypes, as they would be stored; the last stage's results are stored like a map's, and feed
+    the reduces the chain feeds (see :meth:`MapJob.finish`).
 
     ``inputs`` are the chain's input rasters, named by ``input_names``; ``image_profiles`` holds
     the profile of every image the stages read (None for one a first tile must tell)."""
@@ -140,12 +141,11 @@ class FusedMapJob(MapJob):
     stages: tuple[_StageWork, ...] = ()
     input_names: tuple[str, ...] = ()
     image_profiles: dict = field(default_factory=dict)
-    _stage: str | None = field(default=None, init=False, repr=False, compare=False)
 
-    def run_tile(self, tile: Tile) -> list[np.ndarray]:
+    def run_tile(self, tile: Tile) -> Any:
         results, last = self._chain(tile, learn=None)
-        return self.store(last, check_results(results, last, [r.count for r in self.outputs],
-                                              [np.dtype(r.dtype) for r in self.outputs]))
+        return self.finish(last, check_results(results, last, [r.count for r in self.outputs],
+                                               [np.dtype(r.dtype) for r in self.outputs]))
 
     def run_probe(self, tile: Tile) -> dict[str, tuple[int, str]] | TileFailure:
         """Run the chain on a tile to learn the band count and dtype of every image whose
@@ -155,12 +155,6 @@ class FusedMapJob(MapJob):
         if isinstance(done, TileFailure):
             return done
         return learnt
-
-    def failure(self, tile: Tile, exc: BaseException, kind: str = "callable") -> TileFailure:
-        """A tile's failure, naming the stage that was running (the chain's step is the last)."""
-        found = super().failure(tile, exc, kind)
-        return found if self._stage is None else TileFailure(
-            self._stage, found.tile, found.kind, found.exc_type, found.message, found.traceback)
 
     def _chain(self, tile: Tile, learn: dict[str, tuple[int, str]] | None,
                ) -> tuple[list[np.ndarray], Tile]:

@@ -1,4 +1,5 @@
-"""What runs on a tile, in a worker or in-process: loading a window, a map, a reduce.
+"""What runs on a tile, in a worker or in-process: loading a window, a map, a reduce, and the
+reduces a map's tiles feed (:class:`FeedWork`, see :mod:`eoscale.engine.feeding`).
 
 A *job* is one step's work: a small picklable object published once per worker (never per tile)
 holding raster references, the callable, its params and the tile layout's parameters; the worker
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -133,6 +134,38 @@ def _readonly_write(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "read-only" in str(exc)
 
 
+@dataclass(frozen=True)
+class FeedWork:
+    """A reduce fed by a map's tiles, as it travels to the workers: its step ``name``, callable
+    and params, the positions among the map's outputs of the images it reads (``sources``),
+    their ``profiles``, and whether it gets private writable arrays."""
+
+    name: str
+    fn: Callable
+    sources: tuple[int, ...]
+    params: dict
+    profiles: tuple[dict, ...]
+    writable_inputs: bool = False
+
+    def partial(self, tile: Tile, cores: Mapping[int, np.ndarray]) -> Any:
+        """The reduce's partial on ``tile``: its callable on the tile's core of each image it
+        reads (``cores``, by output position: cut and cast as the outputs store them), read-only
+        or private copies, with the core as the tile's read window (a reduce without margin
+        reads no more), as a reduce over the stored outputs would be called on that tile."""
+        arrays = []
+        for source in self.sources:
+            array = cores[source].copy() if self.writable_inputs else cores[source].view()
+            array.flags.writeable = self.writable_inputs
+            arrays.append(array)
+        transform = self.profiles[0].get("transform") if self.profiles else None
+        set_tile_context(TileContext(tile.index, tile.core, tile.core,
+                                     window_transform(tile.core, transform) if transform else None))
+        try:
+            return self.fn(arrays, [dict(p) for p in self.profiles], self.params)
+        finally:
+            set_tile_context(None)
+
+
 class _ComputeJob(Job):
     """A job that calls a user callable on read-window views of its inputs.
 
@@ -199,6 +232,15 @@ class MapJob(_ComputeJob):
     writable_inputs: bool = False
     returned: tuple[bool, ...] = ()
     encoded: tuple[EncodedTarget | None, ...] = ()
+    feeds: tuple[FeedWork, ...] = ()
+    _stage: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def failure(self, tile: Tile, exc: BaseException, kind: str = "callable") -> TileFailure:
+        """A tile's failure, naming the stage that was running (a fed reduce, a fused chain's
+        step), else the map's step."""
+        found = super().failure(tile, exc, kind)
+        return found if self._stage is None else TileFailure(
+            self._stage, found.tile, found.kind, found.exc_type, found.message, found.traceback)
 
     def _is_returned(self, position: int) -> bool:
         return bool(self.returned) and self.returned[position]
@@ -211,10 +253,27 @@ class MapJob(_ComputeJob):
                 for position, ref in enumerate(self.outputs)]
         return rasters
 
-    def run_tile(self, tile: Tile) -> list[np.ndarray]:
-        return self.store(tile, check_results(self._call(tile), tile,
-                                              [r.count for r in self.outputs],
-                                              [np.dtype(r.dtype) for r in self.outputs]))
+    def run_tile(self, tile: Tile) -> Any:
+        self._stage = None
+        return self.finish(tile, check_results(self._call(tile), tile,
+                                               [r.count for r in self.outputs],
+                                               [np.dtype(r.dtype) for r in self.outputs]))
+
+    def finish(self, tile: Tile, results: Sequence[np.ndarray]) -> Any:
+        """Store a tile's checked ``results`` (:meth:`store`); with reduces to feed, also their
+        partials on the stored cores: then (stored, partials)."""
+        stored = self.store(tile, results)
+        if not self.feeds:
+            return stored
+        rows, cols = tile.core_in_read
+        cores = {source: results[source][:, rows, cols].astype(self.outputs[source].dtype,
+                                                               copy=False)
+                 for source in {s for feed in self.feeds for s in feed.sources}}
+        partials = []
+        for feed in self.feeds:
+            self._stage = feed.name
+            partials.append(feed.partial(tile, cores))
+        return stored, partials
 
     def run_probe(self, tile: Tile) -> list[np.ndarray] | TileFailure:
         """The tile's results as arrays, unchecked: the first tile tells the outputs' shapes."""
@@ -248,7 +307,7 @@ class MapJob(_ComputeJob):
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
         done = self._run_tiles(indices, self.run_tile)
-        if isinstance(done, TileFailure) or not any(self.returned):
+        if isinstance(done, TileFailure) or not (any(self.returned) or self.feeds):
             return done if isinstance(done, TileFailure) else len(done)
         return list(zip(indices, done))
 

@@ -3,7 +3,9 @@
 Before each step the inputs it brings in are loaded into shared memory or opened for windowed
 reads, as planned; during it, the images the plan writes as computed go to the files it names
 (an output's staged file, or a scratch file); after it, the results it saves are written to
-their staged files (under a temporary name) and the images it releases are freed. Outputs are renamed into place only when the whole run has
+their staged files (under a temporary name) and the images it releases are freed. A reduce the
+plan feeds from a map's tiles is computed during that map (:mod:`eoscale.engine.feeding`); its
+result is kept until its own step. Outputs are renamed into place only when the whole run has
 succeeded. The process tree's memory (PSS) is sampled meanwhile, so the run reports its measured
 peak beside the plan's estimate.
 
@@ -29,6 +31,7 @@ import rasterio
 from eoscale.engine import Engine, PhaseReport, Progress, SharedRaster
 from eoscale.engine.contract import declared_writable_inputs
 from eoscale.engine.executors import Executor
+from eoscale.engine.feeding import FedReduce, Feeding
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.fused import ChainStep
 from eoscale.engine.memory import TreeSampler, own_pss
@@ -87,6 +90,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     spec = plan.spec
     started = time.perf_counter()
     results: dict[str, Any] = {}
+    fed: dict[str, Any] = {}  # results of reduces fed by a map's tiles, until their step
     images: dict[str, SharedRaster | FileRaster] = {}
     sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS)
     spilled: dict[str, Path] = {}
@@ -159,23 +163,29 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             params = callable_params(step.step, found.fn, results)
             tiling = step.tiling_for(params)
             if step.kind == "map":
+                feeding = _feeding(plan, step, results)
                 with contextlib.ExitStack() as finishing:  # then overviews, COGs, quicklooks
                     files = [file_for(name, finishing) for name in step.step.outputs]
                     if step.chain:
                         made = engine.map_fused(
                             _stages(plan, step, results), images,
                             name=" > ".join(plan.steps[i].name for i in step.chain),
-                            layout=tiling, files=files)
+                            layout=tiling, files=files, feeding=feeding)
                     else:
                         made = engine.map(
                             found.fn, [images[name] for name in step.step.inputs],
                             params=params, profile_fn=found.profile, name=step.name,
                             output_names=step.step.outputs, layout=tiling,
-                            writable_inputs=step.step.writable_inputs, files=files)
+                            writable_inputs=step.step.writable_inputs, files=files,
+                            feeding=feeding)
+                if feeding is not None:  # kept for their own steps, in the plan's order
+                    fed.update(feeding.results)
                 images.update((name, image) for name, image in zip(step.step.outputs, made)
                               if plan.images[name].lives is Residence.SHARED)
                 images.update((name, engine.open(spilled[name], name=name))
                               for name in step.step.outputs if name in spilled)
+            elif step.fed_by is not None:  # computed by the tiles of the map that fed it
+                results[step.name] = fed.pop(step.name)
             else:
                 results[step.name] = engine.reduce(found.fn,
                                                    [images[name] for name in step.step.inputs],
@@ -205,6 +215,20 @@ def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[C
                             declared_writable_inputs(found.fn, member.step.writable_inputs)))
     return stages
 
+
+def _feeding(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> Feeding | None:
+    """The reduces map ``step``'s tiles feed (None: none), their params resolved; each reads
+    the map's outputs at their positions among them."""
+    fed = [reduce for reduce in plan.steps if reduce.fed_by == step.index]
+    if not fed:
+        return None
+    outputs = list(step.step.outputs)
+    return Feeding([FedReduce(reduce.name, reduce.callables.fn,
+                              tuple(outputs.index(name) for name in reduce.step.inputs),
+                              reduce.callables.combine, reduce.callables.finalize,
+                              callable_params(reduce.step, reduce.callables.fn, results),
+                              reduce.step.writable_inputs)
+                    for reduce in fed])
 
 
 def _gdal_cache(plan: RunPlan) -> contextlib.AbstractContextManager[Any]:

@@ -23,6 +23,8 @@ Each module answers one question:
 - :mod:`~eoscale.pipeline.plan.decide`: one plan from a shape and the budget's choices;
 - :mod:`~eoscale.pipeline.plan.fitting`: the fastest plan that fits the budget, and the least
   budget that fits;
+- :mod:`~eoscale.pipeline.plan.feeding`: which reduces are fed by their map's tiles, rather than
+  reading its images back from their files, and why not;
 - :mod:`~eoscale.pipeline.plan.values`: the plan's values and their JSON;
 - :mod:`~eoscale.pipeline.plan.planning`: :func:`plan_run`, the table of contents.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from eoscale.pipeline.plan.decide import Choices, decide
+from eoscale.pipeline.plan.feeding import with_feeding
 from eoscale.pipeline.plan.fusion import fusable, fusions, not_fused, priced_chains
 from eoscale.pipeline.plan.residence import Residence
 from eoscale.pipeline.plan.resources import BUDGET_HEADROOM, Resources
@@ -21,13 +22,15 @@ MIN_TILE_SIZE = {"tiles": 64, "strips": 16}
 def fit(shape: RunShape, resources: Resources) -> RunPlan:
     """The fastest plan of ``shape`` that fits the budget of ``resources`` (:func:`fit_plan`);
     where the plan with fused chains does not fit, one that only spills may: fusing keeps a
-    chain's inputs alive longer and grows its windows."""
+    chain's inputs alive longer and grows its windows. Its reduces that the tiles of the map
+    making their images can feed are fed by them
+    (:func:`~eoscale.pipeline.plan.feeding.with_feeding`)."""
     fitted = fit_plan(shape, resources)
     if not fitted.fits and any(step.chain for step in fitted.steps):
         spilling = fit_plan(shape, resources, fusing=False)
         if spilling.fits:
-            return spilling
-    return fitted
+            return with_feeding(spilling)
+    return with_feeding(fitted)
 
 
 def least_budget(shape: RunShape, resources: Resources, resolution: int = 1024) -> int:

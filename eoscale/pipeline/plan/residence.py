@@ -58,6 +58,10 @@ class Residence(str, Enum):
 
 Home = tuple[Residence, str]
 
+#: What a spilled image's reason says of its readers (unless they are fed by its step's tiles:
+#: :mod:`~eoscale.pipeline.plan.feeding`).
+READ_BACK = "read back by window"
+
 
 def input_home(name: str, spec: PipelineSpec, steps: Sequence[int], margin: int | None, *,
                cluster: bool, stream: bool) -> Home:
@@ -127,8 +131,8 @@ def cluster_residence(name: str, spec: PipelineSpec, readers: Mapping[str, list[
     """Where a step's image lives on a cluster, whose workers share no memory: in a file."""
     if name in readers:
         return Residence.SPILLED, (f"the cluster's workers share no memory: written to "
-                                   f"{_file_of(name, spec)} as computed, read back by window by "
-                                   "the later steps")
+                                   f"{_file_of(name, spec)} as computed for the later steps, "
+                                   f"{READ_BACK}")
     if name in spec.outputs:
         return Residence.WRITTEN, ("no later step reads it: written to its file as tiles are "
                                    "computed")
@@ -139,7 +143,7 @@ def cluster_residence(name: str, spec: PipelineSpec, readers: Mapping[str, list[
 def spilled(name: str, spec: PipelineSpec, not_fused: str) -> Home:
     """A step's image the budget does not hold (``not_fused``: why it is not fused instead)."""
     return Residence.SPILLED, (f"the budget does not hold it: written to {_file_of(name, spec)} "
-                               f"as computed, read back by window{not_fused}")
+                               f"as computed, {READ_BACK}{not_fused}")
 
 
 def fused(last: str, share: float) -> Home:

@@ -87,6 +87,8 @@ class StepPlan:
     fused_into: int | None = None  # the step whose tiles compute this one's (runs with it)
     recompute: float = 0.0       # a fused chain's extra pixels computed, as a share of its work
     file_blocks: tuple[int, int] | None = None  # blocks of the files it writes as it computes
+    fed_by: int | None = None    # a reduce fed by this map step's tiles (runs with it)
+    feeding: str = ""            # a reduce that reads files: fed by a map's tiles, or why not
 
     @property
     def name(self) -> str:
@@ -209,7 +211,7 @@ class RunPlan:
                           "budget_given": self.resources.given,
                           "base_bytes": self.resources.base},
             "images": [_image_dict(image) for image in self.images.values()],
-            "steps": [_step_dict(step) for step in self.steps],
+            "steps": [_step_dict(step, self.steps) for step in self.steps],
             "copied": list(self.copied),
             "stac_inputs": [stac.to_dict() for stac in self.stac_inputs],
             "estimate": {"peak_bytes": peak.total, "images_bytes": peak.images,
@@ -229,7 +231,7 @@ def _image_dict(image: ImagePlan) -> dict[str, Any]:
             "encoded_by_workers": image.encoded, "not_encoded_why": image.not_encoded}
 
 
-def _step_dict(step: StepPlan) -> dict[str, Any]:
+def _step_dict(step: StepPlan, plan_steps: tuple[StepPlan, ...]) -> dict[str, Any]:
     return {"index": step.index, "name": step.name, "kind": step.kind,
             "callable": step.step.callable, "inputs": list(step.step.inputs),
             "outputs": list(step.step.outputs), "margin": step.margin,
@@ -240,5 +242,7 @@ def _step_dict(step: StepPlan) -> dict[str, Any]:
             "releases": list(step.releases),
             "fused_into": step.fused_into, "chain": list(step.chain),
             "recompute": round(step.recompute, 4),
+            "fed_by": None if step.fed_by is None else plan_steps[step.fed_by].name,
+            "feeding": step.feeding or None,
             "memory": {"total_bytes": step.memory.total, "images_bytes": step.memory.images,
                        "tiles_bytes": step.memory.tiles, "fixed_bytes": step.memory.fixed}}
