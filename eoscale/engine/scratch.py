@@ -20,8 +20,8 @@ from eoscale.engine.shared import SEGMENT_PREFIX, pid_alive
 from eoscale.errors import RasterError
 
 #: A scratch file, its GDAL sidecar, or a part file a worker appended its blocks to (named as
-#: :func:`eoscale.engine.encoded.part_path` names them).
-_SCRATCH_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+_.*\.tif(\.aux\.xml|\.part-\d+)?$")
+#: :func:`eoscale.engine.encoded.part_path` names them: ``.part-<host>-<pid>``).
+_SCRATCH_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+_.*\.tif(\.aux\.xml|\.part-[\w.]+-\d+)?$")
 
 
 def default_scratch() -> Path:
