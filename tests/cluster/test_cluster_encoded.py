@@ -29,7 +29,7 @@ from eoscale.errors import StepError
 from eoscale.io.blocks import BlockRecord
 from eoscale.io.raster import Staging, creation_profile
 
-from cluster_ops import as_dtype, raises_at
+from cluster_ops import as_dtype, exits_once_at, raises_at
 
 HERE = Path(__file__).resolve().parent
 PROFILE = {"transform": Affine(10, 0, 600000, 0, -10, 4800000), "crs": "EPSG:32631"}
@@ -62,18 +62,19 @@ CASES = {
 }
 
 
-def make_input(folder: Path, dtype: str, bands: int) -> tuple[Path, np.ndarray]:
+def make_input(folder: Path, dtype: str, bands: int, shape: tuple[int, int] = SHAPE
+               ) -> tuple[Path, np.ndarray]:
     """An input file: random values, NaN pixels (its nodata) when float, else nodata 7."""
     rng = np.random.default_rng(5)
     if np.dtype(dtype).kind == "f":
-        image = rng.normal(100, 30, (bands, *SHAPE)).astype(dtype)
+        image = rng.normal(100, 30, (bands, *shape)).astype(dtype)
         image[rng.random(image.shape) < 0.1] = np.nan
         nodata = float("nan")
     else:
-        image = rng.integers(0, 200, (bands, *SHAPE)).astype(dtype)
+        image = rng.integers(0, 200, (bands, *shape)).astype(dtype)
         nodata = 7
     path = folder / "input.tif"
-    with rasterio.open(path, "w", driver="GTiff", height=SHAPE[0], width=SHAPE[1], count=bands,
+    with rasterio.open(path, "w", driver="GTiff", height=shape[0], width=shape[1], count=bands,
                        dtype=dtype, nodata=nodata, **PROFILE) as dataset:
         dataset.write(image)
     return path, image
@@ -176,6 +177,43 @@ def test_a_callable_raising_on_the_cluster_leaves_no_part_file(tmp_path, executo
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["input.tif"]
 
 
+def test_a_worker_dying_mid_chunk_leaves_its_part_unused_and_removed(tmp_path, executor,
+                                                                     monkeypatch):
+    """The worker running tile 9 appends the blocks of tile 8, the first of its chunk, to its
+    part file, then dies: Dask runs the chunk again on another worker, whose records alone come
+    back (a result is sent only by a task that returned), so the file equals rasterio's; the
+    dead worker's part is removed with the others."""
+    # 16 x 17 tiles: more than the engine's 256 chunks, so chunks of 2 tiles ([8, 9] one).
+    shape = (256, 272)
+    source, image = make_input(tmp_path, "uint8", 1, shape)
+    assembled: list[int] = []
+    assemble = encoded_module.assemble_geotiff
+
+    def spy(path, layout, metadata, blocks, **kwargs):
+        assembled.append(sum(record.length for record in blocks.values()))
+        # Every worker's part is still here: the dead one's too, with the blocks it appended.
+        assembled.append(sum(part.stat().st_size for part in parts_in(tmp_path)))
+        return assemble(path, layout, metadata, blocks, **kwargs)
+
+    monkeypatch.setattr(encoded_module, "assemble_geotiff", spy)
+    options = {"blockxsize": 16, "blockysize": 16}
+    marker = tmp_path / "died"
+    out = tmp_path / "out.tif"
+    with Staging() as staging, Engine(executor=executor, tiling=Tiling("tiles", 16)) as engine:
+        staged = staging.stage(out)
+        engine.map(exits_once_at, [engine.open(source)],
+                   params={"tile": 9, "marker": str(marker)}, margin=0,
+                   profile_fn=lambda profiles, _: [profiles[0]],
+                   files=[OutputFile(staged, options, "out.tif")])
+        staging.commit()
+    assert marker.exists()  # a worker died
+    used, present = assembled
+    assert used < present  # the bytes tile 8's first run appended were not read
+    with rasterio.open(out) as mine:
+        assert np.array_equal(mine.read(), image) and mine.block_shapes == [(16, 16)]
+    assert parts_in(tmp_path) == []
+
+
 def test_a_callable_killing_every_worker_is_retried_then_reported_without_dask_s_logs(tmp_path):
     """Through the command, on a local cluster it starts: Dask retries the task on new workers
     (allowed-failures, 3 by default), then eoscale names the step and the tile, exit 1; Dask's
@@ -194,7 +232,8 @@ def test_a_callable_killing_every_worker_is_retried_then_reported_without_dask_s
     error = done.stderr.splitlines()
     assert len(error) == 1, done.stderr
     assert "distributed." not in done.stderr and "Removing worker" not in done.stderr
-    assert error[0].startswith("error: step 'boom', tile 3 (rows ")
+    # The tile that killed them, or one the dying workers held with it (the message says so).
+    assert error[0].startswith("error: step 'boom', tile ")
     assert ("a Dask worker died while running this chunk, each time Dask retried it"
             in error[0])
     assert "on 4 different workers" in error[0]  # allowed-failures: 3 retries

@@ -7,6 +7,7 @@ what the map computed, for every dtype, 1 and N bands, nodata and NaN."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,7 +154,7 @@ def test_the_header_fixes_every_block_s_place_before_any_is_written(tmp_path):
     assert offsets[0] == start and lengths == [layout.block_bytes(index)
                                                for index in range(layout.block_count)]
     # Each block follows the one before it; the last strip of each band is shorter.
-    assert [b - a for a, b in zip(offsets, offsets[1:])] == lengths[:-1]
+    assert [b - a for a, b in itertools.pairwise(offsets)] == lengths[:-1]
     assert lengths[layout.grid[0] - 1] < lengths[0]
 
 
