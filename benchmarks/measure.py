@@ -5,6 +5,9 @@
   of every descendant it has waited for, so this covers eoscale's workers (which it joins) and
   GDAL's threads. Orphans reparented elsewhere would be missed; the run records the descendants
   still alive when the child exited (``stragglers``), which should be none.
+- The main process's own CPU time (``root_cpu_s``): user + system of the child alone (all its
+  threads, none of its children), read from /proc/PID/stat once it has exited but before it is
+  reaped (``waitid`` with ``WNOWAIT``: a zombie keeps its counters), so nothing is missed at the end.
 - Peak memory: every ``interval`` seconds a thread finds the tree (the child and all its
   descendants, by the ppid field of /proc/*/stat) and sums ``Pss`` from /proc/PID/smaps_rollup.
   PSS divides each shared page among the processes mapping it, so a shared-memory raster mapped by
@@ -46,6 +49,7 @@ class Measured:
     sampler_cpu_s: float               # CPU time the PSS sampler itself took (in the harness)
     load_before: float                 # 1-minute load average when the run started
     foreign_cores: float               # average cores busy with other work during the run
+    root_cpu_s: float = float("nan")   # the child's own CPU (its threads, not its children)
     stragglers: list[str] = field(default_factory=list)  # "pid name" of descendants left alive
     quiet_wait_s: float = 0.0          # waited for a quiet machine before the run (run.py)
     busy_before_cores: float = float("nan")  # other work's cores just before the run (run.py)
@@ -103,6 +107,8 @@ def run_measured(command: Sequence[str], *, interval: float | None = 0.05, cwd: 
         if interval:
             sampler.start()
         try:
+            os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+            root_cpu = own_cpu_seconds(process.pid)
             _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
             process.kill()
@@ -123,10 +129,21 @@ def run_measured(command: Sequence[str], *, interval: float | None = 0.05, cwd: 
             command=list(command), returncode=process.returncode, wall_s=wall,
             user_s=usage.ru_utime, sys_s=usage.ru_stime, peak_pss=sampler.peak,
             peak_parts=sampler.peak_parts, peak_processes=sampler.peak_processes,
-            samples=sampler.samples, sampler_cpu_s=sampler.cpu_s, load_before=load_before,
+            root_cpu_s=root_cpu, samples=sampler.samples, sampler_cpu_s=sampler.cpu_s, load_before=load_before,
             foreign_cores=max(0.0, (busy - cpu - sampler.cpu_s) / wall) if wall > 0 else 0.0,
             stragglers=stragglers,
             stdout=out.read().decode(errors="replace"), stderr=err.read().decode(errors="replace"))
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system seconds of process ``pid`` itself (utime and stime of /proc/PID/stat: all
+    its threads, none of its children); NaN when it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is fields[0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stragglers(tree: list[int], root: int, grace: float = 2.0) -> list[str]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from eoscale.engine.progress import NoProgress, PhaseReport
+from eoscale.engine.progress import NoProgress, PhaseCount, PhaseReport
+from eoscale.errors import ConfigError
 from eoscale.sizes import size_text
 
 if TYPE_CHECKING:  # rich's progress and tables, and the plan, are imported where they are used
@@ -38,6 +42,10 @@ def error_console() -> Console:
 
 
 UNITS = {"load": "read", "map": "map", "reduce": "reduce", "write": "write"}
+#: Off a terminal, a phase prints a progress line at least this often (seconds), besides one at
+#: every tenth of its tiles; the environment's EOSCALE_PROGRESS_SECONDS overrides it.
+PROGRESS_SECONDS = 30.0
+PROGRESS_ENV = "EOSCALE_PROGRESS_SECONDS"
 
 
 class RichProgress:
@@ -85,29 +93,104 @@ class RichProgress:
 
 
 class PlainProgress:
-    """One log line when a phase starts and one when it ends: for CI logs and batch jobs."""
+    """Log lines, for CI logs and batch jobs (a SLURM or PBS job's log): one when a phase starts,
+    one at every tenth of its tiles and at least every ``interval`` seconds while it runs (tiles
+    done of total, rate, elapsed, estimated time left), one when it ends.
 
-    def __init__(self, out: Console):
+    The lines every ``interval`` seconds come from a thread of their own, so that a phase whose
+    tiles are slow to finish still shows it is alive; it starts with the first phase, after the
+    engine has forked its workers, as :class:`RichProgress`'s display does.
+    """
+
+    def __init__(self, out: Console, interval: float = PROGRESS_SECONDS):
         self._out = out
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._phase: PhaseCount | None = None
+        self._last_line = 0.0  # when the current phase's last line was printed (monotonic)
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> PlainProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        pass
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=2)
 
     def _line(self, text: str) -> None:
         self._out.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, soft_wrap=True)
 
     def started(self, kind: str, name: str, total: int) -> None:
-        self._line(f"{UNITS.get(kind, kind)} {name}: {total} tile(s)")
+        with self._lock:
+            self._phase = PhaseCount(kind, name, total, time.monotonic())
+            self._last_line = self._phase.started
+            self._line(f"{UNITS.get(kind, kind)} {name}: {total} tile(s)")
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="eoscale-progress",
+                                            daemon=True)
+            self._ticker.start()
 
     def advance(self, done: int) -> None:
-        pass
+        with self._lock:
+            phase = self._phase
+            if phase is None:
+                return
+            before, phase.done = phase.done, phase.done + done
+            now = time.monotonic()
+            tenth = phase.done * 10 // max(phase.total, 1) > before * 10 // max(phase.total, 1)
+            if phase.done < phase.total and (tenth or now - self._last_line >= self._interval):
+                self._progress_line(phase, now)
 
     def finished(self, report: PhaseReport) -> None:
-        self._line(f"{UNITS.get(report.kind, report.kind)} {report.name}: done in "
-                   f"{report.seconds:.2f} s ({report.megapixels_per_second:.1f} Mpx/s)")
+        with self._lock:
+            self._phase = None
+            rate = report.tiles / report.seconds if report.seconds > 0 else float("inf")
+            self._line(f"{UNITS.get(report.kind, report.kind)} {report.name}: done in "
+                       f"{report.seconds:.2f} s: {report.tiles}/{report.tiles} tiles (100 %), "
+                       f"{rate:.3g} tiles/s, {report.megapixels_per_second:.1f} Mpx/s")
+
+    def _progress_line(self, phase: PhaseCount, now: float) -> None:
+        rate, left = phase.rate(now), phase.left(now)
+        text = (f"{UNITS.get(phase.kind, phase.kind)} {phase.name}: {phase.done}/{phase.total} "
+                f"tiles ({int(phase.percent)} %), ")
+        text += f"{rate:.3g} tiles/s, " if rate is not None else "no tile done yet, "
+        text += f"elapsed {duration_text(phase.elapsed(now))}, "
+        text += f"about {duration_text(left)} left" if left is not None else "time left unknown"
+        self._line(text)
+        self._last_line = now
+
+    def _tick(self) -> None:
+        while not self._stop.wait(min(1.0, self._interval / 4)):
+            with self._lock:
+                now = time.monotonic()
+                if self._phase is not None and now - self._last_line >= self._interval:
+                    self._progress_line(self._phase, now)
+
+
+def duration_text(seconds: float) -> str:
+    """``12.3 s`` under a minute, ``4:05`` (minutes) under an hour, ``1:04:05`` beyond."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_seconds() -> float:
+    """How often, at least, a phase prints a progress line off a terminal:
+    :data:`PROGRESS_SECONDS`, or the environment's ``EOSCALE_PROGRESS_SECONDS``."""
+    text = os.environ.get(PROGRESS_ENV)
+    if text is None:
+        return PROGRESS_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{PROGRESS_ENV}={text!r}: expected a number of seconds above 0")
+    return seconds
 
 
 class QuietProgress(NoProgress):
@@ -122,7 +205,7 @@ def progress_for(out: Console) -> RichProgress | PlainProgress | QuietProgress:
     """Rich bars on a terminal, plain lines otherwise, nothing with --quiet."""
     if settings.quiet:
         return QuietProgress()
-    return RichProgress(out) if out.is_terminal else PlainProgress(out)
+    return RichProgress(out) if out.is_terminal else PlainProgress(out, progress_seconds())
 
 
 def summary_table(reports: list[PhaseReport], seconds: float, peak_bytes: int | None = None,
@@ -211,9 +294,19 @@ def stac_lines(plan: RunPlan) -> list[str]:
     """Each STAC input's Item, and the href of each asset it reads, in band order."""
     lines = []
     for stac in plan.stac_inputs:
-        lines.append(f"input {stac.name}: STAC Item {stac.item_id} ({stac.item})")
-        lines += [f"  band {number} {_asset_text(name, key)}: {href}"
-                  for number, (name, key, href) in enumerate(stac.assets, start=1)]
+        if stac.items:
+            lines.append(f"input {stac.name}: mosaic of {len(stac.items)} STAC Item(s) of "
+                         f"{stac.item}, bands "
+                         + ", ".join(_asset_text(name, key) for name, key, _ in stac.assets))
+            lines += [f"  item {number} {id_}" + (f" ({when})" if when else "")
+                      + f": {', '.join(hrefs)}"
+                      for number, (id_, when, hrefs) in enumerate(stac.items, start=1)]
+        else:
+            lines.append(f"input {stac.name}: STAC Item {stac.item_id} ({stac.item})")
+            lines += [f"  band {number} {_asset_text(name, key)}: {href}"
+                      for number, (name, key, href) in enumerate(stac.assets, start=1)]
+        if stac.grid:
+            lines.append(f"  grid {stac.grid}")
     return lines
 
 
@@ -243,13 +336,17 @@ def plan_tables(plan: RunPlan) -> list[Table]:
                        str(image.output) if image.output else "")
     if not plan.stac_inputs:
         return [steps, images]
-    assets = Table(title="STAC inputs", title_justify="left")
+    grids = [f"{stac.name}: grid {stac.grid}" for stac in plan.stac_inputs if stac.grid]
+    assets = Table(title="STAC inputs", title_justify="left",
+                   caption="\n".join(grids) or None, caption_justify="left")
     for column in ("input", "item", "band", "asset", "href"):
         assets.add_column(column, justify="right" if column == "band" else "left")
     for stac in plan.stac_inputs:
-        for number, (name, key, href) in enumerate(stac.assets, start=1):
-            assets.add_row(stac.name, f"{stac.item_id} ({stac.item})", str(number),
-                           _asset_text(name, key), href)
+        for id_, when, hrefs in stac.items or ((f"{stac.item_id} ({stac.item})", None,
+                                                tuple(href for _, _, href in stac.assets)),):
+            for number, ((name, key, _), href) in enumerate(zip(stac.assets, hrefs), start=1):
+                assets.add_row(stac.name, id_ + (f" ({when})" if when else ""), str(number),
+                               _asset_text(name, key), href)
     return [steps, images, assets]
 
 

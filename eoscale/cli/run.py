@@ -18,7 +18,7 @@ from eoscale.cli.render import (
     settings,
     summary_table,
 )
-from eoscale.engine.scratch import cleanup_stale_scratch
+from eoscale.engine.scratch import cleanup_stale_files
 from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
 from eoscale.pipeline import checked_plan, load_pipeline
@@ -86,7 +86,7 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
             out.print(plan_text(plan), markup=False, soft_wrap=True)
         return
     cleanup_stale_segments()  # what crashed runs left behind; never a live run's
-    cleanup_stale_scratch(spec.scratch)
+    cleanup_stale_files(spec.scratch)  # and what they left beside their outputs
     from eoscale.pipeline.session import open_run
 
     with open_run(plan) as opened:
@@ -106,4 +106,10 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
     out.print(summary_table(list(result.reports), result.seconds, result.peak_bytes,
                             None if where else plan.peak.total, cluster=where))
     for name, path in result.written.items():
-        out.print(f"wrote {name}: {path}", markup=False)
+        output = spec.outputs.get(name)
+        extras = [] if output is None else [
+            f"{what} {extra}" for what, extra in (("quicklook", output.quicklook_path()),
+                                                  ("STAC Item", output.item_path()))
+            if extra is not None]
+        out.print(f"wrote {name}: {path}" + (f" (and its {', '.join(extras)})" if extras else ""),
+                  markup=False, soft_wrap=True)

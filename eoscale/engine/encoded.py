@@ -60,9 +60,7 @@ from eoscale.io.blocks import (
     preallocate_geotiff,
 )
 from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
-
-#: What a part file's name adds to its staged file's name, before its writer's host and pid.
-PART_MARK = ".part-"
+from eoscale.io.runfiles import PART_MARK
 
 #: One thread of a process appends to its part files at a time (a Dask worker runs several).
 _APPENDING = threading.Lock()

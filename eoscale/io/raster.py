@@ -21,6 +21,7 @@ from rasterio.errors import RasterioError
 
 from eoscale.errors import OutputExistsError, RasterError, check_interrupted
 from eoscale.io.paths import is_address, redact
+from eoscale.io.runfiles import MADE, STAGED, TEMP_MARK, FolderRecord, parts_of
 
 #: Creation options used unless the user sets their own.
 DEFAULT_GTIFF_OPTIONS: dict[str, Any] = {
@@ -28,7 +29,6 @@ DEFAULT_GTIFF_OPTIONS: dict[str, Any] = {
 }
 #: Profile keys that describe the grid and pixels (kept when writing); the rest is file layout.
 GRID_KEYS = ("dtype", "count", "width", "height", "crs", "transform", "nodata")
-TEMP_MARK = ".eoscale-tmp-"
 #: A write that failed with less free space than this left on its filesystem failed because the
 #: filesystem is full (a write that does not fit fills it to the last block before failing).
 FULL_BELOW = 1 << 20
@@ -149,13 +149,16 @@ class Staging:
 
     So a run that fails leaves neither a partial file at an output path nor a replaced one: every
     existing output stays as it was until ``commit()``; ``discard()`` (also on leaving the ``with``
-    block without a commit) removes the temporary files.
+    block without a commit) removes the temporary files and their part files. The folders they
+    lie in are noted in this process's :class:`~eoscale.io.runfiles.FolderRecord` first, so that
+    a cleanup finds them after a kill.
     """
 
     def __init__(self, overwrite: bool = False):
         self.overwrite = overwrite
         self._staged: dict[Path, Path] = {}
         self._made: list[Path] = []
+        self._record = FolderRecord()
 
     def __enter__(self) -> Staging:
         return self
@@ -172,7 +175,11 @@ class Staging:
     def stage(self, path: str | os.PathLike) -> Path:
         """The temporary path to write ``path``'s content to (its folder is made if needed)."""
         path = self.check(path)
-        self._made += make_folders(path.parent)
+        made = make_folders(path.parent)
+        self._made += made
+        for folder in made:
+            self._record.note(folder, MADE)
+        self._record.note(path.parent, STAGED)
         temp = self._staged[path] = temporary_path(path)
         return temp
 
@@ -195,18 +202,23 @@ class Staging:
             del self._staged[path]
             done.append(path)
         self._made = []
+        self._record.close()
         return done
 
     def discard(self) -> None:
-        """Remove the temporary files, and the folders made for them if they are empty."""
+        """Remove the temporary files and their part files (a worker stopped late may have
+        appended to one after its map removed them), and the folders made for them if they are
+        empty; then this process's record of them."""
         staged, self._staged = self._staged, {}
         for temp in staged.values():
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            for path in (temp, *parts_of(temp)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         made, self._made = self._made, []
         for folder in reversed(made):
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        self._record.close()
 
 
 class _GdalFailures(logging.Handler):

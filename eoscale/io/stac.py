@@ -11,13 +11,19 @@ makes of the same files: one file per asset, stacked in the order named, warped 
 working grid like any input, with the Item's nodata (and, asked for, its scale and offset) as
 :class:`~eoscale.io.sources.DeclaredValues`.
 
-Reading pixels stays rasterio's; only the JSON is read here. An ItemCollection (a saved search)
-is refused with a clear message for now: its items will be read by the same :func:`item_of`.
+An input may also read many Items (:func:`read_stac`): an ItemCollection (a saved search, a
+FeatureCollection of Items) or a static Collection (its ``item`` links, each Item read from its
+own location). :func:`select_items` keeps those that intersect a WGS84 bbox and whose datetime
+(or start/end range) meets an interval (:func:`parse_interval`), in the order a mosaic fills
+pixels (:mod:`eoscale.io.mosaic`): newest first, or oldest first.
+
+Reading pixels stays rasterio's; only the JSON is read here.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import posixpath
@@ -86,12 +92,18 @@ class StacAsset:
 
 @dataclass(frozen=True)
 class StacItem:
-    """An Item as an input reads it: where it was read, its id and its assets by key."""
+    """An Item as an input reads it: where it was read, its id and its assets by key; for
+    selecting it (:func:`select_items`): its datetime as written (a range ``start/end``), its
+    WGS84 ``bbox``, and the ``start`` and ``end`` of its time (both its datetime when it has
+    one)."""
 
     location: RasterLocation
     id: str
     assets: Mapping[str, StacAsset]
     datetime: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    start: dt.datetime | None = None  # its datetime, or start_datetime (UTC)
+    end: dt.datetime | None = None  # its datetime, or end_datetime (UTC)
 
     def select(self, names: Sequence[str]) -> tuple[StacAsset, ...]:
         """The assets ``names`` name, in order: by key, else by the common name of a one-band
@@ -129,11 +141,26 @@ class StacItem:
 @dataclass(frozen=True)
 class StacSelection:
     """What a STAC input reads, for reports: its Item (id, and where it was read) and, in band
-    order, each asset as the input names it, with the asset itself (key, href)."""
+    order, each asset as the input names it, with the asset itself (key, href). A mosaic also
+    has its ``items`` (each Item's id, datetime and, in band order, its assets' hrefs), in the
+    order they fill pixels (the first Item's are ``item_id`` and ``assets``); ``grid``: the
+    working grid, and why it is that one."""
 
     item_id: str
     item: RasterLocation
     assets: tuple[tuple[str, StacAsset], ...]
+    items: tuple[tuple[str, str | None, tuple[RasterLocation, ...]], ...] = ()
+    grid: str | None = None
+
+
+@dataclass(frozen=True)
+class StacItems:
+    """The Items of a STAC document at ``location``: ``kind`` ``Item`` (one), ``ItemCollection``
+    (its features) or ``Collection`` (its item links, read)."""
+
+    location: RasterLocation
+    kind: str
+    items: tuple[StacItem, ...]
 
 
 def read_item(location: RasterLocation) -> StacItem:
@@ -200,7 +227,8 @@ def item_of(document: Mapping[str, Any], location: RasterLocation) -> StacItem:
     shown = redact(os.fspath(location))
     kind = document.get("type")
     if kind == "FeatureCollection":
-        raise StacError(f"{shown} is a STAC ItemCollection: an input reads one Item for now")
+        raise StacError(f"{shown} is a STAC ItemCollection: an input reads one Item here (a "
+                        f"pipeline's input mosaics an ItemCollection's Items)")
     if kind != "Feature":
         raise StacError(f"{shown} is not a STAC Item: its type is {kind!r}, not 'Feature'")
     try:
@@ -209,10 +237,61 @@ def item_of(document: Mapping[str, Any], location: RasterLocation) -> StacItem:
             AttributeError) as error:
         raise StacError(f"{shown} is not a readable STAC Item: {type(error).__name__}: "
                         f"{error}") from None
+    return _item(item, location)
+
+
+def _item(item: Any, location: RasterLocation) -> StacItem:
+    """The :class:`StacItem` of a ``pystac.Item`` read from ``location``."""
     assets = {key: StacAsset(key, resolve_href(asset.href, location), _bands(asset.extra_fields))
               for key, asset in item.assets.items()}
     when = item.datetime.isoformat() if item.datetime is not None else None
-    return StacItem(location, item.id, assets, when)
+    fields = item.properties
+    start = _utc(item.datetime) or _utc(_moment(fields.get("start_datetime")))
+    end = _utc(item.datetime) or _utc(_moment(fields.get("end_datetime")))
+    if when is None and (start or end):
+        when = "/".join(moment.isoformat() if moment else ".." for moment in (start, end))
+    corners = {4: (0, 1, 2, 3), 6: (0, 1, 3, 4)}.get(len(item.bbox or ()))  # 2D or 3D
+    bbox = tuple(float(item.bbox[i]) for i in corners) if corners else None
+    return StacItem(location, item.id, assets, when, bbox, start, end)  # type: ignore[arg-type]
+
+
+def read_stac(location: RasterLocation) -> StacItems:
+    """The Items of the STAC document at ``location``: an Item, an ItemCollection or a static
+    Collection (each of its ``item`` links read: a file, or an address, relative to it);
+    anything else is a :class:`StacError`."""
+    import pystac
+
+    document = read_document(location)
+    shown = redact(os.fspath(location))
+    kind = document.get("type")
+    if kind == "Feature":
+        return StacItems(location, "Item", (item_of(document, location),))
+    try:
+        if kind == "FeatureCollection":
+            features = pystac.ItemCollection.from_dict(dict(document), preserve_dict=True)
+            items = tuple(_item(item, _item_location(item, location)) for item in features)
+            return StacItems(location, "ItemCollection", items)
+        if kind == "Collection":
+            collection = pystac.Collection.from_dict(dict(document), preserve_dict=True)
+            hrefs = [resolve_href(link.href, location) for link in collection.get_links("item")]
+            return StacItems(location, "Collection",
+                             tuple(item_of(read_document(href), href) for href in hrefs))
+    except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError,
+            AttributeError) as error:
+        raise StacError(f"{shown} is not a readable STAC {kind}: {type(error).__name__}: "
+                        f"{error}") from None
+    raise StacError(f"{shown} is not a STAC Item, ItemCollection or Collection: its type is "
+                    f"{kind!r}")
+
+
+def _item_location(item: Any, collection: RasterLocation) -> RasterLocation:
+    """Where an ItemCollection's Item is, for its relative hrefs: its ``self`` link when it has
+    an absolute one, else the ItemCollection's own location."""
+    link = item.get_single_link("self")
+    href = link.href if link is not None else None
+    if href and (is_address(href) or os.path.isabs(href)):
+        return href if is_address(href) else Path(href)
+    return collection
 
 
 def resolve_href(href: str, base: RasterLocation) -> RasterLocation:
@@ -278,3 +357,97 @@ def assets_source(assets: Sequence[StacAsset], resampling: str = "nearest",
         declared = ()
     return Source(tuple(os.fspath(asset.href) for asset in assets), None, resampling, declared)
 
+
+
+#: A bbox: west, south, east, north in WGS84 degrees.
+BBox = tuple[float, float, float, float]
+#: An interval of time: its start and end (UTC; None: open).
+Interval = tuple[dt.datetime | None, dt.datetime | None]
+#: The orders in which a mosaic's Items fill pixels.
+ORDERS = ("newest", "oldest")
+
+
+def parse_interval(text: str) -> Interval:
+    """``2024-06-01/2024-06-30`` (either end ``..`` or empty: open), or one datetime or date,
+    as an interval; a date alone stands for its whole day (``2024-06-30`` ends at its last
+    instant). A text that is neither is a ``ValueError`` saying what was expected."""
+    parts = text.split("/")
+    if len(parts) > 2 or not text.strip() or all(p.strip() in ("", "..") for p in parts):
+        raise ValueError(f"expected a datetime or an interval like '2024-06-01/2024-06-30' "
+                         f"(an open end '..'), found {text!r}")
+    if len(parts) == 1:
+        return _moment_text(parts[0], False), _moment_text(parts[0], True)
+    start, end = _moment_text(parts[0], False), _moment_text(parts[1], True)
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"the interval {text!r} ends before it starts")
+    return start, end
+
+
+def _moment_text(text: str, end: bool) -> dt.datetime | None:
+    """One end of an interval (None: open); a date alone is its day's first instant, or with
+    ``end`` its last."""
+    text = text.strip()
+    if text in ("", ".."):
+        return None
+    try:
+        if len(text) == 10:
+            day = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(),
+                                      tzinfo=dt.timezone.utc)
+            return day + dt.timedelta(days=1, microseconds=-1) if end else day
+        return _utc(dt.datetime.fromisoformat(text.replace("z", "Z")))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (2024-06-01) or a datetime "
+                         f"(2024-06-01T10:30:00Z)") from None
+
+
+def _moment(value: Any) -> dt.datetime | None:
+    """A datetime of an Item's properties (RFC 3339 text), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return None
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """A datetime in UTC (a naive one taken as UTC)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc)
+
+
+def select_items(items: Sequence[StacItem], bbox: BBox | None, interval: Interval | None,
+                 order: str = "newest") -> tuple[StacItem, ...]:
+    """The Items that intersect ``bbox`` (edges touching count; an Item without a bbox does not
+    intersect one) and whose datetime, or start/end range, meets ``interval`` (an Item without
+    one does not), in the order a mosaic fills pixels: ``newest`` first (by datetime, or end of
+    range) or ``oldest`` first (by datetime, or start of range); Items of one time keep the
+    document's order, and Items without a time come last."""
+    kept = [item for item in items
+            if (bbox is None or _intersects(item.bbox, bbox))
+            and (interval is None or _meets(item, interval))]
+    timed = [item for item in kept if item.start is not None or item.end is not None]
+    untimed = [item for item in kept if item.start is None and item.end is None]
+    if order == "oldest":
+        timed.sort(key=lambda item: item.start or item.end)  # type: ignore[arg-type,return-value]
+    else:
+        timed.sort(key=lambda item: item.end or item.start, reverse=True)  # type: ignore
+    return (*timed, *untimed)
+
+
+def _intersects(box: BBox | None, bbox: BBox) -> bool:
+    if box is None:
+        return False
+    west, south, east, north = box
+    return west <= bbox[2] and bbox[0] <= east and south <= bbox[3] and bbox[1] <= north
+
+
+def _meets(item: StacItem, interval: Interval) -> bool:
+    first, last = item.start or item.end, item.end or item.start
+    if first is None or last is None:
+        return False
+    start, end = interval
+    return (start is None or last >= start) and (end is None or first <= end)

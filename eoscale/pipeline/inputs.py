@@ -10,20 +10,32 @@ one grid (:func:`grid_problems`); a band stack is then on its first file's grid.
 
 A STAC input's files are its Item's assets (:mod:`eoscale.io.stac`): the Item is read here,
 once per planning, never by the loader (which opens no file); :func:`read_locations` lists
-the files a run reads, assets included.
+the files a run reads, assets included. An ItemCollection or a Collection (or an Item with
+``bbox``, ``datetime`` or ``order``) is a mosaic (:func:`mosaic_reading`,
+:mod:`eoscale.io.mosaic`): its source has its own grid, chosen from its Items, which the
+pipeline's ``grid:`` replaces.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from eoscale.errors import Problem, RasterError
-from eoscale.io.paths import is_address, location_name
+from eoscale.io.mosaic import MosaicSource, mosaic_grid
+from eoscale.io.paths import is_address, location_name, redact
 from eoscale.io.sources import Grid, Source
-from eoscale.io.stac import StacError, StacSelection, assets_source, read_item
-from eoscale.pipeline.spec import PipelineSpec
+from eoscale.io.stac import (
+    StacError,
+    StacItems,
+    StacSelection,
+    assets_source,
+    read_stac,
+    select_items,
+)
+from eoscale.pipeline.spec import PipelineSpec, StacInput
 
 
 def input_sources(spec: PipelineSpec, problems: list[Problem],
@@ -56,7 +68,9 @@ def inputs_on_grid(spec: PipelineSpec, problems: list[Problem]) -> InputsOnGrid:
     problems += grid_problems(spec, own)
     like = spec.grid.like if spec.grid is not None else None
     grid = None if like is not None and like not in own else working_grid(spec, own)
-    sources = {name: replace(own_sources[name], grid=grid) for name in own}
+    sources = {name: own_sources[name] if grid is None else replace(own_sources[name], grid=grid)
+               for name in own}
+    stac = {name: replace(read, grid=grid_reason(grid, read)) for name, read in stac.items()}
     if grid is None:
         return InputsOnGrid(grid, sources, own, stac)
     profiles = {}
@@ -82,11 +96,51 @@ def input_reading(spec: PipelineSpec, name: str, grid: Grid | None = None,
     item = spec.inputs[name]
     if item.stac is None:
         return Source(tuple(str(path) for path in item.paths), grid, item.resampling), None
-    read = read_item(item.stac.item)
+    found = read_stac(item.stac.item)
+    if found.kind != "Item" or item.stac.filters:
+        source, selection = mosaic_reading(item.name, item.stac, found, item.resampling)
+        return (source if grid is None else replace(source, grid=grid)), selection
+    read = found.items[0]
     assets = read.select(item.stac.assets)
     source = assets_source(assets, item.resampling, item.stac.scale)
     selection = StacSelection(read.id, read.location, tuple(zip(item.stac.assets, assets)))
     return replace(source, grid=grid), selection
+
+
+def mosaic_reading(name: str, stac: StacInput, found: StacItems, resampling: str,
+                   ) -> tuple[MosaicSource, StacSelection]:
+    """A mosaic input's source, on the grid :func:`~eoscale.io.mosaic.mosaic_grid` chooses
+    (the working grid replaces it when the pipeline has ``grid:``), and what it reads: the Items
+    :func:`~eoscale.io.stac.select_items` keeps, in the order they fill pixels. None kept is a
+    :class:`~eoscale.io.stac.StacError` naming the input, the bbox and the interval."""
+    order = stac.order or "newest"
+    items = select_items(found.items, stac.bbox, stac.interval, order)
+    if not items:
+        shown = redact(os.fspath(found.location))
+        wanted = ([] if stac.bbox is None else [f"intersects bbox {list(stac.bbox)}"]) + (
+            [] if stac.datetime is None else [f"falls within datetime '{stac.datetime}'"])
+        raise StacError(f"input '{name}': no Item of the STAC {found.kind} {shown} "
+                        f"({len(found.items)} Items) {' and '.join(wanted) or 'to read'}")
+    chosen = [each.select(stac.assets) for each in items]
+    layers = [assets_source(assets, resampling, stac.scale) for assets in chosen]
+    grid, why = mosaic_grid(layers, stac.bbox)
+    source = MosaicSource.of_layers(layers, grid, resampling, [each.id for each in items])
+    listed = tuple((each.id, each.datetime, tuple(asset.href for asset in assets))
+                   for each, assets in zip(items, chosen))
+    selection = StacSelection(items[0].id, found.location, tuple(zip(stac.assets, chosen[0])),
+                              listed, f"{why}; Items fill pixels {order} first")
+    return source, selection
+
+
+def grid_reason(grid: Grid | None, read: StacSelection) -> str | None:
+    """The grid a mosaic is read on, for reports, and why: the pipeline's ``grid:``, or the one
+    it chose (already said); None for one Item (read on its first asset's grid, as a band
+    stack)."""
+    if not read.items:
+        return None
+    if grid is not None:
+        return f"{grid.describe()}: the pipeline's 'grid:'"
+    return read.grid
 
 
 def readable_sources(spec: PipelineSpec, problems: list[Problem],

@@ -76,6 +76,7 @@ TILING = table_at(("tiling",), _SCHEMA)
 STEP = table_at(("steps", "*"), _SCHEMA)
 OUTPUT = table_at(("outputs", "*"), _SCHEMA)
 QUICKLOOK = table_at(("outputs", "*", "quicklook"), _SCHEMA)
+STAC_OUTPUT = table_at(("outputs", "*", "stac"), _SCHEMA)
 del _SCHEMA
 
 #: Every mapping whose keys the loader checks, by its place in the document, with its keys.
@@ -87,6 +88,7 @@ KEY_TABLES: dict[Place, tuple[str, ...]] = {
     ("steps", "*"): STEP.keys,
     ("outputs", "*"): OUTPUT.keys,
     ("outputs", "*", "quicklook"): QUICKLOOK.keys,
+    ("outputs", "*", "stac"): STAC_OUTPUT.keys,
 }
 #: The keys of the document's top level and of a step, by themselves.
 TOP_KEYS = TOP.keys

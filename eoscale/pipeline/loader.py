@@ -93,7 +93,7 @@ from eoscale.pipeline.document import (
 )
 from eoscale.pipeline.overrides import apply_overrides
 from eoscale.pipeline.read_inputs import read_grid, read_inputs
-from eoscale.pipeline.read_outputs import image_only, read_outputs
+from eoscale.pipeline.read_outputs import image_only, item_statistics, read_outputs
 from eoscale.pipeline.read_steps import read_steps
 from eoscale.errors import did_you_mean
 from eoscale.pipeline.spec import FrozenMap, Overrides, PipelineSpec
@@ -169,6 +169,7 @@ def _read(r: ValueReader, document: Any, base: Path, source: Path | None) -> Pip
     if inputs is None or steps is None:
         return None
     image_only(r, root.get("outputs"), outputs, steps)
+    item_statistics(r, outputs, steps)
     return PipelineSpec(1, name, workers, tiling, FrozenMap(inputs), steps, FrozenMap(outputs),
                         source, base, memory, scratch, FrozenMap(gdal), grid, cluster)
 

@@ -60,7 +60,7 @@ def _put_inputs(document: Document, given: Mapping[str, str], cwd: Path,
         location = str(raster_location(text, cwd))
         if isinstance(inputs[name], Mapping):
             document.put(("inputs", name, "path"), location, flag)
-            for key in ("bands", "stac", "assets", "scale"):
+            for key in ("bands", "stac", "assets", "scale", "bbox", "datetime", "order"):
                 if inputs[name].get(key) is not None:
                     document.put(("inputs", name, key), None, flag)
             document.mark(("inputs", name), flag)

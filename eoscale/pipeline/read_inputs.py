@@ -3,6 +3,7 @@ working ``grid:``."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from rasterio.errors import CRSError
 from eoscale.errors import did_you_mean
 from eoscale.io.paths import RasterLocation
 from eoscale.io.sources import RESAMPLINGS as WARP_RESAMPLINGS
+from eoscale.io.stac import ORDERS, Interval, parse_interval
 from eoscale.pipeline import keys
 from eoscale.pipeline.document import KeyPath
 from eoscale.pipeline.spec import GridSpec, InputSpec, StacInput
@@ -21,6 +23,8 @@ from eoscale.pipeline.values import ValueReader, describe, misspelt
 
 #: The keys of an input's long form that say where its pixels are: exactly one is given.
 WHERE_KEYS = ("path", "bands", "stac")
+#: The keys that go with ``stac``.
+STAC_KEYS = ("assets", "scale", "bbox", "datetime", "order")
 
 
 def read_inputs(r: ValueReader, value: Any, base: Path) -> dict[str, InputSpec] | None:
@@ -67,7 +71,7 @@ def _input_entry(r: ValueReader, value: Mapping[str, Any], path: KeyPath, base: 
                        f"files), found {found}; or 'stac' with 'assets' (a STAC Item's assets "
                        f"as bands)")
     if "stac" not in given:
-        for key in ("assets", "scale"):
+        for key in STAC_KEYS:
             if entry.get(key) is not None:
                 r.report((*path, key), f"'{key}' goes with 'stac' (the assets of a STAC Item)",
                          key=True)
@@ -88,8 +92,9 @@ def _input_entry(r: ValueReader, value: Mapping[str, Any], path: KeyPath, base: 
 
 def _stac_entry(r: ValueReader, entry: Mapping[str, Any], path: KeyPath, base: Path,
                 resampling: str) -> tuple[tuple[RasterLocation | None, ...], str, StacInput | None]:
-    """``{stac: ITEM, assets: [NAME, ...], scale: BOOL}``: the Item's location (a file made
-    absolute, an address as written) and the assets' names, read when the run is planned."""
+    """``{stac: ITEM, assets: [NAME, ...], scale: BOOL}``, and for a mosaic ``bbox``,
+    ``datetime``, ``order``: the Item's (or ItemCollection's) location (a file made absolute,
+    an address as written) and the assets' names, read when the run is planned."""
     item = r.raster_file(entry["stac"], (*path, "stac"), base)
     names = entry.get("assets")
     if names is None:
@@ -105,10 +110,54 @@ def _stac_entry(r: ValueReader, entry: Mapping[str, Any], path: KeyPath, base: P
               for index, name in enumerate(names)]
     scale = entry.get("scale")
     scale = False if scale is None else r.boolean(scale, (*path, "scale"), None)
-    if item is None or None in assets or scale is None:
+    bbox = None if entry.get("bbox") is None else _bbox(r, entry["bbox"], (*path, "bbox"))
+    when = entry.get("datetime")
+    if isinstance(when, (datetime.date, datetime.datetime)):  # YAML reads a bare date as one
+        when = when.isoformat()
+    interval = None if when is None else _interval(r, when, (*path, "datetime"))
+    order = entry.get("order")
+    if order is not None and order not in ORDERS:
+        text = isinstance(order, str)
+        shown = repr(order) if text else describe(order)
+        hint = did_you_mean(order, ORDERS) if text else ""
+        r.report((*path, "order"), f"unknown order {shown}{hint}; expected "
+                                   f"{' or '.join(ORDERS)} (which Items fill pixels first)")
+        order = None
+    if (item is None or None in assets or scale is None
+            or (entry.get("bbox") is not None and bbox is None)
+            or (when is not None and interval is None)):
         return (item,), resampling, None
     where = tuple(r.at((*path, "assets", index)) for index in range(len(assets)))
-    return (item,), resampling, StacInput(item, tuple(a for a in assets if a), scale, where)
+    return (item,), resampling, StacInput(item, tuple(a for a in assets if a), scale, where,
+                                          bbox, when, interval, order)
+
+
+def _bbox(r: ValueReader, value: Any, path: KeyPath) -> tuple[float, float, float, float] | None:
+    """``[west, south, east, north]`` in WGS84 degrees (not across the antimeridian)."""
+    numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v)] if isinstance(value, (list, tuple)) else []
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or len(numbers) != 4:
+        r.report(path, f"expected 4 numbers [west, south, east, north] (WGS84 degrees), found "
+                       f"{describe(value)}")
+        return None
+    west, south, east, north = (float(v) for v in numbers)
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        r.report(path, f"a bbox [west, south, east, north] in degrees needs -180 <= west < "
+                       f"east <= 180 and -90 <= south < north <= 90, found {list(value)!r}")
+        return None
+    return west, south, east, north
+
+
+def _interval(r: ValueReader, value: Any, path: KeyPath) -> Interval | None:
+    """A datetime interval (:func:`~eoscale.io.stac.parse_interval`)."""
+    text = r.text(value, path, None, "a datetime interval like '2024-06-01/2024-06-30'")
+    if text is None:
+        return None
+    try:
+        return parse_interval(text)
+    except ValueError as error:
+        r.report(path, str(error))
+        return None
 
 
 def read_grid(r: ValueReader, value: Any,

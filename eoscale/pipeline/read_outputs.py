@@ -1,5 +1,5 @@
 """Reading a pipeline's ``outputs:``: each result's file and, for an image, its format, GDAL
-creation options, overviews and quicklook."""
+creation options, overviews, quicklook and STAC Item."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from eoscale.errors import did_you_mean
 from eoscale.io.layout import FORMATS, RESAMPLINGS, ImageLayout
 from eoscale.io.paths import is_address
 from eoscale.io.quicklook import COLORMAPS, QUICKLOOK_SIZE, QuicklookStyle
 from eoscale.pipeline import keys
 from eoscale.pipeline.document import KeyPath
-from eoscale.pipeline.spec import FrozenMap, OutputSpec, QuicklookSpec, StepSpec
+from eoscale.pipeline.spec import FrozenMap, OutputItemSpec, OutputSpec, QuicklookSpec, StepSpec
 from eoscale.pipeline.values import ValueReader, absolute, describe
 
 #: The output keys that only an image output can have.
-IMAGE_ONLY = ("format", "overviews", "resampling", "quicklook")
+IMAGE_ONLY = ("format", "overviews", "resampling", "quicklook", "stac")
 
 
 def read_outputs(r: ValueReader, value: Any, base: Path) -> dict[str, OutputSpec]:
@@ -30,7 +31,7 @@ def read_outputs(r: ValueReader, value: Any, base: Path) -> dict[str, OutputSpec
         output = _output(r, name, item, path, base)
         if r.name(name, path, None, key=True) is not None and output is not None:
             outputs[name] = output
-    _quicklook_clashes(r, outputs)
+    _companion_clashes(r, outputs)
     return outputs
 
 
@@ -73,9 +74,10 @@ def _output(r: ValueReader, name: str, value: Any, path: KeyPath,
         None if entry.get("resampling") is None else r.choice(
             entry["resampling"], (*path, "resampling"), RESAMPLINGS))
     quicklook = _quicklook(r, entry.get("quicklook"), (*path, "quicklook"), base)
+    item = _item(r, entry.get("stac"), (*path, "stac"))
     if file is None:
         return None
-    return OutputSpec(name, file, FrozenMap(options), r.at(path), layout, quicklook)
+    return OutputSpec(name, file, FrozenMap(options), r.at(path), layout, quicklook, item)
 
 
 def _output_path(r: ValueReader, value: Any, path: KeyPath, base: Path) -> Path | None:
@@ -126,6 +128,46 @@ def _quicklook(r: ValueReader, value: Any, path: KeyPath, base: Path) -> Quicklo
     return QuicklookSpec(file, QuicklookStyle(size, colormap, bands))
 
 
+def _item(r: ValueReader, value: Any, path: KeyPath) -> OutputItemSpec | None:
+    """``true``, or a mapping naming the reduce step whose result gives the ``statistics``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return OutputItemSpec(where=r.at(path))
+    entry = r.mapping(value, path, None, "true, or a mapping with key statistics") or {}
+    r.check_keys(entry, path, keys.STAC_OUTPUT, None)
+    statistics = None
+    if entry.get("statistics") is not None:
+        statistics = r.text(entry["statistics"], (*path, "statistics"), None,
+                            "the name of a reduce step")
+    return OutputItemSpec(statistics, r.at((*path, "statistics") if statistics else path))
+
+
+def item_statistics(r: ValueReader, outputs: Mapping[str, OutputSpec],
+                    steps: tuple[StepSpec, ...]) -> None:
+    """Report an Item's ``statistics`` that name no reduce step, or one that is not of the
+    output's own image (statistics of another image would describe the wrong pixels)."""
+    by_name = {step.name: step for step in steps}
+    for name, output in outputs.items():
+        wanted = output.item.statistics if output.item is not None else None
+        if wanted is None:
+            continue
+        at = ("outputs", name, "stac", "statistics")
+        step = by_name.get(wanted)
+        if step is None or step.kind != "reduce":
+            reduces = [step.name for step in steps if step.kind == "reduce"]
+            what = "no step" if step is None else f"a {step.kind} step"
+            r.report(at, f"the statistics of '{name}' come from a reduce step's result, and "
+                         f"'{wanted}' is {what}{did_you_mean(wanted, reduces)}; reduce steps: "
+                         f"{', '.join(reduces) or 'none'}")
+        elif step.callable.startswith("eoscale.ops.") and not step.callable.endswith(".stats"):
+            r.report(at, f"reduce step '{wanted}' ({step.callable}) gives no statistics of "
+                         f"'{name}' (min, max, mean, std per band): eoscale.ops.stats does")
+        elif step.inputs != (name,):
+            r.report(at, f"the statistics of '{name}' must be computed on '{name}' alone: reduce "
+                         f"step '{wanted}' reads {', '.join(step.inputs)}")
+
+
 def _bands(r: ValueReader, value: Any, path: KeyPath) -> tuple[int, ...] | None:
     if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
         r.report(path, f"expected one band or three (red, green, blue) like [4, 1, 2], "
@@ -135,16 +177,18 @@ def _bands(r: ValueReader, value: Any, path: KeyPath) -> tuple[int, ...] | None:
     return None if None in bands else tuple(int(band) for band in bands if band is not None)
 
 
-def _quicklook_clashes(r: ValueReader, outputs: Mapping[str, OutputSpec]) -> None:
-    """Report a quicklook written where an output, or another quicklook, is written."""
+def _companion_clashes(r: ValueReader, outputs: Mapping[str, OutputSpec]) -> None:
+    """Report a quicklook or STAC Item written where an output, or another quicklook or Item,
+    is written."""
     written: dict[Path, str] = {output.path: f"output '{name}'"
                                 for name, output in outputs.items()}
     for name, output in outputs.items():
-        quicklook = output.quicklook_path()
-        if quicklook is None:
-            continue
-        if quicklook in written:
-            r.report(("outputs", name, "quicklook"),
-                     f"the quicklook {quicklook} is also the path of {written[quicklook]}")
-        else:
-            written[quicklook] = f"the quicklook of output '{name}'"
+        for key, what, path in (("quicklook", "quicklook", output.quicklook_path()),
+                                ("stac", "STAC Item", output.item_path())):
+            if path is None:
+                continue
+            if path in written:
+                r.report(("outputs", name, key),
+                         f"the {what} {path} is also the path of {written[path]}")
+            else:
+                written[path] = f"the {what} of output '{name}'"

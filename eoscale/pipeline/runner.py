@@ -38,6 +38,7 @@ from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
 from eoscale.io.raster import Staging, write_text
 from eoscale.pipeline.inputs import read_locations
+from eoscale.pipeline.items import stage_items
 from eoscale.pipeline.outputs import copy_image, image_target, stage_image
 from eoscale.pipeline.plan import Residence, RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
@@ -184,6 +185,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                                                    writable_inputs=step.step.writable_inputs)
             save(step.saves)
             release(step.releases)
+        stage_items(staging, spec, results)  # STAC Items, from the staged images
         written = staging.commit()
         reports = tuple(engine.reports)
     paths = {name: output.path for name, output in spec.outputs.items() if output.path in written}

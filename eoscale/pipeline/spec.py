@@ -15,6 +15,7 @@ dot is the key).
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -136,12 +137,25 @@ class StacInput:
     """The assets of a STAC Item an input reads (``{stac: ITEM, assets: [...]}``), stacked as
     bands in the order named (by key or common name), and whether their ``raster:bands`` scale
     and offset are applied (:mod:`eoscale.io.stac`). ``assets_where``: where each name is
-    written, for problems about it."""
+    written, for problems about it. For an ItemCollection or a Collection, mosaicked
+    (:mod:`eoscale.io.mosaic`): the Items kept, those meeting ``bbox`` (WGS84) and the
+    ``datetime`` interval (as written, and parsed: ``interval``), and the ``order`` they fill
+    pixels in (None: ``newest`` first)."""
 
     item: RasterLocation
     assets: tuple[str, ...]
     scale: bool = False
     assets_where: tuple[Location, ...] = field(default=(), compare=False)
+    bbox: tuple[float, float, float, float] | None = None
+    datetime: str | None = None
+    interval: tuple[_dt.datetime | None, _dt.datetime | None] | None = None
+    order: str | None = None
+
+    @property
+    def filters(self) -> bool:
+        """Whether the input selects Items (``bbox``, ``datetime`` or ``order`` is given): it
+        is then a mosaic, even of one Item."""
+        return self.bbox is not None or self.interval is not None or self.order is not None
 
     def asset_where(self, index: int, default: Location) -> Location:
         """Where the asset name ``index`` is written (``default`` when it is not known)."""
@@ -195,9 +209,19 @@ class QuicklookSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputItemSpec:
+    """An image output's STAC Item (``stac: true``), written beside it (``<stem>.json``;
+    :mod:`eoscale.io.stac_out`): ``statistics`` names the reduce step whose result gives each
+    band's ``raster:bands`` statistics (None: none)."""
+
+    statistics: str | None = None
+    where: Location = field(default=Location(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class OutputSpec:
     """A result to write: an image to GeoTIFF or COG (GDAL creation ``options``, overviews, a
-    quicklook), or JSON."""
+    quicklook, a STAC Item), or JSON."""
 
     name: str
     path: Path
@@ -205,6 +229,7 @@ class OutputSpec:
     where: Location = field(default=Location(), compare=False)
     layout: ImageLayout = field(default_factory=ImageLayout)
     quicklook: QuicklookSpec | None = None
+    item: OutputItemSpec | None = None
 
     def quicklook_path(self) -> Path | None:
         """Where the quicklook is written, if there is one."""
@@ -212,10 +237,14 @@ class OutputSpec:
             return None
         return self.quicklook.path or self.path.with_suffix(".png")
 
+    def item_path(self) -> Path | None:
+        """Where the STAC Item is written (beside the output, ``<stem>.json``), if there is one."""
+        return None if self.item is None else self.path.with_suffix(".json")
+
     def paths(self) -> tuple[Path, ...]:
-        """Every file this output writes: its own and its quicklook's."""
-        quicklook = self.quicklook_path()
-        return (self.path,) if quicklook is None else (self.path, quicklook)
+        """Every file this output writes: its own, its quicklook's and its Item's."""
+        return tuple(path for path in (self.path, self.quicklook_path(), self.item_path())
+                     if path is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -147,3 +147,70 @@ def run(folder: Path, *args: str, timeout: float = 60) -> tuple[subprocess.Compl
 
 def environment() -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+#: Runs ``eoscale`` with a small tmpfs over the folder $1 (holding what it held), $2 a work
+#: folder (before/, after/: the tmpfs's content afterwards, pid: eoscale's pid), $3 ``fill`` to
+#: fill the tmpfs before the run, $4 the tmpfs's size; exits with eoscale's code, 97 if the tmpfs cannot be set up.
+IN_SMALL_TMPFS = r"""
+folder=$1 work=$2 fill=$3 size=$4; shift 4
+cp -a "$folder/." "$work/before/" && mount -t tmpfs -o size=$size tmpfs "$folder" &&
+  cp -a "$work/before/." "$folder/" || exit 97
+if [ "$fill" = fill ]; then cat /dev/zero > "$folder/filler" 2>/dev/null; fi
+"$@" &
+pid=$!
+echo "$pid" > "$work/pid"
+wait "$pid"
+code=$?
+cp -a "$folder/." "$work/after/"
+exit "$code"
+"""
+NAMESPACE = ("unshare", "--user", "--map-root-user", "--mount")
+FULL = re.compile(r"^error: (?P<file>.+?): cannot write( rows \d+:\d+, cols \d+:\d+)?: no space "
+                  r"left on device \(the filesystem holding it is full\)$", re.MULTILINE)
+
+
+@pytest.fixture(scope="session")
+def small_tmpfs(tmp_path_factory) -> None:
+    """Skip unless this machine lets an unprivileged namespace mount a tmpfs."""
+    folder = tmp_path_factory.mktemp("mount-check")
+    try:
+        done = subprocess.run([*NAMESPACE, "sh", "-c", 'mount -t tmpfs -o size=64k tmpfs "$1"',
+                               "sh", str(folder)], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("the full-disk tests need unshare (util-linux) to mount a small tmpfs")
+    if done.returncode != 0:
+        pytest.skip("the full-disk tests need to mount a tmpfs in a user and mount namespace, "
+                    f"which this machine does not allow: {done.stderr.strip()}")
+
+
+def run_on_full_disk(run_dir: Path, folder: Path, *args: str, fill: bool = False,
+                     size: str = "128k"
+                     ) -> tuple[subprocess.CompletedProcess, int, dict[str, bytes]]:
+    """Run ``eoscale ARGS`` in ``run_dir`` with ``folder`` on a tmpfs of ``size`` (filled first
+    with ``fill``); return the result, eoscale's pid and the files the tmpfs held afterwards."""
+    work = run_dir / "namespace"
+    for sub in ("before", "after"):
+        (work / sub).mkdir(parents=True)
+    done = subprocess.run([*NAMESPACE, "sh", "-c", IN_SMALL_TMPFS, "sh", str(folder), str(work),
+                           "fill" if fill else "-", size, sys.executable, "-m", "eoscale", *args],
+                          cwd=run_dir, capture_output=True, text=True, timeout=120,
+                          env=environment())
+    assert done.returncode != 97, f"the tmpfs could not be set up: {done.stderr}"
+    left = {p.name: p.read_bytes() for p in (work / "after").iterdir() if p.name != "filler"}
+    return done, int((work / "pid").read_text()), left
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def assert_stopped_on_full_disk(done: subprocess.CompletedProcess) -> str:
+    """Exit 1 with one error line saying the disk is full, no traceback; the file it names."""
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, done.stderr
+    found = FULL.search(done.stderr)
+    assert found, done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    return found.group("file")

@@ -3,8 +3,8 @@ the outputs' (an output written as it is computed, spilled to its own file, or h
 at the end, does not fit).
 
 Each run is the real ``eoscale run``, started in a user and mount namespace of its own where a
-128 KiB tmpfs is mounted over that folder, holding what the folder held: a real full filesystem,
-failing the writes with ENOSPC. The run must stop with exit 1 and one error line naming the file
+128 KiB tmpfs is mounted over that folder, holding what the folder held
+(:func:`failure_helpers.run_on_full_disk`): a real full filesystem, failing the writes with ENOSPC. The run must stop with exit 1 and one error line naming the file
 being written and saying that its filesystem is full, and leave no scratch file, no staged file,
 no shared-memory segment, and the previous output as it was, byte for byte.
 
@@ -14,50 +14,15 @@ Last, a staged file that cannot be renamed into place when the outputs are commi
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from failure_helpers import environment, pipeline, run, segments_of, write_raster
+from failure_helpers import (assert_stopped_on_full_disk, files, pipeline, run, run_on_full_disk,
+                             segments_of, write_raster)
 
 from eoscale.errors import RasterError
 from eoscale.io.raster import Staging
-
-#: Runs ``eoscale`` with a small tmpfs over the folder $1 (holding what it held), $2 a work
-#: folder (before/, after/: the tmpfs's content afterwards, pid: eoscale's pid), $3 ``fill`` to
-#: fill the tmpfs before the run; exits with eoscale's code, 97 if the tmpfs cannot be set up.
-IN_SMALL_TMPFS = r"""
-folder=$1 work=$2 fill=$3; shift 3
-cp -a "$folder/." "$work/before/" && mount -t tmpfs -o size=128k tmpfs "$folder" &&
-  cp -a "$work/before/." "$folder/" || exit 97
-if [ "$fill" = fill ]; then cat /dev/zero > "$folder/filler" 2>/dev/null; fi
-"$@" &
-pid=$!
-echo "$pid" > "$work/pid"
-wait "$pid"
-code=$?
-cp -a "$folder/." "$work/after/"
-exit "$code"
-"""
-NAMESPACE = ("unshare", "--user", "--map-root-user", "--mount")
-FULL = re.compile(r"^error: (?P<file>.+?): cannot write( rows \d+:\d+, cols \d+:\d+)?: no space "
-                  r"left on device \(the filesystem holding it is full\)$", re.MULTILINE)
-
-
-@pytest.fixture(scope="session")
-def small_tmpfs(tmp_path_factory) -> None:
-    """Skip unless this machine lets an unprivileged namespace mount a tmpfs."""
-    folder = tmp_path_factory.mktemp("mount-check")
-    try:
-        done = subprocess.run([*NAMESPACE, "sh", "-c", 'mount -t tmpfs -o size=64k tmpfs "$1"',
-                               "sh", str(folder)], capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        pytest.skip("the full-disk tests need unshare (util-linux) to mount a small tmpfs")
-    if done.returncode != 0:
-        pytest.skip("the full-disk tests need to mount a tmpfs in a user and mount namespace, "
-                    f"which this machine does not allow: {done.stderr.strip()}")
 
 
 @pytest.fixture
@@ -70,37 +35,6 @@ def full_disk_dir(run_dir: Path, small_tmpfs: None) -> Path:
     (run_dir / "out").mkdir()
     (run_dir / "out" / "result.tif").write_bytes(b"the previous result")
     return run_dir
-
-
-def run_on_full_disk(run_dir: Path, folder: Path, *args: str, fill: bool = False
-                     ) -> tuple[subprocess.CompletedProcess, int, dict[str, bytes]]:
-    """Run ``eoscale ARGS`` in ``run_dir`` with ``folder`` on a 128 KiB tmpfs (filled first with
-    ``fill``); return the result, eoscale's pid and the files the tmpfs held afterwards."""
-    work = run_dir / "namespace"
-    for sub in ("before", "after"):
-        (work / sub).mkdir(parents=True)
-    done = subprocess.run([*NAMESPACE, "sh", "-c", IN_SMALL_TMPFS, "sh", str(folder), str(work),
-                           "fill" if fill else "-", sys.executable, "-m", "eoscale", *args],
-                          cwd=run_dir, capture_output=True, text=True, timeout=120,
-                          env=environment())
-    assert done.returncode != 97, f"the tmpfs could not be set up: {done.stderr}"
-    left = {p.name: p.read_bytes() for p in (work / "after").iterdir() if p.name != "filler"}
-    return done, int((work / "pid").read_text()), left
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
-
-
-def assert_stopped_on_full_disk(done: subprocess.CompletedProcess) -> str:
-    """Exit 1 with one error line saying the disk is full, no traceback; the file it names."""
-    assert done.returncode == 1, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
-    assert len(errors) == 1, done.stderr
-    found = FULL.search(done.stderr)
-    assert found, done.stderr
-    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
-    return found.group("file")
 
 
 def assert_lives(run_dir: Path, args: tuple[str, ...], *lives: str) -> None:

@@ -41,7 +41,8 @@ FULL = {
     "outputs": {
         "m1": {"path": "m1.tif", "options": {"compress": "zstd"}, "format": "COG",
                "overviews": [2, 4], "resampling": "average",
-               "quicklook": {"path": "m1.png", "colormap": "gray", "bands": [1], "size": 64}},
+               "quicklook": {"path": "m1.png", "colormap": "gray", "bands": [1], "size": 64},
+               "stac": {"statistics": "r"}},
         "r": "r.json",
     },
     "gdal": {"GDAL_HTTP_MAX_RETRY": 2},

@@ -104,11 +104,18 @@ class StacInputPlan:
     item_id: str
     item: str
     assets: tuple[tuple[str, str, str], ...]
+    items: tuple[tuple[str, str | None, tuple[str, ...]], ...] = ()  # a mosaic's, in order
+    grid: str | None = None  # the grid it is read on, and why
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "id": self.item_id, "item": self.item,
-                "assets": [{"name": name, "key": key, "href": href}
-                           for name, key, href in self.assets]}
+        found = {"name": self.name, "id": self.item_id, "item": self.item,
+                 "assets": [{"name": name, "key": key, "href": href}
+                            for name, key, href in self.assets]}
+        if self.items:  # a mosaic
+            found["items"] = [{"id": id_, "datetime": when, "hrefs": list(hrefs)}
+                              for id_, when, hrefs in self.items]
+            found["grid"] = self.grid
+        return found
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,9 @@ class RunPlan:
         return tuple(
             StacInputPlan(name, read.item_id, redact(os.fspath(read.item)),
                           tuple((asset_name, asset.key, redact(os.fspath(asset.href)))
-                                for asset_name, asset in read.assets))
+                                for asset_name, asset in read.assets),
+                          tuple((id_, when, tuple(redact(os.fspath(href)) for href in hrefs))
+                                for id_, when, hrefs in read.items), read.grid)
             for name, read in self.stac.items())
 
     @property

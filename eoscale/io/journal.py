@@ -1,0 +1,172 @@
+"""A run's journal: an append-only file of records that stays true whatever instant the run dies.
+
+A record is one line: the CRC-32 of its JSON text (8 hex digits), a space, the JSON, a newline,
+written by a single ``os.write`` to a file opened ``O_APPEND``. A process killed during that write
+leaves at most one torn line, at the end. :func:`read_journal` reads records up to the first line
+that is not whole or whose CRC does not match, and trusts nothing after it: every record it
+returns was written whole. So a crash at any instant, the journal's own write included, leaves a
+journal that is true; at worst the last unit is not recorded and is computed again.
+
+A record says that a unit of work is finished (a block written, a tile's partial, a step ended);
+it must be appended only once the bytes it names are durable: the caller writes and flushes them
+(``os.fsync``) first, then records. The journal's own lines need no flush to survive a killed
+process (the kernel holds them); :meth:`Journal.sync` flushes them too, for a machine that stops
+(a node lost by a cluster), at the moments the caller chooses: every record would cost a flush.
+
+Only one process writes a journal (the run's main process, or its Dask client): appends from
+several machines to one file on a shared filesystem are not atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eoscale.errors import EOScaleError
+
+
+class JournalError(EOScaleError):
+    """A journal that cannot be created, written or read (its path is in the message)."""
+
+
+@dataclass(frozen=True)
+class JournalContents:
+    """A journal read back: its whole records, in order, and whether a torn or damaged line
+    ended it (``torn``: the last write was cut short; what follows it is not trusted)."""
+
+    records: tuple[dict[str, Any], ...]
+    torn: bool
+
+    def of_kind(self, kind: str) -> Iterator[dict[str, Any]]:
+        return (record for record in self.records if record.get("kind") == kind)
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """A record as its journal line: CRC-32, a space, compact JSON, a newline."""
+    text = json.dumps(record, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    data = text.encode()
+    return b"%08x %s\n" % (zlib.crc32(data), data)
+
+
+def read_journal(path: str | os.PathLike) -> JournalContents:
+    """The records of the journal at ``path`` that were written whole (see the module)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise JournalError(f"{os.fspath(path)}: no journal there") from None
+    except OSError as exc:
+        raise JournalError(f"{os.fspath(path)}: cannot read the journal: "
+                           f"{exc.strerror or exc}") from None
+    records: list[dict[str, Any]] = []
+    for line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+        record = _decode(line)
+        if record is None:
+            return JournalContents(tuple(records), True)
+        records.append(record)
+    return JournalContents(tuple(records), not data.endswith(b"\n") and bool(data))
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
+    crc, _, text = line.partition(b" ")
+    try:
+        if len(crc) != 8 or int(crc, 16) != zlib.crc32(text):
+            return None
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class Journal:
+    """A journal open for appending records (:meth:`create` a new one, :meth:`reopen` a killed
+    run's to go on with it)."""
+
+    def __init__(self, path: str | os.PathLike, fd: int):
+        self.path = Path(path)
+        self._fd: int | None = fd
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, first: Mapping[str, Any]) -> Journal:
+        """A new journal at ``path`` (never over an existing file) whose first record is
+        ``first``, flushed with its folder's entry so that the journal itself is durable."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise JournalError(f"{os.fspath(path)}: cannot create the run's journal: "
+                               f"{exc.strerror or exc}") from None
+        journal = cls(path, fd)
+        journal.record(**first)
+        journal.sync()
+        _sync_folder(Path(path).parent)
+        return journal
+
+    @classmethod
+    def reopen(cls, path: str | os.PathLike) -> Journal:
+        """The journal at ``path``, open to append after its last whole record (a torn last
+        line is cut off first, so that the next record starts a line)."""
+        contents = read_journal(path)
+        whole = sum(len(encode_record(record)) for record in contents.records)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            if contents.torn:
+                os.ftruncate(fd, whole)
+        except OSError as exc:
+            raise JournalError(f"{os.fspath(path)}: cannot reopen the journal: "
+                               f"{exc.strerror or exc}") from None
+        return cls(path, fd)
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Append the record ``{"kind": kind, **fields}`` in one write (thread-safe)."""
+        line = encode_record({"kind": kind, **fields})
+        with self._lock:
+            if self._fd is None:
+                raise JournalError(f"{self.path}: the journal is closed")
+            try:
+                written = os.write(self._fd, line)
+            except OSError as exc:
+                raise JournalError(f"{self.path}: cannot write the journal: "
+                                   f"{exc.strerror or exc}") from None
+            if written != len(line):  # a full disk: the line is torn, reading stops there
+                raise JournalError(f"{self.path}: cannot write the journal: the disk is full")
+
+    def sync(self) -> None:
+        """Flush the records written so far to the disk."""
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def remove(self) -> None:
+        """Close and delete the journal (a run that ended, by success or by an error)."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a new file's name), where the platform allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,125 @@
+"""The files a run names after its pid, and the record of the folders they lie in.
+
+A run writes files of its own beside its outputs (a staged output, ``.<name>.eoscale-tmp-<pid>-
+<random>``, and the part files its workers append encoded blocks to, ``<staged>.part-<worker
+host>-<worker pid>``) and in its scratch folder (``eoscale_<pid>_<random>_<image>.tif`` and their parts). It
+removes them itself however it ends, but a run killed outright (SIGKILL, the out-of-memory
+killer, a lost node) cannot, and what it left lies in folders only it knew. So before it writes
+in a folder, a run notes the folder in a small record of its own in the system's temporary
+folder, ``eoscale_<pid>_<random>.folders`` (one line a folder, appended and flushed at once), and
+removes the record once its files there are gone (:class:`FolderRecord`). A cleanup told nothing
+(``eoscale cleanup``, the start of every ``eoscale run``) reads the records of dead pids and
+removes, in each folder listed, only the files named after that pid as that kind of folder
+names them (:func:`eoscale.engine.scratch.cleanup_stale_files`).
+
+Why a record in the temporary folder rather than a search: outputs may be anywhere, and the
+temporary folder is where a cleanup told nothing already looks (the scratch folder's default).
+Why it is safe: a record is read only when this user owns it, only once its pid is dead, and
+only files whose names carry that pid are removed, so a live run's files never are (a pid reused
+since by a live process only delays the cleanup). A record that cannot be written (a temporary
+folder full or read-only) is skipped: it only serves the cleanup after a kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+
+#: What a staged output's name adds to its output's (after a leading dot), before the run's pid.
+TEMP_MARK = ".eoscale-tmp-"
+#: What a part file's name adds to its staged or scratch file's name, before its writer's
+#: host and pid (:func:`eoscale.engine.encoded.writer_name`: two machines may share a pid).
+PART_MARK = ".part-"
+#: What follows :data:`PART_MARK`: ``<host>-<pid>``.
+PART_WRITER = r"[\w.]+-\d+"
+#: A staged file of the run ``pid`` (group 1), its GDAL sidecar, or a part file of it.
+STAGED_RE = re.compile(rf"^\..+{re.escape(TEMP_MARK)}(\d+)-[0-9a-f]+"
+                       rf"(\.aux\.xml|{re.escape(PART_MARK)}{PART_WRITER})?$")
+#: A run's record of its folders: its pid is group 1.
+RECORD_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+\.folders$")
+#: The kinds of line of a record: a folder the run stages outputs in (and their parts), one it
+#: writes scratch files in (and their parts), one it made for its outputs.
+STAGED, SCRATCH, MADE = "staged", "scratch", "made"
+
+
+def records_folder() -> Path:
+    """Where runs keep their records: the system's temporary folder (``$TMPDIR``)."""
+    return Path(tempfile.gettempdir())
+
+
+class FolderRecord:
+    """This process's record of the folders it writes files named after its pid in (see the
+    module's docstring): made at the first :meth:`note`, removed by :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._noted: set[tuple[str, Path]] = set()
+
+    def note(self, folder: str | os.PathLike, kind: str) -> None:
+        """Note ``folder``, of ``kind`` (``STAGED``, ``SCRATCH``, ``MADE``), before this run
+        writes anything there; noted once."""
+        entry = (kind, Path(os.path.abspath(folder)))
+        if entry in self._noted or "\n" in str(entry[1]):  # a line a folder
+            return
+        if self._path is None:
+            self._path = records_folder() / f"eoscale_{os.getpid()}_{secrets.token_hex(4)}.folders"
+        try:
+            with open(self._path, "a", encoding="utf-8") as record:
+                record.write(f"{kind} {entry[1]}\n")
+        except OSError:
+            return
+        self._noted.add(entry)
+
+    def close(self) -> None:
+        """Remove the record: this process's files in the folders it lists are gone."""
+        path, self._path = self._path, None
+        self._noted.clear()
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def list_records(folder: str | os.PathLike | None = None) -> list[tuple[Path, int]]:
+    """Every record of runs' folders in ``folder`` (:func:`records_folder` by default), with the
+    pid of the run that wrote it."""
+    folder = Path(folder) if folder is not None else records_folder()
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = RECORD_RE.match(entry.name)
+        if match:
+            found.append((entry, int(match.group(1))))
+    return sorted(found)
+
+
+def read_record(path: Path) -> dict[str, list[Path]] | None:
+    """The folders a record lists, by kind (``STAGED``, ``SCRATCH``, ``MADE``); None if this user
+    does not own it (another user's record is never trusted, nor removed) or it cannot be read."""
+    try:
+        if path.stat().st_uid != os.getuid():
+            return None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    listed: dict[str, list[Path]] = {STAGED: [], SCRATCH: [], MADE: []}
+    for line in text.splitlines():
+        kind, _, folder = line.partition(" ")
+        if kind in listed and os.path.isabs(folder) and Path(folder) not in listed[kind]:
+            listed[kind].append(Path(folder))
+    return listed
+
+
+def parts_of(path: str | os.PathLike) -> list[Path]:
+    """The part files of the staged or scratch file ``path``, whichever process wrote them."""
+    path = Path(path)
+    prefix = path.name + PART_MARK
+    if not path.parent.is_dir():
+        return []
+    return sorted(entry for entry in path.parent.iterdir()
+                  if entry.name.startswith(prefix)
+                  and re.fullmatch(PART_WRITER, entry.name[len(prefix):]))

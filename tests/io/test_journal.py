@@ -1,0 +1,117 @@
+"""A run's journal stays true whatever instant its writer dies: torn or damaged lines end it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from eoscale.io.journal import Journal, JournalError, encode_record, read_journal
+
+
+def _journal(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "run.journal"
+    with Journal.create(path, {"kind": "run", "fingerprint": {"eoscale": {"version": "1"}}}) as j:
+        for index in range(count):
+            j.record("block", output="dem", index=index, offset=index * 10, length=10)
+    return path
+
+
+def test_records_read_back_in_order(tmp_path: Path) -> None:
+    contents = read_journal(_journal(tmp_path, 3))
+    assert not contents.torn
+    assert [r["kind"] for r in contents.records] == ["run", "block", "block", "block"]
+    assert [r["index"] for r in contents.of_kind("block")] == [0, 1, 2]
+    assert contents.records[0]["fingerprint"] == {"eoscale": {"version": "1"}}
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_a_torn_last_line_is_dropped_and_every_whole_one_kept(tmp_path: Path, cut: int) -> None:
+    """Every length the last write could have been cut at: the records before it, no more."""
+    path = _journal(tmp_path, 2)
+    whole = path.read_bytes()
+    last = encode_record({"kind": "block", "output": "dem", "index": 1, "length": 10,
+                          "offset": 10})
+    assert whole.endswith(last) and cut < len(last)
+    path.write_bytes(whole[:len(whole) - len(last) + cut])
+    contents = read_journal(path)
+    assert [r.get("index") for r in contents.records] == [None, 0]
+    assert contents.torn
+
+
+def test_a_damaged_line_ends_the_journal(tmp_path: Path) -> None:
+    path = _journal(tmp_path, 3)
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b'"index":1', b'"index":7')  # same length, wrong CRC
+    path.write_bytes(b"\n".join(lines))
+    contents = read_journal(path)
+    assert [r.get("index") for r in contents.records] == [None, 0]
+    assert contents.torn
+
+
+def test_reopen_cuts_a_torn_line_and_appends_after_the_whole_ones(tmp_path: Path) -> None:
+    path = _journal(tmp_path, 2)
+    path.write_bytes(path.read_bytes()[:-5])
+    with Journal.reopen(path) as journal:
+        journal.record("step", name="median")
+    contents = read_journal(path)
+    assert [r["kind"] for r in contents.records] == ["run", "block", "step"]
+    assert not contents.torn
+
+
+def test_a_journal_is_never_created_over_a_file(tmp_path: Path) -> None:
+    path = _journal(tmp_path, 1)
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match=f"{path}: cannot create the run's journal"):
+        Journal.create(path, {"kind": "run"})
+    assert path.read_bytes() == before
+    with pytest.raises(JournalError, match="no journal there"):
+        read_journal(tmp_path / "none.journal")
+
+
+def test_threads_append_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "run.journal"
+    with Journal.create(path, {"kind": "run"}) as journal:
+        def write(thread: int) -> None:
+            for index in range(200):
+                journal.record("tile", thread=thread, index=index, pad="x" * 300)
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    contents = read_journal(path)
+    assert not contents.torn and len(contents.records) == 801
+    for thread in range(4):
+        assert [r["index"] for r in contents.records if r.get("thread") == thread] == \
+            list(range(200))
+
+
+def test_a_writer_killed_at_any_moment_leaves_a_true_journal(tmp_path: Path) -> None:
+    """A process appending as fast as it can, SIGKILLed: every record read back is whole and
+    they are the first N the writer wrote, in order."""
+    path = tmp_path / "run.journal"
+    code = (
+        "import sys\nfrom eoscale.io.journal import Journal\n"
+        "j = Journal.create(sys.argv[1], {'kind': 'run'})\n"
+        "print('ready', flush=True)\n"
+        "i = 0\n"
+        "while True:\n    j.record('tile', index=i, pad='y' * (i % 97)); i += 1\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        while path.stat().st_size < 200_000:
+            pass
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    contents = read_journal(path)
+    indices = [r["index"] for r in contents.of_kind("tile")]
+    assert len(indices) > 100 and indices == list(range(len(indices)))
