@@ -6,12 +6,25 @@ scheduler's address (``tcp://host:8786``); or it is given as a :class:`distribut
 ``distributed`` is an optional dependency (``pip install 'eoscale[dask]'``), imported only here.
 
 The workers share no memory with this process: every image a job reads is a file (the run plan
-sees to it) and every map output is sent back and written by this process, the one writer. A job
-is pickled once per step and scattered to every worker; a task is a chunk of tiles (never one
-per block, so a step has at most the engine's ``MAX_CHUNKS`` tasks); each worker thread unpickles
-a job once (:mod:`eoscale.engine.cluster_worker`). Dask may run a task twice (a worker lost while
-it ran it): only one result per task comes back here, and writing a tile's pixels again would
-write the same pixels, so writes are idempotent either way.
+sees to it). They write files this process reads (:attr:`DaskExecutor.writes_files`: the run
+checks that they see the output and scratch folders): a map output's blocks are encoded by the
+worker that computed them, appended to its own part file in the output's staging folder, and
+only their places come back here, which assembles the file; a spilled image's blocks are
+written by the workers straight into its scratch file (:mod:`eoscale.engine.encoded`). A job is
+pickled once per step and computed on the cluster as a task of its own, which every chunk's task
+depends on: a task's input that Dask can compute again, unlike scattered data, which is lost
+for good when every worker holding it dies (a callable that kills its workers), so that Dask's
+retries of the chunks could not run. A task is a chunk of tiles (never one per block, so a step
+has at most the engine's ``MAX_CHUNKS`` tasks); each worker thread unpickles a job once
+(:mod:`eoscale.engine.cluster_worker`). Dask may run a task twice (a worker lost while it ran
+it): only the records of the run that returned come back here, the lost run's blocks lie unused
+in its part file (removed with the others), and a block written in place is written again with
+the same bytes.
+
+While a cluster this executor started (or connected to) is open, ``distributed``'s own log lines
+are silenced: the scheduler of a local cluster runs in this process, and what it logs when a
+worker dies ("Removing worker ... caused the cluster to lose ...") would reach the user's
+terminal before eoscale's message, which says what happened, naming the step and the tile.
 
 A local cluster is made for speed on one machine (:meth:`DaskExecutor._start_local`): workers
 forked when that is safe, no compression, results fetched straight from the workers. Since the
@@ -124,12 +137,16 @@ class DaskExecutor(Executor):
     client it was given."""
 
     shares_memory = False
+    writes_files = True
 
     def __init__(self, client: Any, cluster: Any = None, *, owned: bool = False,
                  description: str = ""):
         self.client = client
         self._cluster = cluster
         self._owned = owned
+        self._quiet = contextlib.ExitStack()
+        if owned:
+            self._quiet.enter_context(quiet_logs())
         self.description = description or str(client.scheduler.address)
         self._token = secrets.token_hex(4)
         self._steps = 0
@@ -238,7 +255,7 @@ class DaskExecutor(Executor):
         from eoscale.engine.cluster_worker import SetupPlugin
 
         if self._cluster is not None:
-            setup = replace(setup, ignore_sigint=True)
+            setup = replace(setup, ignore_sigint=True, quiet_logs=True)
         if setup == self._setup:
             return
         self._plugin = f"eoscale-setup-{self._token}"
@@ -280,7 +297,8 @@ class DaskExecutor(Executor):
                 "callables and params must be picklable: define functions at module level",
                 step=job.step) from None
         label = re.sub(r"[^\w.]+", "_", job.step)[:40] or "step"
-        shared = self.client.scatter(payload, broadcast=True, hash=False)
+        shared = self.client.submit(job_payload, payload, pure=False,
+                                    key=f"eoscale-job-{label}-{token}")
         outstanding: dict[int, Any] = {}  # by position: submitted, not yet handed on
         position_of: dict[str, int] = {}
         self._pending = outstanding
@@ -342,10 +360,11 @@ class DaskExecutor(Executor):
         first, last = job.tiles[chunk[0]], job.tiles[chunk[-1]]
         where = first.describe() if first is last else f"{first.describe()} .. {last.describe()}"
         if isinstance(error, KilledWorker):
+            said = str(error).partition(". ")[0]  # Dask's first sentence: the workers lost
             raise WorkerDiedError(
                 "a Dask worker died while running this chunk, each time Dask retried it (Dask "
                 "cannot tell which of the chunks a dying worker held killed it: it may be "
-                f"another chunk of this step) ({error}); out of memory, a crash in C code or an "
+                f"another chunk of this step) ({said}); out of memory, a crash in C code or an "
                 "exit in the callable are the usual causes: try a smaller tile size",
                 step=job.step, tile=where)
         if isinstance(error, CancelledError):
@@ -366,13 +385,31 @@ class DaskExecutor(Executor):
                 self.client.unregister_worker_plugin(self._plugin)
             self._plugin = None
             self._setup = None
-        if self._owned:
-            self._owned = False
-            with contextlib.suppress(Exception):
-                self.client.close()
-            if self._cluster is not None:
+        try:
+            if self._owned:
+                self._owned = False
                 with contextlib.suppress(Exception):
-                    self._cluster.close()
+                    self.client.close()
+                if self._cluster is not None:
+                    with contextlib.suppress(Exception):
+                        self._cluster.close()
+        finally:
+            self._quiet.close()
+
+
+def job_payload(payload: bytes) -> bytes:
+    """A step's pickled job, as a task's result (see the module's docstring)."""
+    return payload
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Silence ``distributed``'s log handlers in this process (its scheduler's and nannies', for
+    a local cluster) but for critical messages, until leaving."""
+    from distributed.utils import silence_logging_cmgr
+
+    with silence_logging_cmgr(logging.CRITICAL):
+        yield
 
 
 def _failure(value: Any) -> BaseException | None:

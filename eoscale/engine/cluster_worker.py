@@ -10,6 +10,7 @@ be shared by threads.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import signal
 import sys
@@ -34,12 +35,16 @@ class WorkerSetup:
     (the pipeline's, for its callables' modules), GDAL options and GDAL's block cache (the
     plan's, which :func:`worker_gdal_cache` may raise); and for
     the workers of a local cluster, which share this process's group, to ignore SIGINT (Ctrl-C
-    reaches the whole group: this process decides, cancels the tasks and closes the cluster)."""
+    reaches the whole group: this process decides, cancels the tasks and closes the cluster) and,
+    as they share its terminal, to log only critical messages (``quiet_logs``: a worker that
+    fetches data from a worker just killed logs its failure; eoscale's message says what
+    happened)."""
 
     paths: tuple[str, ...] = ()
     gdal_options: Mapping[str, str] | None = None
     gdal_cache_bytes: int = WORKER_GDAL_CACHE_BYTES
     ignore_sigint: bool = False
+    quiet_logs: bool = False
 
 
 def worker_gdal_cache(planned: int, memory_limit: int | None) -> int:
@@ -58,7 +63,7 @@ class SetupPlugin(WorkerPlugin):
     """Puts the pipeline's folders at the front of ``sys.path`` and forgets the modules already
     imported from them (so that a long-lived worker runs the callables as they are now), then
     applies the GDAL options and caps GDAL's block cache (see :class:`WorkerSetup` and
-    :func:`worker_gdal_cache`)."""
+    :func:`worker_gdal_cache`), and the signal and log settings of a local cluster's workers."""
 
     def __init__(self, setup: WorkerSetup):
         self.setup_values = setup
@@ -77,6 +82,10 @@ class SetupPlugin(WorkerPlugin):
         set_gdal_options(setup.gdal_options or {})
         if setup.ignore_sigint and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if setup.quiet_logs:
+            for handler in logging.getLogger("distributed").handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setLevel(logging.CRITICAL)
 
 
 def _imported_from(name: str, module: Any, folder: str) -> bool:

@@ -199,12 +199,12 @@ class Engine:
 
         An output with a ``files`` entry is never held: it is written to that file (the caller
         stages it) as its tiles are computed, so the result is a :class:`WrittenRaster`, which
-        later steps cannot read; the others are shared rasters. On one machine, when the step's
-        tiles are whole blocks of the file, the workers encode its blocks themselves and this
-        process assembles the file at the end; else the workers send the tiles' pixels back
-        and this process writes them (see :mod:`eoscale.engine.encoded`). The reduces of a
-        ``feeding`` are fed by the step's tiles (:mod:`eoscale.engine.feeding`): their results
-        are in ``feeding.results`` when it returns.
+        later steps cannot read; the others are shared rasters. When the step's tiles are whole
+        blocks of the file, the workers (a pool's, a cluster's) encode its blocks and this
+        process assembles the file (or they write them in place: uncompressed); else the
+        workers send the tiles' pixels back and this process writes them (see :mod:`.encoded`).
+        The reduces of a ``feeding`` are fed by the step's tiles (:mod:`eoscale.engine.feeding`):
+        their results are in ``feeding.results`` when it returns.
         """
         name = name or getattr(fn, "__name__", "map")
         params = dict(params or {})
@@ -267,7 +267,7 @@ class Engine:
         labels = output_labels(name, len(out_profiles), output_names)
         targets = output_targets(name, len(out_profiles), files)
         outputs: list[SharedRaster | WrittenRaster] = []
-        files_out = OutputFiles(tiles, on_workers=self._executor.shares_memory,
+        files_out = OutputFiles(tiles, on_workers=self._executor.writes_files,
                                 threads=self.workers)
         encoded: list[EncodedTarget | None] = []
         try:

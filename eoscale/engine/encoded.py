@@ -4,18 +4,32 @@ An output file whose creation options the block encoder handles
 (:meth:`~eoscale.io.blocks.BlockLayout.from_profile`) and whose step's tile cores are whole blocks
 of it (:meth:`~eoscale.io.blocks.BlockLayout.is_aligned`: the plan aligns a written output's
 tiles to its blocks) is *encoded*: the worker that computed a tile encodes the tile's core into
-the file's blocks and appends their bytes to a part file of its own (:func:`part_path`: beside
-the staged file, named after it and the worker's pid), and sends back only where each block lies
-(:class:`~eoscale.io.blocks.BlockRecord`). When the map ends, this process assembles the file
-from those records (:func:`~eoscale.io.blocks.assemble_geotiff`: the header, then the blocks
-copied as they are) and removes the part files, also when the map fails. Any other output is
-written as before, by a :class:`~eoscale.io.raster.TileWriter` here, from the tiles' pixels.
-The first tile of a map whose outputs' profiles are learnt from it (computed on a worker and
-sent back whole) is stored by this process, so this process encodes that one tile's blocks,
-into a part file of its own.
+the file's blocks and sends back only where each block lies
+(:class:`~eoscale.io.blocks.BlockRecord`), never pixels. Where the blocks go depends on the
+compression:
 
-Only executors whose workers share this machine's filesystem encode (the in-process one and the
-pool: :attr:`~eoscale.engine.executors.Executor.shares_memory`); a cluster's workers send pixels.
+- compressed blocks are appended to a part file of the worker's own (:func:`part_path`: beside
+  the staged file, named after it, the worker's host and its pid, since two machines of a
+  cluster may share a pid); when the map ends, this process assembles the file from the records
+  (:func:`~eoscale.io.blocks.assemble_geotiff`: the header, then the blocks copied as they are)
+  and removes the part files (all of them, by name, whichever worker wrote them: also those of
+  a worker that died), also when the map fails;
+- uncompressed blocks (every spilled image, in scratch files) have sizes known in advance: this
+  process writes the file's header first (:func:`~eoscale.io.blocks.preallocate_geotiff`) and
+  the workers write their blocks straight into the file at their fixed places (``os.pwrite``),
+  with no part file and no assembly. A tile written twice (a task Dask ran again) writes the
+  same bytes at the same places.
+
+Any other output is written as before, by a :class:`~eoscale.io.raster.TileWriter` here, from
+the tiles' pixels. The first tile of a map whose outputs' profiles are learnt from it (computed
+on a worker and sent back whole) is stored by this process, so this process encodes that one
+tile's blocks (into a part file of its own, or in place).
+
+Records come back only with a task's result: the records of a worker that died while running a
+task never arrive (its part file is removed with the others), and the task's tiles, run again
+elsewhere, are appended to another part. Every executor whose workers write files this process
+reads (:attr:`~eoscale.engine.executors.Executor.writes_files`: the in-process one, the pool, a
+Dask cluster whose workers see the output and scratch folders) writes this way.
 """
 
 from __future__ import annotations
@@ -23,8 +37,11 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
+import socket
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,44 +57,74 @@ from eoscale.io.blocks import (
     PartFile,
     assemble_geotiff,
     geotiff_metadata,
+    preallocate_geotiff,
 )
 from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
 from eoscale.io.runfiles import PART_MARK
 
+#: One thread of a process appends to its part files at a time (a Dask worker runs several).
+_APPENDING = threading.Lock()
+
 
 class PartWriteError(RasterError):
-    """A worker could not append encoded blocks to its part file (a full disk, say)."""
+    """A worker could not write encoded blocks to its part file or in place (a full disk, say)."""
 
 
 @dataclass(frozen=True)
 class EncodedTarget:
     """What a worker needs to encode a map output: the file's block ``layout``, the staged
-    ``path`` its part files are named after, and the name messages give it (``display``)."""
+    ``path`` (its part files are named after it), the name messages give it (``display``), and
+    for an uncompressed file, where its blocks start (``start``): they are written in place."""
 
     layout: BlockLayout
     path: str
     display: str
+    start: int | None = None
 
     def append(self, tile: Tile, core: np.ndarray) -> dict[int, BlockRecord]:
-        """Encode the tile's ``core`` (bands, rows, cols, in the file's dtype) and append its
-        blocks to this process's part file; where each block now lies, by block number."""
+        """Encode the tile's ``core`` (bands, rows, cols, in the file's dtype) and write its
+        blocks (appended to this process's part file, or in place); where each block now lies,
+        by block number."""
         window = tile.core
         encoded = self.layout.encode_window(int(window.row_off), int(window.col_off), core)
-        part = part_path(self.path, os.getpid())
+        part = part_path(self.path) if self.start is None else Path(self.path)
         try:
-            with PartFile(part) as out:
-                records = {index: out.append(data) for index, data in encoded.items()}
+            if self.start is not None:
+                return self._write_in_place(encoded)
+            with _APPENDING, PartFile(part) as out:
+                return {index: out.append(data) for index, data in encoded.items()}
         except OSError as exc:
             raise PartWriteError(str(write_error(
                 part, self.display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+
+    def _write_in_place(self, encoded: Mapping[int, bytes]) -> dict[int, BlockRecord]:
+        assert self.start is not None
+        records = {}
+        descriptor = os.open(self.path, os.O_WRONLY)
+        try:
+            for index, data in encoded.items():
+                offset = self.layout.fixed_offset(self.start, index)
+                written = 0
+                while written < len(data):
+                    written += os.pwrite(descriptor, data[written:], offset + written)
+                records[index] = BlockRecord(self.path, offset, len(data))
+        finally:
+            os.close(descriptor)
         return records
 
 
-def part_path(path: str | os.PathLike, pid: int) -> Path:
-    """The part file the process ``pid`` appends ``path``'s blocks to: beside it, so that
-    whatever finds the staged file (its discard, a cleanup) finds its parts."""
+def part_path(path: str | os.PathLike, writer: str | None = None) -> Path:
+    """The part file that ``writer`` (by default this process: :func:`writer_name`) appends
+    ``path``'s blocks to: beside it, so that whatever finds the staged file (its discard, a
+    cleanup) finds its parts."""
     path = Path(path)
-    return path.with_name(f"{path.name}{PART_MARK}{pid}")
+    return path.with_name(f"{path.name}{PART_MARK}{writer or writer_name()}")
+
+
+def writer_name(pid: int | None = None) -> str:
+    """``<host>-<pid>``: a process that writes part files, among every machine's."""
+    host = re.sub(r"[^\w.]+", "_", socket.gethostname())[:64] or "host"
+    return f"{host}-{os.getpid() if pid is None else pid}"
 
 
 def remove_parts(path: str | os.PathLike) -> None:
@@ -107,20 +154,31 @@ def encoded_target(profile: Mapping[str, Any], target: OutputFile, tiles: Sequen
 
 
 class _Assembled:
-    """An encoded output's file, assembled from its blocks' records when the map ends."""
+    """An encoded output's file: assembled from its blocks' records when the map ends, or, when
+    uncompressed, made now with its header and its blocks' places, for the workers to fill."""
 
     def __init__(self, profile: Mapping[str, Any], target: OutputFile, encoded: EncodedTarget):
-        self.encoded = encoded
         self.display = target.display
         self.options = target.options
         # The profile's grid keys only: what a TileWriter gives GDAL, so the metadata is the same.
         self.grid = {key: profile[key] for key in GRID_KEYS if key in profile}
         self.blocks: dict[int, BlockRecord] = {}
+        if encoded.layout.compression == "none":
+            encoded = replace(encoded, start=preallocate_geotiff(
+                encoded.path, encoded.layout, geotiff_metadata(self.grid, self.options),
+                display=self.display))
+        self.encoded = encoded
 
     def close(self) -> None:
-        assemble_geotiff(self.encoded.path, self.encoded.layout,
-                         geotiff_metadata(self.grid, self.options), self.blocks,
-                         display=self.display)
+        if self.encoded.start is None:
+            assemble_geotiff(self.encoded.path, self.encoded.layout,
+                             geotiff_metadata(self.grid, self.options), self.blocks,
+                             display=self.display)
+            return
+        missing = self.encoded.layout.block_count - len(self.blocks)
+        if missing:  # never a file with blocks left as zeros
+            raise RasterError(f"{self.display or self.encoded.path}: {missing} of "
+                              f"{self.encoded.layout.block_count} blocks were not written")
 
 
 class OutputFiles:
@@ -129,8 +187,9 @@ class OutputFiles:
     :class:`~eoscale.io.raster.TileWriter` on ``threads`` threads.
 
     A tile's results for these outputs come in that order: block records for an encoded
-    output, the core's pixels for the others (:meth:`write`). :meth:`close` finishes every file;
-    :meth:`abort` closes them raising nothing; both remove every part file.
+    output, the core's pixels for the others (:meth:`write`). :meth:`close` finishes every file
+    (assembles it, or checks that every block was written in place); :meth:`abort` closes them
+    raising nothing; both remove every part file.
     """
 
     def __init__(self, tiles: Sequence[Tile], *, on_workers: bool, threads: int = 1):
@@ -150,9 +209,10 @@ class OutputFiles:
             self._writers.add(profile, target.path, options=target.options,
                               display=target.display)
             self._outputs.append(None)
-        else:
-            self._outputs.append(_Assembled(profile, target, encoded))
-        return encoded
+            return None
+        assembled = _Assembled(profile, target, encoded)
+        self._outputs.append(assembled)
+        return assembled.encoded
 
     def write(self, window: Any, results: Sequence[np.ndarray | dict[int, BlockRecord]]) -> None:
         """Take a tile's ``results``, one per output: records are kept for the assembly, pixels

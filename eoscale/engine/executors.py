@@ -64,10 +64,14 @@ _JOIN_SECONDS = 2.0
 
 class Executor(ABC):
     """Runs chunks of tiles of a job; yields ``(chunk index, result)`` as chunks complete.
-    ``shares_memory``: whether its workers can map this process's shared rasters."""
+    ``shares_memory``: whether its workers can map this process's shared rasters;
+    ``writes_files``: whether its workers can write files beside a run's outputs and scratch
+    files that this process then reads (so they encode and write the blocks of the images a
+    map writes: :mod:`eoscale.engine.encoded`)."""
 
     workers: int
     shares_memory: bool = True
+    writes_files: bool = True
 
     @abstractmethod
     def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]: ...

@@ -22,6 +22,8 @@ from eoscale.engine.shared import SEGMENT_PREFIX, pid_alive
 from eoscale.errors import RasterError
 from eoscale.io.runfiles import (
     MADE,
+    PART_MARK,
+    PART_WRITER,
     SCRATCH,
     STAGED,
     STAGED_RE,
@@ -32,8 +34,9 @@ from eoscale.io.runfiles import (
 )
 
 #: A scratch file, its GDAL sidecar, or a part file a worker appended its blocks to (named as
-#: :func:`eoscale.engine.encoded.part_path` names them).
-_SCRATCH_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+_.*\.tif(\.aux\.xml|\.part-\d+)?$")
+#: :func:`eoscale.engine.encoded.part_path` names them: ``.part-<host>-<pid>``).
+_SCRATCH_RE = re.compile(rf"^eoscale_(\d+)_[0-9a-f]+_.*\.tif(\.aux\.xml|"
+                         rf"{re.escape(PART_MARK)}{PART_WRITER})?$")
 
 
 def default_scratch() -> Path:

@@ -23,6 +23,11 @@ interpretation, and takes its tags (read with tifffile), so the keys, GDAL_NODAT
 GDAL_METADATA are byte for byte what GDAL writes for the same output, with no GeoTIFF key
 encoder of our own to keep in step with PROJ.
 
+An uncompressed file needs no assembly: its blocks' sizes are known before they are computed,
+so :func:`preallocate_geotiff` writes its header first, each block's offset fixed
+(:meth:`BlockLayout.fixed_offset`), and the workers write their blocks straight into the file at
+those places (``os.pwrite``): what spilled images are.
+
 The header is written by :func:`tiff_header` from a list of IFDs (each a list of tags, chained
 in order, all before the blocks), with block offsets chosen by the caller: one IFD today; a COG
 later gives its full-resolution and overview IFDs in that order and places the coarsest
@@ -237,6 +242,24 @@ class BlockLayout:
                 encoded.update(self.encode(row, col, data[:, top - row_off:top - row_off + height,
                                                           left - col_off:left - col_off + width]))
         return encoded
+
+    def block_bytes(self, index: int) -> int:
+        """The uncompressed size of block ``index``: a tile's whole (edge tiles are padded), a
+        strip's rows (the last one of each plane holds only the rows left)."""
+        rows, cols = self.grid
+        row = (index % (rows * cols)) // cols
+        block_rows = self.block_height if self.tiled else self.window(row, 0)[2]
+        samples = self.count if self.interleave == "pixel" else 1
+        return block_rows * self.block_width * samples * np.dtype(self.dtype).itemsize
+
+    def fixed_offset(self, start: int, index: int) -> int:
+        """Where block ``index`` of an uncompressed file lies when its blocks follow each other
+        from ``start`` in the file's order: only a plane's last row of blocks may be shorter."""
+        rows, cols = self.grid
+        plane, cell = divmod(index, rows * cols)
+        last_row = self.block_bytes((rows - 1) * cols)
+        plane_bytes = ((rows - 1) * self.block_bytes(0) + last_row) * cols
+        return start + plane * plane_bytes + cell * self.block_bytes(0)
 
     def _predict(self, plane: np.ndarray) -> np.ndarray:
         """``plane`` (rows, cols, samples) with the TIFF predictor applied along its rows."""
@@ -479,6 +502,32 @@ def assemble_geotiff(path: str | os.PathLike, layout: BlockLayout, metadata: Seq
         raise write_error(path, display, "cannot write", [exc.strerror or str(exc)],
                           exc) from None
     return path
+
+
+def preallocate_geotiff(path: str | os.PathLike, layout: BlockLayout,
+                        metadata: Sequence[Tag], *,
+                        display: str | os.PathLike | None = None) -> int:
+    """Create the uncompressed GeoTIFF of ``layout`` at ``path`` (the caller stages it) with
+    its header and every block at its fixed place (:meth:`BlockLayout.fixed_offset`), the
+    blocks' bytes left for the workers to write there (a sparse file until they do); where
+    the blocks start. A failure to write is a RasterError naming ``display`` (else ``path``)."""
+    if layout.compression != "none":
+        raise BlockEncodingError("blocks have fixed places in uncompressed files only")
+    lengths = [layout.block_bytes(index) for index in range(layout.block_count)]
+    bigtiff = layout.is_bigtiff(sum(lengths))
+    placeholder = layout.layout_tags([0] * len(lengths), lengths, bigtiff)
+    start = header_size([placeholder + list(metadata)], bigtiff)
+    offsets = [layout.fixed_offset(start, index) for index in range(layout.block_count)]
+    header = tiff_header([layout.layout_tags(offsets, lengths, bigtiff) + list(metadata)],
+                         bigtiff)
+    try:
+        with open(path, "wb") as out:
+            out.write(header)
+            out.truncate(start + sum(lengths))
+    except OSError as exc:
+        raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
+                          exc) from None
+    return start
 
 
 def _write_blocks(out: BinaryIO, sources: Sequence[bytes | BlockRecord], position: int) -> None:

@@ -2,7 +2,7 @@
 
 A run writes files of its own beside its outputs (a staged output, ``.<name>.eoscale-tmp-<pid>-
 <random>``, and the part files its workers append encoded blocks to, ``<staged>.part-<worker
-pid>``) and in its scratch folder (``eoscale_<pid>_<random>_<image>.tif`` and their parts). It
+host>-<worker pid>``) and in its scratch folder (``eoscale_<pid>_<random>_<image>.tif`` and their parts). It
 removes them itself however it ends, but a run killed outright (SIGKILL, the out-of-memory
 killer, a lost node) cannot, and what it left lies in folders only it knew. So before it writes
 in a folder, a run notes the folder in a small record of its own in the system's temporary
@@ -31,11 +31,14 @@ from pathlib import Path
 
 #: What a staged output's name adds to its output's (after a leading dot), before the run's pid.
 TEMP_MARK = ".eoscale-tmp-"
-#: What a part file's name adds to its staged or scratch file's name, before its writer's pid.
+#: What a part file's name adds to its staged or scratch file's name, before its writer's
+#: host and pid (:func:`eoscale.engine.encoded.writer_name`: two machines may share a pid).
 PART_MARK = ".part-"
+#: What follows :data:`PART_MARK`: ``<host>-<pid>``.
+PART_WRITER = r"[\w.]+-\d+"
 #: A staged file of the run ``pid`` (group 1), its GDAL sidecar, or a part file of it.
 STAGED_RE = re.compile(rf"^\..+{re.escape(TEMP_MARK)}(\d+)-[0-9a-f]+"
-                       rf"(\.aux\.xml|{re.escape(PART_MARK)}\d+)?$")
+                       rf"(\.aux\.xml|{re.escape(PART_MARK)}{PART_WRITER})?$")
 #: A run's record of its folders: its pid is group 1.
 RECORD_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+\.folders$")
 #: The kinds of line of a record: a folder the run stages outputs in (and their parts), one it
@@ -118,4 +121,5 @@ def parts_of(path: str | os.PathLike) -> list[Path]:
     if not path.parent.is_dir():
         return []
     return sorted(entry for entry in path.parent.iterdir()
-                  if entry.name.startswith(prefix) and entry.name[len(prefix):].isdigit())
+                  if entry.name.startswith(prefix)
+                  and re.fullmatch(PART_WRITER, entry.name[len(prefix):]))

@@ -5,8 +5,8 @@ cluster is opened by :func:`open_run`, the one function the command line, the AP
 call: it connects to the cluster (:func:`~eoscale.engine.executing.connect_cluster`) or takes the
 executor it is given, plans the run again for the cluster's workers (a plan made before
 connecting assumed this machine's CPUs), gives every worker the pipeline's folder, GDAL options
-and cache, checks that the workers see the files the run reads, and closes on leaving what it
-opened.
+and cache, checks that the workers see the files the run reads and the folders it writes, and
+closes on leaving what it opened.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from eoscale.engine.scratch import default_scratch
 from eoscale.errors import ConfigError
 from eoscale.io.paths import is_address
 from eoscale.pipeline.inputs import read_locations
-from eoscale.pipeline.plan import Residence, Resources, RunPlan
+from eoscale.pipeline.plan import Resources, RunPlan
 from eoscale.pipeline.spec import PipelineSpec
 from eoscale.pipeline.validate import checked_plan
 
@@ -101,14 +101,14 @@ def prepare_workers(executor: Executor, plan: RunPlan) -> None:
 
 def worker_paths(plan: RunPlan) -> list[str]:
     """What a cluster's workers must see: the local input files (a STAC input's assets too),
-    the scratch folder if the plan writes scratch files, and the folders of outputs that later
-    steps read back."""
+    the scratch folder if the plan writes scratch files, and the folders of the outputs written
+    as computed (the workers write their blocks there; later steps may read them back)."""
     spec = plan.spec
     paths = [path for path in read_locations(spec, plan.input_sources) if not is_address(path)]
     if plan.needs_scratch:
         paths.append(str(spec.scratch or default_scratch()))
     for name, image in plan.images.items():
-        if image.file is None or image.file.scratch or image.lives is not Residence.SPILLED:
+        if image.file is None or image.file.scratch:
             continue
         folder = spec.outputs[name].path.parent  # or the nearest that exists before the run
         while not folder.exists() and folder != folder.parent:

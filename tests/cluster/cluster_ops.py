@@ -59,3 +59,8 @@ def gdal_option(arrays, profiles, params):
 
     value = int(get_gdal_config("EOSCALE_TEST_VALUE") or 0)
     return np.full(arrays[0].shape, value, dtype=np.uint8)
+
+
+def as_dtype(arrays, profiles, params):
+    """Its input plus ``add``, as ``dtype`` (NaN pixels stay NaN)."""
+    return (arrays[0] + params.get("add", 0)).astype(params["dtype"])

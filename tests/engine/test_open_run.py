@@ -103,6 +103,8 @@ def test_a_failure_inside_the_run_closes_the_cluster(document, monkeypatch) -> N
     assert fake.closed
 
 
-def test_the_workers_must_see_the_inputs(document) -> None:
+def test_the_workers_must_see_the_inputs_and_the_folders_outputs_are_written_in(document) -> None:
     plan = eoscale.plan(document, cluster="local:2")
-    assert worker_paths(plan) == [document["inputs"]["scene"]]
+    # out/ does not exist yet: its nearest folder that does, where the workers write parts
+    output_folder = str(Path(document["outputs"]["smooth"]).parent.parent)
+    assert worker_paths(plan) == [document["inputs"]["scene"], output_folder]

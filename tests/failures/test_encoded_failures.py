@@ -3,7 +3,7 @@ the process pool (``--workers 2``).
 
 The output is a tiled deflate GeoTIFF whose 64 x 64 blocks are the tiles' cores, so the workers
 encode its blocks into part files beside the staged file (``.<name>.eoscale-tmp-<pid>-<hex>
-.part-<worker pid>``) and the main process assembles the file when the map ends. Whatever stops
+.part-<worker host>-<worker pid>``) and the main process assembles the file when the map ends. Whatever stops
 the run (a callable raising, a worker dying, Ctrl-C, SIGTERM, a full disk while the parts are
 written or while the file is assembled), the command exits with its code and a message naming
 the step, tile or file, and leaves the previous output byte for byte, and no part file, staged
@@ -288,10 +288,12 @@ def test_a_cleanup_removes_only_the_files_named_after_a_dead_recorded_run(tmp_pa
     out, scratch, made = tmp_path / "out", tmp_path / "scratch", tmp_path / "made" / "deeper"
     for folder_ in (out, scratch, made):
         folder_.mkdir(parents=True)
-    theirs = [out / f".r.tif.eoscale-tmp-{dead}-0a1b2c3d", out / f".r.tif.eoscale-tmp-{dead}-0a1b"
-              f"2c3d.part-{dead + 1}", scratch / f"eoscale_{dead}_00ff00ff_copy.tif",
-              scratch / f"eoscale_{dead}_00ff00ff_copy.tif.part-77"]
-    kept = [out / "r.tif", out / f".r.tif.eoscale-tmp-{live}-0a1b2c3d.part-1",
+    # Part files are named by their writer's host and pid (writer_name: '-' in a host is '_').
+    theirs = [out / f".r.tif.eoscale-tmp-{dead}-0a1b2c3d",
+              out / f".r.tif.eoscale-tmp-{dead}-0a1b2c3d.part-node_1.example-{dead + 1}",
+              scratch / f"eoscale_{dead}_00ff00ff_copy.tif",
+              scratch / f"eoscale_{dead}_00ff00ff_copy.tif.part-node_2-77"]
+    kept = [out / "r.tif", out / f".r.tif.eoscale-tmp-{live}-0a1b2c3d.part-node_1-1",
             out / f".r.tif.eoscale-tmp-{dead}1-0a1b2c3d", scratch / f"eoscale_{live}_0a_x.tif",
             out / f"r.tif.eoscale-tmp-{dead}-0a1b2c3d"]  # not hidden: not a staged name
     for path in theirs + kept:
