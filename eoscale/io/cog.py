@@ -65,7 +65,7 @@ NEW_SUBFILE_TYPE, GDAL_METADATA = 254, 42112
 #: The COG driver's defaults: block size, and its options read here (any other: GDAL makes it).
 COG_BLOCKSIZE = 512
 COG_OPTIONS = frozenset({"blocksize", "compress", "level", "predictor", "bigtiff",
-                         "num_threads", "overview_count", "resampling", "overview_resampling"})
+                         "num_threads"})
 #: The structural metadata GDAL's COG driver writes before the first IFD.
 GHOST = ("LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
          "BLOCK_TRAILER=LAST_4_BYTES_REPEATED\nKNOWN_INCOMPATIBLE_EDITION=NO\n ")
@@ -186,12 +186,6 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None)
         return data[:, _nearest(height), :][:, :, _nearest(width)]
     if resampling != "average":
         raise ValueError(f"resampling {resampling} is not computed here")
-    rows, row_weights = _taps(height)
-    cols, col_weights = _taps(width)
-    if width % 2 == 0 and nodata is None:  # GDAL's 2 x 2 fast path: equal weights on 2 rows
-        two = sum((weight > 0).astype(int) for weight in row_weights) == 2
-        row_weights = [np.where(two, (weight > 0).astype(float), weight)
-                       for weight in row_weights]
     values = data.astype(np.float64)
     if nodata is None:
         valid = None
@@ -199,19 +193,10 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None)
         valid = ~np.isnan(values)
     else:
         valid = values != nodata
-    total = np.zeros((data.shape[0], len(rows[0]), len(cols[0])))
-    weights = np.zeros_like(total)
-    for row, row_weight in zip(rows, row_weights):
-        for col, col_weight in zip(cols, col_weights):
-            weight = row_weight[:, None] * col_weight[None, :]
-            picked = values[:, row][:, :, col]
-            if valid is None:
-                total += picked * weight
-                weights += weight
-            else:
-                used = valid[:, row][:, :, col]
-                total += np.where(used, picked, 0.0) * weight
-                weights += weight * used
+    if height % 2 == 0 and width % 2 == 0:
+        total, weights = _quad_sums(values, valid)
+    else:
+        total, weights = _weighted_sums(values, valid, fast_rows=width % 2 == 0 and valid is None)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / weights
     if data.dtype.kind in "iu":
@@ -219,6 +204,45 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None)
     if valid is not None:
         mean = np.where(weights > 0, mean, nodata)
     return mean.astype(data.dtype)
+
+
+def _quad_sums(values: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides even: each target pixel's sum over its own 2 x 2 and their count."""
+    bands, height, width = values.shape
+    quads = values.reshape(bands, height // 2, 2, width // 2, 2)
+    if valid is None:
+        total = quads.sum(axis=(2, 4))
+        return total, np.full(total.shape, 4.0)
+    used = valid.reshape(quads.shape)
+    return (np.where(used, quads, 0.0).sum(axis=(2, 4)),
+            used.sum(axis=(2, 4)).astype(np.float64))
+
+
+def _weighted_sums(values: np.ndarray, valid: np.ndarray | None, fast_rows: bool
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A side odd: each target pixel's sum over the source pixels it covers, weighted by the
+    part it covers, and the weights' sum. With ``fast_rows`` (the width halves exactly, no
+    nodata), a two-row window weighs its rows alike, as GDAL's 2 x 2 fast path does."""
+    rows, row_weights = _taps(values.shape[1])
+    cols, col_weights = _taps(values.shape[2])
+    if fast_rows:
+        two = sum((weight > 0).astype(int) for weight in row_weights) == 2
+        row_weights = [np.where(two, (weight > 0).astype(float), weight)
+                       for weight in row_weights]
+    total = np.zeros((values.shape[0], len(rows[0]), len(cols[0])))
+    weights = np.zeros_like(total)
+    for row, row_weight in zip(rows, row_weights):
+        for col, col_weight in zip(cols, col_weights):
+            weight = row_weight[:, None] * col_weight[None, :]
+            picked = np.where(weight > 0, values[:, row][:, :, col], 0.0)  # never 0 * NaN
+            if valid is None:
+                total += picked * weight
+                weights += weight
+            else:
+                used = valid[:, row][:, :, col]
+                total += np.where(used, picked, 0.0) * weight
+                weights += weight * used
+    return total, weights
 
 
 def _nearest(size: int) -> np.ndarray:
