@@ -230,3 +230,63 @@ def test_float_results_with_nan_keep_gdal_s_nan_rule(tmp_path, assembled):
                            {"blockxsize": 32, "blockysize": 32}, 2, "average")
     assert_levels(tmp_path / "out.tif", expected, "average")
     assert np.isnan(read_level(tmp_path / "out.tif", 1)).sum() > np.isnan(image).sum() / 4
+
+
+OPS = '''import numpy as np
+
+
+def third(arrays, profiles, params):
+    return arrays[0].astype(np.float32) / 3
+
+
+def plus_one(arrays, profiles, params):
+    return arrays[0] + 1
+'''
+
+SPILLED = '''version: 1
+inputs: {src: in.tif}
+steps:
+  - {name: third, map: cog_ops.third, inputs: [src]}
+  - {name: more, map: cog_ops.plus_one, inputs: [third]}
+outputs:
+  third: {path: out/third.tif, format: COG, options: {blocksize: 64}, quicklook: {size: 300}}
+  more: out/more.tif
+'''
+
+
+def eoscale_command(*args, cwd):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    return subprocess.run([sys.executable, "-m", "eoscale", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_spilled_cog_learnt_float_from_its_first_tile_gets_gdal_s_average(tmp_path):
+    """The fault of issue 19: uint8 in, float32 out with no ``profile:``, read by a later step
+    so spilled under a small ``--memory``: its overviews are averages (the README's default for
+    floats), equal to GDAL's average overviews of the same full-resolution image (read back
+    from the file itself), and the run's COG is valid; no part file is left."""
+    rng = np.random.default_rng(1)
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", width=768, height=1024,
+                       count=1, dtype="uint8", **GRID) as out:
+        out.write(rng.integers(0, 250, (1, 1024, 768)).astype(np.uint8))
+    (tmp_path / "cog_ops.py").write_text(OPS)
+    (tmp_path / "p.yaml").write_text(SPILLED)
+    args = ("run", "p.yaml", "-w", "2", "--tile-size", "128", "--memory", "1MiB")
+    plan = eoscale_command(*args, "--dry-run", cwd=tmp_path)
+    assert "third: 1 x 1024 x 768 uint8 (assumed; the first tile tells)" in plan.stdout
+    assert "lives spilled" in plan.stdout.split("third:")[1].split("\n")[0]
+    run = eoscale_command(*args, "-q", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    cog = tmp_path / "out" / "third.tif"
+    valid, errors, warnings = cog_validate(str(cog))
+    assert valid and not errors and not warnings, (errors, warnings)
+    full = read_level(cog, 0)
+    assert full.dtype == np.float32
+    levels = cog_level_count(1024, 768, 64)
+    expected = gdal_levels(full, None, tmp_path / "gdal.tif", {}, levels, "average")
+    assert_levels(cog, expected, "average")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "more.tif", "third.png", "third.tif"]
