@@ -46,7 +46,6 @@ from eoscale.io.cog import (
     assemble_levels,
     cog_layout,
     halves_exactly,
-    level_shape,
     overview_layout,
     reduce_level,
     with_metadata_item,
@@ -55,7 +54,7 @@ from eoscale.io.raster import GRID_KEYS, write_error
 
 #: The largest image of the kept level this process assembles (beyond it, the output's
 #: overviews are made after it, as before).
-MAX_KEPT_BYTES = 256 << 20
+MAX_KEPT_BYTES = 64 << 20
 #: The key a tile's kept pixels come back under, with the tile's index.
 KEPT = "kept"
 
@@ -147,7 +146,8 @@ def pyramid_target(pyramid: Pyramid, profile: Mapping[str, Any], tiles: Sequence
             sum(rows * cols for _, _, rows, cols in cores) != layout.height * layout.width:
         return None
     count = pyramid.level_count(layout)
-    levels = tuple(overview_layout(layout, level) for level in range(1, count + 1))
+    levels = tuple(overview_layout(layout, level, pyramid.floor_sizes)
+                   for level in range(1, count + 1))
     own = 0  # the levels every tile computes by itself
     while own < count and _tiles_compute(layout, cores, own + 1):
         own += 1
@@ -159,8 +159,8 @@ def pyramid_target(pyramid: Pyramid, profile: Mapping[str, Any], tiles: Sequence
     if encoded < count and kept == 0:
         return None
     if kept:
-        rows, cols = level_shape(layout.height, layout.width, kept)
-        if rows * cols * layout.count * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
+        size = levels[kept - 1].height * levels[kept - 1].width * layout.count
+        if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
             return None
     nodata = profile.get("nodata")
     return PyramidTarget(layout, os.fspath(pyramid.path), display, levels, resampling,
@@ -203,7 +203,8 @@ class PyramidAssembly:
             data = self._kept_image(kept)
             for level in range(target.kept_level, len(layouts)):
                 if level > target.kept_level:
-                    data = reduce_level(data, target.resampling, target.nodata)
+                    data = reduce_level(data, target.resampling, target.nodata,
+                                        (layouts[level].height, layouts[level].width))
                 if level > target.encoded_levels:
                     by_level[level].update(encode_all(layouts[level], data))
         cog = self.pyramid.format == "COG"

@@ -1,16 +1,16 @@
 """Overview levels computed as GDAL computes them, and a file of several levels assembled in
 GDAL's COG layout from blocks encoded anywhere.
 
-**Levels.** An image's overview levels halve it again and again: level ``k`` is
-``ceil(n / 2)`` of level ``k - 1`` on each side (what GDAL gives factor ``2**k``), each level
-made from the one below it, as GDAL's ``BuildOverviews`` and its COG driver make them.
+**Levels.** An image's overview levels halve it again and again, each level made from the one
+below it: level ``k`` is ``ceil(n / 2)`` of level ``k - 1`` on each side where GDAL's
+``BuildOverviews`` makes factor ``2**k``, ``n >> k`` where its COG driver makes its own.
 :func:`reduce_level` computes one level from the one below with GDAL's rules, found by comparing
 with GDAL 3.10 on every dtype, odd and even sizes, nodata and NaN:
 
 - ``nearest`` takes source pixel ``int(i * ratio + 0.5)`` (``ratio`` the sizes' quotient): the
   top-left pixel of each 2 x 2 when a side is even;
 - ``average`` weights each source pixel by the part of it the target pixel covers (a side of odd
-  size gives ratios a little under 2, so a target pixel covers two or three source pixels, the
+  size gives ratios a little off 2, so a target pixel covers two to four source pixels, the
   outer ones in part); nodata pixels (a NaN nodata: NaN pixels) take no part, and a target
   pixel with none valid is nodata; without a NaN nodata a NaN makes its target NaN. When the
   width halves exactly and no nodata is set, GDAL takes a two-row window as a plain 2 x 2 mean
@@ -90,6 +90,12 @@ class Pyramid:
             return self.resampling
         return "average" if np.dtype(dtype).kind in "fc" else "nearest"
 
+    @property
+    def floor_sizes(self) -> bool:
+        """Whether its levels' sizes are rounded down (a COG, as GDAL's COG driver makes
+        them) rather than up (overviews GDAL builds on a GeoTIFF)."""
+        return self.format == "COG"
+
     def level_count(self, layout: BlockLayout) -> int:
         """The number of overview levels of an image of ``layout``."""
         if self.levels is not None:
@@ -113,8 +119,12 @@ def cog_level_count(height: int, width: int, block: int) -> int:
     return count
 
 
-def level_shape(height: int, width: int, level: int) -> tuple[int, int]:
-    """The (rows, cols) of overview level ``level`` (0: the image itself)."""
+def level_shape(height: int, width: int, level: int, floor: bool = False) -> tuple[int, int]:
+    """The (rows, cols) of overview level ``level`` (0: the image itself): each level half the
+    one below, rounded up as GDAL's ``BuildOverviews`` rounds, or down (``floor``, at least 1)
+    as its COG driver does."""
+    if floor:
+        return max(1, height >> level), max(1, width >> level)
     for _ in range(level):
         height, width = (height + 1) // 2, (width + 1) // 2
     return height, width
@@ -164,10 +174,10 @@ def cog_predictor(value: Any, dtype: np.dtype) -> int:
     return named[text]
 
 
-def overview_layout(layout: BlockLayout, level: int) -> BlockLayout:
-    """The block layout of overview level ``level`` of ``layout``: the same blocks and
-    encoding, on the level's size."""
-    height, width = level_shape(layout.height, layout.width, level)
+def overview_layout(layout: BlockLayout, level: int, floor: bool = False) -> BlockLayout:
+    """The block layout of overview level ``level`` of ``layout`` (sizes as
+    :func:`level_shape`): the same blocks and encoding, on the level's size."""
+    height, width = level_shape(layout.height, layout.width, level, floor)
     return replace(layout, height=height, width=width)
 
 
@@ -178,12 +188,15 @@ def is_nan(value: Any) -> bool:
     return value is not None and isinstance(value, float) and math.isnan(value)
 
 
-def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None) -> np.ndarray:
-    """The overview level above ``data`` (bands, rows, cols), as GDAL makes it (see the
-    module's docstring), in ``data``'s dtype."""
+def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None,
+                 shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The overview level above ``data`` (bands, rows, cols), of ``shape`` (rows, cols; by
+    default half of ``data``'s, rounded up), as GDAL makes it (see the module's docstring), in
+    ``data``'s dtype."""
     _, height, width = data.shape
+    target = shape or ((height + 1) // 2, (width + 1) // 2)
     if resampling == "nearest":
-        return data[:, _nearest(height), :][:, :, _nearest(width)]
+        return data[:, _nearest(height, target[0]), :][:, :, _nearest(width, target[1])]
     if resampling != "average":
         raise ValueError(f"resampling {resampling} is not computed here")
     values = data.astype(np.float64)
@@ -193,10 +206,11 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None)
         valid = ~np.isnan(values)
     else:
         valid = values != nodata
-    if height % 2 == 0 and width % 2 == 0:
+    if (height, width) == (2 * target[0], 2 * target[1]):
         total, weights = _quad_sums(values, valid)
     else:
-        total, weights = _weighted_sums(values, valid, fast_rows=width % 2 == 0 and valid is None)
+        total, weights = _weighted_sums(values, valid, target,
+                                        fast_rows=width == 2 * target[1] and valid is None)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / weights
     if data.dtype.kind in "iu":
@@ -218,13 +232,14 @@ def _quad_sums(values: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray
             used.sum(axis=(2, 4)).astype(np.float64))
 
 
-def _weighted_sums(values: np.ndarray, valid: np.ndarray | None, fast_rows: bool
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """A side odd: each target pixel's sum over the source pixels it covers, weighted by the
-    part it covers, and the weights' sum. With ``fast_rows`` (the width halves exactly, no
-    nodata), a two-row window weighs its rows alike, as GDAL's 2 x 2 fast path does."""
-    rows, row_weights = _taps(values.shape[1])
-    cols, col_weights = _taps(values.shape[2])
+def _weighted_sums(values: np.ndarray, valid: np.ndarray | None, target: tuple[int, int],
+                   fast_rows: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A side not halved exactly: each target pixel's sum over the source pixels it covers,
+    weighted by the part it covers, and the weights' sum. With ``fast_rows`` (the width halves
+    exactly, no nodata), a two-row window weighs its rows alike, as GDAL's 2 x 2 fast path
+    does."""
+    rows, row_weights = _taps(values.shape[1], target[0])
+    cols, col_weights = _taps(values.shape[2], target[1])
     if fast_rows:
         two = sum((weight > 0).astype(int) for weight in row_weights) == 2
         row_weights = [np.where(two, (weight > 0).astype(float), weight)
@@ -245,25 +260,24 @@ def _weighted_sums(values: np.ndarray, valid: np.ndarray | None, fast_rows: bool
     return total, weights
 
 
-def _nearest(size: int) -> np.ndarray:
-    """The source indices GDAL's nearest takes along a side of ``size`` halved."""
-    target = (size + 1) // 2
-    if size % 2 == 0:
+def _nearest(size: int, target: int) -> np.ndarray:
+    """The source indices GDAL's nearest takes along a side of ``size`` made ``target``."""
+    if size == 2 * target:
         return np.arange(target) * 2
     ratio = size / target
     return np.minimum((np.arange(target) * ratio + 0.5).astype(np.int64), size - 1)
 
 
-def _taps(size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Along a side of ``size`` halved: for each of the (at most 3) source pixels a target
-    pixel covers, their indices and the part of each it covers."""
-    target = (size + 1) // 2
+def _taps(size: int, target: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Along a side of ``size`` made ``target``: for each of the source pixels a target pixel
+    covers (at most the ratio rounded up, plus one), their indices and the part of each it
+    covers."""
     ratio = size / target
     start = np.arange(target) * ratio
     end = np.minimum(start + ratio, size)
     first = np.floor(start + 1e-8).astype(np.int64)
     indices, weights = [], []
-    for tap in range(3):
+    for tap in range(math.ceil(ratio) + 1):
         index = first + tap
         weight = np.clip(np.minimum(end, index + 1) - np.maximum(start, index), 0, None)
         weight[index >= size] = 0

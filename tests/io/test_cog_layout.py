@@ -6,7 +6,8 @@ The levels' oracle is GDAL: the image written by rasterio, ``build_overviews`` w
 rounding of the dtype: floats to a relative 1e-6 (float32) or 1e-12 (float64), since GDAL sums
 in its own order; integers exactly on levels made from even sizes (2 x 2 means rounded half up)
 and at most 1 apart on levels made from an odd size, where GDAL weights the pixels a target
-covers in part and an exact half rounds by its float error. The files' oracle is rio-cogeo's
+covers in part and an exact half rounds by its float error. The sizes GDAL's COG driver rounds
+down (where ``build_overviews`` rounds up) are checked against that driver's own levels. The files' oracle is rio-cogeo's
 validator (valid, no warning), GDAL's own report of the layout, and the pixels of every level
 read back through GDAL.
 """
@@ -28,6 +29,7 @@ from eoscale.io.cog import (
     cog_level_count,
     ghost_header,
     halves_exactly,
+    level_shape,
     overview_layout,
     reduce_level,
 )
@@ -62,6 +64,21 @@ def gdal_levels(data: np.ndarray, nodata, resampling: str, levels: int, path) ->
     return found
 
 
+def assert_level(level: np.ndarray, gdal: np.ndarray, resampling: str, exact: bool,
+                 where: str) -> None:
+    """Equal as the module's docstring says."""
+    assert level.shape == gdal.shape and level.dtype == gdal.dtype, where
+    if resampling == "nearest":
+        assert np.array_equal(level, gdal, equal_nan=True), where
+    elif level.dtype.kind == "f":
+        rtol = 1e-6 if level.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(level, gdal, rtol=rtol, atol=0, equal_nan=True, err_msg=where)
+    elif exact:
+        assert np.array_equal(level, gdal), where
+    else:
+        assert np.abs(level.astype(np.int64) - gdal).max() <= 1, where
+
+
 @pytest.mark.parametrize("shape", [(64, 48), (37, 53), (100, 91), (300, 257)])
 @pytest.mark.parametrize("dtype,nodata", [("uint8", None), ("uint8", 0), ("int16", -5),
                                           ("uint16", None), ("int32", 3), ("float32", None),
@@ -74,18 +91,30 @@ def test_levels_equal_gdal_s_overviews(tmp_path, shape, dtype, nodata, resamplin
     level = data
     for number, gdal in enumerate(expected, start=1):
         level = reduce_level(level, resampling, nodata)
-        where = f"level {number}"
-        assert level.shape == gdal.shape and level.dtype == gdal.dtype, where
-        if resampling == "nearest":
-            assert np.array_equal(level, gdal, equal_nan=True), where
-        elif level.dtype.kind == "f":
-            rtol = 1e-6 if level.dtype == np.float32 else 1e-12
-            np.testing.assert_allclose(level, gdal, rtol=rtol, atol=0, equal_nan=True,
-                                       err_msg=where)
-        elif halves_exactly(*shape, number):
-            assert np.array_equal(level, gdal), where
-        else:
-            assert np.abs(level.astype(np.int64) - gdal).max() <= 1, where
+        assert_level(level, gdal, resampling, halves_exactly(*shape, number), f"level {number}")
+
+
+@pytest.mark.parametrize("shape", [(512, 383), (201, 130), (131, 200)])
+@pytest.mark.parametrize("dtype,nodata", [("uint8", None), ("int16", 0), ("float32", None),
+                                          ("float32", NAN), ("float64", -9999.0)])
+@pytest.mark.parametrize("resampling", ["nearest", "average"])
+def test_levels_of_rounded_down_sizes_equal_the_cog_driver_s(tmp_path, shape, dtype, nodata,
+                                                             resampling):
+    data = image(dtype, 3, shape, nodata)
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", width=shape[1],
+                       height=shape[0], count=3, dtype=dtype, nodata=nodata) as out:
+        out.write(data)
+    rasterio.shutil.copy(tmp_path / "in.tif", tmp_path / "cog.tif", driver="COG",
+                         blocksize=32, resampling=resampling)
+    count = cog_level_count(*shape, 32)
+    level = data
+    for number in range(1, count + 1):
+        with rasterio.open(tmp_path / "cog.tif", OVERVIEW_LEVEL=number - 1) as dataset:
+            gdal = dataset.read()
+        level = reduce_level(level, resampling, nodata, level_shape(*shape, number, floor=True))
+        assert_level(level, gdal, resampling, halves_exactly(*shape, number), f"level {number}")
+    with pytest.raises(rasterio.errors.RasterioError):  # no level beyond them
+        rasterio.open(tmp_path / "cog.tif", OVERVIEW_LEVEL=count).close()
 
 
 @pytest.mark.parametrize("shape", [(512, 512), (513, 100), (1025, 1025), (2048, 600),
@@ -122,10 +151,11 @@ def test_a_file_of_levels_is_a_valid_cog_gdal_reads_back(tmp_path, case):
                    nodata=nodata)
     layout = cog_layout(profile, {**options, "blocksize": 32})
     count = cog_level_count(*shape, 32)
-    layouts = [layout] + [overview_layout(layout, level) for level in range(1, count + 1)]
+    layouts = [layout] + [overview_layout(layout, level, floor=True)
+                          for level in range(1, count + 1)]
     levels = [data]
-    for _ in range(count):
-        levels.append(reduce_level(levels[-1], "nearest"))
+    for each in layouts[1:]:
+        levels.append(reduce_level(levels[-1], "nearest", shape=(each.height, each.width)))
     blocks = []
     for each, pixels in zip(layouts, levels):
         encoded = {}
