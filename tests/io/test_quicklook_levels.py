@@ -100,9 +100,8 @@ def test_a_quicklook_is_drawn_from_the_coarsest_overview_that_has_its_size(tmp_p
     with rasterio.open(path, "r+") as dataset:
         dataset.build_overviews([2, 4, 8], Resampling.nearest)
     with_unreadable_full_resolution(path)
-    with pytest.raises(rasterio.errors.RasterioError):
-        with rasterio.open(path) as dataset:
-            dataset.read(1)
+    with pytest.raises(rasterio.errors.RasterioError), rasterio.open(path) as dataset:
+        dataset.read(1)
     style = QuicklookStyle(size=140)  # 93 x 140: factor 4 (100 x 150) has it, 8 not
     picture = render_quicklook(path, style)
     assert picture.shape == (4, 93, 140)
