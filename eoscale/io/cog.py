@@ -92,9 +92,10 @@ class Pyramid:
 
     @property
     def floor_sizes(self) -> bool:
-        """Whether its levels' sizes are rounded down (a COG, as GDAL's COG driver makes
-        them) rather than up (overviews GDAL builds on a GeoTIFF)."""
-        return self.format == "COG"
+        """Whether its levels' sizes are rounded down (a COG's automatic levels, as GDAL's
+        COG driver makes them) rather than up (the factors asked for, as GDAL's
+        ``BuildOverviews`` makes them, also for a COG, which copies them)."""
+        return self.format == "COG" and self.levels is None
 
     def level_count(self, layout: BlockLayout) -> int:
         """The number of overview levels of an image of ``layout``."""

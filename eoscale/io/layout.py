@@ -5,9 +5,11 @@ A map whose workers encode its output makes the whole file in one pass, overview
 (:mod:`eoscale.engine.overviews`, offered a :class:`~eoscale.io.cog.Pyramid` by
 :func:`image_file`). Any other image is first written as a plain tiled GeoTIFF;
 :func:`image_file` then adds overviews to it, or, for a COG, builds it from that GeoTIFF with
-GDAL's COG driver (``CreateCopy``) and removes the intermediate file. Overview resampling defaults to ``nearest`` for integer images (class maps and
-masks keep their values) and ``average`` for floats (what users expect of a continuous field);
-nodata pixels take no part in an average.
+GDAL's COG driver (``CreateCopy``) and removes the intermediate file. Overview resampling
+defaults to ``nearest`` for integer images (class maps and masks keep their values) and
+``average`` for floats (what users expect of a continuous field), by the dtype the image really
+has (read from the written file: a plan may learn it only from the first tile); nodata pixels
+take no part in an average.
 """
 
 from __future__ import annotations

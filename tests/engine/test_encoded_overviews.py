@@ -307,3 +307,17 @@ def test_a_spilled_cog_learnt_float_from_its_first_tile_gets_gdal_s_average(tmp_
     assert_levels(cog, expected, "average")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "more.tif", "third.png", "third.tif"]
+
+
+def test_a_cog_with_the_factors_asked_for_has_build_overviews_sizes(tmp_path, assembled):
+    """A COG with ``overviews: [2, 4, 8]``: GDAL builds them on the GeoTIFF it copies (sizes
+    rounded up), so the workers' levels are ``build_overviews``' (200 x 168: 25 x 21 -> 13 x 11,
+    where the COG driver's own levels would be 12 x 10)."""
+    image = make_image("float32", 1, NAN, (200, 168))
+    pyramid = Pyramid(tmp_path / "out.tif", "COG", {"blocksize": 32}, 4, "average")
+    run_map(2, 64, image, NAN, pyramid)
+    expected = gdal_levels(image, NAN, tmp_path / "gdal.tif",
+                           {"blockxsize": 32, "blockysize": 32}, 4, "average")
+    assert expected[4].shape == (1, 13, 11)
+    assert_levels(tmp_path / "out.tif", expected, "average")
+    assert cog_validate(str(tmp_path / "out.tif"))[0] and len(assembled) == 1
