@@ -48,6 +48,9 @@ CASES = {
     "float32 NaN nodata predictor": ("float32", 1, NAN, {"predictor": "yes"}, (200, 168), 64),
     "float32 3 bands NaN no nodata": ("float32", 3, None, {"compress": "zstd"}, (136, 200), 64),
     "float64 value nodata lzw": ("float64", 2, -9999.0, {"compress": "lzw"}, (200, 168), 128),
+    # levels 1 and 2 in the tiles, 3 from level 2 (33 x 25) when the map ends
+    "int32 kept level encoded by the tiles": ("int32", 1, None, {}, (132, 100), 128),
+    "float32 kept level encoded by the tiles": ("float32", 1, NAN, {}, (132, 100), 128),
 }
 
 
@@ -214,6 +217,8 @@ def test_which_levels_the_workers_encode(tmp_path):
     assert (made.encoded_levels, made.kept_level) == (0, 1)
     made = target((200, 168), 64)  # levels 1-3 halve exactly, level 4 (25 x 21) does not
     assert (made.encoded_levels, made.kept_level, len(made.levels)) == (1, 2, 3)
+    made = target((132, 100), 128)  # levels 1-2 in the tiles, level 3 from 33 x 25
+    assert (made.encoded_levels, made.kept_level, len(made.levels)) == (2, 2, 3)
     assert target((64, 64), 64, levels=1).kept_level == 0  # every level in its tile
     assert target((201, 168), 64) is None  # an odd side: made after the image, as before
     assert target((256, 256), 48) is None  # tiles not whole blocks
