@@ -204,6 +204,11 @@ class OutputFiles:
     def add(self, profile: Mapping[str, Any], target: OutputFile) -> EncodedTarget | None:
         """Start the file of the next output (the caller stages its path); how the workers
         encode it, or None when its tiles' pixels are to be sent here."""
+        pyramid = (target.pyramid.assembly(profile, target, self.tiles)
+                   if self.on_workers and target.pyramid is not None else None)
+        if pyramid is not None:  # the file with its overviews (eoscale.engine.overviews)
+            self._outputs.append(pyramid)
+            return pyramid.encoded
         encoded = encoded_target(profile, target, self.tiles) if self.on_workers else None
         if encoded is None:
             self._writers.add(profile, target.path, options=target.options,

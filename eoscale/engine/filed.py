@@ -104,11 +104,15 @@ class FileRaster(_Described):
 @dataclass(frozen=True)
 class OutputFile:
     """Where a map output is written as its tiles are computed: a GeoTIFF at ``path`` with GDAL
-    creation ``options`` over the defaults; messages name ``display``."""
+    creation ``options`` over the defaults; messages name ``display``. ``pyramid``, when the
+    output has overviews (or is a COG), offers the map to write the whole file, overviews
+    included, elsewhere (:class:`~eoscale.engine.overviews.EncodedPyramid`); ``path`` is then
+    written only if it cannot."""
 
     path: Path
     options: Mapping[str, Any] | None = None
     display: str | None = None
+    pyramid: Any = None
 
 
 class WrittenRaster(_Described):

@@ -400,25 +400,28 @@ def geotiff_metadata(profile: Mapping[str, Any],
     return tags
 
 
-def header_size(ifds: Sequence[Sequence[Tag]], bigtiff: bool) -> int:
+def header_size(ifds: Sequence[Sequence[Tag]], bigtiff: bool, leader: bytes = b"") -> int:
     """The bytes :func:`tiff_header` takes for ``ifds`` (it depends on the tags' counts and
     types only, so block offsets can be computed before they are known)."""
     entry, inline, head, counts = (20, 8, 16, 8) if bigtiff else (12, 4, 8, 2)
-    size = head
+    size = head + _even(len(leader))
     for tags in ifds:
         size += counts + entry * len(tags) + (8 if bigtiff else 4)
         size += sum(_even(len(tag.data)) for tag in tags if len(tag.data) > inline)
     return size
 
 
-def tiff_header(ifds: Sequence[Sequence[Tag]], bigtiff: bool) -> bytes:
+def tiff_header(ifds: Sequence[Sequence[Tag]], bigtiff: bool, leader: bytes = b"") -> bytes:
     """A little-endian TIFF's header and its IFDs, chained in order, each followed by its
     values that do not fit in an entry (word-aligned); blocks go after it, where the offset
-    tags say."""
+    tags say. ``leader`` goes between the header and the first IFD (GDAL's COG puts its
+    structural metadata there)."""
     entry, inline, counts = (20, 8, 8) if bigtiff else (12, 4, 2)
     pointer = "Q" if bigtiff else "I"
-    out = bytearray(b"II" + (struct.pack("<HHHQ", 43, 8, 0, 16) if bigtiff
-                             else struct.pack("<HI", 42, 8)))
+    first = (16 if bigtiff else 8) + _even(len(leader))
+    out = bytearray(b"II" + (struct.pack("<HHHQ", 43, 8, 0, first) if bigtiff
+                             else struct.pack("<HI", 42, first)))
+    out += leader + b"\0" * (_even(len(leader)) - len(leader))
     for number, tags in enumerate(ifds):
         tags = sorted(tags, key=lambda tag: tag.code)
         start = len(out)

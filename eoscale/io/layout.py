@@ -1,12 +1,15 @@
 """How an image output is laid out: plain GeoTIFF, with or without overviews, or a Cloud
 Optimized GeoTIFF (COG).
 
-Every image is first written as a plain tiled GeoTIFF (by one writer, see
-:func:`eoscale.io.raster.write_geotiff`); :func:`image_file` then adds overviews to it in place,
-or, for a COG, builds it from that GeoTIFF with GDAL's COG driver (``CreateCopy``) and removes the
-intermediate file. Overview resampling defaults to ``nearest`` for integer images (class maps and
-masks keep their values) and ``average`` for floats (what users expect of a continuous field);
-nodata pixels take no part in an average.
+A map whose workers encode its output makes the whole file in one pass, overviews included
+(:mod:`eoscale.engine.overviews`, offered a :class:`~eoscale.io.cog.Pyramid` by
+:func:`image_file`). Any other image is first written as a plain tiled GeoTIFF;
+:func:`image_file` then adds overviews to it, or, for a COG, builds it from that GeoTIFF with
+GDAL's COG driver (``CreateCopy``) and removes the intermediate file. Overview resampling
+defaults to ``nearest`` for integer images (class maps and masks keep their values) and
+``average`` for floats (what users expect of a continuous field), by the dtype the image really
+has (read from the written file: a plan may learn it only from the first tile); nodata pixels
+take no part in an average.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import rasterio
 import rasterio.shutil
 from rasterio.enums import OverviewResampling, Resampling
 
+from eoscale.io.cog import RESAMPLINGS as COMPUTED_RESAMPLINGS
+from eoscale.io.cog import Pyramid, power_of_two_levels
 from eoscale.io.raster import temporary_path, writing
 
 ImageFormat = Literal["GTiff", "COG"]
@@ -71,27 +76,70 @@ def tiff_options(layout: ImageLayout, options: Mapping[str, Any] | None
     return _INTERMEDIATE_OPTIONS if layout.format == "COG" else options
 
 
+@dataclass(frozen=True)
+class ImageTarget:
+    """Where to write an image output's pixels (``path``, a plain GeoTIFF with creation
+    ``options``), and, when it has overviews or is a COG, the whole file a writer may make
+    instead, overviews included (``pyramid``: see :func:`image_file`)."""
+
+    path: Path
+    options: Mapping[str, Any] | None
+    pyramid: Pyramid | None = None
+
+
+def pyramid_for(path: Path, layout: ImageLayout, options: Mapping[str, Any] | None
+                ) -> Pyramid | None:
+    """The file with overviews a writer may make at ``path`` itself (overview factors 2, 4,
+    8...; a COG's automatic ones; resampling nearest or average), or None."""
+    if layout.format == "COG":
+        levels = power_of_two_levels(layout.overviews) if layout.overviews else None
+        if layout.overviews and levels is None:
+            return None
+        user = {str(key).lower(): value for key, value in (options or {}).items()}
+        cog = {**DEFAULT_COG_OPTIONS, **user}
+        if any(key in cog for key in ("overview_count", "resampling", "overview_resampling")):
+            return None  # the driver's own overview options: GDAL makes them
+        pyramid_options: Mapping[str, Any] = cog
+    else:
+        levels = power_of_two_levels(layout.overviews)
+        if levels is None:
+            return None
+        pyramid_options = dict(options or {})
+    if layout.resampling is not None and layout.resampling not in COMPUTED_RESAMPLINGS:
+        return None
+    return Pyramid(path, layout.format, pyramid_options, levels, layout.resampling)
+
+
 @contextlib.contextmanager
 def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | None, *,
-               dtype: np.dtype | str, threads: int = 1,
-               display: str | os.PathLike | None = None,
-               ) -> Iterator[tuple[Path, Mapping[str, Any] | None]]:
-    """Where to write the plain GeoTIFF of an image output, and with which creation options.
+               threads: int = 1, display: str | os.PathLike | None = None,
+               ) -> Iterator[ImageTarget]:
+    """Where to write an image output, inside the ``with`` block.
 
-    The caller writes it inside the ``with`` block; on leaving, the overviews are built or the
-    COG is made at ``path``. A COG's intermediate GeoTIFF is removed whatever happens.
+    A plain GeoTIFF without overviews is written at ``path``. Otherwise the target offers the
+    writer to make the whole file at ``path`` (its ``pyramid``, see
+    :mod:`eoscale.engine.overviews`); a writer that does not writes the plain GeoTIFF at the
+    target's ``path``, a temporary one, and on leaving the block its overviews are built and it
+    is moved to ``path``, or the COG is made from it at ``path``, with the resampling that the
+    file's own dtype calls for. The temporary file is removed whatever happens.
     """
-    resampling = overview_resampling(layout, dtype)
-    if layout.format == "GTiff":
-        yield path, tiff_options(layout, options)
-        if layout.overviews:
-            _build_overviews(path, layout.overviews, resampling, display or path)
+    if layout.format == "GTiff" and not layout.overviews:
+        yield ImageTarget(path, options)
         return
     intermediate = temporary_path(path)
+    cog = layout.format == "COG"
     try:
-        yield intermediate, tiff_options(layout, options)
+        yield ImageTarget(intermediate, tiff_options(layout, options),
+                          pyramid_for(path, layout, options))
+        if not intermediate.exists():  # the writer made the whole file at path
+            return
+        with rasterio.open(intermediate) as written:
+            resampling = overview_resampling(layout, written.dtypes[0])
         if layout.overviews:
             _build_overviews(intermediate, layout.overviews, resampling, display or path)
+        if not cog:
+            os.replace(intermediate, path)
+            return
         with writing(path, display, "cannot write as COG"):
             rasterio.shutil.copy(intermediate, path, driver="COG",
                                  **cog_options(options, resampling, threads))

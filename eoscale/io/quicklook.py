@@ -1,7 +1,9 @@
 """Quicklooks: a small RGBA PNG picture of a raster, to look at a result.
 
 The raster is read decimated (nearest neighbour, so a nodata pixel never mixes with a valid one)
-to at most ``size`` pixels on its longest side. Each shown band is stretched linearly between its
+to at most ``size`` pixels on its longest side, from its coarsest overview that still has that
+many pixels (the full resolution if none has), a row of blocks at a time: each block is decoded
+once, however small GDAL's block cache (a run under a small ``--memory`` gives it little). Each shown band is stretched linearly between its
 2nd and 98th percentiles over the valid pixels; nodata and NaN pixels are transparent. One band is
 drawn through a colour map, three bands as red, green and blue; by default a raster of three or
 more bands shows its first three, one of one or two bands its first through the colour map.
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
 
 from eoscale.errors import RasterError
 from eoscale.io.paths import redact
@@ -31,6 +34,8 @@ from eoscale.io.raster import Staging, open_raster, writing
 QUICKLOOK_SIZE = 1024
 #: The percentiles each band is stretched between.
 STRETCH = (2.0, 98.0)
+#: About how many pixels a band's strip read at once holds (whole rows of blocks).
+ROWS_AT_ONCE = 1 << 20
 
 _CONTROL_POINTS = {
     "viridis": "440154 470d60 48186a 482374 472d7b 453781 424086 3e4989 3b528b 375b8d 33638d "
@@ -119,14 +124,70 @@ def render_quicklook(path: str | os.PathLike, style: QuicklookStyle = QuicklookS
         except RasterError as exc:
             raise RasterError(f"{name}: {exc}") from None
         shape = decimated_shape(dataset.height, dataset.width, style.size)
-        try:
-            data = dataset.read(bands, out_shape=(len(bands), *shape),
-                                resampling=Resampling.nearest)
-            masks = dataset.read_masks(bands, out_shape=(len(bands), *shape),
-                                       resampling=Resampling.nearest)
-        except RasterioError as exc:
-            raise RasterError(f"{name}: cannot read ({redact(str(exc))})") from None
-    return to_rgba(data, np.all(masks > 0, axis=0), style.colormap)
+        overviews = len(dataset.overviews(1))
+    location = os.fspath(path)
+    try:
+        level = quicklook_level(location, overviews, shape)
+        with rasterio.open(location, **({} if level is None else {"overview_level": level})
+                           ) as source:
+            data, valid = read_decimated(source, bands, shape)
+    except RasterioError as exc:
+        raise RasterError(f"{name}: cannot read ({redact(str(exc))})") from None
+    return to_rgba(data, valid, style.colormap)
+
+
+def quicklook_level(path: str | os.PathLike, overviews: int, shape: tuple[int, int]
+                    ) -> int | None:
+    """The coarsest overview level (0 the finest) of the raster at ``path`` that still has at
+    least ``shape`` pixels; None: none has, the full resolution is read."""
+    for level in reversed(range(overviews)):
+        with rasterio.open(path, overview_level=level) as overview:
+            if overview.height >= shape[0] and overview.width >= shape[1]:
+                return level
+    return None
+
+
+def nearest_indices(size: int, target: int) -> np.ndarray:
+    """The source pixels a nearest-neighbour read of ``size`` pixels into ``target`` takes (each
+    target pixel's centre, as GDAL takes them)."""
+    return np.minimum(((np.arange(target) + 0.5) * (size / target)).astype(np.int64), size - 1)
+
+
+def read_decimated(dataset: rasterio.io.DatasetReader, bands: tuple[int, ...],
+                   shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``bands`` of ``dataset`` decimated to ``shape`` with nearest neighbour, and where all
+    of them are valid: read whole rows of blocks at a time (each block decoded once, whatever
+    GDAL's cache holds), only those holding a picked row."""
+    rows = nearest_indices(dataset.height, shape[0])
+    cols = nearest_indices(dataset.width, shape[1])
+    block_rows = dataset.block_shapes[bands[0] - 1][0]
+    strip_rows = block_rows * max(1, ROWS_AT_ONCE // (dataset.width * block_rows))
+    data = np.empty((len(bands), *shape), dataset.dtypes[bands[0] - 1])
+    valid = np.empty(shape, bool)
+    strips = rows // strip_rows
+    for strip in np.unique(strips):
+        picked = np.nonzero(strips == strip)[0]
+        top = int(rows[picked[0]]) - int(rows[picked[0]]) % block_rows
+        window = Window(0, top, dataset.width, int(rows[picked[-1]]) + 1 - top)
+        pixels = dataset.read(bands, window=window)[:, rows[picked] - top][:, :, cols]
+        data[:, picked] = pixels
+        valid[picked] = _valid(dataset, bands, window, pixels, rows[picked] - top, cols)
+    return data, valid
+
+
+def _valid(dataset: rasterio.io.DatasetReader, bands: tuple[int, ...], window: Window,
+           pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Where every band of ``pixels`` (taken at ``rows`` and ``cols`` of ``window``) is valid:
+    from the nodata value when that is the mask (no second decoding), else GDAL's masks."""
+    flags = {tuple(dataset.mask_flag_enums[band - 1]) for band in bands}
+    if flags <= {(MaskFlags.all_valid,)}:
+        return np.ones(pixels.shape[1:], bool)
+    if flags <= {(MaskFlags.nodata,)} and dataset.nodata is not None:
+        nodata = dataset.nodata
+        invalid = np.isnan(pixels) if np.isnan(nodata) else pixels == nodata
+        return ~np.any(invalid, axis=0)
+    masks = dataset.read_masks(bands, window=window)
+    return np.all(masks[:, rows][:, :, cols] > 0, axis=0)
 
 
 def write_png(rgba: np.ndarray, path: str | os.PathLike, *,

@@ -10,6 +10,7 @@ import numpy as np
 
 from eoscale.engine import Engine, SharedRaster
 from eoscale.engine.filed import FileRaster, OutputFile
+from eoscale.engine.overviews import EncodedPyramid
 from eoscale.io.layout import image_file
 from eoscale.io.quicklook import write_quicklook
 from eoscale.io.raster import Staging, TileWriter
@@ -19,12 +20,19 @@ from eoscale.pipeline.spec import OutputSpec
 @contextlib.contextmanager
 def image_target(staging: Staging, output: OutputSpec, dtype: np.dtype | str, threads: int,
                  display: str) -> Iterator[OutputFile]:
-    """Where to write ``output``'s pixels (a plain GeoTIFF, staged), inside the block; on leaving
-    it, its overviews are built or its COG made, then its quicklook drawn from the file."""
+    """Where to write ``output``'s pixels, inside the block: a map whose workers encode it
+    writes the whole file there, overviews included (the target's ``pyramid``); else a plain
+    GeoTIFF, staged, whose overviews are built or COG made on leaving the block. Then its
+    quicklook is drawn from the file (from its coarsest overview that is large enough).
+
+    ``dtype`` is the dtype planned for the image; the overviews' default resampling follows
+    the dtype the file really has (a plan may learn it only from the first tile)."""
+    del dtype  # kept for the callers: the file's own dtype decides (see above)
     staged = staging.stage(output.path)
-    with image_file(staged, output.layout, output.options, dtype=dtype, threads=threads,
-                    display=display) as (tiff, options):
-        yield OutputFile(tiff, options, display)
+    with image_file(staged, output.layout, output.options, threads=threads,
+                    display=display) as target:
+        pyramid = EncodedPyramid(target.pyramid) if target.pyramid is not None else None
+        yield OutputFile(target.path, target.options, display, pyramid)
     quicklook = output.quicklook_path()
     if output.quicklook is not None and quicklook is not None:
         write_quicklook(staged, staging.stage(quicklook), output.quicklook.style,

@@ -1,0 +1,242 @@
+"""A map output's overview levels computed and encoded by the workers, in the same pass as its
+pixels: a COG, or a GeoTIFF with overviews, assembled without a second pass over the image.
+
+The worker that computed a tile encodes its core's blocks (as for any encoded output, see
+:mod:`eoscale.engine.encoded`) and then, from the core, the tile's pixels of each overview
+level (:func:`~eoscale.io.cog.reduce_level`, level after level) for as long as the level is
+the tile's own: every level below it halves exactly (even sides) and the tile starts on even
+rows and columns of it. Of those levels it encodes the blocks that lie whole in the tile
+(``encoded_levels``), into the same part file. The coarser levels' blocks span several tiles:
+for them, the tile's pixels of the first level it does not complete (``kept_level``, 1/4**k of
+the core's pixels) go into its part file too, raw, and only their place comes back.
+
+When the map ends (:meth:`PyramidAssembly.close`), this process reads those small arrays back
+into the kept level's image, encodes the blocks of that level still to encode, computes the
+coarser levels from it (GDAL's rules, odd sizes included) and encodes them, then writes the file
+in GDAL's COG layout (:func:`~eoscale.io.cog.assemble_levels`). Why keep arrays rather than
+decode the finer level's blocks: they are raw, read back with no decoding, and no larger than
+the blocks would be; and a worker never waits for another's tiles. The kept level's image is
+bounded (:data:`MAX_KEPT_BYTES`): an output whose tiles are too small for its blocks, or whose
+first level does not halve exactly (an odd side), is written as before and its overviews made
+after it (:mod:`eoscale.io.layout`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eoscale.engine.encoded import EncodedTarget, PartWriteError, part_path
+from eoscale.engine.filed import OutputFile
+from eoscale.engine.tiling import Tile
+from eoscale.io.blocks import (
+    BlockEncodingError,
+    BlockLayout,
+    BlockRecord,
+    PartFile,
+    geotiff_metadata,
+)
+from eoscale.io.cog import (
+    RESAMPLINGS,
+    Pyramid,
+    assemble_levels,
+    cog_layout,
+    halves_exactly,
+    overview_layout,
+    reduce_level,
+    with_metadata_item,
+)
+from eoscale.io.raster import GRID_KEYS, write_error
+
+#: The largest image of the kept level this process assembles (beyond it, the output's
+#: overviews are made after it, as before).
+MAX_KEPT_BYTES = 64 << 20
+#: The key a tile's kept pixels come back under, with the tile's index.
+KEPT = "kept"
+
+Window4 = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PyramidTarget(EncodedTarget):
+    """What a worker needs to encode a tile of an output with overviews: the full resolution's
+    ``layout`` (see :class:`EncodedTarget`), the overview levels' layouts (``levels``: level
+    1 first), their ``resampling`` and the ``nodata`` averages leave out, how many levels the
+    workers encode (``encoded_levels``) and the level whose tile pixels they keep
+    (``kept_level``; 0: none, the workers encode every level)."""
+
+    levels: tuple[BlockLayout, ...] = ()
+    resampling: str = "nearest"
+    nodata: float | None = None
+    encoded_levels: int = 0
+    kept_level: int = 0
+
+    def append(self, tile: Tile, core: np.ndarray) -> dict[Any, Any]:  # type: ignore[override]
+        """Encode the tile's ``core`` and its own overview blocks, keep its pixels of the kept
+        level, all in this process's part file; where each lies: block records by (level,
+        block number), the kept pixels' record and window under (:data:`KEPT`, tile index)."""
+        row, col = int(tile.core.row_off), int(tile.core.col_off)
+        encoded = {(0, index): data for index, data
+                   in self.layout.encode_window(row, col, core).items()}
+        kept: tuple[np.ndarray, Window4] | None = None
+        data = core
+        for level in range(1, max(self.encoded_levels, self.kept_level) + 1):
+            data = reduce_level(data, self.resampling, self.nodata)
+            top, left = row >> level, col >> level
+            if level <= self.encoded_levels:
+                blocks = self.levels[level - 1].encode_window(top, left, data)
+                encoded.update({(level, index): block for index, block in blocks.items()})
+            if level == self.kept_level:
+                kept = (data, (top, left, data.shape[1], data.shape[2]))
+        part = part_path(self.path, os.getpid())
+        try:
+            with PartFile(part) as out:
+                records: dict[Any, Any] = {key: out.append(block)
+                                           for key, block in encoded.items()}
+                if kept is not None:
+                    pixels, window = kept
+                    records[(KEPT, tile.index)] = (out.append(pixels.tobytes()), window)
+        except OSError as exc:
+            raise PartWriteError(str(write_error(
+                part, self.display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+        return records
+
+
+@dataclass(frozen=True)
+class EncodedPyramid:
+    """An image output's :class:`~eoscale.io.cog.Pyramid`, as an
+    :class:`~eoscale.engine.filed.OutputFile` offers it to the map that writes it
+    (:meth:`assembly`)."""
+
+    pyramid: Pyramid
+
+    def assembly(self, profile: Mapping[str, Any], target: OutputFile, tiles: Sequence[Tile]
+                 ) -> PyramidAssembly | None:
+        """The file's assembly when the workers can encode it and its overviews for ``tiles``
+        (the output's real ``profile``: its dtype decides the default resampling), else
+        None."""
+        made = pyramid_target(self.pyramid, profile, tiles,
+                              str(target.display or self.pyramid.path))
+        return None if made is None else PyramidAssembly(self.pyramid, profile, made)
+
+
+def pyramid_target(pyramid: Pyramid, profile: Mapping[str, Any], tiles: Sequence[Tile],
+                   display: str) -> PyramidTarget | None:
+    """How the workers encode ``pyramid`` for ``tiles``, or None when they cannot (see the
+    module's docstring)."""
+    resampling = pyramid.resampling_for(profile["dtype"])
+    if resampling not in RESAMPLINGS:
+        return None
+    try:
+        if pyramid.format == "COG":
+            layout = cog_layout(profile, pyramid.options)
+        else:
+            layout = BlockLayout.from_profile(profile, pyramid.options)
+    except BlockEncodingError:
+        return None
+    if not layout.tiled:
+        return None
+    cores = [(int(t.core.row_off), int(t.core.col_off), int(t.core.height), int(t.core.width))
+             for t in tiles]
+    if not all(layout.is_aligned(*core) for core in cores) or \
+            sum(rows * cols for _, _, rows, cols in cores) != layout.height * layout.width:
+        return None
+    count = pyramid.level_count(layout)
+    levels = tuple(overview_layout(layout, level, pyramid.floor_sizes)
+                   for level in range(1, count + 1))
+    own = 0  # the levels every tile computes by itself
+    while own < count and _tiles_compute(layout, cores, own + 1):
+        own += 1
+    encoded = 0  # of those, the levels whose blocks lie whole in every tile
+    while encoded < own and all(levels[encoded].is_aligned(*_at(core, encoded + 1))
+                                for core in cores):
+        encoded += 1
+    kept = 0 if encoded == count else min(encoded + 1, own)
+    if encoded < count and kept == 0:
+        return None
+    if kept:
+        size = levels[kept - 1].height * levels[kept - 1].width * layout.count
+        if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
+            return None
+    nodata = profile.get("nodata")
+    return PyramidTarget(layout, os.fspath(pyramid.path), display, levels, resampling,
+                         None if nodata is None else float(nodata), encoded, kept)
+
+
+def _tiles_compute(layout: BlockLayout, cores: Sequence[Window4], level: int) -> bool:
+    """Whether each tile computes its pixels of ``level`` by itself."""
+    step = 1 << level
+    return halves_exactly(layout.height, layout.width, level) and all(
+        value % step == 0 for core in cores for value in core)
+
+
+def _at(core: Window4, level: int) -> Window4:
+    return core[0] >> level, core[1] >> level, core[2] >> level, core[3] >> level
+
+
+class PyramidAssembly:
+    """An output with overviews, assembled when the map ends from the records its tiles sent
+    (``blocks``, filled by :class:`~eoscale.engine.encoded.OutputFiles`)."""
+
+    def __init__(self, pyramid: Pyramid, profile: Mapping[str, Any], encoded: PyramidTarget):
+        self.pyramid = pyramid
+        self.encoded = encoded
+        self.grid = {key: profile[key] for key in GRID_KEYS if key in profile}
+        self.blocks: dict[Any, Any] = {}
+
+    def close(self) -> None:
+        """Encode the levels the workers left, then write the file."""
+        target = self.encoded
+        layouts = [target.layout, *target.levels]
+        by_level: list[dict[int, bytes | BlockRecord]] = [{} for _ in layouts]
+        kept: list[tuple[BlockRecord, Window4]] = []
+        for key, value in self.blocks.items():
+            if key[0] == KEPT:
+                kept.append(value)
+            else:
+                by_level[key[0]][key[1]] = value
+        if target.kept_level:
+            data = self._kept_image(kept)
+            for level in range(target.kept_level, len(layouts)):
+                if level > target.kept_level:
+                    data = reduce_level(data, target.resampling, target.nodata,
+                                        (layouts[level].height, layouts[level].width))
+                if level > target.encoded_levels:
+                    by_level[level].update(encode_all(layouts[level], data))
+        cog = self.pyramid.format == "COG"
+        metadata = geotiff_metadata(self.grid, None if cog else self.pyramid.options)
+        if not cog:  # as GDAL's overview building marks them (see eoscale.io.layout)
+            metadata = with_metadata_item(metadata, "resampling", target.resampling,
+                                          "rio_overview")
+        assemble_levels(target.path, layouts, metadata, by_level, display=target.display)
+
+    def _kept_image(self, kept: Sequence[tuple[BlockRecord, Window4]]) -> np.ndarray:
+        """The kept level's image, from the tiles' kept pixels in the part files."""
+        layout = self.encoded.levels[self.encoded.kept_level - 1]
+        dtype = np.dtype(layout.dtype)
+        image = np.empty((layout.count, layout.height, layout.width), dtype)
+        files: dict[str, int] = {}
+        try:
+            for record, (top, left, rows, cols) in kept:
+                if record.part not in files:
+                    files[record.part] = os.open(record.part, os.O_RDONLY)
+                raw = os.pread(files[record.part], record.length, record.offset)
+                image[:, top:top + rows, left:left + cols] = np.frombuffer(
+                    raw, dtype).reshape(layout.count, rows, cols)
+        finally:
+            for descriptor in files.values():
+                os.close(descriptor)
+        return image
+
+
+def encode_all(layout: BlockLayout, data: np.ndarray) -> dict[int, bytes]:
+    """Every block of an image ``data`` of ``layout``, by block number."""
+    blocks: dict[int, bytes] = {}
+    for row, col, (top, left, rows, cols) in layout.windows():
+        blocks.update(layout.encode(row, col, data[:, top:top + rows, left:left + cols]))
+    return blocks
+

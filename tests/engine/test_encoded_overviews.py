@@ -1,0 +1,328 @@
+"""Overviews computed and encoded by the workers in the same pass as the pixels.
+
+A map writes an output with overviews (a COG, or a GeoTIFF with ``overviews: [2, 4...]``): the
+worker that computed a tile encodes its blocks and its own overview blocks; the coarser levels
+are made from the small arrays the tiles keep. The oracle for every level is GDAL itself: the
+same full-resolution image written by rasterio in one go, then, for a GeoTIFF,
+``build_overviews`` with the same factors and resampling, for a COG, GDAL's COG driver with the
+same block size and resampling (its levels' sizes are rounded down where ``build_overviews``
+rounds them up), read back level by level (``OVERVIEW_LEVEL``). ``nearest`` must be equal
+pixel for pixel; ``average`` equal within the rounding of the dtype: for floats, a relative
+1e-6 (float32) or 1e-12 (float64), because GDAL sums in its own order; for integers, equal on
+the levels made from even sizes (a plain 2 x 2 mean rounded half up), and at most 1 apart on
+those made from an odd size (GDAL weights the pixels a target covers in part, and rounds an
+exact half by its own float error). Nodata and NaN pixels take part as GDAL makes them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from callables import float_result, identity
+from rasterio.enums import Resampling
+from rio_cogeo.cogeo import cog_validate
+
+import eoscale.engine.overviews as overviews_module
+from eoscale.engine import Engine, Tiling
+from eoscale.engine.encoded import PART_MARK
+from eoscale.engine.filed import OutputFile
+from eoscale.engine.overviews import EncodedPyramid, pyramid_target
+from eoscale.engine.tiling import plan_step
+from eoscale.io.cog import Pyramid, cog_level_count, halves_exactly
+from eoscale.io.raster import creation_profile
+
+GRID = {"transform": Affine(10, 0, 1000, 0, -10, 2000), "crs": "EPSG:32631"}
+NAN = float("nan")
+#: name: (dtype, bands, nodata, creation options, shape, tile size)
+CASES = {
+    "uint8 deflate": ("uint8", 1, None, {"compress": "deflate"}, (200, 168), 64),
+    "uint8 3 bands nodata lzw": ("uint8", 3, 0, {"compress": "lzw"}, (200, 168), 64),
+    "int16 zstd nodata": ("int16", 1, -5, {"compress": "zstd"}, (136, 200), 128),
+    "uint16 none": ("uint16", 2, None, {"compress": "none"}, (200, 168), 64),
+    "float32 NaN nodata predictor": ("float32", 1, NAN, {"predictor": "yes"}, (200, 168), 64),
+    "float32 3 bands NaN no nodata": ("float32", 3, None, {"compress": "zstd"}, (136, 200), 64),
+    "float64 value nodata lzw": ("float64", 2, -9999.0, {"compress": "lzw"}, (200, 168), 128),
+    # levels 1 and 2 in the tiles, 3 from level 2 (33 x 25) when the map ends
+    "int32 kept level encoded by the tiles": ("int32", 1, None, {}, (132, 100), 128),
+    "float32 kept level encoded by the tiles": ("float32", 1, NAN, {}, (132, 100), 128),
+}
+
+
+def make_image(dtype: str, bands: int, nodata, shape, seed=3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        image = rng.normal(100, 30, (bands, *shape)).astype(dtype)
+        image[rng.random(image.shape) < 0.05] = np.nan if nodata is None or np.isnan(nodata) \
+            else nodata
+        return image
+    image = rng.integers(0, 250, (bands, *shape)).astype(dtype)
+    if nodata is not None:
+        image[rng.random(image.shape) < 0.2] = nodata
+    return image
+
+
+def profile_of(image: np.ndarray, nodata) -> dict:
+    return dict(GRID, nodata=nodata, count=image.shape[0], dtype=image.dtype.name,
+                height=image.shape[1], width=image.shape[2])
+
+
+@pytest.fixture
+def assembled(monkeypatch) -> list[list[set[str]]]:
+    """For every file assembled with overviews: the part files of each level's blocks."""
+    seen: list[list[set[str]]] = []
+    assemble = overviews_module.assemble_levels
+
+    def spy(path, layouts, metadata, blocks, **kwargs):
+        seen.append([{record.part for record in level.values() if not isinstance(record, bytes)}
+                     for level in blocks])
+        return assemble(path, layouts, metadata, blocks, **kwargs)
+
+    monkeypatch.setattr(overviews_module, "assemble_levels", spy)
+    return seen
+
+
+def run_map(workers: int, tile: int, image: np.ndarray, nodata, pyramid: Pyramid,
+            fn=identity) -> None:
+    with Engine(workers, tiling=Tiling("tiles", tile)) as engine:
+        source = engine.from_array(image, dict(GRID, nodata=nodata))
+        # No profile function: the dtype is learnt from the first tile.
+        engine.map(fn, [source], margin=0, files=[OutputFile(
+            pyramid.path.with_name("unused.tif"), {}, "out", EncodedPyramid(pyramid))])
+
+
+def gdal_levels(image: np.ndarray, nodata, path: Path, options: dict, levels: int,
+                resampling: str) -> list[np.ndarray]:
+    """The image and its overview levels as GDAL makes them (see the module's docstring)."""
+    with rasterio.open(path, "w", **creation_profile(profile_of(image, nodata), options)) as out:
+        out.write(image)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.build_overviews([2 ** k for k in range(1, levels + 1)], Resampling[resampling])
+    return [read_level(path, level) for level in range(levels + 1)]
+
+
+def gdal_cog_levels(image: np.ndarray, nodata, folder: Path, options: dict,
+                    resampling: str) -> list[np.ndarray]:
+    """The image and its overview levels as GDAL's COG driver makes them from it (sizes
+    rounded down, see :mod:`eoscale.io.cog`)."""
+    plain, cog = folder / "gdal_plain.tif", folder / "gdal.tif"
+    with rasterio.open(plain, "w", **creation_profile(profile_of(image, nodata), {})) as out:
+        out.write(image)
+    rasterio.shutil.copy(plain, cog, driver="COG", resampling=resampling, **options)
+    plain.unlink()
+    with rasterio.open(cog) as dataset:
+        levels = len(dataset.overviews(1))
+    return [read_level(cog, level) for level in range(levels + 1)]
+
+
+def read_level(path: Path, level: int) -> np.ndarray:
+    options = {} if level == 0 else {"OVERVIEW_LEVEL": level - 1}
+    with rasterio.open(path, **options) as dataset:
+        return dataset.read()
+
+
+def assert_level_equal(mine: np.ndarray, gdal: np.ndarray, resampling: str, exact: bool,
+                       where: str) -> None:
+    assert mine.shape == gdal.shape, where
+    if resampling == "nearest" or (exact and mine.dtype.kind != "f"):
+        assert np.array_equal(mine, gdal, equal_nan=True), where
+    elif mine.dtype.kind == "f":
+        rtol = 1e-6 if mine.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(mine, gdal, rtol=rtol, atol=0, equal_nan=True, err_msg=where)
+    else:
+        assert np.abs(mine.astype(np.int64) - gdal).max() <= 1, where
+
+
+def assert_levels(path: Path, expected: list[np.ndarray], resampling: str) -> None:
+    height, width = expected[0].shape[1:]
+    with rasterio.open(path) as dataset:
+        assert dataset.overviews(1) == [2 ** k for k in range(1, len(expected))] or \
+            len(dataset.overviews(1)) == len(expected) - 1
+    for level, gdal in enumerate(expected):
+        assert_level_equal(read_level(path, level), gdal, resampling,
+                           halves_exactly(height, width, level), f"level {level}")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_cog_s_levels_equal_gdal_s_overviews_of_the_same_image(tmp_path, assembled, workers,
+                                                                 case):
+    dtype, bands, nodata, options, shape, tile = CASES[case]
+    image = make_image(dtype, bands, nodata, shape)
+    cog_options = {**options, "blocksize": 32}
+    pyramid = Pyramid(tmp_path / "out.tif", "COG", cog_options, None, None)
+    run_map(workers, tile, image, nodata, pyramid)
+
+    resampling = "average" if image.dtype.kind == "f" else "nearest"
+    expected = gdal_cog_levels(image, nodata, tmp_path, {"blocksize": 32}, resampling)
+    assert len(expected) == cog_level_count(*shape, 32) + 1
+    assert_levels(tmp_path / "out.tif", expected, resampling)
+    valid, errors, warnings = cog_validate(str(tmp_path / "out.tif"))
+    assert valid and not errors and not warnings, (errors, warnings)
+    with rasterio.open(tmp_path / "out.tif") as dataset:
+        assert dataset.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert dataset.block_shapes[0] == (32, 32)
+        compression = dataset.compression.value.lower() if dataset.compression else "none"
+        assert compression == cog_options.get("compress", "deflate")
+        assert dataset.nodata == nodata or (np.isnan(nodata) and np.isnan(dataset.nodata))
+        assert dataset.crs == "EPSG:32631" and dataset.transform == GRID["transform"]
+    [parts] = assembled
+    if workers > 1:  # a level the tiles complete was encoded by a worker, not this process
+        assert {Path(p).name for p in parts[1]} - {f"out.tif{PART_MARK}{os.getpid()}"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gdal.tif", "out.tif"]  # no part
+
+
+@pytest.mark.parametrize("resampling", ["nearest", "average"])
+def test_geotiff_overviews_asked_for_equal_gdal_s(tmp_path, assembled, resampling):
+    image = make_image("uint16", 2, 0, (256, 192))
+    options = {"blockxsize": 32, "blockysize": 32, "compress": "zstd", "predictor": 2}
+    pyramid = Pyramid(tmp_path / "out.tif", "GTiff", options, 3, resampling)
+    run_map(2, 64, image, 0, pyramid)
+    expected = gdal_levels(image, 0, tmp_path / "gdal.tif", options, 3, resampling)
+    assert_levels(tmp_path / "out.tif", expected, resampling)
+    with rasterio.open(tmp_path / "out.tif") as dataset:
+        assert dataset.overviews(1) == [2, 4, 8]
+        assert dataset.tags(ns="rio_overview") == {"resampling": resampling}
+    assert len(assembled) == 1
+
+
+def test_overviews_follow_the_dtype_learnt_from_the_first_tile(tmp_path, assembled):
+    """uint8 in, float64 out (``+ 0.5``), no profile function: the default resampling is the
+    float's, ``average``."""
+    image = make_image("uint8", 1, None, (128, 128))
+    pyramid = Pyramid(tmp_path / "out.tif", "COG", {"blocksize": 32}, None, None)
+    with Engine(2, tiling=Tiling("tiles", 64)) as engine:
+        source = engine.from_array(image, dict(GRID, nodata=None))
+        engine.map(float_result, [source], margin=0, files=[OutputFile(
+            tmp_path / "unused.tif", {}, "out", EncodedPyramid(pyramid))])
+    expected = gdal_cog_levels(image + 0.5, None, tmp_path, {"blocksize": 32}, "average")
+    assert_levels(tmp_path / "out.tif", expected, "average")
+
+
+def test_which_levels_the_workers_encode(tmp_path):
+    def target(shape, tile, block=32, levels=None):
+        profile = profile_of(np.zeros((1, *shape), np.float32), None)
+        tiles = plan_step(*shape, margin=0, tiling=Tiling("tiles", tile), workers=2).tiles()
+        pyramid = Pyramid(tmp_path / "x.tif", "COG", {"blocksize": block}, levels, None)
+        return pyramid_target(pyramid, profile, tiles, "x")
+
+    made = target((256, 256), 128)  # 3 levels; level 1 and 2 blocks lie whole in a tile
+    assert (made.encoded_levels, made.kept_level, len(made.levels)) == (2, 3, 3)
+    made = target((256, 256), 32)  # level 1 blocks span 2 x 2 tiles: the tiles keep level 1
+    assert (made.encoded_levels, made.kept_level) == (0, 1)
+    made = target((200, 168), 64)  # levels 1-3 halve exactly, level 4 (25 x 21) does not
+    assert (made.encoded_levels, made.kept_level, len(made.levels)) == (1, 2, 3)
+    made = target((132, 100), 128)  # levels 1-2 in the tiles, level 3 from 33 x 25
+    assert (made.encoded_levels, made.kept_level, len(made.levels)) == (2, 2, 3)
+    assert target((64, 64), 64, levels=1).kept_level == 0  # every level in its tile
+    assert target((201, 168), 64) is None  # an odd side: made after the image, as before
+    assert target((256, 256), 48) is None  # tiles not whole blocks
+
+
+def test_a_failing_map_leaves_no_part_and_no_file(tmp_path, assembled):
+    from callables import raises
+
+    from eoscale.errors import StepError
+
+    image = make_image("uint8", 1, None, (128, 128))
+    pyramid = Pyramid(tmp_path / "out.tif", "COG", {"blocksize": 32}, None, None)
+    with pytest.raises(StepError), Engine(2, tiling=Tiling("tiles", 32)) as engine:
+        source = engine.from_array(image, dict(GRID, nodata=None))
+        engine.map(raises, [source], params={"bad_tile": 9}, margin=0, files=[OutputFile(
+            tmp_path / "unused.tif", {}, "out", EncodedPyramid(pyramid))])
+    assert assembled == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float_results_with_nan_keep_gdal_s_nan_rule(tmp_path, assembled):
+    """Without a NaN nodata a NaN makes its overview pixel NaN, as GDAL makes it."""
+    image = make_image("float32", 1, None, (128, 96))
+    pyramid = Pyramid(tmp_path / "out.tif", "GTiff", {"blockxsize": 32, "blockysize": 32}, 2,
+                      "average")
+    run_map(2, 32, image, None, pyramid, fn=float_result)
+    expected = gdal_levels(image + 0.5, None, tmp_path / "gdal.tif",
+                           {"blockxsize": 32, "blockysize": 32}, 2, "average")
+    assert_levels(tmp_path / "out.tif", expected, "average")
+    assert np.isnan(read_level(tmp_path / "out.tif", 1)).sum() > np.isnan(image).sum() / 4
+
+
+OPS = '''import numpy as np
+
+
+def third(arrays, profiles, params):
+    return arrays[0].astype(np.float32) / 3
+
+
+def plus_one(arrays, profiles, params):
+    return arrays[0] + 1
+'''
+
+SPILLED = '''version: 1
+inputs: {src: in.tif}
+steps:
+  - {name: third, map: cog_ops.third, inputs: [src]}
+  - {name: more, map: cog_ops.plus_one, inputs: [third]}
+outputs:
+  third: {path: out/third.tif, format: COG, options: {blocksize: 64}, quicklook: {size: 300}}
+  more: out/more.tif
+'''
+
+
+def eoscale_command(*args, cwd):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    return subprocess.run([sys.executable, "-m", "eoscale", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("width", [768, 767])
+def test_a_spilled_cog_learnt_float_from_its_first_tile_gets_gdal_s_average(tmp_path, width):
+    """The fault of issue 19: uint8 in, float32 out with no ``profile:``, read by a later step
+    so spilled under a small ``--memory``: its overviews are averages (the README's default for
+    floats), equal to GDAL's average overviews of the same full-resolution image (read back
+    from the file itself), and the run's COG is valid; no part file is left. Width 768: the
+    workers make the overviews; 767 (odd): GDAL makes them after the image, as before, with
+    the resampling of the dtype the file has."""
+    rng = np.random.default_rng(1)
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", width=width, height=1024,
+                       count=1, dtype="uint8", **GRID) as out:
+        out.write(rng.integers(0, 250, (1, 1024, width)).astype(np.uint8))
+    (tmp_path / "cog_ops.py").write_text(OPS)
+    (tmp_path / "p.yaml").write_text(SPILLED)
+    args = ("run", "p.yaml", "-w", "2", "--tile-size", "128", "--memory", "1MiB")
+    plan = eoscale_command(*args, "--dry-run", cwd=tmp_path)
+    assert f"third: 1 x 1024 x {width} uint8 (assumed; the first tile tells)" in plan.stdout
+    assert "lives spilled" in plan.stdout.split("third:")[1].split("\n")[0]
+    run = eoscale_command(*args, "-q", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    cog = tmp_path / "out" / "third.tif"
+    valid, errors, warnings = cog_validate(str(cog))
+    assert valid and not errors and not warnings, (errors, warnings)
+    full = read_level(cog, 0)
+    assert full.dtype == np.float32
+    expected = gdal_cog_levels(full, None, tmp_path, {"blocksize": 64}, "average")
+    assert len(expected) == cog_level_count(1024, width, 64) + 1
+    assert_levels(cog, expected, "average")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "more.tif", "third.png", "third.tif"]
+
+
+def test_a_cog_with_the_factors_asked_for_has_build_overviews_sizes(tmp_path, assembled):
+    """A COG with ``overviews: [2, 4, 8]``: GDAL builds them on the GeoTIFF it copies (sizes
+    rounded up), so the workers' levels are ``build_overviews``' (200 x 168: 25 x 21 -> 13 x 11,
+    where the COG driver's own levels would be 12 x 10)."""
+    image = make_image("float32", 1, NAN, (200, 168))
+    pyramid = Pyramid(tmp_path / "out.tif", "COG", {"blocksize": 32}, 4, "average")
+    run_map(2, 64, image, NAN, pyramid)
+    expected = gdal_levels(image, NAN, tmp_path / "gdal.tif",
+                           {"blockxsize": 32, "blockysize": 32}, 4, "average")
+    assert expected[4].shape == (1, 13, 11)
+    assert_levels(tmp_path / "out.tif", expected, "average")
+    assert cog_validate(str(tmp_path / "out.tif"))[0] and len(assembled) == 1
