@@ -43,7 +43,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -61,6 +61,8 @@ from eoscale.io.blocks import (
 )
 from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
 from eoscale.io.runfiles import PART_MARK
+
+K = TypeVar("K")
 
 #: One thread of a process appends to its part files at a time (a Dask worker runs several).
 _APPENDING = threading.Lock()
@@ -87,15 +89,14 @@ class EncodedTarget:
         by block number."""
         window = tile.core
         encoded = self.layout.encode_window(int(window.row_off), int(window.col_off), core)
-        part = part_path(self.path) if self.start is None else Path(self.path)
+        if self.start is None:
+            return append_to_part(self.path, self.display, encoded)
         try:
-            if self.start is not None:
-                return self._write_in_place(encoded)
-            with _APPENDING, PartFile(part) as out:
-                return {index: out.append(data) for index, data in encoded.items()}
+            return self._write_in_place(encoded)
         except OSError as exc:
             raise PartWriteError(str(write_error(
-                part, self.display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+                self.path, self.display, "cannot write", [exc.strerror or str(exc)], exc))
+            ) from None
 
     def _write_in_place(self, encoded: Mapping[int, bytes]) -> dict[int, BlockRecord]:
         assert self.start is not None
@@ -111,6 +112,19 @@ class EncodedTarget:
         finally:
             os.close(descriptor)
         return records
+
+
+def append_to_part(path: str, display: str, chunks: Mapping[K, bytes]) -> dict[K, BlockRecord]:
+    """Append ``chunks`` to this process's part file of ``path`` (:func:`part_path`), one thread
+    of the process at a time; where each chunk now lies, by its key. A failure to (a full disk)
+    is a :class:`PartWriteError` naming the part file and ``display``."""
+    part = part_path(path)
+    try:
+        with _APPENDING, PartFile(part) as out:
+            return {key: out.append(data) for key, data in chunks.items()}
+    except OSError as exc:
+        raise PartWriteError(str(write_error(
+            part, display, "cannot write", [exc.strerror or str(exc)], exc))) from None
 
 
 def part_path(path: str | os.PathLike, writer: str | None = None) -> Path:

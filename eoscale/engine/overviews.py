@@ -30,14 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from eoscale.engine.encoded import EncodedTarget, PartWriteError, part_path
+from eoscale.engine.encoded import EncodedTarget, append_to_part
 from eoscale.engine.filed import OutputFile
 from eoscale.engine.tiling import Tile
 from eoscale.io.blocks import (
     BlockEncodingError,
     BlockLayout,
     BlockRecord,
-    PartFile,
     geotiff_metadata,
 )
 from eoscale.io.cog import (
@@ -50,7 +49,7 @@ from eoscale.io.cog import (
     reduce_level,
     with_metadata_item,
 )
-from eoscale.io.raster import GRID_KEYS, write_error
+from eoscale.io.raster import GRID_KEYS
 
 #: The largest image of the kept level this process assembles (beyond it, the output's
 #: overviews are made after it, as before).
@@ -92,17 +91,12 @@ class PyramidTarget(EncodedTarget):
                 encoded.update({(level, index): block for index, block in blocks.items()})
             if level == self.kept_level:
                 kept = (data, (top, left, data.shape[1], data.shape[2]))
-        part = part_path(self.path, os.getpid())
-        try:
-            with PartFile(part) as out:
-                records: dict[Any, Any] = {key: out.append(block)
-                                           for key, block in encoded.items()}
-                if kept is not None:
-                    pixels, window = kept
-                    records[(KEPT, tile.index)] = (out.append(pixels.tobytes()), window)
-        except OSError as exc:
-            raise PartWriteError(str(write_error(
-                part, self.display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+        chunks: dict[Any, bytes] = dict(encoded)
+        if kept is not None:
+            chunks[(KEPT, tile.index)] = kept[0].tobytes()
+        records: dict[Any, Any] = append_to_part(self.path, self.display, chunks)
+        if kept is not None:
+            records[(KEPT, tile.index)] = (records[(KEPT, tile.index)], kept[1])
         return records
 
 
@@ -163,8 +157,9 @@ def pyramid_target(pyramid: Pyramid, profile: Mapping[str, Any], tiles: Sequence
         if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
             return None
     nodata = profile.get("nodata")
-    return PyramidTarget(layout, os.fspath(pyramid.path), display, levels, resampling,
-                         None if nodata is None else float(nodata), encoded, kept)
+    return PyramidTarget(layout, os.fspath(pyramid.path), display, levels=levels,
+                         resampling=resampling, nodata=None if nodata is None else float(nodata),
+                         encoded_levels=encoded, kept_level=kept)
 
 
 def _tiles_compute(layout: BlockLayout, cores: Sequence[Window4], level: int) -> bool:

@@ -240,3 +240,47 @@ def test_a_callable_killing_every_worker_is_retried_then_reported_without_dask_s
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
     assert parts_in(tmp_path) == []
 
+
+
+def test_a_cog_written_by_the_cluster_has_gdal_s_levels_and_is_valid(tmp_path, executor,
+                                                                    received):
+    """A COG whose full resolution and overview levels the cluster's workers encode (the
+    coarsest levels made by the client from the pixels the workers kept): every level equal
+    to GDAL's COG driver's of the same image (average, float32: within float32 rounding),
+    valid for rio-cogeo, and the client received records only."""
+    import rasterio.shutil
+    from rio_cogeo.cogeo import cog_validate
+
+    from eoscale.engine.overviews import EncodedPyramid
+    from eoscale.io.cog import Pyramid
+
+    shape = (256, 320)
+    source, image = make_input(tmp_path, "float32", 1, shape)
+    expected = (image + 1).astype("float32")
+    out = tmp_path / "out.tif"
+    pyramid = Pyramid(out, "COG", {"blocksize": 32}, None, None)
+    with Engine(executor=executor, tiling=Tiling("tiles", 64)) as engine:
+        engine.map(as_dtype, [engine.open(source)], params={"dtype": "float32", "add": 1},
+                   margin=0, profile_fn=lambda profiles, _: [dict(profiles[0], dtype="float32")],
+                   files=[OutputFile(tmp_path / "plain.tif", {}, "out.tif",
+                                     EncodedPyramid(pyramid))])
+    assert not (tmp_path / "plain.tif").exists()  # the workers made the COG itself
+
+    plain, gdal = tmp_path / "gdal_plain.tif", tmp_path / "gdal.tif"
+    with rasterio.open(plain, "w", driver="GTiff", height=shape[0], width=shape[1], count=1,
+                       dtype="float32", nodata=float("nan"), **PROFILE) as dataset:
+        dataset.write(expected)
+    rasterio.shutil.copy(plain, gdal, driver="COG", resampling="average", blocksize=32)
+    with rasterio.open(gdal) as theirs, rasterio.open(out) as mine:
+        levels = len(theirs.overviews(1))
+        assert levels >= 2 and len(mine.overviews(1)) == levels
+    for level in range(levels + 1):
+        options = {} if level == 0 else {"OVERVIEW_LEVEL": level - 1}
+        with rasterio.open(out, **options) as mine, rasterio.open(gdal, **options) as theirs:
+            np.testing.assert_allclose(mine.read(), theirs.read(), rtol=1e-6, atol=0,
+                                       equal_nan=True, err_msg=f"level {level}")
+    valid, errors, warnings = cog_validate(str(out))
+    assert valid and not errors and not warnings, (errors, warnings)
+    assert received and all(isinstance(result, dict) for results in received
+                            for result in results)
+    assert parts_in(tmp_path) == []

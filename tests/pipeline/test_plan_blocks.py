@@ -39,7 +39,6 @@ from eoscale.ops import mean_filter
 from eoscale.pipeline import load_pipeline, plan_run
 from eoscale.pipeline.plan import Resources, RunPlan, fit, run_shape, step_callables
 from eoscale.pipeline.plan.decide import Choices, decide
-from eoscale.pipeline.plan.files import CLUSTER_NOT_ENCODED
 from eoscale.pipeline.runner import run_pipeline
 from eoscale.pipeline.spec import PipelineSpec
 
@@ -83,8 +82,7 @@ def shaped(spec: PipelineSpec, height: int, width: int):
 
 def engine_decisions(plan: RunPlan) -> dict[str, bool]:
     """For each image the plan writes as computed: whether the engine, given the plan's tiles,
-    has the workers encode it (:func:`encoded_target`, and no cluster: its workers send
-    pixels)."""
+    has the workers encode it (:func:`encoded_target`; a cluster's workers too)."""
     decisions = {}
     for name, image in plan.images.items():
         if image.file is None:
@@ -99,7 +97,7 @@ def engine_decisions(plan: RunPlan) -> dict[str, bool]:
                    "dtype": image.dtype}
         target = OutputFile(Path("unused.tif"), dict(options or {}), name)
         found = encoded_target(profile, target, step.tiling.tiles())
-        decisions[name] = found is not None and plan.resources.executor != "cluster"
+        decisions[name] = found is not None
     return decisions
 
 
@@ -166,8 +164,8 @@ def test_spilled_and_held_images_and_the_cluster() -> None:
     spilled = decide(shape, TWO, Choices(spill=frozenset({"mean"})))
     assert spilled.images["mean"].encoded and engine_decisions(spilled) == {"mean": True}
     cluster = fit(shape, Resources(2, None, base=0, executor="cluster", cluster="local:2"))
-    assert cluster.images["mean"].not_encoded == CLUSTER_NOT_ENCODED
-    assert engine_decisions(cluster) == {"mean": False}
+    assert cluster.images["mean"].not_encoded is None and cluster.images["mean"].encoded
+    assert engine_decisions(cluster) == {"mean": True}
     assert cluster.images["dem"].encoded is None  # an input that is no output writes no file
 
 

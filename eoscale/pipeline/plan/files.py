@@ -32,10 +32,6 @@ from eoscale.pipeline.spec import FrozenMap, PipelineSpec
 
 #: The largest block a scratch file takes from its step's tiles.
 MAX_SCRATCH_BLOCK = 4096
-#: Why the workers of a Dask cluster do not encode the files a run writes. The one place that
-#: says so: when they do, this and :func:`cluster_refusal` go.
-CLUSTER_NOT_ENCODED = ("on a Dask cluster the workers send their tiles' pixels to the main "
-                       "process, which encodes them")
 
 
 @dataclass(frozen=True)
@@ -98,19 +94,14 @@ def image_file(spec: PipelineSpec, name: str, tiling: TileLayout,
         "bigtiff": "IF_SAFER"}))
 
 
-def cluster_refusal(resources: Resources) -> str | None:
-    """Why the workers of ``resources`` do not encode the files they compute (None: they do)."""
-    return CLUSTER_NOT_ENCODED if resources.executor == "cluster" else None
-
-
 def encoding_refusal(spec: PipelineSpec, name: str, file: ImageFile, profile: Mapping[str, Any],
                      tiling: TileLayout, step: str, resources: Resources,
                      forced: str | None = None) -> str | None:
     """Why the workers do not encode image ``name``'s ``file`` (None: they do), written by
     ``step`` tiled as ``tiling`` (``forced``: why its tile size is not the automatic one), as
     the engine decides when the step runs: the file's creation options, then whether the
-    tile cores are whole blocks of it, then whether the workers share this machine's
-    filesystem."""
+    tile cores are whole blocks of it (every executor's workers encode: a cluster's write
+    into the shared folders the run checks they see)."""
     options = file.options if file.scratch else written_options(spec, name)
     try:
         layout = BlockLayout.from_profile(profile, options)
@@ -124,7 +115,7 @@ def encoding_refusal(spec: PipelineSpec, name: str, file: ImageFile, profile: Ma
         kind = "tiled" if layout.tiled else "striped"
         return (f"step '{step}' runs {tiling.tile_size} {unit}{why}, not whole blocks of the "
                 f"file's {blocks[0]} x {blocks[1]} blocks ({kind})")
-    return cluster_refusal(resources)
+    return None
 
 
 def scratch_refusal(spec: PipelineSpec, resources: Resources) -> str | None:
