@@ -30,8 +30,8 @@ from eoscale.errors import (
 #: (nor rasterio, the engine, dask or scipy). tests/cli check these summaries are the commands'.
 COMMANDS = {
     "cleanup": ("eoscale.cli.cleanup",
-                ("Remove eoscale shared-memory segments and scratch files whose owner process is "
-                 "dead.")),
+                ("Remove the shared-memory segments, scratch files, staged outputs and part files "
+                 "of eoscale runs whose process is dead.")),
     "info": ("eoscale.cli.info",
              "Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout."),
     "run": ("eoscale.cli.run",

@@ -275,9 +275,14 @@ def _written_text(image: ImagePlan) -> str:
     if image.encoded is None:
         return ""
     assumed = "" if image.known else " (for the assumed dtype; the first tile tells)"
+    overviews = ""
+    if image.overviews_not_encoded == "":
+        overviews = ", overviews too"
+    elif image.overviews_not_encoded:
+        overviews = f"; overviews made after it: {image.overviews_not_encoded}"
     if image.encoded:
-        return f"encoded by the workers{assumed}"
-    return f"written by the main process: {image.not_encoded}{assumed}"
+        return f"encoded by the workers{overviews}{assumed}"
+    return f"written by the main process: {image.not_encoded}{overviews}{assumed}"
 
 
 def _when_text(plan: RunPlan, index: int) -> str:

@@ -121,24 +121,44 @@ class EncodedPyramid:
 def pyramid_target(pyramid: Pyramid, profile: Mapping[str, Any], tiles: Sequence[Tile],
                    display: str) -> PyramidTarget | None:
     """How the workers encode ``pyramid`` for ``tiles``, or None when they cannot (see the
-    module's docstring)."""
+    module's docstring, and :func:`pyramid_refusal` for why)."""
+    made = _pyramid(pyramid, profile, [_window(tile) for tile in tiles], display)
+    return None if isinstance(made, str) else made
+
+
+def pyramid_refusal(pyramid: Pyramid, profile: Mapping[str, Any],
+                    cores: Sequence[Window4]) -> str | None:
+    """Why the workers cannot encode ``pyramid``'s overviews for tile ``cores`` (row, col,
+    height, width), so that they are made after the image is written; None: they can."""
+    made = _pyramid(pyramid, profile, cores, os.fspath(pyramid.path))
+    return made if isinstance(made, str) else None
+
+
+def _window(tile: Tile) -> Window4:
+    core = tile.core
+    return int(core.row_off), int(core.col_off), int(core.height), int(core.width)
+
+
+def _pyramid(pyramid: Pyramid, profile: Mapping[str, Any], cores: Sequence[Window4],
+             display: str) -> PyramidTarget | str:
+    """:func:`pyramid_target`'s target, or why there is none."""
     resampling = pyramid.resampling_for(profile["dtype"])
     if resampling not in RESAMPLINGS:
-        return None
+        return (f"resampling {resampling} is GDAL's (the workers compute "
+                f"{' and '.join(RESAMPLINGS)})")
     try:
         if pyramid.format == "COG":
             layout = cog_layout(profile, pyramid.options)
         else:
             layout = BlockLayout.from_profile(profile, pyramid.options)
-    except BlockEncodingError:
-        return None
+    except BlockEncodingError as exc:
+        return str(exc)
     if not layout.tiled:
-        return None
-    cores = [(int(t.core.row_off), int(t.core.col_off), int(t.core.height), int(t.core.width))
-             for t in tiles]
+        return "the file is striped, not tiled"
     if not all(layout.is_aligned(*core) for core in cores) or \
             sum(rows * cols for _, _, rows, cols in cores) != layout.height * layout.width:
-        return None
+        return (f"the tiles are not whole blocks of the file's {layout.block_height} x "
+                f"{layout.block_width} blocks")
     count = pyramid.level_count(layout)
     levels = tuple(overview_layout(layout, level, pyramid.floor_sizes)
                    for level in range(1, count + 1))
@@ -151,11 +171,16 @@ def pyramid_target(pyramid: Pyramid, profile: Mapping[str, Any], tiles: Sequence
         encoded += 1
     kept = 0 if encoded == count else min(encoded + 1, own)
     if encoded < count and kept == 0:
-        return None
+        if not halves_exactly(layout.height, layout.width, 1):
+            return (f"its size {layout.height} x {layout.width} is odd: a level-1 pixel "
+                    "straddles two tiles")
+        return "its tiles do not start on even rows and columns"
     if kept:
         size = levels[kept - 1].height * levels[kept - 1].width * layout.count
         if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
-            return None
+            mib = size * np.dtype(layout.dtype).itemsize >> 20
+            return (f"its tiles' overview level {kept} would take {mib} MiB in the main "
+                    f"process (at most {MAX_KEPT_BYTES >> 20} MiB): larger tiles would do")
     nodata = profile.get("nodata")
     return PyramidTarget(layout, os.fspath(pyramid.path), display, levels=levels,
                          resampling=resampling, nodata=None if nodata is None else float(nodata),

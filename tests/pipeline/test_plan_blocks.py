@@ -325,3 +325,46 @@ def test_a_layout_forced_on_the_engine_is_written_the_old_way(tmp_path: Path,
             with rasterio.open(target.path) as written:
                 np.testing.assert_array_equal(
                     written.read(), mean_filter([data], [dem.ref.profile], {"size": 3}))
+
+
+OVERVIEW_RUNS = {  # name: (format, overviews, size, the plan's reason starts with ("": none))
+    "cog even": ("COG", None, (600, 500), ""),
+    "cog odd": ("COG", None, (601, 500), "its size 601 x 500 is odd"),
+    "gtiff 2 4": ("GTiff", [2, 4], (600, 500), ""),
+    "gtiff 2 3": ("GTiff", [2, 3], (600, 500), "its overview factors or options are GDAL's"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERVIEW_RUNS))
+def test_the_plan_says_who_makes_the_overviews_and_the_run_agrees(
+        case: str, write_pipeline: Writer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """The plan's claim (workers, with the pixels; or why a second pass) against what the run
+    did: the second pass over the written file is the only caller of overview_resampling."""
+    import eoscale.io.layout as layout_module
+
+    fmt, factors, (height, width), why = OVERVIEW_RUNS[case]
+    write_dem(tmp_path / "dem.tif", height, width)
+    document = pipeline({}, fmt=fmt)
+    if factors:
+        document["outputs"]["mean"]["overviews"] = factors
+    plan = plan_run(load_pipeline(write_pipeline(yaml.safe_dump(document))), TWO)
+    image = plan.images["mean"]
+    assert image.encoded
+    assert image.overviews_not_encoded is not None
+    assert image.overviews_not_encoded.startswith(why) and bool(image.overviews_not_encoded) == \
+        bool(why)
+    text = plan_text(plan)
+    assert ("encoded by the workers, overviews too" in text) == (not why)
+    second_passes: list[str] = []
+    resampling = layout_module.overview_resampling
+
+    def spy(*args, **kwargs):
+        second_passes.append(case)
+        return resampling(*args, **kwargs)
+
+    monkeypatch.setattr(layout_module, "overview_resampling", spy)
+    run_pipeline(plan)
+    assert bool(second_passes) == bool(why)
+    with rasterio.open(tmp_path / "out" / "mean.tif") as written:
+        assert written.overviews(1)

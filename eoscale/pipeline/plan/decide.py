@@ -20,6 +20,7 @@ from eoscale.pipeline.plan.files import (
     encoding_refusal,
     file_profile,
     image_file,
+    overviews_refusal,
     planned_blocks,
 )
 from eoscale.pipeline.plan.fusion import affordable, chain_steps, priced_chains
@@ -236,20 +237,27 @@ def with_encodings(shape: RunShape, resources: Resources, tilings: Mapping[int, 
     """``images``, each written to a file with why the workers do not encode it (None: they
     do): a file written as computed as the engine decides when its step runs
     (:func:`~eoscale.pipeline.plan.files.encoding_refusal`); an output held whole, or an
-    input copied to its output, is written by the main process."""
+    input copied to its output, is written by the main process. An output with overviews
+    also says why they are not made by the workers (:func:`~.files.overviews_refusal`)."""
     makers = _makers(shape)
     decided = {}
     for name, image in images.items():
-        why = None
+        why, tiling = None, None
         if image.file is not None:
             tiling = tilings[makers[name]]
             why = encoding_refusal(shape.spec, name, image.file, _profile(image), tiling.layout,
-                                   image.made_by or name, resources, tiling.forced)
+                                   image.made_by or name, tiling.forced)
         elif image.output is not None and image.made_by is None:
             why = "an input copied to its output, strip by strip"
         elif image.output is not None:
             why = f"held whole in memory, then written once step '{image.made_by}' has run"
-        decided[name] = replace(image, not_encoded=why)
+        pyramid = None
+        output = shape.spec.outputs.get(name)
+        if output is not None and image.output is not None and (
+                output.layout.format == "COG" or output.layout.overviews):
+            pyramid = overviews_refusal(shape.spec, name, _profile(image),
+                                        None if why or tiling is None else tiling.layout) or ""
+        decided[name] = replace(image, not_encoded=why, overviews_not_encoded=pyramid)
     return decided
 
 

@@ -95,8 +95,7 @@ def image_file(spec: PipelineSpec, name: str, tiling: TileLayout,
 
 
 def encoding_refusal(spec: PipelineSpec, name: str, file: ImageFile, profile: Mapping[str, Any],
-                     tiling: TileLayout, step: str, resources: Resources,
-                     forced: str | None = None) -> str | None:
+                     tiling: TileLayout, step: str, forced: str | None = None) -> str | None:
     """Why the workers do not encode image ``name``'s ``file`` (None: they do), written by
     ``step`` tiled as ``tiling`` (``forced``: why its tile size is not the automatic one), as
     the engine decides when the step runs: the file's creation options, then whether the
@@ -116,6 +115,28 @@ def encoding_refusal(spec: PipelineSpec, name: str, file: ImageFile, profile: Ma
         return (f"step '{step}' runs {tiling.tile_size} {unit}{why}, not whole blocks of the "
                 f"file's {blocks[0]} x {blocks[1]} blocks ({kind})")
     return None
+
+
+def overviews_refusal(spec: PipelineSpec, name: str, profile: Mapping[str, Any],
+                      tiling: TileLayout | None) -> str | None:
+    """Why output ``name``'s overviews (a COG's, or ``overviews:``) are made after its image is
+    written, by a second pass over the file, rather than by the workers with its pixels, as
+    the engine decides when the step runs (:func:`~eoscale.engine.overviews.pyramid_refusal`;
+    ``tiling``: its step's, None when the main process writes the image); None: the workers
+    make them."""
+    from eoscale.engine.overviews import pyramid_refusal
+    from eoscale.io.layout import pyramid_for
+
+    output = spec.outputs[name]
+    if tiling is None:
+        return "the main process writes the image"
+    pyramid = pyramid_for(output.path, output.layout, output.options)
+    if pyramid is None:
+        return ("its overview factors or options are GDAL's (the workers compute factors 2, 4, "
+                "8... with nearest or average)")
+    cores = [(int(t.core.row_off), int(t.core.col_off), int(t.core.height), int(t.core.width))
+             for t in tiling.tiles()]
+    return pyramid_refusal(pyramid, profile, cores)
 
 
 def scratch_refusal(spec: PipelineSpec, resources: Resources) -> str | None:

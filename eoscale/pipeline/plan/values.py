@@ -45,6 +45,9 @@ class ImagePlan:
     source: Source | None = field(default=None, compare=False)  # an input's files, grid, warp
     file: ImageFile | None = None  # written or spilled: the file it is written to as computed
     not_encoded: str | None = None  # written to a file: why the workers do not encode it
+    # An output with overviews (a COG's, or overviews:): "" when the workers make them with its
+    # pixels, else why a second pass over the written file makes them; None: it has none.
+    overviews_not_encoded: str | None = None
 
     @property
     def writes_file(self) -> bool:
@@ -228,7 +231,10 @@ def _image_dict(image: ImagePlan) -> dict[str, Any]:
             "why": image.why, "arrives_before_step": image.arrives,
             "released_after_step": image.released_after,
             "output": str(image.output) if image.output else None,
-            "encoded_by_workers": image.encoded, "not_encoded_why": image.not_encoded}
+            "encoded_by_workers": image.encoded, "not_encoded_why": image.not_encoded,
+            "overviews_by_workers": (None if image.overviews_not_encoded is None
+                                     else not image.overviews_not_encoded),
+            "overviews_not_encoded_why": image.overviews_not_encoded or None}
 
 
 def _step_dict(step: StepPlan, plan_steps: tuple[StepPlan, ...]) -> dict[str, Any]:
