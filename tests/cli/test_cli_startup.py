@@ -72,7 +72,7 @@ def test_the_group_lists_each_command_with_its_own_summary(runner):
     for name, (_module, summary) in COMMANDS.items():
         command = cli.get_command(ctx, name)
         assert command.name == name
-        assert command.help.split("\n\n")[0].replace("\n", " ") == summary
+        assert " ".join(command.help.split("\n\n")[0].split()) == summary
     assert cli.get_command(ctx, "nonsense") is None
     result = runner.invoke(cli, ["nonsense"])
     assert result.exit_code == 2 and "No such command 'nonsense'" in result.output
