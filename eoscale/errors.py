@@ -14,6 +14,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INVALID_PIPELINE = 3
+#: A killed run's journal stands in the way: what it depends on changed since (``--resume``
+#: refused, naming what), or a rerun without ``--resume``/``--restart``, or its run still lives.
+EXIT_RESUME_REFUSED = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -37,6 +40,13 @@ class RasterError(EOScaleError):
 
 class OutputExistsError(EOScaleError):
     """An output path exists and overwriting was not asked for."""
+
+
+class ResumeRefused(EOScaleError):
+    """A killed run's journal cannot be resumed as asked (what changed is in the message), or a
+    rerun found one and was not told what to do with it (``--resume`` or ``--restart``)."""
+
+    exit_code = EXIT_RESUME_REFUSED
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,8 @@ class Interrupted(BaseException):
         import signal
 
         self.signum = signum
+        #: What the stopped run kept to be resumed, and how (None: nothing was kept).
+        self.kept: str | None = None
         self.exit_code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 

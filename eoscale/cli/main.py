@@ -1,7 +1,8 @@
 """The ``eoscale`` group and the one place where errors become messages and exit codes.
 
-Exit codes: 0 success, 1 run failure, 2 usage error, 3 invalid pipeline, 130 interrupted (SIGINT),
-143 terminated (SIGTERM). A user's mistake never shows a Python traceback unless ``-v`` is given.
+Exit codes: 0 success, 1 run failure, 2 usage error, 3 invalid pipeline, 4 a killed run's journal
+refused (changed since, or found by a rerun told neither ``--resume`` nor ``--restart``), 130
+interrupted (SIGINT), 143 terminated (SIGTERM). A user's mistake never shows a Python traceback unless ``-v`` is given.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from eoscale.errors import (
 #: (nor rasterio, the engine, dask or scipy). tests/cli check these summaries are the commands'.
 COMMANDS = {
     "cleanup": ("eoscale.cli.cleanup",
-                ("Remove the shared-memory segments, scratch files, staged outputs and part files "
-                 "of eoscale runs whose process is dead.")),
+                ("Remove the shared-memory segments, scratch files, staged outputs, part files "
+                 "and journals of eoscale runs whose process is dead.")),
     "info": ("eoscale.cli.info",
              "Describe a raster: size, bands, dtype, CRS, resolution, bounds, nodata, layout."),
     "run": ("eoscale.cli.run",
@@ -100,7 +101,11 @@ def report(exc: BaseException) -> int:
 
     console = error_console()
     if isinstance(exc, Interrupted):
-        console.print(f"[bold red]interrupted[/]: {exc}; stopped, nothing was left behind")
+        if exc.kept:
+            console.print(f"[bold red]interrupted[/]: {escape(str(exc))}; stopped, "
+                          f"{escape(exc.kept)}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"[bold red]interrupted[/]: {exc}; stopped, nothing was left behind")
         return exc.exit_code
     if isinstance(exc, EOScaleError):
         console.print(f"[bold red]error[/]: {escape(str(exc))}", markup=True, highlight=False,

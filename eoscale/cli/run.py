@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
+from eoscale import __version__
 from eoscale.api import overrides
 from eoscale.cli.options import json_opt, pairs, quiet_opt, size_option, verbose_opt, workers_opt
 from eoscale.cli.render import (
@@ -22,6 +23,7 @@ from eoscale.engine.scratch import cleanup_stale_files
 from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
 from eoscale.pipeline import checked_plan, load_pipeline
+from eoscale.pipeline.resume import FRESH, RESTART, RESUME, Resuming, describe
 from eoscale.pipeline.runner import run_pipeline
 
 
@@ -61,15 +63,24 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--dry-run", is_flag=True,
               help="Print the run plan (tiles, where each image lives, memory) and exit.")
+@click.option("--resume", is_flag=True,
+              help="Continue a run of this pipeline that was killed or stopped: skip the steps "
+                   "it finished (refused if the pipeline, its inputs or its code changed).")
+@click.option("--restart", is_flag=True,
+              help="Discard what a killed run of this pipeline left and run from the start.")
 @json_opt
 @quiet_opt
 @verbose_opt
 def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str | None,
         inputs: dict, outputs: dict, params: dict, memory: int | None, scratch: Path | None,
-        cluster: str | None, overwrite: bool, dry_run: bool, as_json: bool) -> None:
+        cluster: str | None, overwrite: bool, dry_run: bool, resume: bool, restart: bool,
+        as_json: bool) -> None:
     """Run a pipeline: load inputs, run every step on every core, write the outputs."""
     if as_json and not dry_run:
         raise click.UsageError("--json goes with --dry-run (it prints the plan as JSON)")
+    if resume and restart:
+        raise click.UsageError("--resume or --restart, not both")
+    resuming = Resuming(RESUME if resume else RESTART if restart else FRESH, __version__)
     spec = load_pipeline(pipeline, overrides=overrides(
         workers=workers, tile_size=tile_size, tiling=tiling, inputs=inputs, outputs=outputs,
         params=params, memory=memory, scratch=None if scratch is None else str(scratch),
@@ -84,6 +95,8 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
                 out.print(table)
         else:
             out.print(plan_text(plan), markup=False, soft_wrap=True)
+        if resume and not as_json:
+            out.print(describe(plan, RESUME), markup=False, soft_wrap=True)
         return
     cleanup_stale_segments()  # what crashed runs left behind; never a live run's
     cleanup_stale_files(spec.scratch)  # and what they left beside their outputs
@@ -96,9 +109,12 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
             where = opened.cluster.summary()
             if not settings.quiet:
                 out.print(f"cluster: {opened.cluster.describe()}", markup=False, soft_wrap=True)
+        said = describe(plan, resuming.mode)
+        if said and not settings.quiet:
+            out.print(said, markup=False, soft_wrap=True)
         with progress_for(out) as progress:
             result = run_pipeline(plan, progress=progress, overwrite=overwrite,
-                                  executor=opened.executor)
+                                  executor=opened.executor, resuming=resuming)
     if settings.quiet:
         return
     # On a cluster the estimate is the main process's alone: not comparable with the peak

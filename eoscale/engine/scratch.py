@@ -7,6 +7,12 @@ unwind through it). A run killed outright leaves them behind, and its staged out
 part files beside its outputs too: :func:`cleanup_stale_files` (``eoscale cleanup`` and the start
 of every ``eoscale run``) removes what runs whose process is dead left, found through the
 records of their folders (:mod:`eoscale.io.runfiles`), never a live run's.
+
+A run stopped by a signal keeps its journal (``eoscale_run_<key>.journal``, see
+:mod:`eoscale.pipeline.resume`) and the files it names, for ``eoscale run --resume``: the
+record of a run whose journal exists is left alone, and no file a journal names is removed by
+the clean-up at a run's start. ``eoscale cleanup`` removes them too (:func:`dead_journals`):
+a user who asks for a clean-up discards the killed runs' work.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from pathlib import Path
 
 from eoscale.engine.shared import SEGMENT_PREFIX, pid_alive
 from eoscale.errors import RasterError
+from eoscale.io.journal import JournalError, read_journal
 from eoscale.io.runfiles import (
+    JOURNAL,
     MADE,
     PART_MARK,
     PART_WRITER,
@@ -39,6 +47,10 @@ _SCRATCH_RE = re.compile(rf"^eoscale_(\d+)_[0-9a-f]+_.*\.tif(\.aux\.xml|"
                          rf"{re.escape(PART_MARK)}{PART_WRITER})?$")
 
 
+#: A run's journal (:mod:`eoscale.pipeline.resume` names it after the run's key).
+JOURNAL_RE = re.compile(r"^eoscale_run_[0-9a-f]+\.journal$")
+
+
 def default_scratch() -> Path:
     return Path(tempfile.gettempdir())
 
@@ -50,6 +62,18 @@ class Scratch:
         self.folder = Path(folder) if folder is not None else default_scratch()
         self._paths: list[Path] = []
         self._record = FolderRecord()
+
+    def keep(self, files: set[Path]) -> None:
+        """Leave the scratch ``files`` where they are on closing: a run stopped by a signal,
+        resumable from its journal, which names them (and through which a clean-up finds
+        them); the others are removed."""
+        self._paths = [path for path in self._paths if path not in files]
+
+    def adopt(self, path: str | os.PathLike) -> None:
+        """Take a killed run's scratch file as this run's (a resume): removed when released."""
+        path = Path(path)
+        self._record.note(path.parent, SCRATCH)
+        self._paths.append(path)
 
     def check(self) -> None:
         """Refuse a scratch folder that is missing or cannot be written, before any work."""
@@ -117,39 +141,88 @@ def _dead(pid: int) -> bool:
     return pid != os.getpid() and not pid_alive(pid)
 
 
-def _dead_records() -> list[tuple[Path, int, dict[str, list[Path]]]]:
-    """The records of dead runs' folders that this user owns, with their pids and folders."""
+def _dead_records(journals: bool = False) -> list[tuple[Path, int, dict[str, list[Path]]]]:
+    """The records of dead runs' folders that this user owns, with their pids and folders;
+    those of runs whose journal exists (resumable) only with ``journals``."""
     found = []
     for record, pid in list_records():
         listed = read_record(record) if _dead(pid) else None
-        if listed is not None:
+        if listed is not None and (journals or not any(j.exists() for j in listed[JOURNAL])):
             found.append((record, pid, listed))
     return found
 
 
-def stale_files(folder: str | os.PathLike | None = None) -> list[tuple[Path, int]]:
+def dead_journals(folder: str | os.PathLike | None = None) -> list[tuple[Path, list[Path]]]:
+    """The journals of runs whose process is dead (found through the records of runs' folders,
+    and in ``folder``, the system's temporary folder by default), each with the files it keeps
+    (and their parts): what ``eoscale cleanup`` removes with them."""
+    return _journals(folder, dead_only=True)
+
+
+def _journals(folder: str | os.PathLike | None, *, dead_only: bool
+              ) -> list[tuple[Path, list[Path]]]:
+    folder = Path(folder) if folder is not None else default_scratch()
+    candidates = set()
+    for record, _pid in list_records():
+        listed = read_record(record)
+        if listed is not None:
+            candidates.update(listed[JOURNAL])
+    with contextlib.suppress(OSError):
+        candidates.update(entry for entry in folder.iterdir() if JOURNAL_RE.match(entry.name))
+    found = []
+    for journal in sorted(candidates):
+        try:
+            contents = read_journal(journal)
+        except JournalError:
+            continue
+        if dead_only and contents.pids and not _dead(contents.pids[-1]):
+            continue
+        files = [path for path in contents.files if path.exists()]
+        found.append((journal, files + [part for path in files for part in parts_of(path)]))
+    return found
+
+
+def _kept_files(folder: str | os.PathLike | None, journals: bool) -> set[Path]:
+    """Every file a journal keeps (with ``journals``: a journal a live run resumes), never
+    cleaned up."""
+    dead = {journal for journal, _ in dead_journals(folder)} if journals else set()
+    return {path for journal, files in _journals(folder, dead_only=False)
+            if journal not in dead for path in files}
+
+
+def stale_files(folder: str | os.PathLike | None = None, *, journals: bool = False
+                ) -> list[tuple[Path, int]]:
     """What runs whose process is dead left, with their pids: for each record of a dead run's
     folders, the files named after it there (staged outputs where it staged them, scratch files
     where it spilled them, and their parts), then the record; then the scratch files of dead
-    runs in ``folder`` (the system's temporary folder by default)."""
+    runs in ``folder`` (the system's temporary folder by default). A run that kept a journal
+    to be resumed is left out, its files and those its journal keeps, unless ``journals``:
+    then its journal and the files it keeps are listed too (pid 0: a journal may span runs)."""
     found: list[tuple[Path, int]] = []
-    for record, pid, listed in _dead_records():
+    kept = _kept_files(folder, journals)
+    if journals:
+        for journal, files in dead_journals(folder):
+            found += [(path, 0) for path in (*files, journal)]
+    for record, pid, listed in _dead_records(journals):
         for kind, pattern in ((STAGED, STAGED_RE), (SCRATCH, _SCRATCH_RE)):
             for folder_ in listed[kind]:
                 found += [(path, pid) for path in _named_after(folder_, pid, pattern)]
         found.append((record, pid))
     seen = {path for path, _ in found}
-    return found + [(path, pid) for path, pid in list_scratch(folder)
-                    if _dead(pid) and path not in seen]
+    return [item for item in found if item[0] not in kept] + [
+        (path, pid) for path, pid in list_scratch(folder)
+        if _dead(pid) and path not in seen and path not in kept]
 
 
-def cleanup_stale_files(folder: str | os.PathLike | None = None) -> list[Path]:
-    """Remove what :func:`stale_files` lists, and the folders dead runs made for their outputs
-    if they are empty now; never a live run's files, nor another user's that this one may not
-    remove. The files removed."""
-    made = [folder_ for _, _, listed in _dead_records() for folder_ in listed[MADE]]
+def cleanup_stale_files(folder: str | os.PathLike | None = None, *,
+                        journals: bool = False) -> list[Path]:
+    """Remove what :func:`stale_files` lists (``journals``: the killed runs' journals and the
+    files they keep too), and the folders dead runs made for their outputs if they are empty
+    now; never a live run's files, nor another user's that this one may not remove. The files
+    removed."""
+    made = [folder_ for _, _, listed in _dead_records(journals) for folder_ in listed[MADE]]
     removed = []
-    for path, _ in stale_files(folder):
+    for path, _ in stale_files(folder, journals=journals):
         with contextlib.suppress(FileNotFoundError, PermissionError):
             path.unlink()
             removed.append(path)

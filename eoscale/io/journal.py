@@ -47,6 +47,23 @@ class JournalContents:
     def of_kind(self, kind: str) -> Iterator[dict[str, Any]]:
         return (record for record in self.records if record.get("kind") == kind)
 
+    @property
+    def pids(self) -> list[int]:
+        """The processes that ran it, in order (a record with a ``pid`` each: the first run,
+        then each resume): the last one is the run it belongs to now."""
+        return [int(record["pid"]) for record in self.records
+                if isinstance(record.get("pid"), int)]
+
+    @property
+    def files(self) -> list[Path]:
+        """The files its records keep (each record's ``files``: staged outputs, spilled
+        images), in order, once each."""
+        found: dict[str, Path] = {}
+        for record in self.records:
+            for name in record.get("files") or ():
+                found.setdefault(str(name), Path(name))
+        return list(found.values())
+
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """A record as its journal line: CRC-32, a space, compact JSON, a newline."""

@@ -152,6 +152,10 @@ class Staging:
     block without a commit) removes the temporary files and their part files. The folders they
     lie in are noted in this process's :class:`~eoscale.io.runfiles.FolderRecord` first, so that
     a cleanup finds them after a kill.
+
+    A run stopped by a signal that keeps its finished work for a resume calls :meth:`keep`
+    first: nothing is renamed, and the files its journal names are not removed; a resumed run :meth:`adopt`-s the staged files
+    a killed run's journal names.
     """
 
     def __init__(self, overwrite: bool = False):
@@ -166,6 +170,24 @@ class Staging:
     def __exit__(self, *exc: object) -> None:
         self.discard()
 
+    @property
+    def files(self) -> dict[Path, Path]:
+        """The staged file of each output path staged so far."""
+        return dict(self._staged)
+
+    def keep(self, files: set[Path]) -> None:
+        """Leave the staged ``files`` (and their parts) where they are: a run stopped by a
+        signal, resumable from its journal, which names them (and through which a clean-up
+        finds them); discard the others now (a step stopped in the middle)."""
+        self._staged = {path: temp for path, temp in self._staged.items() if temp not in files}
+        self.discard()
+
+    def adopt(self, path: str | os.PathLike, temp: str | os.PathLike) -> None:
+        """Take a killed run's staged file ``temp`` of ``path`` as this run's (a resume)."""
+        path = Path(path)
+        self._record.note(path.parent, STAGED)
+        self._staged[path] = Path(temp)
+
     def check(self, path: str | os.PathLike) -> Path:
         """Check that ``path`` may be written, before any work is done."""
         path = Path(path)
@@ -177,6 +199,10 @@ class Staging:
         path = self.check(path)
         made = make_folders(path.parent)
         self._made += made
+        earlier = self._staged.pop(path, None)
+        for old in (earlier, *parts_of(earlier)) if earlier is not None else ():
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()  # staged again (a step a resume computes again)
         for folder in made:
             self._record.note(folder, MADE)
         self._record.note(path.parent, STAGED)

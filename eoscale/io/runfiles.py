@@ -42,8 +42,9 @@ STAGED_RE = re.compile(rf"^\..+{re.escape(TEMP_MARK)}(\d+)-[0-9a-f]+"
 #: A run's record of its folders: its pid is group 1.
 RECORD_RE = re.compile(r"^eoscale_(\d+)_[0-9a-f]+\.folders$")
 #: The kinds of line of a record: a folder the run stages outputs in (and their parts), one it
-#: writes scratch files in (and their parts), one it made for its outputs.
-STAGED, SCRATCH, MADE = "staged", "scratch", "made"
+#: writes scratch files in (and their parts), one it made for its outputs, and the run's journal
+#: (a file: while it exists the run can be resumed, and nothing of the record is cleaned up).
+STAGED, SCRATCH, MADE, JOURNAL = "staged", "scratch", "made", "journal"
 
 
 def records_folder() -> Path:
@@ -60,8 +61,8 @@ class FolderRecord:
         self._noted: set[tuple[str, Path]] = set()
 
     def note(self, folder: str | os.PathLike, kind: str) -> None:
-        """Note ``folder``, of ``kind`` (``STAGED``, ``SCRATCH``, ``MADE``), before this run
-        writes anything there; noted once."""
+        """Note ``folder``, of ``kind`` (``STAGED``, ``SCRATCH``, ``MADE``; ``JOURNAL``: the
+        run's journal file), before this run writes anything there; noted once."""
         entry = (kind, Path(os.path.abspath(folder)))
         if entry in self._noted or "\n" in str(entry[1]):  # a line a folder
             return
@@ -73,6 +74,12 @@ class FolderRecord:
         except OSError:
             return
         self._noted.add(entry)
+
+    def keep(self) -> None:
+        """Leave the record in place (the record of a journal kept for a resume): forget it
+        here without removing it."""
+        self._path = None
+        self._noted.clear()
 
     def close(self) -> None:
         """Remove the record: this process's files in the folders it lists are gone."""
@@ -98,7 +105,7 @@ def list_records(folder: str | os.PathLike | None = None) -> list[tuple[Path, in
 
 
 def read_record(path: Path) -> dict[str, list[Path]] | None:
-    """The folders a record lists, by kind (``STAGED``, ``SCRATCH``, ``MADE``); None if this user
+    """The folders a record lists, by kind (``STAGED``, ``SCRATCH``, ``MADE``, ``JOURNAL``); None if this user
     does not own it (another user's record is never trusted, nor removed) or it cannot be read."""
     try:
         if path.stat().st_uid != os.getuid():
@@ -106,7 +113,7 @@ def read_record(path: Path) -> dict[str, list[Path]] | None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    listed: dict[str, list[Path]] = {STAGED: [], SCRATCH: [], MADE: []}
+    listed: dict[str, list[Path]] = {STAGED: [], SCRATCH: [], MADE: [], JOURNAL: []}
     for line in text.splitlines():
         kind, _, folder = line.partition(" ")
         if kind in listed and os.path.isabs(folder) and Path(folder) not in listed[kind]:

@@ -45,6 +45,7 @@ from eoscale.pipeline.items import stage_items
 from eoscale.pipeline.outputs import copy_image, image_target, stage_image
 from eoscale.pipeline.plan import Residence, RunPlan, StepPlan, plan_run
 from eoscale.pipeline.resolve import callable_params
+from eoscale.pipeline.resume import Resuming, RunJournal, needed_images
 from eoscale.pipeline.session import open_run
 from eoscale.pipeline.spec import PipelineSpec, StepSpec
 
@@ -82,10 +83,13 @@ def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
 
 def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = None,
                  overwrite: bool = False, start_method: str | None = None,
-                 executor: Executor | None = None) -> RunResult:
+                 executor: Executor | None = None, resuming: Resuming | None = None,
+                 ) -> RunResult:
     """Run a plan (or plan a spec that validation accepted, then run it); outputs appear only if
     every step succeeds. ``executor``: the one a cluster plan runs on (the caller closes it);
-    without it, a cluster plan connects to its cluster here (:func:`open_run`)."""
+    without it, a cluster plan connects to its cluster here (:func:`open_run`). ``resuming``:
+    keep a journal of the run, and do with a killed run's as it says
+    (:mod:`eoscale.pipeline.resume`); None: no journal (a signal then discards everything)."""
     plan = spec if isinstance(spec, RunPlan) else plan_run(spec)
     spec = plan.spec
     started = time.perf_counter()
@@ -101,11 +105,13 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             Engine(run.plan.resources.workers, tiling=spec.tiling, progress=progress,
                    start_method=start_method, gdal_cache_bytes=run.plan.resources.gdal_cache,
                    gdal_options=spec.gdal, executor=run.executor) as engine, \
-            _sampling(sampler):
+            _sampling(sampler), _journal(plan, resuming, staging, scratch) as journal:
         plan = run.plan  # planned again for the cluster it connected to, if it connected
 
         def bring(names: tuple[str, ...]) -> None:
             for name in names:
+                if name in images:  # brought early for a step a resume ran first
+                    continue
                 image = plan.images[name]
                 source = image.source if image.source is not None else image.path
                 images[name] = (engine.open(source, name=name) if image.lives is Residence.FILE
@@ -145,9 +151,29 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                 if name in spilled and name not in spec.outputs:
                     scratch.remove(spilled.pop(name))
 
+        def reopen(names: tuple[str, ...]) -> None:
+            """Bring what a step resumed after skipped ones reads that they brought or made."""
+            for name in names:
+                if name in images:
+                    continue
+                if plan.images[name].made_by is None:
+                    bring((name,))
+                elif name in spilled:
+                    images[name] = engine.open(spilled[name], name=name)
+
         for output in spec.outputs.values():
             for path in output.paths():
                 staging.check(path)
+        if journal is not None:  # what a killed run left, when resuming it
+            results.update(journal.restored.results)
+            fed.update(journal.restored.fed)
+            for path, temp in journal.restored.staged.items():
+                staging.adopt(path, temp)
+            kept = set(journal.restored.staged.values())
+            for name, path in journal.restored.spilled.items():
+                spilled[name] = path
+                if path not in kept:
+                    scratch.adopt(path)
         if plan.scratch_refusal is not None:  # a plan that was not validated: refused alike
             raise ConfigError(plan.scratch_refusal)
         if plan.needs_scratch:
@@ -156,9 +182,14 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
         save(plan.copied)
         release(tuple(name for name in plan.copied if plan.images[name].released_after < 0))
         for step in plan.steps:
+            if journal is not None and journal.skips(step):  # finished by the killed run
+                release(step.releases)
+                continue
             bring(step.loads)
             if step.fused_into is not None:  # computed inside the tiles of its chain's last step
                 continue
+            if journal is not None:
+                reopen(tuple(needed_images(plan, step)))
             found = step.callables
             params = callable_params(step.step, found.fn, results)
             tiling = step.tiling_for(params)
@@ -195,12 +226,26 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                                                    writable_inputs=step.step.writable_inputs)
             save(step.saves)
             release(step.releases)
+            if journal is not None:
+                journal.step_done(step, spilled, results, fed)
         stage_items(staging, spec, results)  # STAC Items, from the staged images
         written = staging.commit()
         reports = tuple(engine.reports)
     paths = {name: output.path for name, output in spec.outputs.items() if output.path in written}
     return RunResult(paths, results, reports, time.perf_counter() - started, plan,
                      sampler.peak or None)
+
+
+@contextlib.contextmanager
+def _journal(plan: RunPlan, resuming: Resuming | None, staging: Staging, scratch: Scratch
+             ) -> Iterator[RunJournal | None]:
+    """The run's journal (None: not asked for), kept if a signal stops the run."""
+    if resuming is None:
+        yield None
+        return
+    journal = RunJournal(plan, resuming, staging, scratch)
+    with journal.ended():
+        yield journal
 
 
 def _stages(plan: RunPlan, step: StepPlan, results: Mapping[str, Any]) -> list[ChainStep]:

@@ -1,0 +1,385 @@
+"""Resume a killed run: the run's identity and journal, and what a resume computes again.
+
+Every run of a pipeline file from the command line keeps a journal
+(:class:`~eoscale.io.journal.Journal`), without being asked: a walltime, a preempted node or
+the out-of-memory killer is never planned. The journal is named after the run's *key* (a hash
+of the pipeline file's path and its outputs' paths: :func:`run_key`), in the run's scratch
+folder (shared by a cluster's machines, and where the clean-up already looks), so that a later
+run of the same pipeline and outputs finds it: ``eoscale_run_<key>.journal``.
+
+Its records, each appended once what it names is durable (written and flushed):
+
+- ``run``: the key, the pid, the time, and the run's fingerprint
+  (:func:`~eoscale.pipeline.fingerprint.fingerprint`, with the plan's tilings, fusions and
+  where each image lives as ``plan`` aspects): what its finished work depends on;
+- ``resume``: the pid of each run that took it over;
+- ``step``: a step finished (a fused chain with its last step; a reduce fed by a map's tiles on
+  its own), after its outputs were staged and its saves written: the staged files so far
+  (``staged``: output path -> staged file) and the spilled images (``spilled``), flushed first
+  and listed in ``files`` (what the clean-up keeps for it), and the reduce results known so far
+  (pickled, base64: ``results``, and ``fed`` for those a map computed for a later step).
+
+A run that succeeds, or fails on an error, removes its journal, as it removes its staged files.
+A run stopped by SIGINT or SIGTERM keeps both (nothing is renamed into place), and says how to
+resume and how to discard them. ``eoscale run --resume`` reads the journal, refuses it if the
+fingerprint changed (naming what), and skips every finished step whose results are still
+there: the steps after them run as before. The granularity is the step: a step killed in the
+middle is computed again whole. An image a finished step held in memory is lost with the
+process: the steps that make it are computed again (:func:`steps_to_run`), the whole step,
+when an unfinished one needs it; an image written to a file (an output, a spilled image) is
+read back from the file the journal names.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eoscale.engine.scratch import Scratch, default_scratch
+from eoscale.engine.shared import pid_alive
+from eoscale.errors import Interrupted, ResumeRefused
+from eoscale.io.journal import Journal, JournalContents, read_journal
+from eoscale.io.raster import Staging
+from eoscale.io.runfiles import JOURNAL, FolderRecord, parts_of
+from eoscale.pipeline.fingerprint import Fingerprint, fingerprint
+from eoscale.pipeline.plan import RunPlan, StepPlan
+from eoscale.pipeline.spec import PipelineSpec
+
+#: What a run does with a killed run's journal: refuse to start (``FRESH``: say how far it got
+#: and how to go on), resume it, or discard it and run from the start.
+FRESH, RESUME, RESTART = "fresh", "resume", "restart"
+
+
+@dataclass(frozen=True)
+class Resuming:
+    """How a run keeps its journal: ``mode`` (:data:`FRESH`, :data:`RESUME`, :data:`RESTART`)
+    and eoscale's ``version`` (a fingerprint's first aspect)."""
+
+    mode: str = FRESH
+    version: str = ""
+
+
+def run_key(spec: PipelineSpec) -> str:
+    """The identity of a pipeline's runs: its file's path and its outputs' paths, hashed."""
+    paths = sorted(os.path.abspath(path) for output in spec.outputs.values()
+                   for path in output.paths())
+    source = os.path.abspath(spec.source) if spec.source else ""
+    text = json.dumps([source, paths])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def journal_path(spec: PipelineSpec) -> Path:
+    """Where runs of ``spec`` keep their journal: in its scratch folder."""
+    folder = Path(spec.scratch) if spec.scratch is not None else default_scratch()
+    return folder / f"eoscale_run_{run_key(spec)}.journal"
+
+
+def plan_aspects(plan: RunPlan) -> dict[str, str]:
+    """The plan's decisions a recorded unit depends on, as fingerprint aspects: each step's
+    tiling, fusion and feeding, and where each image lives."""
+    aspects = {}
+    for step in plan.steps:
+        tiling = step.tiling
+        aspects[f"step '{step.name}'"] = json.dumps({
+            "tiling": [tiling.height, tiling.width, tiling.tile_size, tiling.margin, tiling.mode],
+            "chain": [plan.steps[i].name for i in step.chain], "fed_by": step.fed_by,
+            "file_blocks": step.file_blocks})
+    for name, image in plan.images.items():
+        aspects[f"image '{name}'"] = image.lives.value
+    return aspects
+
+
+def iteration_of(plan: RunPlan, step: StepPlan) -> int:
+    """The step whose turn computes ``step``: its fused chain's last one, else itself."""
+    return step.fused_into if step.fused_into is not None else step.index
+
+
+def needed_images(plan: RunPlan, step: StepPlan) -> list[str]:
+    """The images the turn of ``step`` reads (its chain's inputs from outside the chain) or
+    saves; none for a reduce fed by a map's tiles."""
+    if step.fed_by is not None:
+        return []
+    members = [plan.steps[i] for i in (step.chain or (step.index,))]
+    made = {name for member in members for name in member.step.outputs}
+    names = [name for member in members for name in member.step.inputs if name not in made]
+    return list(dict.fromkeys([*names, *step.saves]))
+
+
+def steps_to_run(plan: RunPlan, done: frozenset[int], spilled: Mapping[str, Path],
+                 fed: Mapping[str, Any]) -> frozenset[int]:
+    """The turns (:func:`iteration_of`) a resume runs: those not ``done``, and the finished
+    ones that make an image they need which no file kept (held in memory, lost with the killed
+    process), or a fed reduce's result the journal does not hold."""
+    turns = {iteration_of(plan, step) for step in plan.steps}
+    running = {turn for turn in turns if turn not in done}
+    by_name = {step.name: step for step in plan.steps}
+    changed = True
+    while changed:
+        changed = False
+        for turn in sorted(running):
+            step = plan.steps[turn]
+            wanted = set()
+            for name in needed_images(plan, step):
+                maker = plan.images[name].made_by
+                if maker is not None and name not in spilled:
+                    wanted.add(iteration_of(plan, by_name[maker]))
+            if step.fed_by is not None and step.name not in fed:
+                wanted.add(step.fed_by)
+            if not wanted <= running:
+                running |= wanted
+                changed = True
+    return frozenset(running)
+
+
+def _encoded(value: Any) -> str | None:
+    try:
+        return base64.b64encode(pickle.dumps(value)).decode()
+    except Exception:  # noqa: BLE001 - a result that does not pickle is computed again
+        return None
+
+
+def _decoded(text: str) -> Any:
+    return pickle.loads(base64.b64decode(text))
+
+
+@dataclass(frozen=True)
+class KilledRun:
+    """A dead run's journal, read: the turns it finished with what they left."""
+
+    path: Path
+    contents: JournalContents
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        for record in self.contents.of_kind("run"):
+            return Fingerprint.from_json(record.get("fingerprint") or {})
+        return None
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return list(self.contents.of_kind("step"))
+
+    @property
+    def when(self) -> str:
+        """When it last recorded something (local time): about when it stopped."""
+        try:
+            stamp = _dt.datetime.fromtimestamp(self.path.stat().st_mtime)
+        except OSError:
+            return "an unknown time"
+        today = _dt.date.today()
+        return stamp.strftime("%H:%M" if stamp.date() == today else "%Y-%m-%d %H:%M")
+
+    def restored(self) -> Restored:
+        """What its finished turns left that is still there."""
+        done: set[int] = set()
+        staged: dict[Path, Path] = {}
+        spilled: dict[str, Path] = {}
+        results: dict[str, Any] = {}
+        fed: dict[str, Any] = {}
+        for record in self.steps:
+            done.add(int(record["index"]))
+            staged.update((Path(k), Path(v)) for k, v in (record.get("staged") or {}).items())
+            spilled.update((k, Path(v)) for k, v in (record.get("spilled") or {}).items())
+            results.update((k, _decoded(v)) for k, v in (record.get("results") or {}).items())
+            fed.update((k, _decoded(v)) for k, v in (record.get("fed") or {}).items())
+        return Restored(frozenset(done), results,
+                        {k: v for k, v in fed.items() if k not in results},
+                        {k: v for k, v in staged.items() if v.exists()},
+                        {k: v for k, v in spilled.items() if v.exists()})
+
+    def tiles_done(self, plan: RunPlan) -> float:
+        """The share of the plan's tiles its finished turns computed."""
+        counts = {step.index: step.tiling.tile_count for step in plan.steps
+                  if step.fused_into is None and step.fed_by is None}
+        done = {int(record["index"]) for record in self.steps}
+        total = sum(counts.values())
+        return sum(n for index, n in counts.items() if index in done) / total if total else 0.0
+
+    def summary(self, plan: RunPlan) -> str:
+        done = [record.get("name") for record in self.steps]
+        share = round(100 * self.tiles_done(plan))
+        steps = f" (steps done: {', '.join(repr(name) for name in done)})" if done else ""
+        return (f"a run of this pipeline killed after {self.when} finished {share} % of its "
+                f"tiles{steps}")
+
+    def discard(self) -> None:
+        """Remove the journal and the files it keeps (and their parts)."""
+        for path in self.contents.files:
+            for found in (path, *parts_of(path)):
+                with contextlib.suppress(FileNotFoundError):
+                    found.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+@dataclass
+class Restored:
+    """What a resumed run starts from: the killed run's finished turns, its reduce results
+    (``fed``: those computed by a map for a later step), its staged files still there (output
+    path -> staged file) and its spilled images' files still there."""
+
+    done: frozenset[int] = frozenset()
+    results: dict[str, Any] = field(default_factory=dict)
+    fed: dict[str, Any] = field(default_factory=dict)
+    staged: dict[Path, Path] = field(default_factory=dict)
+    spilled: dict[str, Path] = field(default_factory=dict)
+
+
+def find_killed_run(spec: PipelineSpec) -> KilledRun | None:
+    """The journal a dead run of this pipeline and outputs left (None: none); a run of it
+    still alive is refused (two runs would write the same files)."""
+    path = journal_path(spec)
+    if not path.exists():
+        return None
+    contents = read_journal(path)
+    pids = contents.pids
+    if pids and pids[-1] != os.getpid() and pid_alive(pids[-1]):
+        raise ResumeRefused(f"another run of this pipeline is running (pid {pids[-1]}, journal "
+                            f"{path}): wait for it to end, or stop it first")
+    return KilledRun(path, contents)
+
+
+def describe(plan: RunPlan, mode: str) -> str:
+    """What a run in ``mode`` will do about a killed run of the plan's pipeline (for the CLI,
+    and ``--dry-run --resume``)."""
+    killed = find_killed_run(plan.spec)
+    if mode == RESTART:
+        return ("discarding " + killed.summary(plan) + ": running from the start"
+                if killed is not None else "no killed run to discard: running from the start")
+    if mode != RESUME:
+        return ""
+    if killed is None:
+        return "no killed run of this pipeline to resume: running from the start"
+    restored = killed.restored()
+    running = steps_to_run(plan, restored.done, restored.spilled, restored.fed)
+    skipped = [step.name for step in plan.steps if iteration_of(plan, step) not in running]
+    again = [step.name for step in plan.steps if step.fused_into is None
+             and step.index in restored.done and step.index in running]
+    text = f"resuming {killed.summary(plan)}: "
+    text += (f"skipping {', '.join(repr(name) for name in skipped)}" if skipped
+             else "nothing to skip")
+    if again:
+        text += (f"; computing again {', '.join(repr(name) for name in again)} (held in memory, "
+                 "lost with the killed run)")
+    return text
+
+
+class RunJournal:
+    """This run's journal: opened as :class:`Resuming` says, written as steps finish, removed
+    when the run ends unless a signal stopped it (:meth:`ended`)."""
+
+    def __init__(self, plan: RunPlan, resuming: Resuming, staging: Staging, scratch: Scratch):
+        self.plan = plan
+        self.staging = staging
+        self.scratch = scratch
+        self.restored = Restored()
+        self._record = FolderRecord()
+        self._recorded: set[str] = set()
+        self._synced: set[Path] = set()
+        now = fingerprint(plan.spec, version=resuming.version, plan=plan_aspects(plan))
+        killed = find_killed_run(plan.spec)
+        path = journal_path(plan.spec)
+        if killed is not None and resuming.mode == RESTART:
+            killed.discard()
+        elif killed is not None and resuming.mode != RESUME:
+            raise ResumeRefused(f"{killed.summary(plan)} (journal {killed.path}): `--resume` to "
+                                "continue it, `--restart` to discard it and run from the start")
+        elif killed is not None:
+            changes = now.changes(killed.fingerprint or Fingerprint({}))
+            if changes:
+                raise ResumeRefused(
+                    f"cannot resume the killed run (journal {killed.path}): what its finished "
+                    "work depends on changed since:\n" + "\n".join(f"  - {c}" for c in changes)
+                    + "\n`--restart` to discard it and run from the start")
+            self.restored = killed.restored()
+            self._recorded = {*self.restored.results, *self.restored.fed}
+            self._synced = set(self.restored.staged.values()) | set(self.restored.spilled.values())
+        self._record.note(path, JOURNAL)
+        if killed is not None and resuming.mode == RESUME:
+            self.journal = Journal.reopen(path)
+            self.journal.record("resume", pid=os.getpid(), at=time.time())
+        else:
+            self.journal = Journal.create(path, dict(
+                kind="run", key=run_key(plan.spec), pid=os.getpid(), at=time.time(),
+                pipeline=str(plan.spec.source or ""), fingerprint=now.as_json()))
+        self.running = steps_to_run(plan, self.restored.done, self.restored.spilled,
+                                    self.restored.fed)
+
+    def skips(self, step: StepPlan) -> bool:
+        """Whether this run skips ``step`` (finished by the killed run, its results kept)."""
+        return iteration_of(self.plan, step) not in self.running
+
+    def step_done(self, step: StepPlan, spilled: Mapping[str, Path], results: Mapping[str, Any],
+                  fed: Mapping[str, Any]) -> None:
+        """Record that ``step``'s turn finished: its files flushed first, then the record."""
+        staged = self.staging.files
+        files = [*staged.values(), *spilled.values()]
+        for path in files:
+            if path not in self._synced and path.exists():
+                _fsync(path)
+                self._synced.add(path)
+        new_results = {name: _encoded(value) for name, value in results.items()
+                       if name not in self._recorded}
+        new_fed = {name: _encoded(value) for name, value in fed.items()
+                   if name not in self._recorded}
+        if None in new_results.values() or None in new_fed.values():
+            return  # a result that does not pickle: this turn is computed again on a resume
+        self.journal.record("step", index=step.index, name=step.name, at=time.time(),
+                            files=[str(path) for path in files],
+                            staged={str(k): str(v) for k, v in staged.items()},
+                            spilled={k: str(v) for k, v in spilled.items()},
+                            results=new_results, fed=new_fed)
+        self.journal.sync()
+        self._recorded |= {*new_results, *new_fed}
+
+    @contextlib.contextmanager
+    def ended(self) -> Iterator[RunJournal]:
+        """Inside the block the run runs; leaving it on SIGINT or SIGTERM keeps the journal and
+        the files it names (and says so on the :class:`Interrupted`), else removes it."""
+        try:
+            yield self
+        except (Interrupted, KeyboardInterrupt) as exc:
+            contents = read_journal(self.journal.path)
+            if not any(True for _ in contents.of_kind("step")):
+                self._remove()  # nothing finished: nothing worth keeping
+                raise
+            kept = set(contents.files)
+            self.staging.keep(kept)
+            self.scratch.keep(kept)
+            self.journal.sync()
+            self.journal.close()
+            self._record.keep()
+            if isinstance(exc, Interrupted):
+                source = self.plan.spec.source
+                command = f"eoscale run {source.name if source else 'PIPELINE'}"
+                exc.kept = (f"its finished steps are kept (journal {self.journal.path}): "
+                            f"`{command} --resume` (with the same options) to continue, "
+                            "`eoscale cleanup` to discard them")
+            raise
+        except BaseException:
+            self._remove()
+            raise
+        self._remove()
+
+    def _remove(self) -> None:
+        self.journal.remove()
+        self._record.close()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

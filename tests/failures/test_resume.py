@@ -1,0 +1,215 @@
+"""``eoscale run --resume``: a run killed (SIGKILL to its whole process group) or stopped
+(SIGTERM, then SIGKILL a few seconds later: a walltime) at several moments, resumed through the
+real command, ends with the very files an uninterrupted run writes; a change to what the
+finished work depends on is refused by name; a rerun without ``--resume`` is refused; the
+journal and what it kept are gone after a success."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from failure_helpers import HERE, leftovers, run, running, write_raster
+
+#: Three maps and a reduce over 24 tiles of 50 x 50 (``SECONDS`` per tile of each map).
+PIPELINE = """\
+version: 1
+tiling: {tile_size: 50}
+inputs: {scene: small.tif}
+steps:
+  - {name: first, map: resume_ops.scaled, profile: resume_ops.float32_profile, inputs: [scene],
+     params: {factor: 2, seconds: SECONDS}}
+  - {name: second, map: resume_ops.scaled, profile: resume_ops.float32_profile, inputs: [first],
+     params: {factor: 3, seconds: SECONDS}}
+  - {name: third, map: resume_ops.scaled, profile: resume_ops.float32_profile, inputs: [second],
+     params: {factor: 0.5, seconds: SECONDS}}
+  - {name: total, reduce: resume_ops.tile_sum, combine: resume_ops.add,
+     finalize: resume_ops.mean, inputs: [third]}
+outputs:
+  first: out/first.tif
+  third: {path: out/third.tif, quicklook: {}}
+  total: out/total.json
+"""
+#: A budget under which 'first' and 'second' are spilled to scratch files.
+SPILLING = ("--memory", "3MiB")
+
+
+@pytest.fixture
+def resume_dir(tmp_path: Path) -> Path:
+    """A folder with resume_ops.py, the pipeline p.yaml, a 300 x 200 input and a scratch
+    folder (where the runs keep their journal)."""
+    shutil.copy(HERE / "resume_ops.py", tmp_path / "resume_ops.py")
+    array = np.random.default_rng(3).integers(1, 1000, size=(2, 200, 300), dtype=np.uint16)
+    write_raster(tmp_path / "small.tif", array)
+    (tmp_path / "p.yaml").write_text(PIPELINE.replace("SECONDS", "0.1"), encoding="utf-8")
+    (tmp_path / "scratch").mkdir()
+    return tmp_path
+
+
+def args(*extra: str) -> tuple[str, ...]:
+    return ("run", "p.yaml", "-w", "2", "--scratch", "scratch", *extra)
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    out = folder / "out"
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())} if out.exists() else {}
+
+
+def reference(folder: Path, *extra: str) -> dict[str, bytes]:
+    """The files an uninterrupted run of the folder's pipeline writes (in a copy of it)."""
+    copy = folder.parent / f"{folder.name}-reference"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("out", "scratch", "__pycache__"))
+    (copy / "scratch").mkdir()
+    done, _ = run(copy, *args(*extra))
+    assert done.returncode == 0, done.stderr
+    return outputs(copy)
+
+
+def journals(folder: Path) -> list[str]:
+    return sorted(p.name for p in (folder / "scratch").glob("eoscale_run_*.journal"))
+
+
+def kill_group(process) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def assert_resumes(folder: Path, expected: dict[str, bytes], *extra: str) -> str:
+    """Resume; the outputs are the uninterrupted run's, and nothing is left behind. The
+    resumed run's stdout."""
+    done, _ = run(folder, *args("--resume", *extra))
+    assert done.returncode == 0, done.stderr
+    assert outputs(folder) == expected
+    assert leftovers(folder) == []
+    assert list((folder / "scratch").iterdir()) == []  # no journal, no scratch file
+    return done.stdout
+
+
+@pytest.mark.parametrize("until", ["map first", "map second", "map third"],
+                         ids=["during the first step", "between steps", "during the third"])
+def test_killed_then_resumed_writes_the_uninterrupted_outputs(resume_dir, until):
+    expected = reference(resume_dir)
+    with running(resume_dir, *args(), until=until) as (process, _):
+        time.sleep(0.3)
+        kill_group(process)
+    assert journals(resume_dir)
+    stdout = assert_resumes(resume_dir, expected)
+    assert "resuming a run of this pipeline killed after" in stdout
+
+
+def test_a_spilled_run_killed_resumes_without_computing_its_finished_steps(resume_dir):
+    expected = reference(resume_dir, *SPILLING)
+    done, _ = run(resume_dir, *args(*SPILLING, "--dry-run"))
+    assert "lives spilled" in done.stdout, done.stdout + done.stderr
+    with running(resume_dir, *args(*SPILLING), until="map third") as (process, _):
+        time.sleep(0.5)
+        kill_group(process)
+    done, _ = run(resume_dir, *args(*SPILLING, "--dry-run", "--resume"))
+    assert "skipping 'first', 'second'" in done.stdout, done.stdout + done.stderr
+    stdout = assert_resumes(resume_dir, expected, *SPILLING)
+    assert "skipping 'first', 'second'" in stdout
+    assert "map first" not in stdout and "map second" not in stdout  # not computed again
+    assert "map third" in stdout
+
+
+def test_sigterm_then_sigkill_keeps_what_is_finished_and_says_how_to_resume(resume_dir):
+    expected = reference(resume_dir, *SPILLING)
+    with running(resume_dir, *args(*SPILLING), until="map second") as (process, _):
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)  # a walltime: SIGKILL follows a few seconds later
+        try:
+            process.wait(timeout=3)
+        except Exception:  # noqa: BLE001 - still there: the batch system kills it
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        stderr = process.stderr.read()
+    assert process.returncode == 143, stderr
+    assert "its finished steps are kept" in stderr
+    assert "`eoscale run p.yaml --resume` (with the same options)" in stderr
+    assert "`eoscale cleanup`" in stderr
+    assert leftovers(resume_dir) and journals(resume_dir)  # 'first', staged and spilled
+    stdout = assert_resumes(resume_dir, expected, *SPILLING)
+    assert "skipping 'first'" in stdout
+
+
+def killed_after_first(folder: Path) -> None:
+    """Run the spilled pipeline and kill it once 'first' is finished."""
+    with running(folder, *args(*SPILLING), until="map second") as (process, _):
+        kill_group(process)
+
+
+def test_a_rerun_without_resume_is_refused_and_restart_discards(resume_dir):
+    killed_after_first(resume_dir)
+    done, _ = run(resume_dir, *args(*SPILLING))
+    assert done.returncode == 4, done.stderr
+    assert "a run of this pipeline killed after" in done.stderr
+    assert "finished 25 % of its tiles (steps done: 'first')" in done.stderr
+    assert "`--resume` to continue it, `--restart` to discard it" in done.stderr
+    assert outputs(resume_dir) == {}
+    expected = reference(resume_dir, *SPILLING)
+    done, _ = run(resume_dir, *args(*SPILLING, "--restart"))
+    assert done.returncode == 0, done.stderr
+    assert "discarding a run of this pipeline" in done.stdout
+    assert outputs(resume_dir) == expected
+    assert leftovers(resume_dir) == [] and list((resume_dir / "scratch").iterdir()) == []
+
+
+def test_changes_since_the_killed_run_are_refused_by_name(resume_dir):
+    killed_after_first(resume_dir)
+    done, _ = run(resume_dir, *args(*SPILLING, "--resume", "--param", "second.factor=5"))
+    assert done.returncode == 4, done.stderr
+    assert "cannot resume the killed run" in done.stderr
+    assert "step 'second': params.factor 3 -> 5" in done.stderr
+
+    ops = resume_dir / "resume_ops.py"
+    source = ops.read_text(encoding="utf-8")
+    ops.write_text(source + "\n# changed\n", encoding="utf-8")
+    done, _ = run(resume_dir, *args(*SPILLING, "--resume"))
+    assert done.returncode == 4, done.stderr
+    assert "step 'first': the code of its callables changed (resume_ops.py)" in done.stderr
+    ops.write_text(source, encoding="utf-8")
+
+    array = np.full((2, 200, 300), 7, dtype=np.uint16)
+    write_raster(resume_dir / "small.tif", array)
+    done, _ = run(resume_dir, *args(*SPILLING, "--resume"))
+    assert done.returncode == 4, done.stderr
+    assert "input 'scene': modified since the killed run" in done.stderr
+    assert outputs(resume_dir) == {}  # refused before anything was computed
+
+    expected = reference(resume_dir, *SPILLING)
+    done, _ = run(resume_dir, *args(*SPILLING, "--restart"))
+    assert done.returncode == 0, done.stderr
+    assert outputs(resume_dir) == expected
+
+
+def test_resume_with_no_journal_runs_from_the_start_and_success_leaves_nothing(resume_dir):
+    expected = reference(resume_dir)
+    done, _ = run(resume_dir, *args("--resume"))
+    assert done.returncode == 0, done.stderr
+    assert "no killed run of this pipeline to resume: running from the start" in done.stdout
+    assert outputs(resume_dir) == expected
+    assert leftovers(resume_dir) == [] and list((resume_dir / "scratch").iterdir()) == []
+
+
+def test_cleanup_lists_and_removes_a_killed_runs_journal_and_kept_files(resume_dir):
+    killed_after_first(resume_dir)
+    kept = journals(resume_dir)
+    assert kept and leftovers(resume_dir)
+    # The clean-up at a run's start leaves them: another pipeline's run in the same folders.
+    (resume_dir / "other.yaml").write_text(
+        PIPELINE.replace("SECONDS", "0").replace("out/", "other/"), encoding="utf-8")
+    done, _ = run(resume_dir, "run", "other.yaml", "-w", "2", "--scratch", "scratch", "-q")
+    assert done.returncode == 0, done.stderr
+    assert journals(resume_dir) == kept and leftovers(resume_dir)
+    done, _ = run(resume_dir, "cleanup", "--dry-run", "--scratch", "scratch")
+    assert kept[0] in done.stdout
+    done, _ = run(resume_dir, "cleanup", "--scratch", "scratch")
+    assert done.returncode == 0, done.stderr
+    assert journals(resume_dir) == [] and leftovers(resume_dir) == []
+    assert list((resume_dir / "scratch").iterdir()) == []
