@@ -73,7 +73,8 @@ def eoscale(folder: Path, *args: str) -> subprocess.Popen:
 
 def one_run(folder: Path, kind: str, stop: threading.Event) -> None:
     args, killed = RUNS[kind]
-    process = eoscale(folder, "run", *args, "-w", "2", "--overwrite")
+    # --restart: a killed run keeps its journal (to be resumed), which a rerun without it refuses
+    process = eoscale(folder, "run", *args, "-w", "2", "--overwrite", "--restart")
     print(process.pid, kind, flush=True)
     killer = None
     if killed:

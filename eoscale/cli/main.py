@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 run failure, 2 usage error, 3 invalid pipeline, 4 a killed run's journal
 refused (changed since, or found by a rerun told neither ``--resume`` nor ``--restart``), 130
-interrupted (SIGINT), 143 terminated (SIGTERM). A user's mistake never shows a Python traceback unless ``-v`` is given.
+interrupted (SIGINT), 143 terminated (SIGTERM). A user's mistake never shows a Python traceback
+unless ``-v`` is given.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         else:
             out.print(plan_text(plan), markup=False, soft_wrap=True)
         if resume and not as_json:
-            out.print(describe(plan, RESUME), markup=False, soft_wrap=True)
+            out.print(describe(plan, resuming), markup=False, soft_wrap=True)
         return
     cleanup_stale_segments()  # what crashed runs left behind; never a live run's
     cleanup_stale_files(spec.scratch)  # and what they left beside their outputs
@@ -109,7 +109,7 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
             where = opened.cluster.summary()
             if not settings.quiet:
                 out.print(f"cluster: {opened.cluster.describe()}", markup=False, soft_wrap=True)
-        said = describe(plan, resuming.mode)
+        said = describe(plan, resuming)
         if said and not settings.quiet:
             out.print(said, markup=False, soft_wrap=True)
         with progress_for(out) as progress:

@@ -58,7 +58,15 @@ from eoscale.engine.tasks import (
     check_results,
 )
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
-from eoscale.errors import ConfigError, RasterError, ResultError, StepError, check_interrupted
+from eoscale.engine.units import UnitLog, resumed_map, resumed_reduce
+from eoscale.errors import (
+    ConfigError,
+    Interrupted,
+    RasterError,
+    ResultError,
+    StepError,
+    check_interrupted,
+)
 from eoscale.io.grid import grid_differences
 from eoscale.io.raster import write_atomically, write_geotiff
 from eoscale.io.sources import Source
@@ -81,6 +89,7 @@ class Engine:
         self.tiling = tiling or Tiling()
         self.progress: Progress = progress or NoProgress()
         self.reports: list[PhaseReport] = []
+        self.units: UnitLog | None = None  # records finished tiles (eoscale.engine.units)
         self._rasters: list[SharedRaster] = []
         self._owns_executor = executor is None
         self._executor: Executor = executor if executor is not None else make_executor(
@@ -122,9 +131,7 @@ class Engine:
                    name: str = "") -> SharedRaster:
         """A shared copy of ``array`` (2-D or bands, rows, cols) with ``profile``."""
         array = as_bands(array)
-        shape = dict(count=array.shape[0], height=array.shape[1], width=array.shape[2],
-                     dtype=array.dtype.name)
-        raster = self.create({**(profile or {}), **shape}, name=name)
+        raster = self.create(array_profile(array, profile), name=name)
         raster.array[...] = array
         return raster
 
@@ -135,9 +142,7 @@ class Engine:
         profile = source.profile()
         block_shape = profile.pop("block_shape")
         raster = self.create(profile, name=name or source.name)
-        layout = load_layout(raster.ref.height, raster.ref.width, self.workers, block_shape)
-        job = LoadJob(step=f"load {raster.name}", inputs=(), layout=layout, source=source,
-                      target=raster.ref)
+        job = load_job(raster, source, self.workers, block_shape)
         try:
             self._execute("load", raster.name, job, range(len(job.tiles)), lambda _p, _r: None)
         except BaseException:
@@ -286,13 +291,15 @@ class Engine:
             if probe is not None and not job.feeds:  # stored here: encoded blocks by this process
                 files_out.write(tiles[0].core, store_probe(job, tiles[0], probe))
                 remaining = range(1, len(tiles))
+            remaining, collect = resumed_map(self.units, name, tiles, encoded, remaining,
+                                             collect)
             self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=started)
             if feeding is not None:
                 feeding.finish()
             files_out.close()
-        except BaseException:
-            files_out.abort()
+        except BaseException as exc:  # a stopped run keeps the parts its journal names
+            files_out.abort(keep_parts=self.units is not None and stopped(exc))
             for raster in outputs:
                 self.release(raster)
             raise
@@ -319,7 +326,8 @@ class Engine:
                         profiles=tuple(r.profile for r in inputs), params=params,
                         writable_inputs=declared_writable_inputs(fn, writable_inputs))
         folder = TileOrderFold(name, combine, job.tiles)
-        self._execute("reduce", name, job, range(len(job.tiles)), folder.add)
+        left, collect = resumed_reduce(self.units, name, range(len(job.tiles)), folder.add)
+        self._execute("reduce", name, job, left, collect, done_before=len(job.tiles) - len(left))
         folder.check_complete()
         return finalized(name, folder.value, finalize, params)
 
@@ -338,7 +346,7 @@ class Engine:
             started = self._start(kind, name, total)
         if done_before:
             self.progress.advance(done_before)
-        with closed_after(self._executor.run(job, chunks)) as results:
+        with closed_after(self._executor.run(job, chunks) if chunks else iter(())) as results:
             for position, result in results:
                 check_interrupted()  # a signal whose raise was lost stops the step here
                 if isinstance(result, TileFailure):
@@ -367,6 +375,25 @@ def as_bands(array: np.ndarray) -> np.ndarray:
     if array.ndim != 3:
         raise ConfigError(f"an image must be 2-D or 3-D (bands, rows, cols), not {array.ndim}-D")
     return array
+
+
+def array_profile(array: np.ndarray, profile: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``profile`` with the band count, size and dtype of ``array`` (bands, rows, cols)."""
+    return {**(profile or {}), "count": array.shape[0], "height": array.shape[1],
+            "width": array.shape[2], "dtype": array.dtype.name}
+
+
+def load_job(raster: SharedRaster, source: Source, workers: int,
+             block_shape: tuple[int, int]) -> LoadJob:
+    """The job that loads ``source`` into ``raster``, by windows aligned to its blocks."""
+    layout = load_layout(raster.ref.height, raster.ref.width, workers, block_shape)
+    return LoadJob(step=f"load {raster.name}", inputs=(), layout=layout, source=source,
+                   target=raster.ref)
+
+
+def stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` stops a run by a signal (its finished work is kept for a resume)."""
+    return isinstance(exc, (Interrupted, KeyboardInterrupt))
 
 
 def load_layout(height: int, width: int, workers: int,

@@ -255,13 +255,15 @@ class OutputFiles:
         finally:
             self._remove_parts()
 
-    def abort(self) -> None:
+    def abort(self, keep_parts: bool = False) -> None:
         """Close every file after a failure, raising nothing (the caller discards them), and
-        remove the parts."""
+        remove the parts (unless ``keep_parts``: a run stopped by a signal whose journal names
+        them, :mod:`eoscale.engine.units`)."""
         try:
             self._writers.abort()
         finally:
-            self._remove_parts()
+            if not keep_parts:
+                self._remove_parts()
 
     def _remove_parts(self) -> None:
         for output in self._outputs:

@@ -182,6 +182,17 @@ def _journals(folder: str | os.PathLike | None, *, dead_only: bool
     return found
 
 
+def forget_journal(journal: str | os.PathLike) -> None:
+    """Remove the records of dead runs that name ``journal`` (discarded, or taken over by a
+    resumed run that ended)."""
+    journal = Path(os.path.abspath(journal))
+    for record, pid in list_records():
+        listed = read_record(record) if _dead(pid) else None
+        if listed is not None and journal in listed[JOURNAL]:
+            with contextlib.suppress(FileNotFoundError):
+                record.unlink()
+
+
 def _kept_files(folder: str | os.PathLike | None, journals: bool) -> set[Path]:
     """Every file a journal keeps (with ``journals``: a journal a live run resumes), never
     cleaned up."""

@@ -180,7 +180,7 @@ class Staging:
         signal, resumable from its journal, which names them (and through which a clean-up
         finds them); discard the others now (a step stopped in the middle)."""
         self._staged = {path: temp for path, temp in self._staged.items() if temp not in files}
-        self.discard()
+        self.discard(keep=files)
 
     def adopt(self, path: str | os.PathLike, temp: str | os.PathLike) -> None:
         """Take a killed run's staged file ``temp`` of ``path`` as this run's (a resume)."""
@@ -231,13 +231,15 @@ class Staging:
         self._record.close()
         return done
 
-    def discard(self) -> None:
+    def discard(self, keep: set[Path] | frozenset[Path] = frozenset()) -> None:
         """Remove the temporary files and their part files (a worker stopped late may have
-        appended to one after its map removed them), and the folders made for them if they are
-        empty; then this process's record of them."""
+        appended to one after its map removed them), but those in ``keep``, and the folders
+        made for them if they are empty; then this process's record of them."""
         staged, self._staged = self._staged, {}
         for temp in staged.values():
             for path in (temp, *parts_of(temp)):
+                if path in keep:
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         made, self._made = self._made, []

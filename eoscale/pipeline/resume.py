@@ -18,13 +18,17 @@ Its records, each appended once what it names is durable (written and flushed):
   (``staged``: output path -> staged file) and the spilled images (``spilled``), flushed first
   and listed in ``files`` (what the clean-up keeps for it), and the reduce results known so far
   (pickled, base64: ``results``, and ``fed`` for those a map computed for a later step).
+- ``tiles``: tiles of a step in progress (by the engine's name for it), as
+  :mod:`eoscale.engine.units` makes them: where their blocks lie in the part files (listed in
+  ``files``, flushed first), or a reduce's partials; written at most every
+  :data:`FLUSH_SECONDS`, and when a signal stops the run.
 
 A run that succeeds, or fails on an error, removes its journal, as it removes its staged files.
 A run stopped by SIGINT or SIGTERM keeps both (nothing is renamed into place), and says how to
 resume and how to discard them. ``eoscale run --resume`` reads the journal, refuses it if the
 fingerprint changed (naming what), and skips every finished step whose results are still
-there: the steps after them run as before. The granularity is the step: a step killed in the
-middle is computed again whole. An image a finished step held in memory is lost with the
+there: the steps after them run as before, taking back the tiles recorded of them (those of
+a map whose outputs are all encoded into part files, and a reduce's). An image a finished step held in memory is lost with the
 process: the steps that make it are computed again (:func:`steps_to_run`), the whole step,
 when an unfinished one needs it; an image written to a file (an output, a spilled image) is
 read back from the file the journal names.
@@ -45,16 +49,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eoscale.engine.scratch import Scratch, default_scratch
+from eoscale.engine.scratch import Scratch, default_scratch, forget_journal
 from eoscale.engine.shared import pid_alive
 from eoscale.errors import Interrupted, ResumeRefused
-from eoscale.io.journal import Journal, JournalContents, read_journal
+from eoscale.io.journal import Journal, JournalContents, JournalError, read_journal
 from eoscale.io.raster import Staging
 from eoscale.io.runfiles import JOURNAL, FolderRecord, parts_of
 from eoscale.pipeline.fingerprint import Fingerprint, fingerprint
 from eoscale.pipeline.plan import RunPlan, StepPlan
 from eoscale.pipeline.spec import PipelineSpec
 
+#: How often, at most, recorded tiles are flushed and written to the journal (seconds): a kill
+#: loses at most this much of a step's finished tiles, and a flush costs one fsync per part file.
+FLUSH_SECONDS = 1.0
 #: What a run does with a killed run's journal: refuse to start (``FRESH``: say how far it got
 #: and how to go on), resume it, or discard it and run from the start.
 FRESH, RESUME, RESTART = "fresh", "resume", "restart"
@@ -99,6 +106,12 @@ def plan_aspects(plan: RunPlan) -> dict[str, str]:
     return aspects
 
 
+def engine_name(plan: RunPlan, step: StepPlan) -> str:
+    """The name the engine runs a turn by (its tiles are recorded by it): a fused chain's
+    steps joined by ``>``, else the step's."""
+    return " > ".join(plan.steps[i].name for i in step.chain) if step.chain else step.name
+
+
 def iteration_of(plan: RunPlan, step: StepPlan) -> int:
     """The step whose turn computes ``step``: its fused chain's last one, else itself."""
     return step.fused_into if step.fused_into is not None else step.index
@@ -106,13 +119,13 @@ def iteration_of(plan: RunPlan, step: StepPlan) -> int:
 
 def needed_images(plan: RunPlan, step: StepPlan) -> list[str]:
     """The images the turn of ``step`` reads (its chain's inputs from outside the chain) or
-    saves; none for a reduce fed by a map's tiles."""
+    saves (not a reduce's result); none for a reduce fed by a map's tiles."""
     if step.fed_by is not None:
         return []
     members = [plan.steps[i] for i in (step.chain or (step.index,))]
     made = {name for member in members for name in member.step.outputs}
     names = [name for member in members for name in member.step.inputs if name not in made]
-    return list(dict.fromkeys([*names, *step.saves]))
+    return [name for name in dict.fromkeys([*names, *step.saves]) if name in plan.images]
 
 
 def steps_to_run(plan: RunPlan, done: frozenset[int], spilled: Mapping[str, Path],
@@ -170,6 +183,11 @@ class KilledRun:
         return list(self.contents.of_kind("step"))
 
     @property
+    def has_work(self) -> bool:
+        """Whether it recorded anything finished (a step, tiles)."""
+        return any(record.get("kind") in ("step", "tiles") for record in self.contents.records)
+
+    @property
     def when(self) -> str:
         """When it last recorded something (local time): about when it stopped."""
         try:
@@ -192,18 +210,33 @@ class KilledRun:
             spilled.update((k, Path(v)) for k, v in (record.get("spilled") or {}).items())
             results.update((k, _decoded(v)) for k, v in (record.get("results") or {}).items())
             fed.update((k, _decoded(v)) for k, v in (record.get("fed") or {}).items())
+        names = {record.get("name") for record in self.steps}
+        results.update((k, v) for k, v in fed.items() if k in names)  # fed reduces finished
         return Restored(frozenset(done), results,
                         {k: v for k, v in fed.items() if k not in results},
                         {k: v for k, v in staged.items() if v.exists()},
                         {k: v for k, v in spilled.items() if v.exists()})
 
+    def units(self) -> dict[str, dict[int, Any]]:
+        """The tiles it recorded, by step (as the engine names it: :func:`engine_name`)."""
+        found: dict[str, dict[int, Any]] = {}
+        for record in self.contents.of_kind("tiles"):
+            found.setdefault(str(record["step"]), {}).update(
+                (int(index), unit) for index, unit in record["tiles"].items())
+        return found
+
     def tiles_done(self, plan: RunPlan) -> float:
-        """The share of the plan's tiles its finished turns computed."""
+        """The share of the plan's tiles it computed: its finished turns', and the tiles it
+        recorded of the others."""
         counts = {step.index: step.tiling.tile_count for step in plan.steps
                   if step.fused_into is None and step.fed_by is None}
         done = {int(record["index"]) for record in self.steps}
+        units = self.units()
         total = sum(counts.values())
-        return sum(n for index, n in counts.items() if index in done) / total if total else 0.0
+        finished = sum(n if index in done else
+                       min(n, len(units.get(engine_name(plan, plan.steps[index]), ())))
+                       for index, n in counts.items())
+        return finished / total if total else 0.0
 
     def summary(self, plan: RunPlan) -> str:
         done = [record.get("name") for record in self.steps]
@@ -220,6 +253,7 @@ class KilledRun:
                     found.unlink()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        forget_journal(self.path)
 
 
 @dataclass
@@ -249,9 +283,10 @@ def find_killed_run(spec: PipelineSpec) -> KilledRun | None:
     return KilledRun(path, contents)
 
 
-def describe(plan: RunPlan, mode: str) -> str:
-    """What a run in ``mode`` will do about a killed run of the plan's pipeline (for the CLI,
-    and ``--dry-run --resume``)."""
+def describe(plan: RunPlan, resuming: Resuming) -> str:
+    """What a run will do about a killed run of the plan's pipeline, as ``resuming`` says (for
+    the CLI, and ``--dry-run --resume``); a resume that would be refused is refused here."""
+    mode = resuming.mode
     killed = find_killed_run(plan.spec)
     if mode == RESTART:
         return ("discarding " + killed.summary(plan) + ": running from the start"
@@ -260,6 +295,8 @@ def describe(plan: RunPlan, mode: str) -> str:
         return ""
     if killed is None:
         return "no killed run of this pipeline to resume: running from the start"
+    check_unchanged(killed, fingerprint(plan.spec, version=resuming.version,
+                                        plan=plan_aspects(plan)))
     restored = killed.restored()
     running = steps_to_run(plan, restored.done, restored.spilled, restored.fed)
     skipped = [step.name for step in plan.steps if iteration_of(plan, step) not in running]
@@ -271,7 +308,24 @@ def describe(plan: RunPlan, mode: str) -> str:
     if again:
         text += (f"; computing again {', '.join(repr(name) for name in again)} (held in memory, "
                  "lost with the killed run)")
+    units = killed.units()
+    taken = [f"{len(units[name])} of {step.tiling.tile_count} tiles of '{name}'"
+             for step in plan.steps if step.index in running and step.fused_into is None
+             and units.get(name := engine_name(plan, step))]
+    if taken:
+        text += f"; taking back {', '.join(taken)} (recorded)"
     return text
+
+
+def check_unchanged(killed: KilledRun, now: Fingerprint) -> None:
+    """Refuse to resume ``killed`` if what its finished work depends on changed, naming each
+    change."""
+    changes = now.changes(killed.fingerprint or Fingerprint({}))
+    if changes:
+        raise ResumeRefused(
+            f"cannot resume the killed run (journal {killed.path}): what its finished work "
+            "depends on changed since:\n" + "\n".join(f"  - {change}" for change in changes)
+            + "\n`--restart` to discard it and run from the start")
 
 
 class RunJournal:
@@ -286,32 +340,33 @@ class RunJournal:
         self._record = FolderRecord()
         self._recorded: set[str] = set()
         self._synced: set[Path] = set()
+        self._units: dict[str, dict[int, Any]] = {}
+        self._pending: list[tuple[str, Mapping[int, Any], set[str]]] = []
+        self._flushed = time.monotonic()
         now = fingerprint(plan.spec, version=resuming.version, plan=plan_aspects(plan))
         killed = find_killed_run(plan.spec)
         path = journal_path(plan.spec)
-        if killed is not None and resuming.mode == RESTART:
+        if killed is not None and (resuming.mode == RESTART or (
+                resuming.mode == FRESH and not killed.has_work)):  # nothing finished to lose
             killed.discard()
+            killed = None
         elif killed is not None and resuming.mode != RESUME:
             raise ResumeRefused(f"{killed.summary(plan)} (journal {killed.path}): `--resume` to "
                                 "continue it, `--restart` to discard it and run from the start")
         elif killed is not None:
-            changes = now.changes(killed.fingerprint or Fingerprint({}))
-            if changes:
-                raise ResumeRefused(
-                    f"cannot resume the killed run (journal {killed.path}): what its finished "
-                    "work depends on changed since:\n" + "\n".join(f"  - {c}" for c in changes)
-                    + "\n`--restart` to discard it and run from the start")
+            check_unchanged(killed, now)
             self.restored = killed.restored()
+            self._units = killed.units()
             self._recorded = {*self.restored.results, *self.restored.fed}
             self._synced = set(self.restored.staged.values()) | set(self.restored.spilled.values())
         self._record.note(path, JOURNAL)
-        if killed is not None and resuming.mode == RESUME:
+        if killed is not None:  # resumed
             self.journal = Journal.reopen(path)
             self.journal.record("resume", pid=os.getpid(), at=time.time())
         else:
-            self.journal = Journal.create(path, dict(
-                kind="run", key=run_key(plan.spec), pid=os.getpid(), at=time.time(),
-                pipeline=str(plan.spec.source or ""), fingerprint=now.as_json()))
+            self.journal = Journal.create(path, {
+                "kind": "run", "key": run_key(plan.spec), "pid": os.getpid(), "at": time.time(),
+                "pipeline": str(plan.spec.source or ""), "fingerprint": now.as_json()})
         self.running = steps_to_run(plan, self.restored.done, self.restored.spilled,
                                     self.restored.fed)
 
@@ -342,6 +397,31 @@ class RunJournal:
         self.journal.sync()
         self._recorded |= {*new_results, *new_fed}
 
+    def recorded(self, step: str) -> Mapping[int, Any]:
+        """The tiles of ``step`` the killed run recorded (:class:`~eoscale.engine.units.UnitLog`)."""
+        return self._units.get(step, {})
+
+    def add(self, step: str, units: Mapping[int, Any], files: set[str], last: bool) -> None:
+        """Record tiles, at most every :data:`FLUSH_SECONDS` (and at a step's last ones): the
+        part files they name are flushed first."""
+        self._pending.append((step, units, files))
+        if last or time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for path in sorted({Path(f) for _, _, files in pending for f in files}):
+            with contextlib.suppress(FileNotFoundError):
+                _fsync(path)
+        by_step: dict[str, tuple[dict[str, Any], set[str]]] = {}
+        for step, units, files in pending:
+            tiles, named = by_step.setdefault(step, ({}, set()))
+            tiles.update((str(index), unit) for index, unit in units.items())
+            named |= files
+        for step, (tiles, named) in by_step.items():
+            self.journal.record("tiles", step=step, files=sorted(named), tiles=tiles)
+        self._flushed = time.monotonic()
+
     @contextlib.contextmanager
     def ended(self) -> Iterator[RunJournal]:
         """Inside the block the run runs; leaving it on SIGINT or SIGTERM keeps the journal and
@@ -349,8 +429,10 @@ class RunJournal:
         try:
             yield self
         except (Interrupted, KeyboardInterrupt) as exc:
+            self._flush()  # the tiles that came back before the signal
             contents = read_journal(self.journal.path)
-            if not any(True for _ in contents.of_kind("step")):
+            if not any(True for _ in contents.of_kind("step")) and not any(
+                    True for _ in contents.of_kind("tiles")):
                 self._remove()  # nothing finished: nothing worth keeping
                 raise
             kept = set(contents.files)
@@ -362,7 +444,7 @@ class RunJournal:
             if isinstance(exc, Interrupted):
                 source = self.plan.spec.source
                 command = f"eoscale run {source.name if source else 'PIPELINE'}"
-                exc.kept = (f"its finished steps are kept (journal {self.journal.path}): "
+                exc.kept = (f"its finished work is kept (journal {self.journal.path}): "
                             f"`{command} --resume` (with the same options) to continue, "
                             "`eoscale cleanup` to discard them")
             raise
@@ -372,8 +454,18 @@ class RunJournal:
         self._remove()
 
     def _remove(self) -> None:
+        """Remove the journal, and what it names that is left: a killed run's part files, whose
+        blocks this run assembled (or discarded)."""
+        try:
+            files = read_journal(self.journal.path).files
+        except JournalError:
+            files = []
         self.journal.remove()
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         self._record.close()
+        forget_journal(self.journal.path)
 
 
 def _fsync(path: Path) -> None:

@@ -165,6 +165,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             for path in output.paths():
                 staging.check(path)
         if journal is not None:  # what a killed run left, when resuming it
+            engine.units = journal
             results.update(journal.restored.results)
             fed.update(journal.restored.fed)
             for path, temp in journal.restored.staged.items():

@@ -137,6 +137,28 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*") if ".eoscale-tmp-" in p.name)
 
 
+def discard_kept(stderr: str) -> Path | None:
+    """Remove the journal a run stopped by a signal names in its message (it keeps its finished
+    work to be resumed: issue 20), the files it keeps, and the records that name it; the
+    journal's path (None: the run kept nothing)."""
+    from eoscale.io.journal import read_journal
+    from eoscale.io.runfiles import JOURNAL, list_records, parts_of, read_record
+
+    found = re.search(r"\(journal (\S+\.journal)\)", stderr)
+    if found is None:
+        return None
+    journal = Path(found.group(1))
+    for path in read_journal(journal).files:
+        for name in (path, *parts_of(path)):
+            name.unlink(missing_ok=True)
+    journal.unlink()
+    for record, _ in list_records():
+        listed = read_record(record)
+        if listed is not None and journal in listed[JOURNAL]:
+            record.unlink(missing_ok=True)
+    return journal
+
+
 def run(folder: Path, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``python -m eoscale ARGS`` in ``folder``; return the result and the seconds it took."""
     started = time.monotonic()

@@ -3,14 +3,24 @@ per tile) for a kill to land in the middle of a step."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
+from eoscale.engine import tile_context
+
 
 def scaled(arrays, profiles, params):
-    """``input * factor + 1`` as float32, after sleeping ``seconds``."""
+    """``input * factor + 1`` as float32, after sleeping ``seconds``; notes ``<step> <tile>``
+    in ``calls.log`` (in the run's folder), so a test counts the tiles computed."""
     time.sleep(params.get("seconds", 0.0))
+    line = f"{params.get('name', '?')} {tile_context().index}\n".encode()
+    descriptor = os.open("calls.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
     return arrays[0].astype(np.float32) * np.float32(params.get("factor", 2.0)) + np.float32(1)
 
 

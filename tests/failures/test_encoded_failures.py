@@ -29,6 +29,7 @@ import pytest
 import rasterio
 from failure_helpers import (
     assert_stopped_on_full_disk,
+    discard_kept,
     pipeline,
     run,
     run_on_full_disk,
@@ -39,6 +40,7 @@ from failure_helpers import (
 )
 from leak_checks import own_scratch
 
+from eoscale.io.journal import read_journal
 from eoscale.io.runfiles import list_records
 
 #: 64 x 64 blocks: the tiles' cores (tile_size 64) are whole blocks, so the workers encode them.
@@ -160,9 +162,13 @@ def test_a_signal_while_parts_are_written(encoded_dir, signum):
         else:
             process.send_signal(signal.SIGTERM)  # a batch system's walltime, to the main process
         process.wait(timeout=10)
+    stderr = process.stderr.read()
     assert process.returncode == (130 if signum == signal.SIGINT else 143)
-    assert f"interrupted by {signal.Signals(signum).name}" in process.stderr.read()
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
     assert wait_gone(workers, 2.0) == set()
+    # The tiles whose blocks were written are kept to be resumed (issue 20), in the parts the
+    # journal names: discarded here, to check that nothing else is left.
+    discard_kept(stderr)
     assert_clean(encoded_dir, previous, process.pid)
 
 
@@ -221,7 +227,8 @@ def start_and_kill(folder: Path, case: str) -> tuple[int, dict[str, bytes], dict
         process.wait(timeout=10)
     assert wait_gone(workers, 5.0) == set()
     left = {f"{sub}/{p.name}": p.stat().st_size for sub in ("out", "scratch")
-            for p in (folder / sub).iterdir() if p.name not in previous}
+            for p in (folder / sub).iterdir()
+            if p.name not in previous and not p.name.endswith(".journal")}
     return process.pid, previous, left
 
 
@@ -245,14 +252,25 @@ def test_what_a_killed_run_left_is_removed_by_a_cleanup_told_nothing(encoded_dir
 
 
 def test_what_a_killed_run_left_is_removed_by_the_next_run(encoded_dir):
+    """...but what its journal keeps to be resumed (issue 20): the parts holding the blocks of
+    the tiles it recorded, and the journal, until a --resume, a --restart or a cleanup."""
     pid, previous, left = start_and_kill(encoded_dir, "encoded output")
     assert left
     (encoded_dir / "elsewhere").mkdir()
     step_pipeline(encoded_dir, "{name: copy, map: failing_ops.identity, inputs: [scene]}",
                   outputs="{copy: elsewhere/other.tif}", name="next.yaml")
-    done, _ = run(encoded_dir, "run", "next.yaml", "-q", "-w", "2")
+    done, _ = run(encoded_dir, "run", "next.yaml", "-q", "-w", "2", "--scratch", "scratch")
     assert done.returncode == 0, done.stderr
-    assert_clean(encoded_dir, previous, pid)
+    journals = list((encoded_dir / "scratch").glob("eoscale_run_*.journal"))
+    kept = {str(path) for journal in journals for path in read_journal(journal).files}
+    assert {name for name in out_files(encoded_dir) if name not in previous} == {
+        Path(path).name for path in kept if Path(path).exists()}
+    done, _ = run(encoded_dir, "run", "p.yaml", "-q", "-w", "2", "--overwrite", "--scratch",
+                  "scratch", "--restart")
+    assert done.returncode == 0, done.stderr
+    assert list((encoded_dir / "scratch").iterdir()) == []
+    assert [name for name in out_files(encoded_dir) if name != "result.tif"] == []
+    assert records_of(pid) == []
 
 
 def test_a_cleanup_never_touches_a_live_run_s_parts(encoded_dir):

@@ -1,0 +1,78 @@
+"""What a resume computes again (issue 20): the turns not finished, and those that make an image
+a turn still to run needs when no file kept it; a run's key and journal place; Staging's kept
+and adopted files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eoscale.io.raster import Staging
+from eoscale.pipeline import load_pipeline, plan_run
+from eoscale.pipeline.resume import journal_path, run_key, steps_to_run
+
+#: 'smooth' is held in memory (no output), read by 'scaled' and the reduce 'total'.
+PIPELINE = """
+    version: 1
+    workers: 2
+    tiling: {mode: tiles, tile_size: 32}
+    inputs: {dem: dem.tif}
+    steps:
+      - {name: smooth, map: eoscale.ops.median_filter, inputs: [dem], params: {size: 3}}
+      - {name: scaled, map: eoscale.ops.median_filter, inputs: [smooth], params: {size: 3}}
+      - {name: total, reduce: eoscale.ops.stats, inputs: [smooth]}
+    outputs: {scaled: out/scaled.tif, total: out/total.json}
+    """
+
+
+def planned(make_raster, write_pipeline):
+    make_raster("dem.tif", width=64, height=48, dtype="float32")
+    return plan_run(load_pipeline(write_pipeline(PIPELINE)))
+
+
+def turns(plan, names):
+    return {step.fused_into if step.fused_into is not None else step.index
+            for step in plan.steps if step.name in names}
+
+
+def test_a_finished_turn_is_run_again_only_for_an_image_no_file_kept(make_raster,
+                                                                     write_pipeline):
+    plan = planned(make_raster, write_pipeline)
+    everything = turns(plan, {"smooth", "scaled", "total"})
+    assert steps_to_run(plan, frozenset(), {}, {}) == everything
+    assert steps_to_run(plan, frozenset(everything), {}, {}) == frozenset()
+    smooth = turns(plan, {"smooth"})
+    # 'smooth' finished, held in memory: lost, computed again for the turns that read it
+    assert steps_to_run(plan, frozenset(smooth), {}, {}) == everything
+    # ...unless a file kept it (spilled)
+    kept = {"smooth": Path("/scratch/smooth.tif")}
+    assert steps_to_run(plan, frozenset(smooth), kept, {}) == everything - smooth
+
+
+def test_the_run_key_follows_the_pipeline_and_its_outputs(make_raster, write_pipeline,
+                                                          tmp_path):
+    make_raster("dem.tif", width=64, height=48, dtype="float32")
+    path = write_pipeline(PIPELINE)
+    spec = load_pipeline(path)
+    assert run_key(spec) == run_key(load_pipeline(path))
+    other = load_pipeline(write_pipeline(PIPELINE.replace("out/scaled", "out/other")))
+    assert run_key(other) != run_key(spec)
+    scratch = load_pipeline(write_pipeline("scratch: work\n" + PIPELINE.replace("\n    ", "\n")))
+    assert journal_path(scratch).parent == tmp_path / "work"
+    assert journal_path(scratch).name == f"eoscale_run_{run_key(scratch)}.journal"
+
+
+def test_staging_keeps_what_a_journal_names_and_adopts_a_killed_run_s_files(tmp_path):
+    kept_output, other_output = tmp_path / "a.tif", tmp_path / "b.tif"
+    with Staging() as staging:
+        kept, other = staging.stage(kept_output), staging.stage(other_output)
+        kept.write_bytes(b"finished")
+        other.write_bytes(b"half")
+        part = Path(f"{kept}.part-host-1")
+        part.write_bytes(b"blocks")
+        staging.keep({kept, part})
+    assert kept.exists() and part.exists() and not other.exists()
+    with Staging() as staging:
+        staging.adopt(kept_output, kept)
+        staging.commit()
+    assert kept_output.read_bytes() == b"finished" and not kept.exists()
+    part.unlink()
