@@ -84,8 +84,9 @@ class CopyJob(Job):
     sync: bool = True
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
-        """Copy the chunk's blocks, file by file (each then flushed to its disk); None, or the
-        failure (a full disk) naming the file."""
+        """Copy the chunk's blocks, file by file (each then flushed to its disk, with
+        ``sync``); the bytes copied (never None: a pool's worker answering None has died), or
+        the failure (a full disk) naming the file."""
         rows = np.concatenate([self.copies[index] for index in indices])
         for number, (path, display) in enumerate(self.files):
             mine = rows[rows[:, 0] == number]
@@ -98,7 +99,7 @@ class CopyJob(Job):
                             display=display, sync=self.sync)
             except RasterError as exc:
                 return self.failure(self.tiles[indices[0]], exc, "write")
-        return None
+        return int(rows[:, 3].sum())
 
 
 def copy_job(step: str, workers: int, files: Sequence[tuple[str, str, Sequence[LevelCopies]]],

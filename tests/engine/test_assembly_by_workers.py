@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 import tifffile
-from callables import float_result, identity
+from callables import identity
 from rio_cogeo.cogeo import cog_validate
 from test_encoded_outputs import (
     IN_SMALL_TMPFS,
@@ -74,6 +74,11 @@ def kept_read_here(monkeypatch) -> list[str]:
     return made
 
 
+def float_twice(arrays, profiles, params):
+    """Two outputs: the input plus a half, twice (a GeoTIFF and a COG of it)."""
+    return [arrays[0] + 0.5, arrays[0] + 0.5]
+
+
 def block_bytes(path: Path) -> int:
     """The bytes of every block of every level of a TIFF (its data, not its header)."""
     with tifffile.TiffFile(path) as tiff:
@@ -92,7 +97,7 @@ def test_the_workers_copy_every_block_and_this_process_none(tmp_path, copied_her
     with Engine(workers, tiling=Tiling("tiles", 64), start_method="fork") as engine:
         source = engine.from_array(image, profile_for(image))
         # No profile function: the first tile is probed and stored here (its blocks too).
-        engine.map(float_result, [source], margin=0, files=[
+        engine.map(float_twice, [source], margin=0, files=[
             OutputFile(geotiff, OPTIONS, "out.tif"),
             OutputFile(tmp_path / "unused.tif", {}, "cog.tif", EncodedPyramid(pyramid))])
 
@@ -222,7 +227,12 @@ def test_blocks_copied_from_parts_in_any_order_give_the_file_written_whole(tmp_p
     order, give byte for byte the file written from blocks in memory (for a COG, each copied
     block framed: its size before it, its last 4 bytes after it)."""
     from eoscale.io.assembled import copy_blocks
-    from eoscale.io.blocks import PartFile, assemble_geotiff, write_geotiff_header
+    from eoscale.io.blocks import (
+        PartFile,
+        assemble_geotiff,
+        geotiff_metadata,
+        write_geotiff_header,
+    )
     from eoscale.io.cog import assemble_levels, cog_layout, overview_layout, write_levels_header
 
     image = np.random.default_rng(1).integers(0, 40, (1, 96, 80), dtype=np.uint8)
@@ -245,13 +255,15 @@ def test_blocks_copied_from_parts_in_any_order_give_the_file_written_whole(tmp_p
         records = [{index: (one if index % 2 else two).append(data)
                     for index, data in blocks.items()} for blocks in encoded]
     whole, copied = tmp_path / "whole.tif", tmp_path / "copied.tif"
+    metadata = geotiff_metadata({**profile, "crs": "EPSG:32631",
+                                 "transform": rasterio.Affine(10, 0, 0, 0, -10, 0)})
     if cog:
-        assemble_levels(whole, layouts, [], encoded)
-        copies = [copy for level in write_levels_header(copied, layouts, [], records)
+        assemble_levels(whole, layouts, metadata, encoded)
+        copies = [copy for level in write_levels_header(copied, layouts, metadata, records)
                   for copy in level.values()]
     else:
-        assemble_geotiff(whole, layouts[0], [], encoded[0])
-        copies = list(write_geotiff_header(copied, layouts[0], [], records[0]).values())
+        assemble_geotiff(whole, layouts[0], metadata, encoded[0])
+        copies = list(write_geotiff_header(copied, layouts[0], metadata, records[0]).values())
     assert all(isinstance(copy, BlockCopy) and copy.framed == cog for copy in copies)
     copy_blocks(copied, copies[1::2][::-1])
     copy_blocks(copied, copies[::2][::-1], sync=True)
