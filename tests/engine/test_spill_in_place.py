@@ -45,10 +45,11 @@ def make_image(dtype: str, bands: int, seed: int = 0) -> np.ndarray:
     return rng.integers(info.min, info.max, (bands, *SHAPE), endpoint=True).astype(dtype)
 
 
-def scratch_options(tiling: Tiling) -> dict:
+def scratch_options(tiling: Tiling, dtype: str = "float32", bands: int = 1) -> dict:
     """The creation options the plan gives a scratch file for a step tiled as ``tiling``."""
     layout = plan_step(*SHAPE, margin=0, tiling=tiling, workers=2)
-    return dict(image_file(SimpleNamespace(outputs={}), "spilled", layout).options)
+    profile = {"count": bands, "height": SHAPE[0], "width": SHAPE[1], "dtype": dtype}
+    return dict(image_file(SimpleNamespace(outputs={}), "spilled", layout, profile).options)
 
 
 def identity(arrays, profiles, params):
