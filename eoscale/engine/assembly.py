@@ -28,7 +28,9 @@ once per result) and sends six integers per block in the copy job. The
 bytes go through the workers and the filesystem: written once into the parts, read and written
 again by the copies (3 times the output's bytes over the filesystem, shared between the
 workers). The pool takes this path too (one path everywhere): its copies, split between its
-workers, replace this process's serial copy.
+workers, replace this process's serial copy, at no cost in wall time (tried informally on 2
+workers: a 142 MB deflated output assembled in 0.18 to 0.30 s, against 0.20 to 0.47 s for the
+serial copy, on a loaded machine).
 
 The staged files are renamed by the caller only when the whole run succeeds; the part files are
 removed in every outcome (:meth:`OutputFiles.close` and :meth:`OutputFiles.abort`); a copy that
