@@ -3,7 +3,7 @@
     python benchmarks/cluster_scaling.py [--size 8192] [--workers 1,2,4] [--repeat 3]
                                          [--workloads w1,w3] [--no-pool] [--direct]
                                          [--eoscale-ref REF] [--out benchmarks/results/cluster_scaling.json]
-                                         [--machines 1,2,4,8,16] [--cores 8] [--client-cores 8]
+                                         [--machines 1,2,4,8,16] [--cores 8] [--estimate-size N]
                                          [--fs-bandwidth 1GB] [--net-bandwidth 1.25GB]
     python benchmarks/cluster_scaling.py --estimate-from benchmarks/results/cluster_scaling.json
                                          [--machines ...] [--cores ...] [...]
@@ -19,7 +19,8 @@ then ``--repeat`` times with ``eoscale run --cluster tcp://127.0.0.1:PORT``: the
 before the command starts, so its start is not in the wall time.
 
 Each cluster run records, beside wall and CPU of the ``eoscale`` process (the client: planning,
-receiving results, writing the outputs): from the scheduler's task stream, the tasks, the seconds
+receiving the blocks' records, writing the outputs' headers; the workers encode the blocks and
+copy them into the files) and the output file's bytes and its header's: from the scheduler's task stream, the tasks, the seconds
 they computed (a task's compute: decoding its windows, the callable, cutting the cores) and the
 bytes of their results (what crossed loopback to the client); from timers put into the workers
 (worker_timers.py), the seconds spent decoding windows; the CPU time the scheduler and the workers
@@ -32,9 +33,10 @@ machine's busy time less that of the client, the scheduler and the workers).
 On a machine with C cores, N > C workers (with the client and the scheduler) share C cores: such
 runs measure the overhead of more processes and more, smaller tasks, not a speedup.
 
-From the runs with the fewest workers it estimates the wall time on N machines (see
-:func:`estimate_wall` and benchmarks/README.md). Writes the JSON report and the Markdown tables
-beside it.
+From the runs with the fewest workers it estimates the wall time on N machines, for the measured
+image or a larger one (``--estimate-size``; see :func:`estimate_wall` and benchmarks/README.md),
+and the bytes the client reads and writes per output byte. Writes the JSON report and the
+Markdown tables beside it.
 """
 
 from __future__ import annotations
@@ -220,8 +222,21 @@ def measured_run(command: list[str], env: dict[str, str], quiet_below: float) ->
     return run
 
 
+def output_sizes(path: Path) -> dict[str, int]:
+    """The bytes of a run's output file, and of its header (what precedes its first block: what
+    the client writes of it; a JSON output is the client's whole)."""
+    size = path.stat().st_size
+    if path.suffix != ".tif":
+        return {"output_bytes": size, "header_bytes": size}
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        offsets = [offset for page in tiff.pages for offset in page.dataoffsets if offset]
+    return {"output_bytes": size, "header_bytes": min(offsets, default=size)}
+
+
 def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str],
-                quiet_below: float) -> dict:
+                quiet_below: float, out: Path) -> dict:
     if quiet_below > 0:
         wait_for_quiet(quiet_below, 60)
     threads = cluster.folder / "client_threads.json"
@@ -250,7 +265,7 @@ def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str
             "workers_beyond_idle_s":
                 used["workers_cpu_s"] - cluster.idle_cores["workers_cpu_s"] * run.wall_s,
             "workers_read_bytes": used["workers_read_bytes"], "client_native_cpu_s": native,
-            "tasks": tasks}
+            "tasks": tasks, **output_sizes(out)}
 
 
 def _basic(run: Measured) -> dict:
@@ -279,117 +294,125 @@ def efficiencies(report: dict) -> None:
                 continue
             base = rows["1"]["median"]["wall_s"]
             for count, row in rows.items():
-                wall = row["median"]["wall_s"]
-                row["speedup"] = base / wall
-                row["efficiency"] = base / (int(count) * wall)
+                row["speedup"] = base / row["median"]["wall_s"]
+                row["efficiency"] = row["speedup"] / int(count)
 
 
 def add_estimate_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "estimate on N machines (from the 1-worker runs; see benchmarks/README.md)")
+        "estimate on N machines (from the runs with the fewest workers; see benchmarks/README.md)")
     group.add_argument("--machines", default="1,2,4,8,16", help="machine counts, comma-separated")
     group.add_argument("--cores", type=int, default=8, help="one-thread workers per machine")
-    group.add_argument("--client-cores", type=int, default=8,
-                       help="cores of the machine running eoscale run (it writes the outputs)")
     group.add_argument("--fs-bandwidth", default="1GB", metavar="BYTES_PER_S",
-                       help="aggregate read bandwidth of the shared filesystem (default 1GB)")
+                       help="aggregate bandwidth of the shared filesystem, reads and writes "
+                            "together (default 1GB)")
     group.add_argument("--net-bandwidth", default="1.25GB", metavar="BYTES_PER_S",
-                       help="what the client's network interface receives per second "
-                            "(default 1.25GB: 10 Gbit/s)")
+                       help="each machine's network link, each way (default 1.25GB: 10 Gbit/s)")
+    group.add_argument("--estimate-size", type=int, metavar="N",
+                       help="estimate for an N x N image: the measured per-pixel quantities "
+                            "scaled by (N / measured size)^2, the fixed cost as measured")
     group.add_argument("--estimate-from", type=Path, metavar="JSON",
                        help="only print the estimate from a report this script saved")
 
 
-def model_parameters(entry: dict) -> dict | None:
+#: The parameters that grow with the image's pixels (see :func:`scaled`).
+PER_PIXEL = ("tasks", "compute_s", "read_bytes", "result_bytes", "output_bytes", "header_bytes")
+
+
+def model_parameters(entry: dict, size: int) -> dict | None:
     """The estimate's parameters from a workload's cluster runs with the fewest workers (least
-    disturbed by sharing this machine), each beyond the tiny run's where the tiny run has its
-    share: fixed seconds (the tiny run's wall: start, plan, connect, close); the client's CPU
-    seconds, serial (receiving results, writing windows) and parallel (its native threads: GDAL
-    compressing the outputs); the tasks' compute seconds; per task, the workers' and the
-    scheduler's CPU beyond their idle CPU and the tasks' compute; bytes read and sent."""
+    disturbed by sharing this machine) of ``size`` x ``size`` pixels, each beyond the tiny run's
+    where the tiny run has its share: fixed seconds (the tiny run's wall: start, plan, connect,
+    close); the client's CPU seconds per task (receiving records, writing headers: no pixels);
+    the tasks (the map's and the copies') and their compute seconds; per task, the workers' and
+    the scheduler's CPU beyond their idle CPU and the tasks' compute; the bytes the workers
+    read, the bytes the client received, the output files' bytes and their headers'."""
     if not entry.get("cluster"):
         return None
-    rows = sorted(entry["cluster"].items(), key=lambda item: int(item[0]))
-    count, row = rows[0]
+    count, row = min(entry["cluster"].items(), key=lambda item: int(item[0]))
     m, tiny = row["median"], row["tiny"]
     tasks = max(1.0, m["tasks"]["tasks"])
     extra_tasks = max(1.0, tasks - tiny["tasks"]["tasks"])
     compute = m["tasks"]["compute_s"]
-    native, serial = _client_split(m, tiny)
-    # With one worker eoscale writes with one thread, and GDAL compresses in the calling thread:
-    # the client's work is split as measured with the fewest workers above one.
-    several = [found for number, found in rows if int(number) > 1]
-    if int(count) == 1 and several:
-        native_n, serial_n = _client_split(several[0]["median"], several[0]["tiny"])
-        share = native_n / (native_n + serial_n) if native_n + serial_n > 0 else 0.0
-        native, serial = share * (native + serial), (1 - share) * (native + serial)
 
     def per_task(key: str, less: float = 0.0, tiny_less: float = 0.0) -> float:
         # Each side beyond idle can come out below zero by the noise of the idle rate.
         return max(0.0, max(0.0, m[key] - less) - max(0.0, tiny[key] - tiny_less)) / extra_tasks
 
     return {
-        "measured_with_workers": int(count), "fixed_s": tiny["wall_s"],
-        "client_serial_s": serial, "client_parallel_s": native,
+        "measured_with_workers": int(count), "measured_size": size, "size": size,
+        "fixed_s": tiny["wall_s"], "client_per_task_s": per_task("cpu_s"),
         "tasks": tasks, "compute_s": compute,
         "worker_per_task_s": per_task("workers_beyond_idle_s", compute,
                                       tiny["tasks"]["compute_s"]),
         "scheduler_per_task_s": per_task("scheduler_beyond_idle_s"),
-        "read_bytes": m["workers_read_bytes"], "result_bytes": m["tasks"]["result_bytes"]}
+        "read_bytes": m["workers_read_bytes"], "result_bytes": m["tasks"]["result_bytes"],
+        "output_bytes": m.get("output_bytes", 0.0), "header_bytes": m.get("header_bytes", 0.0)}
 
 
-def _client_split(run: dict, tiny: dict) -> tuple[float, float]:
-    """The client's CPU seconds beyond the tiny run's: its native threads', and the rest."""
-    native = run["client_native_cpu_s"] - tiny["client_native_cpu_s"]
-    rest = (run["cpu_s"] - run["client_native_cpu_s"]) - (tiny["cpu_s"] - tiny["client_native_cpu_s"])
-    return max(0.0, native), max(0.0, rest)
+def scaled(p: dict, size: int | None) -> dict:
+    """``p`` for an image of ``size`` x ``size``: its per-pixel quantities (:data:`PER_PIXEL`)
+    times (size / measured size)^2; the fixed cost and the per-task costs as measured (so the
+    client's work grows with the tasks: a task's records, its blocks' share of the headers)."""
+    if not size:
+        return p
+    factor = (size / p["measured_size"]) ** 2
+    return {**p, **{key: p[key] * factor for key in PER_PIXEL}, "size": size}
 
 
-def estimate_wall(p: dict, machines: int, cores: int, client_cores: int, fs: float,
-                  net: float) -> tuple[float, str]:
-    """Seconds on ``machines`` x ``cores`` one-thread workers, and the term that bounds them:
-    fixed + max(the client's work (its serial part on one core, its compression on its cores, as
-    many as the workers: eoscale writes with that many threads), the tasks' compute and per-task
-    overhead on the workers, the scheduler's per-task work, reading the inputs at ``fs`` bytes/s, receiving the
-    results at ``net`` bytes/s) + one task (the last one, which nothing overlaps)."""
+def estimate_wall(p: dict, machines: int, cores: int, fs: float, net: float
+                  ) -> tuple[float, str, float]:
+    """Seconds on ``machines`` x ``cores`` one-thread workers, the term that bounds the map, and
+    the seconds of the copies: fixed + max(the client's work (records and headers, on one core),
+    the tasks' compute and per-task overhead on the workers, the scheduler's per-task work, the
+    shared filesystem (``fs`` bytes/s in all) carrying the inputs read and the parts written once,
+    the machines' links (``net`` bytes/s each way) carrying them, the client's link receiving the
+    results) + the copies after the map, which nothing overlaps (each output byte read from the
+    parts and written into the file again: 2 x output bytes over the filesystem, each machine's
+    share in and out of its link) + one task (the last one)."""
     workers = machines * cores
+    moved = p["read_bytes"] + p["output_bytes"]
     terms = {
-        "client (receive + write)": (p["client_serial_s"]
-                                     + p["client_parallel_s"] / min(client_cores, workers)),
+        "client (records, headers)": p["client_per_task_s"] * p["tasks"],
         "workers (tasks)": (p["compute_s"] + p["tasks"] * p["worker_per_task_s"]) / workers,
         "scheduler": p["tasks"] * p["scheduler_per_task_s"],
-        "shared filesystem": p["read_bytes"] / fs,
+        "shared filesystem": moved / fs,
+        "machines' links": max(p["read_bytes"], p["output_bytes"]) / (machines * net),
         "client network": p["result_bytes"] / net,
     }
+    copies = max(2 * p["output_bytes"] / fs, p["output_bytes"] / (machines * net))
     bound = max(terms, key=terms.__getitem__)
-    return p["fixed_s"] + terms[bound] + p["compute_s"] / p["tasks"], bound
+    return p["fixed_s"] + terms[bound] + copies + p["compute_s"] / p["tasks"], bound, copies
 
 
 def estimate_all(report: dict, args: argparse.Namespace) -> dict:
     from eoscale.sizes import parse_size
 
     assumptions = {"machines": [int(n) for n in args.machines.split(",")], "cores": args.cores,
-                   "client_cores": args.client_cores,
                    "fs_bytes_per_s": parse_size(args.fs_bandwidth),
-                   "net_bytes_per_s": parse_size(args.net_bandwidth)}
+                   "net_bytes_per_s": parse_size(args.net_bandwidth),
+                   "size": args.estimate_size or report["settings"]["size"]}
+    fs, net = assumptions["fs_bytes_per_s"], assumptions["net_bytes_per_s"]
     found: dict = {"assumptions": assumptions, "workloads": {}}
     for entry in report["workloads"]:
-        parameters = model_parameters(entry)
-        if parameters is None:
+        measured = model_parameters(entry, report["settings"]["size"])
+        if measured is None:
             continue
-        rows = []
-        for machines in assumptions["machines"]:
-            wall, bound = estimate_wall(parameters, machines, args.cores, args.client_cores,
-                                        assumptions["fs_bytes_per_s"],
-                                        assumptions["net_bytes_per_s"])
-            rows.append({"machines": machines, "wall_s": wall, "bound": bound})
-        # Against the run measured with the fewest workers (one, usually).
-        measured = parameters["measured_with_workers"]
-        base = entry["cluster"][str(measured)]["median"]["wall_s"]
+        parameters = scaled(measured, args.estimate_size)
+        # Against one worker, by the same model, at the same size.
+        base = estimate_wall(parameters, 1, 1, fs, net)[0]
+        rows = [dict(zip(("wall_s", "bound", "copies_s"),
+                         estimate_wall(parameters, machines, args.cores, fs, net)),
+                     machines=machines) for machines in assumptions["machines"]]
         for row in rows:
             row["speedup"] = base / row["wall_s"]
-            row["efficiency"] = row["speedup"] * measured / (row["machines"] * args.cores)
+            row["efficiency"] = row["speedup"] / (row["machines"] * args.cores)
+        out = parameters["output_bytes"] or float("nan")  # nan: not recorded (an old report)
+        client = {"reads_per_output_byte": 0.0,  # no block: see eoscale/engine/assembly.py
+                  "writes_per_output_byte": parameters["header_bytes"] / out,
+                  "receives_per_output_byte": parameters["result_bytes"] / out}
         found["workloads"][entry["key"]] = {"title": entry["title"], "parameters": parameters,
+                                            "one_worker_s": base, "client_bytes": client,
                                             "rows": rows}
     return found
 
@@ -397,25 +420,28 @@ def estimate_all(report: dict, args: argparse.Namespace) -> dict:
 def estimate_markdown(report: dict) -> str:
     e = report["estimate"]
     a = e["assumptions"]
-    lines = [f"Estimate on N machines of {a['cores']} one-thread workers, the client on "
-             f"{a['client_cores']} cores, a shared filesystem giving "
-             f"{a['fs_bytes_per_s'] / 1e9:.2f} GB/s, the client receiving "
-             f"{a['net_bytes_per_s'] / 1e9:.2f} GB/s; from the runs with the fewest workers. "
-             "Each cell: the wall time, the speed-up over the measured run with the fewest "
-             "workers and the efficiency per worker, the bound:", "",
+    lines = [f"Estimate for {a['size']} x {a['size']} on N machines of {a['cores']} one-thread "
+             f"workers, a shared filesystem giving {a['fs_bytes_per_s'] / 1e9:.2f} GB/s in all, "
+             f"links of {a['net_bytes_per_s'] / 1e9:.2f} GB/s each way; from the runs with the "
+             "fewest workers. Each cell: the wall time (of which the copies after the map), the "
+             "speed-up over one worker by the same model and the efficiency per worker, what "
+             "bounds the map:", "",
              "| workload | parameters | " + " | ".join(f"{n} machine{'s' if n > 1 else ''}"
                                                       for n in a["machines"]) + " |",
              "|---|---|" + "---|" * len(a["machines"])]
     for found in e["workloads"].values():
-        p = found["parameters"]
-        text = (f"fixed {p['fixed_s']:.1f} s, client {p['client_serial_s']:.1f} s serial + "
-                f"{p['client_parallel_s']:.1f} s compressing, {p['tasks']:.0f} "
-                f"tasks of {p['compute_s'] / p['tasks'] * 1000:.0f} ms, per task "
-                f"{p['worker_per_task_s'] * 1000:.0f} ms (workers) + "
+        p, c = found["parameters"], found["client_bytes"]
+        per_byte = (f"the client reads 0 and writes {c['writes_per_output_byte']:.1e} bytes per "
+                    f"output byte (headers), receives {c['receives_per_output_byte']:.1e}")
+        text = (f"fixed {p['fixed_s']:.1f} s, client {p['client_per_task_s'] * 1000:.1f} ms per "
+                f"task, {p['tasks']:.0f} tasks of {p['compute_s'] / p['tasks'] * 1000:.0f} ms, "
+                f"per task {p['worker_per_task_s'] * 1000:.0f} ms (workers) + "
                 f"{p['scheduler_per_task_s'] * 1000:.1f} ms (scheduler), read "
-                f"{p['read_bytes'] / MiB:.0f} MiB, results {p['result_bytes'] / MiB:.0f} MiB")
-        cells = [f"{row['wall_s']:.1f} s, x{row['speedup']:.1f}, {row['efficiency']:.2f}, "
-                 f"{row['bound']}" for row in found["rows"]]
+                f"{p['read_bytes'] / MiB:.0f} MiB, output {p['output_bytes'] / MiB:.0f} MiB, "
+                f"results {p['result_bytes'] / MiB:.1f} MiB; {per_byte}; one worker "
+                f"{found['one_worker_s']:.0f} s")
+        cells = [f"{row['wall_s']:.1f} s ({row['copies_s']:.1f} s), x{row['speedup']:.1f}, "
+                 f"{row['efficiency']:.2f}, {row['bound']}" for row in found["rows"]]
         lines.append(f"| {found['title']} | {text} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -535,8 +561,10 @@ def main() -> None:
             if args.no_pool:
                 break
             command = run_command(workload, scene, outs[workload.key, "pool"], None, count)
+            pool_out = outs[workload.key, "pool"]
             found = run_side("pool", count, workload, args.repeat,
-                             lambda: _basic(measured_run(command, env, args.quiet_below)))
+                             lambda: {**_basic(measured_run(command, env, args.quiet_below)),
+                                      **output_sizes(pool_out)})
             entry["pool"][str(count)] = {"median": medians(found), "runs": found}
         with LoopbackCluster(count, env) as cluster:
             print(f"{count} worker(s): scheduler {cluster.address}, eoscale {cluster.eoscale}, "
@@ -546,11 +574,13 @@ def main() -> None:
                 tiny_out = out_dir / f"scaling_tiny{workload.suffix}"
                 tiny_command = run_command(workload, tiny, tiny_out, cluster.address, count, True)
                 measured_run(tiny_command, env, 0)  # warm-up: the workers import what it needs
-                fixed = cluster_run(cluster, tiny_command, env, args.quiet_below)
+                fixed = cluster_run(cluster, tiny_command, env, args.quiet_below, tiny_out)
                 command = run_command(workload, scene, outs[workload.key, "cluster"],
                                       cluster.address, count, True)
+                cluster_out = outs[workload.key, "cluster"]
                 found = run_side("cluster", count, workload, args.repeat,
-                                 lambda: cluster_run(cluster, command, env, args.quiet_below))
+                                 lambda: cluster_run(cluster, command, env, args.quiet_below,
+                                                     cluster_out))
                 entry["cluster"][str(count)] = {"median": medians(found), "runs": found,
                                                 "idle_cores": cluster.idle_cores,
                                                 "tiny": fixed}

@@ -9,8 +9,10 @@ The workers share no memory with this process: every image a job reads is a file
 sees to it). They write files this process reads (:attr:`DaskExecutor.writes_files`: the run
 checks that they see the output and scratch folders): a map output's blocks are encoded by the
 worker that computed them, appended to its own part file in the output's staging folder, and
-only their places come back here, which assembles the file; a spilled image's blocks are
-written by the workers straight into its scratch file (:mod:`eoscale.engine.encoded`). A job is
+only their places come back here, which writes the file's header when the step ends; then any
+worker copies blocks from the parts into the file (:mod:`eoscale.engine.assembly`: the client
+reads no block); a spilled image's blocks are written by the workers straight into its scratch
+file (:mod:`eoscale.engine.encoded`). A job is
 pickled once per step and computed on the cluster as a task of its own, which every chunk's task
 depends on: a task's input that Dask can compute again, unlike scattered data, which is lost
 for good when every worker holding it dies (a callable that kills its workers), so that Dask's

@@ -14,16 +14,16 @@ the ``with`` block, also on errors and KeyboardInterrupt) stops the workers and 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from eoscale.engine.assembly import OutputFiles
 from eoscale.engine.contract import (
     CombineFn,
     FinalizeFn,
@@ -34,9 +34,9 @@ from eoscale.engine.contract import (
     probed_profiles,
     unplanned_margin,
 )
-from eoscale.engine.encoded import EncodedTarget, OutputFiles
+from eoscale.engine.encoded import EncodedTarget
 from eoscale.engine.executing import make_executor
-from eoscale.engine.executors import Executor, make_chunks
+from eoscale.engine.executors import Executor, closed_after, failure_error, make_chunks
 from eoscale.engine.feeding import (
     Feeding,
     TileOrderFold,
@@ -59,14 +59,7 @@ from eoscale.engine.tasks import (
 )
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
 from eoscale.engine.units import UnitLog, resumed_map, resumed_reduce
-from eoscale.errors import (
-    ConfigError,
-    Interrupted,
-    RasterError,
-    ResultError,
-    StepError,
-    check_interrupted,
-)
+from eoscale.errors import ConfigError, Interrupted, ResultError, check_interrupted
 from eoscale.io.grid import grid_differences
 from eoscale.io.raster import write_atomically, write_geotiff
 from eoscale.io.sources import Source
@@ -205,9 +198,10 @@ class Engine:
         An output with a ``files`` entry is never held: it is written to that file (the caller
         stages it) as its tiles are computed, so the result is a :class:`WrittenRaster`, which
         later steps cannot read; the others are shared rasters. When the step's tiles are whole
-        blocks of the file, the workers (a pool's, a cluster's) encode its blocks and this
-        process assembles the file (or they write them in place: uncompressed); else the
-        workers send the tiles' pixels back and this process writes them (see :mod:`.encoded`).
+        blocks of the file, the workers (a pool's, a cluster's) encode its blocks, this process
+        writes its header and the workers copy the blocks into it (or they write them in place:
+        uncompressed); else the workers send the tiles' pixels back and this process writes
+        them (see :mod:`.encoded`, :mod:`.assembly`).
         The reduces of a ``feeding`` are fed by the step's tiles (:mod:`eoscale.engine.feeding`):
         their results are in ``feeding.results`` when it returns.
         """
@@ -272,8 +266,7 @@ class Engine:
         labels = output_labels(name, len(out_profiles), output_names)
         targets = output_targets(name, len(out_profiles), files)
         outputs: list[SharedRaster | WrittenRaster] = []
-        files_out = OutputFiles(tiles, on_workers=self._executor.writes_files,
-                                threads=self.workers)
+        files_out = OutputFiles(job, self._executor, threads=self.workers)
         encoded: list[EncodedTarget | None] = []
         try:
             for profile, label, target in zip(out_profiles, labels, targets):
@@ -450,18 +443,6 @@ def output_targets(step: str, count: int, files: Sequence[OutputFile | None] | N
     return targets + [None] * (count - len(targets))
 
 
-@contextlib.contextmanager
-def closed_after(results: Iterator[tuple[int, Any]]) -> Iterator[Iterator[tuple[int, Any]]]:
-    """An executor's results, closed on leaving (a failure, or the last chunk taken): the
-    executor then stops the job's work."""
-    try:
-        yield results
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()
-
-
 def run_first_tile(executor: Executor, job: MapJob, tile: Tile) -> Any:
     """Run a map's first tile on the executor to learn the outputs' band counts and dtypes: user
     code runs on a worker, so a crash there is a dead worker, never a dead command."""
@@ -506,22 +487,3 @@ def check_same_grid(step: str, first: RasterRef, other: RasterRef) -> None:
     if differences:
         raise ConfigError(f"step '{step}': inputs '{first.name}' and '{other.name}' are not on one "
                           f"grid: '{other.name}' has {'; '.join(differences)}")
-
-
-def failure_error(failure: TileFailure) -> Exception:
-    """The exception a tile failure from a worker becomes in the main process."""
-    if failure.kind == "read":
-        return RasterError(f"{failure.message} (step '{failure.step}', {failure.tile})")
-    if failure.kind == "write":  # the message names the file, as a failure to write it here does
-        return RasterError(failure.message)
-    if failure.kind == "result":
-        return ResultError(failure.message, step=failure.step, tile=failure.tile)
-    if failure.kind == "readonly":
-        return StepError("the callable wrote into one of its input arrays; inputs are read-only "
-                         "because every tile shares them: work on a copy (arrays[0].copy()), or "
-                         "ask for private writable inputs with writable_inputs (a step's "
-                         "'writable_inputs: true', a callable's attribute writable_inputs = "
-                         "True, Engine.map(..., writable_inputs=True))",
-                         step=failure.step, tile=failure.tile, details=failure.traceback)
-    return StepError(f"{failure.exc_type}: {failure.message}", step=failure.step,
-                     tile=failure.tile, details=failure.traceback)

@@ -1,35 +1,35 @@
-"""A map's written outputs: encoded by the workers into part files, or written by this process.
+"""A map's written outputs encoded by the workers: what a worker needs to encode a tile's blocks
+and where it puts them (into part files, or in place).
 
 An output file whose creation options the block encoder handles
 (:meth:`~eoscale.io.blocks.BlockLayout.from_profile`) and whose step's tile cores are whole blocks
 of it (:meth:`~eoscale.io.blocks.BlockLayout.is_aligned`: the plan aligns a written output's
-tiles to its blocks) is *encoded*: the worker that computed a tile encodes the tile's core into
-the file's blocks and sends back only where each block lies
+tiles to its blocks) is *encoded* (:func:`encoded_target`): the worker that computed a tile
+encodes the tile's core into the file's blocks and sends back only where each block lies
 (:class:`~eoscale.io.blocks.BlockRecord`), never pixels. Where the blocks go depends on the
 compression:
 
 - compressed blocks are appended to a part file of the worker's own (:func:`part_path`: beside
   the staged file, named after it, the worker's host and its pid, since two machines of a
-  cluster may share a pid); when the map ends, this process assembles the file from the records
-  (:func:`~eoscale.io.blocks.assemble_geotiff`: the header, then the blocks copied as they are)
-  and removes the part files (all of them, by name, whichever worker wrote them: also those of
-  a worker that died), also when the map fails;
-- uncompressed blocks (every spilled image, in scratch files) have sizes known in advance: this
-  process writes the file's header first (:func:`~eoscale.io.blocks.preallocate_geotiff`) and
-  the workers write their blocks straight into the file at their fixed places (``os.pwrite``),
-  with no part file and no assembly. A tile written twice (a task Dask ran again) writes the
-  same bytes at the same places.
+  cluster may share a pid); when the map ends, the file's header is written from the records
+  and the workers copy the blocks into place (:mod:`eoscale.engine.assembly`), and the part
+  files are removed (all of them, by name, whichever worker wrote them: also those of a worker
+  that died: :func:`remove_parts`), also when the map fails;
+- uncompressed blocks (every spilled image, in scratch files) have sizes known in advance: the
+  main process writes the file's header first (:func:`~eoscale.io.blocks.preallocate_geotiff`)
+  and the workers write their blocks straight into the file at their fixed places
+  (``os.pwrite``), with no part file and no assembly. A tile written twice (a task Dask ran
+  again) writes the same bytes at the same places.
 
-Any other output is written as before, by a :class:`~eoscale.io.raster.TileWriter` here, from
-the tiles' pixels. The first tile of a map whose outputs' profiles are learnt from it (computed
-on a worker and sent back whole) is stored by this process, so this process encodes that one
-tile's blocks (into a part file of its own, or in place).
+The first tile of a map whose outputs' profiles are learnt from it (computed on a worker and
+sent back whole) is stored by the main process, so that process encodes that one tile's blocks
+(into a part file of its own, or in place).
 
 Records come back only with a task's result: the records of a worker that died while running a
 task never arrive (its part file is removed with the others), and the task's tiles, run again
-elsewhere, are appended to another part. Every executor whose workers write files this process
-reads (:attr:`~eoscale.engine.executors.Executor.writes_files`: the in-process one, the pool, a
-Dask cluster whose workers see the output and scratch folders) writes this way.
+elsewhere, are appended to another part. Every executor whose workers write files the main
+process reads (:attr:`~eoscale.engine.executors.Executor.writes_files`: the in-process one, the
+pool, a Dask cluster whose workers see the output and scratch folders) writes this way.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import re
 import socket
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,11 +55,8 @@ from eoscale.io.blocks import (
     BlockLayout,
     BlockRecord,
     PartFile,
-    assemble_geotiff,
-    geotiff_metadata,
-    preallocate_geotiff,
 )
-from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
+from eoscale.io.raster import write_error
 from eoscale.io.runfiles import PART_MARK
 
 K = TypeVar("K")
@@ -165,107 +162,3 @@ def encoded_target(profile: Mapping[str, Any], target: OutputFile, tiles: Sequen
     if sum(int(core.height) * int(core.width) for core in cores) != layout.height * layout.width:
         return None  # the cores of a layout do not overlap: they cover the image if this holds
     return EncodedTarget(layout, os.fspath(target.path), str(target.display or target.path))
-
-
-class _Assembled:
-    """An encoded output's file: assembled from its blocks' records when the map ends, or, when
-    uncompressed, made now with its header and its blocks' places, for the workers to fill."""
-
-    def __init__(self, profile: Mapping[str, Any], target: OutputFile, encoded: EncodedTarget):
-        self.display = target.display
-        self.options = target.options
-        # The profile's grid keys only: what a TileWriter gives GDAL, so the metadata is the same.
-        self.grid = {key: profile[key] for key in GRID_KEYS if key in profile}
-        self.blocks: dict[int, BlockRecord] = {}
-        if encoded.layout.compression == "none":
-            encoded = replace(encoded, start=preallocate_geotiff(
-                encoded.path, encoded.layout, geotiff_metadata(self.grid, self.options),
-                display=self.display))
-        self.encoded = encoded
-
-    def close(self) -> None:
-        if self.encoded.start is None:
-            assemble_geotiff(self.encoded.path, self.encoded.layout,
-                             geotiff_metadata(self.grid, self.options), self.blocks,
-                             display=self.display)
-            return
-        missing = self.encoded.layout.block_count - len(self.blocks)
-        if missing:  # never a file with blocks left as zeros
-            raise RasterError(f"{self.display or self.encoded.path}: {missing} of "
-                              f"{self.encoded.layout.block_count} blocks were not written")
-
-
-class OutputFiles:
-    """The files of a map's written outputs, in the order they were added: each encoded by the
-    workers (:func:`encoded_target`) when ``on_workers`` and it can be, else written here by a
-    :class:`~eoscale.io.raster.TileWriter` on ``threads`` threads.
-
-    A tile's results for these outputs come in that order: block records for an encoded
-    output, the core's pixels for the others (:meth:`write`). :meth:`close` finishes every file
-    (assembles it, or checks that every block was written in place); :meth:`abort` closes them
-    raising nothing; both remove every part file.
-    """
-
-    def __init__(self, tiles: Sequence[Tile], *, on_workers: bool, threads: int = 1):
-        self.tiles = tiles
-        self.on_workers = on_workers
-        self._writers = TileWriters(threads=threads)
-        self._outputs: list[_Assembled | None] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._outputs)
-
-    def add(self, profile: Mapping[str, Any], target: OutputFile) -> EncodedTarget | None:
-        """Start the file of the next output (the caller stages its path); how the workers
-        encode it, or None when its tiles' pixels are to be sent here."""
-        pyramid = (target.pyramid.assembly(profile, target, self.tiles)
-                   if self.on_workers and target.pyramid is not None else None)
-        if pyramid is not None:  # the file with its overviews (eoscale.engine.overviews)
-            self._outputs.append(pyramid)
-            return pyramid.encoded
-        encoded = encoded_target(profile, target, self.tiles) if self.on_workers else None
-        if encoded is None:
-            self._writers.add(profile, target.path, options=target.options,
-                              display=target.display)
-            self._outputs.append(None)
-            return None
-        assembled = _Assembled(profile, target, encoded)
-        self._outputs.append(assembled)
-        return assembled.encoded
-
-    def write(self, window: Any, results: Sequence[np.ndarray | dict[int, BlockRecord]]) -> None:
-        """Take a tile's ``results``, one per output: records are kept for the assembly, pixels
-        are written at ``window`` now."""
-        cores = []
-        for output, result in zip(self._outputs, results):
-            if output is None:
-                cores.append(result)
-            else:
-                output.blocks.update(result)  # type: ignore[arg-type]
-        if cores:
-            self._writers.write(window, cores)
-
-    def close(self) -> None:
-        """Finish every file (a failure to, a full disk say, is raised); remove the parts."""
-        try:
-            self._writers.close()
-            for output in self._outputs:
-                if output is not None:
-                    output.close()
-        finally:
-            self._remove_parts()
-
-    def abort(self, keep_parts: bool = False) -> None:
-        """Close every file after a failure, raising nothing (the caller discards them), and
-        remove the parts (unless ``keep_parts``: a run stopped by a signal whose journal names
-        them, :mod:`eoscale.engine.units`)."""
-        try:
-            self._writers.abort()
-        finally:
-            if not keep_parts:
-                self._remove_parts()
-
-    def _remove_parts(self) -> None:
-        for output in self._outputs:
-            if output is not None:
-                remove_parts(output.encoded.path)

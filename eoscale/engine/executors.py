@@ -2,7 +2,9 @@
 
 The interface is :class:`Executor`: ``run(job, chunks)`` yields ``(chunk index, result)`` in
 completion order, and ``close()``. The engine depends on nothing else, so a distributed executor
-only has to implement these two.
+only has to implement these two. What a worker's failure becomes here (:func:`failure_error`)
+and a job run to its end (:func:`run_job`: the assembly's copies, the overviews a worker makes
+last) are the same for every executor.
 
 :class:`ProcessExecutor` keeps one pipe per worker. A job is pickled once per step and sent to each
 worker once (workers cache it by token); then a chunk message is two small values. The parent waits
@@ -31,9 +33,16 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from eoscale.engine.shared import pid_alive
-from eoscale.engine.tasks import Job
+from eoscale.engine.tasks import Job, TileFailure
 from eoscale.engine.tiling import TILES_PER_WORKER
-from eoscale.errors import ConfigError, StepError, WorkerDiedError
+from eoscale.errors import (
+    ConfigError,
+    RasterError,
+    ResultError,
+    StepError,
+    WorkerDiedError,
+    check_interrupted,
+)
 
 #: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
 MAX_CHUNKS = 256
@@ -55,6 +64,51 @@ def make_chunks(indices: Sequence[int], workers: int) -> list[Sequence[int]]:
     wanted = min(count, max(workers * 2 * TILES_PER_WORKER, min(count, MAX_CHUNKS)))
     size = math.ceil(count / wanted)
     return [indices[start:start + size] for start in range(0, count, size)]
+
+
+@contextlib.contextmanager
+def closed_after(results: Iterator[tuple[int, Any]]) -> Iterator[Iterator[tuple[int, Any]]]:
+    """An executor's results, closed on leaving (a failure, or the last chunk taken): the
+    executor then stops the job's work."""
+    try:
+        yield results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+def failure_error(failure: TileFailure) -> Exception:
+    """The exception a tile failure from a worker becomes in the main process."""
+    if failure.kind == "read":
+        return RasterError(f"{failure.message} (step '{failure.step}', {failure.tile})")
+    if failure.kind == "write":  # the message names the file, as a failure to write it here does
+        return RasterError(failure.message)
+    if failure.kind == "result":
+        return ResultError(failure.message, step=failure.step, tile=failure.tile)
+    if failure.kind == "readonly":
+        return StepError("the callable wrote into one of its input arrays; inputs are read-only "
+                         "because every tile shares them: work on a copy (arrays[0].copy()), or "
+                         "ask for private writable inputs with writable_inputs (a step's "
+                         "'writable_inputs: true', a callable's attribute writable_inputs = "
+                         "True, Engine.map(..., writable_inputs=True))",
+                         step=failure.step, tile=failure.tile, details=failure.traceback)
+    return StepError(f"{failure.exc_type}: {failure.message}", step=failure.step,
+                     tile=failure.tile, details=failure.traceback)
+
+
+def run_job(executor: Executor, job: Job, chunks: Sequence[Sequence[int]]) -> list[Any]:
+    """Run ``job``'s ``chunks`` on ``executor`` to the end; their results in completion order.
+    The first failure is raised (:func:`failure_error`), and so is a signal whose raise was
+    lost (between chunks, as a step's run does)."""
+    results = []
+    with closed_after(executor.run(job, chunks)) as running:
+        for _, result in running:
+            check_interrupted()
+            if isinstance(result, TileFailure):
+                raise failure_error(result)
+            results.append(result)
+    return results
 
 
 START_METHODS = ("fork", "forkserver", "spawn")

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eoscale.engine.assembly import OutputFiles
 from eoscale.engine.contract import CombineFn, FinalizeFn, declared, declared_writable_inputs
-from eoscale.engine.encoded import OutputFiles
 from eoscale.engine.tasks import FeedWork
 from eoscale.engine.tiling import Tile
 from eoscale.errors import ConfigError, StepError

@@ -10,29 +10,36 @@ rows and columns of it. Of those levels it encodes the blocks that lie whole in 
 for them, the tile's pixels of the first level it does not complete (``kept_level``, 1/4**k of
 the core's pixels) go into its part file too, raw, and only their place comes back.
 
-When the map ends (:meth:`PyramidAssembly.close`), this process reads those small arrays back
-into the kept level's image, encodes the blocks of that level still to encode, computes the
-coarser levels from it (GDAL's rules, odd sizes included) and encodes them, then writes the file
-in GDAL's COG layout (:func:`~eoscale.io.cog.assemble_levels`). Why keep arrays rather than
-decode the finer level's blocks: they are raw, read back with no decoding, and no larger than
-the blocks would be; and a worker never waits for another's tiles. The kept level's image is
-bounded (:data:`MAX_KEPT_BYTES`): an output whose tiles are too small for its blocks, or whose
-first level does not halve exactly (an odd side), is written as before and its overviews made
-after it (:mod:`eoscale.io.layout`).
+When the map ends, one worker task (:class:`LevelsJob`, run by
+:meth:`PyramidAssembly.finish`) reads those small arrays back into the kept level's image,
+encodes the blocks of that level still to encode, computes the coarser levels from it (GDAL's
+rules, odd sizes included) and encodes them, into its part file; the main process then writes
+the header in GDAL's COG layout (:func:`~eoscale.io.cog.write_levels_header`) and the workers copy
+the blocks into place (:mod:`eoscale.engine.assembly`). Why keep arrays rather than decode the
+finer level's blocks: they are raw, read back with no decoding, and no larger than the blocks
+would be; and a worker never waits for another's tiles. Why one task: the kept level holds
+1/4**k of the image's pixels, and the levels above it a third of that; its image is bounded
+(:data:`MAX_KEPT_BYTES`): an output whose tiles are too small for its blocks, or whose first
+level does not halve exactly (an odd side), is written as before and its overviews made after
+it (:mod:`eoscale.io.layout`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from eoscale.engine.encoded import EncodedTarget, append_to_part
+from eoscale.engine.encoded import EncodedTarget, PartWriteError, append_to_part
 from eoscale.engine.filed import OutputFile
-from eoscale.engine.tiling import Tile
+from eoscale.engine.tasks import Job
+from eoscale.engine.tiling import Tile, TileLayout
+from eoscale.errors import RasterError
+from eoscale.io.assembled import BlockCopy
 from eoscale.io.blocks import (
     BlockEncodingError,
     BlockLayout,
@@ -42,17 +49,17 @@ from eoscale.io.blocks import (
 from eoscale.io.cog import (
     RESAMPLINGS,
     Pyramid,
-    assemble_levels,
     cog_layout,
     halves_exactly,
     overview_layout,
     reduce_level,
     with_metadata_item,
+    write_levels_header,
 )
 from eoscale.io.raster import GRID_KEYS
 
-#: The largest image of the kept level this process assembles (beyond it, the output's
-#: overviews are made after it, as before).
+#: The largest image of the kept level the worker making the coarsest levels holds (beyond it,
+#: the output's overviews are made after it, as before).
 MAX_KEPT_BYTES = 64 << 20
 #: The key a tile's kept pixels come back under, with the tile's index.
 KEPT = "kept"
@@ -179,8 +186,9 @@ def _pyramid(pyramid: Pyramid, profile: Mapping[str, Any], cores: Sequence[Windo
         size = levels[kept - 1].height * levels[kept - 1].width * layout.count
         if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
             mib = size * np.dtype(layout.dtype).itemsize >> 20
-            return (f"its tiles' overview level {kept} would take {mib} MiB in the main "
-                    f"process (at most {MAX_KEPT_BYTES >> 20} MiB): larger tiles would do")
+            return (f"its tiles' overview level {kept} would take {mib} MiB in the worker "
+                    f"making the coarsest levels (at most {MAX_KEPT_BYTES >> 20} MiB): larger "
+                    "tiles would do")
     nodata = profile.get("nodata")
     return PyramidTarget(layout, os.fspath(pyramid.path), display, levels=levels,
                          resampling=resampling, nodata=None if nodata is None else float(nodata),
@@ -198,9 +206,64 @@ def _at(core: Window4, level: int) -> Window4:
     return core[0] >> level, core[1] >> level, core[2] >> level, core[3] >> level
 
 
+@dataclass
+class LevelsJob(Job):
+    """The levels of an output with overviews that no tile could make alone, made by one worker
+    task (its one tile: the whole image): from the tiles' pixels of the kept level (``kept``: each
+    tile's record in a part file and its window in the level), the kept level's blocks still to
+    encode and every coarser level, computed and encoded, appended to that worker's part file.
+    Its result: the blocks' records by (level, block number)."""
+
+    target: PyramidTarget | None = None
+    kept: tuple[tuple[BlockRecord, Window4], ...] = ()
+
+    def run_chunk(self, indices: Sequence[int]) -> Any:
+        target = self.target
+        assert target is not None
+        layouts = [target.layout, *target.levels]
+        try:
+            data = kept_image(layouts[target.kept_level], self.kept, target.display)
+            encoded: dict[tuple[int, int], bytes] = {}
+            for level in range(target.kept_level, len(layouts)):
+                if level > target.kept_level:
+                    data = reduce_level(data, target.resampling, target.nodata,
+                                        (layouts[level].height, layouts[level].width))
+                if level > target.encoded_levels:
+                    encoded.update({(level, index): block for index, block
+                                    in encode_all(layouts[level], data).items()})
+            return append_to_part(target.path, target.display, encoded)
+        except RasterError as exc:  # a part file unread, or a full disk
+            return self.failure(self.tiles[indices[0]], exc, "write")
+
+
+def kept_image(layout: BlockLayout, kept: Sequence[tuple[BlockRecord, Window4]],
+               display: str) -> np.ndarray:
+    """The image of ``layout`` (the kept level's) from the tiles' ``kept`` pixels, read back
+    from the part files (raw: no decoding)."""
+    dtype = np.dtype(layout.dtype)
+    image = np.empty((layout.count, layout.height, layout.width), dtype)
+    files: dict[str, int] = {}
+    try:
+        for record, (top, left, rows, cols) in kept:
+            if record.part not in files:
+                files[record.part] = os.open(record.part, os.O_RDONLY)
+            raw = os.pread(files[record.part], record.length, record.offset)
+            if len(raw) != record.length:
+                raise OSError(errno.EIO, "part file shorter than its records")
+            image[:, top:top + rows, left:left + cols] = np.frombuffer(
+                raw, dtype).reshape(layout.count, rows, cols)
+    except OSError as exc:
+        raise PartWriteError(f"{display}: cannot read the overviews' pixels kept in "
+                             f"{record.part} ({exc.strerror or exc})") from None
+    finally:
+        for descriptor in files.values():
+            os.close(descriptor)
+    return image
+
+
 class PyramidAssembly:
-    """An output with overviews, assembled when the map ends from the records its tiles sent
-    (``blocks``, filled by :class:`~eoscale.engine.encoded.OutputFiles`)."""
+    """An output with overviews, finished when the map ends from the records its tiles sent
+    (``blocks``, filled by :class:`~eoscale.engine.assembly.OutputFiles`)."""
 
     def __init__(self, pyramid: Pyramid, profile: Mapping[str, Any], encoded: PyramidTarget):
         self.pyramid = pyramid
@@ -208,49 +271,36 @@ class PyramidAssembly:
         self.grid = {key: profile[key] for key in GRID_KEYS if key in profile}
         self.blocks: dict[Any, Any] = {}
 
-    def close(self) -> None:
-        """Encode the levels the workers left, then write the file."""
+    def finish(self, run: Callable[[Job, Sequence[Sequence[int]]], list[Any]]) -> None:
+        """Have one worker make the levels the tiles left (:class:`LevelsJob`), through
+        ``run`` (the map's executor); their records join the tiles'."""
+        target = self.encoded
+        if not target.kept_level:
+            return
+        kept = tuple(value for key, value in self.blocks.items() if key[0] == KEPT)
+        height, width = target.layout.height, target.layout.width
+        job = LevelsJob(step=f"overviews of {target.display}", inputs=(),
+                        layout=TileLayout(height, width, max(height, width), 0, "tiles"),
+                        target=target, kept=kept)
+        for records in run(job, [[0]]):
+            self.blocks.update(records)
+
+    def write_header(self) -> list[tuple[BlockLayout, int, dict[int, BlockCopy]]]:
+        """Write the file's header (GDAL's COG layout); each level's copies left to do."""
         target = self.encoded
         layouts = [target.layout, *target.levels]
-        by_level: list[dict[int, bytes | BlockRecord]] = [{} for _ in layouts]
-        kept: list[tuple[BlockRecord, Window4]] = []
+        by_level: list[dict[int, BlockRecord]] = [{} for _ in layouts]
         for key, value in self.blocks.items():
-            if key[0] == KEPT:
-                kept.append(value)
-            else:
+            if key[0] != KEPT:
                 by_level[key[0]][key[1]] = value
-        if target.kept_level:
-            data = self._kept_image(kept)
-            for level in range(target.kept_level, len(layouts)):
-                if level > target.kept_level:
-                    data = reduce_level(data, target.resampling, target.nodata,
-                                        (layouts[level].height, layouts[level].width))
-                if level > target.encoded_levels:
-                    by_level[level].update(encode_all(layouts[level], data))
         cog = self.pyramid.format == "COG"
         metadata = geotiff_metadata(self.grid, None if cog else self.pyramid.options)
         if not cog:  # as GDAL's overview building marks them (see eoscale.io.layout)
             metadata = with_metadata_item(metadata, "resampling", target.resampling,
                                           "rio_overview")
-        assemble_levels(target.path, layouts, metadata, by_level, display=target.display)
-
-    def _kept_image(self, kept: Sequence[tuple[BlockRecord, Window4]]) -> np.ndarray:
-        """The kept level's image, from the tiles' kept pixels in the part files."""
-        layout = self.encoded.levels[self.encoded.kept_level - 1]
-        dtype = np.dtype(layout.dtype)
-        image = np.empty((layout.count, layout.height, layout.width), dtype)
-        files: dict[str, int] = {}
-        try:
-            for record, (top, left, rows, cols) in kept:
-                if record.part not in files:
-                    files[record.part] = os.open(record.part, os.O_RDONLY)
-                raw = os.pread(files[record.part], record.length, record.offset)
-                image[:, top:top + rows, left:left + cols] = np.frombuffer(
-                    raw, dtype).reshape(layout.count, rows, cols)
-        finally:
-            for descriptor in files.values():
-                os.close(descriptor)
-        return image
+        copies = write_levels_header(target.path, layouts, metadata, by_level,
+                                     display=target.display)
+        return [(layout, level, copies[level]) for level, layout in enumerate(layouts)]
 
 
 def encode_all(layout: BlockLayout, data: np.ndarray) -> dict[int, bytes]:
@@ -259,4 +309,3 @@ def encode_all(layout: BlockLayout, data: np.ndarray) -> dict[int, bytes]:
     for row, col, (top, left, rows, cols) in layout.windows():
         blocks.update(layout.encode(row, col, data[:, top:top + rows, left:left + cols]))
     return blocks
-

@@ -6,11 +6,13 @@ output's profile and creation options the way GDAL's GTiff driver makes them; it
 frozen value, so a worker process receives it and encodes the blocks of the pixels it computed
 (:meth:`BlockLayout.encode`, or :meth:`BlockLayout.encode_window` for a tile core made of whole
 blocks) into the exact bytes the file holds, with no GDAL dataset open. The
-bytes reach the assembler directly or through part files (:class:`PartFile`: appended, each
-block a :class:`BlockRecord` of part, offset and length). :func:`assemble_geotiff` then writes
-the file once: its header (IFD, block offsets and byte counts, and the georeferencing, nodata,
-descriptions, tags and colour interpretation of :func:`geotiff_metadata`) and then every block's
-bytes, copied (``os.copy_file_range`` where the system has it), never decoded.
+bytes reach the file directly or through part files (:class:`PartFile`: appended, each block
+a :class:`BlockRecord` of part, offset and length). :func:`write_geotiff_header` then writes the
+file's header once (IFD, block offsets and byte counts, and the georeferencing, nodata,
+descriptions, tags and colour interpretation of :func:`geotiff_metadata`), sizes the file, and
+says where each block in a part goes: the copies, which any process that sees the files runs
+(:func:`~eoscale.io.assembled.copy_blocks`: the bytes copied, ``os.copy_file_range`` where the
+system has it, never decoded). :func:`assemble_geotiff` does both halves in this process.
 
 Why these libraries. Encoding uses imagecodecs: it compresses a numpy buffer directly with the
 libraries GDAL links (zlib/libdeflate, zstd, an LZW writing libtiff's stream) and applies the
@@ -29,15 +31,13 @@ so :func:`preallocate_geotiff` writes its header first, each block's offset fixe
 those places (``os.pwrite``): what spilled images are.
 
 The header is written by :func:`tiff_header` from a list of IFDs (each a list of tags, chained
-in order, all before the blocks), with block offsets chosen by the caller: one IFD today; a COG
-later gives its full-resolution and overview IFDs in that order and places the coarsest
-overview's blocks first, with no change to the writer.
+in order, all before the blocks), with block offsets chosen by the caller: one IFD here; a COG
+(:mod:`eoscale.io.cog`) gives its full-resolution and overview IFDs in that order and places the
+coarsest overview's blocks first, with no change to the writer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import io
 import math
 import os
@@ -52,7 +52,8 @@ import imagecodecs
 import numpy as np
 import rasterio
 
-from eoscale.io.raster import GRID_KEYS, creation_profile, write_error
+from eoscale.io.assembled import BlockCopy, copy_blocks, placed, split_sources, write_header
+from eoscale.io.raster import GRID_KEYS, creation_profile
 
 #: TIFF tag codes this module writes itself (the block layout); every other tag of the
 #: metadata template is copied.
@@ -475,13 +476,16 @@ class PartFile:
         self.close()
 
 
-def assemble_geotiff(path: str | os.PathLike, layout: BlockLayout, metadata: Sequence[Tag],
-                     blocks: Mapping[int, bytes | BlockRecord], *,
-                     display: str | os.PathLike | None = None) -> Path:
-    """Write the GeoTIFF of ``layout`` at ``path`` (the caller stages it) from every block's
-    bytes or :class:`BlockRecord`, by block number: the header once, then the blocks in the
-    file's order, copied as they are. A missing block is an error (never an empty block); a
-    failure to write is a RasterError naming ``display`` (else ``path``)."""
+def write_geotiff_header(path: str | os.PathLike, layout: BlockLayout,
+                         metadata: Sequence[Tag], blocks: Mapping[int, bytes | BlockRecord], *,
+                         display: str | os.PathLike | None = None) -> dict[int, BlockCopy]:
+    """Start the GeoTIFF of ``layout`` at ``path`` (the caller stages it) from every block's
+    bytes or :class:`BlockRecord`, by block number: the header, with every block's place (the
+    file's order, one after the other), and the blocks given as bytes are written, the file
+    sized; the copies of the blocks in part files are returned by block number, for any
+    process to run (:func:`~eoscale.io.assembled.copy_blocks`). A missing block is an error (never an empty
+    block), raised before anything is written; a failure to write is a RasterError naming
+    ``display`` (else ``path``)."""
     path = Path(path)
     missing = [index for index in range(layout.block_count) if index not in blocks]
     if missing:
@@ -496,15 +500,20 @@ def assemble_geotiff(path: str | os.PathLike, layout: BlockLayout, metadata: Seq
     offsets = list(accumulate(lengths[:-1], initial=start))
     header = tiff_header([layout.layout_tags(offsets, lengths, bigtiff) + list(metadata)],
                          bigtiff)
-    try:
-        with open(path, "wb") as out:
-            out.write(header)
-            out.flush()
-            _write_blocks(out, sources, start)
-    except OSError as exc:
-        raise write_error(path, display, "cannot write", [exc.strerror or str(exc)],
-                          exc) from None
-    return path
+    memory, copies = split_sources({index: placed(source, offset, False) for index, (source, offset)
+                                    in enumerate(zip(sources, offsets))})
+    write_header(path, header, start + sum(lengths), memory, display=display)
+    return copies
+
+
+def assemble_geotiff(path: str | os.PathLike, layout: BlockLayout, metadata: Sequence[Tag],
+                     blocks: Mapping[int, bytes | BlockRecord], *,
+                     display: str | os.PathLike | None = None) -> Path:
+    """Write the whole GeoTIFF of ``layout`` at ``path`` in this process: its header
+    (:func:`write_geotiff_header`), then its blocks copied from their part files as they are."""
+    copies = write_geotiff_header(path, layout, metadata, blocks, display=display)
+    copy_blocks(path, list(copies.values()), display=display)
+    return Path(path)
 
 
 def preallocate_geotiff(path: str | os.PathLike, layout: BlockLayout,
@@ -523,69 +532,5 @@ def preallocate_geotiff(path: str | os.PathLike, layout: BlockLayout,
     offsets = [layout.fixed_offset(start, index) for index in range(layout.block_count)]
     header = tiff_header([layout.layout_tags(offsets, lengths, bigtiff) + list(metadata)],
                          bigtiff)
-    try:
-        with open(path, "wb") as out:
-            out.write(header)
-            out.truncate(start + sum(lengths))
-    except OSError as exc:
-        raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
-                          exc) from None
+    write_header(path, header, start + sum(lengths), display=display)
     return start
-
-
-def _write_blocks(out: BinaryIO, sources: Sequence[bytes | BlockRecord], position: int) -> None:
-    """Write ``sources`` one after the other from ``position`` of ``out``: bytes as they are,
-    records copied from their part files, a run of records contiguous in one part as one
-    copy."""
-    with contextlib.ExitStack() as stack:
-        parts: dict[str, int] = {}
-        pending: list[BlockRecord] = []
-
-        def flush_pending() -> int:
-            if not pending:
-                return 0
-            first = pending[0]
-            if first.part not in parts:
-                parts[first.part] = os.open(first.part, os.O_RDONLY)
-                stack.callback(os.close, parts[first.part])
-            length = sum(record.length for record in pending)
-            copy_range(parts[first.part], out.fileno(), first.offset, position, length)
-            pending.clear()
-            return length
-
-        for source in sources:
-            if isinstance(source, bytes):
-                position += flush_pending()
-                os.pwrite(out.fileno(), source, position)
-                position += len(source)
-                continue
-            if pending and (pending[-1].part != source.part
-                            or pending[-1].offset + pending[-1].length != source.offset):
-                position += flush_pending()
-            pending.append(source)
-        flush_pending()
-
-
-def copy_range(source: int, target: int, source_offset: int, target_offset: int,
-               length: int) -> None:
-    """Copy ``length`` bytes between two files' offsets: in the kernel where it can
-    (``copy_file_range``), else through a buffer."""
-    copy = getattr(os, "copy_file_range", None)
-    while length > 0 and copy is not None:
-        try:
-            done = copy(source, target, length, source_offset, target_offset)
-        except OSError as exc:
-            if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                break
-            raise
-        if done == 0:
-            raise OSError(errno.EIO, "part file shorter than its records")
-        length, source_offset, target_offset = (length - done, source_offset + done,
-                                                target_offset + done)
-    while length > 0:
-        chunk = os.pread(source, min(length, 1 << 24), source_offset)
-        if not chunk:
-            raise OSError(errno.EIO, "part file shorter than its records")
-        written = os.pwrite(target, chunk, target_offset)
-        length, source_offset, target_offset = (length - written, source_offset + written,
-                                                target_offset + written)

@@ -22,13 +22,15 @@ When both sides of a level are even, a target pixel depends on its own 2 x 2 sou
 only (:func:`halves_exactly`): a tile whose core starts on even rows and columns can compute
 that level by itself, which is what lets workers compute their tiles' levels.
 
-**Layout.** :func:`assemble_levels` writes GDAL's COG layout: the TIFF header, GDAL's
-structural metadata (the "ghost" header: ``LAYOUT=IFDS_BEFORE_DATA``, ``BLOCK_ORDER=ROW_MAJOR``,
+**Layout.** :func:`write_levels_header` places the blocks in GDAL's COG layout: the TIFF
+header, GDAL's structural metadata (the "ghost" header: ``LAYOUT=IFDS_BEFORE_DATA``, ``BLOCK_ORDER=ROW_MAJOR``,
 each block led by its size and trailed by its last 4 bytes, as the COG driver writes them, so
 that GDAL reports ``LAYOUT=COG`` and readers may fetch a block with its neighbour's size), every
 IFD (full resolution first, then each overview, NewSubfileType 1), then the blocks: the
-coarsest overview's first, full resolution's last, each level's row by row. Blocks are copied
-from their part files, never decoded.
+coarsest overview's first, full resolution's last, each level's row by row. It writes the
+header; the blocks are copied from their part files, never decoded, by whichever processes run
+the copies (:mod:`eoscale.io.assembled`, which also writes each block's leader and trailer), or
+by this one (:func:`assemble_levels`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,18 +45,24 @@ from typing import Any
 
 import numpy as np
 
+from eoscale.io.assembled import (
+    FRAME,
+    BlockCopy,
+    copy_blocks,
+    placed,
+    split_sources,
+    write_header,
+)
 from eoscale.io.blocks import (
     LONG,
     BlockEncodingError,
     BlockLayout,
     BlockRecord,
     Tag,
-    _write_blocks,
     compression_level,
     header_size,
     tiff_header,
 )
-from eoscale.io.raster import write_error
 
 #: The resamplings computed here (any other is left to GDAL).
 RESAMPLINGS = ("nearest", "average")
@@ -316,14 +323,18 @@ def ghost_header() -> bytes:
     return f"GDAL_STRUCTURAL_METADATA_SIZE={len(GHOST):06d} bytes\n{GHOST}".encode("ascii")
 
 
-def assemble_levels(path: str | os.PathLike, layouts: Sequence[BlockLayout],
-                    metadata: Sequence[Tag],
-                    blocks: Sequence[Mapping[int, bytes | BlockRecord]], *,
-                    display: str | os.PathLike | None = None) -> Path:
-    """Write at ``path`` the GeoTIFF of full resolution ``layouts[0]`` and overviews
+def write_levels_header(path: str | os.PathLike, layouts: Sequence[BlockLayout],
+                        metadata: Sequence[Tag],
+                        blocks: Sequence[Mapping[int, bytes | BlockRecord]], *,
+                        display: str | os.PathLike | None = None
+                        ) -> list[dict[int, BlockCopy]]:
+    """Start at ``path`` the GeoTIFF of full resolution ``layouts[0]`` and overviews
     ``layouts[1:]`` in GDAL's COG layout (see the module's docstring), from each level's
-    blocks' bytes or records by block number (``blocks``, one mapping per level). A missing
-    block is an error; a failure to write is a RasterError naming ``display``."""
+    blocks' bytes or records by block number (``blocks``, one mapping per level): the header
+    and the blocks given as bytes are written, the file sized; the copies of the blocks in part
+    files (framed: :mod:`eoscale.io.assembled`) are returned, by level and block number, for
+    any process to run. A missing block is an error, raised before anything is written; a
+    failure to write is a RasterError naming ``display``."""
     path = Path(path)
     sources: list[list[bytes | BlockRecord]] = []
     for level, (layout, level_blocks) in enumerate(zip(layouts, blocks)):
@@ -333,7 +344,7 @@ def assemble_levels(path: str | os.PathLike, layouts: Sequence[BlockLayout],
                              f"of level {level} missing (the first: block {missing[0]})")
         sources.append([level_blocks[index] for index in range(layout.block_count)])
     lengths = [[_length(source) for source in level] for level in sources]
-    bigtiff = layouts[0].is_bigtiff(sum(map(sum, lengths)) + 8 * sum(map(len, lengths)))
+    bigtiff = layouts[0].is_bigtiff(sum(map(sum, lengths)) + 2 * FRAME * sum(map(len, lengths)))
     overview = overview_metadata(metadata)
 
     def ifds(offsets: Sequence[Sequence[int]]) -> list[list[Tag]]:
@@ -345,49 +356,30 @@ def assemble_levels(path: str | os.PathLike, layouts: Sequence[BlockLayout],
 
     leader = ghost_header()
     position = header_size(ifds([[0] * len(level) for level in lengths]), bigtiff, leader)
-    start = position
     offsets: list[list[int]] = [[] for _ in layouts]
     for level in reversed(range(len(layouts))):  # the coarsest's blocks first
         for length in lengths[level]:
-            offsets[level].append(position + 4)   # after the block's leader
-            position += length + 8
+            offsets[level].append(position + FRAME)   # after the block's leader
+            position += length + 2 * FRAME
     header = tiff_header(ifds(offsets), bigtiff, leader)
-    try:
-        with open(path, "wb") as out:
-            out.write(header)
-            out.flush()
-            _write_blocks(out, _with_leaders(sources), start)
-    except OSError as exc:
-        raise write_error(path, display, "cannot write", [exc.strerror or str(exc)],
-                          exc) from None
-    return path
+    split = [split_sources({index: placed(source, offset, True) for index, (source, offset)
+                            in enumerate(zip(level, level_offsets))})
+             for level, level_offsets in zip(sources, offsets)]
+    write_header(path, header, position, [block for memory, _ in split for block in memory],
+                 display=display)
+    return [copies for _, copies in split]
+
+
+def assemble_levels(path: str | os.PathLike, layouts: Sequence[BlockLayout],
+                    metadata: Sequence[Tag],
+                    blocks: Sequence[Mapping[int, bytes | BlockRecord]], *,
+                    display: str | os.PathLike | None = None) -> Path:
+    """Write the whole file of :func:`write_levels_header` at ``path`` in this process: its
+    header, then its blocks copied from their part files."""
+    copies = write_levels_header(path, layouts, metadata, blocks, display=display)
+    copy_blocks(path, [copy for level in copies for copy in level.values()], display=display)
+    return Path(path)
 
 
 def _length(source: bytes | BlockRecord) -> int:
     return len(source) if isinstance(source, bytes) else source.length
-
-
-def _with_leaders(sources: Sequence[Sequence[bytes | BlockRecord]]
-                  ) -> list[bytes | BlockRecord]:
-    """Every level's blocks, coarsest first, each between its leader (its size) and its
-    trailer (its last 4 bytes, read from its part file)."""
-    out: list[bytes | BlockRecord] = []
-    parts: dict[str, Any] = {}
-    try:
-        for level in reversed(sources):
-            for source in level:
-                length = _length(source)
-                if isinstance(source, bytes):
-                    last = source[-4:]
-                else:
-                    if source.part not in parts:
-                        parts[source.part] = open(source.part, "rb")  # noqa: SIM115
-                    part = parts[source.part]
-                    part.seek(source.offset + max(0, length - 4))
-                    last = part.read(min(4, length))
-                out += [struct.pack("<I", length), source, last.rjust(4, b"\0")]
-    finally:
-        for part in parts.values():
-            part.close()
-    return out
-

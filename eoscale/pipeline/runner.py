@@ -96,7 +96,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     results: dict[str, Any] = {}
     fed: dict[str, Any] = {}  # results of reduces fed by a map's tiles, until their step
     images: dict[str, SharedRaster | FileRaster] = {}
-    sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS)
+    sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS, PEAK_SAMPLE_SHARE)
     spilled: dict[str, Path] = {}
     start_method = worker_start_method(read_locations(spec, plan.input_sources), start_method)
     with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
@@ -284,8 +284,10 @@ def _gdal_cache(plan: RunPlan) -> contextlib.AbstractContextManager[Any]:
     return rasterio.Env(GDAL_CACHEMAX=plan.resources.gdal_cache)  # an int: bytes
 
 
-#: How often the run samples its process tree's PSS for the peak it reports.
+#: How often the run samples its process tree's PSS for the peak it reports, at most: and no
+#: more often than keeps the sampling thread's CPU under this share of one core.
 PEAK_SAMPLE_SECONDS = 0.05
+PEAK_SAMPLE_SHARE = 0.02
 
 
 @contextlib.contextmanager

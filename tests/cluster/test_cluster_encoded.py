@@ -19,7 +19,8 @@ import pytest
 import rasterio
 from affine import Affine
 
-import eoscale.engine.encoded as encoded_module
+import eoscale.engine.assembly as assembly_module
+import eoscale.io.assembled as assembled_module
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.cluster import DaskExecutor
 from eoscale.engine.cluster_worker import WorkerSetup
@@ -93,14 +94,29 @@ def received(monkeypatch) -> list[list]:
     """What the client received for the written outputs, tile by tile (spied in this process:
     the workers are other processes)."""
     seen: list[list] = []
-    write = encoded_module.OutputFiles.write
+    write = assembly_module.OutputFiles.write
 
     def spy(self, window, results):
         seen.append(list(results))
         return write(self, window, results)
 
-    monkeypatch.setattr(encoded_module.OutputFiles, "write", spy)
+    monkeypatch.setattr(assembly_module.OutputFiles, "write", spy)
     return seen
+
+
+@pytest.fixture
+def client_copies(monkeypatch) -> list[int]:
+    """The bytes of blocks this process (the client) copied into files: none, the workers
+    copy them (spied in this process only)."""
+    copied: list[int] = []
+    copy_range = assembled_module.copy_range
+
+    def spy(source, target, source_offset, target_offset, length):
+        copied.append(length)
+        return copy_range(source, target, source_offset, target_offset, length)
+
+    monkeypatch.setattr(assembled_module, "copy_range", spy)
+    return copied
 
 
 def parts_in(folder: Path) -> list[Path]:
@@ -109,18 +125,18 @@ def parts_in(folder: Path) -> list[Path]:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_output_written_by_the_cluster_is_what_rasterio_writes_whole(
-        tmp_path, executor, client, received, monkeypatch, case):
+        tmp_path, executor, client, received, client_copies, monkeypatch, case):
     options, tiling, dtype, bands = CASES[case]
     source, image = make_input(tmp_path, dtype, bands)
     expected = (image + 1).astype(dtype)
     parts_seen: set[str] = set()
-    assemble = encoded_module.assemble_geotiff
+    write_header = assembly_module.write_geotiff_header
 
     def spy(path, layout, metadata, blocks, **kwargs):
         parts_seen.update(record.part for record in blocks.values())
-        return assemble(path, layout, metadata, blocks, **kwargs)
+        return write_header(path, layout, metadata, blocks, **kwargs)
 
-    monkeypatch.setattr(encoded_module, "assemble_geotiff", spy)
+    monkeypatch.setattr(assembly_module, "write_geotiff_header", spy)
     out = tmp_path / "out.tif"
     with Staging() as staging, Engine(executor=executor, tiling=tiling) as engine:
         staged = staging.stage(out)
@@ -160,6 +176,7 @@ def test_an_output_written_by_the_cluster_is_what_rasterio_writes_whole(
     else:  # appended to the workers' part files, named by host and pid
         assert {Path(part).name.rpartition(PART_MARK)[2] for part in parts_seen} <= workers
         assert parts_seen
+    assert client_copies == []  # the workers copied the blocks into the file, not the client
     assert sorted(path.name for path in tmp_path.iterdir()) == ["input.tif", "oracle.tif",
                                                                  "out.tif"]
 
@@ -187,15 +204,15 @@ def test_a_worker_dying_mid_chunk_leaves_its_part_unused_and_removed(tmp_path, e
     shape = (256, 272)
     source, image = make_input(tmp_path, "uint8", 1, shape)
     assembled: list[int] = []
-    assemble = encoded_module.assemble_geotiff
+    write_header = assembly_module.write_geotiff_header
 
     def spy(path, layout, metadata, blocks, **kwargs):
         assembled.append(sum(record.length for record in blocks.values()))
         # Every worker's part is still here: the dead one's too, with the blocks it appended.
         assembled.append(sum(part.stat().st_size for part in parts_in(tmp_path)))
-        return assemble(path, layout, metadata, blocks, **kwargs)
+        return write_header(path, layout, metadata, blocks, **kwargs)
 
-    monkeypatch.setattr(encoded_module, "assemble_geotiff", spy)
+    monkeypatch.setattr(assembly_module, "write_geotiff_header", spy)
     options = {"blockxsize": 16, "blockysize": 16}
     marker = tmp_path / "died"
     out = tmp_path / "out.tif"
@@ -243,11 +260,14 @@ def test_a_callable_killing_every_worker_is_retried_then_reported_without_dask_s
 
 
 def test_a_cog_written_by_the_cluster_has_gdal_s_levels_and_is_valid(tmp_path, executor,
-                                                                    received):
+                                                                    received, client_copies,
+                                                                    monkeypatch):
     """A COG whose full resolution and overview levels the cluster's workers encode (the
-    coarsest levels made by the client from the pixels the workers kept): every level equal
-    to GDAL's COG driver's of the same image (average, float32: within float32 rounding),
-    valid for rio-cogeo, and the client received records only."""
+    coarsest levels made by one worker task from the pixels the tiles kept) and copy into
+    place: every level equal to GDAL's COG driver's of the same image (average, float32:
+    within float32 rounding), valid for rio-cogeo; the client received records only, and read
+    no block: neither the kept pixels nor a block's bytes."""
+    import eoscale.engine.overviews as overviews_module
     import rasterio.shutil
     from rio_cogeo.cogeo import cog_validate
 
@@ -259,11 +279,16 @@ def test_a_cog_written_by_the_cluster_has_gdal_s_levels_and_is_valid(tmp_path, e
     expected = (image + 1).astype("float32")
     out = tmp_path / "out.tif"
     pyramid = Pyramid(out, "COG", {"blocksize": 32}, None, None)
+    kept_read: list[int] = []
+    kept_image = overviews_module.kept_image
+    monkeypatch.setattr(overviews_module, "kept_image",
+                        lambda *args: (kept_read.append(1), kept_image(*args))[1])
     with Engine(executor=executor, tiling=Tiling("tiles", 64)) as engine:
         engine.map(as_dtype, [engine.open(source)], params={"dtype": "float32", "add": 1},
                    margin=0, profile_fn=lambda profiles, _: [dict(profiles[0], dtype="float32")],
                    files=[OutputFile(tmp_path / "plain.tif", {}, "out.tif",
                                      EncodedPyramid(pyramid))])
+    assert kept_read == [] and client_copies == []  # both done on the workers
     assert not (tmp_path / "plain.tif").exists()  # the workers made the COG itself
 
     plain, gdal = tmp_path / "gdal_plain.tif", tmp_path / "gdal.tif"

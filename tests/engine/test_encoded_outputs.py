@@ -19,6 +19,7 @@ import rasterio
 import yaml
 from affine import Affine
 
+import eoscale.engine.assembly as assembly_module
 import eoscale.engine.encoded as encoded_module
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.encoded import PART_MARK, encoded_target, part_path, writer_name
@@ -72,15 +73,15 @@ def read(path: Path) -> tuple[np.ndarray, dict, dict, tuple, tuple]:
 
 @pytest.fixture
 def assemblies(monkeypatch) -> list[set[str]]:
-    """The part files of every file assembled in this process (one set per file)."""
+    """The part files of every file whose header this process wrote (one set per file)."""
     seen: list[set[str]] = []
-    assemble = encoded_module.assemble_geotiff
+    write_header = assembly_module.write_geotiff_header
 
     def spy(path, layout, metadata, blocks, **kwargs):
         seen.append({record.part for record in blocks.values()})
-        return assemble(path, layout, metadata, blocks, **kwargs)
+        return write_header(path, layout, metadata, blocks, **kwargs)
 
-    monkeypatch.setattr(encoded_module, "assemble_geotiff", spy)
+    monkeypatch.setattr(assembly_module, "write_geotiff_header", spy)
     return seen
 
 
@@ -212,7 +213,7 @@ def test_a_failure_to_assemble_removes_the_parts(tmp_path, monkeypatch):
     def no_room(path, layout, metadata, blocks, **kwargs):
         raise RasterError(f"{path}: cannot write: no space left on device")
 
-    monkeypatch.setattr(encoded_module, "assemble_geotiff", no_room)
+    monkeypatch.setattr(assembly_module, "write_geotiff_header", no_room)
     image = make_image("uint8", 1, shape=(64, 64))
     with pytest.raises(RasterError, match="no space left"), Staging() as staging:
         staged = staging.stage(tmp_path / "result.tif")
@@ -265,10 +266,10 @@ def test_overviews_cogs_and_quicklooks_are_made_from_an_encoded_output(tmp_path,
     write_input(tmp_path / "scene.tif", scene)
     monkeypatch.chdir(tmp_path)
     import eoscale.engine.overviews as overviews_module  # with overviews: assembled there
-    assemble_levels = overviews_module.assemble_levels
-    monkeypatch.setattr(overviews_module, "assemble_levels",
+    write_levels_header = overviews_module.write_levels_header
+    monkeypatch.setattr(overviews_module, "write_levels_header",
                         lambda *args, **kwargs: (assemblies.append(set()),
-                                                 assemble_levels(*args, **kwargs))[1])
+                                                 write_levels_header(*args, **kwargs))[1])
     runs = {}
     # 512: whole blocks of the GeoTIFF's 128 and of the COG's intermediate GeoTIFF's 512.
     for name, tiling in (("encoded", {"tile_size": 512}), ("old", {"tile_size": 200})):

@@ -74,16 +74,17 @@ def profile_of(image: np.ndarray, nodata) -> dict:
 
 @pytest.fixture
 def assembled(monkeypatch) -> list[list[set[str]]]:
-    """For every file assembled with overviews: the part files of each level's blocks."""
+    """For every file with overviews whose header this process wrote: the part files of each
+    level's blocks (every block is in a part file: the coarsest levels' too, encoded by a
+    worker)."""
     seen: list[list[set[str]]] = []
-    assemble = overviews_module.assemble_levels
+    write_header = overviews_module.write_levels_header
 
     def spy(path, layouts, metadata, blocks, **kwargs):
-        seen.append([{record.part for record in level.values() if not isinstance(record, bytes)}
-                     for level in blocks])
-        return assemble(path, layouts, metadata, blocks, **kwargs)
+        seen.append([{record.part for record in level.values()} for level in blocks])
+        return write_header(path, layouts, metadata, blocks, **kwargs)
 
-    monkeypatch.setattr(overviews_module, "assemble_levels", spy)
+    monkeypatch.setattr(overviews_module, "write_levels_header", spy)
     return seen
 
 
@@ -172,8 +173,11 @@ def test_a_cog_s_levels_equal_gdal_s_overviews_of_the_same_image(tmp_path, assem
         assert dataset.nodata == nodata or (np.isnan(nodata) and np.isnan(dataset.nodata))
         assert dataset.crs == "EPSG:32631" and dataset.transform == GRID["transform"]
     [parts] = assembled
-    if workers > 1:  # a level the tiles complete was encoded by a worker, not this process
-        assert {Path(p).name for p in parts[1]} - {f"out.tif{PART_MARK}{writer_name()}"}
+    mine = f"out.tif{PART_MARK}{writer_name()}"  # this process's: the first tile's blocks
+    if workers > 1:  # a level the tiles complete was encoded by a worker, not this process,
+        assert {Path(p).name for p in parts[1]} - {mine}
+        # and the coarsest level (made from the tiles' kept pixels) by one worker task
+        assert mine not in {Path(p).name for p in parts[-1]} and len(parts[-1]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gdal.tif", "out.tif"]  # no part
 
 

@@ -17,7 +17,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-import eoscale.engine.encoded as encoded_module
+import eoscale.engine.assembly as assembly_module
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.encoded import PART_MARK, EncodedTarget
 from eoscale.engine.filed import OutputFile
@@ -45,10 +45,11 @@ def make_image(dtype: str, bands: int, seed: int = 0) -> np.ndarray:
     return rng.integers(info.min, info.max, (bands, *SHAPE), endpoint=True).astype(dtype)
 
 
-def scratch_options(tiling: Tiling) -> dict:
+def scratch_options(tiling: Tiling, dtype: str = "float32", bands: int = 1) -> dict:
     """The creation options the plan gives a scratch file for a step tiled as ``tiling``."""
     layout = plan_step(*SHAPE, margin=0, tiling=tiling, workers=2)
-    return dict(image_file(SimpleNamespace(outputs={}), "spilled", layout).options)
+    profile = {"count": bands, "height": SHAPE[0], "width": SHAPE[1], "dtype": dtype}
+    return dict(image_file(SimpleNamespace(outputs={}), "spilled", layout, profile).options)
 
 
 def identity(arrays, profiles, params):
@@ -67,7 +68,7 @@ def in_place(monkeypatch) -> list[int]:
         return write(self, encoded)
 
     monkeypatch.setattr(EncodedTarget, "_write_in_place", spy)
-    monkeypatch.setattr(encoded_module, "assemble_geotiff", _never_assembled)
+    monkeypatch.setattr(assembly_module, "write_geotiff_header", _never_assembled)
     return calls
 
 
@@ -220,7 +221,7 @@ def test_a_pipeline_s_spilled_image_is_written_in_place(tmp_path, monkeypatch):
     assert tight.images["median"].lives is Residence.SPILLED
     assert tight.images["median"].file.scratch
     made: dict[str, list[str]] = {"preallocated": [], "assembled": []}
-    prealloc, assemble = encoded_module.preallocate_geotiff, encoded_module.assemble_geotiff
+    prealloc, assemble = assembly_module.preallocate_geotiff, assembly_module.write_geotiff_header
 
     def spy(kind, function):
         def called(path, *args, **kwargs):
@@ -228,8 +229,8 @@ def test_a_pipeline_s_spilled_image_is_written_in_place(tmp_path, monkeypatch):
             return function(path, *args, **kwargs)
         return called
 
-    monkeypatch.setattr(encoded_module, "preallocate_geotiff", spy("preallocated", prealloc))
-    monkeypatch.setattr(encoded_module, "assemble_geotiff", spy("assembled", assemble))
+    monkeypatch.setattr(assembly_module, "preallocate_geotiff", spy("preallocated", prealloc))
+    monkeypatch.setattr(assembly_module, "write_geotiff_header", spy("assembled", assemble))
     run_pipeline(tight, overwrite=True)
     assert made["preallocated"] == ["scratch"] and "scratch" not in made["assembled"]
     with rasterio.open(tmp_path / "out" / "smooth.tif") as dataset:

@@ -3,7 +3,7 @@ per written image whether the workers encode it or why the main process writes i
 agrees with the plan.
 
 Oracles: the engine's own decision when the step runs (:func:`~eoscale.engine.encoded.
-encoded_target` on the plan's tiles, and what :class:`~eoscale.engine.encoded.OutputFiles`
+encoded_target` on the plan's tiles, and what :class:`~eoscale.engine.assembly.OutputFiles`
 chose in real runs), and for pixels the same op computed on the whole array and written by
 rasterio in one go.
 """
@@ -27,7 +27,7 @@ from affine import Affine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import eoscale.engine.encoded as encoded_module
+import eoscale.engine.assembly as assembly_module
 from eoscale.cli.render import plan_text
 from eoscale.engine.encoded import encoded_target
 from eoscale.engine.filed import OutputFile
@@ -198,14 +198,14 @@ def write_dem(path: Path, height: int, width: int) -> np.ndarray:
 def chosen(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
     """What the engine chose for each written file it opened, by the file's display name."""
     chosen: dict[str, bool] = {}
-    add = encoded_module.OutputFiles.add
+    add = assembly_module.OutputFiles.add
 
     def recording(self, profile, target):
         encoded = add(self, profile, target)
         chosen[str(target.display)] = encoded is not None
         return encoded
 
-    monkeypatch.setattr(encoded_module.OutputFiles, "add", recording)
+    monkeypatch.setattr(assembly_module.OutputFiles, "add", recording)
     return chosen
 
 

@@ -1,0 +1,180 @@
+"""A file assembled from encoded blocks in two halves: its header written by one process, its
+blocks copied from the part files to their places by any number of processes.
+
+Once every block's length is known, every block's place in the file is too (the layout decides
+the order: :func:`~eoscale.io.blocks.write_geotiff_header`, :func:`~eoscale.io.cog.write_levels_header`).
+The process that knows the lengths writes the header and sizes the file
+(:func:`write_header`: the file is sparse until the blocks arrive); each block that lies in a
+part file becomes a :class:`BlockCopy` (the part's path, offset and length, and the block's
+place in the file), and :func:`copy_blocks` runs any subset of them, in any process that sees the
+files: the copies of distinct blocks touch distinct bytes, so they need no lock and no order,
+and a copy run twice writes the same bytes. So the process writing the header reads no block and
+writes only the header: the blocks' bytes move from the parts to the file in the processes that
+run the copies (in the kernel, ``os.copy_file_range``, where the system has it).
+
+A block of GDAL's COG layout is *framed*: its size (4 bytes, little-endian) just before it and its
+last 4 bytes repeated just after it (:data:`FRAME`); the copy writes both, reading the last 4
+bytes from the part, so the header's writer needs none of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from eoscale.io.raster import write_error
+
+#: The bytes a framed block adds before it (its size) and after it (its last 4 bytes).
+FRAME = 4
+
+
+class BlockCopy(NamedTuple):
+    """A block to copy: ``length`` bytes at ``offset`` of the part file ``part``, to ``target``
+    of the assembled file; ``framed``: between its size and its last 4 bytes (GDAL's COG)."""
+
+    part: str
+    offset: int
+    length: int
+    target: int
+    framed: bool = False
+
+
+class InMemory(NamedTuple):
+    """A block held in memory, written with the header: ``data`` at ``target``."""
+
+    data: bytes
+    target: int
+    framed: bool = False
+
+
+def split_sources(sources: Mapping[int, InMemory | BlockCopy]
+                  ) -> tuple[list[InMemory], dict[int, BlockCopy]]:
+    """Blocks put at their places (:func:`placed`), by block number, as what the header's
+    writer writes (blocks in memory) and what the copies do (blocks in part files, by block
+    number)."""
+    memory = [source for source in sources.values() if isinstance(source, InMemory)]
+    copies = {index: source for index, source in sources.items()
+              if isinstance(source, BlockCopy)}
+    return memory, copies
+
+
+def placed(source: bytes | tuple[str, int, int], target: int, framed: bool
+           ) -> InMemory | BlockCopy:
+    """A block's bytes, or its record in a part file (part, offset, length: a
+    :class:`~eoscale.io.blocks.BlockRecord`), put at ``target``."""
+    if isinstance(source, bytes):
+        return InMemory(source, target, framed)
+    part, offset, length = source
+    return BlockCopy(part, offset, length, target, framed)
+
+
+def write_header(path: str | os.PathLike, header: bytes, size: int,
+                 memory: Iterable[InMemory] = (), *,
+                 display: str | os.PathLike | None = None) -> None:
+    """Create the file at ``path`` (the caller stages it) with ``header`` at its start and the
+    blocks held in ``memory`` at their places, ``size`` bytes long (the other blocks' bytes left
+    for :func:`copy_blocks`). A failure to write is a RasterError naming ``display``."""
+    try:
+        with open(path, "wb") as out:
+            out.write(header)
+            out.flush()
+            for block in memory:
+                _write_at(out.fileno(), _framed(block.data) if block.framed else block.data,
+                          block.target - (FRAME if block.framed else 0))
+            out.truncate(size)
+    except OSError as exc:
+        raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
+                          exc) from None
+
+
+def copy_blocks(path: str | os.PathLike, copies: Sequence[BlockCopy], *,
+                display: str | os.PathLike | None = None, sync: bool = False) -> None:
+    """Copy ``copies`` into the file at ``path`` (its header written by :func:`write_header`),
+    then, with ``sync``, flush the file to its disk (``fdatasync``): the copies done are then in
+    the file whichever machine looks (the processes of one machine share its page cache: they
+    need no flush). Copies of consecutive bytes of one part to consecutive places are done as
+    one. A failure (a full disk, a part shorter than its records) is a RasterError naming
+    ``display``."""
+    try:
+        target = os.open(path, os.O_WRONLY)
+        try:
+            with contextlib.ExitStack() as stack:
+                parts: dict[str, int] = {}
+                for run in _runs(sorted(copies, key=lambda copy: copy.target)):
+                    first = run[0]
+                    if first.part not in parts:
+                        parts[first.part] = os.open(first.part, os.O_RDONLY)
+                        stack.callback(os.close, parts[first.part])
+                    _copy(parts[first.part], target, run)
+            if sync:
+                getattr(os, "fdatasync", os.fsync)(target)
+        finally:
+            os.close(target)
+    except OSError as exc:
+        raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
+                          exc) from None
+
+
+def _runs(copies: Sequence[BlockCopy]) -> list[list[BlockCopy]]:
+    """``copies`` (sorted by place) as runs to copy at once: unframed blocks that follow each
+    other both in one part and in the file; a framed block is a run by itself."""
+    runs: list[list[BlockCopy]] = []
+    for copy in copies:
+        if runs and not copy.framed and not runs[-1][-1].framed:
+            last = runs[-1][-1]
+            if (last.part == copy.part and last.offset + last.length == copy.offset
+                    and last.target + last.length == copy.target):
+                runs[-1].append(copy)
+                continue
+        runs.append([copy])
+    return runs
+
+
+def _copy(source: int, target: int, run: Sequence[BlockCopy]) -> None:
+    first = run[0]
+    length = sum(copy.length for copy in run)
+    copy_range(source, target, first.offset, first.target, length)
+    if first.framed:  # its size before it, its last 4 bytes after it
+        last = os.pread(source, min(FRAME, length), first.offset + max(0, length - FRAME))
+        _write_at(target, struct.pack("<I", length), first.target - FRAME)
+        _write_at(target, last.rjust(FRAME, b"\0"), first.target + length)
+
+
+def _framed(data: bytes) -> bytes:
+    return struct.pack("<I", len(data)) + data + data[-FRAME:].rjust(FRAME, b"\0")
+
+
+def _write_at(descriptor: int, data: bytes, offset: int) -> None:
+    written = 0
+    while written < len(data):
+        written += os.pwrite(descriptor, data[written:], offset + written)
+
+
+def copy_range(source: int, target: int, source_offset: int, target_offset: int,
+               length: int) -> None:
+    """Copy ``length`` bytes between two files' offsets: in the kernel where it can
+    (``copy_file_range``), else through a buffer."""
+    copy = getattr(os, "copy_file_range", None)
+    while length > 0 and copy is not None:
+        try:
+            done = copy(source, target, length, source_offset, target_offset)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                break
+            raise
+        if done == 0:
+            raise OSError(errno.EIO, "part file shorter than its records")
+        length, source_offset, target_offset = (length - done, source_offset + done,
+                                                target_offset + done)
+    while length > 0:
+        chunk = os.pread(source, min(length, 1 << 24), source_offset)
+        if not chunk:
+            raise OSError(errno.EIO, "part file shorter than its records")
+        written = os.pwrite(target, chunk, target_offset)
+        length, source_offset, target_offset = (length - written, source_offset + written,
+                                                target_offset + written)
