@@ -276,3 +276,32 @@ def test_killed_during_the_last_output_s_assembly_computes_none_of_its_tiles_aga
     assert computed(resume_dir).get("third") == 20
     assert_resumes(resume_dir, expected, *SPILLING)
     assert computed(resume_dir).get("third", 0) == 0
+
+
+def test_a_torn_last_journal_line_is_ignored(resume_dir):
+    """Killed while writing the journal: the torn last line is not trusted, the rest is."""
+    expected = reference(resume_dir, *SPILLING)
+    killed_after_first(resume_dir)
+    [journal] = (resume_dir / "scratch").glob("eoscale_run_*.journal")
+    with journal.open("ab") as handle:
+        handle.write(b'0badc0de {"kind":"step","index":2,"name":"th')
+    stdout = assert_resumes(resume_dir, expected, *SPILLING)
+    assert "skipping 'first'" in stdout
+
+
+def test_a_run_on_a_local_dask_cluster_resumes(resume_dir):
+    pytest.importorskip("distributed", reason="the cluster tests need the 'dask' extra")
+    (resume_dir / "p.yaml").write_text(pipeline_text(0, 0.2, 0.2), encoding="utf-8")
+    cluster = ("--cluster", "local:2", *SPILLING)
+    expected = reference(resume_dir, *cluster)
+    with running(resume_dir, *args(*cluster), until="map second > third") as (process, _):
+        time.sleep(3.0)
+        kill_group(process)
+    before = computed(resume_dir)
+    stdout = assert_resumes(resume_dir, expected, *cluster)
+    assert "skipping 'first'" in stdout
+    after = computed(resume_dir)
+    assert after.get("first", 0) == 0, after
+    assert 0 < before.get("third", 0) < 20, before
+    assert after.get("third", 0) <= 20 - before["third"] + 8, (before, after)
+    assert "taking back" in stdout and after.get("third", 0) < 20, (before, after, stdout)
