@@ -198,21 +198,26 @@ class KilledRun:
         return stamp.strftime("%H:%M" if stamp.date() == today else "%Y-%m-%d %H:%M")
 
     def restored(self) -> Restored:
-        """What its finished turns left that is still there."""
-        done: set[int] = set()
+        """What its finished turns left that is still there: a turn whose staged files (those
+        it staged, its outputs) are not all there any more is not finished (its last record
+        says: a turn a resume computed again was recorded again)."""
+        finished: dict[int, bool] = {}
         staged: dict[Path, Path] = {}
         spilled: dict[str, Path] = {}
         results: dict[str, Any] = {}
         fed: dict[str, Any] = {}
         for record in self.steps:
-            done.add(int(record["index"]))
-            staged.update((Path(k), Path(v)) for k, v in (record.get("staged") or {}).items())
+            now = {Path(k): Path(v) for k, v in (record.get("staged") or {}).items()}
+            finished[int(record["index"])] = all(
+                temp.exists() for path, temp in now.items() if staged.get(path) != temp)
+            staged.update(now)
             spilled.update((k, Path(v)) for k, v in (record.get("spilled") or {}).items())
             results.update((k, _decoded(v)) for k, v in (record.get("results") or {}).items())
             fed.update((k, _decoded(v)) for k, v in (record.get("fed") or {}).items())
         names = {record.get("name") for record in self.steps}
         results.update((k, v) for k, v in fed.items() if k in names)  # fed reduces finished
-        return Restored(frozenset(done), results,
+        done = frozenset(index for index, kept in finished.items() if kept)
+        return Restored(done, results,
                         {k: v for k, v in fed.items() if k not in results},
                         {k: v for k, v in staged.items() if v.exists()},
                         {k: v for k, v in spilled.items() if v.exists()})

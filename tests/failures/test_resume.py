@@ -305,3 +305,14 @@ def test_a_run_on_a_local_dask_cluster_resumes(resume_dir):
     assert 0 < before.get("third", 0) < 20, before
     assert after.get("third", 0) <= 20 - before["third"] + 8, (before, after)
     assert "taking back" in stdout and after.get("third", 0) < 20, (before, after, stdout)
+
+
+def test_a_finished_step_whose_staged_file_is_gone_is_computed_again(resume_dir):
+    """Its output would otherwise be missing: a step is finished only while its files are."""
+    expected = reference(resume_dir, *SPILLING)
+    killed_after_first(resume_dir)
+    [staged] = (resume_dir / "out").glob(".first.tif.eoscale-tmp-*[0-9a-f]")
+    staged.unlink()
+    computed(resume_dir)
+    stdout = assert_resumes(resume_dir, expected, *SPILLING)
+    assert "skipping" not in stdout and computed(resume_dir).get("first") == 20
