@@ -297,6 +297,8 @@ def describe(plan: RunPlan, resuming: Resuming) -> str:
         return ("discarding " + killed.summary(plan) + ": running from the start"
                 if killed is not None else "no killed run to discard: running from the start")
     if mode != RESUME:
+        if killed is not None and killed.has_work:
+            raise unasked(killed, plan)
         return ""
     if killed is None:
         return "no killed run of this pipeline to resume: running from the start"
@@ -320,6 +322,12 @@ def describe(plan: RunPlan, resuming: Resuming) -> str:
     if taken:
         text += f"; taking back {', '.join(taken)} (recorded)"
     return text
+
+
+def unasked(killed: KilledRun, plan: RunPlan) -> ResumeRefused:
+    """The refusal of a run told neither to resume nor to discard a killed run's work."""
+    return ResumeRefused(f"{killed.summary(plan)} (journal {killed.path}): `--resume` to "
+                         "continue it, `--restart` to discard it and run from the start")
 
 
 def check_unchanged(killed: KilledRun, now: Fingerprint) -> None:
@@ -356,8 +364,7 @@ class RunJournal:
             killed.discard()
             killed = None
         elif killed is not None and resuming.mode != RESUME:
-            raise ResumeRefused(f"{killed.summary(plan)} (journal {killed.path}): `--resume` to "
-                                "continue it, `--restart` to discard it and run from the start")
+            raise unasked(killed, plan)
         elif killed is not None:
             check_unchanged(killed, now)
             self.restored = killed.restored()
