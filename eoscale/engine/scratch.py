@@ -36,8 +36,10 @@ from eoscale.io.runfiles import (
     STAGED,
     STAGED_RE,
     FolderRecord,
+    journal_pointer,
     list_records,
     parts_of,
+    pointed_journals,
     read_record,
 )
 
@@ -162,7 +164,7 @@ def dead_journals(folder: str | os.PathLike | None = None) -> list[tuple[Path, l
 def _journals(folder: str | os.PathLike | None, *, dead_only: bool
               ) -> list[tuple[Path, list[Path]]]:
     folder = Path(folder) if folder is not None else default_scratch()
-    candidates = set()
+    candidates = {journal for _, journal in pointed_journals()}
     for record, _pid in list_records():
         listed = read_record(record)
         if listed is not None:
@@ -183,9 +185,11 @@ def _journals(folder: str | os.PathLike | None, *, dead_only: bool
 
 
 def forget_journal(journal: str | os.PathLike) -> None:
-    """Remove the records of dead runs that name ``journal`` (discarded, or taken over by a
-    resumed run that ended)."""
+    """Remove the pointer to ``journal`` and the records of dead runs that name it (discarded,
+    or taken over by a resumed run that ended)."""
     journal = Path(os.path.abspath(journal))
+    with contextlib.suppress(FileNotFoundError):
+        journal_pointer(journal).unlink()
     for record, pid in list_records():
         listed = read_record(record) if _dead(pid) else None
         if listed is not None and journal in listed[JOURNAL]:
@@ -213,7 +217,10 @@ def stale_files(folder: str | os.PathLike | None = None, *, journals: bool = Fal
     kept = _kept_files(folder, journals)
     if journals:
         for journal, files in dead_journals(folder):
-            found += [(path, 0) for path in (*files, journal)]
+            found += [(path, 0) for path in (*files, journal, journal_pointer(journal))
+                      if path.exists()]
+        found += [(pointer, 0) for pointer, journal in pointed_journals()
+                  if not journal.exists()]
     for record, pid, listed in _dead_records(journals):
         for kind, pattern in ((STAGED, STAGED_RE), (SCRATCH, _SCRATCH_RE)):
             for folder_ in listed[kind]:

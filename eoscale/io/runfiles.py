@@ -23,6 +23,7 @@ folder full or read-only) is skipped: it only serves the cleanup after a kill.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -119,6 +120,45 @@ def read_record(path: Path) -> dict[str, list[Path]] | None:
         if kind in listed and os.path.isabs(folder) and Path(folder) not in listed[kind]:
             listed[kind].append(Path(folder))
     return listed
+
+
+#: A pointer to a run's journal, in :func:`records_folder`: names no pid (see
+#: :func:`journal_pointer`).
+POINTER_RE = re.compile(r"^eoscale_journal_[0-9a-f]+\.where$")
+
+
+def journal_pointer(journal: str | os.PathLike) -> Path:
+    """Where a pointer to ``journal`` is kept: a file in :func:`records_folder` holding its
+    path, named after it. A journal kept for a resume outlives its run, and a record named after
+    a dead pid is what a clean-up removes (an older eoscale's knows no journal): the pointer
+    lets a clean-up find a journal wherever it lies (a run's scratch folder) even then."""
+    digest = hashlib.sha256(os.path.abspath(journal).encode()).hexdigest()[:16]
+    return records_folder() / f"eoscale_journal_{digest}.where"
+
+
+def point_to(journal: str | os.PathLike) -> None:
+    """Keep a pointer to ``journal`` (skipped if it cannot be written: it only serves a
+    clean-up)."""
+    with contextlib.suppress(OSError):
+        journal_pointer(journal).write_text(os.path.abspath(journal), encoding="utf-8")
+
+
+def pointed_journals() -> list[tuple[Path, Path]]:
+    """Every pointer of this user's in :func:`records_folder`, with the journal it points to."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in records_folder().iterdir():
+            if not POINTER_RE.match(entry.name):
+                continue
+            try:
+                if entry.stat().st_uid != os.getuid():
+                    continue
+                target = entry.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if os.path.isabs(target):
+                found.append((entry, Path(target)))
+    return sorted(found)
 
 
 def parts_of(path: str | os.PathLike) -> list[Path]:

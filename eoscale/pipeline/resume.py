@@ -54,7 +54,7 @@ from eoscale.engine.shared import pid_alive
 from eoscale.errors import Interrupted, ResumeRefused
 from eoscale.io.journal import Journal, JournalContents, JournalError, read_journal
 from eoscale.io.raster import Staging
-from eoscale.io.runfiles import JOURNAL, FolderRecord, parts_of
+from eoscale.io.runfiles import JOURNAL, FolderRecord, parts_of, point_to
 from eoscale.pipeline.fingerprint import Fingerprint, fingerprint
 from eoscale.pipeline.plan import RunPlan, StepPlan
 from eoscale.pipeline.spec import PipelineSpec
@@ -372,6 +372,7 @@ class RunJournal:
             self._recorded = {*self.restored.results, *self.restored.fed}
             self._synced = set(self.restored.staged.values()) | set(self.restored.spilled.values())
         self._record.note(path, JOURNAL)
+        point_to(path)
         if killed is not None:  # resumed
             self.journal = Journal.reopen(path)
             self.journal.record("resume", pid=os.getpid(), at=time.time())

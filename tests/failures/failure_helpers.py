@@ -139,10 +139,11 @@ def leftovers(folder: Path) -> list[str]:
 
 def discard_kept(stderr: str) -> Path | None:
     """Remove the journal a run stopped by a signal names in its message (it keeps its finished
-    work to be resumed: issue 20), the files it keeps, and the records that name it; the
-    journal's path (None: the run kept nothing)."""
+    work to be resumed: issue 20), the files it keeps, its pointer and the records that name
+    it; the journal's path (None: the run kept nothing)."""
+    from eoscale.engine.scratch import forget_journal
     from eoscale.io.journal import read_journal
-    from eoscale.io.runfiles import JOURNAL, list_records, parts_of, read_record
+    from eoscale.io.runfiles import parts_of
 
     found = re.search(r"\(journal (\S+\.journal)\)", stderr)
     if found is None:
@@ -152,10 +153,7 @@ def discard_kept(stderr: str) -> Path | None:
         for name in (path, *parts_of(path)):
             name.unlink(missing_ok=True)
     journal.unlink()
-    for record, _ in list_records():
-        listed = read_record(record)
-        if listed is not None and journal in listed[JOURNAL]:
-            record.unlink(missing_ok=True)
+    forget_journal(journal)  # its pointer, and the records that name it
     return journal
 
 
