@@ -78,18 +78,22 @@ class TreeSampler(threading.Thread):
     measured tree saturates, it takes less of the CPU the tree could use (it then samples less
     often), finds the tree anew only every ``RESCAN`` samples (eoscale forks its workers at the
     start), and counts its own CPU time (``cpu_s``), which the harness reports. With a
-    ``share`` (of one core), it samples at most as often as keeps its own CPU under that share:
-    a run measuring itself must not spend on measuring what its workers need (a gigabyte mapped
-    by three processes costs 15 to 20 ms a sample: at every 50 ms, a third of a core).
+    ``share`` (of one core), after its first ``full_rate_s`` seconds (a short run's peak is
+    brief, and its samples cheap), it samples at most as often as keeps its own CPU under that
+    share: a run measuring itself must not spend on measuring what its workers need (a gigabyte
+    mapped by three processes costs 15 to 30 ms a sample: at every 50 ms, a third of a core),
+    and a long run's peak lasts (a step's images and its workers' tiles).
     """
 
     RESCAN = 10
 
-    def __init__(self, root: int, interval: float, share: float | None = None):
+    def __init__(self, root: int, interval: float, share: float | None = None,
+                 full_rate_s: float = 0.0):
         super().__init__(daemon=True)
         self.root = root
         self.interval = interval
         self.share = share
+        self.full_rate_s = full_rate_s
         self.peak = 0
         self.peak_parts: dict[str, int] = {}
         self.peak_processes = 0
@@ -121,12 +125,13 @@ class TreeSampler(threading.Thread):
         started = time.thread_time()
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        next_at = time.perf_counter()
+        next_at = first = time.perf_counter()
         while not self._stop_event.is_set():
             before = time.thread_time()
             self.sample()
             interval = self.interval
-            if self.share:  # sample no more often than keeps this thread under its share
+            if self.share and time.perf_counter() - first > self.full_rate_s:
+                # no more often than keeps this thread under its share of a core
                 interval = max(interval, (time.thread_time() - before) / self.share)
             next_at = max(next_at + interval, time.perf_counter())
             self._stop_event.wait(max(0.0, next_at - time.perf_counter()))

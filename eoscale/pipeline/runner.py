@@ -96,7 +96,8 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     results: dict[str, Any] = {}
     fed: dict[str, Any] = {}  # results of reduces fed by a map's tiles, until their step
     images: dict[str, SharedRaster | FileRaster] = {}
-    sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS, PEAK_SAMPLE_SHARE)
+    sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS, PEAK_SAMPLE_SHARE,
+                          PEAK_FULL_RATE_SECONDS)
     spilled: dict[str, Path] = {}
     start_method = worker_start_method(read_locations(spec, plan.input_sources), start_method)
     with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
@@ -288,6 +289,8 @@ def _gdal_cache(plan: RunPlan) -> contextlib.AbstractContextManager[Any]:
 #: more often than keeps the sampling thread's CPU under this share of one core.
 PEAK_SAMPLE_SECONDS = 0.05
 PEAK_SAMPLE_SHARE = 0.02
+#: ... except during the run's first seconds, sampled every PEAK_SAMPLE_SECONDS.
+PEAK_FULL_RATE_SECONDS = 1.5
 
 
 @contextlib.contextmanager
