@@ -222,14 +222,20 @@ def private_view(ref: RasterRef, window: Window) -> np.ndarray:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists."""
+    """Whether a process with this pid exists and has not exited: a zombie (killed, not yet
+    reaped by a parent that is gone, as in a container whose first process reaps nothing) is
+    dead, and what it left may be cleaned up or resumed."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True  # no /proc (not Linux), or gone meanwhile: as os.kill said
+    return stat[stat.rindex(b")") + 2:][:1] != b"Z"
 
 
 def list_segments(directory: Path | None = None) -> list[tuple[str, int]]:
