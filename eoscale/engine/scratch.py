@@ -38,6 +38,7 @@ from eoscale.io.runfiles import (
     FolderRecord,
     journal_pointer,
     list_records,
+    owned_files,
     parts_of,
     pointed_journals,
     read_record,
@@ -114,15 +115,7 @@ class Scratch:
 
 def list_scratch(folder: str | os.PathLike | None = None) -> list[tuple[Path, int]]:
     """Every eoscale scratch file in ``folder`` with its owner's pid."""
-    folder = Path(folder) if folder is not None else default_scratch()
-    if not folder.is_dir():
-        return []
-    found = []
-    for entry in folder.iterdir():
-        match = _SCRATCH_RE.match(entry.name)
-        if match:
-            found.append((entry, int(match.group(1))))
-    return sorted(found)
+    return owned_files(Path(folder) if folder is not None else default_scratch(), _SCRATCH_RE)
 
 
 def _named_after(folder: Path, pid: int, pattern: re.Pattern[str]) -> list[Path]:

@@ -94,12 +94,17 @@ class FolderRecord:
 def list_records(folder: str | os.PathLike | None = None) -> list[tuple[Path, int]]:
     """Every record of runs' folders in ``folder`` (:func:`records_folder` by default), with the
     pid of the run that wrote it."""
-    folder = Path(folder) if folder is not None else records_folder()
+    return owned_files(Path(folder) if folder is not None else records_folder(), RECORD_RE)
+
+
+def owned_files(folder: Path, pattern: re.Pattern[str]) -> list[tuple[Path, int]]:
+    """The files of ``folder`` whose names match ``pattern``, each with the pid its first group
+    holds (their owner's), sorted; none when the folder is not there."""
     if not folder.is_dir():
         return []
     found = []
     for entry in folder.iterdir():
-        match = RECORD_RE.match(entry.name)
+        match = pattern.match(entry.name)
         if match:
             found.append((entry, int(match.group(1))))
     return sorted(found)

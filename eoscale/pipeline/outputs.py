@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import numpy as np
-
 from eoscale.engine import Engine, SharedRaster
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.overviews import EncodedPyramid
@@ -18,16 +16,14 @@ from eoscale.pipeline.spec import OutputSpec
 
 
 @contextlib.contextmanager
-def image_target(staging: Staging, output: OutputSpec, dtype: np.dtype | str, threads: int,
+def image_target(staging: Staging, output: OutputSpec, threads: int,
                  display: str) -> Iterator[OutputFile]:
     """Where to write ``output``'s pixels, inside the block: a map whose workers encode it
     writes the whole file there, overviews included (the target's ``pyramid``); else a plain
     GeoTIFF, staged, whose overviews are built or COG made on leaving the block. Then its
-    quicklook is drawn from the file (from its coarsest overview that is large enough).
-
-    ``dtype`` is the dtype planned for the image; the overviews' default resampling follows
-    the dtype the file really has (a plan may learn it only from the first tile)."""
-    del dtype  # kept for the callers: the file's own dtype decides (see above)
+    quicklook is drawn from the file (from its coarsest overview that is large enough). The
+    overviews' default resampling follows the dtype the file really has (a plan may learn it
+    only from the first tile), so no dtype is asked for here."""
     staged = staging.stage(output.path)
     with image_file(staged, output.layout, output.options, threads=threads,
                     display=display) as target:
@@ -42,7 +38,7 @@ def image_target(staging: Staging, output: OutputSpec, dtype: np.dtype | str, th
 def stage_image(engine: Engine, staging: Staging, raster: SharedRaster, output: OutputSpec,
                 display: str) -> None:
     """Write ``raster`` for ``output`` to staged files: the image, then its quicklook from it."""
-    with image_target(staging, output, raster.ref.dtype, engine.workers, display) as target:
+    with image_target(staging, output, engine.workers, display) as target:
         engine.write_to(raster, target.path, options=target.options, display=display)
 
 
@@ -58,7 +54,7 @@ def copy_image(engine: Engine, staging: Staging, raster: FileRaster, output: Out
 
     profile = raster.profile
     height, width = int(profile["height"]), int(profile["width"])
-    with image_target(staging, output, raster.ref.dtype, engine.workers, display) as target:
+    with image_target(staging, output, engine.workers, display) as target:
         writer = TileWriter(profile, target.path, options=target.options, threads=engine.workers,
                             display=display)
         try:
