@@ -252,8 +252,12 @@ def test_builtin_terrain_pipeline_matches_whole_image_ops(runner, examples):
 def test_single_margin_free_reader_streams_its_input(examples):
     import eoscale
 
-    result = eoscale.run(examples / "quickstart.yaml", workers=2,
-                         outputs={"smooth": str(examples / "out" / "streamed.tif")})
+    (examples / "ndvi_only.yaml").write_text(
+        "version: 1\ninputs: {scene: data/scene.tif}\n"
+        "steps:\n  - {name: ndvi, map: example_ops.ndvi, inputs: [scene], "
+        "params: {red: 3, nir: 4}, profile: example_ops.ndvi_profile}\n"
+        "outputs: {ndvi: out/streamed.tif}\n")
+    result = eoscale.run(examples / "ndvi_only.yaml", workers=2)
     kinds = [(r.kind, r.name) for r in result.reports]
     assert ("load", "scene") not in kinds  # ndvi, its only reader, has no margin
     assert kinds[0] == ("map", "ndvi")

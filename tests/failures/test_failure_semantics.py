@@ -108,9 +108,9 @@ PHASES = {
                             "inputs: [scene]}",
                             "{copy: {path: out/result.tif, options: {compress: deflate, "
                             "zlevel: 9}}}"),
-    # an output a later step reads is held, and written once its step is done
+    # an output a later map reads is held, and written once its step is done
     "writing": ("write out", "{name: copy, map: failing_ops.identity, inputs: [scene]}\n"
-                "  - {name: tiles, reduce: failing_ops.tile_count, inputs: [copy]}",
+                "  - {name: again, map: failing_ops.identity, inputs: [copy]}",
                 "{copy: {path: out/result.tif, options: {compress: deflate, zlevel: 9}}}"),
 }
 

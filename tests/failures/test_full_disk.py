@@ -49,6 +49,10 @@ def assert_lives(run_dir: Path, args: tuple[str, ...], *lives: str) -> None:
 # A step's image read by a later step: under a tight budget it is spilled, written as computed.
 SPILLED = ("{name: copy, map: failing_ops.identity, inputs: [scene]}\n"
            "  - {name: tiles, reduce: failing_ops.tile_count, inputs: [copy]}")
+# An output a later map reads: held whole and written at the end, or, under a tight budget,
+# spilled to its file (an output only reduces read is written as computed, the reduces fed).
+READ_BY_A_MAP = ("{name: copy, map: failing_ops.identity, inputs: [scene]}\n"
+                 "  - {name: again, map: failing_ops.identity, inputs: [copy]}")
 
 
 def test_a_full_scratch_filesystem_stops_a_spilled_run(full_disk_dir):
@@ -75,9 +79,11 @@ def test_a_full_scratch_filesystem_stops_a_spilled_run(full_disk_dir):
 OUTPUT_CASES = {
     "streamed": ("{name: copy, map: failing_ops.identity, inputs: [scene]}",
                  "{copy: out/result.tif}", (), ("scene file", "copy written"), False),
-    "spilled to its output": (SPILLED, "{copy: out/result.tif}", ("--memory", "1MiB"),
+    "spilled to its output": (READ_BY_A_MAP, "{copy: out/result.tif}", ("--memory", "1600KiB"),
                               ("copy spilled",), False),
-    "held, written at the end": (SPILLED, "{copy: out/result.tif}", (), ("copy shared",), False),
+    "held, written at the end": (READ_BY_A_MAP, "{copy: out/result.tif}", (), ("copy shared",),
+                                 False),
+    "written, a reduce fed": (SPILLED, "{copy: out/result.tif}", (), ("copy written",), False),
     "a reduce's JSON": (SPILLED, "{tiles: out/tiles.json}", (), (), True),
 }
 

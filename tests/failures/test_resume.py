@@ -122,12 +122,14 @@ def assert_resumes(folder: Path, expected: dict[str, bytes], *extra: str) -> str
     return done.stdout
 
 
-@pytest.mark.parametrize("until", ["map first", "map second", "map third"],
-                         ids=["during the first step", "between steps", "during the third"])
-def test_killed_then_resumed_writes_the_uninterrupted_outputs(resume_dir, until):
+# 'second', read by 'third' only, is fused into it whatever the budget: the chain 'second > third'.
+@pytest.mark.parametrize("until, delay", [("map first", 0.3), ("map second > third", 0.0),
+                                          ("map second > third", 0.3)],
+                         ids=["during the first step", "between steps", "during the chain"])
+def test_killed_then_resumed_writes_the_uninterrupted_outputs(resume_dir, until, delay):
     expected = reference(resume_dir)
     with running(resume_dir, *args(), until=until) as (process, _):
-        time.sleep(0.3)
+        time.sleep(delay)
         kill_group(process)
     assert journals(resume_dir)
     stdout = assert_resumes(resume_dir, expected)

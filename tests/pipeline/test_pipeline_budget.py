@@ -98,7 +98,10 @@ def test_every_kind_under_a_tight_budget_gives_the_same_results(
     spec = load_pipeline(write_pipeline(CHAIN.replace("WORKERS", str(workers))
                                         .replace("MODE", mode)))
     roomy = plan_run(spec, budget(workers, 1 << 34))
-    assert {image.lives for image in roomy.images.values()} == {"shared", "written"}
+    # Roomy: filled, read by the median only and cheap to recompute in its tiles, is fused
+    # into it whatever the budget; the rest is held or written.
+    assert {name: image.lives for name, image in roomy.images.items()
+            if image.lives not in ("shared", "written")} == {"filled": "fused"}
     run_pipeline(roomy)
     expected = outputs_of(spec)
 

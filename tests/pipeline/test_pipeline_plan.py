@@ -60,14 +60,15 @@ def test_where_each_image_lives_and_why(mixed: PipelineSpec) -> None:
         "c": ("shared", 3, 3),        # one step, but with margin 4
         "unused": ("file", 5, -1),    # never brought in
         "copied": ("shared", -1, 4),  # an output too: loaded at the start, copied
-        "ndvi": ("shared", 0, 1),     # released after its last reader, not at the end
+        "ndvi": ("written", 0, 1),    # an output only a reduce reads: written, the reduce fed
         "smooth": ("shared", 2, 2),
         "edge": ("shared", 3, 3),
         "late": ("written", 4, 4),    # an output nothing reads: written as computed
     }
     assert "2 steps read it" in images["a"].why
     assert "margin 4" in images["c"].why
-    assert "1 later step reads it" in images["ndvi"].why
+    assert "only reduces read it" in images["ndvi"].why
+    assert "not read back (count is fed by step ndvi's tiles)" in images["ndvi"].why
     assert "written to its file as tiles are computed" in images["late"].why
     assert images["ndvi"].output == mixed.outputs["ndvi"].path
     assert images["ndvi"].known and not images["smooth"].known
@@ -78,7 +79,7 @@ def test_loads_stages_releases_and_margins(mixed: PipelineSpec) -> None:
     assert plan.copied == ("copied",)
     steps = {step.name: (step.loads, step.saves, step.releases) for step in plan.steps}
     assert steps == {
-        "ndvi": (("a", "b"), ("ndvi",), ("b",)),
+        "ndvi": (("a", "b"), (), ("b",)),  # written as computed: nothing to save after
         "count": ((), ("count",), ("ndvi",)),
         "smooth": ((), (), ("a", "smooth")),
         "edge": (("c",), (), ("c", "edge")),
@@ -106,7 +107,9 @@ def test_the_run_executes_the_plan(mixed: PipelineSpec) -> None:
     assert result.results["count"] == 12
     tiles = {report.name: report.tiles for report in result.reports
              if report.kind in ("map", "reduce")}
-    assert tiles == {step.name: step.tiling.tile_count for step in plan.steps}
+    assert plan.steps[1].fed_by == 0  # count runs on ndvi's tiles: no report of its own
+    assert tiles == {step.name: step.tiling.tile_count for step in plan.steps
+                     if step.fed_by is None}
     assert sorted(path.name for path in result.written.values()) == [
         "copy.tif", "count.json", "late.tif", "ndvi.tif"]
     with rasterio.open(mixed.outputs["late"].path) as late, \

@@ -55,13 +55,15 @@ OPTIONS: dict[str, tuple[dict[str, Any], bool]] = {
 
 
 def pipeline(options: dict[str, Any], *, tile_size: int | None = None, fmt: str = "GTiff",
-             readers: int = 0) -> dict[str, Any]:
+             readers: int = 0, reader: str = "reduce") -> dict[str, Any]:
     """A 3 x 3 mean of ``dem`` written to ``out/mean.tif`` with ``options`` (and ``readers``
-    later steps reading it, so that it may be spilled)."""
+    later steps reading it, reduces or maps, so that it may be spilled)."""
     steps = [{"name": "mean", "map": "eoscale.ops.mean_filter", "inputs": ["dem"],
               "params": {"size": 3}}]
     steps += [{"name": f"stats{n}", "reduce": "eoscale.ops.stats", "inputs": ["mean"]}
-              for n in range(readers)]
+              if reader == "reduce" else
+              {"name": f"again{n}", "map": "eoscale.ops.mean_filter", "inputs": ["mean"],
+               "params": {"size": 3}} for n in range(readers)]
     document: dict[str, Any] = {
         "version": 1, "inputs": {"dem": "dem.tif"}, "steps": steps,
         "outputs": {"mean": {"path": "out/mean.tif", "options": options, "format": fmt}}}
@@ -156,7 +158,10 @@ def test_a_budget_that_shrinks_tiles_below_a_block_is_said() -> None:
 
 
 def test_spilled_and_held_images_and_the_cluster() -> None:
-    spec = load_pipeline(pipeline({}, readers=1))
+    fed = fit(shaped(load_pipeline(pipeline({}, readers=1)), 900, 700), TWO)
+    assert fed.images["mean"].lives == "written" and fed.images["mean"].encoded
+    assert fed.steps[1].fed_by == 0  # only a reduce reads it: written, the reduce fed
+    spec = load_pipeline(pipeline({}, readers=1, reader="map"))
     shape = shaped(spec, 900, 700)
     held = fit(shape, TWO).images["mean"]
     assert held.file is None and held.writes_file and held.encoded is False
@@ -165,7 +170,7 @@ def test_spilled_and_held_images_and_the_cluster() -> None:
     assert spilled.images["mean"].encoded and engine_decisions(spilled) == {"mean": True}
     cluster = fit(shape, Resources(2, None, base=0, executor="cluster", cluster="local:2"))
     assert cluster.images["mean"].not_encoded is None and cluster.images["mean"].encoded
-    assert engine_decisions(cluster) == {"mean": True}
+    assert engine_decisions(cluster) == {"mean": True, "again0": True}  # a scratch file
     assert cluster.images["dem"].encoded is None  # an input that is no output writes no file
 
 

@@ -95,6 +95,12 @@ def chosen(spec: Any, workers: int, spill: Collection[str], fuse: Collection[int
                                Choices(spill=frozenset(spill), fuse=frozenset(fuse))))
 
 
+def held(spec: Any, workers: int) -> RunPlan:
+    """The plan that holds every step's image in shared memory, its reduces reading it there
+    (what a roomy plan did before an output only reduces read was written and fed)."""
+    return with_feeding(decide(plan_shape(spec), resources(workers), Choices()))
+
+
 def results_of(spec: Any) -> dict[str, Any]:
     return {name: json.loads(output.path.read_text())["result"]
             for name, output in spec.outputs.items() if output.path.suffix == ".json"}
@@ -148,7 +154,7 @@ def test_the_plan_says_which_reduces_are_fed_and_why_the_others_are_not(
         write_pipeline: Writer, dem: Path) -> None:
     spec = load_pipeline(write_pipeline(CHAIN.replace("WORKERS", "1").split("    outputs:")[0]
                                         + NOT_FED))
-    roomy = plan_run(spec, resources(1))
+    roomy = held(spec, 1)
     assert all(image.lives == "shared" for name, image in roomy.images.items() if name != "dem")
     assert [step.fed_by for step in roomy.steps] == [None] * 7  # nothing is read from a file
     assert [step.feeding for step in roomy.steps] == [""] * 7
@@ -178,9 +184,16 @@ def test_the_plan_says_which_reduces_are_fed_and_why_the_others_are_not(
 def test_a_budget_that_spills_the_image_feeds_its_reduces(write_pipeline: Writer,
                                                           dem: Path) -> None:
     spec = load_pipeline(write_pipeline(CHAIN.replace("WORKERS", "1")))
-    roomy = plan_run(spec, resources(1))
-    tight = plan_run(spec, resources(1, int(1.2 * roomy.peak.held)))
-    assert tight.fits and tight.images["median"].lives == "spilled"
+    roomy = plan_run(spec, resources(1))  # the median, an output only reduces read: written
+    assert roomy.images["median"].lives == "written"  # (by the main process: 64-px tiles)
+    assert roomy.images["filled"].lives == "fused"  # 2 % recomputed: fused whatever the budget
+    assert [step.fed_by for step in roomy.steps] == [None, None, 1, 1]
+    assert "only reduces read it" in roomy.images["median"].why
+    assert "not read back (stats, hist are fed by step median's tiles)" in \
+        roomy.images["median"].why
+    unfused = held(spec, 1)  # filled held: the budget spills median (written, read by filled's
+    tight = plan_run(spec, resources(1, int(1.2 * unfused.peak.held)))  # ... maker: fed)
+    assert tight.fits and tight.images["median"].lives in ("spilled", "written")
     assert [step.fed_by for step in tight.steps] == [None, None, 1, 1]
 
 
@@ -190,7 +203,7 @@ def test_fed_reduces_equal_todays_and_numpy_without_reading_the_file(
         write_pipeline: Writer, dem: Path, tmp_path: Path, file_reads: list[str],
         workers: int, moved: str) -> None:
     spec = load_pipeline(write_pipeline(CHAIN.replace("WORKERS", str(workers))))
-    roomy = plan_run(spec, resources(workers))  # today's path: the reduces read shared memory
+    roomy = held(spec, workers)  # the reduces read shared memory
     assert roomy.images["median"].lives == "shared" and roomy.steps[2].fed_by is None
     run_pipeline(roomy)
     today = results_of(spec)
@@ -222,7 +235,7 @@ def test_a_reduce_with_a_margin_reads_the_file_back(write_pipeline: Writer, dem:
               sums: out/sums.json}
     """
     spec = load_pipeline(write_pipeline(text))
-    run_pipeline(plan_run(spec, resources(1)))
+    run_pipeline(held(spec, 1))
     today = results_of(spec)
     plan = chosen(spec, 1, {"filled", "median"})
     assert plan.steps[4].fed_by is None and "margin is 2" in plan.steps[4].feeding
@@ -401,7 +414,7 @@ def test_the_command_under_a_small_memory_feeds_the_reduce(write_pipeline: Write
     assert "not read back (stats is fed by step median's tiles)" in planned.stdout
     plan = json.loads(eoscale("--dry-run", "--json").stdout)
     lives = {image["name"]: image["lives"] for image in plan["images"]}
-    assert lives == {"dem": "file", "filled": "fused", "median": "spilled"}
+    assert lives == {"dem": "file", "filled": "fused", "median": "written"}
     tiling = plan["steps"][2]["tiling"]
     assert plan["steps"][2]["fed_by"] == "median" and tiling == plan["steps"][1]["tiling"]
 

@@ -43,6 +43,7 @@ class Choices:
     fuse: frozenset[int] = frozenset()            # steps whose images are fused into readers
     refused: tuple[tuple[str, str], ...] = ()     # (image, why it was not fused instead)
     tile_sizes: tuple[tuple[int, int], ...] = ()  # (step index, tile size)
+    write: frozenset[str] = frozenset()           # outputs written, not held: reduces are fed
 
     def spilled_steps(self, shape: RunShape) -> frozenset[int]:
         """Steps with an image the budget spilled: they are not fused."""
@@ -152,6 +153,7 @@ def step_image_plans(shape: RunShape, resources: Resources, choices: Choices,
             lives, why = step_image_home(
                 name, spec, readers, cluster=resources.executor == "cluster",
                 spill=refused.get(name, "") if name in choices.spill else None,
+                fed=name in choices.write,
                 fused_into=(spec.steps[at].name, fused.shares[at]) if at != index else None)
             made = shape.images[name]
             images[name] = ImagePlan(

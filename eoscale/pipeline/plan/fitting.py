@@ -8,7 +8,13 @@ from dataclasses import replace
 
 from eoscale.pipeline.plan.decide import Choices, decide
 from eoscale.pipeline.plan.feeding import with_feeding
-from eoscale.pipeline.plan.fusion import fusable, fusions, not_fused, priced_chains
+from eoscale.pipeline.plan.fusion import (
+    cheap_chains,
+    fusable,
+    fusions,
+    not_fused,
+    priced_chains,
+)
 from eoscale.pipeline.plan.residence import Residence
 from eoscale.pipeline.plan.resources import BUDGET_HEADROOM, Resources
 from eoscale.pipeline.plan.shapes import RunShape
@@ -64,12 +70,9 @@ def fit_plan(shape: RunShape, resources: Resources, fusing: bool = True) -> RunP
     the tiling, hence the exact floating-point result, of the plan in memory). What still does
     not fit is returned as it is (``fits`` False): validation refuses it, naming the step.
 
-    On a cluster, whose workers share no memory, every chain that recomputes little enough is
-    fused from the start: its images would otherwise be spilled to a shared filesystem."""
+    It starts from :func:`first_choices`."""
     spec = shape.spec
-    choices = Choices()
-    if resources.executor == "cluster" and fusing:  # else spilled to a shared filesystem
-        choices = Choices(fuse=fusable(shape, frozenset()))
+    choices = first_choices(shape, resources, fusing)
     plan = decide(shape, resources, choices)
     while not plan.fits:
         peak = max(plan.steps, key=lambda step: step.memory.held)
@@ -101,6 +104,34 @@ def fit_plan(shape: RunShape, resources: Resources, fusing: bool = True) -> RunP
             return plan
         plan = decide(shape, resources, choices)
     return plan
+
+
+def first_choices(shape: RunShape, resources: Resources, fusing: bool) -> Choices:
+    """What a plan chooses whatever the budget. Chains are fused from the start when they
+    recompute very little (:func:`~eoscale.pipeline.plan.fusion.cheap_chains`), or, on a
+    cluster, whose workers share no memory, when they recompute little enough: their images
+    would otherwise be spilled to a shared filesystem. An output that only reduces read, each
+    fed by the tiles of the map making it (:mod:`~eoscale.pipeline.plan.feeding`), is written
+    as computed rather than held whole and written by the main process afterwards."""
+    choices = Choices()
+    if fusing and resources.executor == "cluster":
+        choices = Choices(fuse=fusable(shape, frozenset()))
+    elif fusing:
+        choices = Choices(fuse=cheap_chains(shape, choices.tiling_of(shape), resources.workers))
+    if resources.executor == "cluster":
+        return choices
+    spec = shape.spec
+    write = frozenset(name for step in spec.steps if step.kind == "map" for name in step.outputs
+                      if name in spec.outputs and shape.readers.get(name)
+                      and all(spec.steps[r].kind == "reduce" for r in shape.readers[name]))
+    while write:
+        trial = with_feeding(decide(shape, resources, replace(choices, write=write)))
+        unfed = frozenset(name for name in write if any(
+            trial.steps[r].fed_by is None for r in shape.readers[name]))
+        if not unfed:
+            break
+        write -= unfed
+    return replace(choices, write=write)
 
 
 def _fused_instead(shape: RunShape, resources: Resources, choices: Choices,

@@ -4,8 +4,9 @@
   steps or with a margin, which would otherwise decode their blocks again; every step's outputs);
 - ``file``: read from its file window by window by the workers (an input that a single step reads
   without margin and that is not an output: each worker decodes its own tiles as it computes);
-- ``written``: never held; written to its output file as its tiles are computed (a map output that
-  no later step reads): workers send the tiles back, the main process writes them;
+- ``written``: never held; written to its output file as its tiles are computed by the workers
+  that compute them (a map output that no later step reads, or that only reduces fed by its
+  tiles read: :mod:`~eoscale.pipeline.plan.feeding`);
 - ``spilled``: a step's image that later steps read, when the budget cannot hold it: written as
   computed, to its output file or to a scratch file, and read back window by window;
 - ``fused``: a map step's image that only later map steps read, when the budget cannot hold it
@@ -74,14 +75,18 @@ def input_home(name: str, spec: PipelineSpec, steps: Sequence[int], margin: int 
 
 def step_image_home(name: str, spec: PipelineSpec, readers: Mapping[str, list[int]], *,
                     cluster: bool, spill: str | None, fused_into: tuple[str, float] | None,
-                    ) -> Home:
+                    fed: bool = False) -> Home:
     """Where a step's image lives: by :func:`output_residence`, or :func:`cluster_residence` on
     a ``cluster``; ``spill``: spilled, saying why it is not fused instead; ``fused_into``: the
-    step whose tiles compute it and the share of work its chain computes again."""
+    step whose tiles compute it and the share of work its chain computes again; ``fed``: an
+    output that only reduces fed by its step's tiles read, written rather than held."""
     if fused_into is not None:
         return fused(*fused_into)
     if spill is not None:
         return spilled(name, spec, spill)
+    if fed and not cluster:
+        return Residence.WRITTEN, ("only reduces read it: written to its file as tiles are "
+                                   "computed, never held")
     return (cluster_residence if cluster else output_residence)(name, spec, readers)
 
 
