@@ -225,8 +225,10 @@ class ProcessExecutor(Executor):
                     if message is None:
                         self._raise_died(job, worker, chunk)
                     del busy[worker]
-                    yield position, message
+                    # its next chunk first: the worker computes while this result is handled
+                    # (assembled, folded, recorded in the journal) rather than waiting for it
                     self._dispatch(job, token, payload, pending, busy)
+                    yield position, message
             finished = True
         finally:
             if finished:
