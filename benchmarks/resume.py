@@ -155,7 +155,9 @@ def plan_text(plan: dict[str, Any]) -> str:
             else step["name"]
         text = f"'{name}' {step['tiling']['tiles']} tiles of {step['tiling']['tile_size']} px"
         if step["fed_by"] is not None:
-            text = f"'{step['name']}' fed by the tiles of '{steps[step['fed_by']]['name']}'"
+            feeder = step["fed_by"]
+            feeder = steps[feeder]["name"] if isinstance(feeder, int) else feeder
+            text = f"'{step['name']}' fed by the tiles of '{feeder}'"
         parts.append(text)
     return "; ".join(parts)
 
