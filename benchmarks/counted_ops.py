@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from eoscale import ops
@@ -59,7 +60,7 @@ stats = _counted("stats")
 def read_counts(path: str | os.PathLike) -> dict[str, int]:
     """The calls counted in the file at ``path``, by operation (0 for those never called)."""
     try:
-        data = open(path, "rb").read()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         data = b""
     return {name: data.count(mark.encode()) for name, mark in MARKS.items()}

@@ -46,7 +46,7 @@ from typing import Any
 
 import datagen
 from cluster_scaling import save_report
-from counted_ops import COUNTER_ENV, read_counts, total
+from counted_ops import COUNTER_ENV, MARKS, read_counts, total
 from journal_probe import TIMES_ENV
 from measure import Measured, run_measured, wait_for_quiet
 from run import HERE, REPO, child_env, eoscale_command, export_source, machine, outputs_equal
@@ -78,7 +78,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.env = child_env(export_source(args.eoscale_ref) if args.eoscale_ref else REPO)
-        self.dsm = args.input or datagen.ensure_dsm(args.size)
+        self.dsm = args.input.resolve() if args.input else datagen.ensure_dsm(args.size)
         self.folder = HERE / "results" / "out" / "resume"
         self.scratch = self.folder / "scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def plans(bench: Bench) -> dict[str, Any]:
     for pipeline in (bench.counted, bench.plain):
         done = subprocess.run(eoscale_command() + bench.arguments(pipeline, "plan")
                               + ["--dry-run", "--json"], capture_output=True, text=True,
-                              env=bench.env, cwd=str(HERE))
+                              env=bench.env, cwd=str(HERE), check=False)
         if done.returncode != 0:
             raise SystemExit(f"--dry-run of {pipeline} failed:\n{done.stdout}\n{done.stderr}")
         plan = json.loads(done.stdout)
@@ -414,41 +414,55 @@ def markdown(report: dict[str, Any]) -> str:
     med = summary["medians"]
     full, resume = med["uninterrupted"], med["resume"]
     on, off = med["journal_on"], med["journal_off"]
-    killed = report["runs"]["killed"]
-    taken = [", ".join(f"{t['tiles']}/{t['of']} of '{t['step']}'" for t in run["taken_back_said"])
-             or "none" for run in report["runs"]["resume"]]
-    said = [f"{p['done']}/{p['of']}" if (p := run["progress_said"]) else "-" for run in killed]
-    recorded = [", ".join(f"{n} of '{k}'" for k, n in run["journal"].get("tiles", {}).items())
-                or "none" for run in killed]
-    calls = [f"{r['calls_total']}/{report['runs']['uninterrupted'][i]['calls_total']}"
-             for i, r in enumerate(report["runs"]["resume"])]
-    return "\n".join([
-        f"Run of {report['date']} on {m['cpu']}, {m['cores']} cores; eoscale {m['commit']}; "
-        f"input {Path(s['input']).name}, {s['workers']} workers, eoscale arguments "
-        f"{' '.join(s['eoscale_args']) or 'none'}; medians of {s['repeat']}; 1-minute load "
-        f"{report['load']['start']:.1f} at the start, {report['load']['end']:.1f} at the end; "
-        f"other work's cores during the runs (median): {full['foreign_cores']:.2f} "
-        f"uninterrupted, {resume['foreign_cores']:.2f} resume. Plan: "
-        f"{plan_text(report['plan'])}.", "",
-        "| figure | measured | target | |", "|---|---|---|---|",
-        f"| uninterrupted run | {full['wall_s']:.2f} s wall, {full['cpu_s']:.2f} s CPU | | |",
-        f"| killed (SIGKILL to the group) at | {summary['killed_fraction']:.0%} of the tiles "
-        f"computed | about {s['kill_at']:.0%} | |",
-        f"| resume: wall | {resume['wall_s']:.2f} s, **{summary['wall_ratio']:.2f}** x the "
-        f"uninterrupted | <= {WALL_TARGET} x | {_met(summary['wall_met'])} |",
-        f"| resume: tiles computed | **{summary['computed_share']:.0%}** ({'; '.join(calls)} "
-        f"calls) | <= {COMPUTED_TARGET:.0%} | {_met(summary['computed_met'])} |",
-        f"| resume: outputs equal the uninterrupted run's | "
-        f"{'yes' if summary['outputs_equal'] else 'NO'} | equal | "
-        f"{_met(summary['outputs_equal'])} |",
-        f"| journal on / off: wall | {on['wall_s']:.2f} s / {off['wall_s']:.2f} s = "
-        f"**{summary['journal_ratio']:.3f}** | <= {1 + JOURNAL_TARGET:.2f} | "
-        f"{_met(summary['journal_met'])} |",
-        f"| journal's functions (main process) | {summary['journal_cpu_s']:.3f} s CPU, "
-        f"{summary['journal_wall_in_functions_s']:.3f} s wall | | |", "",
-        f"At each kill, by repeat: eoscale's last progress line {', '.join(said)}; the journal "
-        f"had recorded {'; '.join(recorded)}; the resume said it took back {'; '.join(taken)}.",
-        ""])
+    runs = report["runs"]
+    header = (f"Run of {report['date']} on {m['cpu']}, {m['cores']} cores; eoscale {m['commit']}; "
+              f"input {Path(s['input']).name}, {s['workers']} workers, eoscale arguments "
+              f"{' '.join(s['eoscale_args']) or 'none'}; medians of {s['repeat']}; 1-minute load "
+              f"{report['load']['start']:.1f} at the start, {report['load']['end']:.1f} at the "
+              f"end; other work's cores during the runs (median): "
+              f"{full['foreign_cores']:.2f} uninterrupted, {resume['foreign_cores']:.2f} resume."
+              f" Plan: {plan_text(report['plan'])}.")
+    calls = "; ".join(f"{again['calls_total']}/{first['calls_total']}"
+                      for again, first in zip(runs["resume"], runs["uninterrupted"]))
+    rows = [
+        ("uninterrupted run", f"{full['wall_s']:.2f} s wall, {full['cpu_s']:.2f} s CPU", "", ""),
+        ("killed (SIGKILL to the group) at",
+         f"{summary['killed_fraction']:.0%} of the tiles computed", f"about {s['kill_at']:.0%}",
+         ""),
+        ("resume: wall",
+         f"{resume['wall_s']:.2f} s, **{summary['wall_ratio']:.2f}** x the uninterrupted",
+         f"<= {WALL_TARGET} x", _met(summary["wall_met"])),
+        ("resume: tiles computed", f"**{summary['computed_share']:.0%}** ({calls} calls)",
+         f"<= {COMPUTED_TARGET:.0%}", _met(summary["computed_met"])),
+        ("resume: outputs equal the uninterrupted run's",
+         "yes" if summary["outputs_equal"] else "NO", "equal", _met(summary["outputs_equal"])),
+        ("journal on / off: wall",
+         f"{on['wall_s']:.2f} s / {off['wall_s']:.2f} s = **{summary['journal_ratio']:.3f}**",
+         f"<= {1 + JOURNAL_TARGET:.2f}", _met(summary["journal_met"])),
+        ("journal's functions (main process)",
+         (f"{summary['journal_cpu_s']:.3f} s CPU, "
+          f"{summary['journal_wall_in_functions_s']:.3f} s wall"), "", ""),
+    ]
+    return "\n".join([header, "", "| figure | measured | target | |", "|---|---|---|---|",
+                      *(f"| {' | '.join(row)} |" for row in rows), "", _kills(runs), ""])
+
+
+def _kills(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """What each kill left: tiles computed, come back to the main process, recorded, taken back."""
+    computed = ", ".join(f"{run['calls_total'] / len(MARKS):.1f}" for run in runs["killed"])
+    said = ", ".join(f"{p['done']}/{p['of']}" if (p := run["progress_said"]) else "-"
+                     for run in runs["killed"])
+    recorded = "; ".join(
+        (", ".join(f"{n} of '{k}'" for k, n in run["journal"].get("tiles", {}).items()) or "none")
+        + (f" (last written {run['journal']['last_write_before_kill_s']:.2f} s before the kill)"
+           if run["journal"].get("path") else "")
+        for run in runs["killed"])
+    taken = "; ".join(", ".join(f"{t['tiles']}/{t['of']} of '{t['step']}'"
+                                for t in run["taken_back_said"]) or "none"
+                      for run in runs["resume"])
+    return (f"At each kill, by repeat: tiles computed (calls / {len(MARKS)}) {computed}; "
+            f"eoscale's last progress line {said}; the journal had recorded {recorded}; the "
+            f"resume said it took back {taken}.")
 
 
 if __name__ == "__main__":
