@@ -46,7 +46,7 @@ from typing import Any
 
 import datagen
 from cluster_scaling import save_report
-from counted_ops import COUNTER_ENV, MARKS, read_counts, total
+from counted_ops import COUNTER_ENV, read_counts, total
 from journal_probe import TIMES_ENV
 from measure import Measured, run_measured, wait_for_quiet
 from run import HERE, REPO, child_env, eoscale_command, export_source, machine, outputs_equal
@@ -349,6 +349,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "computed_share": computed, "computed_met": computed <= COMPUTED_TARGET,
         "wall_ratio": resume["wall_s"] / full["wall_s"],
         "wall_met": resume["wall_s"] / full["wall_s"] <= WALL_TARGET,
+        "cpu_ratio": resume["cpu_s"] / full["cpu_s"],
         "outputs_equal": equal,
         "journal_ratio": journal_ratio, "journal_met": journal_ratio - 1 <= JOURNAL_TARGET,
         "journal_cpu_s": statistics.median(f["cpu_s"] for f in functions),
@@ -432,6 +433,8 @@ def markdown(report: dict[str, Any]) -> str:
         ("resume: wall",
          f"{resume['wall_s']:.2f} s, **{summary['wall_ratio']:.2f}** x the uninterrupted",
          f"<= {WALL_TARGET} x", _met(summary["wall_met"])),
+        ("resume: CPU (the tree's)",
+         f"{resume['cpu_s']:.2f} s, {summary['cpu_ratio']:.2f} x the uninterrupted", "", ""),
         ("resume: tiles computed", f"**{summary['computed_share']:.0%}** ({calls} calls)",
          f"<= {COMPUTED_TARGET:.0%}", _met(summary["computed_met"])),
         ("resume: outputs equal the uninterrupted run's",
@@ -448,21 +451,28 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _kills(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """What each kill left: tiles computed, come back to the main process, recorded, taken back."""
-    computed = ", ".join(f"{run['calls_total'] / len(MARKS):.1f}" for run in runs["killed"])
-    said = ", ".join(f"{p['done']}/{p['of']}" if (p := run["progress_said"]) else "-"
-                     for run in runs["killed"])
-    recorded = "; ".join(
-        (", ".join(f"{n} of '{k}'" for k, n in run["journal"].get("tiles", {}).items()) or "none")
-        + (f" (last written {run['journal']['last_write_before_kill_s']:.2f} s before the kill)"
-           if run["journal"].get("path") else "")
-        for run in runs["killed"])
+    """What each kill left: calls computed, tiles come back to the main process (its last
+    progress line), steps and tiles recorded, and what the resume took back."""
+    computed = ", ".join(f"{cut['calls_total']}/{full['calls_total']}"
+                         for cut, full in zip(runs["killed"], runs["uninterrupted"]))
+    said = ", ".join(f"{p['done']}/{p['of']} of '{p['step']}'" if (p := run["progress_said"])
+                     else "-" for run in runs["killed"])
+    recorded = "; ".join(_recorded(run["journal"]) for run in runs["killed"])
     taken = "; ".join(", ".join(f"{t['tiles']}/{t['of']} of '{t['step']}'"
                                 for t in run["taken_back_said"]) or "none"
                       for run in runs["resume"])
-    return (f"At each kill, by repeat: tiles computed (calls / {len(MARKS)}) {computed}; "
-            f"eoscale's last progress line {said}; the journal had recorded {recorded}; the "
-            f"resume said it took back {taken}.")
+    return (f"At each kill, by repeat: calls computed {computed}; eoscale's last progress line "
+            f"{said}; the journal had recorded {recorded}; the resume said it took back "
+            f"{taken}.")
+
+
+def _recorded(journal: dict[str, Any]) -> str:
+    if not journal.get("path"):
+        return "no journal"
+    steps = ", ".join(f"'{name}'" for name in journal["steps"])
+    tiles = ", ".join(f"{n} tiles of '{k}'" for k, n in journal["tiles"].items())
+    return (f"{'steps ' + steps if steps else 'no step'}, {tiles or 'no tile'} (last written "
+            f"{journal['last_write_before_kill_s']:.2f} s before the kill)")
 
 
 if __name__ == "__main__":
