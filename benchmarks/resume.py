@@ -104,12 +104,15 @@ class Bench:
         return path
 
     def quiet(self) -> float:
-        args = self.args
-        return wait_for_quiet(args.quiet_below, args.quiet_timeout)[0] if args.quiet_below > 0 \
-            else 0.0
+        """Wait for a quiet machine (``--quiet-below``); the seconds waited."""
+        if self.args.quiet_below <= 0:
+            return 0.0
+        return wait_for_quiet(self.args.quiet_below, self.args.quiet_timeout)[0]
 
-    def measured(self, command: list[str], env: dict[str, str], what: str) -> tuple[Measured,
-                                                                                     float]:
+    def measured(self, command: list[str], env: dict[str, str],
+                 what: str) -> tuple[Measured, float]:
+        """Run ``command`` to its end once the machine is quiet, timed (no memory sampling);
+        the run and the seconds waited before it."""
         waited = self.quiet()
         done = run_measured(command, interval=None, cwd=str(HERE), env=env)
         if done.returncode != 0:
@@ -249,6 +252,11 @@ def journal_pair(bench: Bench, repeat: int) -> dict[str, dict[str, Any]]:
         done, waited = bench.measured(command, dict(bench.env, **{TIMES_ENV: str(times)}),
                                       f"journal {mode}")
         found[mode] = figures(done, waited)
+        # Switched off, the journal must change nothing else: the same outputs.
+        found[mode]["equality"] = {
+            name: outputs_equal(bench.folder / f"full{suffix}",
+                                bench.folder / f"journal_{mode}{suffix}")
+            for name, suffix in (("smooth", ".tif"), ("stats", ".json"))}
         if mode == "timed":
             found[mode]["journal_functions"] = json.loads(times.read_text())
     return found
@@ -343,6 +351,8 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     journal_ratio = medians["journal_on"]["wall_s"] / medians["journal_off"]["wall_s"]
     functions = [run["journal_functions"] for run in runs["journal_on"]]
     equal = all(e["equal"] for run in runs["resume"] for e in run["equality"].values())
+    journal_equal = all(e["equal"] for kind in ("journal_on", "journal_off")
+                        for run in runs[kind] for e in run["equality"].values())
     return {
         "medians": medians,
         "killed_fraction": _median(runs["killed"], "fraction_done"),
@@ -351,6 +361,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "wall_met": resume["wall_s"] / full["wall_s"] <= WALL_TARGET,
         "cpu_ratio": resume["cpu_s"] / full["cpu_s"],
         "outputs_equal": equal,
+        "journal_outputs_equal": journal_equal,
         "journal_ratio": journal_ratio, "journal_met": journal_ratio - 1 <= JOURNAL_TARGET,
         "journal_cpu_s": statistics.median(f["cpu_s"] for f in functions),
         "journal_wall_in_functions_s": statistics.median(f["wall_s"] for f in functions),
@@ -442,6 +453,9 @@ def markdown(report: dict[str, Any]) -> str:
         ("journal on / off: wall",
          f"{on['wall_s']:.2f} s / {off['wall_s']:.2f} s = **{summary['journal_ratio']:.3f}**",
          f"<= {1 + JOURNAL_TARGET:.2f}", _met(summary["journal_met"])),
+        ("journal on / off: outputs equal the uninterrupted run's",
+         "yes" if summary["journal_outputs_equal"] else "NO", "equal",
+         _met(summary["journal_outputs_equal"])),
         ("journal's functions (main process)",
          (f"{summary['journal_cpu_s']:.3f} s CPU, "
           f"{summary['journal_wall_in_functions_s']:.3f} s wall"), "", ""),
