@@ -32,6 +32,7 @@ it (measure.py). Writes the JSON report and a Markdown table beside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -51,6 +52,7 @@ from journal_probe import TIMES_ENV
 from measure import Measured, run_measured, wait_for_quiet
 from run import HERE, REPO, child_env, eoscale_command, export_source, machine, outputs_equal
 
+from eoscale.engine.shared import pid_alive
 from eoscale.io.journal import JournalError, read_journal
 from eoscale.io.runfiles import TEMP_MARK
 
@@ -205,7 +207,8 @@ def killed(bench: Bench, full_calls: int) -> dict[str, Any]:
             os.killpg(process.pid, signal.SIGKILL)
             at_s, at_time = time.perf_counter() - started, time.time()
         except BaseException:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             raise
         finally:
             process.wait()
@@ -284,9 +287,10 @@ def _group(pgid: int) -> list[int]:
 
 
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
-    """Wait until the killed processes are gone (reaped by whoever is their parent now)."""
+    """Wait until the killed processes are dead (a zombie is: where the first process reaps
+    no orphan, the workers stay zombies)."""
     deadline = time.perf_counter() + timeout
-    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.perf_counter() < deadline:
+    while any(pid_alive(pid) for pid in pids) and time.perf_counter() < deadline:
         time.sleep(0.02)
 
 
