@@ -361,6 +361,10 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "medians": medians,
         "killed_fraction": _median(runs["killed"], "fraction_done"),
         "computed_share": computed, "computed_met": computed <= COMPUTED_TARGET,
+        # What the kill lost: computed before it and again by the resume.
+        "computed_twice": statistics.median(
+            cut["fraction_done"] + again["computed_share"] - 1
+            for cut, again in zip(runs["killed"], runs["resume"])),
         "wall_ratio": resume["wall_s"] / full["wall_s"],
         "wall_met": resume["wall_s"] / full["wall_s"] <= WALL_TARGET,
         "cpu_ratio": resume["cpu_s"] / full["cpu_s"],
@@ -452,6 +456,8 @@ def markdown(report: dict[str, Any]) -> str:
          f"{resume['cpu_s']:.2f} s, {summary['cpu_ratio']:.2f} x the uninterrupted", "", ""),
         ("resume: tiles computed", f"**{summary['computed_share']:.0%}** ({calls} calls)",
          f"<= {COMPUTED_TARGET:.0%}", _met(summary["computed_met"])),
+        ("computed twice (before the kill and by the resume)",
+         f"{summary['computed_twice']:.1%} of the tiles", "", ""),
         ("resume: outputs equal the uninterrupted run's",
          "yes" if summary["outputs_equal"] else "NO", "equal", _met(summary["outputs_equal"])),
         ("journal on / off: wall",
