@@ -1,7 +1,8 @@
 """Issue 20's targets: a run killed at about 60 % of its tiles, resumed; and what the journal costs.
 
     python benchmarks/resume.py [--size 8192 | --input DSM.tif] [--repeat 3] [--workers 2]
-                                [--kill-at 0.6] [--eoscale-args "--memory 400MiB"]
+                                [--kill-at 0.6] [--journal-pairs 1]
+                                [--eoscale-args "--memory 400MiB"]
                                 [--quiet-below 0.3] [--eoscale-ref REF]
                                 [--out benchmarks/results/resume.json]
 
@@ -16,7 +17,7 @@ float32 surface model, writing the smoothed GeoTIFF and the statistics' JSON. Ea
 3. **resume**: ``--resume`` with the same arguments (wall, CPU, tiles computed), its outputs
    compared with the uninterrupted run's (every pixel, NaN equal to NaN; the JSON result), and
    what the runs left (staged files, part files, journal, scratch files, shared memory);
-4. **journal on / off** (order alternating): the uninterrupted chain run through
+4. **journal on / off** (``--journal-pairs`` pairs, the order alternating): the chain run through
    ``journal_probe.py``, once as it is (the journal's functions timed: CPU and wall in them) and
    once with the journal switched off.
 
@@ -384,6 +385,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kill-at", type=float, default=0.6, metavar="FRACTION")
+    parser.add_argument("--journal-pairs", type=int, default=1, metavar="N",
+                        help="journal on / off pairs of runs per repeat (default 1)")
     parser.add_argument("--eoscale-args", default="", metavar="ARGS",
                         help="more arguments for every eoscale run, e.g. \"--memory 400MiB\"")
     parser.add_argument("--quiet-below", type=float, default=0.3, metavar="CORES")
@@ -396,7 +399,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(),
         "settings": {"input": str(bench.dsm), "repeat": args.repeat, "workers": args.workers,
-                     "kill_at": args.kill_at, "eoscale_args": bench.extra,
+                     "kill_at": args.kill_at, "journal_pairs": args.journal_pairs,
+                     "eoscale_args": bench.extra,
                      "quiet_below_cores": args.quiet_below},
         "load": {"start": os.getloadavg()[0]}}
     report["plan"] = plans(bench)
@@ -407,12 +411,13 @@ def main() -> None:
         full = uninterrupted(bench)
         cut = killed(bench, full["calls_total"])
         again = resumed(bench, full, cut["pids"])
-        pair = journal_pair(bench, repeat)
         runs["uninterrupted"].append(full)
         runs["killed"].append(cut)
         runs["resume"].append(again)
-        runs["journal_on"].append(pair["timed"])
-        runs["journal_off"].append(pair["off"])
+        for number in range(args.journal_pairs):
+            pair = journal_pair(bench, repeat * args.journal_pairs + number)
+            runs["journal_on"].append(pair["timed"])
+            runs["journal_off"].append(pair["off"])
         print(f"  #{repeat + 1}: uninterrupted {full['wall_s']:.2f} s ({full['calls_total']} "
               f"calls); killed at {cut['fraction_done']:.0%} after {cut['killed_after_s']:.2f} s"
               f" (journal: {cut['journal'].get('tiles')}); resume {again['wall_s']:.2f} s, "
