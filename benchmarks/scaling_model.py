@@ -121,7 +121,7 @@ def model_parameters(entry: dict) -> dict | None:
                           for r in runs])
     tiny = min((r for r in runs if r["size"] == min(x["size"] for x in runs)),
                key=lambda r: r["wall_s"])
-    size = max(r["size"] for r in runs)
+    size = max(r["size"] for r in runs if not r.get("tile_size"))
     largest = [r for r in runs if r["size"] == size and not r.get("tile_size")]
     middle = sorted(largest, key=lambda r: r["wall_s"])[len(largest) // 2]
     map_compute, copy_compute = split_compute(middle)
