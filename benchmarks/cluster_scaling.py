@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,7 @@ class LoopbackCluster:
         return summed
 
     def close(self) -> None:
+        """Stop the processes, then remove their folder (logs, the workers' scratch space)."""
         self.client.close()
         for process in (self.workers, self.scheduler):
             process.terminate()
@@ -162,6 +164,7 @@ class LoopbackCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> LoopbackCluster:
         return self
