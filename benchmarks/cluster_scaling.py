@@ -2,6 +2,7 @@
 
     python benchmarks/cluster_scaling.py [--size 8192] [--workers 1,2,4] [--repeat 3]
                                          [--workloads w1,w3] [--no-pool] [--direct]
+                                         [--fit-runs 4096,8192:512]
                                          [--eoscale-ref REF] [--out benchmarks/results/cluster_scaling.json]
                                          [--machines 1,2,4,8,16] [--cores 8] [--estimate-size N]
                                          [--fs-bandwidth 1GB] [--net-bandwidth 1.25GB]
@@ -33,10 +34,13 @@ machine's busy time less that of the client, the scheduler and the workers).
 On a machine with C cores, N > C workers (with the client and the scheduler) share C cores: such
 runs measure the overhead of more processes and more, smaller tasks, not a speedup.
 
-From the runs with the fewest workers it estimates the wall time on N machines, for the measured
-image or a larger one (``--estimate-size``; see :func:`estimate_wall` and benchmarks/README.md),
-and the bytes the client reads and writes per output byte. Writes the JSON report and the
-Markdown tables beside it.
+With the fewest workers it also runs each workload once at the sizes of ``--fit-runs`` (SIZE
+or SIZE:TILE, a tile size given to ``eoscale run``: as many pixels in more, smaller tasks), so
+that the client's, the scheduler's and the workers' costs per task can be told apart from their
+fixed costs and from what grows with the pixels. From these runs it estimates the wall time on N
+machines, for the measured image or a larger one (``--estimate-size``), with the tasks eoscale
+plans at that size (:mod:`scaling_model`, benchmarks/README.md), and the bytes the client reads
+and writes per output byte. Writes the JSON report and the Markdown tables beside it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +72,7 @@ from run import (
     outputs_equal,
     phases_of,
 )
+from scaling_model import add_estimate_options, estimate_all, estimate_markdown
 
 MiB = 2 ** 20
 #: The scene of the runs that warm the workers up (they import what a run needs) and measure a
@@ -148,6 +154,7 @@ class LoopbackCluster:
         return summed
 
     def close(self) -> None:
+        """Stop the processes, then remove their folder (logs, the workers' scratch space)."""
         self.client.close()
         for process in (self.workers, self.scheduler):
             process.terminate()
@@ -157,6 +164,7 @@ class LoopbackCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> LoopbackCluster:
         return self
@@ -172,15 +180,19 @@ def _eoscale_file() -> str:
 
 
 def task_summary(stream: list[dict], workers: int) -> dict:
-    """What the task stream says about a run: tasks, compute seconds, result bytes, and per worker
-    the gaps between one task's end and the next one's start."""
-    computes, gaps, per_worker = [], [], {}
+    """What the task stream says about a run: tasks, compute seconds (also by the executor's run
+    they belong to: the number ending their key's token, see eoscale/engine/cluster.py), result
+    bytes, and per worker the gaps between one task's end and the next one's start."""
+    computes, gaps, per_worker, by_run = [], [], {}, {}
     nbytes = 0
     for task in stream:
         compute = [s for s in task["startstops"] if s["action"] == "compute"]
+        key = str(task.get("key", ""))
+        number = key.rsplit("-", 1 if key.startswith("eoscale-job-") else 2)[1]
         for part in compute:
             computes.append(part["stop"] - part["start"])
             per_worker.setdefault(task["worker"], []).append((part["start"], part["stop"]))
+            by_run[number] = by_run.get(number, 0.0) + part["stop"] - part["start"]
         nbytes += int(task.get("nbytes") or 0)
     span = 0.0
     if per_worker:
@@ -195,18 +207,20 @@ def task_summary(stream: list[dict], workers: int) -> dict:
         "result_bytes": nbytes, "span_s": span,
         "busy": sum(computes) / (span * workers) if span else 0.0,
         "gap_median_s": statistics.median(gaps) if gaps else 0.0,
-        "gap_total_s": sum(gaps), "workers_used": len(per_worker),
+        "gap_total_s": sum(gaps), "workers_used": len(per_worker), "compute_by_run": by_run,
     }
 
 
 def run_command(workload: Workload, scene: Path, out: Path, cluster: str | None,
-                workers: int, threads: bool = False) -> list[str]:
+                workers: int, threads: bool = False, tile_size: int | None = None) -> list[str]:
     """``eoscale run`` of a workload on ``cluster``, else on a pool of ``workers``; a cluster's
     scratch files (W3's ratio) go to results/scratch, which its workers see at the same path.
-    ``threads``: through client_threads.py, which tells the CPU of its native threads apart."""
+    ``threads``: through client_threads.py, which records where the client's CPU went."""
     launcher = [sys.executable, str(HERE / "client_threads.py")] if threads else eoscale_command()
     command = launcher + ["run", str(HERE / workload.pipeline), "--input", f"scene={scene}",
                           "--output", f"{workload.result}={out}", "--overwrite"]
+    if tile_size:
+        command += ["--tile-size", str(tile_size)]
     if cluster is None:
         return command + ["--workers", str(workers)]
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -223,16 +237,17 @@ def measured_run(command: list[str], env: dict[str, str], quiet_below: float) ->
 
 
 def output_sizes(path: Path) -> dict[str, int]:
-    """The bytes of a run's output file, and of its header (what precedes its first block: what
-    the client writes of it; a JSON output is the client's whole)."""
+    """The bytes of a run's output file, of its header (what precedes its first block: what
+    the client writes of it; a JSON output is the client's whole), and its blocks."""
     size = path.stat().st_size
     if path.suffix != ".tif":
-        return {"output_bytes": size, "header_bytes": size}
+        return {"output_bytes": size, "header_bytes": size, "blocks": 0}
     import tifffile
 
     with tifffile.TiffFile(path) as tiff:
         offsets = [offset for page in tiff.pages for offset in page.dataoffsets if offset]
-    return {"output_bytes": size, "header_bytes": min(offsets, default=size)}
+    return {"output_bytes": size, "header_bytes": min(offsets, default=size),
+            "blocks": len(offsets)}
 
 
 def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str],
@@ -249,8 +264,8 @@ def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str
     after, timers_after = cluster.usage(), cluster.timers()
     if run.returncode != 0:
         raise SystemExit(f"failed ({run.returncode}): {' '.join(command)}\n{run.stdout}\n{run.stderr}")
-    # The client's native threads (GDAL compressing the outputs) apart from the rest.
-    native = json.loads(threads.read_text())["native"] if threads.exists() else 0.0
+    # Where the client's CPU went (client_threads.py): by thread, inside and outside its runs.
+    client = json.loads(threads.read_text())
     used = {key: after[key] - before[key] for key in after}
     tasks = task_summary(cluster.tasks(started, stopped), cluster.count)
     tasks.update({f"workers_{key}": timers_after[key] - timers_before.get(key, 0.0)
@@ -264,7 +279,8 @@ def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str
             "workers_cpu_s": used["workers_cpu_s"],
             "workers_beyond_idle_s":
                 used["workers_cpu_s"] - cluster.idle_cores["workers_cpu_s"] * run.wall_s,
-            "workers_read_bytes": used["workers_read_bytes"], "client_native_cpu_s": native,
+            "workers_read_bytes": used["workers_read_bytes"],
+            "client_native_cpu_s": client["exit"]["native"], "client": client,
             "tasks": tasks, **output_sizes(out)}
 
 
@@ -296,154 +312,6 @@ def efficiencies(report: dict) -> None:
             for count, row in rows.items():
                 row["speedup"] = base / row["median"]["wall_s"]
                 row["efficiency"] = row["speedup"] / int(count)
-
-
-def add_estimate_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "estimate on N machines (from the runs with the fewest workers; see benchmarks/README.md)")
-    group.add_argument("--machines", default="1,2,4,8,16", help="machine counts, comma-separated")
-    group.add_argument("--cores", type=int, default=8, help="one-thread workers per machine")
-    group.add_argument("--fs-bandwidth", default="1GB", metavar="BYTES_PER_S",
-                       help="aggregate bandwidth of the shared filesystem, reads and writes "
-                            "together (default 1GB)")
-    group.add_argument("--net-bandwidth", default="1.25GB", metavar="BYTES_PER_S",
-                       help="each machine's network link, each way (default 1.25GB: 10 Gbit/s)")
-    group.add_argument("--estimate-size", type=int, metavar="N",
-                       help="estimate for an N x N image: the measured per-pixel quantities "
-                            "scaled by (N / measured size)^2, the fixed cost as measured")
-    group.add_argument("--estimate-from", type=Path, metavar="JSON",
-                       help="only print the estimate from a report this script saved")
-
-
-#: The parameters that grow with the image's pixels (see :func:`scaled`).
-PER_PIXEL = ("tasks", "compute_s", "read_bytes", "result_bytes", "output_bytes", "header_bytes")
-
-
-def model_parameters(entry: dict, size: int) -> dict | None:
-    """The estimate's parameters from a workload's cluster runs with the fewest workers (least
-    disturbed by sharing this machine) of ``size`` x ``size`` pixels, each beyond the tiny run's
-    where the tiny run has its share: fixed seconds (the tiny run's wall: start, plan, connect,
-    close); the client's CPU seconds per task (receiving records, writing headers: no pixels);
-    the tasks (the map's and the copies') and their compute seconds; per task, the workers' and
-    the scheduler's CPU beyond their idle CPU and the tasks' compute; the bytes the workers
-    read, the bytes the client received, the output files' bytes and their headers'."""
-    if not entry.get("cluster"):
-        return None
-    count, row = min(entry["cluster"].items(), key=lambda item: int(item[0]))
-    m, tiny = row["median"], row["tiny"]
-    tasks = max(1.0, m["tasks"]["tasks"])
-    extra_tasks = max(1.0, tasks - tiny["tasks"]["tasks"])
-    compute = m["tasks"]["compute_s"]
-
-    def per_task(key: str, less: float = 0.0, tiny_less: float = 0.0) -> float:
-        # Each side beyond idle can come out below zero by the noise of the idle rate.
-        return max(0.0, max(0.0, m[key] - less) - max(0.0, tiny[key] - tiny_less)) / extra_tasks
-
-    return {
-        "measured_with_workers": int(count), "measured_size": size, "size": size,
-        "fixed_s": tiny["wall_s"], "client_per_task_s": per_task("cpu_s"),
-        "tasks": tasks, "compute_s": compute,
-        "worker_per_task_s": per_task("workers_beyond_idle_s", compute,
-                                      tiny["tasks"]["compute_s"]),
-        "scheduler_per_task_s": per_task("scheduler_beyond_idle_s"),
-        "read_bytes": m["workers_read_bytes"], "result_bytes": m["tasks"]["result_bytes"],
-        "output_bytes": m.get("output_bytes", 0.0), "header_bytes": m.get("header_bytes", 0.0)}
-
-
-def scaled(p: dict, size: int | None) -> dict:
-    """``p`` for an image of ``size`` x ``size``: its per-pixel quantities (:data:`PER_PIXEL`)
-    times (size / measured size)^2; the fixed cost and the per-task costs as measured (so the
-    client's work grows with the tasks: a task's records, its blocks' share of the headers)."""
-    if not size:
-        return p
-    factor = (size / p["measured_size"]) ** 2
-    return {**p, **{key: p[key] * factor for key in PER_PIXEL}, "size": size}
-
-
-def estimate_wall(p: dict, machines: int, cores: int, fs: float, net: float
-                  ) -> tuple[float, str, float]:
-    """Seconds on ``machines`` x ``cores`` one-thread workers, the term that bounds the map, and
-    the seconds of the copies: fixed + max(the client's work (records and headers, on one core),
-    the tasks' compute and per-task overhead on the workers, the scheduler's per-task work, the
-    shared filesystem (``fs`` bytes/s in all) carrying the inputs read and the parts written once,
-    the machines' links (``net`` bytes/s each way) carrying them, the client's link receiving the
-    results) + the copies after the map, which nothing overlaps (each output byte read from the
-    parts and written into the file again: 2 x output bytes over the filesystem, each machine's
-    share in and out of its link) + one task (the last one)."""
-    workers = machines * cores
-    moved = p["read_bytes"] + p["output_bytes"]
-    terms = {
-        "client (records, headers)": p["client_per_task_s"] * p["tasks"],
-        "workers (tasks)": (p["compute_s"] + p["tasks"] * p["worker_per_task_s"]) / workers,
-        "scheduler": p["tasks"] * p["scheduler_per_task_s"],
-        "shared filesystem": moved / fs,
-        "machines' links": max(p["read_bytes"], p["output_bytes"]) / (machines * net),
-        "client network": p["result_bytes"] / net,
-    }
-    copies = max(2 * p["output_bytes"] / fs, p["output_bytes"] / (machines * net))
-    bound = max(terms, key=terms.__getitem__)
-    return p["fixed_s"] + terms[bound] + copies + p["compute_s"] / p["tasks"], bound, copies
-
-
-def estimate_all(report: dict, args: argparse.Namespace) -> dict:
-    from eoscale.sizes import parse_size
-
-    assumptions = {"machines": [int(n) for n in args.machines.split(",")], "cores": args.cores,
-                   "fs_bytes_per_s": parse_size(args.fs_bandwidth),
-                   "net_bytes_per_s": parse_size(args.net_bandwidth),
-                   "size": args.estimate_size or report["settings"]["size"]}
-    fs, net = assumptions["fs_bytes_per_s"], assumptions["net_bytes_per_s"]
-    found: dict = {"assumptions": assumptions, "workloads": {}}
-    for entry in report["workloads"]:
-        measured = model_parameters(entry, report["settings"]["size"])
-        if measured is None:
-            continue
-        parameters = scaled(measured, args.estimate_size)
-        # Against one worker, by the same model, at the same size.
-        base = estimate_wall(parameters, 1, 1, fs, net)[0]
-        rows = [dict(zip(("wall_s", "bound", "copies_s"),
-                         estimate_wall(parameters, machines, args.cores, fs, net)),
-                     machines=machines) for machines in assumptions["machines"]]
-        for row in rows:
-            row["speedup"] = base / row["wall_s"]
-            row["efficiency"] = row["speedup"] / (row["machines"] * args.cores)
-        out = parameters["output_bytes"] or float("nan")  # nan: not recorded (an old report)
-        client = {"reads_per_output_byte": 0.0,  # no block: see eoscale/engine/assembly.py
-                  "writes_per_output_byte": parameters["header_bytes"] / out,
-                  "receives_per_output_byte": parameters["result_bytes"] / out}
-        found["workloads"][entry["key"]] = {"title": entry["title"], "parameters": parameters,
-                                            "one_worker_s": base, "client_bytes": client,
-                                            "rows": rows}
-    return found
-
-
-def estimate_markdown(report: dict) -> str:
-    e = report["estimate"]
-    a = e["assumptions"]
-    lines = [f"Estimate for {a['size']} x {a['size']} on N machines of {a['cores']} one-thread "
-             f"workers, a shared filesystem giving {a['fs_bytes_per_s'] / 1e9:.2f} GB/s in all, "
-             f"links of {a['net_bytes_per_s'] / 1e9:.2f} GB/s each way; from the runs with the "
-             "fewest workers. Each cell: the wall time (of which the copies after the map), the "
-             "speed-up over one worker by the same model and the efficiency per worker, what "
-             "bounds the map:", "",
-             "| workload | parameters | " + " | ".join(f"{n} machine{'s' if n > 1 else ''}"
-                                                      for n in a["machines"]) + " |",
-             "|---|---|" + "---|" * len(a["machines"])]
-    for found in e["workloads"].values():
-        p, c = found["parameters"], found["client_bytes"]
-        per_byte = (f"the client reads 0 and writes {c['writes_per_output_byte']:.1e} bytes per "
-                    f"output byte (headers), receives {c['receives_per_output_byte']:.1e}")
-        text = (f"fixed {p['fixed_s']:.1f} s, client {p['client_per_task_s'] * 1000:.1f} ms per "
-                f"task, {p['tasks']:.0f} tasks of {p['compute_s'] / p['tasks'] * 1000:.0f} ms, "
-                f"per task {p['worker_per_task_s'] * 1000:.0f} ms (workers) + "
-                f"{p['scheduler_per_task_s'] * 1000:.1f} ms (scheduler), read "
-                f"{p['read_bytes'] / MiB:.0f} MiB, output {p['output_bytes'] / MiB:.0f} MiB, "
-                f"results {p['result_bytes'] / MiB:.1f} MiB; {per_byte}; one worker "
-                f"{found['one_worker_s']:.0f} s")
-        cells = [f"{row['wall_s']:.1f} s ({row['copies_s']:.1f} s), x{row['speedup']:.1f}, "
-                 f"{row['efficiency']:.2f}, {row['bound']}" for row in found["rows"]]
-        lines.append(f"| {found['title']} | {text} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def markdown(report: dict) -> str:
@@ -513,6 +381,23 @@ def run_side(label: str, count: int, workload: Workload, runs: int, run_once) ->
     return found
 
 
+def fit_side(cluster: LoopbackCluster, workload: Workload, sizes: list[tuple[int, int | None]],
+             out_dir: Path, env: dict[str, str], quiet_below: float) -> list[dict]:
+    """One cluster run of ``workload`` at each of ``sizes`` (size, tile size or None), for the
+    model's fits (:mod:`scaling_model`)."""
+    found = []
+    for size, tile_size in sizes:
+        out = out_dir / f"scaling_fit_{workload.key}{workload.suffix}"
+        command = run_command(workload, datagen.ensure_scene(size), out, cluster.address,
+                              cluster.count, True, tile_size)
+        label = f"{size}" + (f"/{tile_size}" if tile_size else "")
+        found += run_side(f"fit {label}", cluster.count, workload, 1,
+                          lambda command=command, out=out, size=size, tile_size=tile_size: {
+                              **cluster_run(cluster, command, env, quiet_below, out),
+                              "size": size, "tile_size": tile_size})
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=8192)
@@ -528,20 +413,25 @@ def main() -> None:
                              "cores (default 0: don't wait)")
     parser.add_argument("--eoscale-ref", metavar="REF",
                         help="measure this git commit's eoscale (default: this checkout's)")
+    parser.add_argument("--fit-runs", default="4096,8192:512", metavar="SIZE[:TILE],...",
+                        help="with the fewest workers, one more run of each workload at each "
+                             "of these sizes (and tile sizes), for the model's fits")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cluster_scaling.json")
     add_estimate_options(parser)
     args = parser.parse_args()
-    if args.estimate_from:
-        report = json.loads(args.estimate_from.read_text())
-        report["estimate"] = estimate_all(report, args)
-        print(estimate_markdown(report))
-        return
     source = export_source(args.eoscale_ref) if args.eoscale_ref else REPO
     env = child_env(source)
+    if args.estimate_from:
+        report = json.loads(args.estimate_from.read_text())
+        report["estimate"] = estimate_all(report, args, eoscale_command(), env)
+        print(estimate_markdown(report))
+        return
     if args.direct:
         env["DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS"] = "True"
     chosen = [w for w in WORKLOADS if w.key in args.workloads.split(",")]
     counts = [int(n) for n in args.workers.split(",")]
+    fit_runs = [(int(size), int(tile[0]) if tile else None) for size, *tile in
+                (text.split(":") for text in args.fit_runs.split(",") if text)]
     scene, tiny = datagen.ensure_scene(args.size), datagen.ensure_scene(TINY_SIZE)
     out_dir = HERE / "results" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -574,16 +464,21 @@ def main() -> None:
                 tiny_out = out_dir / f"scaling_tiny{workload.suffix}"
                 tiny_command = run_command(workload, tiny, tiny_out, cluster.address, count, True)
                 measured_run(tiny_command, env, 0)  # warm-up: the workers import what it needs
-                fixed = cluster_run(cluster, tiny_command, env, args.quiet_below, tiny_out)
+                fixed = {**cluster_run(cluster, tiny_command, env, args.quiet_below, tiny_out),
+                         "size": TINY_SIZE}
                 command = run_command(workload, scene, outs[workload.key, "cluster"],
                                       cluster.address, count, True)
                 cluster_out = outs[workload.key, "cluster"]
                 found = run_side("cluster", count, workload, args.repeat,
-                                 lambda: cluster_run(cluster, command, env, args.quiet_below,
-                                                     cluster_out))
+                                 lambda: {**cluster_run(cluster, command, env, args.quiet_below,
+                                                        cluster_out), "size": args.size})
                 entry["cluster"][str(count)] = {"median": medians(found), "runs": found,
                                                 "idle_cores": cluster.idle_cores,
                                                 "tiny": fixed}
+                if count == min(counts):
+                    entry["fit_workers"] = count
+                    entry["fit"] = [fixed, *found, *fit_side(
+                        cluster, workload, fit_runs, out_dir, env, args.quiet_below)]
                 if not args.no_pool:
                     entry["equal_" + str(count)] = outputs_equal(outs[workload.key, "pool"],
                                                                  outs[workload.key, "cluster"])
@@ -591,7 +486,7 @@ def main() -> None:
         checks = [value["equal"] for key, value in entry.items() if key.startswith("equal_")]
         entry["equal"] = all(checks) if checks else None
     efficiencies(report)
-    report["estimate"] = estimate_all(report, args)
+    report["estimate"] = estimate_all(report, args, eoscale_command(), env)
     save_report(report, args.out, lambda found: markdown(found) + "\n" + estimate_markdown(found))
 
 

@@ -16,8 +16,11 @@ file (:mod:`eoscale.engine.encoded`). A job is
 pickled once per step and computed on the cluster as a task of its own, which every chunk's task
 depends on: a task's input that Dask can compute again, unlike scattered data, which is lost
 for good when every worker holding it dies (a callable that kills its workers), so that Dask's
-retries of the chunks could not run. A task is a chunk of tiles (never one per block, so a step
-has at most the engine's ``MAX_CHUNKS`` tasks); each worker thread unpickles a job once
+retries of the chunks could not run. A task is a chunk of tiles, never one per block: the
+engine's :func:`~eoscale.engine.executors.make_chunks` makes at most ``MAX_CHUNKS`` (256) up to
+32 workers and up to 8 per worker beyond (4096 tiles on 128 workers: 1024 tasks, and 256 for
+the copies), which the client hands out at a few milliseconds each (benchmarks/README.md,
+"Estimate on N machines"); each worker thread unpickles a job once
 (:mod:`eoscale.engine.cluster_worker`). Dask may run a task twice (a worker lost while it ran
 it): only the records of the run that returned come back here, the lost run's blocks lie unused
 in its part file (removed with the others), and a block written in place is written again with
