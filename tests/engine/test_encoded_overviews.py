@@ -51,6 +51,9 @@ CASES = {
     # levels 1 and 2 in the tiles, 3 from level 2 (33 x 25) when the map ends
     "int32 kept level encoded by the tiles": ("int32", 1, None, {}, (132, 100), 128),
     "float32 kept level encoded by the tiles": ("float32", 1, NAN, {}, (132, 100), 128),
+    # level 1 kept (tiles of 48 x 48 in it, blocks of 32): on 2 workers, strips of 64 rows of
+    # it, which tiles straddle
+    "float32 kept tiles straddle the strips": ("float32", 2, None, {}, (384, 320), 96),
 }
 
 
