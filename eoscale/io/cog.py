@@ -18,9 +18,12 @@ with GDAL 3.10 on every dtype, odd and even sizes, nodata and NaN:
   its own order: floats may differ from it in the last bit, and integers by one where the
   exact mean is a half (on odd sizes only, where its weights are not exact binary fractions).
   Where both sides are even and no nodata is set (every level of W1's COG), the sums follow
-  GDAL 3.10's fast path in the image's own dtype (:func:`_quad_mean`): the same bits as GDAL
-  but in the last columns of its scalar tail (float32), and about 8 times cheaper than summing a
-  float64 copy of the level, which was most of what a COG's overviews cost the workers.
+  GDAL 3.10's fast path in the image's own dtype (:func:`_quad_mean`): a level made from the
+  one below has the same bits as GDAL makes it from that level (but in the last columns of
+  its scalar tail, float32), about 8 times cheaper than summing a float64 copy of the level,
+  which was most of what computing a COG's overviews cost the workers. (GDAL's COG driver
+  makes its deeper levels otherwise: on W1's output, level 1 is bit for bit its own, levels 2
+  to 4 within 3 units in the last place.)
 
 When both sides of a level are even, a target pixel depends on its own 2 x 2 source pixels
 only (:func:`halves_exactly`): a tile whose core starts on even rows and columns can compute
