@@ -149,7 +149,7 @@ class _Assembled:
                 display=self.display))
         self.encoded = encoded
 
-    def finish(self, run: RunJob) -> None:
+    def finish(self, run: RunJob, workers: int = 1) -> None:
         """Nothing left to encode."""
 
     def write_header(self) -> list[LevelCopies]:
@@ -226,7 +226,7 @@ class OutputFiles:
             self._writers.close()
             assembled = [output for output in self._outputs if output is not None]
             for output in assembled:
-                output.finish(self._run)
+                output.finish(self._run, self.executor.workers)
             files = [(output.encoded.path, output.encoded.display, output.write_header())
                      for output in assembled]
             files = [file for file in files if file[2]]

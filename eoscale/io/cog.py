@@ -17,6 +17,13 @@ with GDAL 3.10 on every dtype, odd and even sizes, nodata and NaN:
   (its fast path), whatever the rows' weights. Integers are rounded half up. GDAL computes in
   its own order: floats may differ from it in the last bit, and integers by one where the
   exact mean is a half (on odd sizes only, where its weights are not exact binary fractions).
+  Where both sides are even and no nodata is set (every level of W1's COG), the sums follow
+  GDAL 3.10's fast path in the image's own dtype (:func:`_quad_mean`): a level made from the
+  one below has the same bits as GDAL makes it from that level (but in the last columns of
+  its scalar tail, float32), about 8 times cheaper than summing a float64 copy of the level,
+  which was most of what computing a COG's overviews cost the workers. (GDAL's COG driver
+  makes its deeper levels otherwise: on W1's output, level 1 is bit for bit its own, levels 2
+  to 4 within 3 units in the last place.)
 
 When both sides of a level are even, a target pixel depends on its own 2 x 2 source pixels
 only (:func:`halves_exactly`): a tile whose core starts on even rows and columns can compute
@@ -207,6 +214,10 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None,
         return data[:, _nearest(height, target[0]), :][:, :, _nearest(width, target[1])]
     if resampling != "average":
         raise ValueError(f"resampling {resampling} is not computed here")
+    if nodata is None and (height, width) == (2 * target[0], 2 * target[1]) \
+            and (data.dtype in (np.float32, np.float64) or
+                 (data.dtype.kind in "iu" and data.dtype.itemsize <= 4)):
+        return _quad_mean(data)
     values = data.astype(np.float64)
     if nodata is None:
         valid = None
@@ -226,6 +237,34 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None,
     if valid is not None:
         mean = np.where(weights > 0, mean, nodata)
     return mean.astype(data.dtype)
+
+
+def _quad_mean(data: np.ndarray) -> np.ndarray:
+    """Both sides even, no nodata: each target pixel the mean of its own 2 x 2, in GDAL 3.10's
+    order of operations, without a float64 copy of the image (a level's reduction then costs
+    about as much as reading its source once). float32 as GDAL's vectorised path: each quarter
+    of the two rows' sum, then the two columns' (bit for bit, but for the last columns of a
+    chunk of GDAL's whose width is not a multiple of 4, which its scalar path sums in another
+    order: the last bit may differ there); float64 as GDAL sums it, ((a + b) + c) + d, then
+    quartered; integers as exact sums rounded half up."""
+    top, bottom = data[:, 0::2], data[:, 1::2]
+    if data.dtype == np.float32:
+        quarter = np.float32(0.25)
+        rows = top * quarter
+        rows += bottom * quarter
+        return rows[:, :, 0::2] + rows[:, :, 1::2]
+    if data.dtype == np.float64:
+        total = top[:, :, 0::2] + top[:, :, 1::2]
+        total += bottom[:, :, 0::2]
+        total += bottom[:, :, 1::2]
+        total *= 0.25
+        return total
+    total = top.astype(np.int64)
+    total += bottom
+    total = total[:, :, 0::2] + total[:, :, 1::2]
+    total += 2
+    total //= 4
+    return total.astype(data.dtype)
 
 
 def _quad_sums(values: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -51,6 +51,9 @@ CASES = {
     # levels 1 and 2 in the tiles, 3 from level 2 (33 x 25) when the map ends
     "int32 kept level encoded by the tiles": ("int32", 1, None, {}, (132, 100), 128),
     "float32 kept level encoded by the tiles": ("float32", 1, NAN, {}, (132, 100), 128),
+    # level 1 kept (tiles of 48 x 48 in it, blocks of 32): on 2 workers, strips of 64 rows of
+    # it, which tiles straddle
+    "float32 kept tiles straddle the strips": ("float32", 2, None, {}, (384, 320), 96),
 }
 
 
@@ -330,3 +333,26 @@ def test_a_cog_with_the_factors_asked_for_has_build_overviews_sizes(tmp_path, as
     assert expected[4].shape == (1, 13, 11)
     assert_levels(tmp_path / "out.tif", expected, "average")
     assert cog_validate(str(tmp_path / "out.tif"))[0] and len(assembled) == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kept_pixels_unreadable_fail_the_run_naming_the_output(tmp_path, monkeypatch, workers):
+    """The tiles' kept pixels cut short in their part files before the strips' tasks read them:
+    the run fails with a RasterError naming the output and the part, and leaves no file, no
+    part."""
+    from eoscale.errors import RasterError
+
+    finish = overviews_module.PyramidAssembly.finish
+
+    def cut_short(self, run, workers=1):
+        for part in tmp_path.glob(f"out.tif{PART_MARK}*"):
+            os.truncate(part, 10)
+        return finish(self, run, workers)
+
+    monkeypatch.setattr(overviews_module.PyramidAssembly, "finish", cut_short)
+    image = make_image("float32", 1, None, (256, 256))
+    pyramid = Pyramid(tmp_path / "out.tif", "COG", {"blocksize": 32}, None, None)
+    with pytest.raises(RasterError, match=r"^out: cannot read the overviews' pixels kept in "
+                                          r".*out\.tif" + PART_MARK):
+        run_map(workers, 64, image, None, pyramid)  # level 2 kept: 2 strips of 32 rows
+    assert list(tmp_path.iterdir()) == []
