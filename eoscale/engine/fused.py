@@ -84,6 +84,20 @@ def chain_growths(stages: Sequence[Any]) -> tuple[int, ...]:
     return tuple(growths)
 
 
+def held_during(stages: Sequence[Any]) -> tuple[tuple[str, ...], ...]:
+    """The images made by earlier stages that a worker still holds while each stage of a chain
+    computes: those a stage at or after it reads (its own inputs among them). An image is let go
+    once the last stage reading it has run (:meth:`FusedMapJob._chain`), so a worker holds one
+    stage's temporaries at a time, beside these, never every stage's at once.
+
+    ``stages`` have ``inputs`` and ``outputs``."""
+    last_read = {name: position for position, stage in enumerate(stages)
+                 for name in stage.inputs}
+    return tuple(tuple(name for earlier in stages[:position] for name in earlier.outputs
+                       if last_read.get(name, -1) >= position)
+                 for position in range(len(stages)))
+
+
 def chain_margin(stages: Sequence[Any]) -> int:
     """How far beyond a tile's core the chain reads: the largest growth plus margin."""
     return max(growth + stage.margin for growth, stage in zip(chain_growths(stages), stages))
@@ -162,7 +176,7 @@ class FusedMapJob(MapJob):
         external = dict(zip(self.input_names, self._input_rasters()))
         made: dict[str, tuple[np.ndarray, Any]] = {}
         transform = self.profiles[0].get("transform") if self.profiles else None
-        last = len(self.stages) - 1
+        last, held = len(self.stages) - 1, held_during(self.stages)
         for position, stage in enumerate(self.stages):
             core = read_window(tile.core, stage.growth, height, width)
             read = read_window(tile.core, stage.growth + stage.margin, height, width)
@@ -191,7 +205,8 @@ class FusedMapJob(MapJob):
                 kept = array[:, rows, cols].astype(dtype, copy=False)
                 kept.flags.writeable = False
                 made[name] = (kept, core)
-            for name in [name for name in made if self._done_with(name, position)]:
+            still_read = held[position + 1] if position < last else ()
+            for name in [name for name in made if name not in still_read]:
                 del made[name]
             views = results = checked = None  # type: ignore[assignment]
         return [], tile
@@ -204,10 +219,6 @@ class FusedMapJob(MapJob):
         if profile:
             return int(profile["count"]), np.dtype(profile["dtype"]).name
         return None
-
-    def _done_with(self, name: str, position: int) -> bool:
-        readers = [p for p, stage in enumerate(self.stages) if name in stage.inputs]
-        return not readers or max(readers) <= position
 
     @staticmethod
     def _view(name: str, window: Any, external: Mapping[str, Any],

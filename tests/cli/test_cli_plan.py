@@ -112,3 +112,31 @@ def test_the_estimate_is_near_the_measured_peak_on_benchmark_data(
                    env=dict(os.environ, COLUMNS="300"))
     assert done.returncode == 0, done.stderr
     assert_estimate_near_peak(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def bench_dsm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benchmarks' surface model (float32, nodata holes) at 4096 x 4096: under 200 MiB its
+    out-of-core chain runs fused on tiles of 1024 px, the plan of the 65,536 x 65,536 run."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from datagen import ensure_dsm
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return ensure_dsm(4096, tmp_path_factory.mktemp("bench-dsm"))
+
+
+@pytest.mark.parametrize("memory, fused", [("200MiB", "filled > median > smooth"),
+                                           ("300MiB", "filled > median")])
+def test_the_estimate_of_a_fused_chain_is_near_the_measured_peak(
+        bench_dsm: Path, tmp_path: Path, memory: str, fused: str) -> None:
+    args = ("run", str(BENCHMARKS / "ooc_chain.yaml"), "-w", "2", "--memory", memory,
+            "--input", f"dsm={bench_dsm}", "--output", f"smooth={tmp_path / 'smooth.tif'}",
+            "--output", f"stats={tmp_path / 'stats.json'}")
+    planned = eoscale(*args, "--dry-run")
+    assert f"runs the fused chain {fused} (" in planned.stdout
+    done = eoscale(*args, env=dict(os.environ, COLUMNS="300"))
+    assert done.returncode == 0, done.stderr
+    assert_estimate_near_peak(done.stdout)

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from test_map import make_image
 
 from eoscale.engine import Engine, Tiling
-from eoscale.engine.fused import ChainStep, chain_growths, chain_margin, recompute_share
+from eoscale.engine.fused import (
+    ChainStep,
+    chain_growths,
+    chain_margin,
+    held_during,
+    recompute_share,
+)
 from eoscale.errors import ConfigError, StepError
 
 
@@ -96,6 +102,13 @@ def test_growths_add_up_along_the_longest_path():
     with pytest.raises(ConfigError, match="nothing that step 'mx' makes is read by a later"):
         chain_growths([_filter("median", 1, ("a",), "m"), _filter("maximum", 1, ("a",), "mx"),
                        _filter("median", 1, ("m",), "out")])
+
+
+def test_a_worker_holds_a_stage_s_images_until_their_last_reader_has_run():
+    assert held_during(CHAINS["margins 1 1"]) == ((), ("m",))
+    assert held_during(CHAINS["margins 0 10"]) == ((), ("d",))  # s and x: read by no stage
+    # median -> maximum -> sum of both: the median's image is held until the sum has run.
+    assert held_during(CHAINS["diamond"]) == ((), ("m",), ("m", "mx"))
 
 
 def test_recompute_share_counts_the_rings_computed_twice():
