@@ -299,7 +299,7 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
         loads, saves, releases = _comings_and_goings(shape, index, chain, images)
         parts = [(spec.steps[i], grown_window(tiling, reach[i] or 0),
                   memory_factor(spec.steps[i], shape.callables[i])) for i in chain]
-        memory = step_memory(index, parts, tiling, images, resources, loads)
+        memory = step_memory(index, parts, tiling, images, resources)
         steps.append(StepPlan(
             *planned, tiling, len(make_chunks(range(tiling.tile_count), resources.workers)),
             requested, resources.workers, block_shape, loads, saves, releases, memory,
