@@ -99,20 +99,25 @@ class TreeSampler(threading.Thread):
     what its workers need), the PSS is read only when it may matter, and never more often than
     keeps the thread's CPU under ``share`` of one core (``start_share`` during the first
     ``full_rate_s`` seconds, where a short run's brief peak must not be missed while its
-    samples are cheap). Every ``interval`` the thread reads instead the kernel's counts of
-    resident pages (:func:`resident_pages`), and reads the PSS when the tree may be above its
-    peak: when its PSS at the last sample plus every page a process gained since (counted
-    whole, as if nobody shared it) exceeds the peak. What those counts cannot see (a worker
-    writing to pages it shares with its parent since the fork, which doubles them; a page one
-    process drops while another maps a new one; processes outside the tree leaving pages they
-    shared) is caught by a sample at least every ``floor_s`` seconds.
+    samples are cheap). Every ``interval`` (``watch_s`` after the first seconds: at 0.15 ms a
+    look, every 50 ms would be 0.3 % of a core) the thread reads instead the kernel's counts
+    of resident pages (:func:`resident_pages`), and reads the PSS when the tree may be above
+    its peak: when its PSS at the last sample plus every page a process gained since (counted
+    whole, as if nobody shared it) exceeds the peak by ``PEAK_STEP`` of it. What those counts
+    cannot see (a worker writing to pages it shares with its parent since the fork, which
+    doubles them; a page one process drops while another maps a new one; processes outside
+    the tree leaving pages they shared) is caught by a sample at least every ``floor_s``
+    seconds.
     """
 
     RESCAN_SECONDS = 0.5
+    #: The least rise of the peak worth a sample, as a share of the peak: a process whose memory
+    #: creeps up (a client receiving results) is not sampled at every page it gains.
+    PEAK_STEP = 1 / 64
 
     def __init__(self, root: int, interval: float, share: float | None = None,
                  full_rate_s: float = 0.0, start_share: float | None = None,
-                 floor_s: float = 5.0):
+                 floor_s: float = 5.0, watch_s: float = 0.25):
         super().__init__(daemon=True)
         self.root = root
         self.interval = interval
@@ -120,6 +125,7 @@ class TreeSampler(threading.Thread):
         self.full_rate_s = full_rate_s
         self.start_share = start_share
         self.floor_s = floor_s
+        self.watch_s = watch_s
         self.peak = 0
         self.peak_parts: dict[str, int] = {}
         self.peak_processes = 0
@@ -163,7 +169,7 @@ class TreeSampler(threading.Thread):
             resident = resident_pages(pid)
             if resident is not None:
                 gained += max(0, resident - self._sampled_pages.get(pid, 0))
-        return self._sampled_pss + gained * PAGE_SIZE > self.peak
+        return self._sampled_pss + gained * PAGE_SIZE > self.peak * (1 + self.PEAK_STEP)
 
     def _rescan(self) -> None:
         now = time.perf_counter()
@@ -188,7 +194,9 @@ class TreeSampler(threading.Thread):
                 if share:
                     allowed_at = now + (time.thread_time() - before) / share
                 sampled_at = now
-            next_at = max(next_at + self.interval, time.perf_counter())
+            watching = self.share is not None and now - first >= self.full_rate_s
+            next_at = max(next_at + (max(self.interval, self.watch_s) if watching
+                                     else self.interval), time.perf_counter())
             self._stop_event.wait(max(0.0, next_at - time.perf_counter()))
         self.cpu_s = time.thread_time() - started
 
