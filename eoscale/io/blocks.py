@@ -38,7 +38,6 @@ coarsest overview's blocks first, with no change to the writer.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import struct

@@ -134,5 +134,5 @@ def test_boto3_runs_only_when_an_aws_session_is_made():
              "assert type(session._session) is boto3.session.Session is boto3.Session\n"
              "assert session.credentials['aws_access_key_id'] == 'k'\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+                          cwd=REPO, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

@@ -548,9 +548,10 @@ def test_first_ifd_entries_read_what_tifffile_reads(tmp_path: Path, bigtiff: str
     """The header's tags are read without tifffile in the process that writes headers: the same
     entries, values and places as tifffile finds in a GeoTIFF with long and inline values."""
     path = tmp_path / "tags.tif"
-    profile = dict(driver="GTiff", width=3, height=2, count=2, dtype="float32", nodata=-9999.0,
-                   crs="EPSG:32631", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4e6),
-                   BIGTIFF=bigtiff, tiled=True, blockxsize=16, blockysize=16)
+    profile = {"driver": "GTiff", "width": 3, "height": 2, "count": 2, "dtype": "float32",
+               "nodata": -9999.0, "crs": "EPSG:32631", "tiled": True, "blockxsize": 16,
+               "transform": rasterio.Affine(10, 0, 500000, 0, -10, 4e6), "blockysize": 16,
+               "BIGTIFF": bigtiff}
     with rasterio.open(path, "w", **profile) as dataset:
         dataset.set_band_description(1, "red")
         dataset.update_tags(SENSOR="é" * 40)
