@@ -17,6 +17,7 @@ everything as JSON, and the tables as Markdown beside it.
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.util
 import json
 import math
@@ -120,8 +121,13 @@ EXTRA_ENV: dict[str, str] = {}
 def child_env(source: Path | None) -> dict[str, str]:
     """The environment of measured commands: bench_ops importable, and ``source`` first if given.
 
-    No terminal, so eoscale prints plain progress lines, which carry its phase times.
+    No terminal, so eoscale prints plain progress lines, which carry its phase times. The
+    eoscale measured and bench_ops are byte-compiled first, as an installed package is (pip
+    compiles at install): with PYTHONDONTWRITEBYTECODE set, every run would compile eoscale's
+    modules again (0.1 s of the main process's CPU, 5 % of it on W1).
     """
+    compileall.compile_dir(str((source or REPO) / "eoscale"), quiet=1)
+    compileall.compile_dir(str(HERE), maxlevels=0, quiet=1)
     path = [str(source)] if source else []
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path + [str(HERE)]), COLUMNS="200",
                 **EXTRA_ENV)

@@ -97,7 +97,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     fed: dict[str, Any] = {}  # results of reduces fed by a map's tiles, until their step
     images: dict[str, SharedRaster | FileRaster] = {}
     sampler = TreeSampler(os.getpid(), PEAK_SAMPLE_SECONDS, PEAK_SAMPLE_SHARE,
-                          PEAK_FULL_RATE_SECONDS)
+                          PEAK_FULL_RATE_SECONDS, PEAK_START_SHARE, PEAK_FLOOR_SECONDS)
     spilled: dict[str, Path] = {}
     start_method = worker_start_method(read_locations(spec, plan.input_sources), start_method)
     with rasterio.Env(**spec.gdal), Staging(overwrite) as staging, \
@@ -285,12 +285,17 @@ def _gdal_cache(plan: RunPlan) -> contextlib.AbstractContextManager[Any]:
     return rasterio.Env(GDAL_CACHEMAX=plan.resources.gdal_cache)  # an int: bytes
 
 
-#: How often the run samples its process tree's PSS for the peak it reports, at most: and no
-#: more often than keeps the sampling thread's CPU under this share of one core.
+#: How often the run looks at its process tree's resident pages, and reads its PSS for the
+#: peak it reports when they say it may be above the peak (:class:`TreeSampler`): no more often
+#: than keeps the sampling thread's CPU under this share of one core, and at least every
+#: PEAK_FLOOR_SECONDS.
 PEAK_SAMPLE_SECONDS = 0.05
 PEAK_SAMPLE_SHARE = 0.02
-#: ... except during the run's first seconds, sampled every PEAK_SAMPLE_SECONDS.
+PEAK_FLOOR_SECONDS = 5.0
+#: ... and under PEAK_START_SHARE during the run's first seconds (its samples every
+#: PEAK_SAMPLE_SECONDS while they are cheap: a short run's peak is brief).
 PEAK_FULL_RATE_SECONDS = 1.5
+PEAK_START_SHARE = 0.1
 
 
 @contextlib.contextmanager

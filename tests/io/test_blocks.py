@@ -541,3 +541,25 @@ def test_windows_not_of_whole_blocks_are_refused(window: tuple[int, int, int, in
     assert not layout.is_aligned(*window)
     with pytest.raises(ValueError, match="not made of whole blocks of 16 x 32"):
         layout.encode_window(row_off, col_off, np.zeros((1, rows, cols), "uint8"))
+
+
+@pytest.mark.parametrize("bigtiff", ["NO", "YES"])
+def test_first_ifd_entries_read_what_tifffile_reads(tmp_path: Path, bigtiff: str) -> None:
+    """The header's tags are read without tifffile in the process that writes headers: the same
+    entries, values and places as tifffile finds in a GeoTIFF with long and inline values."""
+    path = tmp_path / "tags.tif"
+    profile = {"driver": "GTiff", "width": 3, "height": 2, "count": 2, "dtype": "float32",
+               "nodata": -9999.0, "crs": "EPSG:32631", "tiled": True, "blockxsize": 16,
+               "transform": rasterio.Affine(10, 0, 500000, 0, -10, 4e6), "blockysize": 16,
+               "BIGTIFF": bigtiff}
+    with rasterio.open(path, "w", **profile) as dataset:
+        dataset.set_band_description(1, "red")
+        dataset.update_tags(SENSOR="é" * 40)
+    content = path.read_bytes()
+    with tifffile.TiffFile(path) as tiff:
+        expected = [(tag.code, int(tag.dtype), tag.count, tag.valueoffset)
+                    for tag in tiff.pages[0].tags]
+    assert list(blk.first_ifd_entries(content)) == expected
+    assert any(count * blk.TYPE_SIZES[type_] > 8 for _, type_, count, _ in expected)
+    with pytest.raises(ValueError, match="not a little-endian TIFF"):
+        list(blk.first_ifd_entries(b"MM\x00*" + content[4:]))
