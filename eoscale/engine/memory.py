@@ -201,5 +201,11 @@ class TreeSampler(threading.Thread):
         self.cpu_s = time.thread_time() - started
 
     def stop(self) -> None:
+        """Stop sampling; one last sample if the resident pages say the peak may have been
+        missed (a run shorter than the samples its share allows: its workers still hold what
+        they reached)."""
         self._stop_event.set()
         self.join()
+        if self.share is not None and self.may_exceed_peak():
+            with contextlib.suppress(OSError):
+                self.sample()
