@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -35,32 +33,3 @@ def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, 
         return sorted(set(namespace) | set(names))
 
     return __getattr__, __dir__
-
-
-
-class DeferredModule(types.ModuleType):
-    """A module's stand-in in ``sys.modules`` (:func:`deferred_import`): ``import`` statements
-    get it without running anything, and its first lookup of a name it lacks imports the real
-    module (which takes its place in ``sys.modules``) and answers from it, as every later one.
-
-    Not :class:`importlib.util.LazyLoader`: its module runs as soon as an ``import`` statement
-    meets it (the statement looks at ``__spec__``, which that loader does not hold back)."""
-
-    def __getattr__(self, name: str) -> Any:
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return getattr(importlib.import_module(self.__name__), name)
-
-
-def deferred_import(name: str) -> None:
-    """Put a :class:`DeferredModule` for ``name`` in ``sys.modules``, if it is installed and
-    not imported yet: its code runs when something first uses it, not when it is imported.
-
-    For a third-party module that another library imports at its own import only to know that
-    it is there: rasterio imports boto3 (and botocore: 0.15 s of CPU, 7 % of the main
-    process's on a whole run) to know whether it can make AWS sessions, and uses it only when
-    it makes one, for an s3:// path. A command that reads none never runs boto3's code; one
-    that does runs it then, unchanged."""
-    if name in sys.modules or importlib.util.find_spec(name) is None:
-        return
-    sys.modules[name] = DeferredModule(name)

@@ -25,7 +25,6 @@ from eoscale.errors import (
     StepError,
     record_interrupt,
 )
-from eoscale.lazy import deferred_import
 
 #: Each command: the module that defines it (under the command's name), and the first paragraph
 #: of its help, which ``eoscale --help`` lists. A command's module is imported only when that
@@ -124,9 +123,7 @@ def report(exc: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script: Ctrl-C and SIGTERM stop the run cleanly (exit 130 and 143). boto3
-    runs only if a command makes an AWS session (:func:`~eoscale.lazy.deferred_import`)."""
-    deferred_import("boto3")
+    """The console script: Ctrl-C and SIGTERM stop the run cleanly (exit 130 and 143)."""
     record_interrupt(None)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -111,28 +111,3 @@ def test_submodules_stay_reachable_from_the_packages():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
-
-
-def test_boto3_runs_only_when_an_aws_session_is_made():
-    """rasterio imports boto3 at its own import to know that it can make AWS sessions: a
-    command runs boto3's code (0.15 s of CPU) only when it makes one, and then the real one."""
-    import importlib.util
-
-    if importlib.util.find_spec("boto3") is None:
-        pytest.skip("boto3 is not installed")
-    done, modules = imported_by("validate", "pipelines/quickstart.yaml")
-    assert done.returncode == 0, done.stderr
-    assert "rasterio.session" in modules and heavy(modules, ("botocore", "boto3.session")) == set()
-    probe = ("import sys\n"
-             "from eoscale.lazy import deferred_import\n"
-             "deferred_import('boto3')\n"
-             "import rasterio.session\n"
-             "assert rasterio.session.boto3 is not None and 'botocore' not in sys.modules\n"
-             "session = rasterio.session.AWSSession(aws_access_key_id='k', "
-             "aws_secret_access_key='s', region_name='eu-west-3')\n"
-             "import boto3, boto3.session\n"
-             "assert type(session._session) is boto3.session.Session is boto3.Session\n"
-             "assert session.credentials['aws_access_key_id'] == 'k'\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          cwd=REPO, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
