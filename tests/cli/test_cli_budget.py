@@ -53,10 +53,14 @@ def test_a_budget_four_times_smaller_than_the_images(tmp_path: Path) -> None:
     images = 4 * 3000 * 3000 * 4          # dem, filled, median, smooth: 34 MiB each
     budget = images // 4
     peaks: dict[str, list[int]] = {"dem.tif": [], "tiny.tif": []}
+    # The tiny run's budget gives it the same plan (the median spilled, so its workers load the
+    # block encoder as the big run's do): its peak is the fixed part, libraries included.
+    budgets = {"dem.tif": budget, "tiny.tif": 300_000}
     for _ in range(3):  # alternated, so that both see the same machine
         for dem in peaks:
             run = run_measured([sys.executable, "-m", "eoscale", "run", "p.yaml", "-w", "2",
-                                "--overwrite", "--memory", str(budget), "--input", f"dem={dem}"],
+                                "--overwrite", "--memory", str(budgets[dem]),
+                                "--input", f"dem={dem}"],
                                # short runs: sample often, or a tiny run's workers (alive for
                                # a few tenths of a second) fall between two finds of the tree
                                interval=0.005, cwd=str(tmp_path),
