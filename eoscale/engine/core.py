@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.windows import Window
 
 from eoscale.engine.assembly import OutputFiles
 from eoscale.engine.contract import (
@@ -46,6 +47,7 @@ from eoscale.engine.feeding import (
 )
 from eoscale.engine.filed import FileRaster, FileRef, OutputFile, WrittenRaster
 from eoscale.engine.fused import ChainStep, assemble_chain
+from eoscale.engine.loading import PendingLoads
 from eoscale.engine.progress import NoProgress, PhaseReport, Progress
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tasks import (
@@ -83,6 +85,7 @@ class Engine:
         self.progress: Progress = progress or NoProgress()
         self.reports: list[PhaseReport] = []
         self.units: UnitLog | None = None  # records finished tiles (eoscale.engine.units)
+        self._loads = PendingLoads(self._execute)  # inputs loaded in part
         self._rasters: list[SharedRaster] = []
         self._owns_executor = executor is None
         self._executor: Executor = executor if executor is not None else make_executor(
@@ -128,16 +131,18 @@ class Engine:
         raster.array[...] = array
         return raster
 
-    def load(self, source: Source | str | os.PathLike, *, name: str = "") -> SharedRaster:
+    def load(self, source: Source | str | os.PathLike, *, name: str = "",
+             windows: Sequence[Window] | None = None) -> SharedRaster:
         """Read a raster file (or a :class:`~eoscale.io.sources.Source`: band files, warped onto
-        a working grid) into shared memory; workers decode windows straight into it."""
+        a working grid) into shared memory; workers decode windows straight into it (with
+        ``windows``, those only, the rest when needed: :mod:`~eoscale.engine.loading`)."""
         source = Source.of(source)
         profile = source.profile()
         block_shape = profile.pop("block_shape")
         raster = self.create(profile, name=name or source.name)
         job = load_job(raster, source, self.workers, block_shape)
         try:
-            self._execute("load", raster.name, job, range(len(job.tiles)), lambda _p, _r: None)
+            self._loads.start(raster.ref, job, windows)
         except BaseException:
             self.release(raster)
             raise
@@ -154,6 +159,7 @@ class Engine:
 
     def release(self, raster: SharedRaster | FileRaster | WrittenRaster) -> None:
         """Free a raster's shared memory now (later steps must not use it)."""
+        self._loads.forget(raster.ref)
         raster.release()
         self._rasters = [r for r in self._rasters if r is not raster]
 
@@ -168,6 +174,7 @@ class Engine:
                  display: str | os.PathLike | None = None) -> None:
         """Write a raster to ``path`` as it is (the caller stages it); reported as a write phase."""
         name = str(display or path)
+        self._loads.complete([raster.ref], None)
         started = self._start("write", name, 1)
         write_geotiff(raster.array, raster.ref.profile, path, options=options,
                       threads=self.workers, display=display)
@@ -197,11 +204,8 @@ class Engine:
 
         An output with a ``files`` entry is never held: it is written to that file (the caller
         stages it) as its tiles are computed, so the result is a :class:`WrittenRaster`, which
-        later steps cannot read; the others are shared rasters. When the step's tiles are whole
-        blocks of the file, the workers (a pool's, a cluster's) encode its blocks, this process
-        writes its header and the workers copy the blocks into it (or they write them in place:
-        uncompressed); else the workers send the tiles' pixels back and this process writes
-        them (see :mod:`.encoded`, :mod:`.assembly`).
+        later steps cannot read; the others are shared rasters. Who encodes and writes the
+        file's blocks: :mod:`.encoded`, :mod:`.assembly`.
         The reduces of a ``feeding`` are fed by the step's tiles (:mod:`eoscale.engine.feeding`):
         their results are in ``feeding.results`` when it returns.
         """
@@ -219,6 +223,7 @@ class Engine:
                                            layout.width)
             return self._run_map(name, job, out_profiles, output_names, files, feeding)
         # The phase starts with the probe: a long first tile shows as the map's, on its bar.
+        self._loads.complete(job.inputs, None)
         started = self._start("map", name, len(job.tiles))
         probe = run_first_tile(self._executor, job, job.tiles[0])
         return self._run_map(name, job, probed_profiles(profiles[0], probe), output_names, files,
@@ -249,6 +254,7 @@ class Engine:
         job = chain.job(rasters, layout)
         started = None
         if chain.unknown(job):
+            self._loads.complete(job.inputs, None)
             started = self._start("map", chain.name, len(job.tiles))
             job = chain.learnt(job, run_first_tile(self._executor, job, job.tiles[0]))
         return self._run_map(chain.name, job, chain.output_profiles(job),
@@ -286,6 +292,7 @@ class Engine:
                 remaining = range(1, len(tiles))
             remaining, collect = resumed_map(self.units, name, tiles, encoded, remaining,
                                              collect)
+            self._loads.complete(job.inputs, [tiles[i].read for i in remaining])
             self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=started)
             if feeding is not None:
@@ -318,6 +325,7 @@ class Engine:
         job = ReduceJob(step=name, inputs=tuple(r.ref for r in inputs), layout=layout, fn=fn,
                         profiles=tuple(r.profile for r in inputs), params=params,
                         writable_inputs=declared_writable_inputs(fn, writable_inputs))
+        self._loads.complete(job.inputs, None)
         folder = TileOrderFold(name, combine, job.tiles)
         left, collect = resumed_reduce(self.units, name, range(len(job.tiles)), folder.add)
         self._execute("reduce", name, job, left, collect, done_before=len(job.tiles) - len(left))

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rasterio.windows import Window
+
 from eoscale.engine.scratch import Scratch, default_scratch, forget_journal
 from eoscale.engine.shared import pid_alive
 from eoscale.errors import Interrupted, ResumeRefused
@@ -420,6 +422,20 @@ class RunJournal:
     def recorded(self, step: str) -> Mapping[int, Any]:
         """The tiles of ``step`` the killed run recorded (:class:`~eoscale.engine.units.UnitLog`)."""
         return self._units.get(step, {})
+
+    def needed_windows(self, step: StepPlan, name: str) -> list[Window] | None:
+        """What the tiles of map ``step`` still to compute read of input ``name``, when the
+        killed run recorded some of them and only this step reads it (None: the whole image):
+        a resume loads that much of it (:mod:`~eoscale.engine.loading`, which loads the rest
+        if the step runs more tiles than the journal says)."""
+        image = self.plan.images[name]
+        if (step.kind != "map" or step.margin is None or image.made_by is not None
+                or not image.lives.held_whole or image.released_after != step.index):
+            return None
+        recorded = self.recorded(engine_name(self.plan, step))
+        if not recorded:
+            return None
+        return [tile.read for tile in step.tiling.tiles() if tile.index not in recorded]
 
     def add(self, step: str, units: Mapping[int, Any], files: set[str], last: bool) -> None:
         """Record tiles, at most every :data:`FLUSH_SECONDS` by the flushing thread, one batch

@@ -109,14 +109,16 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             _sampling(sampler), _journal(plan, resuming, staging, scratch) as journal:
         plan = run.plan  # planned again for the cluster it connected to, if it connected
 
-        def bring(names: tuple[str, ...]) -> None:
+        def bring(names: tuple[str, ...], step: StepPlan | None = None) -> None:
             for name in names:
                 if name in images:  # brought early for a step a resume ran first
                     continue
                 image = plan.images[name]
                 source = image.source if image.source is not None else image.path
+                windows = (journal.needed_windows(step, name)  # a resume: what is left to read
+                           if journal is not None and step is not None else None)
                 images[name] = (engine.open(source, name=name) if image.lives is Residence.FILE
-                                else engine.load(source, name=name))
+                                else engine.load(source, name=name, windows=windows))
 
         def save(names: tuple[str, ...]) -> None:
             for name in names:
@@ -187,7 +189,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             if journal is not None and journal.skips(step):  # finished by the killed run
                 release(step.releases)
                 continue
-            bring(step.loads)
+            bring(step.loads, step)
             if step.fused_into is not None:  # computed inside the tiles of its chain's last step
                 continue
             if journal is not None:
