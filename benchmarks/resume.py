@@ -267,9 +267,10 @@ def journal_pair(bench: Bench, repeat: int) -> dict[str, dict[str, Any]]:
 
 
 def _size(path: Path) -> int:
+    """A file's size; 0 when it is not (or no longer) there."""
     try:
         return path.stat().st_size
-    except FileNotFoundError:
+    except OSError:
         return 0
 
 
@@ -324,7 +325,7 @@ def _left(bench: Bench, pids: list[int] | None = None) -> dict[str, Any]:
     staged = [p for p in bench.folder.iterdir() if p.name.startswith(".") and TEMP_MARK in p.name]
     scratch = [p for p in bench.scratch.iterdir() if p.name.startswith("eoscale_")]
     found: dict[str, Any] = {
-        "staged_and_parts": len(staged), "staged_bytes": sum(_bytes(p) for p in staged),
+        "staged_and_parts": len(staged), "staged_bytes": sum(_size(p) for p in staged),
         "scratch_files": [p.name for p in scratch]}
     if pids is not None:
         marks = tuple(f"eoscale_{pid}_" for pid in pids)
@@ -333,13 +334,6 @@ def _left(bench: Bench, pids: list[int] | None = None) -> dict[str, Any]:
         found["records"] = [p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(
             "eoscale_*.folders") if p.name.startswith(marks)]
     return found
-
-
-def _bytes(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
