@@ -412,11 +412,12 @@ def main() -> None:
             pair = journal_pair(bench, repeat * args.journal_pairs + number)
             runs["journal_on"].append(pair["timed"])
             runs["journal_off"].append(pair["off"])
+        journal = (f"; journal on {pair['timed']['wall_s']:.2f} s, off "
+                   f"{pair['off']['wall_s']:.2f} s" if args.journal_pairs else "")
         print(f"  #{repeat + 1}: uninterrupted {full['wall_s']:.2f} s ({full['calls_total']} "
               f"calls); killed at {cut['fraction_done']:.0%} after {cut['killed_after_s']:.2f} s"
               f" (journal: {cut['journal'].get('tiles')}); resume {again['wall_s']:.2f} s, "
-              f"{again['computed_share']:.0%} computed; journal on {pair['timed']['wall_s']:.2f}"
-              f" s, off {pair['off']['wall_s']:.2f} s; load {full['load_before']:.1f}",
+              f"{again['computed_share']:.0%} computed{journal}; load {full['load_before']:.1f}",
               flush=True)
     report.update(runs=runs, summary=summarise(runs),
                   targets={"computed_share": COMPUTED_TARGET, "wall_ratio": WALL_TARGET,

@@ -8,6 +8,7 @@ unless ``-v`` is given.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import signal
 import traceback
@@ -127,4 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     record_interrupt(None)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    cli.main(args=argv, prog_name="eoscale")
+    try:
+        cli.main(args=argv, prog_name="eoscale")
+    finally:
+        # The interpreter's last collections would look at every object of every module
+        # (numpy's, rasterio's, scipy's...) before exiting: 0.3 s of a 2-core EPYC's CPU at the
+        # end of every command, for nothing to free. Frozen objects are left alone.
+        gc.freeze()

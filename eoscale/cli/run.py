@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -112,6 +113,11 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         said = describe(plan, resuming)
         if said and not settings.quiet:
             out.print(said, markup=False, soft_wrap=True)
+        # What exists now (modules, dask's too on a cluster, the plan) lives as long as the
+        # command: the collector need not look at it again during the run (its full collections
+        # were 4 % of W1's CPU, in this process alone), and the workers the engine forks leave
+        # its pages shared (gc.freeze's documented use before a fork).
+        gc.freeze()
         with progress_for(out) as progress:
             result = run_pipeline(plan, progress=progress, overwrite=overwrite,
                                   executor=opened.executor, resuming=resuming)

@@ -76,3 +76,45 @@ def test_staging_keeps_what_a_journal_names_and_adopts_a_killed_run_s_files(tmp_
         staging.commit()
     assert kept_output.read_bytes() == b"finished" and not kept.exists()
     part.unlink()
+
+
+def test_the_last_step_to_compute_is_not_recorded_nor_its_outputs_flushed(
+        make_raster, write_pipeline, tmp_path, monkeypatch):
+    """A step's record claims its files (flushed first); the last step that computes anything
+    has none: the run commits right after it, and flushing its outputs would cost more than the
+    journal's budget for the instants before the commit (a run killed in them computes that
+    step's tiles again, and the reduces they feed)."""
+    from eoscale.io.journal import Journal
+    from eoscale.pipeline import resume as resume_module
+    from eoscale.pipeline.runner import run_pipeline
+
+    make_raster("dem.tif", width=64, height=48, dtype="float32")
+    plan = plan_run(load_pipeline(write_pipeline("""
+        version: 1
+        workers: 1
+        tiling: {mode: tiles, tile_size: 32}
+        inputs: {dem: dem.tif}
+        steps:
+          - {name: first, map: eoscale.ops.median_filter, inputs: [dem], params: {size: 3}}
+          - {name: second, map: eoscale.ops.median_filter, inputs: [first], params: {size: 3}}
+          - {name: total, reduce: eoscale.ops.stats, inputs: [second]}
+        outputs: {first: out/first.tif, second: out/second.tif, total: out/total.json}
+        """)))
+    assert [step.fused_into for step in plan.steps[:2]] == [None, None]  # two turns
+    records, flushed = [], []
+    real_record, real_fsync = Journal.record, resume_module._fsync
+    monkeypatch.setattr(Journal, "record",
+                        lambda self, kind, **fields: (records.append((kind, fields)),
+                                                      real_record(self, kind, **fields))[1])
+    monkeypatch.setattr(resume_module, "_fsync",
+                        lambda path: (flushed.append(Path(path)), real_fsync(path))[1])
+    run_pipeline(plan, resuming=resume_module.Resuming(resume_module.FRESH, "test"))
+    steps = [fields["name"] for kind, fields in records if kind == "step"]
+    assert steps == ["first"]
+    first = next(fields for kind, fields in records if kind == "step")
+    assert [Path(name) for name in first["files"]] and all(
+        Path(name) in flushed for name in first["files"])
+    staged_second = [path for path in flushed if "second.tif" in path.name]
+    assert not [path for path in staged_second if ".part" not in path.name]
+    assert (tmp_path / "out" / "second.tif").exists()
+    assert not journal_path(plan.spec).exists()
