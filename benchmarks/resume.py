@@ -389,6 +389,8 @@ def main() -> None:
                         help="measure this git commit's eoscale (default: this checkout's)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "resume.json")
     args = parser.parse_args()
+    if args.journal_pairs < 1:
+        parser.error("--journal-pairs must be at least 1: the report compares the journal's cost")
     bench = Bench(args)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(),
@@ -412,12 +414,11 @@ def main() -> None:
             pair = journal_pair(bench, repeat * args.journal_pairs + number)
             runs["journal_on"].append(pair["timed"])
             runs["journal_off"].append(pair["off"])
-        journal = (f"; journal on {pair['timed']['wall_s']:.2f} s, off "
-                   f"{pair['off']['wall_s']:.2f} s" if args.journal_pairs else "")
         print(f"  #{repeat + 1}: uninterrupted {full['wall_s']:.2f} s ({full['calls_total']} "
               f"calls); killed at {cut['fraction_done']:.0%} after {cut['killed_after_s']:.2f} s"
               f" (journal: {cut['journal'].get('tiles')}); resume {again['wall_s']:.2f} s, "
-              f"{again['computed_share']:.0%} computed{journal}; load {full['load_before']:.1f}",
+              f"{again['computed_share']:.0%} computed; journal on {pair['timed']['wall_s']:.2f}"
+              f" s, off {pair['off']['wall_s']:.2f} s; load {full['load_before']:.1f}",
               flush=True)
     report.update(runs=runs, summary=summarise(runs),
                   targets={"computed_share": COMPUTED_TARGET, "wall_ratio": WALL_TARGET,

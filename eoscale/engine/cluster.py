@@ -261,6 +261,7 @@ class DaskExecutor(Executor):
 
         if self._cluster is not None:
             setup = replace(setup, ignore_sigint=True, quiet_logs=True)
+        setup = replace(setup, client_host=socket.gethostname())
         if setup == self._setup:
             return
         self._plugin = f"eoscale-setup-{self._token}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import pickle
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
+from eoscale.engine.encoded import sync_appends
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES, cap_gdal_cache, set_gdal_options
 from eoscale.engine.tasks import Job
 
@@ -38,13 +40,16 @@ class WorkerSetup:
     reaches the whole group: this process decides, cancels the tasks and closes the cluster) and,
     as they share its terminal, to log only critical messages (``quiet_logs``: a worker that
     fetches data from a worker just killed logs its failure; eoscale's message says what
-    happened)."""
+    happened). ``client_host``: the client's machine; a worker on another one flushes its part
+    files before it returns their blocks' records (:func:`~eoscale.engine.encoded.sync_appends`),
+    so that a journal never records blocks that a lost machine's cache held."""
 
     paths: tuple[str, ...] = ()
     gdal_options: Mapping[str, str] | None = None
     gdal_cache_bytes: int = WORKER_GDAL_CACHE_BYTES
     ignore_sigint: bool = False
     quiet_logs: bool = False
+    client_host: str = ""
 
 
 def worker_gdal_cache(planned: int, memory_limit: int | None) -> int:
@@ -80,6 +85,7 @@ class SetupPlugin(WorkerPlugin):
         memory = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
         cap_gdal_cache(worker_gdal_cache(setup.gdal_cache_bytes, memory))
         set_gdal_options(setup.gdal_options or {})
+        sync_appends(bool(setup.client_host) and setup.client_host != socket.gethostname())
         if setup.ignore_sigint and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         if setup.quiet_logs:

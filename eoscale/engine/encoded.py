@@ -63,6 +63,17 @@ K = TypeVar("K")
 
 #: One thread of a process appends to its part files at a time (a Dask worker runs several).
 _APPENDING = threading.Lock()
+#: Whether this process flushes its part files to the disk before it returns their blocks'
+#: records (:func:`sync_appends`).
+_SYNC_APPENDS = [False]
+
+
+def sync_appends(on: bool) -> None:
+    """Flush appended blocks to the disk before returning their records (``on``), as a
+    cluster's worker on another machine than the client must: the client flushes the part
+    files before its journal records their blocks, but its flush reaches only its own
+    machine's cache, and a worker's machine lost after the record would lose them."""
+    _SYNC_APPENDS[0] = on
 
 
 class PartWriteError(RasterError):
@@ -118,7 +129,10 @@ def append_to_part(path: str, display: str, chunks: Mapping[K, bytes]) -> dict[K
     part = part_path(path)
     try:
         with _APPENDING, PartFile(part) as out:
-            return {key: out.append(data) for key, data in chunks.items()}
+            records = {key: out.append(data) for key, data in chunks.items()}
+            if _SYNC_APPENDS[0]:
+                out.sync()
+            return records
     except OSError as exc:
         raise PartWriteError(str(write_error(
             part, display, "cannot write", [exc.strerror or str(exc)], exc))) from None

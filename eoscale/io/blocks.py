@@ -480,6 +480,13 @@ class PartFile:
         self._end += len(data)
         return record
 
+    def sync(self) -> None:
+        """Flush what was appended to the disk (the file's data; its size with it)."""
+        if self._file is None:
+            raise ValueError(f"{self.path}: part file closed")
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+
     def close(self) -> None:
         """Flush and close the file. Idempotent."""
         file, self._file = self._file, None

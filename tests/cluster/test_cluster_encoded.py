@@ -309,3 +309,43 @@ def test_a_cog_written_by_the_cluster_has_gdal_s_levels_and_is_valid(tmp_path, e
     assert received and all(isinstance(result, dict) for results in received
                             for result in results)
     assert parts_in(tmp_path) == []
+
+
+def test_a_worker_on_another_machine_flushes_its_parts_before_returning_their_records(
+        tmp_path, monkeypatch):
+    """The client flushes the part files before its journal records their blocks, but that
+    reaches only its own machine's cache: a worker elsewhere flushes them itself, before it
+    returns the records; a worker on the client's machine leaves it to the client."""
+    import eoscale.engine.cluster_worker as worker_module
+    from eoscale.engine import encoded
+
+    flushed: list[str] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1])
+    monkeypatch.setattr(worker_module, "cap_gdal_cache", lambda size: None)  # not this process's
+    target = str(tmp_path / "out.tif")
+    part = str(encoded.part_path(target))
+    try:
+        worker_module.SetupPlugin(WorkerSetup(client_host=f"not-{socket.gethostname()}")).setup()
+        records = encoded.append_to_part(target, "out.tif", {0: b"block zero", 1: b"one"})
+        assert flushed == [part]
+        assert [(r.offset, r.length) for r in records.values()] == [(0, 10), (10, 3)]
+        worker_module.SetupPlugin(WorkerSetup(client_host=socket.gethostname())).setup()
+        encoded.append_to_part(target, "out.tif", {2: b"two"})
+        assert flushed == [part]  # not again: the client's flush reaches this machine's cache
+        assert Path(part).read_bytes() == b"block zeroonetwo"
+    finally:
+        encoded.sync_appends(False)
+
+
+def _client_hosts(dask_worker) -> list[str]:
+    return [plugin.setup_values.client_host for plugin in dask_worker.plugins.values()
+            if hasattr(plugin, "setup_values")]
+
+
+def test_the_cluster_s_workers_are_told_the_client_s_machine(executor):
+    """What the workers compare with their own machine to know whether to flush their parts."""
+    hosts = executor.client.run(_client_hosts)
+    assert hosts and all(found and set(found) == {socket.gethostname()}
+                         for found in hosts.values())
