@@ -24,7 +24,7 @@ from eoscale.engine.scratch import cleanup_stale_files
 from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
 from eoscale.pipeline import checked_plan, load_pipeline
-from eoscale.pipeline.resume import FRESH, RESTART, RESUME, Resuming, describe
+from eoscale.pipeline.resume import FRESH, RESTART, RESUME, Resuming, describe, outlook
 from eoscale.pipeline.runner import run_pipeline
 
 
@@ -90,7 +90,10 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
     out = console()
     if dry_run:
         if as_json:
-            click.echo(json.dumps(plan.to_dict(), indent=2))
+            found = plan.to_dict()
+            if resume or restart:  # what a run would do about a killed run's journal
+                found["resume"] = outlook(plan, resuming)
+            click.echo(json.dumps(found, indent=2))
         elif out.is_terminal:
             for table in plan_tables(plan):
                 out.print(table)

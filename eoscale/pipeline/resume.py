@@ -294,37 +294,57 @@ def find_killed_run(spec: PipelineSpec) -> KilledRun | None:
     return KilledRun(path, contents)
 
 
-def describe(plan: RunPlan, resuming: Resuming) -> str:
-    """What a run will do about a killed run of the plan's pipeline, as ``resuming`` says (for
-    the CLI, and ``--dry-run --resume``); a resume that would be refused is refused here."""
+def outlook(plan: RunPlan, resuming: Resuming) -> dict[str, Any]:
+    """What a run will do about a killed run of the plan's pipeline, as ``resuming`` says, as
+    JSON values (``--dry-run --resume --json``; :func:`describe` says it); a resume that would
+    be refused is refused here."""
+    return _outlook(plan, resuming)[1]
+
+
+def _outlook(plan: RunPlan, resuming: Resuming) -> tuple[KilledRun | None, dict[str, Any]]:
     mode = resuming.mode
     killed = find_killed_run(plan.spec)
-    if mode == RESTART:
-        return ("discarding " + killed.summary(plan) + ": running from the start"
-                if killed is not None else "no killed run to discard: running from the start")
-    if mode != RESUME:
-        if killed is not None and killed.has_work:
-            raise unasked(killed, plan)
-        return ""
-    if killed is None:
-        return "no killed run of this pipeline to resume: running from the start"
+    if mode == FRESH and killed is not None and killed.has_work:
+        raise unasked(killed, plan)
+    found: dict[str, Any] = {"mode": mode, "journal": None if killed is None else str(killed.path)}
+    if killed is None or mode != RESUME:
+        return killed, found
     check_unchanged(killed, fingerprint(plan.spec, version=resuming.version,
                                         plan=plan_aspects(plan)))
     restored = killed.restored()
     running = steps_to_run(plan, restored.done, restored.spilled, restored.fed)
-    skipped = [step.name for step in plan.steps if iteration_of(plan, step) not in running]
-    again = [step.name for step in plan.steps if step.fused_into is None
-             and step.index in restored.done and step.index in running]
+    units = killed.units()
+    return killed, dict(
+        found, stopped_after=killed.when, tiles_done=killed.tiles_done(plan),
+        steps_done=[record.get("name") for record in killed.steps],
+        skipped=[step.name for step in plan.steps if iteration_of(plan, step) not in running],
+        computed_again=[step.name for step in plan.steps if step.fused_into is None
+                        and step.index in restored.done and step.index in running],
+        taken_back={name: {"tiles": len(units[name]), "of": step.tiling.tile_count}
+                    for step in plan.steps if step.index in running and step.fused_into is None
+                    and units.get(name := engine_name(plan, step))})
+
+
+def describe(plan: RunPlan, resuming: Resuming) -> str:
+    """What a run will do about a killed run of the plan's pipeline, as ``resuming`` says (for
+    the CLI, and ``--dry-run --resume``); a resume that would be refused is refused here."""
+    killed, found = _outlook(plan, resuming)
+    if resuming.mode == RESTART:
+        return ("discarding " + killed.summary(plan) + ": running from the start"
+                if killed is not None else "no killed run to discard: running from the start")
+    if resuming.mode != RESUME:
+        return ""
+    if killed is None:
+        return "no killed run of this pipeline to resume: running from the start"
+    skipped, again = found["skipped"], found["computed_again"]
     text = f"resuming {killed.summary(plan)}: "
     text += (f"skipping {', '.join(repr(name) for name in skipped)}" if skipped
              else "nothing to skip")
     if again:
         text += (f"; computing again {', '.join(repr(name) for name in again)} (held in memory, "
                  "lost with the killed run)")
-    units = killed.units()
-    taken = [f"{len(units[name])} of {step.tiling.tile_count} tiles of '{name}'"
-             for step in plan.steps if step.index in running and step.fused_into is None
-             and units.get(name := engine_name(plan, step))]
+    taken = [f"{back['tiles']} of {back['of']} tiles of '{name}'"
+             for name, back in found["taken_back"].items()]
     if taken:
         text += f"; taking back {', '.join(taken)} (recorded)"
     return text

@@ -6,6 +6,7 @@ journal and what it kept are gone after a success."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -148,6 +149,12 @@ def test_a_spilled_run_killed_resumes_without_computing_its_finished_steps(resum
     computed(resume_dir)
     done, _ = run(resume_dir, *args(*SPILLING, "--dry-run", "--resume"))
     assert "skipping 'first'" in done.stdout, done.stdout + done.stderr
+    done, _ = run(resume_dir, *args(*SPILLING, "--dry-run", "--resume", "--json"))
+    outlook = json.loads(done.stdout)["resume"]
+    assert outlook["mode"] == "resume" and Path(outlook["journal"]).exists(), outlook
+    assert outlook["steps_done"] == ["first"] and outlook["skipped"] == ["first"], outlook
+    assert outlook["computed_again"] == [] and 0 < outlook["tiles_done"] < 1, outlook
+    assert set(outlook["taken_back"]) <= {"second > third"}, outlook
     stdout = assert_resumes(resume_dir, expected, *SPILLING)
     assert "skipping 'first'" in stdout
     assert "map first" not in stdout and computed(resume_dir).get("first", 0) == 0
