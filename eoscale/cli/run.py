@@ -117,13 +117,17 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         if said and not settings.quiet:
             out.print(said, markup=False, soft_wrap=True)
         # What exists now (modules, dask's too on a cluster, the plan) lives as long as the
-        # command: the collector need not look at it again during the run (its full collections
+        # run: the collector need not look at it again during the run (its full collections
         # were 4 % of W1's CPU, in this process alone), and the workers the engine forks leave
-        # its pages shared (gc.freeze's documented use before a fork).
+        # its pages shared (gc.freeze's documented use before a fork). Unfrozen after it, for
+        # a caller that runs the command in its own process (click's test runner).
         gc.freeze()
-        with progress_for(out) as progress:
-            result = run_pipeline(plan, progress=progress, overwrite=overwrite,
-                                  executor=opened.executor, resuming=resuming)
+        try:
+            with progress_for(out) as progress:
+                result = run_pipeline(plan, progress=progress, overwrite=overwrite,
+                                      executor=opened.executor, resuming=resuming)
+        finally:
+            gc.unfreeze()
     if settings.quiet:
         return
     # On a cluster the estimate is the main process's alone: not comparable with the peak
