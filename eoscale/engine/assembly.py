@@ -220,8 +220,10 @@ class OutputFiles:
         if cores:
             self._writers.write(window, cores)
 
-    def close(self) -> None:
-        """Finish every file (a failure to, a full disk say, is raised); remove the parts."""
+    def close(self, keep_parts: bool = False) -> None:
+        """Finish every file (a failure to, a full disk say, is raised); remove the parts
+        (unless ``keep_parts``: a journal recorded their tiles, and removes them once it has
+        recorded the step, or at the run's end: a run killed in between takes the tiles back)."""
         try:
             self._writers.close()
             assembled = [output for output in self._outputs if output is not None]
@@ -236,8 +238,11 @@ class OutputFiles:
                 job = copy_job(self.step, self.executor.workers, files,
                                sync=not self.executor.shares_memory)
                 self._run(job, [[index] for index, rows in enumerate(job.copies) if len(rows)])
-        finally:
-            self._remove_parts()
+        except BaseException:
+            raise  # the caller aborts: it decides what becomes of the parts
+        else:
+            if not keep_parts:
+                self._remove_parts()
 
     def abort(self, keep_parts: bool = False) -> None:
         """Close every file after a failure, raising nothing (the caller discards them), and

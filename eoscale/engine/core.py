@@ -60,7 +60,7 @@ from eoscale.engine.tasks import (
     check_results,
 )
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
-from eoscale.engine.units import UnitLog, resumed_map, resumed_reduce
+from eoscale.engine.units import UnitLog, records_tiles, resumed_map, resumed_reduce
 from eoscale.errors import ConfigError, Interrupted, ResultError, check_interrupted
 from eoscale.io.grid import grid_differences
 from eoscale.io.raster import write_atomically, write_geotiff
@@ -290,14 +290,14 @@ class Engine:
             if probe is not None and not job.feeds:  # stored here: encoded blocks by this process
                 files_out.write(tiles[0].core, store_probe(job, tiles[0], probe))
                 remaining = range(1, len(tiles))
-            remaining, collect = resumed_map(self.units, name, tiles, encoded, remaining,
-                                             collect)
+            recorded = records_tiles(self.units, encoded, remaining, tiles)  # parts kept
+            remaining, collect = resumed_map(self.units, name, tiles, encoded, remaining, collect)
             self._loads.complete(job.inputs, [tiles[i].read for i in remaining])
             self._execute("map", name, job, remaining, collect,
                           done_before=len(tiles) - len(remaining), started=started)
             if feeding is not None:
                 feeding.finish()
-            files_out.close()
+            files_out.close(keep_parts=recorded)
         except BaseException as exc:  # a stopped run keeps the parts its journal names
             files_out.abort(keep_parts=self.units is not None and stopped(exc))
             for raster in outputs:

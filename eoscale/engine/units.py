@@ -45,6 +45,13 @@ def resumable(encoded: Sequence[EncodedTarget | None]) -> bool:
                                  for target in encoded)
 
 
+def records_tiles(units: UnitLog | None, encoded: Sequence[EncodedTarget | None],
+                  remaining: Sequence[int], tiles: Sequence[Tile]) -> bool:
+    """Whether a map's tiles are recorded as they come back (and taken back by a resume): with
+    a log, outputs all encoded into part files, and every tile to run (none stored here)."""
+    return units is not None and resumable(encoded) and len(remaining) == len(tiles)
+
+
 def resumed_map(units: UnitLog | None, step: str, tiles: Sequence[Tile],
                 encoded: Sequence[EncodedTarget | None], remaining: Sequence[int],
                 collect: Collect) -> tuple[Sequence[int], Collect]:
@@ -52,7 +59,7 @@ def resumed_map(units: UnitLog | None, step: str, tiles: Sequence[Tile],
     encoded into part files, the recorded tiles whose blocks are still there are handed to
     ``collect`` now (the output files, and the folds of the reduces the map feeds)
     and left out, and every tile that comes back is recorded; else as they are."""
-    if units is None or not resumable(encoded) or len(remaining) != len(tiles):
+    if units is None or not records_tiles(units, encoded, remaining, tiles):
         return remaining, collect
     taken = {}
     for index, unit in units.recorded(step).items():

@@ -421,8 +421,10 @@ class RunJournal:
         Not recorded when no step after it computes anything (only reduces its tiles fed
         remain, or nothing): the run commits next, and the flush of its outputs (0.4 s for the
         8192 chain's 100 MB on a local disk, 2.5 % of its run: more than the journal's budget)
-        would buy only the instants before the commit; a run killed in them computes the
-        step's tiles again (their parts are gone once its outputs are assembled)."""
+        would buy only the instants before the commit; a run killed in them takes its tiles
+        back from their parts. The engine leaves the parts of a map whose tiles a journal
+        recorded: they are removed here once the step is recorded, else with the journal at
+        the run's end (a run killed after the assembly loses none of those tiles)."""
         self._flush()  # its tiles' records first, in order
         staged = self.staging.files
         files = [*staged.values(), *spilled.values()]
@@ -445,6 +447,10 @@ class RunJournal:
                             results=new_results, fed=new_fed)
         self.journal.sync()
         self._recorded |= {*new_results, *new_fed}
+        for path in staged.values():  # the step is recorded: its tiles' parts are not needed
+            for part in parts_of(path):
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
 
     def _last_to_compute(self, step: StepPlan) -> bool:
         """Whether no step after ``step`` computes tiles in this run (only reduces a map's

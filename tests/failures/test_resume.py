@@ -11,12 +11,14 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from failure_helpers import HERE, leftovers, run, running, write_raster
+from failure_helpers import HERE, environment, leftovers, run, running, write_raster
 
 #: Three maps and a reduce over 20 tiles of 64 x 64 (``S1``, ``S2``, ``S3``: seconds per tile
 #: of each map); the outputs' blocks are the tiles, so the workers encode them.
@@ -284,6 +286,31 @@ def test_killed_during_the_last_output_s_assembly_computes_none_of_its_tiles_aga
         kill_group(process)
     assert computed(resume_dir).get("third") == 20
     assert_resumes(resume_dir, expected, *SPILLING)
+    assert computed(resume_dir).get("third", 0) == 0
+
+
+#: ``eoscale`` whose main process dies (as if SIGKILLed) where the outputs would be renamed
+#: into place: every step done, the last one assembled but not recorded.
+DIES_BEFORE_COMMIT = (
+    "import os, sys\n"
+    "from eoscale.io.raster import Staging\n"
+    "Staging.commit = lambda self: os._exit(137)\n"
+    "from eoscale.cli.main import main\n"
+    "main(sys.argv[1:])\n")
+
+
+def test_killed_after_the_last_output_s_assembly_takes_every_tile_back(resume_dir):
+    """The last computing step is not recorded (the commit follows it): killed after its output
+    is assembled, the run leaves the parts its journal names, and the resume takes back every
+    tile from them instead of computing the step again."""
+    expected = reference(resume_dir, *SPILLING)
+    done = subprocess.run([sys.executable, "-c", DIES_BEFORE_COMMIT, *args(*SPILLING)],
+                          cwd=resume_dir, capture_output=True, text=True, timeout=60,
+                          env=environment())
+    assert done.returncode == 137, done.stderr
+    assert computed(resume_dir).get("third") == 20
+    stdout = assert_resumes(resume_dir, expected, *SPILLING)
+    assert "taking back 20 of 20 tiles of 'second > third'" in stdout, stdout
     assert computed(resume_dir).get("third", 0) == 0
 
 

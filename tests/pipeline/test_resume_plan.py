@@ -82,8 +82,8 @@ def test_the_last_step_to_compute_is_not_recorded_nor_its_outputs_flushed(
         make_raster, write_pipeline, tmp_path, monkeypatch):
     """A step's record claims its files (flushed first); the last step that computes anything
     has none: the run commits right after it, and flushing its outputs would cost more than the
-    journal's budget for the instants before the commit (a run killed in them computes that
-    step's tiles again, and the reduces they feed)."""
+    journal's budget for the instants before the commit (a run killed in them takes the tiles
+    back from their parts, which the journal removes at the end: none is left)."""
     from eoscale.io.journal import Journal
     from eoscale.pipeline import resume as resume_module
     from eoscale.pipeline.runner import run_pipeline
@@ -118,3 +118,5 @@ def test_the_last_step_to_compute_is_not_recorded_nor_its_outputs_flushed(
     assert not [path for path in staged_second if ".part" not in path.name]
     assert (tmp_path / "out" / "second.tif").exists()
     assert not journal_path(plan.spec).exists()
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "first.tif", "second.tif", "total.json"]  # no part file, no staged file left
