@@ -224,25 +224,21 @@ class OutputFiles:
         """Finish every file (a failure to, a full disk say, is raised); remove the parts
         (unless ``keep_parts``: a journal recorded their tiles, and removes them once it has
         recorded the step, or at the run's end: a run killed in between takes the tiles back)."""
-        try:
-            self._writers.close()
-            assembled = [output for output in self._outputs if output is not None]
-            for output in assembled:
-                output.finish(self._run, self.executor.workers)
-            files = [(output.encoded.path, output.encoded.display, output.write_header())
-                     for output in assembled]
-            files = [file for file in files if file[2]]
-            if files:
-                # Flushed to disk where other machines may read the files (a cluster's workers
-                # share no memory: no page cache either); one machine's processes share its own.
-                job = copy_job(self.step, self.executor.workers, files,
-                               sync=not self.executor.shares_memory)
-                self._run(job, [[index] for index, rows in enumerate(job.copies) if len(rows)])
-        except BaseException:
-            raise  # the caller aborts: it decides what becomes of the parts
-        else:
-            if not keep_parts:
-                self._remove_parts()
+        self._writers.close()
+        assembled = [output for output in self._outputs if output is not None]
+        for output in assembled:
+            output.finish(self._run, self.executor.workers)
+        files = [(output.encoded.path, output.encoded.display, output.write_header())
+                 for output in assembled]
+        files = [file for file in files if file[2]]
+        if files:
+            # Flushed to disk where other machines may read the files (a cluster's workers
+            # share no memory: no page cache either); one machine's processes share its own.
+            job = copy_job(self.step, self.executor.workers, files,
+                           sync=not self.executor.shares_memory)
+            self._run(job, [[index] for index, rows in enumerate(job.copies) if len(rows)])
+        if not keep_parts:  # a failure above leaves them to the caller's abort
+            self._remove_parts()
 
     def abort(self, keep_parts: bool = False) -> None:
         """Close every file after a failure, raising nothing (the caller discards them), and

@@ -52,6 +52,7 @@ from typing import Any
 
 from rasterio.windows import Window
 
+from eoscale.engine.encoded import remove_parts
 from eoscale.engine.scratch import Scratch, default_scratch, forget_journal
 from eoscale.engine.shared import pid_alive
 from eoscale.errors import Interrupted, ResumeRefused
@@ -448,9 +449,7 @@ class RunJournal:
         self.journal.sync()
         self._recorded |= {*new_results, *new_fed}
         for path in staged.values():  # the step is recorded: its tiles' parts are not needed
-            for part in parts_of(path):
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
+            remove_parts(path)
 
     def _last_to_compute(self, step: StepPlan) -> bool:
         """Whether no step after ``step`` computes tiles in this run (only reduces a map's
