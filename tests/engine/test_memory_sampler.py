@@ -54,3 +54,15 @@ def test_the_thread_samples_on_growth_and_not_while_idle():
     finally:
         sampler.stop()
     assert sampler.cpu_s > 0
+
+
+def test_a_short_run_is_sampled_at_least_every_eighth_of_its_time_even_idle():
+    """No page gained, a floor of a minute: a run of two seconds still gets a few samples
+    (its brief peak could hide from the resident counts), not one."""
+    sampler = TreeSampler(os.getpid(), 0.02, share=0.5, floor_s=60.0)
+    sampler.start()
+    try:
+        time.sleep(2.0)
+    finally:
+        sampler.stop()
+    assert 3 <= sampler.samples <= 8
