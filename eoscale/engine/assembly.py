@@ -135,7 +135,8 @@ def copy_job(step: str, workers: int, files: Sequence[tuple[str, str, Sequence[L
 class _Assembled:
     """An encoded output's file without overviews: its header written when the map ends, its
     blocks then copied by the workers; or, uncompressed, made now with its header and its blocks'
-    places, for the workers to fill as they compute."""
+    places, for the workers to fill as they compute (the blocks a resume takes back from a
+    killed run's file are copied to theirs when the map ends)."""
 
     def __init__(self, profile: Mapping[str, Any], target: OutputFile, encoded: EncodedTarget):
         self.display = target.display
@@ -160,11 +161,16 @@ class _Assembled:
                                           geotiff_metadata(self.grid, self.options),
                                           self.blocks, display=self.display)
             return [(self.encoded.layout, 0, copies)]
-        missing = self.encoded.layout.block_count - len(self.blocks)
+        layout, start = self.encoded.layout, self.encoded.start
+        missing = layout.block_count - len(self.blocks)
         if missing:  # never a file with blocks left as zeros
             raise RasterError(f"{self.display or self.encoded.path}: {missing} of "
-                              f"{self.encoded.layout.block_count} blocks were not written")
-        return []
+                              f"{layout.block_count} blocks were not written")
+        # The blocks a resume took back lie in the killed run's file: copied to their places.
+        copies = {index: BlockCopy(record.part, record.offset, record.length,
+                                   layout.fixed_offset(start, index))
+                  for index, record in self.blocks.items() if record.part != self.encoded.path}
+        return [(layout, 0, copies)] if copies else []
 
 
 class OutputFiles:

@@ -69,7 +69,8 @@ _SYNC_APPENDS = [False]
 
 
 def sync_appends(on: bool) -> None:
-    """Flush appended blocks to the disk before returning their records (``on``), as a
+    """Flush appended blocks (and blocks written in place) to the disk before returning their
+    records (``on``), as a
     cluster's worker on another machine than the client must: the client flushes the part
     files before its journal records their blocks, but its flush reaches only its own
     machine's cache, and a worker's machine lost after the record would lose them."""
@@ -117,6 +118,8 @@ class EncodedTarget:
                 while written < len(data):
                     written += os.pwrite(descriptor, data[written:], offset + written)
                 records[index] = BlockRecord(self.path, offset, len(data))
+            if _SYNC_APPENDS[0]:  # on another machine than the journal's (sync_appends)
+                os.fdatasync(descriptor)
         finally:
             os.close(descriptor)
         return records

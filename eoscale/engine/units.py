@@ -1,15 +1,15 @@
 """Finished tiles a run records, and a resumed run takes back instead of computing them again.
 
 A run that keeps a journal (:mod:`eoscale.pipeline.resume`) gives its engine a :class:`UnitLog`.
-A map whose every output is encoded by the workers into part files (compressed blocks appended,
-:mod:`eoscale.engine.encoded`) can then be resumed tile by tile: as chunks of its tiles come
-back, their block records (and the partials of the reduces its tiles feed) go to the log, which
-flushes the part files they name to the disk before it records them; a resumed run hands the
-recorded tiles to the output files as if they had just come back (their blocks stay in the killed
-run's part files, which the assembly reads) and runs only the others. A reduce's partials are
-recorded and taken back the same way. A map with an output held in memory, or written in place
-(uncompressed), or written by this process, is not: it is computed again whole (its step is the
-unit).
+A map whose every output is encoded by the workers (:mod:`eoscale.engine.encoded`: compressed
+blocks appended to part files, uncompressed ones, a spilled image's, written in place into
+their file) can then be resumed tile by tile: as chunks of its tiles come back, their block
+records (and the partials of the reduces its tiles feed) go to the log, which flushes the files
+they name (part files, or the file written in place) to the disk before it records them; a
+resumed run hands the recorded tiles to the output files as if they had just come back (their
+blocks stay in the killed run's files, which the assembly copies from) and runs only the others.
+A reduce's partials are recorded and taken back the same way. A map with an output held in
+memory, or written by this process, is not: it is computed again whole (its step is the unit).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class UnitLog(Protocol):
 
 
 def resumable(encoded: Sequence[EncodedTarget | None]) -> bool:
-    """Whether a map's outputs are all encoded into part files (so its tiles can be resumed)."""
-    return bool(encoded) and all(target is not None and target.start is None
-                                 for target in encoded)
+    """Whether a map's outputs are all encoded by the workers, into part files or in place (so
+    its tiles can be resumed)."""
+    return bool(encoded) and all(target is not None for target in encoded)
 
 
 def records_tiles(units: UnitLog | None, encoded: Sequence[EncodedTarget | None],

@@ -260,13 +260,19 @@ def test_cleanup_lists_and_removes_a_killed_runs_journal_and_kept_files(resume_d
     assert list((resume_dir / "scratch").iterdir()) == []
 
 
+def killed_during(folder: Path, step: str, seconds: float) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The outputs of an uninterrupted run of the folder's pipeline under SPILLING; then the
+    same run killed ``seconds`` after its ``step`` line, and the tiles it computed by step."""
+    expected = reference(folder, *SPILLING)
+    with running(folder, *args(*SPILLING), until=step) as (process, _):
+        time.sleep(seconds)
+        kill_group(process)
+    return expected, computed(folder)
+
+
 def test_a_step_killed_in_the_middle_resumes_from_its_recorded_tiles(resume_dir):
     (resume_dir / "p.yaml").write_text(pipeline_text(0, 0, 0.3), encoding="utf-8")
-    expected = reference(resume_dir, *SPILLING)
-    with running(resume_dir, *args(*SPILLING), until="map second > third") as (process, _):
-        time.sleep(2.2)
-        kill_group(process)
-    before = computed(resume_dir)
+    expected, before = killed_during(resume_dir, "map second > third", 2.2)
     assert 0 < before.get("third", 0) < 20, before
     stdout = assert_resumes(resume_dir, expected, *SPILLING)
     assert re.search(r"taking back \d+ of 20 tiles of 'second > third' \(recorded\)", stdout)
@@ -275,6 +281,35 @@ def test_a_step_killed_in_the_middle_resumes_from_its_recorded_tiles(resume_dir)
     # Only the tiles not recorded: at most those done in the last second before the kill.
     assert after["third"] <= 20 - before["third"] + 8, (before, after)
     assert after["third"] < 20, (before, after)
+
+
+#: 'first' is no output and two chains read it ('second > third', and 'fourth'): under
+#: SPILLING it is spilled to an uncompressed scratch file, its blocks written in place by the
+#: workers, and its tiles are recorded too.
+IN_PLACE_SPILL = (PIPELINE.replace(
+    "  first: {path: out/first.tif, options: {blockxsize: 64, blockysize: 64}}\n", "").replace(
+    "  - {name: total,", "  - {name: fourth, map: resume_ops.scaled, profile: resume_ops.float32_profile,"
+    " inputs: [first],\n     params: {factor: 5, seconds: 0, name: fourth}}\n  - {name: total,")
+    + "  fourth: {path: out/fourth.tif, options: {blockxsize: 64, blockysize: 64, "
+    "compress: deflate}}\n")
+
+
+def test_a_spilled_step_written_in_place_resumes_from_its_recorded_tiles(resume_dir):
+    text = IN_PLACE_SPILL
+    for index, seconds in enumerate((0.3, 0, 0), 1):
+        text = text.replace(f"S{index}", str(seconds))
+    (resume_dir / "p.yaml").write_text(text, encoding="utf-8")
+    done, _ = run(resume_dir, *args(*SPILLING, "--dry-run"))
+    assert "first: 2 x 200 x 300 float32, 468.8 KiB; lives spilled (" in done.stdout, (
+        done.stdout + done.stderr)
+    expected, before = killed_during(resume_dir, "map first", 2.0)
+    assert 0 < before.get("first", 0) < 20, before
+    assert [p.name for p in (resume_dir / "scratch").glob("eoscale_*_first.tif")]
+    stdout = assert_resumes(resume_dir, expected, *SPILLING)
+    taken = re.search(r"taking back (\d+) of 20 tiles of 'first' \(recorded\)", stdout)
+    assert taken, stdout
+    after = computed(resume_dir)
+    assert after["first"] == 20 - int(taken.group(1)) and after["first"] < 20, (before, after)
 
 
 def test_killed_during_the_last_output_s_assembly_computes_none_of_its_tiles_again(resume_dir):
