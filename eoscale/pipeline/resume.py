@@ -237,6 +237,14 @@ class KilledRun:
                 (int(index), unit) for index, unit in record["tiles"].items())
         return found
 
+    def tile_files(self) -> dict[str, set[Path]]:
+        """The files holding the blocks of the tiles it recorded (part files, a file written
+        in place), by step."""
+        found: dict[str, set[Path]] = {}
+        for record in self.contents.of_kind("tiles"):
+            found.setdefault(str(record["step"]), set()).update(map(Path, record["files"]))
+        return found
+
     def tiles_done(self, plan: RunPlan) -> float:
         """The share of the plan's tiles it computed: its finished turns', and the tiles it
         recorded of the others."""
@@ -381,6 +389,7 @@ class RunJournal:
         self._recorded: set[str] = set()
         self._synced: set[Path] = set()
         self._units: dict[str, dict[int, Any]] = {}
+        self._taken_from: dict[str, set[Path]] = {}  # the killed run's files, by step
         self._pending: list[tuple[str, Mapping[int, Any], set[str]]] = []
         self._flushed = time.monotonic()
         self._flusher: ThreadPoolExecutor | None = None  # started at the first tiles recorded
@@ -397,7 +406,7 @@ class RunJournal:
         elif killed is not None:
             check_unchanged(killed, now)
             self.restored = killed.restored()
-            self._units = killed.units()
+            self._units, self._taken_from = killed.units(), killed.tile_files()
             self._recorded = {*self.restored.results, *self.restored.fed}
             self._synced = set(self.restored.staged.values()) | set(self.restored.spilled.values())
         self._record.note(path, JOURNAL)
@@ -424,8 +433,9 @@ class RunJournal:
         8192 chain's 100 MB on a local disk, 2.5 % of its run: more than the journal's budget)
         would buy only the instants before the commit; a run killed in them takes its tiles
         back from their parts. The engine leaves the parts of a map whose tiles a journal
-        recorded: they are removed here once the step is recorded, else with the journal at
-        the run's end (a run killed after the assembly loses none of those tiles)."""
+        recorded: they are removed here once the step is recorded, with the killed run's files
+        a resume took its tiles from, else with the journal at the run's end (a run killed
+        after the assembly loses none of those tiles)."""
         self._flush()  # its tiles' records first, in order
         staged = self.staging.files
         files = [*staged.values(), *spilled.values()]
@@ -450,6 +460,8 @@ class RunJournal:
         self._recorded |= {*new_results, *new_fed}
         for path in staged.values():  # the step is recorded: its tiles' parts are not needed
             remove_parts(path)
+        for path in self._taken_from.pop(engine_name(self.plan, step), set()) - set(files):
+            path.unlink(missing_ok=True)  # nor the killed run's files its blocks were taken from
 
     def _last_to_compute(self, step: StepPlan) -> bool:
         """Whether no step after ``step`` computes tiles in this run (only reduces a map's
