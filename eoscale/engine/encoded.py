@@ -18,8 +18,9 @@ compression:
 - uncompressed blocks (every spilled image, in scratch files) have sizes known in advance: the
   main process writes the file's header first (:func:`~eoscale.io.blocks.preallocate_geotiff`)
   and the workers write their blocks straight into the file at their fixed places
-  (``os.pwrite``), with no part file and no assembly. A tile written twice (a task Dask ran
-  again) writes the same bytes at the same places.
+  (``os.pwrite``), with no part file and no assembly (but for the blocks a resume takes back
+  from a killed run's file: copied to their places when the map ends). A tile written twice (a
+  task Dask ran again) writes the same bytes at the same places.
 
 The first tile of a map whose outputs' profiles are learnt from it (computed on a worker and
 sent back whole) is stored by the main process, so that process encodes that one tile's blocks
@@ -70,10 +71,10 @@ _SYNC_APPENDS = [False]
 
 def sync_appends(on: bool) -> None:
     """Flush appended blocks (and blocks written in place) to the disk before returning their
-    records (``on``), as a
-    cluster's worker on another machine than the client must: the client flushes the part
-    files before its journal records their blocks, but its flush reaches only its own
-    machine's cache, and a worker's machine lost after the record would lose them."""
+    records (``on``), as a cluster's worker on another machine than the client must: the
+    client flushes the files before its journal records their blocks, but its flush reaches
+    only its own machine's cache, and a worker's machine lost after the record would lose
+    them."""
     _SYNC_APPENDS[0] = on
 
 
