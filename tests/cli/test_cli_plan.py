@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cli_helpers import eoscale
+from eoscale.engine.memory import TreeSampler
 
 EXAMPLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "pipelines").glob("*.yaml"))
 #: How far the estimate may be from the measured peak, as a share of the measured peak.
@@ -63,12 +66,13 @@ def test_json_needs_dry_run(examples: Path) -> None:
     assert done.returncode == 2 and "--json goes with --dry-run" in done.stderr
 
 
-def assert_estimate_near_peak(stdout: str) -> None:
-    """The summary's measured peak and the plan's estimate are within the tolerance."""
+def assert_estimate_near_peak(stdout: str, seen: int = 0) -> None:
+    """The summary's measured peak (or ``seen``, a peak the test measured itself, if higher)
+    and the plan's estimate are within the tolerance."""
     found = re.search(r"peak memory ([\d.]+) (\w+) \(estimated ([\d.]+) (\w+)\)", stdout)
     if found is None:
         pytest.skip("no PSS on this system (/proc/PID/smaps_rollup): nothing measured")
-    measured = float(found.group(1)) * UNITS[found.group(2)]
+    measured = max(float(found.group(1)) * UNITS[found.group(2)], seen)
     estimated = float(found.group(3)) * UNITS[found.group(4)]
     assert abs(estimated - measured) <= ESTIMATE_TOLERANCE * measured, stdout
 
@@ -132,6 +136,17 @@ def test_the_estimate_of_a_fused_chain_is_near_the_measured_peak(
             "--output", f"stats={tmp_path / 'stats.json'}")
     planned = eoscale(*args, "--dry-run")
     assert f"runs the fused chain {fused} (" in planned.stdout
-    done = eoscale(*args, env=dict(os.environ, COLUMNS="300"))
-    assert done.returncode == 0, done.stderr
-    assert_estimate_near_peak(done.stdout)
+    # A run of 4 s whose two workers take both cores: eoscale's own sampler (a thread at nice
+    # 10, under a CPU share) has twice measured it 15-20 % under its peak in CI. This test's
+    # process samples the run's tree too, every 20 ms, and takes the higher peak.
+    process = subprocess.Popen([sys.executable, "-m", "eoscale", *args], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, COLUMNS="300"))
+    sampler = TreeSampler(process.pid, 0.02)
+    sampler.start()
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        sampler.stop()
+    assert process.returncode == 0, stderr
+    assert_estimate_near_peak(stdout, sampler.peak)
