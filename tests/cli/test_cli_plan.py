@@ -66,6 +66,24 @@ def test_json_needs_dry_run(examples: Path) -> None:
     assert done.returncode == 2 and "--json goes with --dry-run" in done.stderr
 
 
+def sampled_run(*args: str, cwd: Path | None = None) -> tuple[str, int]:
+    """Run ``eoscale ARGS`` (it must succeed), sampling its process tree's PSS every 20 ms from
+    this process; its stdout and the peak seen. eoscale's own sampler (a nice-10 thread under a
+    CPU share, while the workers take both cores) can miss a short run's peak: it measured runs
+    of 0.3 s and 4 s 20-30 % under their peaks in CI."""
+    process = subprocess.Popen([sys.executable, "-m", "eoscale", *args], text=True, cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, COLUMNS="300"))
+    sampler = TreeSampler(process.pid, 0.02)
+    sampler.start()
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        sampler.stop()
+    assert process.returncode == 0, stderr
+    return stdout, sampler.peak
+
+
 def assert_estimate_near_peak(stdout: str, seen: int = 0) -> None:
     """The summary's measured peak (or ``seen``, a peak the test measured itself, if higher)
     and the plan's estimate are within the tolerance."""
@@ -79,9 +97,7 @@ def assert_estimate_near_peak(stdout: str, seen: int = 0) -> None:
 
 @pytest.mark.parametrize("pipeline", EXAMPLES)
 def test_the_estimate_is_near_the_measured_peak(examples: Path, pipeline: str) -> None:
-    done = eoscale("run", pipeline, "-w", "2", cwd=examples, env=dict(os.environ, COLUMNS="300"))
-    assert done.returncode == 0, done.stderr
-    assert_estimate_near_peak(done.stdout)
+    assert_estimate_near_peak(*sampled_run("run", pipeline, "-w", "2", cwd=examples))
 
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -106,11 +122,9 @@ def bench_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_estimate_is_near_the_measured_peak_on_benchmark_data(
         bench_scene: Path, tmp_path: Path, workload: str, result: str) -> None:
     out = tmp_path / f"{result}{'.json' if workload == 'w2_stats' else '.tif'}"
-    done = eoscale("run", str(BENCHMARKS / f"{workload}.yaml"), "-w", "2", "--input",
-                   f"scene={bench_scene}", "--output", f"{result}={out}",
-                   env=dict(os.environ, COLUMNS="300"))
-    assert done.returncode == 0, done.stderr
-    assert_estimate_near_peak(done.stdout)
+    assert_estimate_near_peak(*sampled_run(
+        "run", str(BENCHMARKS / f"{workload}.yaml"), "-w", "2", "--input",
+        f"scene={bench_scene}", "--output", f"{result}={out}"))
 
 
 @pytest.fixture(scope="module")
@@ -136,17 +150,4 @@ def test_the_estimate_of_a_fused_chain_is_near_the_measured_peak(
             "--output", f"stats={tmp_path / 'stats.json'}")
     planned = eoscale(*args, "--dry-run")
     assert f"runs the fused chain {fused} (" in planned.stdout
-    # A run of 4 s whose two workers take both cores: eoscale's own sampler (a thread at nice
-    # 10, under a CPU share) has twice measured it 15-20 % under its peak in CI. This test's
-    # process samples the run's tree too, every 20 ms, and takes the higher peak.
-    process = subprocess.Popen([sys.executable, "-m", "eoscale", *args], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=dict(os.environ, COLUMNS="300"))
-    sampler = TreeSampler(process.pid, 0.02)
-    sampler.start()
-    try:
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        sampler.stop()
-    assert process.returncode == 0, stderr
-    assert_estimate_near_peak(stdout, sampler.peak)
+    assert_estimate_near_peak(*sampled_run(*args))
