@@ -157,11 +157,13 @@ def discard_kept(stderr: str) -> Path | None:
     return journal
 
 
-def run(folder: Path, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
-    """Run ``python -m eoscale ARGS`` in ``folder``; return the result and the seconds it took."""
+def run(folder: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+        ) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``python -m eoscale ARGS`` in ``folder`` (``env``: more environment variables);
+    return the result and the seconds it took."""
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "eoscale", *args], cwd=folder, capture_output=True,
-                          text=True, timeout=timeout, env=environment())
+                          text=True, timeout=timeout, env=dict(environment(), **(env or {})))
     return done, time.monotonic() - started
 
 

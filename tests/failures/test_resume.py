@@ -94,15 +94,27 @@ def placed(folder: Path) -> list[str]:
     return [name for name in outputs(folder) if not name.startswith(".")]
 
 
+#: The callables do not sleep (``resume_ops``): for the runs whose timing no kill depends on.
+NO_PAUSE = {"EOSCALE_TEST_NO_PAUSE": "1"}
+
+#: The outputs of the uninterrupted runs made so far, by what they depend on (the pipeline, its
+#: callables' module, the input, the options): tests that share them run them once.
+_REFERENCES: dict[tuple[bytes, ...], dict[str, bytes]] = {}
+
+
 def reference(folder: Path, *extra: str) -> dict[str, bytes]:
     """The files an uninterrupted run of the folder's pipeline writes (in a copy of it)."""
-    copy = folder.parent / f"{folder.name}-reference"
-    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(
-        "out", "scratch", "tmp", "__pycache__", "calls.log"))
-    (copy / "scratch").mkdir()
-    done, _ = run(copy, *args(*extra))
-    assert done.returncode == 0, done.stderr
-    return outputs(copy)
+    key = (*(folder.joinpath(name).read_bytes()
+             for name in ("p.yaml", "resume_ops.py", "small.tif")), *map(str.encode, extra))
+    if key not in _REFERENCES:
+        copy = folder.parent / f"{folder.name}-reference"
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(
+            "out", "scratch", "tmp", "__pycache__", "calls.log"))
+        (copy / "scratch").mkdir()
+        done, _ = run(copy, *args(*extra), env=NO_PAUSE)
+        assert done.returncode == 0, done.stderr
+        _REFERENCES[key] = outputs(copy)
+    return dict(_REFERENCES[key])
 
 
 def journals(folder: Path) -> list[str]:
@@ -117,7 +129,7 @@ def kill_group(process) -> None:
 def assert_resumes(folder: Path, expected: dict[str, bytes], *extra: str) -> str:
     """Resume; the outputs are the uninterrupted run's, and nothing is left behind. The
     resumed run's stdout."""
-    done, _ = run(folder, *args("--resume", *extra))
+    done, _ = run(folder, *args("--resume", *extra), env=NO_PAUSE)
     assert done.returncode == 0, done.stderr
     assert outputs(folder) == expected
     assert leftovers(folder) == []
@@ -198,7 +210,7 @@ def test_a_rerun_without_resume_is_refused_and_restart_discards(resume_dir):
     assert "`--resume` to continue it, `--restart` to discard it" in done.stderr
     assert placed(resume_dir) == []  # no output in place, the staged ones kept
     expected = reference(resume_dir, *SPILLING)
-    done, _ = run(resume_dir, *args(*SPILLING, "--restart"))
+    done, _ = run(resume_dir, *args(*SPILLING, "--restart"), env=NO_PAUSE)
     assert done.returncode == 0, done.stderr
     assert "discarding a run of this pipeline" in done.stdout
     assert outputs(resume_dir) == expected
@@ -228,14 +240,14 @@ def test_changes_since_the_killed_run_are_refused_by_name(resume_dir):
     assert placed(resume_dir) == []  # refused before anything was computed
 
     expected = reference(resume_dir, *SPILLING)
-    done, _ = run(resume_dir, *args(*SPILLING, "--restart"))
+    done, _ = run(resume_dir, *args(*SPILLING, "--restart"), env=NO_PAUSE)
     assert done.returncode == 0, done.stderr
     assert outputs(resume_dir) == expected
 
 
 def test_resume_with_no_journal_runs_from_the_start_and_success_leaves_nothing(resume_dir):
     expected = reference(resume_dir)
-    done, _ = run(resume_dir, *args("--resume"))
+    done, _ = run(resume_dir, *args("--resume"), env=NO_PAUSE)
     assert done.returncode == 0, done.stderr
     assert "no killed run of this pipeline to resume: running from the start" in done.stdout
     assert outputs(resume_dir) == expected
