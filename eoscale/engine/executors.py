@@ -32,6 +32,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from eoscale.engine.heap import keep_freed_memory, release_freed_memory
 from eoscale.engine.shared import pid_alive
 from eoscale.engine.tasks import Job, TileFailure
 from eoscale.engine.tiling import TILES_PER_WORKER
@@ -346,6 +347,7 @@ def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int,
     _die_with_parent()
     cap_gdal_cache(gdal_cache_bytes)
     set_gdal_options(gdal_options or {})
+    keep_freed_memory()
     jobs: dict[int, Job] = {}
     try:
         while True:
@@ -366,6 +368,7 @@ def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int,
                 job = jobs.pop(message[1], None)
                 if job is not None:
                     job.close()
+                release_freed_memory()
             elif kind == "run":
                 result = jobs[message[1]].run_chunk(message[2])
                 try:
