@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from eoscale.engine.heap import keep_freed_memory, release_freed_memory
+from eoscale.engine.native_threads import limit_native_threads, threads_per_worker
 from eoscale.engine.shared import pid_alive
 from eoscale.engine.tasks import Job, TileFailure
 from eoscale.engine.tiling import TILES_PER_WORKER
@@ -184,7 +185,8 @@ class ProcessExecutor(Executor):
             parent_end, child_end = context.Pipe(duplex=True)
             process = context.Process(target=_worker_main,
                                       args=(child_end, os.getpid(), self.gdal_cache_bytes,
-                                            self.gdal_options),
+                                            self.gdal_options,
+                                            threads_per_worker(default_workers(), self.workers)),
                                       name=f"eoscale-worker-{number}", daemon=True)
             process.start()
             child_end.close()
@@ -339,7 +341,7 @@ def set_gdal_options(options: Mapping[str, str]) -> None:
 
 
 def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int,
-                 gdal_options: Mapping[str, str] | None = None) -> None:
+                 gdal_options: Mapping[str, str] | None = None, native_threads: int = 1) -> None:
     """A worker's loop: cache jobs by token, run chunks, forget jobs when their step ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -348,6 +350,7 @@ def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int,
     cap_gdal_cache(gdal_cache_bytes)
     set_gdal_options(gdal_options or {})
     keep_freed_memory()
+    limit_native_threads(native_threads)
     jobs: dict[int, Job] = {}
     try:
         while True:

@@ -1,0 +1,80 @@
+"""A pool worker's BLAS and OpenMP thread pools hold its share of the cores, not all of them,
+unless the user set their size; through the ``eoscale`` command, the callable reading the
+thread counts of the libraries loaded in the worker that runs it (threadpoolctl)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from eoscale.engine.executors import default_workers
+from eoscale.engine.native_threads import USER_VARIABLES, threads_per_worker
+
+_CALLABLES = textwrap.dedent('''
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    def blas_threads(arrays, profiles, params):
+        x = arrays[0].astype(np.float64)
+        flat = x.reshape(x.shape[0], -1)
+        (flat @ flat.T).sum()                        # the BLAS is in use in this worker
+        counts = [lib["num_threads"] for lib in threadpool_info()
+                  if lib["user_api"] == "blas"]
+        return np.full(x.shape[1:], max(counts), dtype=np.uint8)[None]
+
+    blas_threads.profile = lambda profiles, params: dict(profiles[0], count=1, dtype="uint8",
+                                                         nodata=None)
+''')
+
+
+def _run(tmp_path: Path, env: dict[str, str]) -> np.ndarray:
+    (tmp_path / "blas_ops.py").write_text(_CALLABLES)
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=256, width=256, count=2,
+                       dtype="float32") as dst:
+        dst.write(np.random.default_rng(1).random((2, 256, 256), dtype=np.float32))
+    (tmp_path / "p.yaml").write_text(textwrap.dedent("""
+        version: 1
+        inputs: {image: in.tif}
+        steps:
+          - {name: threads, map: blas_ops.blas_threads, inputs: [image]}
+        outputs: {threads: out.tif}
+    """))
+    run = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--workers", "2",
+                          "--tile-size", "128"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    with rasterio.open(tmp_path / "out.tif") as src:
+        return src.read(1)
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
+    return {**env, **extra}
+
+
+def test_each_worker_gets_its_share_of_the_cores_for_blas(tmp_path):
+    threads = _run(tmp_path, _environment())
+    # 2 workers: each half the cores (one on a 2-core machine, where OpenBLAS alone takes 2)
+    assert set(np.unique(threads)) == {threads_per_worker(default_workers(), 2)}
+
+
+def test_a_thread_count_the_user_set_is_kept(tmp_path):
+    # a count other than eoscale's share (OpenBLAS takes at most the machine's cores)
+    share, cores = threads_per_worker(default_workers(), 2), default_workers()
+    chosen = 1 if share != 1 else min(2, cores)
+    threads = _run(tmp_path, _environment(OPENBLAS_NUM_THREADS=str(chosen)))
+    assert set(np.unique(threads)) == {chosen}
+
+
+@pytest.mark.parametrize(("cores", "workers", "share"), [(2, 2, 1), (16, 4, 4), (6, 4, 1),
+                                                         (1, 3, 1)])
+def test_threads_per_worker(cores, workers, share):
+    assert threads_per_worker(cores, workers) == share
