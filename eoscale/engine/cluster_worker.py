@@ -25,6 +25,7 @@ from distributed import WorkerPlugin
 
 from eoscale.engine.encoded import sync_appends
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES, cap_gdal_cache, set_gdal_options
+from eoscale.engine.heap import keep_freed_memory, restore_heap
 from eoscale.engine.tasks import Job
 
 #: GDAL's block cache in a cluster's worker, at least (see :func:`worker_gdal_cache`).
@@ -68,7 +69,9 @@ class SetupPlugin(WorkerPlugin):
     """Puts the pipeline's folders at the front of ``sys.path`` and forgets the modules already
     imported from them (so that a long-lived worker runs the callables as they are now), then
     applies the GDAL options and caps GDAL's block cache (see :class:`WorkerSetup` and
-    :func:`worker_gdal_cache`), and the signal and log settings of a local cluster's workers."""
+    :func:`worker_gdal_cache`), keeps a tile's freed memory for the next tile until the run
+    ends (:mod:`eoscale.engine.heap`), and the signal and log settings of a local cluster's
+    workers."""
 
     def __init__(self, setup: WorkerSetup):
         self.setup_values = setup
@@ -86,12 +89,18 @@ class SetupPlugin(WorkerPlugin):
         cap_gdal_cache(worker_gdal_cache(setup.gdal_cache_bytes, memory))
         set_gdal_options(setup.gdal_options or {})
         sync_appends(bool(setup.client_host) and setup.client_host != socket.gethostname())
+        keep_freed_memory()
         if setup.ignore_sigint and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         if setup.quiet_logs:
             for handler in logging.getLogger("distributed").handlers:
                 if isinstance(handler, logging.StreamHandler):
                     handler.setLevel(logging.CRITICAL)
+
+
+    def teardown(self, worker: Any = None) -> None:
+        """The run ended (the plugin is unregistered): the worker's heap as it was."""
+        restore_heap()
 
 
 def _imported_from(name: str, module: Any, folder: str) -> bool:
