@@ -97,7 +97,6 @@ class SetupPlugin(WorkerPlugin):
                 if isinstance(handler, logging.StreamHandler):
                     handler.setLevel(logging.CRITICAL)
 
-
     def teardown(self, worker: Any = None) -> None:
         """The run ended (the plugin is unregistered): the worker's heap as it was."""
         restore_heap()

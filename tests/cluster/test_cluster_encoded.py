@@ -324,6 +324,7 @@ def test_a_worker_on_another_machine_flushes_its_parts_before_returning_their_re
     monkeypatch.setattr(os, "fdatasync", lambda fd: (
         flushed.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1])
     monkeypatch.setattr(worker_module, "cap_gdal_cache", lambda size: None)  # not this process's
+    monkeypatch.setattr(worker_module, "keep_freed_memory", lambda: None)  # nor its heap
     target = str(tmp_path / "out.tif")
     part = str(encoded.part_path(target))
     try:
