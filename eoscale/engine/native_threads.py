@@ -22,7 +22,6 @@ its libraries as they are: it is the user's process.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 #: The environment variables through which a user sets these libraries' thread counts.
 USER_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -34,11 +33,10 @@ def threads_per_worker(cores: int, workers: int) -> int:
     return max(1, cores // max(1, workers))
 
 
-def limit_native_threads(threads: int, environ: Mapping[str, str] | None = None) -> bool:
+def limit_native_threads(threads: int) -> bool:
     """Limit this process's BLAS and OpenMP thread pools to ``threads``, unless the user set
     them (:data:`USER_VARIABLES`); whether a limit was set."""
-    environ = os.environ if environ is None else environ
-    if any(environ.get(name) for name in USER_VARIABLES):
+    if any(os.environ.get(name) for name in USER_VARIABLES):
         return False
     try:
         from threadpoolctl import threadpool_limits

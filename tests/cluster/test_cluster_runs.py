@@ -263,35 +263,19 @@ def test_the_segment_watch_sees_the_segments_of_this_process():
     assert len(watch.new) == 1
 
 
-def _tile_faults(tiles: int = 4, mib: int = 12) -> int:
-    """Page faults of a worker allocating a tile's arrays (4 x 12 MiB, touched), then freeing
-    them, ``tiles`` times (see tests/engine/test_heap.py)."""
-    import resource
-
-    import numpy as np
-
-    def faults(count: int) -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(count):
-            arrays = [np.ones(mib * 2**20 // 8) for _ in range(4)]
-            del arrays
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    faults(1)
-    return faults(tiles)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_workers_keep_a_tile_s_freed_memory_while_a_run_uses_them_then_give_it_back(client):
+    from heap_probe import tile_faults
+
     from eoscale.engine.cluster_worker import SetupPlugin, WorkerSetup
 
     name = "eoscale-test-heap"
     client.register_plugin(SetupPlugin(WorkerSetup()), name=name)
     try:
-        kept = client.run(_tile_faults)
+        kept = client.run(tile_faults)
     finally:
         client.unregister_worker_plugin(name)
-    restored = client.run(_tile_faults)
+    restored = client.run(tile_faults)
     # while a run's plugin is there, no tile faults its memory in again; once it is gone, the
     # nanny's trim threshold (64 KiB) gives every tile's memory back, and the next faults it in
     assert all(faults < 100 for faults in kept.values()), kept

@@ -8,32 +8,29 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="glibc's mallopt and malloc_trim: Linux only")
 
+#: The tests' folder, where heap_probe.py lies, for the probe's fresh process.
+TESTS = Path(__file__).resolve().parents[1]
+
 _PROBE = textwrap.dedent("""
     import json, resource, sys
-    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from heap_probe import tile_faults
     from eoscale.engine import heap
-
-    def faults_of_tiles(tiles=8, mib=12):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(tiles):                   # a tile's window, temporaries and result:
-            arrays = [np.ones(mib * 2**20 // 8) for _ in range(4)]   # touched, then freed
-            del arrays
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
     def resident_mib():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
-    faults_of_tiles(1)                           # glibc's first large block: its own mapping
+    tile_faults(1, warm_up=0)                    # glibc's first large block: its own mapping
     kept = heap.keep_freed_memory() if sys.argv[1] == "keep" else None
-    faults_of_tiles(1)
-    faults = faults_of_tiles()
+    faults = tile_faults(8)
     held = resident_mib()
     heap.release_freed_memory()
     print(json.dumps({"kept": kept, "faults": faults, "held": held,
@@ -42,8 +39,8 @@ _PROBE = textwrap.dedent("""
 
 
 def _probe(mode: str) -> dict:
-    run = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True,
-                         check=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", _PROBE, mode, str(TESTS)], capture_output=True,
+                         text=True, check=True, timeout=60)
     return json.loads(run.stdout)
 
 

@@ -4,7 +4,6 @@ thread counts of the libraries loaded in the worker that runs it (threadpoolctl)
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
