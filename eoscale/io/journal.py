@@ -8,15 +8,30 @@ returns was written whole. So a crash at any instant, the journal's own write in
 journal that is true; at worst the last unit is not recorded and is computed again.
 
 A record says that a unit of work is finished (a block written, a tile's partial, a step ended);
-it must be appended only once the bytes it names are durable: the caller writes and flushes them
-(``os.fsync``) first, then records. The journal's own lines need no flush to survive a killed
-process (the kernel holds them); :meth:`Journal.sync` flushes them too, for a machine that stops
-(a node lost by a cluster), at the moments the caller chooses: every record would cost a flush.
+it is appended only once the bytes it names are durable. Durable against what:
+
+- **A process that dies** (SIGKILL, the out-of-memory killer, a walltime): bytes written to a
+  file are in the kernel's page cache, and stay there whatever happens to the process that
+  wrote them; so do the journal's own lines. This needs no flush: a unit is recorded as soon
+  as its bytes are written.
+- **A machine that stops** (a power cut, a kernel panic): only what was flushed to the disk
+  (``fsync``) survives, in no particular order. Flushing every unit before recording it would
+  make the disk write every part file the run writes, which a run that ends removes unread (the
+  flushes and the removal of flushed files cost about 5 % of a short run's wall). So a run's
+  writer records the machine's boot identifier (:func:`boot_id`, drawn at random at each boot)
+  in its ``run`` or ``resume`` record, flushes the files its records name only now and then, and
+  then appends a ``synced`` mark (:data:`SYNCED`): every record before the mark is durable.
+  :func:`read_journal` trusts a record written since the machine last booted, or followed by a
+  mark; the others (written before a restart, after the last mark) are ``lost``: their bytes
+  may not have reached the disk, and their work is computed again. A writer on a system
+  without a boot identifier records none, and flushes a unit's files before each record (a
+  record without a boot is always trusted, as an older eoscale's are).
 
 Only one process writes a journal (the run's main process, or its Dask client): appends from
-several machines to one file on a shared filesystem are not atomic.
+several machines to one file on a shared filesystem are not atomic. A machine that writes part
+files for another's journal (a cluster's worker on another host) flushes them itself before
+it reports them.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -32,17 +47,34 @@ from typing import Any
 from eoscale.errors import EOScaleError
 
 
+#: The kind of the record that says every record before it is durable on the disk.
+SYNCED = "synced"
+#: Where Linux tells the boot identifier (a random UUID drawn at each boot).
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str | None:
+    """This machine's boot identifier, None where the system gives none."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class JournalError(EOScaleError):
     """A journal that cannot be created, written or read (its path is in the message)."""
 
 
 @dataclass(frozen=True)
 class JournalContents:
-    """A journal read back: its whole records, in order, and whether a torn or damaged line
-    ended it (``torn``: the last write was cut short; what follows it is not trusted)."""
+    """A journal read back: its whole records that are trusted, in order; whether a torn or
+    damaged line ended it (``torn``: the last write was cut short; what follows it is not
+    trusted); and the whole records that are not trusted (``lost``: written before the machine
+    restarted and not followed by a :data:`SYNCED` mark, see the module)."""
 
     records: tuple[dict[str, Any], ...]
     torn: bool
+    lost: tuple[dict[str, Any], ...] = ()
 
     def of_kind(self, kind: str) -> Iterator[dict[str, Any]]:
         return (record for record in self.records if record.get("kind") == kind)
@@ -57,9 +89,10 @@ class JournalContents:
     @property
     def files(self) -> list[Path]:
         """The files its records keep (each record's ``files``: staged outputs, spilled
-        images), in order, once each."""
+        images, part files), in order, once each; the ``lost`` records' too (a clean-up
+        removes them)."""
         found: dict[str, Path] = {}
-        for record in self.records:
+        for record in (*self.records, *self.lost):
             for name in record.get("files") or ():
                 found.setdefault(str(name), Path(name))
         return list(found.values())
@@ -82,12 +115,34 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
         raise JournalError(f"{os.fspath(path)}: cannot read the journal: "
                            f"{exc.strerror or exc}") from None
     records: list[dict[str, Any]] = []
+    torn = not data.endswith(b"\n") and bool(data)
     for line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
         record = _decode(line)
         if record is None:
-            return JournalContents(tuple(records), True)
+            torn = True
+            break
         records.append(record)
-    return JournalContents(tuple(records), not data.endswith(b"\n") and bool(data))
+    return _trusted(records, torn, boot_id())
+
+
+def _trusted(records: list[dict[str, Any]], torn: bool, now: str | None) -> JournalContents:
+    """``records`` parted into those trusted on the machine booted as ``now`` and those lost:
+    a record is trusted when a :data:`SYNCED` mark follows it, or when the ``run`` or
+    ``resume`` record it follows says no boot (its writer flushed before recording) or this
+    boot; ``run``, ``resume`` and mark records are always kept."""
+    last_mark = max((i for i, record in enumerate(records) if record.get("kind") == SYNCED),
+                    default=-1)
+    kept, lost = [], []
+    boot = None
+    for i, record in enumerate(records):
+        kind = record.get("kind")
+        if kind in ("run", "resume"):
+            boot = record.get("boot")
+        if kind in ("run", "resume", SYNCED) or i < last_mark or boot is None or boot == now:
+            kept.append(record)
+        else:
+            lost.append(record)
+    return JournalContents(tuple(kept), torn, tuple(lost))
 
 
 def _decode(line: bytes) -> dict[str, Any] | None:
@@ -128,13 +183,17 @@ class Journal:
     @classmethod
     def reopen(cls, path: str | os.PathLike) -> Journal:
         """The journal at ``path``, open to append after its last whole record (a torn last
-        line is cut off first, so that the next record starts a line)."""
+        line is cut off first, so that the next record starts a line). Records ``lost`` to a
+        restart of the machine are removed first (the journal is written again, without them,
+        and renamed over the old one): a mark appended later would otherwise vouch for them."""
         contents = read_journal(path)
-        whole = sum(len(encode_record(record)) for record in contents.records)
         try:
+            if contents.lost:
+                _rewrite(Path(path), contents.records)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            if contents.torn:
-                os.ftruncate(fd, whole)
+            if contents.torn and not contents.lost:
+                os.ftruncate(fd, sum(len(encode_record(record))
+                                     for record in contents.records))
         except OSError as exc:
             raise JournalError(f"{os.fspath(path)}: cannot reopen the journal: "
                                f"{exc.strerror or exc}") from None
@@ -177,6 +236,26 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rewrite(path: Path, records: tuple[dict[str, Any], ...]) -> None:
+    """Replace the journal at ``path`` by one holding ``records``, flushed, in one rename."""
+    temporary = path.with_name(path.name + ".rewrite")
+    data = b"".join(encode_record(record) for record in records)
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "the disk is full")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _sync_folder(path.parent)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from eoscale.engine.scratch import default_scratch, forget_journal
 from eoscale.engine.shared import pid_alive
 from eoscale.errors import ResumeRefused
-from eoscale.io.journal import JournalContents, read_journal
+from eoscale.io.journal import SYNCED, JournalContents, read_journal
 from eoscale.io.runfiles import parts_of
 from eoscale.pipeline.fingerprint import Fingerprint
 from eoscale.pipeline.plan import RunPlan, StepPlan
@@ -133,6 +133,23 @@ class KilledRun:
                 (int(index), unit) for index, unit in record["tiles"].items())
         return found
 
+    def marked_steps(self) -> set[str]:
+        """The steps whose tiles it recorded as durable on the disk (before a ``synced`` mark,
+        or flushed before each record: no boot said): a resume that removes their files
+        first makes its own record of the step durable."""
+        marked: set[str] = set()
+        seen: set[str] = set()
+        boot = None
+        for record in self.contents.records:
+            kind = record.get("kind")
+            if kind in ("run", "resume"):
+                boot = record.get("boot")
+            elif kind == "tiles":
+                (marked if boot is None else seen).add(str(record["step"]))
+            elif kind == SYNCED:
+                marked |= seen
+        return marked
+
     def tile_files(self) -> dict[str, set[Path]]:
         """The files holding the blocks of the tiles it recorded (part files, a file written
         in place), by step."""
@@ -160,6 +177,19 @@ class KilledRun:
         steps = f" (steps done: {', '.join(repr(name) for name in done)})" if done else ""
         return (f"a run of this pipeline killed after {self.when} finished {share} % of its "
                 f"tiles{steps}")
+
+    def drop_lost(self) -> None:
+        """Remove the files that only its ``lost`` records name (written before a restart of
+        the machine and never flushed: see :func:`~eoscale.io.journal.read_journal`), and
+        their parts: their work is computed again."""
+        trusted = {path for record in self.contents.records
+                   for path in map(Path, record.get("files") or ())}
+        for record in self.contents.lost:
+            for path in map(Path, record.get("files") or ()):
+                for found in (path, *parts_of(path)):
+                    if found not in trusted:
+                        with contextlib.suppress(FileNotFoundError):
+                            found.unlink()
 
     def discard(self) -> None:
         """Remove the journal and the files it keeps (and their parts)."""

@@ -405,3 +405,27 @@ def test_a_finished_step_whose_staged_file_is_gone_is_computed_again(resume_dir)
     computed(resume_dir)
     stdout = assert_resumes(resume_dir, expected, *SPILLING)
     assert "skipping" not in stdout and computed(resume_dir).get("first") == 20
+
+
+def test_after_a_restart_of_the_machine_only_work_flushed_to_the_disk_is_taken_back(resume_dir):
+    """The journal's records need no flush to survive a killed process, but a machine that
+    restarts keeps only what was flushed: a run shorter than SYNC_SECONDS flushed nothing, so
+    its journal, read after a restart (its boot is not this one), vouches for nothing and the
+    resume computes every tile again; its files are discarded, the outputs still equal."""
+    from eoscale.io.journal import encode_record, read_journal
+
+    (resume_dir / "p.yaml").write_text(pipeline_text(0, 0, 0.3), encoding="utf-8")
+    expected, before = killed_during(resume_dir, "map second > third", 2.2)
+    assert before.get("first") == 20 and 0 < before.get("third", 0) < 20, before
+    [journal] = (resume_dir / "scratch").glob("eoscale_run_*.journal")
+    records = read_journal(journal).records
+    assert records[0]["boot"] and not [r for r in records if r["kind"] == "synced"], records
+    assert [r for r in records if r["kind"] == "step"]  # 'first' recorded, not flushed
+    journal.write_bytes(b"".join(encode_record(dict(r, boot="before-the-restart")
+                                               if r["kind"] == "run" else r) for r in records))
+    done, _ = run(resume_dir, *args(*SPILLING, "--dry-run", "--resume"))
+    assert "skipping" not in done.stdout and "taking back" not in done.stdout, done.stdout
+    stdout = assert_resumes(resume_dir, expected, *SPILLING)
+    assert "skipping" not in stdout
+    after = computed(resume_dir)
+    assert after.get("first") == 20 and after.get("third") == 20, after

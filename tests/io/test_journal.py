@@ -115,3 +115,82 @@ def test_a_writer_killed_at_any_moment_leaves_a_true_journal(tmp_path: Path) -> 
     contents = read_journal(path)
     indices = [r["index"] for r in contents.of_kind("tile")]
     assert len(indices) > 100 and indices == list(range(len(indices)))
+
+
+def _booted_journal(tmp_path: Path, monkeypatch, boot: str | None) -> Path:
+    """A run at ``boot`` recorded tiles 0 and 1, a mark, then tile 2; a resume at the same boot
+    recorded tile 3 (no mark after either)."""
+    from eoscale.io import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "boot_id", lambda: boot)
+    path = tmp_path / "run.journal"
+    with Journal.create(path, {"kind": "run", "boot": boot}) as journal:
+        for index in (0, 1):
+            journal.record("tiles", step="s", files=[f"p{index}"], tiles={str(index): 1})
+        journal.record("synced")
+        journal.record("tiles", step="s", files=["p2"], tiles={"2": 1})
+    with Journal.reopen(path) as journal:
+        journal.record("resume", boot=boot)
+        journal.record("tiles", step="s", files=["p3"], tiles={"3": 1})
+    return path
+
+
+def _tiles(records) -> list[str]:
+    return [key for record in records if record["kind"] == "tiles" for key in record["tiles"]]
+
+
+@pytest.mark.parametrize("boot", ["a", None])
+def test_records_of_this_boot_or_with_no_boot_are_all_trusted(tmp_path, monkeypatch, boot):
+    """A process killed leaves its writes in the page cache: the records of this boot are true
+    without a flush; a writer that says no boot flushed before each record."""
+    contents = read_journal(_booted_journal(tmp_path, monkeypatch, boot))
+    assert _tiles(contents.records) == ["0", "1", "2", "3"]
+    assert contents.lost == ()
+
+
+def test_after_a_restart_only_the_records_before_the_last_mark_are_trusted(
+        tmp_path, monkeypatch):
+    from eoscale.io import journal as journal_module
+
+    path = _booted_journal(tmp_path, monkeypatch, "a")
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "b")  # the machine restarted
+    contents = read_journal(path)
+    assert _tiles(contents.records) == ["0", "1"]
+    assert _tiles(contents.lost) == ["2", "3"]
+    assert [record["kind"] for record in contents.records] == [
+        "run", "tiles", "tiles", "synced", "resume"]
+    assert [path.name for path in contents.files] == ["p0", "p1", "p2", "p3"]  # cleaned up too
+
+
+def test_a_journal_reopened_after_a_restart_loses_its_untrusted_records_for_good(
+        tmp_path, monkeypatch):
+    """Else a mark the new run records would vouch for them."""
+    from eoscale.io import journal as journal_module
+
+    path = _booted_journal(tmp_path, monkeypatch, "a")
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "b")
+    with Journal.reopen(path) as journal:
+        journal.record("resume", boot="b")
+        journal.record("tiles", step="s", files=["p4"], tiles={"4": 1})
+        journal.record("synced")
+    contents = read_journal(path)
+    assert _tiles(contents.records) == ["0", "1", "4"] and contents.lost == ()
+    assert not path.with_name(path.name + ".rewrite").exists()
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "c")  # and after another restart
+    assert _tiles(read_journal(path).records) == ["0", "1", "4"]
+
+
+def test_a_killed_run_s_steps_vouched_for_by_a_mark(tmp_path, monkeypatch):
+    from eoscale.pipeline.killed import KilledRun
+
+    path = tmp_path / "run.journal"
+    monkeypatch.setattr("eoscale.io.journal.boot_id", lambda: "a")
+    with Journal.create(path, {"kind": "run", "boot": "a"}) as journal:
+        journal.record("tiles", step="first", files=["p"], tiles={"0": 1})
+        journal.record("synced")
+        journal.record("tiles", step="second", files=["q"], tiles={"0": 1})
+    assert KilledRun(path, read_journal(path)).marked_steps() == {"first"}
+    path.unlink()
+    with Journal.create(path, {"kind": "run"}) as journal:  # no boot: flushed before each
+        journal.record("tiles", step="second", files=["q"], tiles={"0": 1})
+    assert KilledRun(path, read_journal(path)).marked_steps() == {"second"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from eoscale.io.raster import Staging
 from eoscale.pipeline import load_pipeline, plan_run
 from eoscale.pipeline.resume import journal_path, run_key, steps_to_run
@@ -78,13 +80,16 @@ def test_staging_keeps_what_a_journal_names_and_adopts_a_killed_run_s_files(tmp_
     part.unlink()
 
 
+@pytest.mark.parametrize("machine", ["no boot id", "boot id", "boot id, marks due"])
 def test_the_last_step_to_compute_is_not_recorded_nor_its_outputs_flushed(
-        make_raster, write_pipeline, tmp_path, monkeypatch):
-    """A step's record claims its files (flushed first); the last step that computes anything
-    has none: the run commits right after it, and flushing its outputs would cost more than the
+        make_raster, write_pipeline, tmp_path, monkeypatch, machine):
+    """A step's record claims its files, durable first: flushed before the record where the
+    system gives no boot identifier; else flushed only by a ``synced`` mark, when one is due
+    (never in a run shorter than SYNC_SECONDS). The last step that computes anything has no
+    record: the run commits right after it, and flushing its outputs would cost more than the
     journal's budget for the instants before the commit (a run killed in them takes the tiles
     back from their parts, which the journal removes at the end: none is left)."""
-    from eoscale.io.journal import Journal
+    from eoscale.io.journal import SYNCED, Journal
     from eoscale.pipeline import resume as resume_module
     from eoscale.pipeline.runner import run_pipeline
 
@@ -101,19 +106,36 @@ def test_the_last_step_to_compute_is_not_recorded_nor_its_outputs_flushed(
         outputs: {first: out/first.tif, second: out/second.tif, total: out/total.json}
         """)))
     assert [step.fused_into for step in plan.steps[:2]] == [None, None]  # two turns
-    records, flushed = [], []
+    if machine == "no boot id":
+        monkeypatch.setattr(resume_module, "boot_id", lambda: None)
+    else:
+        monkeypatch.setattr(resume_module, "boot_id", lambda: "this-boot")
+        monkeypatch.setattr(resume_module, "SYNC_SECONDS", 0.0 if "due" in machine else 3600.0)
+    events = []  # ("record", kind, fields) and ("flush", path), in order
     real_record, real_fsync = Journal.record, resume_module._fsync
     monkeypatch.setattr(Journal, "record",
-                        lambda self, kind, **fields: (records.append((kind, fields)),
+                        lambda self, kind, **fields: (events.append(("record", kind, fields)),
                                                       real_record(self, kind, **fields))[1])
     monkeypatch.setattr(resume_module, "_fsync",
-                        lambda path: (flushed.append(Path(path)), real_fsync(path))[1])
+                        lambda path: (events.append(("flush", Path(path))), real_fsync(path))[1])
     run_pipeline(plan, resuming=resume_module.Resuming(resume_module.FRESH, "test"))
-    steps = [fields["name"] for kind, fields in records if kind == "step"]
-    assert steps == ["first"]
-    first = next(fields for kind, fields in records if kind == "step")
-    assert [Path(name) for name in first["files"]] and all(
-        Path(name) in flushed for name in first["files"])
+    records = [(event[1], event[2]) for event in events if event[0] == "record"]
+    flushed = [event[1] for event in events if event[0] == "flush"]
+    assert [fields["name"] for kind, fields in records if kind == "step"] == ["first"]
+    assert records[0][1]["boot"] == (None if machine == "no boot id" else "this-boot")
+    at, first = next((at, event[2]) for at, event in enumerate(events)
+                     if event[:2] == ("record", "step"))
+    files = [Path(name) for name in first["files"]]
+    assert files
+    if machine == "no boot id":  # each flushed before the record, and no mark
+        assert all(("flush", path) in events[:at] for path in files)
+        assert not [kind for kind, _ in records if kind == SYNCED]
+    elif machine == "boot id":  # nothing flushed, no mark: the run ended before one was due
+        assert flushed == [] and not [kind for kind, _ in records if kind == SYNCED]
+    else:  # a mark after the step's record, its files flushed between the two
+        mark = next(i for i, event in enumerate(events)
+                    if i > at and event[:2] == ("record", SYNCED))
+        assert all(("flush", path) in events[at:mark] for path in files)
     staged_second = [path for path in flushed if "second.tif" in path.name]
     assert not [path for path in staged_second if ".part" not in path.name]
     assert (tmp_path / "out" / "second.tif").exists()
