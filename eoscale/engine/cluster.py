@@ -29,7 +29,11 @@ the same bytes.
 While a cluster this executor started (or connected to) is open, ``distributed``'s own log lines
 are silenced: the scheduler of a local cluster runs in this process, and what it logs when a
 worker dies ("Removing worker ... caused the cluster to lose ...") would reach the user's
-terminal before eoscale's message, which says what happened, naming the step and the tile.
+terminal before eoscale's message, which says what happened, naming the step and the tile. A
+local cluster's worker processes share the terminal too: they log critical messages only, from
+their start (``silence_logs``), not from the run's set-up on them, since a worker the nanny
+starts again after a death, or one closing with the cluster, logs errors of its own
+("ConnectionPool is closed") before any set-up or after it.
 
 A local cluster is made for speed on one machine (:meth:`DaskExecutor._start_local`): workers
 forked when that is safe, no compression, results fetched straight from the workers. Since the
@@ -212,7 +216,7 @@ class DaskExecutor(Executor):
             local = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=":0",
-                silence_logs=logging.ERROR, timeout=START_SECONDS)
+                silence_logs=logging.CRITICAL, timeout=START_SECONDS)
         try:
             client = distributed.Client(local, timeout=START_SECONDS, direct_to_workers=True)
         except BaseException:
