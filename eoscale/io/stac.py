@@ -27,8 +27,6 @@ import datetime as dt
 import json
 import os
 import posixpath
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +198,9 @@ def _fetch(address: str) -> str:
     if parts.scheme.lower() not in HTTP_SCHEMES:
         raise StacError(f"cannot read the STAC Item {shown}: eoscale reads Items from local files "
                         f"and http(s):// addresses (download it, or serve it over https)")
+    import urllib.error  # here: http.client, ssl and email take 17 ms to import, every run
+    import urllib.request
+
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host  # an IPv6 address
     netloc = host if parts.port is None else f"{host}:{parts.port}"
