@@ -142,3 +142,19 @@ def test_the_last_step_to_compute_is_not_recorded_nor_its_outputs_flushed(
     assert not journal_path(plan.spec).exists()
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
         "first.tif", "second.tif", "total.json"]  # no part file, no staged file left
+
+
+@pytest.mark.parametrize("cluster, counts_on_this_boot", [
+    (None, True), ("local:2", True), ("local", True), ("tcp://127.0.0.1:8786", False),
+    ("127.0.0.1:8786", False)])
+def test_a_journal_counts_on_this_machine_s_boot_unless_a_remote_cluster_writes(
+        cluster, counts_on_this_boot, monkeypatch):
+    """A remote cluster's workers may write the parts on other machines, and its run may be
+    resumed from another client: there, files are flushed before each record (no boot)."""
+    from types import SimpleNamespace
+
+    from eoscale.pipeline import resume as resume_module
+
+    monkeypatch.setattr(resume_module, "boot_id", lambda: "this-boot")
+    plan = SimpleNamespace(spec=SimpleNamespace(cluster=cluster))
+    assert resume_module._writers_boot(plan) == ("this-boot" if counts_on_this_boot else None)
