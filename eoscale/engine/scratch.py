@@ -26,7 +26,7 @@ from pathlib import Path
 
 from eoscale.engine.shared import SEGMENT_PREFIX, pid_alive
 from eoscale.errors import RasterError
-from eoscale.io.journal import JournalError, read_journal
+from eoscale.io.journal import JournalError, read_journal, rewrite_path
 from eoscale.io.runfiles import (
     JOURNAL,
     MADE,
@@ -210,8 +210,8 @@ def stale_files(folder: str | os.PathLike | None = None, *, journals: bool = Fal
     kept = _kept_files(folder, journals)
     if journals:
         for journal, files in dead_journals(folder):
-            found += [(path, 0) for path in (*files, journal, journal_pointer(journal))
-                      if path.exists()]
+            found += [(path, 0) for path in (*files, journal, rewrite_path(journal),
+                                             journal_pointer(journal)) if path.exists()]
         found += [(pointer, 0) for pointer, journal in pointed_journals()
                   if not journal.exists()]
     for record, pid, listed in _dead_records(journals):

@@ -228,8 +228,9 @@ class Journal:
     def remove(self) -> None:
         """Close and delete the journal (a run that ended, by success or by an error)."""
         self.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self.path, rewrite_path(self.path)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def __enter__(self) -> Journal:
         return self
@@ -238,9 +239,16 @@ class Journal:
         self.close()
 
 
+def rewrite_path(path: str | os.PathLike) -> Path:
+    """Where a journal is written again before it is renamed over the old one (a machine that
+    stops then may leave it: it goes with the journal)."""
+    path = Path(path)
+    return path.with_name(path.name + ".rewrite")
+
+
 def _rewrite(path: Path, records: tuple[dict[str, Any], ...]) -> None:
     """Replace the journal at ``path`` by one holding ``records``, flushed, in one rename."""
-    temporary = path.with_name(path.name + ".rewrite")
+    temporary = rewrite_path(path)
     data = b"".join(encode_record(record) for record in records)
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

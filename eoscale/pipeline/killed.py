@@ -24,7 +24,7 @@ from typing import Any
 from eoscale.engine.scratch import default_scratch, forget_journal
 from eoscale.engine.shared import pid_alive
 from eoscale.errors import ResumeRefused
-from eoscale.io.journal import SYNCED, JournalContents, read_journal
+from eoscale.io.journal import SYNCED, JournalContents, read_journal, rewrite_path
 from eoscale.io.runfiles import parts_of
 from eoscale.pipeline.fingerprint import Fingerprint
 from eoscale.pipeline.plan import RunPlan, StepPlan
@@ -197,8 +197,9 @@ class KilledRun:
             for found in (path, *parts_of(path)):
                 with contextlib.suppress(FileNotFoundError):
                     found.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self.path, rewrite_path(self.path)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         forget_journal(self.path)
 
 

@@ -194,3 +194,17 @@ def test_a_killed_run_s_steps_vouched_for_by_a_mark(tmp_path, monkeypatch):
     with Journal.create(path, {"kind": "run"}) as journal:  # no boot: flushed before each
         journal.record("tiles", step="second", files=["q"], tiles={"0": 1})
     assert KilledRun(path, read_journal(path)).marked_steps() == {"second"}
+
+
+def test_a_rewrite_left_by_a_machine_that_stopped_goes_with_its_journal(tmp_path):
+    from eoscale.io.journal import rewrite_path
+    from eoscale.pipeline.killed import KilledRun
+
+    path = _journal(tmp_path, 1)
+    rewrite_path(path).write_bytes(b"half")
+    Journal.reopen(path).remove()
+    assert not path.exists() and not rewrite_path(path).exists()
+    path = _journal(tmp_path, 1)
+    rewrite_path(path).write_bytes(b"half")
+    KilledRun(path, read_journal(path)).discard()
+    assert not path.exists() and not rewrite_path(path).exists()
