@@ -230,6 +230,15 @@ class DaskExecutor(Executor):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def writes_elsewhere(self) -> bool:
+        """Whether a worker the scheduler knows now runs on another host than this client
+        (each worker asked its host name); True when they cannot all be asked."""
+        try:
+            hosts = self.client.run(socket.gethostname)
+        except Exception:  # noqa: BLE001 - a worker that does not answer: count it elsewhere
+            return True
+        return any(host != socket.gethostname() for host in hosts.values())
+
     def _threads(self) -> dict[str, int]:
         """Each worker the scheduler knows now, with its threads."""
         return dict(self.client.nthreads())

@@ -129,6 +129,11 @@ class Executor(ABC):
     shares_memory: bool = True
     writes_files: bool = True
 
+    def writes_elsewhere(self) -> bool:
+        """Whether a worker runs on another machine than this process (its files' bytes then
+        are in that machine's cache, not this one's): never for this machine's processes."""
+        return False
+
     @abstractmethod
     def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]: ...
 

@@ -220,7 +220,8 @@ class RunJournal:
     """This run's journal: opened as :class:`Resuming` says, written as steps finish, removed
     when the run ends unless a signal stopped it (:meth:`ended`)."""
 
-    def __init__(self, plan: RunPlan, resuming: Resuming, staging: Staging, scratch: Scratch):
+    def __init__(self, plan: RunPlan, resuming: Resuming, staging: Staging, scratch: Scratch,
+                 elsewhere: bool = False):
         self.plan = plan
         self.staging = staging
         self.scratch = scratch
@@ -228,7 +229,11 @@ class RunJournal:
         self._record = FolderRecord()
         self._recorded: set[str] = set()
         self._synced: set[Path] = set()  # flushed (where there is no boot identifier)
-        self._boot = _writers_boot(plan)
+        # Workers on other machines (a cluster's): files are flushed before each record, and
+        # no boot is said, so that a resume from any machine trusts every record (a worker
+        # on another host flushes its own appends: see eoscale.engine.encoded.sync_appends).
+        # Else this machine's boot (see the module, and eoscale.io.journal).
+        self._boot = None if elsewhere else boot_id()
         self._unsynced: set[Path] = set()  # named by a record, not flushed since
         self._marked: set[str] = set()  # the steps with tiles recorded before a mark
         self._tiled: set[str] = set()  # the steps with tiles recorded
@@ -471,22 +476,6 @@ class RunJournal:
                 path.unlink()
         self._record.close()
         forget_journal(self.journal.path)
-
-
-def _writers_boot(plan: RunPlan) -> str | None:
-    """The boot id the journal's records count on: this machine's, when the files it names are
-    written on it (a pool, a local cluster); None on a cluster reached at an address, whose
-    workers may write them on other machines, and a resume may run on yet another: there, the
-    files are flushed before each record (a worker on another host flushes its own appends), so
-    any machine trusts every record."""
-    cluster = plan.spec.cluster
-    if cluster is not None:
-        from eoscale.engine.cluster import parse_cluster
-
-        with contextlib.suppress(ValueError):
-            if not parse_cluster(cluster).local:
-                return None
-    return boot_id()
 
 
 def _fsync(path: Path) -> None:

@@ -106,7 +106,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             Engine(run.plan.resources.workers, tiling=spec.tiling, progress=progress,
                    start_method=start_method, gdal_cache_bytes=run.plan.resources.gdal_cache,
                    gdal_options=spec.gdal, executor=run.executor) as engine, \
-            _sampling(sampler), _journal(plan, resuming, staging, scratch) as journal:
+            _sampling(sampler), _journal(plan, resuming, staging, scratch, run.executor) as journal:
         plan = run.plan  # planned again for the cluster it connected to, if it connected
 
         def bring(names: tuple[str, ...], step: StepPlan | None = None) -> None:
@@ -241,13 +241,14 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
 
 
 @contextlib.contextmanager
-def _journal(plan: RunPlan, resuming: Resuming | None, staging: Staging, scratch: Scratch
-             ) -> Iterator[RunJournal | None]:
+def _journal(plan: RunPlan, resuming: Resuming | None, staging: Staging, scratch: Scratch,
+             executor: Executor | None) -> Iterator[RunJournal | None]:
     """The run's journal (None: not asked for), kept if a signal stops the run."""
     if resuming is None:
         yield None
         return
-    journal = RunJournal(plan, resuming, staging, scratch)
+    journal = RunJournal(plan, resuming, staging, scratch,
+                         elsewhere=executor is not None and executor.writes_elsewhere())
     with journal.ended():
         yield journal
 

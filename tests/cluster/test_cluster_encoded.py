@@ -350,3 +350,19 @@ def test_the_cluster_s_workers_are_told_the_client_s_machine(executor):
     hosts = executor.client.run(_client_hosts)
     assert hosts and all(found and set(found) == {socket.gethostname()}
                          for found in hosts.values())
+
+
+def test_a_cluster_says_whether_a_worker_writes_on_another_machine(client, monkeypatch):
+    """The journal counts on this machine's boot only when every worker shares its cache:
+    a worker on another host (or one that cannot be asked) makes the run flush before each
+    record (eoscale.pipeline.resume)."""
+    from eoscale.engine.executors import InlineExecutor
+
+    with DaskExecutor.connect(client) as dask:
+        assert dask.writes_elsewhere() is False  # a LocalCluster: this host
+        monkeypatch.setattr(client, "run", lambda function: {"tcp://10.0.0.9:1": "node-9",
+                                                             "tcp://127.0.0.1:2": function()})
+        assert dask.writes_elsewhere() is True
+        monkeypatch.setattr(client, "run", lambda function: (_ for _ in ()).throw(OSError()))
+        assert dask.writes_elsewhere() is True
+    assert InlineExecutor().writes_elsewhere() is False

@@ -144,17 +144,22 @@ def test_the_last_step_to_compute_is_not_recorded_nor_its_outputs_flushed(
         "first.tif", "second.tif", "total.json"]  # no part file, no staged file left
 
 
-@pytest.mark.parametrize("cluster, counts_on_this_boot", [
-    (None, True), ("local:2", True), ("local", True), ("tcp://127.0.0.1:8786", False),
-    ("127.0.0.1:8786", False)])
-def test_a_journal_counts_on_this_machine_s_boot_unless_a_remote_cluster_writes(
-        cluster, counts_on_this_boot, monkeypatch):
-    """A remote cluster's workers may write the parts on other machines, and its run may be
-    resumed from another client: there, files are flushed before each record (no boot)."""
-    from types import SimpleNamespace
-
+@pytest.mark.parametrize("elsewhere", [False, True])
+def test_a_journal_says_this_boot_unless_a_worker_writes_on_another_machine(
+        make_raster, write_pipeline, tmp_path, monkeypatch, elsewhere):
+    """Workers on another machine: no boot said, so every record is trusted anywhere (the files
+    flushed before each record); else this machine's boot."""
+    from eoscale.engine.scratch import Scratch
+    from eoscale.io.journal import read_journal
     from eoscale.pipeline import resume as resume_module
 
     monkeypatch.setattr(resume_module, "boot_id", lambda: "this-boot")
-    plan = SimpleNamespace(spec=SimpleNamespace(cluster=cluster))
-    assert resume_module._writers_boot(plan) == ("this-boot" if counts_on_this_boot else None)
+    plan = planned(make_raster, write_pipeline)
+    with Staging() as staging, Scratch(tmp_path) as scratch:
+        journal = resume_module.RunJournal(plan, resume_module.Resuming(resume_module.FRESH, "t"),
+                                           staging, scratch, elsewhere=elsewhere)
+        with journal.ended():
+            first = read_journal(journal.journal.path).records[0]
+            assert first["kind"] == "run"
+            assert first["boot"] == (None if elsewhere else "this-boot")
+    assert not journal_path(plan.spec).exists()
