@@ -444,10 +444,11 @@ class RunJournal:
             kept = set(contents.files)
             self.staging.keep(kept)
             self.scratch.keep(kept)
-            if self._boot is None:
-                self.journal.sync()
-            else:
-                self._mark()  # what is kept outlives a restart of the machine too
+            with contextlib.suppress(OSError, JournalError):  # else trusted on this boot only
+                if self._boot is None:
+                    self.journal.sync()
+                else:
+                    self._mark()  # what is kept outlives a restart of the machine too
             self.journal.close()
             self._record.keep()
             if isinstance(exc, Interrupted):
