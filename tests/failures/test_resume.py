@@ -429,3 +429,29 @@ def test_after_a_restart_of_the_machine_only_work_flushed_to_the_disk_is_taken_b
     assert "skipping" not in stdout
     after = computed(resume_dir)
     assert after.get("first") == 20 and after.get("third") == 20, after
+
+
+def test_a_run_on_a_cluster_reached_at_an_address_resumes_on_it(resume_dir, monkeypatch):
+    """A scheduler and its workers that outlive the killed client (a remote cluster's, here on
+    127.0.0.1): the client killed once 'first' is finished, the resume on the same cluster
+    skips it and ends with the uninterrupted run's outputs."""
+    distributed = pytest.importorskip("distributed",
+                                      reason="the cluster tests need the 'dask' extra")
+    import logging
+
+    monkeypatch.chdir(resume_dir)  # the workers' folder: the callables note their tiles there
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None,
+                                       silence_logs=logging.CRITICAL)
+    try:
+        remote = ("--cluster", cluster.scheduler_address, *SPILLING)
+        expected = reference(resume_dir, *remote)
+        computed(resume_dir)
+        with running(resume_dir, *args(*remote), until="map second > third") as (process, _):
+            kill_group(process)  # the client only: the cluster runs on
+        assert computed(resume_dir).get("first") == 20
+        stdout = assert_resumes(resume_dir, expected, *remote)
+        assert "skipping 'first'" in stdout, stdout
+        assert computed(resume_dir).get("first", 0) == 0
+    finally:
+        cluster.close()
