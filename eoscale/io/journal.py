@@ -35,6 +35,7 @@ it reports them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import threading
@@ -70,14 +71,22 @@ class JournalContents:
     """A journal read back: its whole records that are trusted, in order; whether a torn or
     damaged line ended it (``torn``: the last write was cut short; what follows it is not
     trusted); and the whole records that are not trusted (``lost``: written before the machine
-    restarted and not followed by a :data:`SYNCED` mark, see the module)."""
+    restarted and not followed by a :data:`SYNCED` mark, see the module). ``on_disk``: for
+    each trusted record, whether what it names is flushed to the disk (a mark follows it, or
+    its writer flushed before recording)."""
 
     records: tuple[dict[str, Any], ...]
     torn: bool
     lost: tuple[dict[str, Any], ...] = ()
+    on_disk: tuple[bool, ...] = ()
 
     def of_kind(self, kind: str) -> Iterator[dict[str, Any]]:
         return (record for record in self.records if record.get("kind") == kind)
+
+    def flushed(self, kind: str) -> Iterator[dict[str, Any]]:
+        """The trusted records of ``kind`` whose files are on the disk (see ``on_disk``)."""
+        return (record for record, flushed in zip(self.records, self.on_disk)
+                if flushed and record.get("kind") == kind)
 
     @property
     def pids(self) -> list[int]:
@@ -132,17 +141,19 @@ def _trusted(records: list[dict[str, Any]], torn: bool, now: str | None) -> Jour
     boot; ``run``, ``resume`` and mark records are always kept."""
     last_mark = max((i for i, record in enumerate(records) if record.get("kind") == SYNCED),
                     default=-1)
-    kept, lost = [], []
+    kept, lost, on_disk = [], [], []
     boot = None
     for i, record in enumerate(records):
         kind = record.get("kind")
         if kind in ("run", "resume"):
             boot = record.get("boot")
-        if kind in ("run", "resume", SYNCED) or i < last_mark or boot is None or boot == now:
+        flushed = i < last_mark or boot is None
+        if kind in ("run", "resume", SYNCED) or flushed or boot == now:
             kept.append(record)
+            on_disk.append(flushed)
         else:
             lost.append(record)
-    return JournalContents(tuple(kept), torn, tuple(lost))
+    return JournalContents(tuple(kept), torn, tuple(lost), tuple(on_disk))
 
 
 def _decode(line: bytes) -> dict[str, Any] | None:
@@ -254,7 +265,7 @@ def _rewrite(path: Path, records: tuple[dict[str, Any], ...]) -> None:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             if os.write(fd, data) != len(data):
-                raise OSError(28, "the disk is full")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -24,7 +24,7 @@ from typing import Any
 from eoscale.engine.scratch import default_scratch, forget_journal
 from eoscale.engine.shared import pid_alive
 from eoscale.errors import ResumeRefused
-from eoscale.io.journal import SYNCED, JournalContents, read_journal, rewrite_path
+from eoscale.io.journal import JournalContents, read_journal, rewrite_path
 from eoscale.io.runfiles import parts_of
 from eoscale.pipeline.fingerprint import Fingerprint
 from eoscale.pipeline.plan import RunPlan, StepPlan
@@ -137,18 +137,7 @@ class KilledRun:
         """The steps whose tiles it recorded as durable on the disk (before a ``synced`` mark,
         or flushed before each record: no boot said): a resume that removes their files
         first makes its own record of the step durable."""
-        marked: set[str] = set()
-        seen: set[str] = set()
-        boot = None
-        for record in self.contents.records:
-            kind = record.get("kind")
-            if kind in ("run", "resume"):
-                boot = record.get("boot")
-            elif kind == "tiles":
-                (marked if boot is None else seen).add(str(record["step"]))
-            elif kind == SYNCED:
-                marked |= seen
-        return marked
+        return {str(record["step"]) for record in self.contents.flushed("tiles")}
 
     def tile_files(self) -> dict[str, set[Path]]:
         """The files holding the blocks of the tiles it recorded (part files, a file written
