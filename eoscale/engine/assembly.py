@@ -1,17 +1,19 @@
 """A map's written outputs finished when the map ends: the headers written here, the blocks copied
 into place by the workers.
 
-While a map runs, the workers encode the blocks of the tiles they compute into part files and send
-back only where each block lies (:mod:`eoscale.engine.encoded`). When its last tile is in,
-:class:`OutputFiles` finishes each encoded file in three moves, none of which brings a block's
-bytes into this process:
+While a map runs, the workers encode the blocks of the tiles they compute, write them at their
+place in the staged file or into part files, and send back only where each block lies
+(:mod:`eoscale.engine.encoded`). When its last tile is in, :class:`OutputFiles` finishes each
+encoded file in three moves, none of which brings a block's bytes into this process:
 
 1. the overview levels no tile could make alone (the coarsest: their pixels span several
    tiles) are made by one worker task (:meth:`~eoscale.engine.overviews.PyramidAssembly.finish`),
    which appends their blocks to its part file and returns their records;
 2. this process, which now knows every block's length, computes every block's offset, writes
    each file's header (its IFDs, and GDAL's structural metadata for a COG) and sizes the file
-   (:func:`~eoscale.io.blocks.write_geotiff_header`, :func:`~eoscale.io.cog.write_levels_header`);
+   (:func:`~eoscale.io.blocks.write_geotiff_header`, :func:`~eoscale.io.cog.write_levels_header`;
+   for a file written in tile order, its head and IFD only, after its blocks:
+   :func:`~eoscale.io.blocks.finish_in_order_geotiff`);
 3. the workers copy the blocks from the part files into the files at those offsets
    (:class:`CopyJob`: :func:`~eoscale.io.assembled.copy_blocks`, in the kernel where it can,
    then flushed to disk on a cluster, whose other machines read the files), in parallel,
@@ -25,12 +27,13 @@ per block (its offset and length in the IFD; 16 in a BigTIFF) plus the file's me
 5 x 10^-5 of the output for a 256 x 256 deflated float32 block (about 150 KiB); on a cluster it
 receives a record per block in the tiles' results (a few tens of bytes: the part's name comes
 once per result) and sends six integers per block in the copy job. The
-bytes go through the workers and the filesystem: written once into the parts, read and written
-again by the copies (3 times the output's bytes over the filesystem, shared between the
-workers). The pool takes this path too (one path everywhere): its copies, split between its
-workers, replace this process's serial copy, at no cost in wall time (tried informally on 2
-workers: a 142 MB deflated output assembled in 0.18 to 0.30 s, against 0.20 to 0.47 s for the
-serial copy, on a loaded machine).
+bytes go through the workers and the filesystem: on a cluster, written once into the parts,
+read and written again by the copies (3 times the output's bytes over the filesystem, shared
+between the workers). On the pool (and in-process) the blocks of a GeoTIFF without overviews go
+in tile order, most of them written once, at their place, by the worker that encoded them; the
+copies move only the few a worker finished before an earlier tile's size was known. A COG, and
+a file with overviews, is assembled from part files everywhere (GDAL's layout puts the
+coarsest level first).
 
 The staged files are renamed by the caller only when the whole run succeeds; the part files are
 removed in every outcome (:meth:`OutputFiles.close` and :meth:`OutputFiles.abort`); a copy that
@@ -41,27 +44,38 @@ as before by a :class:`~eoscale.io.raster.TileWriter` here, from the tiles' pixe
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eoscale.engine.encoded import EncodedTarget, encoded_target, remove_parts
+from eoscale.engine.encoded import (
+    IN_PLACE_WRITER,
+    EncodedTarget,
+    encoded_target,
+    part_path,
+    remove_parts,
+    start_in_order,
+)
 from eoscale.engine.executors import Executor, run_job
 from eoscale.engine.filed import OutputFile
+from eoscale.engine.shared import SharedRaster
 from eoscale.engine.tasks import Job
-from eoscale.engine.tiling import TILES_PER_WORKER, TileLayout
+from eoscale.engine.tiling import TILES_PER_WORKER, Tile, TileLayout
 from eoscale.errors import RasterError
 from eoscale.io.assembled import BlockCopy, copy_blocks
 from eoscale.io.blocks import (
     BlockLayout,
     BlockRecord,
+    finish_in_order_geotiff,
     geotiff_metadata,
     preallocate_geotiff,
     write_geotiff_header,
 )
-from eoscale.io.raster import GRID_KEYS, TileWriters
+from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
 
 #: Copy tasks per worker (each a strip of the image's rows), and at most this many in all.
 COPIES_PER_WORKER, MAX_COPY_TASKS = TILES_PER_WORKER, 256
@@ -138,30 +152,54 @@ class _Assembled:
     places, for the workers to fill as they compute (the blocks a resume takes back from a
     killed run's file are copied to theirs when the map ends)."""
 
-    def __init__(self, profile: Mapping[str, Any], target: OutputFile, encoded: EncodedTarget):
+    def __init__(self, profile: Mapping[str, Any], target: OutputFile, encoded: EncodedTarget,
+                 tiles: Sequence[Tile], in_order: bool = False):
         self.display = target.display
         self.options = target.options
         # The profile's grid keys only: what a TileWriter gives GDAL, so the metadata is the same.
         self.grid = {key: profile[key] for key in GRID_KEYS if key in profile}
         self.blocks: dict[int, BlockRecord] = {}
+        self.sizes: SharedRaster | None = None
         if encoded.layout.compression == "none":
             encoded = replace(encoded, start=preallocate_geotiff(
                 encoded.path, encoded.layout, geotiff_metadata(self.grid, self.options),
                 display=self.display))
+        elif in_order:  # the blocks go in tile order: the workers write them at their places
+            self.sizes = start_in_order(encoded.path, str(self.display or encoded.path),
+                                        len(tiles))
+            encoded = replace(encoded, sizes=self.sizes.ref)
         self.encoded = encoded
+        self.order = [index for tile in tiles for index in encoded.layout.window_indices(
+            int(tile.core.row_off), int(tile.core.col_off), int(tile.core.height),
+            int(tile.core.width))] if in_order else []
 
     def finish(self, run: RunJob, workers: int = 1) -> None:
         """Nothing left to encode."""
 
+    def took(self, tile: Tile, records: Mapping[int, BlockRecord]) -> None:
+        """Keep a tile's records (and its size, where the workers look for it: a tile a
+        resume took back, or one this process stored, may come before theirs)."""
+        self.blocks.update(records)
+        if self.sizes is not None and self.sizes.array[0, 0, tile.index] < 0:  # never changed
+            self.sizes.array[0, 0, tile.index] = sum(record.length for record in records.values())
+
     def write_header(self) -> list[LevelCopies]:
         """Write the file's header (blocks in place: check that every block was written);
         the copies left to do."""
+        layout = self.encoded.layout
+        if self.sizes is not None:  # in tile order, the blocks at their places stay there
+            copies = finish_in_order_geotiff(self.encoded.path, layout,
+                                             geotiff_metadata(self.grid, self.options),
+                                             self.blocks, self.order, display=self.display)
+            if copies is not None:
+                return [(layout, 0, copies)] if copies else []
+            self._as_part()
         if self.encoded.start is None:
-            copies = write_geotiff_header(self.encoded.path, self.encoded.layout,
+            copies = write_geotiff_header(self.encoded.path, layout,
                                           geotiff_metadata(self.grid, self.options),
                                           self.blocks, display=self.display)
-            return [(self.encoded.layout, 0, copies)]
-        layout, start = self.encoded.layout, self.encoded.start
+            return [(layout, 0, copies)]
+        start = self.encoded.start
         missing = layout.block_count - len(self.blocks)
         if missing:  # never a file with blocks left as zeros
             raise RasterError(f"{self.display or self.encoded.path}: {missing} of "
@@ -171,6 +209,24 @@ class _Assembled:
                                    layout.fixed_offset(start, index))
                   for index, record in self.blocks.items() if record.part != self.encoded.path}
         return [(layout, 0, copies)] if copies else []
+
+    def _as_part(self) -> None:
+        """Make the staged file, whose blocks are not all at their places, a part file that
+        the file written anew copies them from."""
+        path = self.encoded.path
+        part = os.fspath(part_path(path, IN_PLACE_WRITER))
+        try:
+            os.replace(path, part)
+        except OSError as exc:
+            raise write_error(Path(path), self.display, "cannot write",
+                              [exc.strerror or str(exc)], exc) from None
+        self.blocks = {index: record._replace(part=part) if record.part == path else record
+                       for index, record in self.blocks.items()}
+
+    def release(self) -> None:
+        """Free the tiles' sizes (shared memory)."""
+        if self.sizes is not None:
+            self.sizes.release()
 
 
 class OutputFiles:
@@ -210,21 +266,24 @@ class OutputFiles:
                               display=target.display)
             self._outputs.append(None)
             return None
-        assembled = _Assembled(profile, target, encoded)
+        assembled = _Assembled(profile, target, encoded, self.tiles,
+                               in_order=self.executor.shares_memory)
         self._outputs.append(assembled)
         return assembled.encoded
 
-    def write(self, window: Any, results: Sequence[np.ndarray | dict[int, BlockRecord]]) -> None:
+    def write(self, tile: Tile, results: Sequence[np.ndarray | dict[int, BlockRecord]]) -> None:
         """Take a tile's ``results``, one per output: records are kept for the assembly, pixels
-        are written at ``window`` now."""
+        are written at the tile's core now."""
         cores = []
         for output, result in zip(self._outputs, results):
             if output is None:
                 cores.append(result)
+            elif isinstance(output, _Assembled):
+                output.took(tile, result)
             else:
                 output.blocks.update(result)
         if cores:
-            self._writers.write(window, cores)
+            self._writers.write(tile.core, cores)
 
     def close(self, keep_parts: bool = False) -> None:
         """Finish every file (a failure to, a full disk say, is raised); remove the parts
@@ -232,11 +291,12 @@ class OutputFiles:
         recorded the step, or at the run's end: a run killed in between takes the tiles back)."""
         self._writers.close()
         assembled = [output for output in self._outputs if output is not None]
+        self._release()
         for output in assembled:
             output.finish(self._run, self.executor.workers)
-        files = [(output.encoded.path, output.encoded.display, output.write_header())
-                 for output in assembled]
-        files = [file for file in files if file[2]]
+        headers = [output.write_header() for output in assembled]
+        files = [(output.encoded.path, output.encoded.display, copies)
+                 for output, copies in zip(assembled, headers) if copies]
         if files:
             # Flushed to disk where other machines may read the files (a cluster's workers
             # share no memory: no page cache either); one machine's processes share its own.
@@ -253,8 +313,15 @@ class OutputFiles:
         try:
             self._writers.abort()
         finally:
+            self._release()
             if not keep_parts:
                 self._remove_parts()
+
+    def _release(self) -> None:
+        """Free the boards of the tiles' sizes: every tile is in (or none is coming)."""
+        for output in self._outputs:
+            if isinstance(output, _Assembled):
+                output.release()
 
     def _run(self, job: Job, chunks: Sequence[Sequence[int]]) -> list[Any]:
         return run_job(self.executor, job, chunks)

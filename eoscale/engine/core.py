@@ -288,7 +288,7 @@ class Engine:
             collect = fed_collector(tiles, files_out, feeding)
             remaining: Sequence[int] = range(len(tiles))
             if probe is not None and not job.feeds:  # stored here: encoded blocks by this process
-                files_out.write(tiles[0].core, store_probe(job, tiles[0], probe))
+                files_out.write(tiles[0], store_probe(job, tiles[0], probe))
                 remaining = range(1, len(tiles))
             recorded = records_tiles(self.units, encoded, remaining, tiles)  # parts kept
             remaining, collect = resumed_map(self.units, name, tiles, encoded, remaining, collect)

@@ -9,12 +9,24 @@ encodes the tile's core into the file's blocks and sends back only where each bl
 (:class:`~eoscale.io.blocks.BlockRecord`), never pixels. Where the blocks go depends on the
 compression:
 
-- compressed blocks are appended to a part file of the worker's own (:func:`part_path`: beside
-  the staged file, named after it, the worker's host and its pid, since two machines of a
-  cluster may share a pid); when the map ends, the file's header is written from the records
-  and the workers copy the blocks into place (:mod:`eoscale.engine.assembly`), and the part
-  files are removed (all of them, by name, whichever worker wrote them: also those of a worker
-  that died: :func:`remove_parts`), also when the map fails;
+- compressed blocks, where the executor's workers share this machine's memory (the pool, or
+  this process), go in tile order: the file holds a head (:data:`~eoscale.io.blocks.
+  IN_ORDER_HEAD` bytes), then tile 0's blocks, tile 1's, and so on, then its IFD. A worker
+  that has encoded tile ``k`` publishes its size on a board in shared memory (one number per
+  tile: :func:`tile_place`); if every earlier tile's size is known, it writes the blocks at
+  their place in the staged file (``os.pwrite``), else appends them to a part file of its own.
+  When the map ends, the head and IFD are written and only the blocks in part files are copied
+  to their places (:func:`~eoscale.io.blocks.finish_in_order_geotiff`): on the benchmark's 8192
+  x 8192 float32 output, 24 to 32 of 256 blocks, where copying every block took 0.76 s of a
+  10 s run. The file's bytes do not depend on who wrote which tile, or when;
+- otherwise (a cluster's workers share no memory with this process) compressed blocks are
+  appended to a part file of the worker's own (:func:`part_path`: beside the staged file,
+  named after it, the worker's host and its pid, since two machines of a cluster may share a
+  pid); when the map ends, the file's header is written from the records and the workers copy
+  the blocks into place (:mod:`eoscale.engine.assembly`);
+- either way the part files are removed when the map ends (all of them, by name, whichever
+  worker wrote them: also those of a worker that died: :func:`remove_parts`), also when it
+  fails;
 - uncompressed blocks (every spilled image, in scratch files) have sizes known in advance: the
   main process writes the file's header first (:func:`~eoscale.io.blocks.preallocate_geotiff`)
   and the workers write their blocks straight into the file at their fixed places
@@ -49,16 +61,22 @@ from typing import Any, TypeVar
 import numpy as np
 
 from eoscale.engine.filed import OutputFile
+from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tiling import Tile
 from eoscale.errors import RasterError
 from eoscale.io.blocks import (
+    IN_ORDER_HEAD,
     BlockEncodingError,
     BlockLayout,
     BlockRecord,
     PartFile,
 )
 from eoscale.io.raster import write_error
-from eoscale.io.runfiles import PART_MARK
+from eoscale.io.runfiles import PART_MARK, SHARED_WRITER
+
+#: The writer named by the part file a staged file becomes when its blocks are not all at
+#: their places (every process wrote into it).
+IN_PLACE_WRITER = SHARED_WRITER
 
 K = TypeVar("K")
 
@@ -85,20 +103,26 @@ class PartWriteError(RasterError):
 @dataclass(frozen=True)
 class EncodedTarget:
     """What a worker needs to encode a map output: the file's block ``layout``, the staged
-    ``path`` (its part files are named after it), the name messages give it (``display``), and
-    for an uncompressed file, where its blocks start (``start``): they are written in place."""
+    ``path`` (its part files are named after it), the name messages give it (``display``); for
+    an uncompressed file, where its blocks start (``start``): they are written in place; for
+    a compressed one written in tile order, the board of its tiles' sizes (``sizes``)."""
 
     layout: BlockLayout
     path: str
     display: str
     start: int | None = None
+    sizes: RasterRef | None = None
 
     def append(self, tile: Tile, core: np.ndarray) -> dict[int, BlockRecord]:
         """Encode the tile's ``core`` (bands, rows, cols, in the file's dtype) and write its
-        blocks (appended to this process's part file, or in place); where each block now lies,
-        by block number."""
+        blocks (at their place in the file when it is known, else appended to this process's
+        part file, or in place); where each block now lies, by block number."""
         window = tile.core
         encoded = self.layout.encode_window(int(window.row_off), int(window.col_off), core)
+        if self.start is None and self.sizes is not None:
+            place = tile_place(self.sizes, tile.index, sum(map(len, encoded.values())))
+            if place is not None:
+                return self._write_at(place, encoded)
         if self.start is None:
             return append_to_part(self.path, self.display, encoded)
         try:
@@ -107,6 +131,29 @@ class EncodedTarget:
             raise PartWriteError(str(write_error(
                 self.path, self.display, "cannot write", [exc.strerror or str(exc)], exc))
             ) from None
+
+    def _write_at(self, offset: int, encoded: Mapping[int, bytes]) -> dict[int, BlockRecord]:
+        """Write a tile's blocks one after the other from ``offset`` of the file."""
+        records = {}
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY)
+            try:
+                data = b"".join(encoded.values())
+                written = 0
+                while written < len(data):
+                    written += os.pwrite(descriptor, data[written:], offset + written)
+                if _SYNC_APPENDS[0]:
+                    os.fdatasync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as exc:
+            raise PartWriteError(str(write_error(
+                self.path, self.display, "cannot write", [exc.strerror or str(exc)], exc))
+            ) from None
+        for index, chunk in encoded.items():
+            records[index] = BlockRecord(self.path, offset, len(chunk))
+            offset += len(chunk)
+        return records
 
     def _write_in_place(self, encoded: Mapping[int, bytes]) -> dict[int, BlockRecord]:
         assert self.start is not None
@@ -124,6 +171,45 @@ class EncodedTarget:
         finally:
             os.close(descriptor)
         return records
+
+
+def tile_place(sizes: RasterRef, index: int, size: int) -> int | None:
+    """Publish that tile ``index`` encodes to ``size`` bytes on the board ``sizes`` (one
+    number per tile of the map, -1 until its tile is encoded), and where its blocks go in the
+    file: after the head and every earlier tile's blocks, or None while an earlier tile's size
+    is not known yet (its blocks then go to a part file, and are copied to their place when the
+    map ends). A size once published is never changed: a tile encoded again to another size
+    (a task run twice) goes to a part file, so the places written never overlap."""
+    board = sizes.open()
+    try:
+        known = board.array[0, 0]
+        if known[index] < 0:
+            known[index] = size
+        elif known[index] != size:
+            return None
+        before = known[:index]
+        if before.size and int(before.min()) < 0:
+            return None
+        return IN_ORDER_HEAD + int(before.sum())
+    finally:
+        board.release()
+
+
+def start_in_order(path: str | os.PathLike, display: str, tiles: int) -> SharedRaster:
+    """Start the file at ``path`` (the caller stages it) whose blocks the workers write in tile
+    order, at their places (:func:`tile_place`): its first bytes kept for the TIFF head; and
+    the board of its ``tiles`` tiles' sizes, in shared memory (released by the caller). A
+    failure to write is a RasterError naming ``display``."""
+    try:
+        with open(path, "wb") as out:
+            out.write(b"\0" * IN_ORDER_HEAD)
+    except OSError as exc:
+        raise write_error(path, display, "cannot write", [exc.strerror or str(exc)],
+                          exc) from None
+    board = SharedRaster.create({"count": 1, "height": 1, "width": max(1, tiles),
+                                 "dtype": "int64"}, name=f"{display}: tile sizes")
+    board.array[...] = -1
+    return board
 
 
 def append_to_part(path: str, display: str, chunks: Mapping[K, bytes]) -> dict[K, BlockRecord]:

@@ -157,11 +157,11 @@ def fed_collector(tiles: Sequence[Tile], files_out: OutputFiles,
         if feeding is None:
             if files_out:
                 for index, results in done:
-                    files_out.write(tiles[index].core, results)
+                    files_out.write(tiles[index], results)
             return
         for index, (results, partials) in done:
             if files_out:
-                files_out.write(tiles[index].core, results)
+                files_out.write(tiles[index], results)
             feeding.add(index, partials)
 
     return collect

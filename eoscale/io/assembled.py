@@ -92,6 +92,28 @@ def write_header(path: str | os.PathLike, header: bytes, size: int,
                           exc) from None
 
 
+def finish_in_place(path: str | os.PathLike, head: bytes, ifd: tuple[int, bytes],
+                    memory: Iterable[InMemory] = (), *,
+                    display: str | os.PathLike | None = None) -> None:
+    """Finish the file at ``path`` whose blocks were appended to it (the caller stages it):
+    ``head`` at its start, the blocks held in ``memory`` at their places, and ``ifd`` (its
+    offset, its bytes) last, the file ending with it (the other blocks' bytes left for
+    :func:`copy_blocks`). A failure to write is a RasterError naming ``display``."""
+    at, data = ifd
+    try:
+        with open(path, "r+b") as out:
+            descriptor = out.fileno()
+            _write_at(descriptor, head, 0)
+            for block in memory:
+                _write_at(descriptor, _framed(block.data) if block.framed else block.data,
+                          block.target - (FRAME if block.framed else 0))
+            _write_at(descriptor, data, at)
+            out.truncate(at + len(data))
+    except OSError as exc:
+        raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
+                          exc) from None
+
+
 def copy_blocks(path: str | os.PathLike, copies: Sequence[BlockCopy], *,
                 display: str | os.PathLike | None = None, sync: bool = False) -> None:
     """Copy ``copies`` into the file at ``path`` (its header written by :func:`write_header`),

@@ -51,8 +51,15 @@ import imagecodecs
 import numpy as np
 import rasterio
 
-from eoscale.io.assembled import BlockCopy, copy_blocks, placed, split_sources, write_header
-from eoscale.io.raster import GRID_KEYS, creation_profile
+from eoscale.io.assembled import (
+    BlockCopy,
+    copy_blocks,
+    finish_in_place,
+    placed,
+    split_sources,
+    write_header,
+)
+from eoscale.io.raster import GRID_KEYS, creation_profile, write_error
 
 #: TIFF tag codes this module writes itself (the block layout); every other tag of the
 #: metadata template is copied.
@@ -224,6 +231,16 @@ class BlockLayout:
         return (rows > 0 and cols > 0
                 and on_grid(row_off, rows, self.block_height, self.height)
                 and on_grid(col_off, cols, self.block_width, self.width))
+
+    def window_indices(self, row_off: int, col_off: int, rows: int, cols: int) -> list[int]:
+        """The block numbers of a window of whole blocks, in the order :meth:`encode_window`
+        gives them: grid row by grid row, and each cell's planes."""
+        return [index
+                for row in range(row_off // self.block_height,
+                                 math.ceil((row_off + rows) / self.block_height))
+                for col in range(col_off // self.block_width,
+                                 math.ceil((col_off + cols) / self.block_width))
+                for index in self.indices(row, col)]
 
     def encode_window(self, row_off: int, col_off: int, data: np.ndarray) -> dict[int, bytes]:
         """The bytes of every block of the window at (``row_off``, ``col_off``) that ``data``
@@ -434,15 +451,27 @@ def tiff_header(ifds: Sequence[Sequence[Tag]], bigtiff: bool, leader: bytes = b"
     values that do not fit in an entry (word-aligned); blocks go after it, where the offset
     tags say. ``leader`` goes between the header and the first IFD (GDAL's COG puts its
     structural metadata there)."""
+    first = (16 if bigtiff else 8) + _even(len(leader))
+    leader = leader + b"\0" * (_even(len(leader)) - len(leader))
+    return tiff_head(bigtiff, first) + leader + tiff_ifds(ifds, bigtiff, first)
+
+
+def tiff_head(bigtiff: bool, first: int) -> bytes:
+    """A little-endian TIFF's first bytes (8; 16 for a BigTIFF): its byte order, version and
+    where its first IFD starts (``first``, even)."""
+    return b"II" + (struct.pack("<HHHQ", 43, 8, 0, first) if bigtiff
+                    else struct.pack("<HI", 42, first))
+
+
+def tiff_ifds(ifds: Sequence[Sequence[Tag]], bigtiff: bool, first: int) -> bytes:
+    """``ifds`` as the bytes that go at ``first`` (even) of the file: chained in order, each
+    followed by its values that do not fit in an entry (word-aligned)."""
     entry, inline, counts = (20, 8, 8) if bigtiff else (12, 4, 2)
     pointer = "Q" if bigtiff else "I"
-    first = (16 if bigtiff else 8) + _even(len(leader))
-    out = bytearray(b"II" + (struct.pack("<HHHQ", 43, 8, 0, first) if bigtiff
-                             else struct.pack("<HI", 42, first)))
-    out += leader + b"\0" * (_even(len(leader)) - len(leader))
+    out = bytearray()
     for number, tags in enumerate(ifds):
         tags = sorted(tags, key=lambda tag: tag.code)
-        start = len(out)
+        start = first + len(out)
         values_at = start + counts + entry * len(tags) + (8 if bigtiff else 4)
         entries, values = bytearray(), bytearray()
         for tag in tags:
@@ -460,6 +489,11 @@ def tiff_header(ifds: Sequence[Sequence[Tag]], bigtiff: bool, leader: bytes = b"
 
 def _even(size: int) -> int:
     return size + (size & 1)
+
+
+#: The bytes a file whose blocks are written in tile order keeps at its start for its TIFF
+#: head (8, or 16 for a BigTIFF: which one is decided when the last block is in).
+IN_ORDER_HEAD = 16
 
 
 class PartFile:
@@ -511,13 +545,9 @@ def write_geotiff_header(path: str | os.PathLike, layout: BlockLayout,
     block), raised before anything is written; a failure to write is a RasterError naming
     ``display`` (else ``path``)."""
     path = Path(path)
-    missing = [index for index in range(layout.block_count) if index not in blocks]
-    if missing:
-        raise ValueError(f"{display or path}: {len(missing)} of {layout.block_count} blocks "
-                         f"missing (the first: block {missing[0]})")
+    _check_complete(layout, blocks, display or path)
     sources = [blocks[index] for index in range(layout.block_count)]
-    lengths = [len(source) if isinstance(source, bytes) else source.length
-               for source in sources]
+    lengths = [_length(source) for source in sources]
     bigtiff = layout.is_bigtiff(sum(lengths))
     placeholder = layout.layout_tags([0] * len(lengths), lengths, bigtiff)
     start = header_size([placeholder + list(metadata)], bigtiff)
@@ -528,6 +558,56 @@ def write_geotiff_header(path: str | os.PathLike, layout: BlockLayout,
                                     in enumerate(zip(sources, offsets))})
     write_header(path, header, start + sum(lengths), memory, display=display)
     return copies
+
+
+def finish_in_order_geotiff(path: str | os.PathLike, layout: BlockLayout,
+                            metadata: Sequence[Tag], blocks: Mapping[int, bytes | BlockRecord],
+                            order: Sequence[int], *, display: str | os.PathLike | None = None
+                            ) -> dict[int, BlockCopy] | None:
+    """Finish, in place, the GeoTIFF of ``layout`` at ``path`` (the caller stages it) whose
+    blocks follow its first :data:`IN_ORDER_HEAD` bytes one after the other in ``order`` (every
+    block number once: a map's tiles in turn), then its IFD, to which the first bytes point (a
+    classic TIFF or a BigTIFF, decided now that the blocks' lengths are known). ``blocks`` gives
+    every block's bytes or :class:`BlockRecord` by number: a record already in ``path`` at its
+    place (a worker wrote it there) stays, untouched; the others are written there (bytes) or
+    returned by number, as copies for any process to run. So the same blocks always make the
+    same bytes, whoever wrote them and in whatever order.
+
+    None, with nothing written, when a record in ``path`` is not at its place (a tile encoded
+    twice with another size): the caller then writes the file anew (:func:`write_geotiff_header`),
+    from this one as a part. A missing block is an error, raised before anything is written; a
+    failure to write is a RasterError naming ``display`` (else ``path``)."""
+    _check_complete(layout, blocks, display or path)
+    here = os.fspath(path)
+    offsets, end = {}, IN_ORDER_HEAD
+    for index in order:
+        offsets[index], end = end, end + _length(blocks[index])
+    inside = {index for index, record in blocks.items()
+              if isinstance(record, BlockRecord) and record.part == here}
+    if any(blocks[index].offset != offsets[index] for index in inside):  # type: ignore[union-attr]
+        return None
+    bigtiff = layout.is_bigtiff(end)
+    first = _even(end)
+    lengths = [_length(blocks[index]) for index in range(layout.block_count)]
+    ifd = tiff_ifds([layout.layout_tags([offsets[index] for index in range(layout.block_count)],
+                                        lengths, bigtiff) + list(metadata)], bigtiff, first)
+    memory, copies = split_sources({index: placed(blocks[index], offsets[index], False)
+                                    for index in order if index not in inside})
+    finish_in_place(path, tiff_head(bigtiff, first).ljust(IN_ORDER_HEAD, b"\0"),
+                    (first, ifd), memory, display=display)
+    return copies
+
+
+def _check_complete(layout: BlockLayout, blocks: Mapping[int, Any], name: Any) -> None:
+    """Never a file with a block left out: the missing ones named."""
+    missing = [index for index in range(layout.block_count) if index not in blocks]
+    if missing:
+        raise ValueError(f"{name}: {len(missing)} of {layout.block_count} blocks "
+                         f"missing (the first: block {missing[0]})")
+
+
+def _length(source: bytes | BlockRecord) -> int:
+    return len(source) if isinstance(source, bytes) else source.length
 
 
 def assemble_geotiff(path: str | os.PathLike, layout: BlockLayout, metadata: Sequence[Tag],

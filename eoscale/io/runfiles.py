@@ -35,8 +35,11 @@ TEMP_MARK = ".eoscale-tmp-"
 #: What a part file's name adds to its staged or scratch file's name, before its writer's
 #: host and pid (:func:`eoscale.engine.encoded.writer_name`: two machines may share a pid).
 PART_MARK = ".part-"
-#: What follows :data:`PART_MARK`: ``<host>-<pid>``.
-PART_WRITER = r"[\w.]+-\d+"
+#: The writer of a part file that every process wrote into: a staged file whose blocks were
+#: not all at their places, written anew from it (:data:`eoscale.engine.encoded.IN_PLACE_WRITER`).
+SHARED_WRITER = "all"
+#: What follows :data:`PART_MARK`: ``<host>-<pid>``, or :data:`SHARED_WRITER`.
+PART_WRITER = rf"(?:[\w.]+-\d+|{SHARED_WRITER})"
 #: A staged file of the run ``pid`` (group 1), its GDAL sidecar, or a part file of it.
 STAGED_RE = re.compile(rf"^\..+{re.escape(TEMP_MARK)}(\d+)-[0-9a-f]+"
                        rf"(\.aux\.xml|{re.escape(PART_MARK)}{PART_WRITER})?$")

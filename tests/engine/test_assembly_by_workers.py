@@ -91,7 +91,8 @@ def test_the_workers_copy_every_block_and_this_process_none(tmp_path, copied_her
                                                             kept_read_here, workers):
     """One map writing a GeoTIFF and a COG: both equal rasterio's / GDAL's files; with workers,
     this process copied no block and made no overview level; in-process (one worker) it copied
-    each block exactly once."""
+    each block of the COG exactly once, and none of the GeoTIFF (each tile's blocks written
+    at their place in it, the tiles coming in order)."""
     image = make_image("float32", 2, shape=(160, 192))
     geotiff, cog = tmp_path / "out.tif", tmp_path / "cog.tif"
     pyramid = Pyramid(cog, "COG", {"blocksize": 32}, None, None)
@@ -112,7 +113,7 @@ def test_the_workers_copy_every_block_and_this_process_none(tmp_path, copied_her
     valid, errors, warnings = cog_validate(str(cog))
     assert valid and not errors and not warnings, (errors, warnings)
     if workers == 1:
-        assert sum(copied_here) == block_bytes(geotiff) + block_bytes(cog)
+        assert sum(copied_here) == block_bytes(cog)
         assert kept_read_here and set(kept_read_here) == {"cog.tif"}  # a read per strip
     else:
         assert copied_here == [] and kept_read_here == []
@@ -120,12 +121,15 @@ def test_the_workers_copy_every_block_and_this_process_none(tmp_path, copied_her
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_full_disk_while_the_blocks_are_copied_names_the_output_and_leaves_nothing(
+def test_a_full_disk_while_the_file_is_finished_names_the_output_and_leaves_nothing(
         tmp_path, monkeypatch, workers):
+    """The blocks copied into place and the header written when the map ends: a full disk
+    there (every block written at its place, only the header left to write, in-process)."""
     def full(*args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(assembled_module, "copy_range", full)  # the pool's workers fork after
+    monkeypatch.setattr(assembled_module, "_write_at", full)
     image = make_image("uint8", 1, shape=(128, 128))
     with pytest.raises(RasterError) as raised, Staging() as staging, \
             Engine(workers, tiling=Tiling("tiles", 32), start_method="fork") as engine:

@@ -22,12 +22,19 @@ from affine import Affine
 import eoscale.engine.assembly as assembly_module
 import eoscale.engine.encoded as encoded_module
 from eoscale.engine import Engine, Tiling
-from eoscale.engine.encoded import PART_MARK, encoded_target, part_path, writer_name
+from eoscale.engine.encoded import (
+    PART_MARK,
+    EncodedTarget,
+    PartWriteError,
+    encoded_target,
+    part_path,
+    writer_name,
+)
 from eoscale.engine.filed import OutputFile
 from eoscale.engine.tiling import plan_step
 from eoscale.errors import RasterError, StepError
 from eoscale.io.blocks import PartFile
-from eoscale.io.raster import Staging, creation_profile
+from eoscale.io.raster import Staging, creation_profile, write_error
 
 from callables import float_result, raises, scipy_filter
 
@@ -73,15 +80,24 @@ def read(path: Path) -> tuple[np.ndarray, dict, dict, tuple, tuple]:
 
 @pytest.fixture
 def assemblies(monkeypatch) -> list[set[str]]:
-    """The part files of every file whose header this process wrote (one set per file)."""
+    """The files holding the blocks of every file whose header this process wrote (one set
+    per file: part files, and the file itself for the blocks written at their places)."""
     seen: list[set[str]] = []
     write_header = assembly_module.write_geotiff_header
+    finish_in_order = assembly_module.finish_in_order_geotiff
 
     def spy(path, layout, metadata, blocks, **kwargs):
         seen.append({record.part for record in blocks.values()})
         return write_header(path, layout, metadata, blocks, **kwargs)
 
+    def spy_in_order(path, layout, metadata, blocks, order, **kwargs):
+        copies = finish_in_order(path, layout, metadata, blocks, order, **kwargs)
+        if copies is not None:  # else the file is written anew: write_geotiff_header's turn
+            seen.append({record.part for record in blocks.values()})
+        return copies
+
     monkeypatch.setattr(assembly_module, "write_geotiff_header", spy)
+    monkeypatch.setattr(assembly_module, "finish_in_order_geotiff", spy_in_order)
     return seen
 
 
@@ -195,7 +211,16 @@ def test_a_full_disk_while_parts_are_written_names_the_output(tmp_path, monkeypa
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return appended(self, data)
 
+    written_at = EncodedTarget._write_at
+
+    def full_at_some(self, offset, encoded):
+        if offset > 2000:
+            raise PartWriteError(str(write_error(self.path, self.display, "cannot write", [],
+                                                 OSError(errno.ENOSPC, "full"))))
+        return written_at(self, offset, encoded)
+
     monkeypatch.setattr(PartFile, "append", full_after_some)  # the pool's workers fork after
+    monkeypatch.setattr(EncodedTarget, "_write_at", full_at_some)  # at their places
     image = make_image("uint8", 1, shape=(256, 256))
     with pytest.raises(RasterError) as raised, Staging() as staging, \
             Engine(workers, tiling=Tiling("tiles", 32), start_method="fork") as engine:
@@ -214,6 +239,9 @@ def test_a_failure_to_assemble_removes_the_parts(tmp_path, monkeypatch):
         raise RasterError(f"{path}: cannot write: no space left on device")
 
     monkeypatch.setattr(assembly_module, "write_geotiff_header", no_room)
+    monkeypatch.setattr(assembly_module, "finish_in_order_geotiff",
+                        lambda path, layout, metadata, blocks, order, **kwargs: no_room(
+                            path, layout, metadata, blocks))
     image = make_image("uint8", 1, shape=(64, 64))
     with pytest.raises(RasterError, match="no space left"), Staging() as staging:
         staged = staging.stage(tmp_path / "result.tif")
@@ -394,3 +422,78 @@ def test_the_part_files_of_a_killed_run_s_scratch_file_are_removed_by_a_cleanup(
     assert list_scratch(tmp_path) == sorted([(stale, dead_pid), (live, os.getpid())])
     assert cleanup_stale_scratch(tmp_path) == [stale]
     assert list(tmp_path.iterdir()) == [live]
+
+
+@pytest.fixture
+def written_here(monkeypatch) -> list[int]:
+    """The offsets this process wrote tiles' blocks at, in the file (the pool's workers fork
+    after: their writes are not counted here)."""
+    offsets: list[int] = []
+    write_at = EncodedTarget._write_at
+
+    def spy(self, offset, encoded):
+        offsets.append(offset)
+        return write_at(self, offset, encoded)
+
+    monkeypatch.setattr(EncodedTarget, "_write_at", spy)
+    return offsets
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_blocks_are_written_in_tile_order_and_the_file_is_the_same_every_time(
+        tmp_path, assemblies, written_here, workers):
+    """Each tile's blocks go at their place in the staged file (after the head and the earlier
+    tiles' blocks: none copied in-process, where the tiles come in order); with workers, this
+    process writes only the first tile's (computed to learn the profile); and whoever wrote
+    what, where, the file's bytes are the same on every run."""
+    image = make_image("float32", 2, shape=(160, 192))
+    options = {"blockxsize": 32, "blockysize": 32, "predictor": 3}
+    files = []
+    for run in range(3):
+        path = tmp_path / f"run{run}.tif"
+        run_map(workers, Tiling("tiles", 32), image, path, options, fn=float_result, params={},
+                margin=0)
+        files.append(path.read_bytes())
+        oracle = written_by_rasterio(image + 0.5, {**profile_for(image), "count": 2,
+                                                   "dtype": "float32", "height": 160,
+                                                   "width": 192}, tmp_path / "oracle.tif",
+                                     options)
+        assert_same_file(path, oracle)
+    assert files[0] == files[1] == files[2]
+    assert len(assemblies) == 3  # the encoded path, every time
+    if workers == 1:
+        assert len(written_here) == 3 * 30 and assemblies[0] == {str(tmp_path / "run0.tif")}
+    else:
+        assert written_here == [16, 16, 16]  # the first tile's, right after the head
+
+
+def test_a_tile_encoded_twice_to_another_size_has_the_file_written_anew(
+        tmp_path, assemblies, monkeypatch):
+    """A tile encoded twice, the first time to another size (a task run again): its size on
+    the board is not changed, so it goes to a part file and the later tiles' places (after the
+    first size) are not where the final sizes put them; the staged file becomes a part, and the
+    file is written anew from it, every block intact."""
+    tile_place = encoded_module.tile_place
+    earlier: list[int] = []
+
+    def twice(sizes, index, size):
+        if index == 5 and not earlier:  # an earlier attempt, 3 bytes longer, published first
+            earlier.append(tile_place(sizes, index, size + 3))
+        return tile_place(sizes, index, size)
+
+    monkeypatch.setattr(encoded_module, "tile_place", twice)
+    image = make_image("uint16", 1, shape=(96, 128))
+    path = tmp_path / "out.tif"
+    run_map(1, Tiling("tiles", 32), image, path, {"blockxsize": 32, "blockysize": 32,
+                                                   "compress": "zstd"})
+    oracle = written_by_rasterio(scipy_filter([image], [], {"filter": "maximum", "radius": 1,
+                                                            "mode": "nearest"}),
+                                 {**profile_for(image), "count": 1, "dtype": "uint16",
+                                  "height": 96, "width": 128}, tmp_path / "oracle.tif",
+                                 {"blockxsize": 32, "blockysize": 32, "compress": "zstd"})
+    assert_same_file(path, oracle)
+    assert earlier and earlier[0] is not None
+    [parts] = assemblies  # written anew: from the staged file, become a part
+    assert {Path(part).name for part in parts} == {f"out.tif{PART_MARK}all",
+                                                   part_path(path).name}  # tile 5's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.tif", "out.tif"]

@@ -2,15 +2,16 @@
 the process pool (``--workers 2``).
 
 The output is a tiled deflate GeoTIFF whose 64 x 64 blocks are the tiles' cores, so the workers
-encode its blocks into part files beside the staged file (``.<name>.eoscale-tmp-<pid>-<hex>
-.part-<worker host>-<worker pid>``) and the main process assembles the file when the map ends. Whatever stops
-the run (a callable raising, a worker dying, Ctrl-C, SIGTERM, a full disk while the parts are
-written or while the file is assembled), the command exits with its code and a message naming
-the step, tile or file, and leaves the previous output byte for byte, and no part file, staged
-file, scratch file, shared-memory segment or record of its folders. A run killed outright
-(SIGKILL to its whole process group) cannot clean up: ``eoscale cleanup``, told nothing, or the
-next run finds what it left beside its outputs and in its scratch folder, and removes it, never
-a live run's.
+encode its blocks and write them in tile order at their places in the staged file
+(``.<name>.eoscale-tmp-<pid>-<hex>``), or, for a tile done before an earlier one's size is
+known, into a part file beside it (``.part-<worker host>-<worker pid>``), and the main process
+finishes the file when the map ends. Whatever stops the run (a callable raising, a worker
+dying, Ctrl-C, SIGTERM, a full disk while the blocks are written or while the file is
+finished), the command exits with its code and a message naming the step, tile or file, and
+leaves the previous output byte for byte, and no part file, staged file, scratch file,
+shared-memory segment or record of its folders. A run killed outright (SIGKILL to its whole
+process group) cannot clean up: ``eoscale cleanup``, told nothing, or the next run finds what it
+left beside its outputs and in its scratch folder, and removes it, never a live run's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,7 @@ from failure_helpers import (
 )
 from leak_checks import own_scratch
 
+from eoscale.io.blocks import IN_ORDER_HEAD
 from eoscale.io.journal import read_journal
 from eoscale.io.runfiles import list_records
 
@@ -93,35 +96,46 @@ def assert_clean(folder: Path, previous: dict[str, bytes], pid: int | None = Non
         assert own_scratch([pid]) == set() and records_of(pid) == []  # in $TMPDIR
 
 
-def wait_for_parts(folder: Path, count: int = 1, timeout: float = 30) -> list[str]:
-    """The part files in ``folder`` once there are ``count`` of them."""
+def staged(folder: Path) -> list[str]:
+    """The staged files and part files in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if ".eoscale-tmp-" in p.name)
+
+
+def wait_for_blocks(folder: Path, timeout: float = 30) -> list[str]:
+    """The staged and part files in ``folder`` once encoded blocks are in them (a staged file
+    longer than the head its blocks follow, or a part file)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = parts(folder)
-        if len(found) >= count:
+        found = staged(folder)
+        if parts(folder) or any((folder / name).stat().st_size > IN_ORDER_HEAD
+                                for name in found if (folder / name).exists()):
             return found
         time.sleep(0.02)
-    raise AssertionError(f"fewer than {count} part file(s) appeared in {folder}: {parts(folder)}")
+    raise AssertionError(f"no encoded block appeared in {folder}: {staged(folder)}")
 
 
 SLOW = "{name: copy, map: failing_ops.slow, inputs: [scene], params: {seconds: %s}}"
 
 
 def test_the_workers_encode_this_output(encoded_dir):
-    """The premise of every case here: the output is encoded by the workers into part files,
-    and assembled into the file rasterio reads back equal to the input."""
+    """The premise of every case here: the output is encoded, its blocks written in tile order
+    after the head the main process writes last (zeros until then), and finished into the file
+    rasterio reads back equal to the input, its IFD after its blocks."""
     step_pipeline(encoded_dir, SLOW % 0.1)
     with running(encoded_dir, "run", "p.yaml", "--overwrite", "-w", "2",
                  until="map copy:") as (process, _):
-        found = wait_for_parts(encoded_dir / "out", count=3)  # the first tile's, each worker's
-        writers = {int(name.rsplit("-", 1)[1]) for name in found}
-        assert len(writers - {process.pid}) == 2, found
+        [name] = [name for name in wait_for_blocks(encoded_dir / "out") if ".part-" not in name]
+        assert str(process.pid) in name
+        assert (encoded_dir / "out" / name).read_bytes()[:IN_ORDER_HEAD] == bytes(IN_ORDER_HEAD)
         assert process.wait(timeout=60) == 0, process.stderr.read()
     with rasterio.open(encoded_dir / "noise.tif") as source, \
             rasterio.open(encoded_dir / "out" / "result.tif") as result:
         assert result.profile["compress"] == "deflate" and result.block_shapes == [(64, 64)]
         assert np.array_equal(result.read(), source.read().astype(np.float32))
-    assert parts(encoded_dir / "out") == [] and records_of(process.pid) == []
+    content = (encoded_dir / "out" / "result.tif").read_bytes()
+    assert content[:4] == b"II*\0" and content[8:IN_ORDER_HEAD] == bytes(8)
+    assert struct.unpack_from("<I", content, 4)[0] > 24 * 64 * 64  # after the blocks
+    assert staged(encoded_dir / "out") == [] and records_of(process.pid) == []
 
 
 # -- a callable raises, a worker dies -------------------------------------------------------------
@@ -148,7 +162,7 @@ def test_a_failing_tile_leaves_the_previous_output_and_no_part(encoded_dir, call
     assert_clean(encoded_dir, previous)
 
 
-# -- Ctrl-C and SIGTERM while the workers append to their parts ---------------------------------
+# -- Ctrl-C and SIGTERM while the workers write the blocks ---------------------------------
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_while_parts_are_written(encoded_dir, signum):
@@ -156,7 +170,7 @@ def test_a_signal_while_parts_are_written(encoded_dir, signum):
     previous = out_files(encoded_dir)
     with running(encoded_dir, "run", "p.yaml", "--overwrite", "-w", "2",
                  until="map copy:") as (process, workers):
-        wait_for_parts(encoded_dir / "out")
+        wait_for_blocks(encoded_dir / "out")
         if signum == signal.SIGINT:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
         else:
@@ -174,11 +188,18 @@ def test_a_signal_while_parts_are_written(encoded_dir, signum):
 
 # -- a full disk ---------------------------------------------------------------------------------
 
+#: A COG of the same blocks: its blocks (and its overviews') go to part files, and are copied
+#: into the file assembled when the map ends (GDAL's layout: the overviews first).
+COG = "{path: out/result.tif, format: COG, options: {compress: deflate, blocksize: 64}}"
+
+
 @pytest.mark.parametrize("size, when", [("64k", "parts"), ("160k", "assembly")])
 def test_a_full_disk_leaves_the_previous_output_and_no_part(encoded_dir, small_tmpfs, size, when):
-    """On a 64 KiB filesystem the 96 KiB of parts do not fit; on 160 KiB they do, and the file
-    assembled from them (another 96 KiB) does not."""
-    step_pipeline(encoded_dir, "{name: copy, map: failing_ops.identity, inputs: [scene]}")
+    """On a 64 KiB filesystem the GeoTIFF's 96 KiB of blocks do not fit; on 160 KiB the COG's
+    parts (its blocks and overviews, about 128 KiB) do, and the file assembled from them
+    (as much again) does not."""
+    step_pipeline(encoded_dir, "{name: copy, map: failing_ops.identity, inputs: [scene]}",
+                  outputs=f"{{copy: {ENCODED if when == 'parts' else COG}}}")
     previous = out_files(encoded_dir)
     done, pid, left = run_on_full_disk(encoded_dir, encoded_dir / "out", "run", "p.yaml",
                                        "--overwrite", "-w", "2", size=size)
@@ -220,7 +241,7 @@ def start_and_kill(folder: Path, case: str) -> tuple[int, dict[str, bytes], dict
     with running(folder, *args, until="map slow:" if "slow" in outputs else "map copy:") as (
             process, workers):
         if watch is not None:
-            wait_for_parts(folder / watch)
+            wait_for_blocks(folder / watch)
         else:
             time.sleep(1.0)
         os.killpg(process.pid, signal.SIGKILL)  # main, workers and resource tracker
@@ -277,15 +298,15 @@ def test_a_cleanup_never_touches_a_live_run_s_parts(encoded_dir):
     step_pipeline(encoded_dir, SLOW % 0.2)
     with running(encoded_dir, "run", "p.yaml", "--overwrite", "-w", "2",
                  until="map copy:") as (process, _):
-        live = wait_for_parts(encoded_dir / "out")
+        live = wait_for_blocks(encoded_dir / "out")
         done, _ = run(encoded_dir, "cleanup")
         assert done.returncode == 0, done.stderr
         assert not [name for name in live if name in done.stdout]
-        assert set(live) <= set(parts(encoded_dir / "out"))
+        assert set(live) <= set(staged(encoded_dir / "out"))
         assert process.wait(timeout=60) == 0, process.stderr.read()
     with rasterio.open(encoded_dir / "out" / "result.tif") as result:
         assert result.shape == (256, 384)
-    assert parts(encoded_dir / "out") == [] and records_of(process.pid) == []
+    assert staged(encoded_dir / "out") == [] and records_of(process.pid) == []
 
 
 # -- what a cleanup removes, and what it never does ----------------------------------------------

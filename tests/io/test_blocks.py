@@ -89,12 +89,14 @@ def tiff_tags(path: Path) -> dict[int, Any]:
 
 
 def decoded_blocks(path: Path) -> list[np.ndarray]:
-    """Every block of the file, decoded, with its padding (as tifffile decodes it)."""
+    """Every block of the file by number, decoded, with its padding (as tifffile decodes it),
+    whatever their order in the file."""
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages[0]
         handle = tiff.filehandle
-        return [page.decode(data, index)[0].copy()
-                for data, index in handle.read_segments(page.dataoffsets, page.databytecounts)]
+        decoded = {index: page.decode(data, index)[0].copy()
+                   for data, index in handle.read_segments(page.dataoffsets, page.databytecounts)}
+        return [decoded[index] for index in sorted(decoded)]
 
 
 class GdalWarnings(logging.Handler):
@@ -563,3 +565,92 @@ def test_first_ifd_entries_read_what_tifffile_reads(tmp_path: Path, bigtiff: str
     assert any(count * blk.TYPE_SIZES[type_] > 8 for _, type_, count, _ in expected)
     with pytest.raises(ValueError, match="not a little-endian TIFF"):
         list(blk.first_ifd_entries(b"MM\x00*" + content[4:]))
+
+
+# -- files whose blocks follow each other in tile order, finished in place --------------------
+
+def tiles_of(layout: blk.BlockLayout) -> list[tuple[int, int, int, int]]:
+    """A map's tile cores, row by row: 2 x 2 blocks, or 2 strips (whole blocks)."""
+    rows = 2 * layout.block_height
+    cols = 2 * layout.block_width if layout.tiled else layout.width
+    return [(row, col, min(rows, layout.height - row), min(cols, layout.width - col))
+            for row in range(0, layout.height, rows) for col in range(0, layout.width, cols)]
+
+
+def write_in_order(path: Path, layout: blk.BlockLayout, array: np.ndarray,
+                   how: str) -> dict[int, bytes | blk.BlockRecord]:
+    """What a map's workers do: each tile's blocks encoded, then written at their place in
+    ``path`` (after the head and the earlier tiles' blocks), or ("mixed") every third tile
+    appended to a part file instead and every fifth given as bytes; every block's source."""
+    path.write_bytes(bytes(blk.IN_ORDER_HEAD))
+    sources: dict[int, bytes | blk.BlockRecord] = {}
+    at = blk.IN_ORDER_HEAD
+    with blk.PartFile(path.with_name(path.name + ".part")) as part, open(path, "r+b") as out:
+        for number, (row, col, rows, cols) in enumerate(tiles_of(layout)):
+            encoded = layout.encode_window(row, col, array[:, row:row + rows, col:col + cols])
+            assert list(encoded) == layout.window_indices(row, col, rows, cols)
+            for index, data in encoded.items():
+                if how == "mixed" and number % 3 == 1:
+                    sources[index] = part.append(data)
+                elif how == "mixed" and number % 5 == 2:
+                    sources[index] = data
+                else:
+                    out.seek(at)
+                    out.write(data)
+                    sources[index] = blk.BlockRecord(str(path), at, len(data))
+                at += len(data)
+    return sources
+
+
+@pytest.mark.parametrize("options", [
+    {"blockxsize": 32, "blockysize": 32, "compress": "deflate", "predictor": 2},
+    {"blockxsize": 16, "blockysize": 32, "compress": "zstd", "bigtiff": "yes"},
+    {"tiled": False, "blockysize": 8, "compress": "lzw", "interleave": "band"},
+], ids=["tiles", "BigTIFF", "strips by band"])
+def test_a_file_finished_in_place_is_rasterio_s_and_the_same_whoever_wrote_its_blocks(
+        tmp_path: Path, options: dict[str, Any]) -> None:
+    array = make_array("int16", 3, 100, 90)
+    profile = profile_of(array, nodata=-1)
+    layout = blk.BlockLayout.from_profile(profile, options)
+    metadata = blk.geotiff_metadata(profile, options)
+    order = [index for row, col, rows, cols in tiles_of(layout)
+             for index in layout.window_indices(row, col, rows, cols)]
+    assert sorted(order) == list(range(layout.block_count))
+    files = {}
+    for how in ("in place", "mixed"):
+        path = tmp_path / f"{how}.tif"
+        sources = write_in_order(path, layout, array, how)
+        copies = blk.finish_in_order_geotiff(path, layout, metadata, sources, order)
+        assert copies is not None
+        assert (copies == {}) == (how == "in place")  # none moved: only the others copied
+        blk.copy_blocks(path, list(copies.values()))
+        files[how] = path.read_bytes()
+    write_reference(tmp_path / "reference.tif", array, profile, options)
+    assert_same_file(tmp_path / "in place.tif", tmp_path / "reference.tif")
+    assert files["in place"] == files["mixed"]  # the same bytes, whoever wrote which block
+    content = files["in place"]
+    with tifffile.TiffFile(tmp_path / "in place.tif") as tiff:
+        assert tiff.is_bigtiff == (options.get("bigtiff") == "yes")
+        page = tiff.pages[0]
+        offsets = list(page.dataoffsets)
+        assert min(offsets) == blk.IN_ORDER_HEAD  # the blocks right after the head,
+        first_ifd = int.from_bytes(content[8:16] if tiff.is_bigtiff else content[4:8], "little")
+        assert first_ifd >= max(o + n for o, n in zip(offsets, page.databytecounts))  # then it
+
+
+def test_a_block_written_elsewhere_than_its_place_leaves_the_file_to_be_written_anew(
+        tmp_path: Path) -> None:
+    array = make_array("uint8", 1, 64, 64)
+    profile = profile_of(array)
+    layout = blk.BlockLayout.from_profile(profile, {"blockxsize": 32, "blockysize": 32})
+    path = tmp_path / "out.tif"
+    sources = write_in_order(path, layout, array, "in place")
+    moved = sources[2]
+    assert isinstance(moved, blk.BlockRecord)
+    sources[2] = moved._replace(offset=moved.offset + 1)  # a tile encoded twice, another size
+    before = path.read_bytes()
+    assert blk.finish_in_order_geotiff(path, layout, [], sources, [0, 1, 2, 3]) is None
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="1 of 4 blocks missing"):
+        blk.finish_in_order_geotiff(path, layout, [], {i: sources[i] for i in range(3)},
+                                    [0, 1, 2, 3])
