@@ -48,6 +48,7 @@ pool, a Dask cluster whose workers see the output and scratch folders) writes th
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import re
@@ -79,6 +80,9 @@ from eoscale.io.runfiles import PART_MARK, SHARED_WRITER
 IN_PLACE_WRITER = SHARED_WRITER
 
 K = TypeVar("K")
+
+#: The most buffers one ``pwritev`` takes (POSIX guarantees at least 16; Linux takes 1024).
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
 
 #: One thread of a process appends to its part files at a time (a Dask worker runs several).
 _APPENDING = threading.Lock()
@@ -138,10 +142,7 @@ class EncodedTarget:
         try:
             descriptor = os.open(self.path, os.O_WRONLY)
             try:
-                data = b"".join(encoded.values())
-                written = 0
-                while written < len(data):
-                    written += os.pwrite(descriptor, data[written:], offset + written)
+                write_all_at(descriptor, list(encoded.values()), offset)
                 if _SYNC_APPENDS[0]:
                     os.fdatasync(descriptor)
             finally:
@@ -171,6 +172,23 @@ class EncodedTarget:
         finally:
             os.close(descriptor)
         return records
+
+
+def write_all_at(descriptor: int, chunks: Sequence[bytes], offset: int) -> None:
+    """Write ``chunks`` one after the other from ``offset`` of the file, without joining them
+    (a tile's blocks: as many bytes again, were they joined), a batch of at most ``IOV_MAX``
+    at a time, until every byte is written."""
+    views = [memoryview(chunk) for chunk in chunks if len(chunk)]
+    while views:
+        written = os.pwritev(descriptor, views[:_IOV_MAX], offset)
+        if not written:
+            raise OSError(errno.EIO, "nothing written")
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def tile_place(sizes: RasterRef, index: int, size: int) -> int | None:

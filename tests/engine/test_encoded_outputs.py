@@ -49,6 +49,10 @@ CASES = {
                      Tiling("tiles", 32), "float32", 1),
     "deflate predictor 3 float32 3 bands": ({"blockxsize": 32, "blockysize": 32, "zlevel": 3,
                                              "predictor": 3}, Tiling("tiles", 64), "float32", 3),
+    "BigTIFF float64 2 bands": ({"blockxsize": 32, "blockysize": 32, "bigtiff": "yes",
+                                 "compress": "zstd"}, Tiling("tiles", 32), "float64", 2),
+    "lzw predictor 2 int16 strips": ({"tiled": False, "compress": "lzw", "predictor": 2},
+                                     Tiling("strips", 40), "int16", 1),
     "lzw band interleave": ({"blockxsize": 32, "blockysize": 32, "compress": "lzw",
                              "interleave": "band"}, Tiling("tiles", 32), "float32", 3),
     # Strips of GDAL's default rows (8 KiB): 6 rows of 101 x 3 float32, 27 of 101 x 3 uint8.
@@ -497,3 +501,24 @@ def test_a_tile_encoded_twice_to_another_size_has_the_file_written_anew(
     assert {Path(part).name for part in parts} == {f"out.tif{PART_MARK}all",
                                                    part_path(path).name}  # tile 5's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.tif", "out.tif"]
+
+
+def test_a_tile_s_blocks_are_written_whole_in_batches_and_short_writes(tmp_path, monkeypatch):
+    """write_all_at: every byte of every block, in order, from the offset, however few
+    buffers a call takes and however few bytes each call writes."""
+    chunks = [os.urandom(size) for size in (0, 5, 17, 1, 0, 4096, 3, 9, 70000)]
+    pwritev = os.pwritev
+
+    def short(descriptor, buffers, offset):  # at most 1000 bytes a call
+        first = bytes(buffers[0])[:1000]
+        return pwritev(descriptor, [first], offset)
+
+    monkeypatch.setattr(encoded_module, "_IOV_MAX", 2)
+    for name, patch in (("batches", None), ("short", short)):
+        if patch is not None:
+            monkeypatch.setattr(encoded_module.os, "pwritev", patch)
+        path = tmp_path / name
+        path.write_bytes(b"")
+        with open(path, "r+b") as out:
+            encoded_module.write_all_at(out.fileno(), chunks, 7)
+        assert path.read_bytes() == bytes(7) + b"".join(chunks)
