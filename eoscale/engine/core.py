@@ -37,7 +37,13 @@ from eoscale.engine.contract import (
 )
 from eoscale.engine.encoded import EncodedTarget
 from eoscale.engine.executing import make_executor
-from eoscale.engine.executors import Executor, closed_after, failure_error, make_chunks
+from eoscale.engine.executors import (
+    Executor,
+    closed_after,
+    failure_error,
+    make_chunks,
+    max_chunks,
+)
 from eoscale.engine.feeding import (
     Feeding,
     TileOrderFold,
@@ -341,7 +347,7 @@ class Engine:
         the first tile failure (the executor then stops its workers). ``started``: the phase was
         announced then (with ``done_before`` tiles already done), else it starts now."""
         indices = list(indices)
-        chunks = make_chunks(indices, self.workers)
+        chunks = make_chunks(indices, self.workers, max_chunks(self._executor.shares_memory))
         total = done_before + len(indices)
         if started is None:
             started = self._start(kind, name, total)

@@ -18,7 +18,11 @@ compression:
   When the map ends, the head and IFD are written and only the blocks in part files are copied
   to their places (:func:`~eoscale.io.blocks.finish_in_order_geotiff`): on the benchmark's 8192
   x 8192 float32 output, 4 to 32 of 256 blocks, where copying every block took 0.26 to 0.76 s
-  of a 10 s run. The file's bytes do not depend on who wrote which tile, or when;
+  of a 10 s run. A chunk is one tile on these executors (up to
+  :data:`~eoscale.engine.executors.MAX_LOCAL_CHUNKS` tiles): a chunk of many tiles would hold
+  back the sizes the other worker's next tiles wait for (with 4 tiles a chunk, 389 of 1024
+  blocks went to part files; with one, 67). The file's bytes do not depend on who wrote which
+  tile, or when;
 - otherwise (a cluster's workers share no memory with this process) compressed blocks are
   appended to a part file of the worker's own (:func:`part_path`: beside the staged file,
   named after it, the worker's host and its pid, since two machines of a cluster may share a

@@ -46,8 +46,21 @@ from eoscale.errors import (
     check_interrupted,
 )
 
-#: Upper bound on chunks per step: beyond it, per-chunk messages would cost more than they balance.
+#: Upper bound on chunks per step on a Dask cluster: beyond it, per-task scheduling would cost
+#: more than it balances.
 MAX_CHUNKS = 256
+#: The same bound on this machine's workers (the pool, or this process), where a chunk costs
+#: two small messages on a pipe: up to this many tiles, a chunk is one tile, so that a file
+#: written in tile order gets nearly every tile's blocks at their place as they are computed
+#: (:mod:`eoscale.engine.encoded`: a tile waits for the sizes of every tile before it, which a
+#: chunk of many tiles running on the other worker holds back).
+MAX_LOCAL_CHUNKS = 4096
+
+
+def max_chunks(shares_memory: bool) -> int:
+    """The bound on a step's chunks for an executor whose workers share this machine's memory
+    (or not: a cluster's)."""
+    return MAX_LOCAL_CHUNKS if shares_memory else MAX_CHUNKS
 
 
 def default_workers() -> int:
@@ -58,12 +71,14 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def make_chunks(indices: Sequence[int], workers: int) -> list[Sequence[int]]:
-    """Consecutive runs of tile indices: enough for balance and progress, few enough to be cheap."""
+def make_chunks(indices: Sequence[int], workers: int,
+                limit: int = MAX_CHUNKS) -> list[Sequence[int]]:
+    """Consecutive runs of tile indices: enough for balance and progress, few enough to be
+    cheap (at most ``limit``, or a few per worker where there are more workers)."""
     count = len(indices)
     if count == 0:
         return []
-    wanted = min(count, max(workers * 2 * TILES_PER_WORKER, min(count, MAX_CHUNKS)))
+    wanted = min(count, max(workers * 2 * TILES_PER_WORKER, min(count, limit)))
     size = math.ceil(count / wanted)
     return [indices[start:start + size] for start in range(0, count, size)]
 

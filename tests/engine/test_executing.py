@@ -16,7 +16,14 @@ import scipy.ndimage as ndi
 
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.executing import connect_cluster, make_executor
-from eoscale.engine.executors import InlineExecutor, ProcessExecutor
+from eoscale.engine.executors import (
+    MAX_CHUNKS,
+    MAX_LOCAL_CHUNKS,
+    InlineExecutor,
+    ProcessExecutor,
+    make_chunks,
+    max_chunks,
+)
 from eoscale.engine.fused import ChainStep
 from eoscale.engine.tiling import plan_step
 from eoscale.errors import ConfigError
@@ -206,3 +213,17 @@ def test_the_tiles_are_given_by_one_name_not_both(image, method) -> None:
         }[method]
         with pytest.raises(ConfigError, match="layout= or plan= .the former name., not both"):
             call()
+
+
+def test_chunks_are_single_tiles_on_this_machine_and_fewer_on_a_cluster():
+    """On the pool (workers sharing this machine's memory) a chunk is one tile up to
+    MAX_LOCAL_CHUNKS tiles, so that a file written in tile order gets its tiles' blocks at
+    their places; a cluster's tasks stay at most MAX_CHUNKS (a few per worker beyond)."""
+    local, cluster = max_chunks(True), max_chunks(False)
+    assert (local, cluster) == (MAX_LOCAL_CHUNKS, MAX_CHUNKS) == (4096, 256)
+    for count, limit, sizes in [(4096, local, {1}), (4096, cluster, {16}), (64, cluster, {1}),
+                                (10_000, local, {3, 1}), (300, local, {1})]:
+        chunks = make_chunks(range(count), 2, limit)
+        assert [i for chunk in chunks for i in chunk] == list(range(count))  # in order, once
+        assert {len(chunk) for chunk in chunks} == sizes
+    assert len(make_chunks(range(4096), 128, cluster)) == 1024  # 8 per worker beyond 32

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from eoscale.engine.executors import make_chunks
+from eoscale.engine.executors import make_chunks, max_chunks
 from eoscale.engine.fused import chain_growths
 from eoscale.engine.tiling import TileLayout, Tiling, plan_step, whole_block_size, written_mode
 from eoscale.io.paths import location_name
@@ -301,7 +301,8 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
                   memory_factor(spec.steps[i], shape.callables[i])) for i in chain]
         memory = step_memory(index, parts, tiling, images, resources)
         steps.append(StepPlan(
-            *planned, tiling, len(make_chunks(range(tiling.tile_count), resources.workers)),
+            *planned, tiling, len(make_chunks(range(tiling.tile_count), resources.workers,
+                                              max_chunks(resources.executor != "cluster"))),
             requested, resources.workers, block_shape, loads, saves, releases, memory,
             chain if len(chain) > 1 else (), None, fused.shares.get(index, 0.0), file_blocks))
     return [step if step.fused_into is None else
