@@ -53,10 +53,10 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.encoded import (
-    IN_PLACE_WRITER,
     EncodedTarget,
     encoded_target,
     part_path,
+    publish_size,
     remove_parts,
     start_in_order,
 )
@@ -76,6 +76,7 @@ from eoscale.io.blocks import (
     write_geotiff_header,
 )
 from eoscale.io.raster import GRID_KEYS, TileWriters, write_error
+from eoscale.io.runfiles import SHARED_WRITER
 
 #: Copy tasks per worker (each a strip of the image's rows), and at most this many in all.
 COPIES_PER_WORKER, MAX_COPY_TASKS = TILES_PER_WORKER, 256
@@ -180,8 +181,9 @@ class _Assembled:
         """Keep a tile's records (and its size, where the workers look for it: a tile a
         resume took back, or one this process stored, may come before theirs)."""
         self.blocks.update(records)
-        if self.sizes is not None and self.sizes.array[0, 0, tile.index] < 0:  # never changed
-            self.sizes.array[0, 0, tile.index] = sum(record.length for record in records.values())
+        if self.sizes is not None:
+            publish_size(self.sizes.array[0, 0], tile.index,
+                         sum(record.length for record in records.values()))
 
     def write_header(self) -> list[LevelCopies]:
         """Write the file's header (blocks in place: check that every block was written);
@@ -214,7 +216,7 @@ class _Assembled:
         """Make the staged file, whose blocks are not all at their places, a part file that
         the file written anew copies them from."""
         path = self.encoded.path
-        part = os.fspath(part_path(path, IN_PLACE_WRITER))
+        part = os.fspath(part_path(path, SHARED_WRITER))
         try:
             os.replace(path, part)
         except OSError as exc:

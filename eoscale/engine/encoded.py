@@ -60,6 +60,7 @@ import socket
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,11 +78,7 @@ from eoscale.io.blocks import (
     PartFile,
 )
 from eoscale.io.raster import write_error
-from eoscale.io.runfiles import PART_MARK, SHARED_WRITER
-
-#: The writer named by the part file a staged file becomes when its blocks are not all at
-#: their places (every process wrote into it).
-IN_PLACE_WRITER = SHARED_WRITER
+from eoscale.io.runfiles import PART_MARK
 
 K = TypeVar("K")
 
@@ -127,27 +124,32 @@ class EncodedTarget:
         part file, or in place); where each block now lies, by block number."""
         window = tile.core
         encoded = self.layout.encode_window(int(window.row_off), int(window.col_off), core)
-        if self.start is None and self.sizes is not None:
+        if self.start is not None:  # uncompressed: every block has its fixed place
+            return self._write({index: self.layout.fixed_offset(self.start, index)
+                                for index in encoded}, encoded)
+        if self.sizes is not None:
             place = tile_place(self.sizes, tile.index, sum(map(len, encoded.values())))
-            if place is not None:
-                return self._write_at(place, encoded)
-        if self.start is None:
-            return append_to_part(self.path, self.display, encoded)
-        try:
-            return self._write_in_place(encoded)
-        except OSError as exc:
-            raise PartWriteError(str(write_error(
-                self.path, self.display, "cannot write", [exc.strerror or str(exc)], exc))
-            ) from None
+            if place is not None:  # the tile's blocks one after the other from there
+                starts = accumulate([len(data) for data in encoded.values()][:-1], initial=place)
+                return self._write(dict(zip(encoded, starts)), encoded)
+        return append_to_part(self.path, self.display, encoded)
 
-    def _write_at(self, offset: int, encoded: Mapping[int, bytes]) -> dict[int, BlockRecord]:
-        """Write a tile's blocks one after the other from ``offset`` of the file."""
-        records = {}
+    def _write(self, offsets: Mapping[int, int], encoded: Mapping[int, bytes]
+               ) -> dict[int, BlockRecord]:
+        """Write each block at its offset in the file (blocks that follow each other, at once);
+        where each now lies. A failure to (a full disk) is a :class:`PartWriteError`."""
+        runs: list[tuple[int, list[bytes]]] = []
+        for index, data in encoded.items():
+            if runs and runs[-1][0] + sum(map(len, runs[-1][1])) == offsets[index]:
+                runs[-1][1].append(data)
+            else:
+                runs.append((offsets[index], [data]))
         try:
             descriptor = os.open(self.path, os.O_WRONLY)
             try:
-                write_all_at(descriptor, list(encoded.values()), offset)
-                if _SYNC_APPENDS[0]:
+                for offset, chunks in runs:
+                    write_all_at(descriptor, chunks, offset)
+                if _SYNC_APPENDS[0]:  # on another machine than the journal's (sync_appends)
                     os.fdatasync(descriptor)
             finally:
                 os.close(descriptor)
@@ -155,27 +157,8 @@ class EncodedTarget:
             raise PartWriteError(str(write_error(
                 self.path, self.display, "cannot write", [exc.strerror or str(exc)], exc))
             ) from None
-        for index, chunk in encoded.items():
-            records[index] = BlockRecord(self.path, offset, len(chunk))
-            offset += len(chunk)
-        return records
-
-    def _write_in_place(self, encoded: Mapping[int, bytes]) -> dict[int, BlockRecord]:
-        assert self.start is not None
-        records = {}
-        descriptor = os.open(self.path, os.O_WRONLY)
-        try:
-            for index, data in encoded.items():
-                offset = self.layout.fixed_offset(self.start, index)
-                written = 0
-                while written < len(data):
-                    written += os.pwrite(descriptor, data[written:], offset + written)
-                records[index] = BlockRecord(self.path, offset, len(data))
-            if _SYNC_APPENDS[0]:  # on another machine than the journal's (sync_appends)
-                os.fdatasync(descriptor)
-        finally:
-            os.close(descriptor)
-        return records
+        return {index: BlockRecord(self.path, offsets[index], len(data))
+                for index, data in encoded.items()}
 
 
 def write_all_at(descriptor: int, chunks: Sequence[bytes], offset: int) -> None:
@@ -195,6 +178,15 @@ def write_all_at(descriptor: int, chunks: Sequence[bytes], offset: int) -> None:
             views[0] = views[0][written:]
 
 
+def publish_size(known: np.ndarray, index: int, size: int) -> bool:
+    """Put tile ``index``'s ``size`` on the board ``known`` (-1: not known yet), unless
+    another size is there already: a size once published is never changed. Whether the board
+    now holds ``size``."""
+    if known[index] < 0:
+        known[index] = size
+    return bool(known[index] == size)
+
+
 def tile_place(sizes: RasterRef, index: int, size: int) -> int | None:
     """Publish that tile ``index`` encodes to ``size`` bytes on the board ``sizes`` (one
     number per tile of the map, -1 until its tile is encoded), and where its blocks go in the
@@ -205,9 +197,7 @@ def tile_place(sizes: RasterRef, index: int, size: int) -> int | None:
     board = sizes.open()
     try:
         known = board.array[0, 0]
-        if known[index] < 0:
-            known[index] = size
-        elif known[index] != size:
+        if not publish_size(known, index, size):
             return None
         before = known[:index]
         if before.size and int(before.min()) < 0:

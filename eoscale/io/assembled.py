@@ -79,36 +79,34 @@ def write_header(path: str | os.PathLike, header: bytes, size: int,
     """Create the file at ``path`` (the caller stages it) with ``header`` at its start and the
     blocks held in ``memory`` at their places, ``size`` bytes long (the other blocks' bytes left
     for :func:`copy_blocks`). A failure to write is a RasterError naming ``display``."""
-    try:
-        with open(path, "wb") as out:
-            out.write(header)
-            out.flush()
-            for block in memory:
-                _write_at(out.fileno(), _framed(block.data) if block.framed else block.data,
-                          block.target - (FRAME if block.framed else 0))
-            out.truncate(size)
-    except OSError as exc:
-        raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
-                          exc) from None
+    _write_file(path, "wb", [(0, header)], memory, size, display)
 
 
 def finish_in_place(path: str | os.PathLike, head: bytes, ifd: tuple[int, bytes],
                     memory: Iterable[InMemory] = (), *,
                     display: str | os.PathLike | None = None) -> None:
-    """Finish the file at ``path`` whose blocks were appended to it (the caller stages it):
+    """Finish the file at ``path`` whose blocks were written into it (the caller stages it):
     ``head`` at its start, the blocks held in ``memory`` at their places, and ``ifd`` (its
     offset, its bytes) last, the file ending with it (the other blocks' bytes left for
     :func:`copy_blocks`). A failure to write is a RasterError naming ``display``."""
     at, data = ifd
+    _write_file(path, "r+b", [(0, head), (at, data)], memory, at + len(data), display)
+
+
+def _write_file(path: str | os.PathLike, mode: str, pieces: Iterable[tuple[int, bytes]],
+                memory: Iterable[InMemory], size: int,
+                display: str | os.PathLike | None) -> None:
+    """Open ``path`` in ``mode``, write ``pieces`` (offset, bytes) and the blocks of
+    ``memory`` at their places, and make the file ``size`` bytes long."""
     try:
-        with open(path, "r+b") as out:
+        with open(path, mode) as out:
             descriptor = out.fileno()
-            _write_at(descriptor, head, 0)
+            for offset, data in pieces:
+                _write_at(descriptor, data, offset)
             for block in memory:
                 _write_at(descriptor, _framed(block.data) if block.framed else block.data,
                           block.target - (FRAME if block.framed else 0))
-            _write_at(descriptor, data, at)
-            out.truncate(at + len(data))
+            out.truncate(size)
     except OSError as exc:
         raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
                           exc) from None

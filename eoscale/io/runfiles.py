@@ -36,7 +36,7 @@ TEMP_MARK = ".eoscale-tmp-"
 #: host and pid (:func:`eoscale.engine.encoded.writer_name`: two machines may share a pid).
 PART_MARK = ".part-"
 #: The writer of a part file that every process wrote into: a staged file whose blocks were
-#: not all at their places, written anew from it (:data:`eoscale.engine.encoded.IN_PLACE_WRITER`).
+#: not all at their places, written anew from it (``eoscale.engine.assembly``).
 SHARED_WRITER = "all"
 #: What follows :data:`PART_MARK`: ``<host>-<pid>``, or :data:`SHARED_WRITER`.
 PART_WRITER = rf"(?:[\w.]+-\d+|{SHARED_WRITER})"

@@ -215,16 +215,16 @@ def test_a_full_disk_while_parts_are_written_names_the_output(tmp_path, monkeypa
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return appended(self, data)
 
-    written_at = EncodedTarget._write_at
+    written_at = EncodedTarget._write
 
-    def full_at_some(self, offset, encoded):
-        if offset > 2000:
+    def full_at_some(self, offsets, encoded):
+        if min(offsets.values()) > 2000:
             raise PartWriteError(str(write_error(self.path, self.display, "cannot write", [],
                                                  OSError(errno.ENOSPC, "full"))))
-        return written_at(self, offset, encoded)
+        return written_at(self, offsets, encoded)
 
     monkeypatch.setattr(PartFile, "append", full_after_some)  # the pool's workers fork after
-    monkeypatch.setattr(EncodedTarget, "_write_at", full_at_some)  # at their places
+    monkeypatch.setattr(EncodedTarget, "_write", full_at_some)  # at their places
     image = make_image("uint8", 1, shape=(256, 256))
     with pytest.raises(RasterError) as raised, Staging() as staging, \
             Engine(workers, tiling=Tiling("tiles", 32), start_method="fork") as engine:
@@ -433,13 +433,13 @@ def written_here(monkeypatch) -> list[int]:
     """The offsets this process wrote tiles' blocks at, in the file (the pool's workers fork
     after: their writes are not counted here)."""
     offsets: list[int] = []
-    write_at = EncodedTarget._write_at
+    write = EncodedTarget._write
 
-    def spy(self, offset, encoded):
-        offsets.append(offset)
-        return write_at(self, offset, encoded)
+    def spy(self, places, encoded):
+        offsets.append(min(places.values()))
+        return write(self, places, encoded)
 
-    monkeypatch.setattr(EncodedTarget, "_write_at", spy)
+    monkeypatch.setattr(EncodedTarget, "_write", spy)
     return offsets
 
 

@@ -61,13 +61,13 @@ def in_place(monkeypatch) -> list[int]:
     """How many tiles this process wrote in place (the pool's workers are other processes: a
     call there does not count here)."""
     calls: list[int] = []
-    write = EncodedTarget._write_in_place
+    write = EncodedTarget._write
 
-    def spy(self, encoded):
+    def spy(self, offsets, encoded):
         calls.append(len(encoded))
-        return write(self, encoded)
+        return write(self, offsets, encoded)
 
-    monkeypatch.setattr(EncodedTarget, "_write_in_place", spy)
+    monkeypatch.setattr(EncodedTarget, "_write", spy)
     monkeypatch.setattr(assembly_module, "write_geotiff_header", _never_assembled)
     return calls
 
@@ -160,7 +160,7 @@ def test_the_header_fixes_every_block_s_place_before_any_is_written(tmp_path):
 
 
 def test_a_full_disk_while_a_spill_is_written_names_it_and_leaves_nothing(tmp_path, monkeypatch):
-    pwrite = os.pwrite
+    pwrite, pwritev = os.pwrite, os.pwritev
     written = []
 
     def full_after_some(descriptor, data, offset):
@@ -169,7 +169,14 @@ def test_a_full_disk_while_a_spill_is_written_names_it_and_leaves_nothing(tmp_pa
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return pwrite(descriptor, data, offset)
 
+    def full_after_some_blocks(descriptor, buffers, offset):
+        written.append(sum(len(buffer) for buffer in buffers))
+        if len(written) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return pwritev(descriptor, buffers, offset)
+
     monkeypatch.setattr(os, "pwrite", full_after_some)  # the pool's workers fork after
+    monkeypatch.setattr(os, "pwritev", full_after_some_blocks)  # a tile's blocks at once
     image = make_image("uint8", 1)
     path = tmp_path / "spilled.tif"
     with pytest.raises(RasterError) as raised, \
