@@ -192,17 +192,18 @@ def test_the_copies_are_cut_in_strips_of_rows_each_block_once():
 
 def test_a_full_disk_while_the_workers_copy_the_blocks_through_the_command(tmp_path):
     """Through ``eoscale run``, on a real full filesystem (a 128 KiB tmpfs in a user and mount
-    namespace) that holds the parts (about 100 KiB: random pixels do not compress) but not the
-    file beside them: the copies fail; exit 1, one error line naming the output, the previous
-    output intact, no part left."""
+    namespace) that holds the parts of a COG (about 108 KiB with its overviews: random pixels
+    do not compress) but not the file beside them: the copies fail; exit 1, one error line
+    naming the output, the previous output intact, no part left. (A plain GeoTIFF's blocks on
+    the pool go to their place as computed, mostly: its copies may fit.)"""
     namespace = ["unshare", "--user", "--map-root-user", "--mount"]
-    scene = np.random.default_rng(3).integers(0, 65535, size=(2, 160, 160), dtype=np.uint16)
+    scene = np.random.default_rng(3).integers(0, 65535, size=(2, 144, 144), dtype=np.uint16)
     write_input(tmp_path / "scene.tif", scene)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "result.tif").write_bytes(b"the previous result")
     (tmp_path / "after").mkdir()
-    spec = write_pipeline(tmp_path, {"copy": {"path": "out/result.tif", "options": {
-        "blockxsize": 32, "blockysize": 32}}})
+    spec = write_pipeline(tmp_path, {"copy": {"path": "out/result.tif", "format": "COG",
+                                              "options": {"blocksize": 32}}})
     plan = subprocess.run([sys.executable, "-m", "eoscale", "run", str(spec), "-w", "2",
                            "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           check=False)
