@@ -61,9 +61,7 @@ from eoscale.engine.tasks import (
     LoadJob,
     MapJob,
     ReduceJob,
-    ResultMismatch,
     TileFailure,
-    check_results,
 )
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
 from eoscale.engine.units import UnitLog, records_tiles, resumed_map, resumed_reduce
@@ -272,8 +270,8 @@ class Engine:
                  started: float | None = None) -> list[SharedRaster | WrittenRaster]:
         """Make a map's outputs (shared, or written to ``files``) and run its tiles, feeding the
         reduces of ``feeding``; the first tile's ``probe`` results, when there are some, are
-        stored rather than computed again, unless reduces are fed (their partials are computed
-        where the tiles are: the first tile is then computed again)."""
+        stored rather than computed again, by the worker that gets that tile (so that this
+        process never encodes a block)."""
         tiles = job.tiles
         labels = output_labels(name, len(out_profiles), output_names)
         targets = output_targets(name, len(out_profiles), files)
@@ -291,11 +289,10 @@ class Engine:
             job = replace(job, outputs=tuple(r.ref for r in outputs),
                           returned=tuple(t is not None for t in targets), encoded=tuple(encoded),
                           feeds=feeding.work(name, out_profiles) if feeding is not None else ())
+            if probe is not None:  # stored, encoded and fed by a worker, as the others are
+                job = job.with_results(tiles[0], probe)
             collect = fed_collector(tiles, files_out, feeding)
             remaining: Sequence[int] = range(len(tiles))
-            if probe is not None and not job.feeds:  # stored here: encoded blocks by this process
-                files_out.write(tiles[0], store_probe(job, tiles[0], probe))
-                remaining = range(1, len(tiles))
             recorded = records_tiles(self.units, encoded, remaining, tiles)  # parts kept
             remaining, collect = resumed_map(self.units, name, tiles, encoded, remaining, collect)
             self._loads.complete(job.inputs, [tiles[i].read for i in remaining])
@@ -467,18 +464,6 @@ def run_first_tile(executor: Executor, job: MapJob, tile: Tile) -> Any:
     if isinstance(found, TileFailure):
         raise failure_error(found)
     return found
-
-
-def store_probe(job: MapJob, tile: Tile, results: list[np.ndarray]) -> list[np.ndarray]:
-    """Store the first tile's ``results`` (:func:`run_first_tile`) once the outputs exist;
-    the cores of the outputs written to files."""
-    try:
-        return job.store(tile, check_results(results, tile, [r.count for r in job.outputs],
-                                             [np.dtype(r.dtype) for r in job.outputs]))
-    except ResultMismatch as exc:
-        raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
-    finally:
-        job.close()
 
 
 def given_layout(step: str, layout: AnyLayout | None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -223,7 +223,14 @@ class MapJob(_ComputeJob):
     the shared outputs; outputs marked ``returned`` are sent back instead (cast to their dtype),
     for the main process to write to their files as tiles complete, except those with an
     ``encoded`` target: their cores are encoded here, into part files, and only the blocks'
-    records are sent back (see :mod:`eoscale.engine.encoded`)."""
+    records are sent back (see :mod:`eoscale.engine.encoded`).
+
+    ``given``: a tile's results already computed (the first tile, run to learn the outputs'
+    profiles), as ``(tile index, results)``: that tile is stored from them, where the other
+    tiles are, rather than computed again. A worker drops them after its first tile: the
+    first chunk holds that tile, and a worker that gets it later (a task Dask runs again)
+    computes it again.
+    """
 
     fn: Callable = None  # type: ignore[assignment]
     profiles: tuple[dict, ...] = ()
@@ -233,6 +240,7 @@ class MapJob(_ComputeJob):
     returned: tuple[bool, ...] = ()
     encoded: tuple[EncodedTarget | None, ...] = ()
     feeds: tuple[FeedWork, ...] = ()
+    given: tuple[int, tuple[np.ndarray, ...]] | None = None
     _stage: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def failure(self, tile: Tile, exc: BaseException, kind: str = "callable") -> TileFailure:
@@ -255,7 +263,10 @@ class MapJob(_ComputeJob):
 
     def run_tile(self, tile: Tile) -> Any:
         self._stage = None
-        return self.finish(tile, check_results(self._call(tile), tile,
+        given, self.given = self.given, None  # held until this process's first tile only
+        results = (list(given[1]) if given is not None and given[0] == tile.index
+                   else self._call(tile))
+        return self.finish(tile, check_results(results, tile,
                                                [r.count for r in self.outputs],
                                                [np.dtype(r.dtype) for r in self.outputs]))
 
@@ -314,6 +325,11 @@ class MapJob(_ComputeJob):
     def probe(self) -> MapJob:
         """The job that runs this map's first tile to learn its outputs (see :class:`ProbeJob`)."""
         return ProbeJob(**{f.name: getattr(self, f.name) for f in fields(self) if f.init})
+
+    def with_results(self, tile: Tile, results: Sequence[np.ndarray]) -> MapJob:
+        """This job, storing ``tile`` from its ``results`` (a probe's) rather than computing
+        it again: on a worker, where every tile is stored and encoded."""
+        return replace(self, given=(tile.index, tuple(results)))
 
 
 @dataclass

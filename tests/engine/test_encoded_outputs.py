@@ -33,7 +33,7 @@ from eoscale.engine.encoded import (
 from eoscale.engine.filed import OutputFile
 from eoscale.engine.tiling import plan_step
 from eoscale.errors import RasterError, StepError
-from eoscale.io.blocks import PartFile
+from eoscale.io.blocks import BlockLayout, PartFile
 from eoscale.io.raster import Staging, creation_profile, write_error
 
 from callables import float_result, raises, scipy_filter
@@ -110,7 +110,7 @@ def run_map(workers: int, tiling: Tiling, image: np.ndarray, path: Path, options
     params = params or {"filter": "maximum", "radius": 1, "mode": "nearest"}
     with Engine(workers, tiling=tiling) as engine:
         source = engine.from_array(image, profile_for(image))
-        # No profile function: the first tile is probed, its core stored by this process.
+        # No profile function: the first tile is probed on a worker, then stored by one.
         engine.map(fn, [source], params=params, margin=margin,
                    files=[OutputFile(path, options)])
 
@@ -448,8 +448,9 @@ def test_the_blocks_are_written_in_tile_order_and_the_file_is_the_same_every_tim
         tmp_path, assemblies, written_here, workers):
     """Each tile's blocks go at their place in the staged file (after the head and the earlier
     tiles' blocks: none copied in-process, where the tiles come in order); with workers, this
-    process writes only the first tile's (computed to learn the profile); and whoever wrote
-    what, where, the file's bytes are the same on every run."""
+    process writes none, not even the first tile's (computed on a worker to learn the profile,
+    then stored by the worker that gets it); and whoever wrote what, where, the file's bytes
+    are the same on every run."""
     image = make_image("float32", 2, shape=(160, 192))
     options = {"blockxsize": 32, "blockysize": 32, "predictor": 3}
     files = []
@@ -468,7 +469,69 @@ def test_the_blocks_are_written_in_tile_order_and_the_file_is_the_same_every_tim
     if workers == 1:
         assert len(written_here) == 3 * 30 and assemblies[0] == {str(tmp_path / "run0.tif")}
     else:
-        assert written_here == [16, 16, 16]  # the first tile's, right after the head
+        assert written_here == []
+
+
+@pytest.fixture
+def encoded_here(monkeypatch) -> list[int]:
+    """The blocks this process encoded (the pool's workers fork after: theirs are not
+    counted)."""
+    calls: list[int] = []
+    encode = BlockLayout.encode
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockLayout, "encode", spy)
+    return calls
+
+
+@pytest.mark.parametrize("tile_size", [32, 256])  # 20 tiles; one tile
+def test_with_workers_this_process_encodes_no_block_of_a_step_without_profile(
+        tmp_path, encoded_here, tile_size):
+    """A step without a profile function has its first tile computed on a worker to learn the
+    outputs' dtypes; that tile is then stored and encoded by a worker like the others (its
+    results go with the map's job), not here, even when the image is that one tile."""
+    image = make_image("uint16", 2, shape=(160, 128))
+    options = {"blockxsize": 32, "blockysize": 32, "compress": "zstd"}
+    path = tmp_path / "out.tif"
+    with Engine(2, tiling=Tiling("tiles", tile_size)) as engine:
+        source = engine.from_array(image, profile_for(image))
+        engine.map(float_result, [source], margin=0, files=[OutputFile(path, options)])
+    assert encoded_here == []
+    with rasterio.open(path) as dataset:
+        assert dataset.dtypes[0] == "float64"
+        assert np.array_equal(dataset.read(), image + 0.5)
+
+
+def test_a_cog_of_a_step_without_profile_is_encoded_by_the_workers_overviews_too(
+        tmp_path, encoded_here):
+    """The same through a pipeline, a COG whose dtype the first tile tells: the plan says the
+    workers encode it, overviews too, and this process encodes no block of it."""
+    from eoscale.cli.render import plan_text
+    from eoscale.pipeline import load_pipeline, plan_run
+    from eoscale.pipeline.plan import Resources
+    from eoscale.pipeline.runner import run_pipeline
+
+    image = make_image("uint8", 1, shape=(300, 280))
+    profile = {**profile_for(image), "count": 1, "dtype": "uint8", "height": 300, "width": 280}
+    with rasterio.open(tmp_path / "in.tif", "w", **creation_profile(profile, {})) as dataset:
+        dataset.write(image)
+    document = {"version": 1, "inputs": {"src": str(tmp_path / "in.tif")},
+                "steps": [{"name": "half", "map": "callables.float_result", "inputs": ["src"]}],
+                "outputs": {"half": {"path": str(tmp_path / "out.tif"), "format": "COG",
+                                     "options": {"blocksize": 64}}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(document))
+    plan = plan_run(load_pipeline(tmp_path / "p.yaml"), Resources(2, None, base=0,
+                                                                  executor="processes"))
+    assert "half: " in plan_text(plan)
+    assert "encoded by the workers, overviews too" in plan_text(plan)
+    run_pipeline(plan)
+    assert encoded_here == []
+    with rasterio.open(tmp_path / "out.tif") as dataset:
+        assert dataset.dtypes[0] == "float64" and dataset.overviews(1) == [2, 4, 8]
+        assert np.array_equal(dataset.read(), image + 0.5)
 
 
 def test_a_tile_encoded_twice_to_another_size_has_the_file_written_anew(
