@@ -72,8 +72,16 @@ def cog_options(options: Mapping[str, Any] | None, resampling: str, threads: int
 def tiff_options(layout: ImageLayout, options: Mapping[str, Any] | None
                  ) -> Mapping[str, Any] | None:
     """The creation options the plain GeoTIFF of an image output is written with: the user's,
-    or for a COG those of its intermediate GeoTIFF (the user's go to the COG driver)."""
-    return _INTERMEDIATE_OPTIONS if layout.format == "COG" else options
+    or for a COG those of its intermediate GeoTIFF (the user's go to the COG driver), in the
+    COG's blocks (``blocksize``): a step tiled for the one is tiled for the other, and the plan
+    judges its tiles by the blocks the workers write."""
+    if layout.format != "COG":
+        return options
+    user = {str(key).lower(): value for key, value in (options or {}).items()}
+    if not user.get("blocksize"):
+        return _INTERMEDIATE_OPTIONS
+    block = int(str(user["blocksize"]))
+    return {**_INTERMEDIATE_OPTIONS, "blockxsize": block, "blockysize": block}
 
 
 @dataclass(frozen=True)

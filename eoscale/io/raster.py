@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 import rasterio.env
 import rasterio.io
+from rasterio._err import CPLE_BaseError  # GDAL errors rasterio raises as they are
 from rasterio.errors import RasterioError
 
 from eoscale.errors import OutputExistsError, RasterError, check_interrupted
@@ -91,7 +92,8 @@ def nodata_for(nodata: Any, dtype: np.dtype | str) -> Any:
 def creation_profile(profile: Mapping[str, Any], options: Mapping[str, Any] | None,
                      threads: int = 1) -> dict[str, Any]:
     """The keyword arguments for ``rasterio.open(..., "w")``: the grid keys, the default creation
-    options, and the user's options over them (``tiled: false`` drops the default block size)."""
+    options, and the user's options over them (``tiled: false`` drops the default block size:
+    the user's ``blockysize`` stays, the rows per strip)."""
     kwargs: dict[str, Any] = {"driver": "GTiff"}
     kwargs.update({key: profile[key] for key in GRID_KEYS if profile.get(key) is not None})
     user = {str(key).lower(): value for key, value in (options or {}).items()}
@@ -99,9 +101,10 @@ def creation_profile(profile: Mapping[str, Any], options: Mapping[str, Any] | No
     kwargs.update(user)
     if threads > 1 and "num_threads" not in kwargs:
         kwargs["num_threads"] = threads
-    if kwargs.get("tiled") in (False, "NO", "no") and not user.get("blockxsize"):
-        kwargs.pop("blockxsize", None)
-        kwargs.pop("blockysize", None)
+    if kwargs.get("tiled") in (False, "NO", "no"):
+        for key in ("blockxsize", "blockysize"):
+            if not user.get(key):
+                kwargs.pop(key, None)
     return kwargs
 
 
@@ -285,7 +288,7 @@ def writing(path: str | os.PathLike, display: str | os.PathLike | None = None,
     try:
         with rasterio.env.env_ctx_if_needed():  # where GDAL's errors reach rasterio's log
             yield
-    except (RasterioError, ValueError, TypeError, OSError) as exc:
+    except (RasterioError, CPLE_BaseError, ValueError, TypeError, OSError) as exc:
         raise write_error(path, display, what, failures.messages[:1] or [str(exc)], exc) from None
     finally:
         logger.removeHandler(failures)

@@ -58,6 +58,8 @@ CASES = {
     # Strips of GDAL's default rows (8 KiB): 6 rows of 101 x 3 float32, 27 of 101 x 3 uint8.
     "float32 strips": ({"tiled": False, "compress": "zstd"}, Tiling("strips", 18), "float32", 3),
     "uint8 strips": ({"tiled": False}, Tiling("strips", 54), "uint8", 3),
+    "zstd strips of 16 rows": ({"tiled": False, "blockysize": 16, "compress": "zstd"},
+                               Tiling("strips", 32), "int16", 1),
 }
 
 
@@ -153,11 +155,14 @@ def test_an_encoded_output_is_what_rasterio_writes_for_the_whole_array(
                                             "height": 83, "width": 101},
                                  tmp_path / "oracle.tif", options)
     assert_same_file(path, oracle)
+    if "blockysize" in options:  # the rows per strip or per block asked for, not GDAL's
+        with rasterio.open(path) as written:
+            assert written.block_shapes[0][0] == options["blockysize"]
     if options.get("compress") == "none":  # written in place by the workers: no assembly
         assert assemblies == []
         return  # tests/engine/test_spill_in_place.py checks who wrote the blocks
     [parts] = assemblies  # the encoded path was taken, not GDAL's
-    if workers > 1:  # the blocks were encoded by the workers (the probe's core by this process)
+    if workers > 1:  # the blocks were encoded by the workers
         assert {Path(part).name for part in parts} - {part_path(path).name}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.tif", "out.tif"]
 

@@ -220,3 +220,28 @@ def test_cog_options_as_the_cog_driver_reads_them():
         cog_layout(floats, {"compress": "jpeg", "quality": 90})
     with pytest.raises(BlockEncodingError, match="compression webp"):
         cog_layout(floats, {"compress": "webp"})
+
+
+def test_a_gdal_error_while_the_cog_is_made_names_the_output(tmp_path, monkeypatch) -> None:
+    """GDAL's own errors (a seek error on a full disk, say) are raised by rasterio as
+    ``CPLE_*`` exceptions, not RasterioError: the COG's conversion failing with one is the
+    write error naming the output, not an internal error; nothing is left."""
+    import eoscale.io.layout as layout_module
+    from rasterio._err import CPLE_AppDefinedError
+
+    from eoscale.errors import RasterError
+    from eoscale.io.layout import ImageLayout, image_file
+
+    def fails(*args, **kwargs):
+        raise CPLE_AppDefinedError(1, 1, "TIFFAppendToStrip:Seek error at scanline 512")
+
+    monkeypatch.setattr(layout_module.rasterio.shutil, "copy", fails)
+    path = tmp_path / "out.tif"
+    with pytest.raises(RasterError) as raised:
+        with image_file(path, ImageLayout("COG", (), "nearest"), {}, display="out.tif") as target:
+            with rasterio.open(target.path, "w", driver="GTiff", width=64, height=64, count=1,
+                               dtype="uint8", transform=Affine(1, 0, 0, 0, -1, 64)) as dataset:
+                dataset.write(np.zeros((1, 64, 64), np.uint8))
+    assert str(raised.value) == ("out.tif: cannot write as COG (TIFFAppendToStrip:Seek error at "
+                                 "scanline 512)")
+    assert list(tmp_path.iterdir()) == []

@@ -184,6 +184,7 @@ RUNS = {  # name: (options, tile size, format, size)
     "forced 100": ({}, 100, "GTiff", (300, 300)),
     "packbits": ({"compress": "packbits"}, None, "GTiff", (200, 260)),
     "cog": ({}, None, "COG", (600, 500)),
+    "cog 256 blocks, 256 tiles": ({"blocksize": 256}, 256, "COG", (600, 500)),
     "oblong": ({"blockxsize": 64, "blockysize": 32, "compress": "deflate"}, None, "GTiff",
                (250, 330)),
 }
@@ -233,6 +234,8 @@ def test_the_run_agrees_with_the_plan_and_pixels_equal_a_whole_write(
     plan = plan_run(spec, TWO)
     run_pipeline(plan)
     assert list(chosen.values()) == [plan.images["mean"].encoded]
+    if case.startswith("cog"):  # the COG's own blocks, not its intermediate file's default
+        assert plan.images["mean"].encoded
     with rasterio.open(tmp_path / "dem.tif") as dem:
         profile = dem.profile
     expected = mean_filter([data], [profile], {"size": 3})
