@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 from eoscale.errors import EXIT_USAGE, ConfigError, PipelineError, Problem, did_you_mean
 from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunPlan, params_problems, plan_run
 from eoscale.pipeline.resolve import resolve_step
-from eoscale.pipeline.spec import Location, PipelineSpec, StepSpec
+from eoscale.pipeline.spec import Location, OutputSpec, PipelineSpec, StepSpec
 from eoscale.sizes import size_text
 
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -135,6 +135,39 @@ def _output_problem(name: str, path: Path, has_options: bool, defined: _Name | N
     return None
 
 
+#: The largest block side an output may ask for: a block is held whole while it is encoded (by
+#: GDAL or a worker), and GDAL aborts the process on sizes it cannot allocate.
+MAX_BLOCK_SIDE = 4096
+
+
+def _block_problem(name: str, output: OutputSpec) -> Problem | None:
+    """What is wrong with the block size an image output's options ask for: GDAL takes a tile
+    side that is a positive multiple of 16 (a strip's rows, ``blockysize`` of ``tiled: false``,
+    any positive number); a size that is no number would fail only once the pixels are
+    computed, and a huge one kills the process."""
+    options = {str(key).lower(): value for key, value in output.options.items()}
+    strips = (output.layout.format == "GTiff"
+              and str(options.get("tiled", True)).lower() in ("false", "no", "0"))
+    for key in ("blocksize", "blockxsize", "blockysize"):
+        if key not in options:
+            continue
+        value, where = options[key], output.where.child("options", key)
+        try:
+            side = int(str(value))
+        except ValueError:
+            return where.problem(f"'{name}': option {key} is {value!r}, not a whole number of "
+                                 "pixels")
+        if side < 1 or side > MAX_BLOCK_SIDE:
+            return where.problem(f"'{name}': option {key} is {side}, not between 1 and "
+                                 f"{MAX_BLOCK_SIDE} pixels")
+        if side % 16 and not strips:
+            hint = ("" if output.layout.format == "COG"
+                    else "; 'tiled: false' gives strips of any number of rows")
+            return where.problem(f"'{name}': option {key} is {side}: a tile's side must be a "
+                                 f"multiple of 16 pixels (GDAL's rule{hint})")
+    return None
+
+
 def check_graph(spec: PipelineSpec) -> list[Problem]:
     """Problems of names and references: what needs no import and no file."""
     names, problems = _names(spec)
@@ -153,6 +186,8 @@ def check_graph(spec: PipelineSpec) -> list[Problem]:
         problem = _output_problem(name, output.path, bool(output.options), names.get(name), names)
         if problem is not None:
             problems.append(output.where.problem(problem))
+        elif output.options and (blocks := _block_problem(name, output)) is not None:
+            problems.append(blocks)
         first = paths.setdefault(output.path, f"output '{name}'")
         if first != f"output '{name}'":
             problems.append(output.where.problem(f"{output.path} is also the path of {first}"))
