@@ -25,7 +25,7 @@ from typing import Any
 
 from eoscale.engine.assembly import OutputFiles
 from eoscale.engine.contract import CombineFn, FinalizeFn, declared, declared_writable_inputs
-from eoscale.engine.tasks import FeedWork
+from eoscale.engine.tasks import FeedWork, user_traceback
 from eoscale.engine.tiling import Tile
 from eoscale.errors import ConfigError, StepError
 
@@ -52,7 +52,8 @@ class TileOrderFold:
                     self.value = self.combine(self.value, partial)
                 except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
                     raise StepError(f"combine raised {type(exc).__name__}: {exc}", step=self.step,
-                                    tile=self.tiles[self.next].describe()) from exc
+                                    tile=self.tiles[self.next].describe(),
+                                    details=user_traceback(exc)) from exc
             self.next += 1
 
     def check_complete(self) -> None:
@@ -79,7 +80,8 @@ def finalized(name: str, value: Any, finalize: FinalizeFn | None,
     try:
         return finalize(value, params)
     except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
-        raise StepError(f"finalize raised {type(exc).__name__}: {exc}", step=name) from exc
+        raise StepError(f"finalize raised {type(exc).__name__}: {exc}", step=name,
+                        details=user_traceback(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,35 @@ def test_reduce_straight_from_the_file(shared_data, workers):
                                 finalize=finish_moments)
     assert (stats["count"], stats["min"], stats["max"]) == (whole.size, whole.min(), whole.max())
     assert stats["mean"] == pytest.approx(whole.mean(), rel=1e-12)
+
+
+def _combine_raises(a, b):
+    raise KeyError("combine boom")
+
+
+def _finalize_raises(value, params):
+    raise KeyError("finalize boom")
+
+
+@pytest.mark.parametrize("which", ["combine", "finalize"])
+def test_a_raising_combine_or_finalize_names_the_step_and_shows_its_frames(which):
+    """combine and finalize are the user's code too: their failure names the step (and the tile
+    for combine) and shows the user's own frames, not the engine's."""
+    from eoscale.errors import StepError
+
+    image = np.arange(64 * 64, dtype="float32").reshape(1, 64, 64)
+    with Engine(2, tiling=Tiling("tiles", 32)) as engine:
+        source = engine.from_array(image, {})
+        with pytest.raises(StepError) as raised:
+            engine.reduce(moments, [source], name="r",
+                          combine=_combine_raises if which == "combine" else merge_moments,
+                          finalize=_finalize_raises)
+    error = raised.value
+    if which == "combine":
+        assert str(error) == ("step 'r', tile 1 (rows 0:32, cols 32:64): combine raised "
+                              "KeyError: 'combine boom'")
+        assert 'in _combine_raises\n    raise KeyError("combine boom")' in error.details
+    else:
+        assert str(error) == "step 'r': finalize raised KeyError: 'finalize boom'"
+        assert 'in _finalize_raises\n    raise KeyError("finalize boom")' in error.details
+    assert "eoscale/engine" not in error.details
