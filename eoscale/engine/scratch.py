@@ -219,10 +219,14 @@ def stale_files(folder: str | os.PathLike | None = None, *, journals: bool = Fal
             for folder_ in listed[kind]:
                 found += [(path, pid) for path in _named_after(folder_, pid, pattern)]
         found.append((record, pid))
-    seen = {path for path, _ in found}
-    return [item for item in found if item[0] not in kept] + [
-        (path, pid) for path, pid in list_scratch(folder)
-        if _dead(pid) and path not in seen and path not in kept]
+    found += [(path, pid) for path, pid in list_scratch(folder) if _dead(pid)]
+    # By absolute path: a relative scratch folder names the files its record names absolutely,
+    # and two records of one run may name one folder; a kept file is kept however it is named.
+    unique: dict[str, tuple[Path, int]] = {}
+    for path, pid in found:
+        unique.setdefault(os.path.abspath(path), (path, pid))
+    kept_paths = {os.path.abspath(path) for path in kept}
+    return [item for key, item in unique.items() if key not in kept_paths]
 
 
 def cleanup_stale_files(folder: str | os.PathLike | None = None, *,

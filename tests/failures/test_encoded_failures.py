@@ -350,6 +350,10 @@ def test_a_cleanup_removes_only_the_files_named_after_a_dead_recorded_run(tmp_pa
     listed = stale_files()
     assert sorted(path for path, _ in listed) == sorted([*theirs, recorded])
     assert {pid for _, pid in listed} == {dead}
+    monkeypatch.chdir(tmp_path)  # the scratch folder named relatively, as --scratch scratch
+    again = stale_files("scratch")  # its files are the record's too: each named once
+    assert sorted(os.path.abspath(path) for path, _ in again) == sorted(
+        str(path) for path in [*theirs, recorded])
     assert sorted(cleanup_stale_files()) == sorted([*theirs, recorded])
     assert all(path.exists() for path in kept)
     assert not (tmp_path / "made").exists()  # made by the dead run, empty: removed
