@@ -43,6 +43,7 @@ from eoscale.engine.executors import (
     failure_error,
     make_chunks,
     max_chunks,
+    run_apart,
 )
 from eoscale.engine.feeding import (
     Feeding,
@@ -61,7 +62,9 @@ from eoscale.engine.tasks import (
     LoadJob,
     MapJob,
     ReduceJob,
+    ResultMismatch,
     TileFailure,
+    check_results,
 )
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
 from eoscale.engine.units import UnitLog, records_tiles, resumed_map, resumed_reduce
@@ -92,6 +95,7 @@ class Engine:
         self._loads = PendingLoads(self._execute)  # inputs loaded in part
         self._rasters: list[SharedRaster] = []
         self._owns_executor = executor is None
+        self._gdal_options = dict(gdal_options or {})
         self._executor: Executor = executor if executor is not None else make_executor(
             workers, cluster=cluster, start_method=start_method,
             gdal_cache_bytes=gdal_cache_bytes, gdal_options=gdal_options)
@@ -113,6 +117,17 @@ class Engine:
             rasters, self._rasters = self._rasters, []
             for raster in rasters:
                 raster.release()
+
+    def apart(self, fn: Callable[..., None], *args: Any, name: str = "finish",
+              pixels: int = 0) -> None:
+        """Call ``fn(*args)``, a long pass of GDAL's over a written file of ``pixels`` (bands
+        times rows times cols), named ``name`` in a message: from :data:`APART_PIXELS` on, in
+        a process of its own that a signal stops at once (:func:`run_apart`); a smaller file's
+        pass, or any with one worker (everything runs here), here."""
+        if self.workers == 1 or pixels < APART_PIXELS:
+            fn(*args)
+            return
+        run_apart(fn, args, name=name, gdal_options=self._gdal_options)
 
     # -- rasters -------------------------------------------------------------------------------
 
@@ -290,6 +305,7 @@ class Engine:
                           returned=tuple(t is not None for t in targets), encoded=tuple(encoded),
                           feeds=feeding.work(name, out_profiles) if feeding is not None else ())
             if probe is not None:  # stored, encoded and fed by a worker, as the others are
+                check_probe(job, tiles[0], probe)  # its error first, whatever the others do
                 job = job.with_results(tiles[0], probe)
             collect = fed_collector(tiles, files_out, feeding)
             remaining: Sequence[int] = range(len(tiles))
@@ -464,6 +480,22 @@ def run_first_tile(executor: Executor, job: MapJob, tile: Tile) -> Any:
     if isinstance(found, TileFailure):
         raise failure_error(found)
     return found
+
+
+#: Pixels (bands x rows x cols) of a written file from which GDAL's pass over it (its
+#: overviews, its COG) runs in a process of its own, stoppable at once (:meth:`Engine.apart`):
+#: a smaller file's pass takes a second or two here, less than starting that process.
+APART_PIXELS = 16 * 2**20
+
+
+def check_probe(job: MapJob, tile: Tile, results: list[np.ndarray]) -> None:
+    """Check the first tile's ``results`` (:func:`run_first_tile`) against the outputs made
+    from them (their shapes: the rest they told), as a worker checks every tile's."""
+    try:
+        check_results(results, tile, [r.count for r in job.outputs],
+                      [np.dtype(r.dtype) for r in job.outputs])
+    except ResultMismatch as exc:
+        raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
 
 
 def given_layout(step: str, layout: AnyLayout | None,

@@ -25,9 +25,10 @@ import os
 import pickle
 import signal
 import sys
+import traceback
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -401,6 +402,59 @@ def _worker_main(conn: Connection, owner_pid: int, gdal_cache_bytes: int,
     finally:
         for job in jobs.values():
             job.close()
+
+
+def run_apart(fn: Callable[..., None], args: Sequence[Any], *, name: str,
+              gdal_options: Mapping[str, str] | None = None) -> None:
+    """Run ``fn(*args)``, a long pass of GDAL's over a written file (building its overviews,
+    making its COG), in a process of its own, waiting as a step's tiles are waited on: a
+    signal raises here at once, and the process is killed, where a call in this process
+    would hold the signal until GDAL returned. The process is spawned, not forked: GDAL's
+    thread pool, if this process started one, would not survive a fork, and the pass uses it.
+    A failure to write there is the same error here (naming the file); another failure, or
+    the process dying, is a step error naming ``name``."""
+    context = mp.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_apart_main, args=(sender, fn, tuple(args),
+                                                        dict(gdal_options or {})), daemon=True)
+    process.start()
+    sender.close()
+    outcome = None
+    try:
+        while not wait([receiver, process.sentinel], _POLL_SECONDS):
+            check_interrupted()
+        with contextlib.suppress(EOFError, OSError):
+            outcome = receiver.recv()
+    except BaseException:
+        process.kill()  # GDAL's pass stops now; the caller removes what it wrote
+        raise
+    finally:
+        process.join(_JOIN_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join(_JOIN_SECONDS)
+        receiver.close()
+    if outcome is None:
+        raise StepError(f"the process running it died (exit code {process.exitcode})", step=name)
+    if outcome[0] == "write":
+        raise RasterError(outcome[1])
+    if outcome[0] == "error":
+        raise StepError(outcome[1], step=name, details=outcome[2])
+
+
+def _apart_main(conn: Connection, fn: Callable[..., None], args: tuple,
+                gdal_options: Mapping[str, str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops this one
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    set_gdal_options(gdal_options)
+    try:
+        fn(*args)
+        conn.send(("done",))
+    except RasterError as exc:
+        conn.send(("write", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - sent back as plain values
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
 
 def _unsendable(job: Job, chunk: Sequence[int], exc: Exception) -> Any:

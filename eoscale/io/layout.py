@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -121,7 +121,7 @@ def pyramid_for(path: Path, layout: ImageLayout, options: Mapping[str, Any] | No
 @contextlib.contextmanager
 def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | None, *,
                threads: int = 1, display: str | os.PathLike | None = None,
-               ) -> Iterator[ImageTarget]:
+               apart: Apart | None = None) -> Iterator[ImageTarget]:
     """Where to write an image output, inside the ``with`` block.
 
     A plain GeoTIFF without overviews is written at ``path``. Otherwise the target offers the
@@ -129,8 +129,10 @@ def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | Non
     :mod:`eoscale.engine.overviews`); a writer that does not writes the plain GeoTIFF at the
     target's ``path``, a temporary one, and on leaving the block its overviews are built and it
     is moved to ``path``, or the COG is made from it at ``path``, with the resampling that the
-    file's own dtype calls for. The temporary file is removed whatever happens.
+    file's own dtype calls for, by ``apart`` (GDAL's long passes: in a process a signal
+    stops at once; else here). The temporary file is removed whatever happens.
     """
+    run = apart or _here
     if layout.format == "GTiff" and not layout.overviews:
         yield ImageTarget(path, options)
         return
@@ -143,17 +145,35 @@ def image_file(path: Path, layout: ImageLayout, options: Mapping[str, Any] | Non
             return
         with rasterio.open(intermediate) as written:
             resampling = overview_resampling(layout, written.dtypes[0])
+            pixels = written.count * written.height * written.width
         if layout.overviews:
-            _build_overviews(intermediate, layout.overviews, resampling, display or path)
+            run(_build_overviews, intermediate, layout.overviews, resampling, display or path,
+                name=f"overviews of {display or path}", pixels=pixels)
         if not cog:
             os.replace(intermediate, path)
             return
-        with writing(path, display, "cannot write as COG"):
-            rasterio.shutil.copy(intermediate, path, driver="COG",
-                                 **cog_options(options, resampling, threads))
+        run(_make_cog, intermediate, path, cog_options(options, resampling, threads),
+            display or path, name=f"COG of {display or path}", pixels=pixels)
     finally:
         with contextlib.suppress(FileNotFoundError):
             intermediate.unlink()
+        with contextlib.suppress(FileNotFoundError):  # a pass ended mid-way (GDAL's own file)
+            Path(f"{path}.ovr.tmp").unlink()
+
+
+#: Runs GDAL's pass ``fn(*args)`` (named ``name``, over a file of ``pixels``) to the end:
+#: here, or in a process a signal stops at once (:meth:`eoscale.engine.core.Engine.apart`).
+Apart = Callable[..., None]
+
+
+def _here(fn: Callable[..., None], *args: Any, name: str = "", pixels: int = 0) -> None:
+    fn(*args)
+
+
+def _make_cog(intermediate: Path, path: Path, options: Mapping[str, Any],
+              display: str | os.PathLike) -> None:
+    with writing(path, display, "cannot write as COG"):
+        rasterio.shutil.copy(intermediate, path, driver="COG", **options)
 
 
 def _build_overviews(path: Path, factors: tuple[int, ...], resampling: str,

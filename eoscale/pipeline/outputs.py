@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from eoscale.engine import Engine, SharedRaster
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.overviews import EncodedPyramid
-from eoscale.io.layout import image_file
+from eoscale.io.layout import Apart, image_file
 from eoscale.io.quicklook import write_quicklook
 from eoscale.io.raster import Staging, TileWriter
 from eoscale.pipeline.spec import OutputSpec
@@ -17,16 +17,17 @@ from eoscale.pipeline.spec import OutputSpec
 
 @contextlib.contextmanager
 def image_target(staging: Staging, output: OutputSpec, threads: int,
-                 display: str) -> Iterator[OutputFile]:
+                 display: str, apart: Apart | None = None) -> Iterator[OutputFile]:
     """Where to write ``output``'s pixels, inside the block: a map whose workers encode it
     writes the whole file there, overviews included (the target's ``pyramid``); else a plain
     GeoTIFF, staged, whose overviews are built or COG made on leaving the block. Then its
     quicklook is drawn from the file (from its coarsest overview that is large enough). The
     overviews' default resampling follows the dtype the file really has (a plan may learn it
-    only from the first tile), so no dtype is asked for here."""
+    only from the first tile), so no dtype is asked for here. ``apart`` runs GDAL's passes
+    over the file (:func:`~eoscale.io.layout.image_file`)."""
     staged = staging.stage(output.path)
     with image_file(staged, output.layout, output.options, threads=threads,
-                    display=display) as target:
+                    display=display, apart=apart) as target:
         pyramid = EncodedPyramid(target.pyramid) if target.pyramid is not None else None
         yield OutputFile(target.path, target.options, display, pyramid)
     quicklook = output.quicklook_path()
@@ -38,7 +39,7 @@ def image_target(staging: Staging, output: OutputSpec, threads: int,
 def stage_image(engine: Engine, staging: Staging, raster: SharedRaster, output: OutputSpec,
                 display: str) -> None:
     """Write ``raster`` for ``output`` to staged files: the image, then its quicklook from it."""
-    with image_target(staging, output, engine.workers, display) as target:
+    with image_target(staging, output, engine.workers, display, engine.apart) as target:
         engine.write_to(raster, target.path, options=target.options, display=display)
 
 
@@ -54,7 +55,7 @@ def copy_image(engine: Engine, staging: Staging, raster: FileRaster, output: Out
 
     profile = raster.profile
     height, width = int(profile["height"]), int(profile["width"])
-    with image_target(staging, output, engine.workers, display) as target:
+    with image_target(staging, output, engine.workers, display, engine.apart) as target:
         writer = TileWriter(profile, target.path, options=target.options, threads=engine.workers,
                             display=display)
         try:

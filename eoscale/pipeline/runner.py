@@ -142,7 +142,7 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                                   f"{name} (spilled to {spilled[name]})")
             output = spec.outputs[name]
             target = finishing.enter_context(image_target(
-                staging, output, engine.workers, display_path(output.path)))
+                staging, output, engine.workers, display_path(output.path), engine.apart))
             if image.lives is Residence.SPILLED:  # read back from its staged file when finished
                 spilled[name] = staging.staged(output.path)
             return target

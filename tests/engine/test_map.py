@@ -259,3 +259,30 @@ def test_inputs_read_from_their_file_tile_by_tile(shared_data, workers):
         [copy] = engine.map(identity, [streamed])
         assert np.array_equal(copy.array, whole)
         assert [r.kind for r in engine.reports] == ["map", "map"]  # no load phase
+
+
+def _fails_to_write(path):
+    from eoscale.errors import RasterError
+
+    raise RasterError(f"{path}: cannot write as COG (no space left on device)")
+
+
+def _pid_to(path):
+    with open(path, "w") as out:
+        out.write(str(os.getpid()))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_large_file_s_gdal_pass_runs_apart_and_its_write_error_is_the_same(tmp_path, workers):
+    """Engine.apart runs GDAL's pass over a large file in a process of its own (a small file's,
+    or any with one worker, here); a write error there is the same error here."""
+    from eoscale.engine.core import APART_PIXELS
+    from eoscale.errors import RasterError
+
+    with Engine(workers) as engine:
+        engine.apart(_pid_to, tmp_path / "small", name="pass", pixels=APART_PIXELS - 1)
+        engine.apart(_pid_to, tmp_path / "large", name="pass", pixels=APART_PIXELS)
+        with pytest.raises(RasterError, match=r"^out\.tif: cannot write as COG \(no space left"):
+            engine.apart(_fails_to_write, "out.tif", name="COG of out.tif", pixels=APART_PIXELS)
+    assert int((tmp_path / "small").read_text()) == os.getpid()
+    assert (int((tmp_path / "large").read_text()) == os.getpid()) == (workers == 1)

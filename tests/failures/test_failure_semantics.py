@@ -140,6 +140,35 @@ def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, si
     assert_clean(run_dir, process.pid, previous=previous)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_gdal_makes_the_cog_stops_within_two_seconds(run_dir, big_input, previous,
+                                                                    signum):
+    """GDAL's pass after the map (here a COG with cubic overviews, which the workers do not
+    compute, in lzma: tens of seconds) runs on a worker: the main process, waiting on it,
+    stops at once and removes what it made, where a call of its own would hold the signal
+    until GDAL returned."""
+    pipeline(run_dir, "{name: copy, map: failing_ops.identity, inputs: [scene]}",
+             inputs=f"{{scene: {big_input}}}",
+             outputs="{copy: {path: out/result.tif, format: COG, resampling: cubic, "
+                     "options: {compress: lzma, level: 9}}}")
+    with running(run_dir, "run", "p.yaml", "--overwrite", "-w", "2",
+                 until="map copy: done") as (process, workers):
+        time.sleep(1.0)  # into the COG's pass
+        sent = time.monotonic()
+        if signum == signal.SIGINT:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        elapsed = time.monotonic() - sent
+    stderr = process.stderr.read()
+    assert process.returncode == (130 if signum == signal.SIGINT else 143), stderr
+    assert elapsed < 2.0
+    assert wait_gone(workers, 2.0) == set()
+    discard_kept(stderr)
+    assert_clean(run_dir, process.pid, previous=previous)
+
+
 # -- 4. the main process is killed ---------------------------------------------------------------
 
 # With a profile function the outputs exist (in shared memory) as soon as the map phase starts.
