@@ -26,6 +26,13 @@ it): only the records of the run that returned come back here, the lost run's bl
 in its part file (removed with the others), and a block written in place is written again with
 the same bytes.
 
+A step stopped before its end (a failed tile, a signal, a full disk) has its tasks cancelled,
+but a cancel does not stop a task a worker runs: it would go on writing its tiles' blocks after
+the run removed the step's files, leaving part files no one finds. So every worker is told that
+the step ended, and this process waits (:data:`END_SECONDS` at most: a lost or hung worker must
+not hold the stop) until each has marked it ended, from which moment its chunks write nothing
+more (:mod:`eoscale.engine.encoded`); only then does the run remove the files.
+
 While a cluster this executor started (or connected to) is open, ``distributed``'s own log lines
 are silenced: the scheduler of a local cluster runs in this process, and what it logs when a
 worker dies ("Removing worker ... caused the cluster to lose ...") would reach the user's
@@ -74,6 +81,9 @@ CONNECT_SECONDS = 10.0
 START_SECONDS = 60.0
 #: How long a lost task waits for the scheduler to name the task that killed the workers.
 _CAUSE_SECONDS = 1.0
+#: How long a step stopped before its end waits for its workers to know it ended (see
+#: :meth:`DaskExecutor._end_step`), in seconds: within a stop's two seconds.
+END_SECONDS = 1.0
 #: Chunks per worker thread submitted and not yet handed on (see :meth:`DaskExecutor.run`).
 IN_FLIGHT = 2
 #: Dask settings of a local cluster: its processes share this machine's cores with the main
@@ -304,7 +314,7 @@ class DaskExecutor(Executor):
     def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
         from distributed import as_completed
 
-        from eoscale.engine.cluster_worker import forget, run_chunk
+        from eoscale.engine.cluster_worker import run_chunk
 
         self._steps += 1
         token = f"{self._token}-{self._steps}"
@@ -353,8 +363,23 @@ class DaskExecutor(Executor):
             self._pending = {}
             with contextlib.suppress(Exception):
                 self.client.cancel([*pending, shared], force=True)
-            with contextlib.suppress(Exception):
+            self._end_step(token, running=bool(pending))
+
+    def _end_step(self, token: str, running: bool) -> None:
+        """Tell every worker that the step ``token`` ended (its jobs closed, its chunks writing
+        nothing more: :func:`~eoscale.engine.cluster_worker.forget`). With tasks that may be
+        ``running`` (a step stopped before its end: the caller removes its files next), wait
+        until every worker has, :data:`END_SECONDS` at most; a worker lost meanwhile is not
+        waited for."""
+        from eoscale.engine.cluster_worker import forget
+
+        with contextlib.suppress(Exception):  # TimeoutError included: a worker that hangs
+            if not running:
                 self.client.run(forget, token, wait=False)
+                return
+            # Client.run has no timeout: its coroutine, bounded by the client's sync.
+            self.client.sync(self.client._run, forget, token, on_error="ignore",
+                             callback_timeout=END_SECONDS)
 
     def _raise_failed(self, job: Job, chunks: Sequence[Sequence[int]],
                       futures: Mapping[int, Any], position: int, error: BaseException) -> None:

@@ -6,6 +6,13 @@ Imported on the workers, and in the main process only once a cluster is used (it
 unpickles a step's job once, at its first chunk, and keeps it by token until the step ends
 (:func:`forget`); each thread has its own copy, since a job's open files (GDAL datasets) must not
 be shared by threads.
+
+A step that ended stays ended on the worker: a chunk of it still running (a cancel does not stop
+a running task) writes no more blocks, and one that starts late (a task the cancel did not
+reach in time) runs no tile (:func:`run_chunk`, :func:`~eoscale.engine.encoded.writing_for`);
+the main process waits until every worker knows before it removes the step's files. A worker
+keeps the last :data:`ENDED_KEPT` ended steps, not only until the run ends: the run's end (its
+plugin unregistered) comes right after a stop, while a stopped step's chunk may still run.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from eoscale.engine.encoded import sync_appends
+from eoscale.engine.encoded import sync_appends, writing_for
 from eoscale.engine.executors import WORKER_GDAL_CACHE_BYTES, cap_gdal_cache, set_gdal_options
 from eoscale.engine.heap import keep_freed_memory, restore_heap
 from eoscale.engine.tasks import Job
@@ -133,17 +140,25 @@ class _Cached:
 
 
 _jobs: dict[tuple[str, int], _Cached] = {}
+#: The steps that ended (:func:`forget`), by token, oldest first: the last ENDED_KEPT of them
+#: (a stopped step's chunk stops at its tile's write; this many steps later none of it runs).
+_ended: dict[str, None] = {}
+ENDED_KEPT = 4096
 _jobs_lock = threading.Lock()
 
 
 def run_chunk(payload: bytes, token: str, chunk: Sequence[int]) -> Any:
-    """A task: run a chunk of the job ``payload`` (pickled), unpickled once per worker thread."""
+    """A task: run a chunk of the job ``payload`` (pickled), unpickled once per worker thread.
+    A chunk of a step that ended runs no tile (None: no one waits for its result), and one
+    running when it ends writes no more blocks (see the module's docstring)."""
     key = (token, threading.get_ident())
-    with _jobs_lock:
+    with _jobs_lock:  # as forget's: a job cached after the step's end would never be closed
+        if token in _ended:
+            return None
         cached = _jobs.get(key)
         if cached is None:
             cached = _jobs[key] = _Cached(pickle.loads(payload))
-    with cached.lock:
+    with cached.lock, writing_for(lambda: token in _ended):
         try:
             return cached.job.run_chunk(chunk)
         finally:
@@ -152,9 +167,14 @@ def run_chunk(payload: bytes, token: str, chunk: Sequence[int]) -> Any:
 
 
 async def forget(token: str) -> None:
-    """The step ``token`` ended: close its jobs now, or a chunk still running closes its job
-    when it ends (a coroutine: it runs on the worker's event loop, which must not wait)."""
+    """The step ``token`` ended: from now on its chunks write no block; close its jobs now, or
+    a chunk still running closes its job when it ends (a coroutine: it runs on the worker's
+    event loop, which must not wait). Returns once the step is marked ended: the main process
+    that waits for it may then remove the step's files."""
     with _jobs_lock:
+        _ended[token] = None
+        while len(_ended) > ENDED_KEPT:
+            del _ended[next(iter(_ended))]
         ended = [_jobs.pop(key) for key in list(_jobs) if key[0] == token]
     for cached in ended:
         cached.close()

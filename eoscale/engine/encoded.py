@@ -38,6 +38,18 @@ compression:
   from a killed run's file: copied to their places when the map ends). A tile written twice (a
   task Dask ran again) writes the same bytes at the same places.
 
+A map stopped in the middle (a signal, a tile that failed, a full disk) on a Dask cluster leaves
+tasks running: a cancel does not stop a task its worker runs, and such a task would go on
+appending its tiles' blocks, re-creating the part files the main process has just removed, where
+no one would find them. So a cluster's worker runs a chunk inside :func:`writing_for` its step,
+and the step's end reaches it (:func:`eoscale.engine.cluster_worker.forget`, which the main
+process waits for before it removes anything): a thread then writes no more blocks of that step
+(:class:`StepEndedError`), and an append that was under way when the step ended is taken back
+(:func:`append_to_part`): the part file is cut back to its size before it, or removed if the
+append made it. Blocks written before stay: a run stopped by a signal keeps the part files its
+journal names, for a resume. A write in place opens the file without creating it, so a late one
+leaves nothing once the file is removed.
+
 The first tile of a map whose outputs' profiles are learnt from it (computed on a worker and
 sent back whole) is stored by the main process, so that process encodes that one tile's blocks
 (into a part file of its own, or in place).
@@ -58,7 +70,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -105,6 +117,43 @@ class PartWriteError(RasterError):
     """A worker could not write encoded blocks to its part file or in place (a full disk, say)."""
 
 
+class StepEndedError(PartWriteError):
+    """The step a worker writes blocks for has ended (stopped, or failed on another tile): its
+    blocks are no longer written (see the module's docstring)."""
+
+
+#: Per thread: whether the step it runs a chunk of has ended (:func:`writing_for`).
+_STEP = threading.local()
+
+
+@contextlib.contextmanager
+def writing_for(ended: Callable[[], bool]) -> Iterator[None]:
+    """Inside the block this thread writes blocks only while ``ended()`` is False: a cluster's
+    worker running a chunk of a step (``ended`` says whether the main process ended the step);
+    outside any, a thread always writes (the pool's workers, whose tasks stop with their
+    processes, and this process)."""
+    previous = getattr(_STEP, "ended", None)
+    _STEP.ended = ended
+    try:
+        yield
+    finally:
+        _STEP.ended = previous
+
+
+def step_ended() -> bool:
+    """Whether the step this thread writes blocks for has ended (see :func:`writing_for`)."""
+    ended = getattr(_STEP, "ended", None)
+    return ended is not None and bool(ended())
+
+
+def refuse_ended_step(path: str | os.PathLike, display: str) -> None:
+    """Raise a :class:`StepEndedError` naming ``path`` if the step this thread writes its
+    blocks for has ended."""
+    if step_ended():
+        raise StepEndedError(f"{display or path}: not writing to {path}: the step has ended "
+                             "(stopped, or failed on another tile)")
+
+
 @dataclass(frozen=True)
 class EncodedTarget:
     """What a worker needs to encode a map output: the file's block ``layout``, the staged
@@ -144,7 +193,8 @@ class EncodedTarget:
                 runs[-1][1].append(data)
             else:
                 runs.append((offsets[index], [data]))
-        try:
+        refuse_ended_step(self.path, self.display)
+        try:  # the file is not created: a write once the step ended and the file went fails
             descriptor = os.open(self.path, os.O_WRONLY)
             try:
                 for offset, chunks in runs:
@@ -227,17 +277,44 @@ def start_in_order(path: str | os.PathLike, display: str, tiles: int) -> SharedR
 def append_to_part(path: str, display: str, chunks: Mapping[K, bytes]) -> dict[K, BlockRecord]:
     """Append ``chunks`` to this process's part file of ``path`` (:func:`part_path`), one thread
     of the process at a time; where each chunk now lies, by its key. A failure to (a full disk)
-    is a :class:`PartWriteError` naming the part file and ``display``."""
+    is a :class:`PartWriteError` naming the part file and ``display``.
+
+    Nothing is appended once this thread's step has ended (:class:`StepEndedError`), and an
+    append during which it ended is taken back, failed or not (:func:`_take_back`): the main
+    process, told that the step ended, may have removed the part file already, which the append
+    then made again. The step's end is asked again once the bytes are written, so an append
+    either was written before the step ended (and the main process, which removes the parts
+    only once every worker knows that the step ended, removes its bytes too) or is taken
+    back."""
     part = part_path(path)
-    try:
-        with _APPENDING, PartFile(part) as out:
-            records = {key: out.append(data) for key, data in chunks.items()}
-            if _SYNC_APPENDS[0]:
-                out.sync()
-            return records
-    except OSError as exc:
-        raise PartWriteError(str(write_error(
-            part, display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+    with _APPENDING:
+        refuse_ended_step(part, display)
+        size: int | None = None  # the part's size before this append, once it is open
+        try:
+            with PartFile(part) as out:
+                size = out.end
+                records = {key: out.append(data) for key, data in chunks.items()}
+                if _SYNC_APPENDS[0]:
+                    out.sync()
+        except OSError as exc:
+            raise PartWriteError(str(write_error(
+                part, display, "cannot write", [exc.strerror or str(exc)], exc))) from None
+        finally:
+            if size is not None and step_ended():
+                _take_back(part, size)
+        refuse_ended_step(part, display)  # records of blocks just taken back are not returned
+        return records
+
+
+def _take_back(part: Path, size: int) -> None:
+    """Cut ``part`` back to ``size`` bytes, its size before an append (blocks appended before
+    stay: a stopped run's journal may name them), or remove it if the append made it (``size``
+    0); nothing if it is gone. Only this process writes ``part``, under ``_APPENDING``."""
+    with contextlib.suppress(FileNotFoundError):
+        if size:
+            os.truncate(part, size)
+        else:
+            part.unlink()
 
 
 def part_path(path: str | os.PathLike, writer: str | None = None) -> Path:

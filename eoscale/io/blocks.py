@@ -505,6 +505,11 @@ class PartFile:
         self._file: BinaryIO | None = open(self.path, "ab")  # noqa: SIM115 - closed by close()
         self._end = self._file.seek(0, os.SEEK_END)
 
+    @property
+    def end(self) -> int:
+        """Where the next block goes: the file's size, once what was appended is flushed."""
+        return self._end
+
     def append(self, data: bytes) -> BlockRecord:
         """Append ``data``; where it now lies."""
         if self._file is None:

@@ -64,3 +64,40 @@ def gdal_option(arrays, profiles, params):
 def as_dtype(arrays, profiles, params):
     """Its input plus ``add``, as ``dtype`` (NaN pixels stay NaN)."""
     return (arrays[0] + params.get("add", 0)).astype(params["dtype"])
+
+
+def same_profile(profiles, params):
+    """The input's profile: a map with it runs every tile on the workers (none is probed)."""
+    return [dict(profiles[0])]
+
+
+def slow_marked(arrays, profiles, params):
+    """Its input, after ``seconds`` of sleep per tile; a tile leaves ``started`` in the folder
+    ``marks`` as it starts (its pid and start time) and ``done-<index>`` once it has slept, just
+    before its blocks are written. Tile ``tile`` (if given) sleeps not: once a tile of another
+    worker has just started (within 0.2 s) it raises, so that the step fails while that tile
+    still runs (or after 10 s)."""
+    marks = params["marks"]
+    index = tile_context().index
+    if index == params.get("tile"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _just_started(marks):
+            time.sleep(0.01)
+        _user_helper({})
+    with open(os.path.join(marks, f"started-{os.getpid()}"), "w") as mark:
+        mark.write(f"{os.getpid()} {time.time()}")
+    os.replace(os.path.join(marks, f"started-{os.getpid()}"), os.path.join(marks, "started"))
+    time.sleep(params.get("seconds", 1.0))
+    with open(os.path.join(marks, f"done-{index}"), "w"):
+        pass
+    return arrays[0]
+
+
+def _just_started(marks):
+    """Whether a tile of another process started within the last 0.2 s."""
+    try:
+        with open(os.path.join(marks, "started")) as mark:
+            pid, at = mark.read().split()
+    except (OSError, ValueError):
+        return False
+    return int(pid) != os.getpid() and time.time() - float(at) < 0.2
