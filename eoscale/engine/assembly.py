@@ -248,7 +248,8 @@ class OutputFiles:
         self.step = job.step
         self.executor = executor
         self.on_workers = executor.writes_files
-        self._writers = TileWriters(threads=threads)
+        self._writers = TileWriters(threads=threads,
+                                    windows=[tile.core for tile in self.tiles])
         self._outputs: list[Any] = []  # an _Assembled, a PyramidAssembly, or None
 
     def __bool__(self) -> bool:

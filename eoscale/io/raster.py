@@ -19,6 +19,7 @@ import rasterio.env
 import rasterio.io
 from rasterio._err import CPLE_BaseError  # GDAL errors rasterio raises as they are
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from eoscale.errors import OutputExistsError, RasterError, check_interrupted
 from eoscale.io.paths import is_address, redact
@@ -351,15 +352,29 @@ def write_geotiff(array: np.ndarray, profile: Mapping[str, Any], path: str | os.
 class TileWriter:
     """A GeoTIFF written window by window as tiles are computed, never held whole.
 
-    One writer, in the calling process (GDAL cannot share a file between processes); windows that
-    cover whole blocks of the file are compressed and written as they come (GDAL's block cache
-    does not keep them), on ``threads`` threads. ``BIGTIFF=IF_SAFER`` unless the options say
-    otherwise, so that a file over 4 GB with compression works. The caller stages ``path``.
+    One writer, in the calling process (GDAL cannot share a file between processes). GDAL is
+    given whole blocks only, each once, in the order of the file's block index (row by row;
+    a strip is a block): the windows' pixels wait in a buffer here (:class:`_BlockBuffer`)
+    until their block is complete and every block before it has been written. A window that is
+    part of a block, handed to GDAL, sits in GDAL's block cache, which the run caps: GDAL then
+    flushes the half-filled block compressed, reads it back when the rest comes, and appends it
+    again, so the file grows dead bytes and its bytes depend on the order the tiles came in.
+    Whole blocks in a fixed order are compressed once and appended in that order, on
+    ``threads`` threads too (GDAL writes its threads' results in the order it submitted them),
+    so two runs write the same bytes whatever the workers' timing.
+
+    ``windows``: the windows that will be written, if known (they must not overlap): a block
+    they cover only in part is written once those parts are in (the rest is nodata, else 0, as
+    GDAL fills it), and a block they miss is left to GDAL; without them every pixel is expected
+    once. A window over a block already written goes to GDAL as it is (correct, not compact).
+    ``BIGTIFF=IF_SAFER`` unless the options say otherwise, so that a file over 4 GB with
+    compression works. The caller stages ``path``.
     """
 
     def __init__(self, profile: Mapping[str, Any], path: str | os.PathLike, *,
                  options: Mapping[str, Any] | None = None, threads: int = 1,
-                 display: str | os.PathLike | None = None):
+                 display: str | os.PathLike | None = None,
+                 windows: Sequence[Any] | None = None):
         self.path = Path(path)
         self.display = str(display or path)
         kwargs = creation_profile(profile, options, threads)
@@ -367,21 +382,45 @@ class TileWriter:
         self.dtype = np.dtype(kwargs["dtype"])
         with writing(self.path, self.display):
             self._dataset: Any = rasterio.open(self.path, "w", **kwargs)
+        dataset = self._dataset
+        fill = nodata_for(dataset.nodata, self.dtype)
+        # Band-interleaved bands are planes of their own: one window over several blocks
+        # would have GDAL write a band's blocks before the next band's, in an order that
+        # depends on how the blocks were grouped; block by block, it does not.
+        self._buffer = _BlockBuffer(
+            dataset.height, dataset.width, dataset.count, self.dtype,
+            tuple(dataset.block_shapes[0]), 0 if fill is None else fill,
+            windows=None if windows is None else [_bounds(window) for window in windows],
+            grouped=dataset.count == 1 or dataset.interleaving is None
+            or dataset.interleaving.name.lower() == "pixel")
 
     def write(self, window: Any, data: np.ndarray) -> None:
-        """Write ``data`` (bands, rows, cols) at ``window``, cast to the file's dtype."""
+        """Take ``data`` (bands, rows, cols) at ``window``, cast to the file's dtype; give GDAL
+        the blocks it completes (with those waiting for it, in block order)."""
         with writing(self.path, self.display, f"cannot write rows {window.row_off}:"
                      f"{window.row_off + window.height}, cols {window.col_off}:"
                      f"{window.col_off + window.width}"):
-            self._dataset.write(data.astype(self.dtype, copy=False), window=window)
+            self._buffer.take(_bounds(window), data, self._write)
+
+    def _write(self, window: Any, data: np.ndarray) -> None:
+        self._dataset.write(data.astype(self.dtype, copy=False), window=window)
+
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of pixels waiting here for their blocks to be complete."""
+        return self._buffer.nbytes
 
     def close(self) -> None:
-        """Flush and close the file (what is left of its blocks is compressed and written now,
-        so a full disk often shows here). Idempotent."""
+        """Write the blocks still waiting (a window left out: nodata where it would have been),
+        then flush and close the file (a full disk often shows here). Idempotent."""
         dataset, self._dataset = self._dataset, None
         if dataset is not None:
             with writing(self.path, self.display):
-                dataset.close()
+                try:
+                    self._buffer.flush(
+                        lambda window, data: dataset.write(data, window=window))
+                finally:
+                    dataset.close()
 
     def __enter__(self) -> TileWriter:
         return self
@@ -390,13 +429,159 @@ class TileWriter:
         self.close()
 
 
+#: A window as (row_off, col_off, height, width) in pixels.
+Bounds = tuple[int, int, int, int]
+#: Where :class:`_BlockBuffer` hands pixels on: a rasterio window and (bands, rows, cols).
+BlockSink = Callable[[Any, np.ndarray], None]
+
+
+def _bounds(window: Any) -> Bounds:
+    return (int(window.row_off), int(window.col_off), int(window.height), int(window.width))
+
+
+def _spans(start: int, stop: int, size: int) -> tuple[int, int, np.ndarray]:
+    """The blocks of ``size`` pixels that pixels ``start:stop`` of an axis touch (first, last
+    + 1) and how many of those pixels each holds."""
+    first, last = start // size, (stop - 1) // size + 1
+    edges = np.arange(first, last + 1) * size
+    return first, last, np.minimum(edges[1:], stop) - np.maximum(edges[:-1], start)
+
+
+class _BlockBuffer:
+    """The pixels of a file's blocks not yet written, and the order they are written in.
+
+    Blocks are numbered as the file's block index numbers them: row by row (``block``: rows,
+    cols; a strip is a block as wide as the image). The buffer holds whole image rows, from the
+    top of the first block not yet written down to the lowest window taken: about a row of
+    blocks and a row of tiles when the windows come nearly in order (a window far ahead makes
+    it taller). A block is written once it holds the pixels expected of it (``windows``'
+    pixels in it, else all) and every block before it has been; consecutive ready blocks of a
+    block row (and consecutive strips) go in one window when ``grouped``, else one by one.
+    """
+
+    def __init__(self, height: int, width: int, count: int, dtype: np.dtype,
+                 block: tuple[int, int], fill: Any, *, windows: Sequence[Bounds] | None,
+                 grouped: bool):
+        self.height, self.width, self.count, self.dtype = height, width, count, dtype
+        self.block_height, self.block_width = block
+        self.fill, self.grouped = fill, grouped
+        rows = -(-height // self.block_height)
+        cols = -(-width // self.block_width)
+        self.taken = np.zeros((rows, cols), np.int64)
+        if windows is None:
+            self.expected = np.outer(_spans(0, height, self.block_height)[2],
+                                     _spans(0, width, self.block_width)[2])
+        else:
+            self.expected = np.zeros((rows, cols), np.int64)
+            for row, col, rows_, cols_ in windows:
+                (r0, r1, down), (c0, c1, across) = (_spans(row, row + rows_, self.block_height),
+                                                    _spans(col, col + cols_, self.block_width))
+                self.expected[r0:r1, c0:c1] += np.outer(down, across)
+        self.next = 0  # the first block, in block order, not yet written
+        self.top = 0  # the image row the buffer starts at: the top of block ``next``'s row
+        self.pixels = np.empty((count, 0, width), dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.pixels.nbytes)
+
+    def take(self, bounds: Bounds, data: np.ndarray, sink: BlockSink) -> None:
+        """Keep ``data`` (bands, rows, cols) at ``bounds``, then write the blocks it makes
+        ready (to ``sink``). Its part over blocks already written goes to ``sink`` as it is."""
+        row, col, rows, cols = bounds
+        if rows < 1 or cols < 1:
+            return
+        r0, r1, down = _spans(row, row + rows, self.block_height)
+        c0, c1, across = _spans(col, col + cols, self.block_width)
+        numbers = (np.arange(r0, r1)[:, None] * self.taken.shape[1] + np.arange(c0, c1))
+        late = numbers < self.next
+        for r, c in zip(*np.nonzero(late)):  # a window over blocks written already: rare
+            self._write_late(bounds, data, r0 + int(r), c0 + int(c), sink)
+        self.taken[r0:r1, c0:c1] += np.where(late, 0, np.outer(down, across))
+        start = max(row, self.top)
+        if start < row + rows:
+            self._hold(row + rows)
+            self.pixels[:, start - self.top:row + rows - self.top, col:col + cols] = \
+                data[:, start - row:]
+        self._write_ready(sink)
+
+    def flush(self, sink: BlockSink) -> None:
+        """Write every block not yet written that holds a pixel taken (the rest of it nodata,
+        else 0), in block order: the windows expected did not all come."""
+        self.expected = np.minimum(self.expected, self.taken)
+        self._write_ready(sink)
+        self.pixels = np.empty((self.count, 0, self.width), self.dtype)
+
+    def _write_late(self, bounds: Bounds, data: np.ndarray, r: int, c: int,
+                    sink: BlockSink) -> None:
+        row, col, rows, cols = bounds
+        top, bottom = max(row, r * self.block_height), min(row + rows, (r + 1) * self.block_height)
+        left, right = max(col, c * self.block_width), min(col + cols, (c + 1) * self.block_width)
+        sink(Window(left, top, right - left, bottom - top),
+             data[:, top - row:bottom - row, left - col:right - col])
+
+    def _hold(self, bottom: int) -> None:
+        """Grow the buffer down to image row ``bottom`` (new rows hold the fill value)."""
+        held = self.pixels.shape[1]
+        if self.top + held >= bottom:
+            return
+        grown = np.full((self.count, bottom - self.top, self.width), self.fill, self.dtype)
+        grown[:, :held] = self.pixels
+        self.pixels = grown
+
+    def _write_ready(self, sink: BlockSink) -> None:
+        """Write the blocks from ``next`` on that are ready, in block order, then drop the
+        buffer's rows above the first block still waiting."""
+        taken, expected = self.taken.ravel(), self.expected.ravel()
+        start = self.next
+        while self.next < taken.size and taken[self.next] >= expected[self.next]:
+            self.next += 1
+        if self.next == start:
+            return
+        for window in self._windows(start, self.next):
+            self._hold(int(window.row_off + window.height))
+            rows = slice(int(window.row_off) - self.top,
+                         int(window.row_off + window.height) - self.top)
+            sink(window, self.pixels[:, rows, int(window.col_off):
+                                     int(window.col_off + window.width)])
+        blocks_across = self.taken.shape[1]
+        top = min(self.height, self.next // blocks_across * self.block_height)
+        if top > self.top:
+            self.pixels = self.pixels[:, top - self.top:].copy()
+            self.top = top
+
+    def _windows(self, start: int, stop: int) -> Iterator[Any]:
+        """The windows that write blocks ``start:stop`` in block order (those expecting no
+        pixel are left to GDAL): runs of a block row, consecutive strips, or single blocks."""
+        across = self.taken.shape[1]
+        expected = self.expected.ravel()
+        runs: list[list[int]] = []  # [first row, last row + 1, first col, last col + 1]
+        for number in range(start, stop):
+            if not expected[number]:
+                continue
+            r, c = divmod(number, across)
+            last = runs[-1] if runs and self.grouped else None
+            if last is not None and last[0] == r and last[3] == c:  # the next of a block row
+                last[3] = c + 1
+            elif last is not None and across == 1 and last[1] == r:  # the next strip
+                last[1] = r + 1
+            else:
+                runs.append([r, r + 1, c, c + 1])
+        for r0, r1, c0, c1 in runs:
+            top, left = r0 * self.block_height, c0 * self.block_width
+            bottom = min(self.height, r1 * self.block_height)
+            right = min(self.width, c1 * self.block_width)
+            yield Window(left, top, right - left, bottom - top)
+
+
 class TileWriters:
     """The files a map's outputs are written to as its tiles come (a :class:`TileWriter` each,
     on ``threads`` threads), in the order they were added: a tile's cores go to them in that
-    order."""
+    order; ``windows``: the map's tile cores, if known (see :class:`TileWriter`)."""
 
-    def __init__(self, *, threads: int = 1):
+    def __init__(self, *, threads: int = 1, windows: Sequence[Any] | None = None):
         self.threads = threads
+        self.windows = windows
         self._writers: list[TileWriter] = []
 
     def __bool__(self) -> bool:
@@ -407,7 +592,7 @@ class TileWriters:
             display: str | os.PathLike | None = None) -> None:
         """Create the file of the next output (the caller stages ``path``)."""
         self._writers.append(TileWriter(profile, path, options=options, threads=self.threads,
-                                        display=display))
+                                        display=display, windows=self.windows))
 
     def write(self, window: Any, cores: Sequence[np.ndarray]) -> None:
         """Write a tile's ``cores`` at ``window``, one to each file."""

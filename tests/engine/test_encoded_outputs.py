@@ -180,6 +180,31 @@ def test_an_encoded_output_equals_the_old_path_s_output(tmp_path, assemblies, wo
     assert np.array_equal(read(tmp_path / "encoded.tif")[0], image + 0.5, equal_nan=True)
 
 
+@pytest.mark.parametrize("options", [{"blockxsize": 32, "blockysize": 32, "predictor": 3},
+                                     {"tiled": False, "blockysize": 16}])
+def test_the_old_path_s_file_is_the_same_every_time_and_holds_each_block_once(
+        tmp_path, assemblies, options):
+    """Tiles not whole blocks, written here by a TileWriter under a small GDAL cache (as a
+    memory budget caps it), from two workers whose tiles come in varying orders: the same
+    bytes every run, the size of the blocks plus the header (no block appended twice)."""
+    import tifffile
+
+    image = make_image("float32", 3, shape=(160, 192))
+    files = []
+    for run in range(3):
+        path = tmp_path / f"run{run}.tif"
+        with rasterio.Env(GDAL_CACHEMAX=120_000):
+            run_map(2, Tiling("tiles", 24), image, path, options, fn=float_result, params={},
+                    margin=0)
+        assert np.array_equal(read(path)[0], image + 0.5, equal_nan=True)
+        with tifffile.TiffFile(path) as tiff:
+            counts = tiff.pages[0].databytecounts
+        assert path.stat().st_size <= sum(counts) + 1024 + 8 * len(counts)
+        files.append(path.read_bytes())
+    assert assemblies == []  # 24-pixel tiles are not whole blocks: written here
+    assert files[0] == files[1] == files[2]
+
+
 def test_only_aligned_tilings_and_handled_options_are_encoded(tmp_path):
     profile = {**PROFILE, "count": 1, "dtype": "uint8", "height": 83, "width": 101}
     target = OutputFile(tmp_path / "out.tif", {"blockxsize": 32, "blockysize": 32})
