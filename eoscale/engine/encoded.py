@@ -51,8 +51,8 @@ journal names, for a resume. A write in place opens the file without creating it
 leaves nothing once the file is removed.
 
 The first tile of a map whose outputs' profiles are learnt from it (computed on a worker and
-sent back whole) is stored by the main process, so that process encodes that one tile's blocks
-(into a part file of its own, or in place).
+sent back whole) goes back to the workers with the map's job, and the worker that gets that
+tile stores and encodes it like the others: the main process encodes no block.
 
 Records come back only with a task's result: the records of a worker that died while running a
 task never arrive (its part file is removed with the others), and the task's tiles, run again
