@@ -29,7 +29,7 @@ from eoscale.io import blocks as blocks_module
 from test_cluster_failures import no_partial_output, pipeline
 
 #: Every tile but the failing one sleeps this long: the failure comes while one of them runs.
-SLOW_SECONDS = 1.5
+SLOW_SECONDS = 1.0
 
 
 def slow_step(marks: Path, extra: str = "") -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from kept_work import discard_kept  # noqa: F401 - the failure tests take it from here
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,26 +136,6 @@ def segments_of(pid: int) -> list[str]:
 def leftovers(folder: Path) -> list[str]:
     """Temporary files anywhere under ``folder``."""
     return sorted(str(p) for p in folder.rglob("*") if ".eoscale-tmp-" in p.name)
-
-
-def discard_kept(stderr: str) -> Path | None:
-    """Remove the journal a run stopped by a signal names in its message (it keeps its finished
-    work to be resumed: issue 20), the files it keeps, its pointer and the records that name
-    it; the journal's path (None: the run kept nothing)."""
-    from eoscale.engine.scratch import forget_journal
-    from eoscale.io.journal import read_journal
-    from eoscale.io.runfiles import parts_of
-
-    found = re.search(r"\(journal (\S+\.journal)\)", stderr)
-    if found is None:
-        return None
-    journal = Path(found.group(1))
-    for path in read_journal(journal).files:
-        for name in (path, *parts_of(path)):
-            name.unlink(missing_ok=True)
-    journal.unlink()
-    forget_journal(journal)  # its pointer, and the records that name it
-    return journal
 
 
 def run(folder: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
