@@ -218,9 +218,11 @@ class Staging:
         return self._staged[Path(path)]
 
     def commit(self) -> list[Path]:
-        """Rename every staged file into place; a rename that fails is a RasterError naming its
-        output (those renamed before it stay in place, the others are discarded). Nothing is
-        renamed once a signal has stopped the run (:func:`~eoscale.errors.check_interrupted`)."""
+        """Rename every staged file into place, and remove any part file still named after it
+        (blocks a killed run appended after its journal's last record, which the resumed run
+        computed again); a rename that fails is a RasterError naming its output (those renamed
+        before it stay in place, the others are discarded). Nothing is renamed once a signal
+        has stopped the run (:func:`~eoscale.errors.check_interrupted`)."""
         check_interrupted()
         done = []
         for path, temp in list(self._staged.items()):
@@ -231,6 +233,9 @@ class Staging:
                                   [exc.strerror or str(exc)], exc) from None
             del self._staged[path]
             done.append(path)
+            for part in parts_of(temp):  # a killed run's part its journal did not name yet
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
         self._made = []
         self._record.close()
         return done

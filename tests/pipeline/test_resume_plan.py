@@ -77,7 +77,7 @@ def test_staging_keeps_what_a_journal_names_and_adopts_a_killed_run_s_files(tmp_
         staging.adopt(kept_output, kept)
         staging.commit()
     assert kept_output.read_bytes() == b"finished" and not kept.exists()
-    part.unlink()
+    assert not part.exists()  # the commit removes the parts named after the file it renames
 
 
 @pytest.mark.parametrize("machine", ["no boot id", "boot id", "boot id, marks due"])
@@ -163,3 +163,19 @@ def test_a_journal_says_this_boot_unless_a_worker_writes_on_another_machine(
             assert first["kind"] == "run"
             assert first["boot"] == (None if elsewhere else "this-boot")
     assert not journal_path(plan.spec).exists()
+
+
+def test_a_commit_removes_the_parts_still_named_after_a_staged_file(tmp_path) -> None:
+    """A resumed run adopts its killed predecessor's staged file; a part file that run's
+    worker appended to after the journal's last record is named by nothing the resumed run
+    reads: the commit removes every part named after the file it renames, whoever wrote it."""
+    from eoscale.io.raster import Staging
+    from eoscale.io.runfiles import PART_MARK
+
+    with Staging() as staging:
+        temp = staging.stage(tmp_path / "out.tif")
+        temp.write_bytes(b"the file")
+        late = temp.with_name(temp.name + PART_MARK + "node_1-4242")
+        late.write_bytes(b"blocks of a killed run")
+        staging.commit()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.tif"]
