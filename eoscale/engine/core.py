@@ -127,7 +127,13 @@ class Engine:
         if self.workers == 1 or pixels < APART_PIXELS:
             fn(*args)
             return
-        run_apart(fn, args, name=name, gdal_options=self._gdal_options)
+        from rasterio.env import get_gdal_config
+
+        options = dict(self._gdal_options)
+        cache = get_gdal_config("GDAL_CACHEMAX")  # the run's cap here (its plan's), not GDAL's
+        if cache is not None:                      # default of 5 % of the machine's memory
+            options["GDAL_CACHEMAX"] = cache
+        run_apart(fn, args, name=name, gdal_options=options)
 
     # -- rasters -------------------------------------------------------------------------------
 

@@ -286,3 +286,20 @@ def test_a_large_file_s_gdal_pass_runs_apart_and_its_write_error_is_the_same(tmp
             engine.apart(_fails_to_write, "out.tif", name="COG of out.tif", pixels=APART_PIXELS)
     assert int((tmp_path / "small").read_text()) == os.getpid()
     assert (int((tmp_path / "large").read_text()) == os.getpid()) == (workers == 1)
+
+
+def _cache_to(path):
+    from rasterio.env import get_gdal_config
+
+    with open(path, "w") as out:
+        out.write(str(get_gdal_config("GDAL_CACHEMAX")))
+
+
+def test_a_pass_run_apart_keeps_the_run_s_gdal_cache(tmp_path):
+    """The process a large file's pass runs in is capped as this one is (the plan's cache),
+    not at GDAL's default of 5 % of the machine's memory."""
+    from eoscale.engine.core import APART_PIXELS
+
+    with Engine(2) as engine, rasterio.Env(GDAL_CACHEMAX=33554432):
+        engine.apart(_cache_to, tmp_path / "cache", name="pass", pixels=APART_PIXELS)
+    assert int((tmp_path / "cache").read_text()) == 33554432
