@@ -319,6 +319,7 @@ class RunJournal:
             remove_parts(path)
         for path in self._taken_from.pop(engine_name(self.plan, step), set()) - set(files):
             path.unlink(missing_ok=True)  # nor the killed run's files its blocks were taken from
+            remove_parts(path)  # with a staged file's parts its journal did not name yet
 
     def _last_to_compute(self, step: StepPlan) -> bool:
         """Whether no step after ``step`` computes tiles in this run (only reduces a map's
