@@ -64,7 +64,6 @@ from eoscale.engine.tasks import (
     ReduceJob,
     ResultMismatch,
     TileFailure,
-    check_results,
 )
 from eoscale.engine.tiling import AnyLayout, Tile, TileLayout, Tiling, auto_tile_size, plan_step
 from eoscale.engine.units import UnitLog, records_tiles, resumed_map, resumed_reduce
@@ -498,8 +497,7 @@ def check_probe(job: MapJob, tile: Tile, results: list[np.ndarray]) -> None:
     """Check the first tile's ``results`` (:func:`run_first_tile`) against the outputs made
     from them (their shapes: the rest they told), as a worker checks every tile's."""
     try:
-        check_results(results, tile, [r.count for r in job.outputs],
-                      [np.dtype(r.dtype) for r in job.outputs])
+        job.checked(tile, results)
     except ResultMismatch as exc:
         raise ResultError(str(exc), step=job.step, tile=tile.describe()) from None
 

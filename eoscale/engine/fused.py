@@ -158,8 +158,7 @@ class FusedMapJob(MapJob):
 
     def run_tile(self, tile: Tile) -> Any:
         results, last = self._chain(tile, learn=None)
-        return self.finish(last, check_results(results, last, [r.count for r in self.outputs],
-                                               [np.dtype(r.dtype) for r in self.outputs]))
+        return self.finish(last, self.checked(last, results))
 
     def run_probe(self, tile: Tile) -> dict[str, tuple[int, str]] | TileFailure:
         """Run the chain on a tile to learn the band count and dtype of every image whose

@@ -266,9 +266,13 @@ class MapJob(_ComputeJob):
         given, self.given = self.given, None  # held until this process's first tile only
         results = (list(given[1]) if given is not None and given[0] == tile.index
                    else self._call(tile))
-        return self.finish(tile, check_results(results, tile,
-                                               [r.count for r in self.outputs],
-                                               [np.dtype(r.dtype) for r in self.outputs]))
+        return self.finish(tile, self.checked(tile, results))
+
+    def checked(self, tile: Tile, results: Any) -> list[np.ndarray]:
+        """A tile's ``results`` as 3-D arrays, checked against the outputs' band counts and
+        dtypes (:func:`check_results`)."""
+        return check_results(results, tile, [r.count for r in self.outputs],
+                             [np.dtype(r.dtype) for r in self.outputs])
 
     def finish(self, tile: Tile, results: Sequence[np.ndarray]) -> Any:
         """Store a tile's checked ``results`` (:meth:`store`); with reduces to feed, also their

@@ -115,6 +115,18 @@ PHASES = {
 }
 
 
+def stop_with(process, signum, timeout: float) -> float:
+    """Stop the run as a user would (Ctrl-C reaches the whole process group; SIGTERM the main
+    process); the seconds until it exited."""
+    sent = time.monotonic()
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    process.wait(timeout=timeout)
+    return time.monotonic() - sent
+
+
 @pytest.mark.parametrize("phase", list(PHASES))
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, signum):
@@ -122,13 +134,7 @@ def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, si
     pipeline(run_dir, step, inputs=f"{{scene: {big_input}}}", outputs=outputs,
              extra="tiling: {tile_size: 2000}\n")
     with running(run_dir, "run", "p.yaml", "--overwrite", "-w", "2", until=line) as (process, workers):
-        sent = time.monotonic()
-        if signum == signal.SIGINT:
-            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
-        else:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
-        elapsed = time.monotonic() - sent
+        elapsed = stop_with(process, signum, timeout=10)
     stderr = process.stderr.read()
     assert process.returncode == (130 if signum == signal.SIGINT else 143), stderr
     assert elapsed < 2.0
@@ -144,9 +150,9 @@ def test_signals_stop_within_two_seconds(run_dir, big_input, previous, phase, si
 def test_a_signal_while_gdal_makes_the_cog_stops_within_two_seconds(run_dir, big_input, previous,
                                                                     signum):
     """GDAL's pass after the map (here a COG with cubic overviews, which the workers do not
-    compute, in lzma: tens of seconds) runs on a worker: the main process, waiting on it,
-    stops at once and removes what it made, where a call of its own would hold the signal
-    until GDAL returned."""
+    compute, in lzma: tens of seconds) runs in a process of its own: the main process, waiting
+    on it, stops at once and removes what it made, where a call of its own would hold the
+    signal until GDAL returned."""
     pipeline(run_dir, "{name: copy, map: failing_ops.identity, inputs: [scene]}",
              inputs=f"{{scene: {big_input}}}",
              outputs="{copy: {path: out/result.tif, format: COG, resampling: cubic, "
@@ -154,13 +160,7 @@ def test_a_signal_while_gdal_makes_the_cog_stops_within_two_seconds(run_dir, big
     with running(run_dir, "run", "p.yaml", "--overwrite", "-w", "2",
                  until="map copy: done") as (process, workers):
         time.sleep(1.0)  # into the COG's pass
-        sent = time.monotonic()
-        if signum == signal.SIGINT:
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        elapsed = time.monotonic() - sent
+        elapsed = stop_with(process, signum, timeout=60)
     stderr = process.stderr.read()
     assert process.returncode == (130 if signum == signal.SIGINT else 143), stderr
     assert elapsed < 2.0
