@@ -303,7 +303,9 @@ def test_a_spilled_cog_learnt_float_from_its_first_tile_gets_gdal_s_average(tmp_
         out.write(rng.integers(0, 250, (1, 1024, width)).astype(np.uint8))
     (tmp_path / "cog_ops.py").write_text(OPS)
     (tmp_path / "p.yaml").write_text(SPILLED)
-    args = ("run", "p.yaml", "-w", "2", "--tile-size", "128", "--memory", "1MiB")
+    # 1600 KiB: spilled, not held; and room for the rows of its 512-px blocks that wait in the
+    # main process's writer (128-px tiles are not whole blocks of it: the main process writes it)
+    args = ("run", "p.yaml", "-w", "2", "--tile-size", "128", "--memory", "1600KiB")
     plan = eoscale_command(*args, "--dry-run", cwd=tmp_path)
     assert f"third: 1 x 1024 x {width} uint8 (assumed; the first tile tells)" in plan.stdout
     assert "lives spilled" in plan.stdout.split("third:")[1].split("\n")[0]

@@ -120,12 +120,14 @@ def test_the_least_budget_that_fits(workers: int, mode: str) -> None:
 
 def test_the_least_budget_of_a_plan_no_budget_changes() -> None:
     """What its one plan holds, with the headroom the budget keeps: on a cluster, the tiles two
-    workers send back to this process as they are written (2 x 2 x 128 x 128 float32)."""
+    workers send back to this process as they are written (2 x 2 x 128 x 128 float32), and,
+    its 128 px tiles not being whole blocks of the file (512 px), the pixels this process holds
+    until their blocks are whole: a block's rows and two tiles' across the image (768 x 900)."""
     spec = load_pipeline(SINGLE)
     shape = shape_of(spec, 1000, 900)
     cluster = Resources(2, None, base=0, executor="cluster", cluster="local:2")
     plan = fit(shape, cluster)
     assert [image.lives for image in plan.images.values()] == ["file", "written"]
-    assert plan.peak.held == 2 * 2 * 128 * 128 * 4
+    assert plan.peak.held == 2 * 2 * 128 * 128 * 4 + (512 + 2 * 128) * 900 * 4
     least = least_budget(shape, cluster, resolution=1)
     assert abs(least - math.ceil(plan.peak.held / (1 - BUDGET_HEADROOM))) <= 1

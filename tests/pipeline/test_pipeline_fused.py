@@ -127,11 +127,15 @@ def test_the_dry_run_names_the_chain(write_pipeline: Writer, pair_inputs: Path) 
     from eoscale.cli.render import plan_text
 
     spec = load_pipeline(write_pipeline(CHAIN.replace("WORKERS", "2").replace("MODE", "tiles")
-                                        .replace("version: 1", "version: 1\n    memory: 6MB")))
+                                        .replace("version: 1", "version: 1\n    memory: 8MB")))
     text = plan_text(plan(spec))
     assert "step 2 near (map fused_callables.extreme): margin 1 (declared); fused into wide: " \
         "computed inside its tiles" in text
-    # (pair > near > wide under this budget, with spills tiled on their scratch files' blocks)
+    # (pair > near > wide under this budget, with spills tiled on their scratch files' blocks;
+    # far > last on whole 128 px blocks of last's file: at 6MB the chain far > last would need
+    # 64 px tiles, whose pixels would wait in the main process for their blocks, and nothing
+    # is fused there)
+    assert "last.tif; encoded by the workers" in text
     assert re.search(r"runs the fused chain (pair > )?near > wide \(reads 11 px around each "
                      r"tile, computes ", text)
     assert "  near: 1 x 800 x 900 float64 (assumed; the first tile tells), 5.5 MiB; lives fused" \

@@ -192,13 +192,17 @@ def test_the_memory_estimate_by_hand(chain: PipelineSpec) -> None:
     # again for temporaries, ndvi's result (4) = 64 x 12 = 768, and GDAL's block cache while it
     # reads a: at most all of a's 3072 bytes. At smooth: ndvi held,
     # a tile of 8 + 2 x 2 (smooth's declared margin) = 12 x 12 pixels of float32 in and out =
-    # 1152, and the 8 x 8 core of smooth's result on its way to the file, twice: 512.
+    # 1152, and the 8 x 8 core of smooth's result on its way to the file, twice: 512. Its 8 px
+    # tiles are not whole blocks of its file: the main process writes it, and holds the pixels
+    # waiting for their blocks, a block's rows and two tiles' across the image (here all 24
+    # rows: 3072), and, its blocks spanning the image's width, GDAL's cache of them (3072).
     plan = plan_run(chain, ONE)
     assert (plan.images["a"].lives, plan.images["smooth"].lives) == ("file", "written")
+    assert plan.images["smooth"].encoded is False
     memory = {step.name: (step.memory.images, step.memory.tiles) for step in plan.steps}
     assert memory == {"ndvi": (3072, 768 + 3072), "stats": (3072, 64 * 4),
-                      "smooth": (3072, 1152 + 512)}
-    assert (plan.peak.total - plan.peak.fixed, plan.peak_step) == (6912, "ndvi")
+                      "smooth": (3072, 1152 + 512 + 3072 + 3072)}
+    assert (plan.peak.total - plan.peak.fixed, plan.peak_step) == (10880, "smooth")
     assert plan.peak.fixed == ONE.fixed_bytes
     assert plan.fits
 
@@ -214,11 +218,13 @@ def test_the_memory_estimate_follows_the_bands(write_pipeline: Writer,
 def test_too_little_memory_is_a_problem(chain: PipelineSpec) -> None:
     tight = Resources(workers=1, memory=5000, base=0, executor="inline", given=True)
     # The plan moves every image it can out of memory (ndvi spilled to disk); the tiles are the
-    # pipeline's (tile_size: 8), so the smallest plan needs 5.2 KiB at ndvi: refused, saying so.
+    # pipeline's (tile_size: 8), not whole blocks of the files (512 px): the main process writes
+    # ndvi's scratch file and smooth's output, holding their pixels until their blocks are whole.
+    # The smallest plan needs 11.2 KiB at smooth: refused, saying so.
     problem, = validate(chain, resources=tight)
     assert problem.message == (
-        "the run needs about 5.2 KiB (0 bytes of images, 5.2 KiB of tiles for 1 worker; 32.0 MiB "
-        "more for the processes) but the memory budget is 4.9 KiB; give it at least 6.5 KiB "
+        "the run needs about 11.2 KiB (0 bytes of images, 11.2 KiB of tiles for 1 worker; 32.0 "
+        "MiB more for the processes) but the memory budget is 4.9 KiB; give it at least 14.0 KiB "
         "('memory:' or --memory; the plan keeps 20% of it for its estimate's error), use fewer "
         "workers or smaller tiles, or free memory")
     assert problem.step is not None
@@ -247,3 +253,4 @@ def test_band_math_expression_is_checked_at_validate_time(tmp_path, make_raster)
     problem = problems[0]
     assert (problem.line, problem.step) == (7, "ndvi")
     assert "band_math: expression" in problem.message and "column 12" in problem.message
+

@@ -28,7 +28,8 @@ def step_memory(index: int, parts: list[Part], tiling: TileLayout,
     ``memory_factor`` times its inputs' bytes, else as much again as its inputs plus its
     results), and GDAL's block cache (capped in each worker) while it decodes files. Only as
     many workers as there are tiles hold one (a small image on its file's blocks may have fewer
-    tiles than workers).
+    tiles than workers). The main process adds what the outputs it writes from the tiles'
+    pixels hold until their blocks are complete (:func:`written_here`).
 
     A worker runs a chain's steps one after the other on each tile, and lets a step's results go
     once the last step reading them has run (:func:`~eoscale.engine.fused.held_during`): its
@@ -62,8 +63,10 @@ def step_memory(index: int, parts: list[Part], tiling: TileLayout,
     at_each_step[-1] += written
     per_worker = max(at_each_step)
     busy = min(resources.workers, tiling.tile_count)  # fewer tiles than workers: some idle
+    here = sum(written_here(images[name], tiling, resources)
+               for step, _, _ in parts for name in step.outputs)
     if resources.executor == "cluster":  # this process: the tiles it receives and writes
-        return Memory(held, busy * 2 * core_pixels
+        return Memory(held, here + busy * 2 * core_pixels
                       * sum(image.pixel_bytes for image in made), resources.fixed_bytes)
     # GDAL's block cache, while a worker decodes a file by window as it computes; an input
     # loaded into shared memory before the step was decoded by datasets closed since, which
@@ -77,7 +80,25 @@ def step_memory(index: int, parts: list[Part], tiling: TileLayout,
         if image.source is not None and image.source.warped():
             per_worker += min(image.height, rows + 2 * WARP_STRIP_ROWS) * image.width \
                 * image.pixel_bytes
-    return Memory(held, busy * per_worker, resources.fixed_bytes)
+    return Memory(held, here + busy * per_worker, resources.fixed_bytes)
+
+
+def written_here(image: ImagePlan, tiling: TileLayout, resources: Resources) -> int:
+    """What an image written as computed by the main process (its tiles are not whole blocks
+    of its file) holds there: the pixels waiting for their blocks in its
+    :class:`~eoscale.io.raster.TileWriter`, whole image rows from the top of the first block
+    not yet written down to the lowest tile in, about a block's rows and two tiles' (a tile of
+    the next row may come before the last of its own); and a striped file's strips, which GDAL
+    keeps in its block cache until the cache is full (a tiled file's whole blocks it writes at
+    once). 0 for any other image."""
+    if image.encoded is not False or not image.lives.written_as_computed or image.file is None:
+        return 0
+    block_rows, block_cols = image.file.block_shape
+    rows = min(image.height, block_rows + 2 * tiling.tile_size)
+    buffered = rows * image.width * image.pixel_bytes
+    if block_cols >= image.width:  # strips
+        buffered += min(image.nbytes, resources.gdal_cache)
+    return buffered
 
 
 def grown_window(tiling: TileLayout, reach: int) -> tuple[int, int]:
