@@ -169,6 +169,25 @@ def pointed_journals() -> list[tuple[Path, Path]]:
     return sorted(found)
 
 
+def part_owner(path: str | os.PathLike) -> Path | None:
+    """The staged or scratch file whose part file ``path`` is (None: ``path`` is no part)."""
+    path = Path(path)
+    owner, mark, writer = path.name.rpartition(PART_MARK)
+    if not mark or not owner or not re.fullmatch(PART_WRITER, writer):
+        return None
+    return path.with_name(owner)
+
+
+def remove_named(path: str | os.PathLike) -> None:
+    """Remove a file a run's journal names, with the staged or scratch file it is a part of and
+    every part of that file, whoever wrote them: a killed run's workers may have appended to
+    parts its journal did not name yet (their tiles after its last record)."""
+    owner = part_owner(path) or Path(path)
+    for found in {Path(path), owner, *parts_of(owner)}:
+        with contextlib.suppress(FileNotFoundError):
+            found.unlink()
+
+
 def parts_of(path: str | os.PathLike) -> list[Path]:
     """The part files of the staged or scratch file ``path``, whichever process wrote them."""
     path = Path(path)

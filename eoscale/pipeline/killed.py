@@ -25,7 +25,7 @@ from eoscale.engine.scratch import default_scratch, forget_journal
 from eoscale.engine.shared import pid_alive
 from eoscale.errors import ResumeRefused
 from eoscale.io.journal import JournalContents, read_journal, rewrite_path
-from eoscale.io.runfiles import parts_of
+from eoscale.io.runfiles import parts_of, remove_named
 from eoscale.pipeline.fingerprint import Fingerprint
 from eoscale.pipeline.plan import RunPlan, StepPlan
 from eoscale.pipeline.spec import PipelineSpec
@@ -183,9 +183,7 @@ class KilledRun:
     def discard(self) -> None:
         """Remove the journal and the files it keeps (and their parts)."""
         for path in self.contents.files:
-            for found in (path, *parts_of(path)):
-                with contextlib.suppress(FileNotFoundError):
-                    found.unlink()
+            remove_named(path)
         for path in (self.path, rewrite_path(self.path)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

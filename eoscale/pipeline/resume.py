@@ -58,7 +58,7 @@ from eoscale.engine.scratch import Scratch, forget_journal
 from eoscale.errors import Interrupted, ResumeRefused
 from eoscale.io.journal import SYNCED, Journal, JournalError, boot_id, read_journal
 from eoscale.io.raster import Staging
-from eoscale.io.runfiles import JOURNAL, FolderRecord, point_to
+from eoscale.io.runfiles import JOURNAL, FolderRecord, point_to, remove_named
 from eoscale.pipeline.fingerprint import Fingerprint, fingerprint
 from eoscale.pipeline.killed import (KilledRun, Restored, encode_result, engine_name,
                                       find_killed_run, iteration_of, journal_path, run_key)
@@ -318,8 +318,7 @@ class RunJournal:
         for path in staged.values():  # the step is recorded: its tiles' parts are not needed
             remove_parts(path)
         for path in self._taken_from.pop(engine_name(self.plan, step), set()) - set(files):
-            path.unlink(missing_ok=True)  # nor the killed run's files its blocks were taken from
-            remove_parts(path)  # with a staged file's parts its journal did not name yet
+            remove_named(path)  # nor the killed run's files its blocks were taken from
 
     def _last_to_compute(self, step: StepPlan) -> bool:
         """Whether no step after ``step`` computes tiles in this run (only reduces a map's
@@ -474,8 +473,7 @@ class RunJournal:
             files = []
         self.journal.remove()
         for path in files:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            remove_named(path)
         self._record.close()
         forget_journal(self.journal.path)
 

@@ -179,3 +179,33 @@ def test_a_commit_removes_the_parts_still_named_after_a_staged_file(tmp_path) ->
         late.write_bytes(b"blocks of a killed run")
         staging.commit()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.tif"]
+
+
+@pytest.mark.parametrize("named", ["a part", "the staged file"])
+def test_the_end_of_a_run_removes_every_part_of_a_file_its_journal_names(
+        make_raster, write_pipeline, tmp_path, named) -> None:
+    """A killed run's worker may have appended to a part file after the journal's last record
+    of tiles; a resumed run that took those tiles from it, computing them again, ends by
+    removing what the journal names: with each file, the staged file it is a part of and every
+    part of that file, whoever wrote them (the part unnamed was left behind: one run in five of
+    test_a_spilled_run_killed_resumes_without_computing_its_finished_steps)."""
+    from eoscale.engine.scratch import Scratch
+    from eoscale.io.runfiles import PART_MARK
+    from eoscale.pipeline import resume as resume_module
+
+    plan = planned(make_raster, write_pipeline)
+    staged = tmp_path / "out" / ".second.tif.eoscale-tmp-4242-0123abcd"
+    staged.parent.mkdir(exist_ok=True)
+    recorded, unrecorded = (staged.with_name(staged.name + PART_MARK + writer)
+                            for writer in ("node_1-4243", "node_1-4244"))
+    for path in (staged, recorded, unrecorded):
+        path.write_bytes(b"blocks of a killed run")
+    beside = tmp_path / "out" / ".other.tif.eoscale-tmp-4242-0123abcd.part-node_1-4243"
+    beside.write_bytes(b"another file's part, named by nothing here")
+    with Staging() as staging, Scratch(tmp_path) as scratch:
+        journal = resume_module.RunJournal(plan, resume_module.Resuming(resume_module.FRESH, "t"),
+                                           staging, scratch)
+        with journal.ended():
+            journal.journal.record("tiles", step="second", tiles={},
+                                   files=[str(recorded if named == "a part" else staged)])
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [beside.name]
