@@ -227,9 +227,12 @@ def run_command(workload: Workload, scene: Path, out: Path, cluster: str | None,
     return command + ["--cluster", cluster, "--scratch", str(SCRATCH)]
 
 
-def measured_run(command: list[str], env: dict[str, str], quiet_below: float) -> Measured:
+def measured_run(command: list[str], env: dict[str, str], quiet_below: float,
+                 out: Path | None = None) -> Measured:
     if quiet_below > 0:
         wait_for_quiet(quiet_below, 60)
+    if out is not None:
+        out.unlink(missing_ok=True)
     run = run_measured(command, interval=None, cwd=str(HERE), env=env)
     if run.returncode != 0:
         raise SystemExit(f"failed ({run.returncode}): {' '.join(command)}\n{run.stdout}\n{run.stderr}")
@@ -256,6 +259,7 @@ def cluster_run(cluster: LoopbackCluster, command: list[str], env: dict[str, str
         wait_for_quiet(quiet_below, 60)
     threads = cluster.folder / "client_threads.json"
     threads.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)  # as run.py does: replacing it would add its unlink to the client
     before, timers_before = cluster.usage(), cluster.timers()
     busy_before, started = cpu_busy_seconds(), time.time()
     run = run_measured(command, interval=None, cwd=str(HERE),
@@ -453,7 +457,8 @@ def main() -> None:
             command = run_command(workload, scene, outs[workload.key, "pool"], None, count)
             pool_out = outs[workload.key, "pool"]
             found = run_side("pool", count, workload, args.repeat,
-                             lambda: {**_basic(measured_run(command, env, args.quiet_below)),
+                             lambda: {**_basic(measured_run(command, env, args.quiet_below,
+                                                            pool_out)),
                                       **output_sizes(pool_out)})
             entry["pool"][str(count)] = {"median": medians(found), "runs": found}
         with LoopbackCluster(count, env) as cluster:
