@@ -37,8 +37,10 @@ steps:
   - {name: slow, map: failing_ops.slow, profile: failing_ops.float32_profile, inputs: [copy],
      params: {seconds: 0.005}}
   - {name: tiles, reduce: failing_ops.tile_count, inputs: [copy]}
-outputs: {slow: out/result.tif}
+outputs: {slow: {path: out/result.tif, options: {blockxsize: 64, blockysize: 64}}}
 """
+# (The output on blocks the 64 px tiles are made of, written by the workers: on larger blocks
+# the main process would hold a block's rows of it, more than BUDGET lets it spill 'copy'.)
 RAISING = PIPELINE.replace("failing_ops.slow", "failing_ops.raises_at").replace(
     "{seconds: 0.005}", "{tile: 40}")
 BUDGET = ("--memory", "2MiB")

@@ -54,9 +54,10 @@ def test_a_budget_four_times_smaller_than_the_images(tmp_path: Path) -> None:
     budget = images // 4
     peaks: dict[str, list[int]] = {"dem.tif": [], "tiny.tif": []}
     # The tiny run (512 x 512: 1 MiB an image) gets a budget that gives it the same plan (filled
-    # fused, the median spilled, so its workers load the block encoder as the big run's do): its
-    # peak is the fixed part, libraries included.
-    budgets = {"dem.tif": budget, "tiny.tif": 2_000_000}
+    # fused, the median spilled, so its workers load the block encoder as the big run's do; the
+    # smooth image written by the main process from tiles smaller than its blocks): its peak is
+    # the fixed part, libraries included.
+    budgets = {"dem.tif": budget, "tiny.tif": 3_500_000}
     for _ in range(3):  # alternated, so that both see the same machine
         for dem in peaks:
             run = run_measured([sys.executable, "-m", "eoscale", "run", "p.yaml", "-w", "2",

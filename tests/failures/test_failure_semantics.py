@@ -225,6 +225,11 @@ SPILLING = ("{name: copy, map: failing_ops.identity, inputs: [scene]}\n"
             "  - {name: tiles, reduce: failing_ops.tile_count, inputs: [copy]}")
 
 
+#: The output on blocks the tiles (64 px) are made of, written by the workers: on larger blocks
+#: the main process would hold a block's rows of it (2 MiB of 512 rows), more than the budget.
+SPILLED_OUTPUT = "{slow: {path: out/result.tif, options: {blockxsize: 64, blockysize: 64}}}"
+
+
 @pytest.fixture
 def spill_dir(run_dir):
     """run_dir with a scratch folder and an input of 4 MB, ``medium.tif``."""
@@ -238,7 +243,7 @@ def spill_dir(run_dir):
 def test_signals_during_a_spilled_run_leave_no_scratch_file(spill_dir, previous, signum):
     run_dir, scratch = spill_dir, spill_dir / "scratch"
     pipeline(run_dir, SPILLING.replace("SECONDS", "2"), extra="tiling: {tile_size: 64}\n",
-             inputs="{scene: medium.tif}", outputs="{slow: out/result.tif}")
+             inputs="{scene: medium.tif}", outputs=SPILLED_OUTPUT)
     args = ("run", "p.yaml", "--overwrite", "-w", "2", "--memory", "2MiB", "--scratch",
             str(scratch))
     done, _ = run(run_dir, *args, "--dry-run")
@@ -268,7 +273,7 @@ def test_a_callable_raising_in_a_spilled_run_leaves_no_scratch_file(spill_dir, p
     run_dir, scratch = spill_dir, spill_dir / "scratch"
     pipeline(run_dir, SPILLING.replace("failing_ops.slow", "failing_ops.raises_at")
              .replace("{seconds: SECONDS}", "{tile: 3}"), extra="tiling: {tile_size: 64}\n",
-             inputs="{scene: medium.tif}", outputs="{slow: out/result.tif}")
+             inputs="{scene: medium.tif}", outputs=SPILLED_OUTPUT)
     done, _ = run(run_dir, "run", "p.yaml", "--overwrite", "-w", "2", "--memory", "2MiB",
                   "--scratch", str(scratch))
     assert done.returncode == 1 and "step 'slow', tile 3" in done.stderr
