@@ -25,6 +25,7 @@ from typing import Literal, NamedTuple
 
 from eoscale.errors import EXIT_USAGE, ConfigError, PipelineError, Problem, did_you_mean
 from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunPlan, params_problems, plan_run
+from eoscale.pipeline.plan.estimates import waiting_here
 from eoscale.pipeline.resolve import resolve_step
 from eoscale.pipeline.spec import Location, OutputSpec, PipelineSpec, StepSpec
 from eoscale.sizes import size_text
@@ -293,7 +294,28 @@ def _memory_problem(plan: RunPlan) -> Problem:
         f"{size_text(peak.fixed)} more for the processes) but {budget}; give it at least "
         f"{size_text(needed)} ('memory:' or --memory; the plan keeps "
         f"{BUDGET_HEADROOM:.0%} of it for its estimate's error), use fewer workers or smaller "
-        "tiles, or free memory", step)
+        f"tiles, or free memory{_waiting_text(plan, step)}", step)
+
+
+def _waiting_text(plan: RunPlan, step: str | None) -> str:
+    """What of the tiles' memory at ``step`` is images the main process writes from tiles that
+    are not whole blocks of their files, and how an output avoids it ("" if none)."""
+    found = next((s for s in plan.steps if s.name == step and s.fused_into is None), None)
+    waiting = [] if found is None else waiting_here(plan, found)
+    sentences = []
+    for name, here in waiting:
+        image = plan.images[name]
+        rows, cols = image.file.block_shape if image.file is not None else (0, 0)
+        output, tile = image.output is not None, found.tiling.tile_size
+        hint = ""
+        if output:  # a TIFF's tiles are multiples of 16 px
+            hint = (f": blocks of {tile} px (its options' blockxsize and blockysize) would avoid "
+                    "it" if tile % 16 == 0 else ": tiles of whole blocks would avoid it")
+        sentences.append(
+            f". Of the tiles' memory, {size_text(here)} is {'output' if output else 'image'} "
+            f"{name}'s pixels waiting in the main process for whole {rows} x {cols} blocks of "
+            f"its file, which the {tile} px tiles are not{hint}")
+    return "".join(sentences)
 
 
 def check(spec: PipelineSpec, *, check_files: bool = True, check_callables: bool = True) -> None:

@@ -226,7 +226,9 @@ def test_too_little_memory_is_a_problem(chain: PipelineSpec) -> None:
         "the run needs about 11.2 KiB (0 bytes of images, 11.2 KiB of tiles for 1 worker; 32.0 "
         "MiB more for the processes) but the memory budget is 4.9 KiB; give it at least 14.0 KiB "
         "('memory:' or --memory; the plan keeps 20% of it for its estimate's error), use fewer "
-        "workers or smaller tiles, or free memory")
+        "workers or smaller tiles, or free memory. Of the tiles' memory, 6.0 KiB is output "
+        "smooth's pixels waiting in the main process for whole 512 x 512 blocks of its file, "
+        "which the 8 px tiles are not: tiles of whole blocks would avoid it")
     assert problem.step is not None
 
 
@@ -254,3 +256,32 @@ def test_band_math_expression_is_checked_at_validate_time(tmp_path, make_raster)
     assert (problem.line, problem.step) == (7, "ndvi")
     assert "band_math: expression" in problem.message and "column 12" in problem.message
 
+
+
+def test_an_output_waiting_for_its_blocks_in_the_main_process_is_named_with_the_remedy(
+        write_pipeline: Writer, make_raster: Writer) -> None:
+    """64 px tiles on an output's 512 px blocks: the main process holds a block's rows of the
+    image (the whole 200 rows, 2000 wide, float32: 1.5 MiB) until its blocks are whole. A
+    budget too small for that is refused, saying so and how to avoid it; on 64 px blocks the
+    workers write the output and the same budget fits."""
+    make_raster("a.tif", width=2000, height=200, dtype="float32")
+    text = """
+        version: 1
+        workers: 1
+        tiling: {tile_size: 64}
+        inputs: {a: a.tif}
+        steps:
+          - {name: smooth, map: pipeline_callables.smooth, inputs: [a], params: {radius: 2}}
+        outputs:
+          smooth: OUTPUT
+        """
+    tight = Resources(workers=1, memory=1_500_000, base=0, executor="inline", given=True)
+    problem, = validate(load_pipeline(write_pipeline(text.replace("OUTPUT", "out/s.tif"))),
+                        resources=tight)
+    assert problem.message.endswith(
+        "Of the tiles' memory, 1.5 MiB is output smooth's pixels waiting in the main process "
+        "for whole 512 x 512 blocks of its file, which the 64 px tiles are not: blocks of 64 px "
+        "(its options' blockxsize and blockysize) would avoid it"), problem.message
+    on_tiles = text.replace("OUTPUT", "{path: out/s.tif, options: {blockxsize: 64, "
+                                      "blockysize: 64}}")
+    assert validate(load_pipeline(write_pipeline(on_tiles)), resources=tight) == []

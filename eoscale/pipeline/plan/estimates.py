@@ -10,7 +10,7 @@ from eoscale.engine.fused import held_during
 from eoscale.engine.tiling import TileLayout
 from eoscale.io.sources import WARP_STRIP_ROWS
 from eoscale.pipeline.plan.resources import Memory, Resources
-from eoscale.pipeline.plan.values import ImagePlan
+from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StepPlan
 from eoscale.pipeline.resolve import StepCallables, callable_params
 from eoscale.pipeline.spec import StepSpec
 
@@ -99,6 +99,18 @@ def written_here(image: ImagePlan, tiling: TileLayout, resources: Resources) -> 
     if block_cols >= image.width:  # strips
         buffered += min(image.nbytes, resources.gdal_cache)
     return buffered
+
+
+def waiting_here(plan: RunPlan, step: StepPlan) -> list[tuple[str, int]]:
+    """The images that ``step`` (with its chain) writes from the main process, each with the
+    bytes of it that wait there for whole blocks (:func:`written_here`), where there are any."""
+    found = []
+    for index in step.chain or (step.index,):
+        for name in plan.spec.steps[index].outputs:
+            here = written_here(plan.images[name], step.tiling, plan.resources)
+            if here:
+                found.append((name, here))
+    return found
 
 
 def grown_window(tiling: TileLayout, reach: int) -> tuple[int, int]:
