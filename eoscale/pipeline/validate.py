@@ -306,13 +306,17 @@ def _waiting_text(plan: RunPlan, step: str | None) -> str:
     for name, here in waiting:
         image = plan.images[name]
         rows, cols = image.file.block_shape if image.file is not None else (0, 0)
-        output, tile = image.output is not None, found.tiling.tile_size
+        output, tile = plan.spec.outputs.get(name) if image.output is not None else None, \
+            found.tiling.tile_size
         hint = ""
-        if output:  # a TIFF's tiles are multiples of 16 px
-            hint = (f": blocks of {tile} px (its options' blockxsize and blockysize) would avoid "
-                    "it" if tile % 16 == 0 else ": tiles of whole blocks would avoid it")
+        if output is not None:  # a TIFF's tiles are multiples of 16 px
+            keys = ("its option blocksize" if output.layout.format == "COG"
+                    else "its options' blockxsize and blockysize")
+            hint = (f": blocks of {tile} px ({keys}) would avoid it" if tile % 16 == 0
+                    else ": tiles of whole blocks would avoid it")
         sentences.append(
-            f". Of the tiles' memory, {size_text(here)} is {'output' if output else 'image'} "
+            f". Of the tiles' memory, {size_text(here)} is "
+            f"{'image' if output is None else 'output'} "
             f"{name}'s pixels waiting in the main process for whole {rows} x {cols} blocks of "
             f"its file, which the {tile} px tiles are not{hint}")
     return "".join(sentences)

@@ -285,3 +285,11 @@ def test_an_output_waiting_for_its_blocks_in_the_main_process_is_named_with_the_
     on_tiles = text.replace("OUTPUT", "{path: out/s.tif, options: {blockxsize: 64, "
                                       "blockysize: 64}}")
     assert validate(load_pipeline(write_pipeline(on_tiles)), resources=tight) == []
+    # A COG's blocks are its option blocksize
+    cog = text.replace("OUTPUT", "{path: out/s.tif, format: COG}")
+    problem, = validate(load_pipeline(write_pipeline(cog)), resources=tight)
+    assert problem.message.endswith("which the 64 px tiles are not: blocks of 64 px (its option "
+                                    "blocksize) would avoid it"), problem.message
+    cog_on_tiles = text.replace("OUTPUT", "{path: out/s.tif, format: COG, "
+                                          "options: {blocksize: 64}}")
+    assert validate(load_pipeline(write_pipeline(cog_on_tiles)), resources=tight) == []
