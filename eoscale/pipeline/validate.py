@@ -303,11 +303,10 @@ def _waiting_text(plan: RunPlan, step: str | None) -> str:
     found = next((s for s in plan.steps if s.name == step and s.fused_into is None), None)
     waiting = [] if found is None else waiting_here(plan, found)
     sentences = []
-    for name, here in waiting:
-        image = plan.images[name]
-        rows, cols = image.file.block_shape if image.file is not None else (0, 0)
-        output, tile = plan.spec.outputs.get(name) if image.output is not None else None, \
-            found.tiling.tile_size
+    for name, here in waiting:  # (each has a file: written_here counts none without)
+        image, tile = plan.images[name], found.tiling.tile_size
+        rows, cols = image.file.block_shape
+        output = plan.spec.outputs.get(name) if image.output is not None else None
         hint = ""
         if output is not None:  # a TIFF's tiles are multiples of 16 px
             keys = ("its option blocksize" if output.layout.format == "COG"
