@@ -50,6 +50,7 @@ def assert_lives(run_dir: Path, args: tuple[str, ...], *lives: str) -> None:
 #: the main process would hold a block's rows of it, the whole 400-row image, and spilling it
 #: would cost more than holding it.
 BLOCKS_64 = "{blockxsize: 64, blockysize: 64}"
+
 # A step's image read by a later step: under a tight budget it is spilled, written as computed.
 SPILLED = ("{name: copy, map: failing_ops.identity, inputs: [scene]}\n"
            "  - {name: tiles, reduce: failing_ops.tile_count, inputs: [copy]}")
