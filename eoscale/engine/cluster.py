@@ -220,6 +220,13 @@ class DaskExecutor(Executor):
         settings = dict(LOCAL_SETTINGS)
         if method is not None:
             settings["distributed.worker.multiprocessing-method"] = method
+        # A spawned worker (one Dask restarts) configures its logging when it imports
+        # distributed, before silence_logs (which sets the nanny's logger only) could: its own
+        # lines would reach the terminal ("Registered to", "ConnectionPool is closed" if the
+        # cluster closes as it starts). The nanny sets these variables before each spawn.
+        settings["distributed.nanny.pre-spawn-environ"] = {
+            **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+            "DASK_LOGGING__DISTRIBUTED": "critical"}
         # The settings reach the workers started now: a worker Dask restarts later (one lost
         # during the run) is spawned, as this process may no longer be safe to fork.
         with dask.config.set(settings), _signals_of_forked_workers(method == "fork"):

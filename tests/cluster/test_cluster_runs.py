@@ -3,6 +3,7 @@ and a cluster run holds no image in shared memory."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -280,3 +281,38 @@ def test_workers_keep_a_tile_s_freed_memory_while_a_run_uses_them_then_give_it_b
     # nanny's trim threshold (64 KiB) gives every tile's memory back, and the next faults it in
     assert all(faults < 100 for faults in kept.values()), kept
     assert all(faults > 4 * 1000 for faults in restored.values()), restored
+
+
+RESTARTED_WORKER_LOGGING = """
+import logging, os, time
+import distributed
+from eoscale.engine.cluster import DaskExecutor
+
+if __name__ == "__main__":
+    executor = DaskExecutor._start_local(distributed, 2)
+    try:
+        client = executor.client
+        first = sorted(client.scheduler_info()["workers"])[0]
+        client.submit(os._exit, 1, workers=[first], pure=False, allow_other_workers=False)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            workers = sorted(client.scheduler_info()["workers"])
+            if first not in workers and len(workers) == 2:
+                break
+            time.sleep(0.1)
+        levels = client.run(lambda: logging.getLogger("distributed.worker").getEffectiveLevel())
+        print(sorted(levels.values())[-1])
+    finally:
+        executor.close()
+"""
+
+
+def test_a_worker_dask_restarts_in_a_local_cluster_logs_nothing_but_critical(tmp_path):
+    """A worker the nanny starts again after a death is spawned: it configures its logging as
+    it imports distributed, and logged its start ("Registered to") and, closing with the
+    cluster, "ConnectionPool is closed" to the user's terminal. Its level is critical."""
+    (tmp_path / "restart.py").write_text(RESTARTED_WORKER_LOGGING)
+    done = subprocess.run([sys.executable, "restart.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(logging.CRITICAL)], done.stdout + done.stderr
