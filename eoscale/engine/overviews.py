@@ -211,65 +211,124 @@ def _at(core: Window4, level: int) -> Window4:
     return core[0] >> level, core[1] >> level, core[2] >> level, core[3] >> level
 
 
+#: A piece of the coarser levels' work: (level, first row, rows) of that level's block rows,
+#: made from the kept level's rows beneath them; ``(WHOLE, 0, 0)``: every coarser level, made
+#: from the whole kept level (a level below them does not halve exactly).
+Piece = tuple[int, int, int]
+WHOLE = -1
+
+
 @dataclass
 class LevelsJob(Job):
     """The levels of an output with overviews that no tile could make alone, made by worker
     tasks from the tiles' pixels of the kept level (``kept``: each tile's record in a part file
     and its window in the level). Its tiles are strips of the kept level's rows (``layout``),
     whole rows of its blocks: the task of a strip encodes the kept level's blocks in it (unless
-    the tiles did), from the kept pixels in it only; the task of the first strip also computes
-    every coarser level from the whole kept level and encodes it (a third of the kept level's
-    pixels at most: it is sent first). So the strips' encoding, most of the work, is shared
-    between the workers instead of waiting for one. Each task appends its blocks to its
-    worker's part file; its result: their records by (level, block number)."""
+    the tiles did), from the kept pixels in it only, and then its ``pieces`` of the coarser
+    levels (by tile: see :data:`Piece`), each made from the kept rows beneath it only where
+    every level between halves exactly. So the encoding, all of the work, is shared between
+    the workers instead of waiting for one (:func:`levels_job` balances it). Each task appends
+    its blocks to its worker's part file; its result: their records by (level, block
+    number)."""
 
     target: PyramidTarget | None = None
     kept: tuple[tuple[BlockRecord, Window4], ...] = ()
+    pieces: tuple[tuple[Piece, ...], ...] = ()
+    #: The tasks with work to do, the most pixels to encode first.
+    order: tuple[int, ...] = ()
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
         target = self.target
         assert target is not None
         layouts = [target.layout, *target.levels]
-        kept_layout = layouts[target.kept_level]
+        kept_level = target.kept_level
         encoded: dict[tuple[int, int], bytes] = {}
         try:
             for index in indices:
-                strip = self.tiles[index].core
-                top, rows = int(strip.row_off), int(strip.height)
-                coarser = index == 0 and target.kept_level + 1 < len(layouts)
-                if coarser:  # the whole level, of which the strip's rows
-                    data = kept_image(kept_layout, self.kept, target.display)
-                    mine = data[:, top:top + rows]
-                else:
-                    mine = kept_image(replace(kept_layout, height=rows),
-                                      _shifted(self.kept, top), target.display)
-                if target.kept_level > target.encoded_levels:
-                    encoded.update({(target.kept_level, block): made for block, made
-                                    in kept_layout.encode_window(top, 0, mine).items()})
-                for level in range(target.kept_level + 1, len(layouts) if coarser else 0):
-                    data = reduce_level(data, target.resampling, target.nodata,
-                                        (layouts[level].height, layouts[level].width))
-                    if level > target.encoded_levels:
-                        encoded.update({(level, block): made for block, made
-                                        in encode_all(layouts[level], data).items()})
+                if kept_level > target.encoded_levels:
+                    strip = self.tiles[index].core
+                    top, rows = int(strip.row_off), int(strip.height)
+                    encoded.update({(kept_level, block): made for block, made in
+                                    layouts[kept_level].encode_window(
+                                        top, 0, self._kept_rows(top, top + rows)).items()})
+                for piece in self.pieces[index] if self.pieces else ():
+                    encoded.update(self._piece(layouts, piece))
             return append_to_part(target.path, target.display, encoded)
         except RasterError as exc:  # a part file unread, or a full disk
             return self.failure(self.tiles[indices[0]], exc, "write")
+
+    def _kept_rows(self, first: int, last: int) -> np.ndarray:
+        """Rows ``first`` to ``last`` of the kept level, read back from the tiles' pixels."""
+        target = self.target
+        assert target is not None
+        layout = target.levels[target.kept_level - 1]
+        last = min(last, layout.height)
+        kept = self.kept if first == 0 else _shifted(self.kept, first)
+        return kept_image(replace(layout, height=last - first), kept, target.display)
+
+    def _piece(self, layouts: Sequence[BlockLayout], piece: Piece
+               ) -> dict[tuple[int, int], bytes]:
+        """The blocks of a :data:`Piece`, by (level, block number)."""
+        target = self.target
+        assert target is not None
+        kept_level = target.kept_level
+        level, top, rows = piece
+        if level == WHOLE:  # every coarser level from the whole kept level (GDAL's rules)
+            data = self._kept_rows(0, layouts[kept_level].height)
+            blocks: dict[tuple[int, int], bytes] = {}
+            for level in range(kept_level + 1, len(layouts)):
+                data = reduce_level(data, target.resampling, target.nodata,
+                                    (layouts[level].height, layouts[level].width))
+                if level > target.encoded_levels:
+                    blocks.update({(level, block): made for block, made
+                                   in encode_all(layouts[level], data).items()})
+            return blocks
+        shift = level - kept_level  # the kept rows beneath it, halved ``shift`` times
+        data = self._kept_rows(top << shift, (top + rows) << shift)
+        for _ in range(shift):
+            data = reduce_level(data, target.resampling, target.nodata)
+        return {(level, block): made for block, made
+                in layouts[level].encode_window(top, 0, data).items()}
 
 
 def levels_job(target: PyramidTarget, kept: Sequence[tuple[BlockRecord, Window4]],
                workers: int) -> LevelsJob:
     """The :class:`LevelsJob` of ``target`` from the tiles' ``kept`` pixels, for ``workers``:
-    about two strips of the kept level per worker, each whole rows of its blocks."""
-    layout = target.levels[target.kept_level - 1]
+    about two strips of the kept level per worker, each whole rows of its blocks, and the
+    coarser levels' pieces (a block row of a level each, where every level from the kept one
+    halves exactly; else one piece of them all) given, the largest first, to the strip whose
+    task has the fewest pixels to encode so far."""
+    layouts = [target.layout, *target.levels]
+    kept_level = target.kept_level
+    layout = layouts[kept_level]
     block_rows = layout.grid[0]
-    # Encoded by the tiles, the kept level needs no strip but the first.
-    strips = max(1, min(block_rows, 2 * workers)) if target.kept_level > target.encoded_levels \
-        else 1
+    strips = max(1, min(block_rows, 2 * workers))
     rows = math.ceil(block_rows / strips) * layout.block_height
-    return LevelsJob(step=f"overviews of {target.display}", inputs=(),
-                     layout=TileLayout(layout.height, layout.width, rows, 0, "strips"),
-                     target=target, kept=tuple(kept))
+    tiling = TileLayout(layout.height, layout.width, rows, 0, "strips")
+    encodes_kept = kept_level > target.encoded_levels
+    loads = [(int(tile.core.height) * layout.width if encodes_kept else 0)
+             for tile in tiling.tiles()]
+    pieces: list[tuple[int, Piece]] = []  # (pixels to encode, piece)
+    coarser = range(kept_level + 1, len(layouts))
+    if coarser and halves_exactly(layout.height, layout.width, len(coarser)):
+        for level in coarser:
+            made = layouts[level]
+            for first in range(0, made.height, made.block_height):
+                height = min(made.block_height, made.height - first)
+                pieces.append((height * made.width, (level, first, height)))
+    elif coarser:
+        pieces.append((sum(layouts[level].height * layouts[level].width
+                           for level in coarser), (WHOLE, 0, 0)))
+    given: list[list[Piece]] = [[] for _ in loads]
+    for pixels, piece in sorted(pieces, key=lambda item: -item[0]):
+        least = loads.index(min(loads))
+        given[least].append(piece)
+        loads[least] += pixels
+    order = sorted((index for index, load in enumerate(loads) if load),
+                   key=lambda index: -loads[index])
+    return LevelsJob(step=f"overviews of {target.display}", inputs=(), layout=tiling,
+                     target=target, kept=tuple(kept),
+                     pieces=tuple(tuple(mine) for mine in given), order=tuple(order))
 
 
 def _shifted(kept: Sequence[tuple[BlockRecord, Window4]], top: int
@@ -326,7 +385,7 @@ class PyramidAssembly:
             return
         kept = [value for key, value in self.blocks.items() if key[0] == KEPT]
         job = levels_job(target, kept, workers)
-        for records in run(job, [[index] for index in range(job.layout.tile_count)]):
+        for records in run(job, [[index] for index in job.order]):
             self.blocks.update(records)
 
     def write_header(self) -> list[tuple[BlockLayout, int, dict[int, BlockCopy]]]:

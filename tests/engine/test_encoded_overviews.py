@@ -54,6 +54,10 @@ CASES = {
     # level 1 kept (tiles of 48 x 48 in it, blocks of 32): on 2 workers, strips of 64 rows of
     # it, which tiles straddle
     "float32 kept tiles straddle the strips": ("float32", 2, None, {}, (384, 320), 96),
+    # W1's COG in small (blocks of 32): level 1 in the tiles, level 2 kept, levels 3 and 4
+    # made from the kept rows beneath each of their block rows, by several tasks
+    "float32 coarser levels in pieces": ("float32", 1, None, {}, (512, 512), 64),
+    "uint16 nodata coarser levels in pieces": ("uint16", 2, 7, {}, (512, 384), 64),
 }
 
 
@@ -229,6 +233,44 @@ def test_which_levels_the_workers_encode(tmp_path):
     assert target((64, 64), 64, levels=1).kept_level == 0  # every level in its tile
     assert target((201, 168), 64) is None  # an odd side: made after the image, as before
     assert target((256, 256), 48) is None  # tiles not whole blocks
+
+
+def test_the_coarser_levels_are_shared_between_the_tasks(tmp_path):
+    """W1's COG in small (8192 px, blocks of 512, tiles of 1024: level 2 kept, levels 3 and 4
+    above it): every block of the kept and coarser levels is made by exactly one task, the
+    pixels to encode shared so that no task has more than its share plus a piece; where a
+    level above the kept one does not halve exactly, one task makes every coarser level from
+    the whole kept level."""
+    from eoscale.engine.overviews import WHOLE, levels_job
+
+    def job_for(shape, tile, workers=2):
+        profile = profile_of(np.zeros((1, *shape), np.float32), None)
+        tiles = plan_step(*shape, margin=0, tiling=Tiling("tiles", tile), workers=2).tiles()
+        pyramid = Pyramid(tmp_path / "x.tif", "COG", {"blocksize": 32}, None, None)
+        return levels_job(pyramid_target(pyramid, profile, tiles, "x"), [], workers)
+
+    job = job_for((512, 512), 64)
+    target = job.target
+    assert (target.encoded_levels, target.kept_level, len(target.levels)) == (1, 2, 4)
+    layouts = [target.layout, *target.levels]
+    made: dict[tuple[int, int], int] = {}  # (level, block row): how many tasks make it
+    loads = []
+    for index, tile in enumerate(job.tiles):
+        first = int(tile.core.row_off) // 32
+        rows = [(2, first + row) for row in range(int(tile.core.height) // 32)]
+        rows += [(level, top // 32) for level, top, _ in job.pieces[index]]
+        for key in rows:
+            made[key] = made.get(key, 0) + 1
+        loads.append(sum(layouts[level].width * 32 for level, _ in rows))
+    expected = {(level, row) for level in (2, 3, 4) for row in range(layouts[level].grid[0])}
+    assert set(made) == expected and set(made.values()) == {1}
+    assert max(loads) <= sum(loads) / len(loads) + layouts[3].width * 32
+    assert sorted(job.order) == list(range(4))  # every task has work, the largest first
+    assert [loads[index] for index in job.order] == sorted(loads, reverse=True)
+
+    job = job_for((132, 100), 128)  # level 3 from 33 x 25: one piece of every coarser level
+    assert [piece for pieces in job.pieces for piece in pieces] == [(WHOLE, 0, 0)]
+    assert job.order == (job.pieces.index(((WHOLE, 0, 0),)),)
 
 
 def test_a_failing_map_leaves_no_part_and_no_file(tmp_path, assembled):
