@@ -297,7 +297,8 @@ def levels_job(target: PyramidTarget, kept: Sequence[tuple[BlockRecord, Window4]
     about two strips of the kept level per worker, each whole rows of its blocks, and the
     coarser levels' pieces (a block row of a level each, where every level from the kept one
     halves exactly; else one piece of them all) given, the largest first, to the strip whose
-    task has the fewest pixels to encode so far."""
+    task has the least load so far: the kept pixels it reads and the pixels it encodes (W1's
+    COG: a level-4 piece reads the whole kept level, 16 times the pixels it encodes)."""
     layouts = [target.layout, *target.levels]
     kept_level = target.kept_level
     layout = layouts[kept_level]
@@ -305,20 +306,22 @@ def levels_job(target: PyramidTarget, kept: Sequence[tuple[BlockRecord, Window4]
     strips = max(1, min(block_rows, 2 * workers))
     rows = math.ceil(block_rows / strips) * layout.block_height
     tiling = TileLayout(layout.height, layout.width, rows, 0, "strips")
+    # A task's load: the kept pixels it reads, and the pixels it encodes (about as costly).
     encodes_kept = kept_level > target.encoded_levels
-    loads = [(int(tile.core.height) * layout.width if encodes_kept else 0)
+    loads = [(2 * int(tile.core.height) * layout.width if encodes_kept else 0)
              for tile in tiling.tiles()]
-    pieces: list[tuple[int, Piece]] = []  # (pixels to encode, piece)
+    pieces: list[tuple[int, Piece]] = []  # (load, piece)
     coarser = range(kept_level + 1, len(layouts))
     if coarser and halves_exactly(layout.height, layout.width, len(coarser)):
         for level in coarser:
-            made = layouts[level]
+            made, shift = layouts[level], level - kept_level
             for first in range(0, made.height, made.block_height):
                 height = min(made.block_height, made.height - first)
-                pieces.append((height * made.width, (level, first, height)))
+                read = min(height << shift, layout.height - (first << shift)) * layout.width
+                pieces.append((height * made.width + read, (level, first, height)))
     elif coarser:
-        pieces.append((sum(layouts[level].height * layouts[level].width
-                           for level in coarser), (WHOLE, 0, 0)))
+        pieces.append((layout.height * layout.width + sum(
+            layouts[level].height * layouts[level].width for level in coarser), (WHOLE, 0, 0)))
     given: list[list[Piece]] = [[] for _ in loads]
     for pixels, piece in sorted(pieces, key=lambda item: -item[0]):
         least = loads.index(min(loads))

@@ -238,9 +238,9 @@ def test_which_levels_the_workers_encode(tmp_path):
 def test_the_coarser_levels_are_shared_between_the_tasks(tmp_path):
     """W1's COG in small (8192 px, blocks of 512, tiles of 1024: level 2 kept, levels 3 and 4
     above it): every block of the kept and coarser levels is made by exactly one task, the
-    pixels to encode shared so that no task has more than its share plus a piece; where a
-    level above the kept one does not halve exactly, one task makes every coarser level from
-    the whole kept level."""
+    load (kept pixels read, pixels encoded) shared so that no task has much more than its
+    share; where a level above the kept one does not halve exactly, one task makes every
+    coarser level from the whole kept level."""
     from eoscale.engine.overviews import WHOLE, levels_job
 
     def job_for(shape, tile, workers=2):
@@ -253,20 +253,24 @@ def test_the_coarser_levels_are_shared_between_the_tasks(tmp_path):
     target = job.target
     assert (target.encoded_levels, target.kept_level, len(target.levels)) == (1, 2, 4)
     layouts = [target.layout, *target.levels]
+    kept = layouts[2]
     made: dict[tuple[int, int], int] = {}  # (level, block row): how many tasks make it
-    loads = []
+    loads = []  # by task: the kept pixels it reads and the pixels it encodes
     for index, tile in enumerate(job.tiles):
-        first = int(tile.core.row_off) // 32
-        rows = [(2, first + row) for row in range(int(tile.core.height) // 32)]
-        rows += [(level, top // 32) for level, top, _ in job.pieces[index]]
-        for key in rows:
-            made[key] = made.get(key, 0) + 1
-        loads.append(sum(layouts[level].width * 32 for level, _ in rows))
+        first = int(tile.core.row_off)
+        rows = [(2, top, 32) for top in range(first, first + int(tile.core.height), 32)]
+        rows += list(job.pieces[index])
+        for level, top, _ in rows:
+            made[level, top // 32] = made.get((level, top // 32), 0) + 1
+        loads.append(sum(layouts[level].width * height + (height << (level - 2)) * kept.width
+                         for level, _, height in rows))
     expected = {(level, row) for level in (2, 3, 4) for row in range(layouts[level].grid[0])}
     assert set(made) == expected and set(made.values()) == {1}
-    assert max(loads) <= sum(loads) / len(loads) + layouts[3].width * 32
+    whole_kept = kept.height * kept.width  # the level-4 piece reads all of it
+    assert max(loads) <= sum(loads) / len(loads) + whole_kept // 2
     assert sorted(job.order) == list(range(4))  # every task has work, the largest first
     assert [loads[index] for index in job.order] == sorted(loads, reverse=True)
+    assert any((4, 0, 32) in pieces for pieces in job.pieces)  # all of level 4
 
     job = job_for((132, 100), 128)  # level 3 from 33 x 25: one piece of every coarser level
     assert [piece for pieces in job.pieces for piece in pieces] == [(WHOLE, 0, 0)]
