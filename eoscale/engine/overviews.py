@@ -10,22 +10,27 @@ rows and columns of it. Of those levels it encodes the blocks that lie whole in 
 for them, the tile's pixels of the first level it does not complete (``kept_level``, 1/4**k of
 the core's pixels) go into its part file too, raw, and only their place comes back.
 
-When the map ends, worker tasks (:class:`LevelsJob`, run by :meth:`PyramidAssembly.finish`)
-read those small arrays back, raw: the task of each strip of the kept level's block rows
-encodes that strip's blocks (the tiles' kept pixels in it only), and the task of the first strip
-also computes every coarser level from the whole kept level (GDAL's rules, odd sizes included)
-and encodes it, each into its worker's part file; the main process then writes the header in
-GDAL's COG layout (:func:`~eoscale.io.cog.write_levels_header`) and the workers copy the blocks
-into place (:mod:`eoscale.engine.assembly`). Why keep arrays rather than decode the finer
-level's blocks: they are raw, read back with no decoding, and no larger than the blocks would
-be; and a worker never waits for another's tiles. Why strips: the kept level holds 1/4**k of
-the image's pixels and the levels above it a third of that, but encoding them in one task kept
-one worker busy while the others, done with the map, waited (W1's COG at 8192 x 8192, 2
-workers: 1.0 CPU-second in one task; in four strips' tasks 0.45, then 0.19, 0.19 and 0.18 s,
-so that the two workers are done after about 0.56 s).
-The kept level's image is bounded (:data:`MAX_KEPT_BYTES`): an output whose tiles are too small
-for its blocks, or whose first level does not halve exactly (an odd side), is written as
-before and its overviews made after it (:mod:`eoscale.io.layout`).
+When the map ends, the levels no tile completed are made in rounds of worker tasks, one level
+a round from the kept level up (:class:`LevelsJob`, run by :meth:`PyramidAssembly.finish`):
+the task of each strip of the level's block rows reads the strip's pixels back, raw (the
+tiles' kept pixels for the kept level, the previous round's for the others), encodes its
+blocks, and keeps its rows of the next level, computed from them, raw in its part file for
+the next round. A level the next one does not halve exactly (an odd side) is read whole by one
+task, which makes every coarser level from it with GDAL's rules for odd sizes. The main
+process then writes the header in GDAL's COG layout (:func:`~eoscale.io.cog.write_levels_header`)
+and the workers copy the blocks into place (:mod:`eoscale.engine.assembly`). Why keep arrays
+rather than decode the finer level's blocks: they are raw, read back with no decoding, and no
+larger than the blocks would be; and a worker never waits for another's tiles. Why rounds of
+strips: each level is read once, a strip at a time (a task holds two block rows of the level
+below at most), and its encoding is shared between the workers. Before, one task made every
+level above the kept one from the whole kept level while the other worker waited (W1's COG at
+8192 x 8192, 2 workers: 1.2 to 1.6 s after the map; then, in pieces each reading the kept rows
+beneath it, 1.0 to 1.3 s, reading the kept level four times over), and the kept level had to
+fit one worker (64 MiB: a COG of 65,536 x 65,536 on tiles of 1024 px had its overviews made
+after it, by GDAL). Now only a level read whole is bounded (:data:`MAX_KEPT_BYTES`): an
+output whose tiles are too small for its blocks, whose first level does not halve exactly,
+or with such a level too large, is written as before and its overviews made after it
+(:mod:`eoscale.io.layout`).
 """
 
 from __future__ import annotations
@@ -63,8 +68,8 @@ from eoscale.io.cog import (
 )
 from eoscale.io.raster import GRID_KEYS
 
-#: The largest image of the kept level the worker making the coarsest levels holds (beyond it,
-#: the output's overviews are made after it, as before).
+#: The largest level a worker reads whole, to make the levels above it that do not halve it
+#: exactly (beyond it, the output's overviews are made after it, as before).
 MAX_KEPT_BYTES = 64 << 20
 #: The key a tile's kept pixels come back under, with the tile's index.
 KEPT = "kept"
@@ -187,17 +192,27 @@ def _pyramid(pyramid: Pyramid, profile: Mapping[str, Any], cores: Sequence[Windo
             return (f"its size {layout.height} x {layout.width} is odd: a level-1 pixel "
                     "straddles two tiles")
         return "its tiles do not start on even rows and columns"
-    if kept:
-        size = levels[kept - 1].height * levels[kept - 1].width * layout.count
+    whole = _read_whole(levels, kept)
+    if whole is not None:
+        size = levels[whole - 1].height * levels[whole - 1].width * layout.count
         if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
             mib = size * np.dtype(layout.dtype).itemsize >> 20
-            return (f"its tiles' overview level {kept} would take {mib} MiB in the worker "
-                    f"making the coarsest levels (at most {MAX_KEPT_BYTES >> 20} MiB): larger "
-                    "tiles would do")
+            return (f"its overview level {whole} would take {mib} MiB in the worker making "
+                    f"the levels above it, which do not halve it exactly (at most "
+                    f"{MAX_KEPT_BYTES >> 20} MiB)")
     nodata = profile.get("nodata")
     return PyramidTarget(layout, os.fspath(pyramid.path), display, levels=levels,
                          resampling=resampling, nodata=None if nodata is None else float(nodata),
                          encoded_levels=encoded, kept_level=kept)
+
+
+def _read_whole(levels: Sequence[BlockLayout], kept: int) -> int | None:
+    """The level a task of the levels' rounds reads whole (the first from the kept one up
+    that the level above it does not halve exactly: an odd side), or None."""
+    for level in range(kept, len(levels)) if kept else ():
+        if not halves_exactly(levels[level - 1].height, levels[level - 1].width, 1):
+            return level
+    return None
 
 
 def _tiles_compute(layout: BlockLayout, cores: Sequence[Window4], level: int) -> bool:
@@ -211,127 +226,100 @@ def _at(core: Window4, level: int) -> Window4:
     return core[0] >> level, core[1] >> level, core[2] >> level, core[3] >> level
 
 
-#: A piece of the coarser levels' work: (level, first row, rows) of that level's block rows,
-#: made from the kept level's rows beneath them; ``(WHOLE, 0, 0)``: every coarser level, made
-#: from the whole kept level (a level below them does not halve exactly).
-Piece = tuple[int, int, int]
-WHOLE = -1
-
-
 @dataclass
 class LevelsJob(Job):
-    """The levels of an output with overviews that no tile could make alone, made by worker
-    tasks from the tiles' pixels of the kept level (``kept``: each tile's record in a part file
-    and its window in the level). Its tiles are strips of the kept level's rows (``layout``),
-    whole rows of its blocks: the task of a strip encodes the kept level's blocks in it (unless
-    the tiles did), from the kept pixels in it only, and then its ``pieces`` of the coarser
-    levels (by tile: see :data:`Piece`), each made from the kept rows beneath it only where
-    every level between halves exactly. So the encoding, all of the work, is shared between
-    the workers instead of waiting for one (:func:`levels_job` balances it). Each task appends
-    its blocks to its worker's part file; its result: their records by (level, block
-    number)."""
+    """A round of the levels no tile could make alone: level ``level`` of an output with
+    overviews, made by worker tasks from that level's pixels (``source``: each piece's record
+    in a part file and its window in the level: the tiles' kept pixels for the kept level, the
+    previous round's for the others). Its tiles are strips of the level's rows (``layout``),
+    whole rows of its blocks. The task of a strip reads the strip's pixels only, encodes its
+    blocks (unless the tiles did), and, when the next level halves this one exactly
+    (``reduces``), computes the strip's rows of it and keeps them, raw, for the next round. When
+    the next level does not halve it exactly (``whole``), the round is one task, which reads the
+    whole level and makes every coarser level from it (GDAL's rules for odd sizes; such a level
+    is bounded: :data:`MAX_KEPT_BYTES`). So each level is read once and the work of a round is shared between the workers. Each
+    task appends what it made to its worker's part file; its result: the blocks' records by
+    (level, block number), and the kept rows' by (:data:`KEPT`, level, strip) with their
+    window."""
 
     target: PyramidTarget | None = None
-    kept: tuple[tuple[BlockRecord, Window4], ...] = ()
-    pieces: tuple[tuple[Piece, ...], ...] = ()
-    #: The tasks with work to do, the most pixels to encode first.
-    order: tuple[int, ...] = ()
+    level: int = 0
+    source: tuple[tuple[BlockRecord, Window4], ...] = ()
+    reduces: bool = False
+    whole: bool = False
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
         target = self.target
         assert target is not None
         layouts = [target.layout, *target.levels]
-        kept_level = target.kept_level
-        encoded: dict[tuple[int, int], bytes] = {}
+        made: dict[Any, Any] = {}
+        kept: dict[Any, Window4] = {}
         try:
             for index in indices:
-                if kept_level > target.encoded_levels:
-                    strip = self.tiles[index].core
-                    top, rows = int(strip.row_off), int(strip.height)
-                    encoded.update({(kept_level, block): made for block, made in
-                                    layouts[kept_level].encode_window(
-                                        top, 0, self._kept_rows(top, top + rows)).items()})
-                for piece in self.pieces[index] if self.pieces else ():
-                    encoded.update(self._piece(layouts, piece))
-            return append_to_part(target.path, target.display, encoded)
+                strip = self.tiles[index].core
+                top, rows = int(strip.row_off), int(strip.height)
+                data = self._rows(top, top + rows)
+                if self.level > target.encoded_levels:
+                    made.update({(self.level, block): blocks for block, blocks in
+                                 layouts[self.level].encode_window(top, 0, data).items()})
+                if self.reduces:
+                    data = reduce_level(data, target.resampling, target.nodata)
+                    key = (KEPT, self.level + 1, index)
+                    made[key] = data.tobytes()
+                    kept[key] = (top // 2, 0, data.shape[1], data.shape[2])
+                elif self.whole:
+                    made.update(self._coarser(layouts, data))
+            records: dict[Any, Any] = append_to_part(target.path, target.display, made)
         except RasterError as exc:  # a part file unread, or a full disk
             return self.failure(self.tiles[indices[0]], exc, "write")
+        for key, window in kept.items():
+            records[key] = (records[key], window)
+        return records
 
-    def _kept_rows(self, first: int, last: int) -> np.ndarray:
-        """Rows ``first`` to ``last`` of the kept level, read back from the tiles' pixels."""
+    def _rows(self, first: int, last: int) -> np.ndarray:
+        """Rows ``first`` to ``last`` of the level, read back from its pieces' pixels."""
         target = self.target
         assert target is not None
-        layout = target.levels[target.kept_level - 1]
-        last = min(last, layout.height)
-        kept = self.kept if first == 0 else _shifted(self.kept, first)
-        return kept_image(replace(layout, height=last - first), kept, target.display)
+        layout = target.levels[self.level - 1]
+        source = self.source if first == 0 else _shifted(self.source, first)
+        return kept_image(replace(layout, height=min(last, layout.height) - first), source,
+                          target.display)
 
-    def _piece(self, layouts: Sequence[BlockLayout], piece: Piece
-               ) -> dict[tuple[int, int], bytes]:
-        """The blocks of a :data:`Piece`, by (level, block number)."""
+    def _coarser(self, layouts: Sequence[BlockLayout], data: np.ndarray
+                 ) -> dict[tuple[int, int], bytes]:
+        """Every level above this one, from the whole level ``data``, by (level, block
+        number)."""
         target = self.target
         assert target is not None
-        kept_level = target.kept_level
-        level, top, rows = piece
-        if level == WHOLE:  # every coarser level from the whole kept level (GDAL's rules)
-            data = self._kept_rows(0, layouts[kept_level].height)
-            blocks: dict[tuple[int, int], bytes] = {}
-            for level in range(kept_level + 1, len(layouts)):
-                data = reduce_level(data, target.resampling, target.nodata,
-                                    (layouts[level].height, layouts[level].width))
-                if level > target.encoded_levels:
-                    blocks.update({(level, block): made for block, made
-                                   in encode_all(layouts[level], data).items()})
-            return blocks
-        shift = level - kept_level  # the kept rows beneath it, halved ``shift`` times
-        data = self._kept_rows(top << shift, (top + rows) << shift)
-        for _ in range(shift):
-            data = reduce_level(data, target.resampling, target.nodata)
-        return {(level, block): made for block, made
-                in layouts[level].encode_window(top, 0, data).items()}
+        blocks: dict[tuple[int, int], bytes] = {}
+        for level in range(self.level + 1, len(layouts)):
+            data = reduce_level(data, target.resampling, target.nodata,
+                                (layouts[level].height, layouts[level].width))
+            if level > target.encoded_levels:
+                blocks.update({(level, block): made for block, made
+                               in encode_all(layouts[level], data).items()})
+        return blocks
 
 
-def levels_job(target: PyramidTarget, kept: Sequence[tuple[BlockRecord, Window4]],
-               workers: int) -> LevelsJob:
-    """The :class:`LevelsJob` of ``target`` from the tiles' ``kept`` pixels, for ``workers``:
-    about two strips of the kept level per worker, each whole rows of its blocks, and the
-    coarser levels' pieces (a block row of a level each, where every level from the kept one
-    halves exactly; else one piece of them all) given, the largest first, to the strip whose
-    task has the least load so far: the kept pixels it reads and the pixels it encodes (W1's
-    COG: a level-4 piece reads the whole kept level, 16 times the pixels it encodes)."""
+def levels_round(target: PyramidTarget, level: int,
+                 source: Sequence[tuple[BlockRecord, Window4]], workers: int) -> LevelsJob:
+    """The :class:`LevelsJob` of ``level`` of ``target`` from its pixels ``source``, for
+    ``workers``: about two strips of the level per worker, each whole rows of its blocks (one,
+    the whole level, when a level above it does not halve it exactly)."""
     layouts = [target.layout, *target.levels]
-    kept_level = target.kept_level
-    layout = layouts[kept_level]
+    layout = layouts[level]
     block_rows = layout.grid[0]
     strips = max(1, min(block_rows, 2 * workers))
     rows = math.ceil(block_rows / strips) * layout.block_height
-    tiling = TileLayout(layout.height, layout.width, rows, 0, "strips")
-    # A task's load: the kept pixels it reads, and the pixels it encodes (about as costly).
-    encodes_kept = kept_level > target.encoded_levels
-    loads = [(2 * int(tile.core.height) * layout.width if encodes_kept else 0)
-             for tile in tiling.tiles()]
-    pieces: list[tuple[int, Piece]] = []  # (load, piece)
-    coarser = range(kept_level + 1, len(layouts))
-    if coarser and halves_exactly(layout.height, layout.width, len(coarser)):
-        for level in coarser:
-            made, shift = layouts[level], level - kept_level
-            for first in range(0, made.height, made.block_height):
-                height = min(made.block_height, made.height - first)
-                read = min(height << shift, layout.height - (first << shift)) * layout.width
-                pieces.append((height * made.width + read, (level, first, height)))
-    elif coarser:
-        pieces.append((layout.height * layout.width + sum(
-            layouts[level].height * layouts[level].width for level in coarser), (WHOLE, 0, 0)))
-    given: list[list[Piece]] = [[] for _ in loads]
-    for pixels, piece in sorted(pieces, key=lambda item: -item[0]):
-        least = loads.index(min(loads))
-        given[least].append(piece)
-        loads[least] += pixels
-    order = sorted((index for index, load in enumerate(loads) if load),
-                   key=lambda index: -loads[index])
-    return LevelsJob(step=f"overviews of {target.display}", inputs=(), layout=tiling,
-                     target=target, kept=tuple(kept),
-                     pieces=tuple(tuple(mine) for mine in given), order=tuple(order))
+    coarser = level + 1 < len(layouts)
+    reduces = coarser and halves_exactly(layout.height, layout.width, 1)
+    whole = coarser and not reduces
+    if whole:  # one task reads the whole level
+        rows = layout.height
+    return LevelsJob(step=f"overviews of {target.display}", inputs=(),
+                     layout=TileLayout(layout.height, layout.width, rows, 0, "strips"),
+                     target=target, level=level, source=tuple(source), reduces=reduces,
+                     whole=whole)
 
 
 def _shifted(kept: Sequence[tuple[BlockRecord, Window4]], top: int
@@ -381,15 +369,26 @@ class PyramidAssembly:
 
     def finish(self, run: Callable[[Job, Sequence[Sequence[int]]], list[Any]],
                workers: int = 1) -> None:
-        """Have the workers make the levels the tiles left (:func:`levels_job`), through
-        ``run`` (the map's executor, of ``workers``); their records join the tiles'."""
+        """Have the workers make the levels the tiles left, round after round from the kept
+        level up (:func:`levels_round`), through ``run`` (the map's executor, of ``workers``);
+        their records join the tiles'."""
         target = self.encoded
         if not target.kept_level:
             return
-        kept = [value for key, value in self.blocks.items() if key[0] == KEPT]
-        job = levels_job(target, kept, workers)
-        for records in run(job, [[index] for index in job.order]):
-            self.blocks.update(records)
+        level = target.kept_level
+        source = [value for key, value in self.blocks.items() if key[0] == KEPT]
+        while True:
+            job = levels_round(target, level, source, workers)
+            source = []
+            for records in run(job, [[index] for index in range(job.layout.tile_count)]):
+                for key, value in records.items():
+                    if key[0] == KEPT:
+                        source.append(value)
+                    else:
+                        self.blocks[key] = value
+            if not job.reduces:
+                return
+            level += 1
 
     def write_header(self) -> list[tuple[BlockLayout, int, dict[int, BlockCopy]]]:
         """Write the file's header (GDAL's COG layout); each level's copies left to do."""

@@ -55,9 +55,11 @@ CASES = {
     # it, which tiles straddle
     "float32 kept tiles straddle the strips": ("float32", 2, None, {}, (384, 320), 96),
     # W1's COG in small (blocks of 32): level 1 in the tiles, level 2 kept, levels 3 and 4
-    # made from the kept rows beneath each of their block rows, by several tasks
+    # made a round a level, by several tasks
     "float32 coarser levels in pieces": ("float32", 1, None, {}, (512, 512), 64),
     "uint16 nodata coarser levels in pieces": ("uint16", 2, 7, {}, (512, 384), 64),
+    # level 2 (66 x 50) kept, level 3 (33 x 25) from its strips, then read whole for level 4
+    "float32 NaN a round then a level read whole": ("float32", 1, NAN, {}, (264, 200), 64),
 }
 
 
@@ -235,46 +237,56 @@ def test_which_levels_the_workers_encode(tmp_path):
     assert target((256, 256), 48) is None  # tiles not whole blocks
 
 
-def test_the_coarser_levels_are_shared_between_the_tasks(tmp_path):
+def test_the_levels_rounds_read_each_level_once_in_strips(tmp_path):
     """W1's COG in small (8192 px, blocks of 512, tiles of 1024: level 2 kept, levels 3 and 4
-    above it): every block of the kept and coarser levels is made by exactly one task, the
-    load (kept pixels read, pixels encoded) shared so that no task has much more than its
-    share; where a level above the kept one does not halve exactly, one task makes every
-    coarser level from the whole kept level."""
-    from eoscale.engine.overviews import WHOLE, levels_job
+    above it): a round a level, in strips of whole block rows (two a worker at most), each
+    keeping its rows of the next level; where the next level does not halve exactly, one task
+    reads the level whole and no round follows."""
+    from eoscale.engine.overviews import levels_round
 
-    def job_for(shape, tile, workers=2):
+    def target_for(shape, tile):
         profile = profile_of(np.zeros((1, *shape), np.float32), None)
         tiles = plan_step(*shape, margin=0, tiling=Tiling("tiles", tile), workers=2).tiles()
         pyramid = Pyramid(tmp_path / "x.tif", "COG", {"blocksize": 32}, None, None)
-        return levels_job(pyramid_target(pyramid, profile, tiles, "x"), [], workers)
+        return pyramid_target(pyramid, profile, tiles, "x")
 
-    job = job_for((512, 512), 64)
-    target = job.target
+    target = target_for((512, 512), 64)
     assert (target.encoded_levels, target.kept_level, len(target.levels)) == (1, 2, 4)
-    layouts = [target.layout, *target.levels]
-    kept = layouts[2]
-    made: dict[tuple[int, int], int] = {}  # (level, block row): how many tasks make it
-    loads = []  # by task: the kept pixels it reads and the pixels it encodes
-    for index, tile in enumerate(job.tiles):
-        first = int(tile.core.row_off)
-        rows = [(2, top, 32) for top in range(first, first + int(tile.core.height), 32)]
-        rows += list(job.pieces[index])
-        for level, top, _ in rows:
-            made[level, top // 32] = made.get((level, top // 32), 0) + 1
-        loads.append(sum(layouts[level].width * height + (height << (level - 2)) * kept.width
-                         for level, _, height in rows))
-    expected = {(level, row) for level in (2, 3, 4) for row in range(layouts[level].grid[0])}
-    assert set(made) == expected and set(made.values()) == {1}
-    whole_kept = kept.height * kept.width  # the level-4 piece reads all of it
-    assert max(loads) <= sum(loads) / len(loads) + whole_kept // 2
-    assert sorted(job.order) == list(range(4))  # every task has work, the largest first
-    assert [loads[index] for index in job.order] == sorted(loads, reverse=True)
-    assert any((4, 0, 32) in pieces for pieces in job.pieces)  # all of level 4
+    rounds = [levels_round(target, level, [], 2) for level in (2, 3, 4)]
+    assert [[(int(t.core.row_off), int(t.core.height)) for t in job.tiles] for job in rounds] \
+        == [[(0, 32), (32, 32), (64, 32), (96, 32)], [(0, 32), (32, 32)], [(0, 32)]]
+    assert [(job.reduces, job.whole) for job in rounds] == \
+        [(True, False), (True, False), (False, False)]
+    assert [(job.level, job.layout.width) for job in rounds] == [(2, 128), (3, 64), (4, 32)]
+    assert levels_round(target, 2, [], 1).layout.tile_count == 2  # two strips a worker
 
-    job = job_for((132, 100), 128)  # level 3 from 33 x 25: one piece of every coarser level
-    assert [piece for pieces in job.pieces for piece in pieces] == [(WHOLE, 0, 0)]
-    assert job.order == (job.pieces.index(((WHOLE, 0, 0),)),)
+    target = target_for((264, 200), 64)  # level 2 (66 x 50) kept, 3 (33 x 25) odd, then 4
+    assert (target.kept_level, len(target.levels)) == (2, 4)
+    assert [(job.reduces, job.whole, job.layout.tile_count) for job in (
+        levels_round(target, 2, [], 2), levels_round(target, 3, [], 2))] == \
+        [(True, False, 3), (False, True, 1)]
+
+    target = target_for((132, 100), 128)  # level 2 (33 x 25) kept, encoded by the tiles
+    job = levels_round(target, 2, [], 2)
+    assert (job.reduces, job.whole, job.layout.tile_count) == (False, True, 1)
+    assert (job.tiles[0].core.height, job.tiles[0].core.width) == (33, 25)  # all of it
+
+
+def test_only_a_level_read_whole_is_bounded(tmp_path, monkeypatch):
+    """The kept level of a large image is read a strip at a time: only a level that a task
+    reads whole (the levels above it do not halve it) must fit MAX_KEPT_BYTES."""
+    profile = profile_of(np.zeros((1, 1024, 1024), np.float32), None)
+    tiles = plan_step(1024, 1024, margin=0, tiling=Tiling("tiles", 64), workers=2).tiles()
+    pyramid = Pyramid(tmp_path / "x.tif", "COG", {"blocksize": 32}, None, None)
+    monkeypatch.setattr(overviews_module, "MAX_KEPT_BYTES", 1024)  # less than level 2
+    made = pyramid_target(pyramid, profile, tiles, "x")  # 5 levels, each halving the last
+    assert made is not None and made.kept_level == 2
+    odd = profile_of(np.zeros((1, 1000, 1000), np.float32), None)  # level 3: 125 x 125
+    tiles = plan_step(1000, 1000, margin=0, tiling=Tiling("tiles", 64), workers=2).tiles()
+    assert overviews_module.pyramid_refusal(pyramid, odd, [
+        (int(t.core.row_off), int(t.core.col_off), int(t.core.height), int(t.core.width))
+        for t in tiles]) == ("its overview level 3 would take 0 MiB in the worker making the "
+                             "levels above it, which do not halve it exactly (at most 0 MiB)")
 
 
 def test_a_failing_map_leaves_no_part_and_no_file(tmp_path, assembled):
