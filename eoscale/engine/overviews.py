@@ -71,6 +71,9 @@ from eoscale.io.raster import GRID_KEYS
 #: The largest level a worker reads whole, to make the levels above it that do not halve it
 #: exactly (beyond it, the output's overviews are made after it, as before).
 MAX_KEPT_BYTES = 64 << 20
+#: The most pixels (in bytes) a task of the levels' rounds reads, unless one block row of its
+#: level is more: it holds them and the next level's rows (a quarter of them).
+MAX_STRIP_BYTES = 32 << 20
 #: The key a tile's kept pixels come back under, with the tile's index.
 KEPT = "kept"
 
@@ -304,12 +307,15 @@ class LevelsJob(Job):
 def levels_round(target: PyramidTarget, level: int,
                  source: Sequence[tuple[BlockRecord, Window4]], workers: int) -> LevelsJob:
     """The :class:`LevelsJob` of ``level`` of ``target`` from its pixels ``source``, for
-    ``workers``: about two strips of the level per worker, each whole rows of its blocks (one,
-    the whole level, when a level above it does not halve it exactly)."""
+    ``workers``: about two strips of the level per worker, each whole rows of its blocks and
+    at most :data:`MAX_STRIP_BYTES` unless one block row is more (one strip, the whole level,
+    when a level above it does not halve it exactly)."""
     layouts = [target.layout, *target.levels]
     layout = layouts[level]
     block_rows = layout.grid[0]
-    strips = max(1, min(block_rows, 2 * workers))
+    row_bytes = layout.block_height * layout.width * layout.count * np.dtype(layout.dtype).itemsize
+    most = max(1, MAX_STRIP_BYTES // row_bytes)  # block rows a strip holds at most
+    strips = max(1, min(block_rows, max(2 * workers, math.ceil(block_rows / most))))
     rows = math.ceil(block_rows / strips) * layout.block_height
     coarser = level + 1 < len(layouts)
     reduces = coarser and halves_exactly(layout.height, layout.width, 1)

@@ -237,7 +237,7 @@ def test_which_levels_the_workers_encode(tmp_path):
     assert target((256, 256), 48) is None  # tiles not whole blocks
 
 
-def test_the_levels_rounds_read_each_level_once_in_strips(tmp_path):
+def test_the_levels_rounds_read_each_level_once_in_strips(tmp_path, monkeypatch):
     """W1's COG in small (8192 px, blocks of 512, tiles of 1024: level 2 kept, levels 3 and 4
     above it): a round a level, in strips of whole block rows (two a worker at most), each
     keeping its rows of the next level; where the next level does not halve exactly, one task
@@ -259,6 +259,13 @@ def test_the_levels_rounds_read_each_level_once_in_strips(tmp_path):
         [(True, False), (True, False), (False, False)]
     assert [(job.level, job.layout.width) for job in rounds] == [(2, 128), (3, 64), (4, 32)]
     assert levels_round(target, 2, [], 1).layout.tile_count == 2  # two strips a worker
+    # a level larger than MAX_STRIP_BYTES a strip: more strips, each of whole block rows
+    monkeypatch.setattr(overviews_module, "MAX_STRIP_BYTES", 128 * 32 * 4 * 2)
+    assert [int(t.core.height) for t in levels_round(target, 2, [], 1).tiles] == [64, 64]
+    monkeypatch.setattr(overviews_module, "MAX_STRIP_BYTES", 128 * 32 * 4)
+    assert levels_round(target, 2, [], 1).layout.tile_count == 4  # one block row each
+    monkeypatch.setattr(overviews_module, "MAX_STRIP_BYTES", 1)
+    assert levels_round(target, 2, [], 1).layout.tile_count == 4  # never less than a row
 
     target = target_for((264, 200), 64)  # level 2 (66 x 50) kept, 3 (33 x 25) odd, then 4
     assert (target.kept_level, len(target.levels)) == (2, 4)
