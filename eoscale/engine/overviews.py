@@ -240,10 +240,10 @@ class LevelsJob(Job):
     (``reduces``), computes the strip's rows of it and keeps them, raw, for the next round. When
     the next level does not halve it exactly (``whole``), the round is one task, which reads the
     whole level and makes every coarser level from it (GDAL's rules for odd sizes; such a level
-    is bounded: :data:`MAX_KEPT_BYTES`). So each level is read once and the work of a round is shared between the workers. Each
-    task appends what it made to its worker's part file; its result: the blocks' records by
-    (level, block number), and the kept rows' by (:data:`KEPT`, level, strip) with their
-    window."""
+    is bounded: :data:`MAX_KEPT_BYTES`). So each level is read once and the work of a round is
+    shared between the workers. Each task appends what it made to its worker's part file; its
+    result: the blocks' records by (level, block number), and the kept rows' by (:data:`KEPT`,
+    level, strip) with their window."""
 
     target: PyramidTarget | None = None
     level: int = 0
@@ -313,7 +313,8 @@ def levels_round(target: PyramidTarget, level: int,
     layouts = [target.layout, *target.levels]
     layout = layouts[level]
     block_rows = layout.grid[0]
-    row_bytes = layout.block_height * layout.width * layout.count * np.dtype(layout.dtype).itemsize
+    row_bytes = (layout.block_height * layout.width * layout.count
+                 * np.dtype(layout.dtype).itemsize)
     most = max(1, MAX_STRIP_BYTES // row_bytes)  # block rows a strip holds at most
     strips = max(1, min(block_rows, max(2 * workers, math.ceil(block_rows / most))))
     rows = math.ceil(block_rows / strips) * layout.block_height
