@@ -21,8 +21,9 @@ process then writes the header in GDAL's COG layout (:func:`~eoscale.io.cog.writ
 and the workers copy the blocks into place (:mod:`eoscale.engine.assembly`). Why keep arrays
 rather than decode the finer level's blocks: they are raw, read back with no decoding, and no
 larger than the blocks would be; and a worker never waits for another's tiles. Why rounds of
-strips: each level is read once, a strip at a time (a task holds two block rows of the level
-below at most), and its encoding is shared between the workers. Before, one task made every
+strips: each level is read once, a strip at a time (no larger than a tile of the map, so a
+task holds no more than a worker held during the map; where one row of blocks is larger, square
+tiles of whole blocks), and its encoding is shared between the workers. Before, one task made every
 level above the kept one from the whole kept level while the other worker waited (W1's COG at
 8192 x 8192, 2 workers: 1.2 to 1.6 s after the map; then, in pieces each reading the kept rows
 beneath it, 1.0 to 1.3 s, reading the kept level four times over), and the kept level had to
@@ -47,7 +48,7 @@ import numpy as np
 from eoscale.engine.encoded import EncodedTarget, PartWriteError, append_to_part
 from eoscale.engine.filed import OutputFile
 from eoscale.engine.tasks import Job
-from eoscale.engine.tiling import Tile, TileLayout
+from eoscale.engine.tiling import Tile, TileLayout, whole_block_size
 from eoscale.errors import RasterError
 from eoscale.io.assembled import BlockCopy
 from eoscale.io.blocks import (
@@ -71,9 +72,6 @@ from eoscale.io.raster import GRID_KEYS
 #: The largest level a worker reads whole, to make the levels above it that do not halve it
 #: exactly (beyond it, the output's overviews are made after it, as before).
 MAX_KEPT_BYTES = 64 << 20
-#: The most pixels (in bytes) a task of the levels' rounds reads, unless one block row of its
-#: level is more: it holds them and the next level's rows (a quarter of them).
-MAX_STRIP_BYTES = 32 << 20
 #: The key a tile's kept pixels come back under, with the tile's index.
 KEPT = "kept"
 
@@ -85,14 +83,17 @@ class PyramidTarget(EncodedTarget):
     """What a worker needs to encode a tile of an output with overviews: the full resolution's
     ``layout`` (see :class:`EncodedTarget`), the overview levels' layouts (``levels``: level
     1 first), their ``resampling`` and the ``nodata`` averages leave out, how many levels the
-    workers encode (``encoded_levels``) and the level whose tile pixels they keep
-    (``kept_level``; 0: none, the workers encode every level)."""
+    workers encode (``encoded_levels``), the level whose tile pixels they keep
+    (``kept_level``; 0: none, the workers encode every level), and the pixels of the map's
+    largest tile (``task_pixels``: a task of the levels' rounds holds no more, see
+    :func:`levels_round`)."""
 
     levels: tuple[BlockLayout, ...] = ()
     resampling: str = "nearest"
     nodata: float | None = None
     encoded_levels: int = 0
     kept_level: int = 0
+    task_pixels: int = 0
 
     def append(self, tile: Tile, core: np.ndarray) -> dict[Any, Any]:  # type: ignore[override]
         """Encode the tile's ``core`` and its own overview blocks, keep its pixels of the kept
@@ -206,7 +207,8 @@ def _pyramid(pyramid: Pyramid, profile: Mapping[str, Any], cores: Sequence[Windo
     nodata = profile.get("nodata")
     return PyramidTarget(layout, os.fspath(pyramid.path), display, levels=levels,
                          resampling=resampling, nodata=None if nodata is None else float(nodata),
-                         encoded_levels=encoded, kept_level=kept)
+                         encoded_levels=encoded, kept_level=kept,
+                         task_pixels=max(rows * cols for _, _, rows, cols in cores))
 
 
 def _read_whole(levels: Sequence[BlockLayout], kept: int) -> int | None:
@@ -235,15 +237,16 @@ class LevelsJob(Job):
     overviews, made by worker tasks from that level's pixels (``source``: each piece's record
     in a part file and its window in the level: the tiles' kept pixels for the kept level, the
     previous round's for the others). Its tiles are strips of the level's rows (``layout``),
-    whole rows of its blocks. The task of a strip reads the strip's pixels only, encodes its
-    blocks (unless the tiles did), and, when the next level halves this one exactly
-    (``reduces``), computes the strip's rows of it and keeps them, raw, for the next round. When
+    whole rows of its blocks, or square tiles of whole blocks (:func:`levels_round`). The task
+    of a tile reads the tile's pixels only, encodes its blocks (unless the map's tiles did),
+    and, when the next level halves this one exactly (``reduces``), computes the tile's pixels
+    of it and keeps them, raw, for the next round. When
     the next level does not halve it exactly (``whole``), the round is one task, which reads the
     whole level and makes every coarser level from it (GDAL's rules for odd sizes; such a level
     is bounded: :data:`MAX_KEPT_BYTES`). So each level is read once and the work of a round is
     shared between the workers. Each task appends what it made to its worker's part file; its
     result: the blocks' records by (level, block number), and the kept rows' by (:data:`KEPT`,
-    level, strip) with their window."""
+    level, tile) with their window."""
 
     target: PyramidTarget | None = None
     level: int = 0
@@ -259,17 +262,17 @@ class LevelsJob(Job):
         kept: dict[Any, Window4] = {}
         try:
             for index in indices:
-                strip = self.tiles[index].core
-                top, rows = int(strip.row_off), int(strip.height)
-                data = self._rows(top, top + rows)
+                core = self.tiles[index].core
+                top, left = int(core.row_off), int(core.col_off)
+                data = self._window(top, left, int(core.height), int(core.width))
                 if self.level > target.encoded_levels:
                     made.update({(self.level, block): blocks for block, blocks in
-                                 layouts[self.level].encode_window(top, 0, data).items()})
+                                 layouts[self.level].encode_window(top, left, data).items()})
                 if self.reduces:
                     data = reduce_level(data, target.resampling, target.nodata)
                     key = (KEPT, self.level + 1, index)
                     made[key] = data.tobytes()
-                    kept[key] = (top // 2, 0, data.shape[1], data.shape[2])
+                    kept[key] = (top // 2, left // 2, data.shape[1], data.shape[2])
                 elif self.whole:
                     made.update(self._coarser(layouts, data))
             records: dict[Any, Any] = append_to_part(target.path, target.display, made)
@@ -279,14 +282,13 @@ class LevelsJob(Job):
             records[key] = (records[key], window)
         return records
 
-    def _rows(self, first: int, last: int) -> np.ndarray:
-        """Rows ``first`` to ``last`` of the level, read back from its pieces' pixels."""
+    def _window(self, top: int, left: int, rows: int, cols: int) -> np.ndarray:
+        """A window of the level, read back from its pieces' pixels."""
         target = self.target
         assert target is not None
         layout = target.levels[self.level - 1]
-        source = self.source if first == 0 else _shifted(self.source, first)
-        return kept_image(replace(layout, height=min(last, layout.height) - first), source,
-                          target.display)
+        source = self.source if top == left == 0 else _shifted(self.source, top, left)
+        return kept_image(replace(layout, height=rows, width=cols), source, target.display)
 
     def _coarser(self, layouts: Sequence[BlockLayout], data: np.ndarray
                  ) -> dict[tuple[int, int], bytes]:
@@ -307,38 +309,47 @@ class LevelsJob(Job):
 def levels_round(target: PyramidTarget, level: int,
                  source: Sequence[tuple[BlockRecord, Window4]], workers: int) -> LevelsJob:
     """The :class:`LevelsJob` of ``level`` of ``target`` from its pixels ``source``, for
-    ``workers``: about two strips of the level per worker, each whole rows of its blocks and
-    at most :data:`MAX_STRIP_BYTES` unless one block row is more (one strip, the whole level,
-    when a level above it does not halve it exactly)."""
+    ``workers``: about two strips of the level per worker, each whole rows of its blocks, none
+    of more pixels than a tile of the map (``task_pixels``: what a worker held then); where one
+    row of blocks is more, square tiles of whole blocks of about that many pixels; one task,
+    the whole level, when a level above it does not halve it exactly."""
     layouts = [target.layout, *target.levels]
     layout = layouts[level]
-    block_rows = layout.grid[0]
-    row_bytes = (layout.block_height * layout.width * layout.count
-                 * np.dtype(layout.dtype).itemsize)
-    most = max(1, MAX_STRIP_BYTES // row_bytes)  # block rows a strip holds at most
-    strips = max(1, min(block_rows, max(2 * workers, math.ceil(block_rows / most))))
-    rows = math.ceil(block_rows / strips) * layout.block_height
+    height, width = layout.height, layout.width
     coarser = level + 1 < len(layouts)
-    reduces = coarser and halves_exactly(layout.height, layout.width, 1)
+    reduces = coarser and halves_exactly(height, width, 1)
     whole = coarser and not reduces
+    most = max(target.task_pixels, layout.block_height * layout.block_width)
+    block_rows = layout.grid[0]
+    per_strip = most // (layout.block_height * width)  # block rows a strip may hold
     if whole:  # one task reads the whole level
-        rows = layout.height
-    return LevelsJob(step=f"overviews of {target.display}", inputs=(),
-                     layout=TileLayout(layout.height, layout.width, rows, 0, "strips"),
+        tiling = TileLayout(height, width, height, 0, "strips")
+    elif per_strip:
+        strips = max(1, min(block_rows, max(2 * workers, math.ceil(block_rows / per_strip))))
+        tiling = TileLayout(height, width, math.ceil(block_rows / strips) *
+                            layout.block_height, 0, "strips")
+    else:
+        side = whole_block_size(math.isqrt(most), height, width, "tiles",
+                                (layout.block_height, layout.block_width))
+        assert side is not None  # grown to whole blocks
+        tiling = TileLayout(height, width, side, 0, "tiles")
+    return LevelsJob(step=f"overviews of {target.display}", inputs=(), layout=tiling,
                      target=target, level=level, source=tuple(source), reduces=reduces,
                      whole=whole)
 
 
-def _shifted(kept: Sequence[tuple[BlockRecord, Window4]], top: int
+def _shifted(kept: Sequence[tuple[BlockRecord, Window4]], top: int, left: int = 0
              ) -> list[tuple[BlockRecord, Window4]]:
-    """``kept`` with its windows moved up by ``top`` rows (in a strip starting there)."""
-    return [(record, (row - top, col, rows, cols)) for record, (row, col, rows, cols) in kept]
+    """``kept`` with its windows moved up by ``top`` rows and left by ``left`` columns (in a
+    window of the level starting there)."""
+    return [(record, (row - top, col - left, rows, cols))
+            for record, (row, col, rows, cols) in kept]
 
 
 def kept_image(layout: BlockLayout, kept: Sequence[tuple[BlockRecord, Window4]],
                display: str) -> np.ndarray:
-    """The image of ``layout`` (the kept level's, or a strip of it) from the tiles' ``kept``
-    pixels, read back from the part files (raw: no decoding); the rows of a window outside
+    """The image of ``layout`` (the kept level's, or a window of it) from the tiles' ``kept``
+    pixels, read back from the part files (raw: no decoding); the pixels of a window outside
     the image are left out, and a window wholly outside it is not read."""
     dtype = np.dtype(layout.dtype)
     image = np.empty((layout.count, layout.height, layout.width), dtype)
@@ -346,7 +357,8 @@ def kept_image(layout: BlockLayout, kept: Sequence[tuple[BlockRecord, Window4]],
     try:
         for record, (top, left, rows, cols) in kept:
             first, last = max(top, 0), min(top + rows, layout.height)
-            if first >= last:
+            start, end = max(left, 0), min(left + cols, layout.width)
+            if first >= last or start >= end:
                 continue
             if record.part not in files:
                 files[record.part] = os.open(record.part, os.O_RDONLY)
@@ -354,7 +366,8 @@ def kept_image(layout: BlockLayout, kept: Sequence[tuple[BlockRecord, Window4]],
             if len(raw) != record.length:
                 raise OSError(errno.EIO, "part file shorter than its records")
             pixels = np.frombuffer(raw, dtype).reshape(layout.count, rows, cols)
-            image[:, first:last, left:left + cols] = pixels[:, first - top:last - top]
+            image[:, first:last, start:end] = \
+                pixels[:, first - top:last - top, start - left:end - left]
     except OSError as exc:
         raise PartWriteError(f"{display}: cannot read the overviews' pixels kept in "
                              f"{record.part} ({exc.strerror or exc})") from None

@@ -17,6 +17,7 @@ exact half by its own float error). Nodata and NaN pixels take part as GDAL make
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,12 @@ CASES = {
     "uint16 nodata coarser levels in pieces": ("uint16", 2, 7, {}, (512, 384), 64),
     # level 2 (66 x 50) kept, level 3 (33 x 25) from its strips, then read whole for level 4
     "float32 NaN a round then a level read whole": ("float32", 1, NAN, {}, (264, 200), 64),
+    # a row of level 2's blocks (32 x 256 or 192) is more than a tile of the map (64 x 64):
+    # that round in square tiles of 2 x 2 blocks, the next ones in strips
+    "float32 NaN predictor rounds in square tiles": ("float32", 1, NAN, {"predictor": "yes"},
+                                                     (1024, 1024), 64),
+    "uint8 2 bands nodata lzw rounds in square tiles": ("uint8", 2, 0, {"compress": "lzw"},
+                                                        (1024, 768), 64),
 }
 
 
@@ -237,7 +244,7 @@ def test_which_levels_the_workers_encode(tmp_path):
     assert target((256, 256), 48) is None  # tiles not whole blocks
 
 
-def test_the_levels_rounds_read_each_level_once_in_strips(tmp_path, monkeypatch):
+def test_the_levels_rounds_read_each_level_once_in_strips(tmp_path):
     """W1's COG in small (8192 px, blocks of 512, tiles of 1024: level 2 kept, levels 3 and 4
     above it): a round a level, in strips of whole block rows (two a worker at most), each
     keeping its rows of the next level; where the next level does not halve exactly, one task
@@ -258,14 +265,23 @@ def test_the_levels_rounds_read_each_level_once_in_strips(tmp_path, monkeypatch)
     assert [(job.reduces, job.whole) for job in rounds] == \
         [(True, False), (True, False), (False, False)]
     assert [(job.level, job.layout.width) for job in rounds] == [(2, 128), (3, 64), (4, 32)]
-    assert levels_round(target, 2, [], 1).layout.tile_count == 2  # two strips a worker
-    # a level larger than MAX_STRIP_BYTES a strip: more strips, each of whole block rows
-    monkeypatch.setattr(overviews_module, "MAX_STRIP_BYTES", 128 * 32 * 4 * 2)
-    assert [int(t.core.height) for t in levels_round(target, 2, [], 1).tiles] == [64, 64]
-    monkeypatch.setattr(overviews_module, "MAX_STRIP_BYTES", 128 * 32 * 4)
-    assert levels_round(target, 2, [], 1).layout.tile_count == 4  # one block row each
-    monkeypatch.setattr(overviews_module, "MAX_STRIP_BYTES", 1)
-    assert levels_round(target, 2, [], 1).layout.tile_count == 4  # never less than a row
+    wide = replace(target, task_pixels=128 * 128)  # the map's tiles as large as the level
+    assert levels_round(wide, 2, [], 1).layout.tile_count == 2  # two strips a worker
+    # no task holds more pixels than the map's largest tile: strips of fewer block rows,
+    # then square tiles of whole blocks where a row of blocks is more
+    assert target.task_pixels == 64 * 64
+
+    def tiles_of(made, pixels):
+        job = levels_round(replace(made, task_pixels=pixels), 2, [], 1)
+        return [(int(t.core.row_off), int(t.core.col_off), int(t.core.height),
+                 int(t.core.width)) for t in job.tiles]
+    assert tiles_of(target, 128 * 64) == [(0, 0, 64, 128), (64, 0, 64, 128)]
+    assert tiles_of(target, 128 * 32) == [(row, 0, 32, 128) for row in (0, 32, 64, 96)]
+    assert tiles_of(target, 1) == [(row, col, 32, 32) for row in range(0, 128, 32)
+                                   for col in range(0, 128, 32)]  # never less than a block
+    large = target_for((2048, 2048), 64)  # level 2: 512 x 512, a row of blocks 16,384 px
+    assert tiles_of(large, 64 * 64) == [(row, col, 64, 64) for row in range(0, 512, 64)
+                                        for col in range(0, 512, 64)]
 
     target = target_for((264, 200), 64)  # level 2 (66 x 50) kept, 3 (33 x 25) odd, then 4
     assert (target.kept_level, len(target.levels)) == (2, 4)
