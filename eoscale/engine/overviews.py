@@ -251,8 +251,20 @@ class LevelsJob(Job):
     target: PyramidTarget | None = None
     level: int = 0
     source: tuple[tuple[BlockRecord, Window4], ...] = ()
-    reduces: bool = False
-    whole: bool = False
+
+    @property
+    def reduces(self) -> bool:
+        """Whether the level above this one halves it exactly (its tasks keep their pixels of
+        it for the next round)."""
+        assert self.target is not None
+        return _reduces(self.target, self.level)
+
+    @property
+    def whole(self) -> bool:
+        """Whether the level above this one does not halve it exactly (one task reads it whole
+        and makes every coarser level)."""
+        assert self.target is not None
+        return _whole(self.target, self.level)
 
     def run_chunk(self, indices: Sequence[int]) -> Any:
         target = self.target
@@ -283,7 +295,7 @@ class LevelsJob(Job):
         return records
 
     def _window(self, top: int, left: int, rows: int, cols: int) -> np.ndarray:
-        """A window of the level, read back from its pieces' pixels."""
+        """A window of the level, read back from the pixels ``source`` holds of it."""
         target = self.target
         assert target is not None
         layout = target.levels[self.level - 1]
@@ -306,6 +318,17 @@ class LevelsJob(Job):
         return blocks
 
 
+def _reduces(target: PyramidTarget, level: int) -> bool:
+    """Whether ``level`` of ``target`` has a level above it that halves it exactly."""
+    made = [target.layout, *target.levels][level]
+    return level < len(target.levels) and halves_exactly(made.height, made.width, 1)
+
+
+def _whole(target: PyramidTarget, level: int) -> bool:
+    """Whether ``level`` of ``target`` has a level above it that does not halve it exactly."""
+    return level < len(target.levels) and not _reduces(target, level)
+
+
 def levels_round(target: PyramidTarget, level: int,
                  source: Sequence[tuple[BlockRecord, Window4]], workers: int) -> LevelsJob:
     """The :class:`LevelsJob` of ``level`` of ``target`` from its pixels ``source``, for
@@ -313,16 +336,12 @@ def levels_round(target: PyramidTarget, level: int,
     of more pixels than a tile of the map (``task_pixels``: what a worker held then); where one
     row of blocks is more, square tiles of whole blocks of about that many pixels; one task,
     the whole level, when a level above it does not halve it exactly."""
-    layouts = [target.layout, *target.levels]
-    layout = layouts[level]
+    layout = [target.layout, *target.levels][level]
     height, width = layout.height, layout.width
-    coarser = level + 1 < len(layouts)
-    reduces = coarser and halves_exactly(height, width, 1)
-    whole = coarser and not reduces
     most = max(target.task_pixels, layout.block_height * layout.block_width)
     block_rows = layout.grid[0]
     per_strip = most // (layout.block_height * width)  # block rows a strip may hold
-    if whole:  # one task reads the whole level
+    if _whole(target, level):  # one task reads the whole level
         tiling = TileLayout(height, width, height, 0, "strips")
     elif per_strip:
         strips = max(1, min(block_rows, max(2 * workers, math.ceil(block_rows / per_strip))))
@@ -334,8 +353,7 @@ def levels_round(target: PyramidTarget, level: int,
         assert side is not None  # grown to whole blocks
         tiling = TileLayout(height, width, side, 0, "tiles")
     return LevelsJob(step=f"overviews of {target.display}", inputs=(), layout=tiling,
-                     target=target, level=level, source=tuple(source), reduces=reduces,
-                     whole=whole)
+                     target=target, level=level, source=tuple(source))
 
 
 def _shifted(kept: Sequence[tuple[BlockRecord, Window4]], top: int, left: int = 0

@@ -57,8 +57,8 @@ CASES = {
     "float32 kept tiles straddle the strips": ("float32", 2, None, {}, (384, 320), 96),
     # W1's COG in small (blocks of 32): level 1 in the tiles, level 2 kept, levels 3 and 4
     # made a round a level, by several tasks
-    "float32 coarser levels in pieces": ("float32", 1, None, {}, (512, 512), 64),
-    "uint16 nodata coarser levels in pieces": ("uint16", 2, 7, {}, (512, 384), 64),
+    "float32 coarser levels in rounds": ("float32", 1, None, {}, (512, 512), 64),
+    "uint16 nodata coarser levels in rounds": ("uint16", 2, 7, {}, (512, 384), 64),
     # level 2 (66 x 50) kept, level 3 (33 x 25) from its strips, then read whole for level 4
     "float32 NaN a round then a level read whole": ("float32", 1, NAN, {}, (264, 200), 64),
     # a row of level 2's blocks (32 x 256 or 192) is more than a tile of the map (64 x 64):

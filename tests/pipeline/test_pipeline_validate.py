@@ -257,7 +257,6 @@ def test_band_math_expression_is_checked_at_validate_time(tmp_path, make_raster)
     assert "band_math: expression" in problem.message and "column 12" in problem.message
 
 
-
 def test_an_output_waiting_for_its_blocks_in_the_main_process_is_named_with_the_remedy(
         write_pipeline: Writer, make_raster: Writer) -> None:
     """64 px tiles on an output's 512 px blocks: the main process holds a block's rows of the
