@@ -20,6 +20,12 @@ EXIT_RESUME_REFUSED = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
+#: What user code (a callable, or its margin, profile, check, memory, combine or finalize
+#: function) may raise that becomes an error naming its place: any Exception, and SystemExit,
+#: so that a ``sys.exit()`` in it does not end the command with the user's exit code and no
+#: message (with one worker, tiles are computed in this process).
+USER_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit)
+
 
 class EOScaleError(Exception):
     """Base class of every error eoscale raises on purpose."""
@@ -148,10 +154,47 @@ class Interrupted(BaseException):
 _stopped_by: int | None = None
 
 
+#: Whether the run's outputs are being put in place (or are): from then on a signal does not
+#: stop the run, which has finished but for moving its files and releasing what it holds (a
+#: stop then would say "nothing was left behind" with the outputs replaced); the signal that
+#: came then (None: none) is said after the run.
+_committed = False
+_late: int | None = None
+
+
 def record_interrupt(signum: int | None) -> None:
     """Record the signal that stops the run (None: a new run, nothing stopped it yet)."""
     global _stopped_by
     _stopped_by = signum
+    if signum is None:
+        begin_run()
+
+
+def begin_run() -> None:
+    """A run starts: signals stop it again until its outputs are committed."""
+    global _committed, _late
+    _committed, _late = False, None
+
+
+def begin_commit() -> None:
+    """The run's outputs are being put in place: from now on a signal no longer stops it
+    (:func:`defer_signal`)."""
+    global _committed
+    _committed = True
+
+
+def defer_signal(signum: int) -> bool:
+    """Whether a signal that came now is left for after the run (its outputs are being put in
+    place, or are), recorded for :func:`late_signal`."""
+    global _late
+    if _committed:
+        _late = _late or signum
+    return _committed
+
+
+def late_signal() -> int | None:
+    """The signal that came while the run's outputs were being put in place, if one did."""
+    return _late
 
 
 def check_interrupted() -> None:

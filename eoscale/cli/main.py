@@ -24,6 +24,7 @@ from eoscale.errors import (
     Interrupted,
     PipelineError,
     StepError,
+    defer_signal,
     record_interrupt,
 )
 
@@ -88,7 +89,10 @@ def cli() -> None:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     # One signal stops the run; further ones must not interrupt the cleanup that follows. It is
-    # recorded first: a raise that lands in a __del__ is lost, and the run checks it again.
+    # recorded first: a raise that lands in a __del__ is lost, and the run checks it again. A
+    # run whose outputs are being put in place is not stopped: it is said after it.
+    if defer_signal(signum):
+        return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     record_interrupt(signum)

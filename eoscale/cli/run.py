@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from eoscale.api import overrides
 from eoscale.cli.options import json_opt, pairs, quiet_opt, size_option, verbose_opt, workers_opt
 from eoscale.cli.render import (
     console,
+    error_console,
     plan_tables,
     plan_text,
     progress_for,
@@ -23,9 +25,10 @@ from eoscale.cli.render import (
 from eoscale.engine.scratch import cleanup_stale_files
 from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
+from eoscale.errors import late_signal
 from eoscale.pipeline import checked_plan, load_pipeline
 from eoscale.pipeline.resume import FRESH, RESTART, RESUME, Resuming, describe, outlook
-from eoscale.pipeline.runner import run_pipeline
+from eoscale.pipeline.runner import check_outputs, run_pipeline
 
 
 def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
@@ -104,6 +107,7 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         return
     cleanup_stale_segments()  # what crashed runs left behind; never a live run's
     cleanup_stale_files(spec.scratch)  # and what they left beside their outputs
+    check_outputs(spec, overwrite)  # before a cluster starts, or a killed run is said resumed
     from eoscale.pipeline.session import open_run
 
     with open_run(plan) as opened:
@@ -128,6 +132,10 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
                                       executor=opened.executor, resuming=resuming)
         finally:
             gc.unfreeze()
+    late = late_signal()
+    if late is not None:  # it came while the outputs were put in place: the run had finished
+        error_console().print(f"{signal.Signals(late).name} came as the outputs were put in "
+                              "place: the run finished first", markup=False, soft_wrap=True)
     if settings.quiet:
         return
     # On a cluster the estimate is the main process's alone: not comparable with the peak

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.tiling import check_margin
-from eoscale.errors import ConfigError, ResultError, StepError
+from eoscale.errors import USER_ERRORS, ConfigError, ResultError, StepError
 from eoscale.io.raster import default_output_profile
 
 MapFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], "np.ndarray | Sequence[np.ndarray]"]
@@ -71,7 +71,7 @@ def step_margin(fn: Callable, params: Mapping[str, Any], stated: int | None, *,
     name = label or getattr(fn, "__name__", "the callable")
     try:
         needed = declared_margin(fn, params)
-    except Exception as exc:  # noqa: BLE001 - the user's margin function; reported with its name
+    except USER_ERRORS as exc:  # the user's margin function; reported with its name
         raise ConfigError(f"the margin of {name} raised {type(exc).__name__}: {exc}") from exc
     if needed is not None and needed < 0:
         raise ConfigError(f"{name} declares margin {needed}; a margin is >= 0")
@@ -102,7 +102,7 @@ def output_profiles(step: str, profile_fn: ProfileFn, profiles: Sequence[Mapping
     is an error naming ``step``."""
     try:
         made = profile_fn([dict(p) for p in profiles], dict(params))
-    except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
+    except USER_ERRORS as exc:  # a user error, reported with its place
         raise StepError(f"the profile function raised {type(exc).__name__}: {exc}",
                         step=step) from exc
     made = [made] if isinstance(made, Mapping) else list(made)

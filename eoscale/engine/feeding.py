@@ -27,7 +27,7 @@ from eoscale.engine.assembly import OutputFiles
 from eoscale.engine.contract import CombineFn, FinalizeFn, declared, declared_writable_inputs
 from eoscale.engine.tasks import FeedWork, user_traceback
 from eoscale.engine.tiling import Tile
-from eoscale.errors import ConfigError, StepError
+from eoscale.errors import USER_ERRORS, ConfigError, StepError
 
 
 class TileOrderFold:
@@ -50,7 +50,7 @@ class TileOrderFold:
             else:
                 try:
                     self.value = self.combine(self.value, partial)
-                except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
+                except USER_ERRORS as exc:  # a user error, reported with its place
                     raise StepError(f"combine raised {type(exc).__name__}: {exc}", step=self.step,
                                     tile=self.tiles[self.next].describe(),
                                     details=user_traceback(exc)) from exc
@@ -79,7 +79,7 @@ def finalized(name: str, value: Any, finalize: FinalizeFn | None,
         return value
     try:
         return finalize(value, params)
-    except Exception as exc:  # noqa: BLE001 - a user error, reported with its place
+    except USER_ERRORS as exc:  # a user error, reported with its place
         raise StepError(f"finalize raised {type(exc).__name__}: {exc}", step=name,
                         details=user_traceback(exc)) from exc
 

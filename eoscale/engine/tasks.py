@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from eoscale.engine.encoded import EncodedTarget, PartWriteError
 from eoscale.engine.shared import RasterRef, SharedRaster
 from eoscale.engine.tiling import Tile, AnyLayout
-from eoscale.errors import RasterError
+from eoscale.errors import USER_ERRORS, RasterError
 from eoscale.io.blocks import BlockRecord
 from eoscale.io.paths import redact
 from eoscale.io.sources import Source
@@ -212,7 +212,7 @@ class _ComputeJob(Job):
                 return self.failure(tile, exc, "write")
             except RasterError as exc:
                 return self.failure(tile, exc, "read")
-            except Exception as exc:  # noqa: BLE001 - any user error becomes a tile failure
+            except USER_ERRORS as exc:  # any user error becomes a tile failure
                 return self.failure(tile, exc, "readonly" if _readonly_write(exc) else "callable")
         return results
 

@@ -179,16 +179,21 @@ class Journal:
     @classmethod
     def create(cls, path: str | os.PathLike, first: Mapping[str, Any]) -> Journal:
         """A new journal at ``path`` (never over an existing file) whose first record is
-        ``first``, flushed with its folder's entry so that the journal itself is durable."""
+        ``first``, flushed with its folder's entry so that the journal itself is durable; none
+        is left when it cannot be written (a full disk)."""
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         except OSError as exc:
             raise JournalError(f"{os.fspath(path)}: cannot create the run's journal: "
                                f"{exc.strerror or exc}") from None
         journal = cls(path, fd)
-        journal.record(**first)
-        journal.sync()
-        _sync_folder(Path(path).parent)
+        try:
+            journal.record(**first)
+            journal.sync()
+            _sync_folder(Path(path).parent)
+        except BaseException:  # a full disk: no journal left, empty or torn
+            journal.remove()
+            raise
         return journal
 
     @classmethod

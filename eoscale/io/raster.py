@@ -21,7 +21,7 @@ from rasterio._err import CPLE_BaseError  # GDAL errors rasterio raises as they 
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from eoscale.errors import OutputExistsError, RasterError, check_interrupted
+from eoscale.errors import OutputExistsError, RasterError, begin_commit, check_interrupted
 from eoscale.io.paths import is_address, redact
 from eoscale.io.runfiles import MADE, STAGED, TEMP_MARK, FolderRecord, parts_of
 
@@ -222,8 +222,10 @@ class Staging:
         (blocks a killed run appended after its journal's last record, which the resumed run
         computed again); a rename that fails is a RasterError naming its output (those renamed
         before it stay in place, the others are discarded). Nothing is renamed once a signal
-        has stopped the run (:func:`~eoscale.errors.check_interrupted`)."""
+        has stopped the run (:func:`~eoscale.errors.check_interrupted`); once they are being
+        renamed, a signal no longer stops it (:func:`~eoscale.errors.begin_commit`)."""
         check_interrupted()
+        begin_commit()
         done = []
         for path, temp in list(self._staged.items()):
             try:

@@ -268,10 +268,15 @@ class RunJournal:
             self.journal = Journal.reopen(path)
             self.journal.record("resume", pid=os.getpid(), at=time.time(), boot=self._boot)
         else:
-            self.journal = Journal.create(path, {
-                "kind": "run", "key": run_key(plan.spec), "pid": os.getpid(), "at": time.time(),
-                "boot": self._boot,
-                "pipeline": str(plan.spec.source or ""), "fingerprint": now.as_json()})
+            try:
+                self.journal = Journal.create(path, {
+                    "kind": "run", "key": run_key(plan.spec), "pid": os.getpid(),
+                    "at": time.time(), "boot": self._boot,
+                    "pipeline": str(plan.spec.source or ""), "fingerprint": now.as_json()})
+            except BaseException:  # a full disk: nothing of this journal is left
+                self._record.close()
+                forget_journal(path)
+                raise
         self.running = steps_to_run(plan, self.restored.done, self.restored.spilled,
                                     self.restored.fed)
 

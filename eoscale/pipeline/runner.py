@@ -36,10 +36,10 @@ from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.fused import ChainStep
 from eoscale.engine.memory import TreeSampler, own_pss
 from eoscale.engine.scratch import Scratch
-from eoscale.errors import ConfigError, StepError
+from eoscale.errors import ConfigError, StepError, begin_run
 from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
-from eoscale.io.raster import Staging, write_text
+from eoscale.io.raster import Staging, check_writable, write_text
 from eoscale.pipeline.inputs import read_locations
 from eoscale.pipeline.items import stage_items
 from eoscale.pipeline.outputs import copy_image, image_target, stage_image
@@ -81,6 +81,15 @@ def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
     write_text(path, text + "\n", display)
 
 
+def check_outputs(spec: PipelineSpec, overwrite: bool) -> None:
+    """Refuse an output path that exists (unless ``overwrite``) or cannot be written, before
+    anything is done: before a killed run's journal is taken over (a resume refused for its
+    outputs keeps what the killed run left) and before a cluster is started."""
+    for output in spec.outputs.values():
+        for path in output.paths():
+            check_writable(Path(path), overwrite)
+
+
 def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = None,
                  overwrite: bool = False, start_method: str | None = None,
                  executor: Executor | None = None, resuming: Resuming | None = None,
@@ -92,6 +101,8 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     (:mod:`eoscale.pipeline.resume`); None: no journal (a signal then discards everything)."""
     plan = spec if isinstance(spec, RunPlan) else plan_run(spec)
     spec = plan.spec
+    check_outputs(spec, overwrite)  # before a killed run's journal is taken over
+    begin_run()
     started = time.perf_counter()
     results: dict[str, Any] = {}
     fed: dict[str, Any] = {}  # results of reduces fed by a map's tiles, until their step
@@ -164,9 +175,6 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
                 elif name in spilled:
                     images[name] = engine.open(spilled[name], name=name)
 
-        for output in spec.outputs.values():
-            for path in output.paths():
-                staging.check(path)
         if journal is not None:  # what a killed run left, when resuming it
             engine.units = journal
             results.update(journal.restored.results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -30,6 +31,13 @@ def raises_at(arrays, profiles, params):
 
 def _user_helper(values):
     raise KeyError(f"no band named {values.get('band', 'nir')!r}")
+
+
+def sys_exits_at(arrays, profiles, params):
+    """``sys.exit(code)`` at tile ``tile``: a SystemExit, which a tile failure reports."""
+    if _index() == params["tile"]:
+        sys.exit(params.get("code", 2))
+    return arrays[0]
 
 
 def exits_at(arrays, profiles, params):

@@ -58,6 +58,19 @@ def test_callable_raises(run_dir, previous, workers):
     assert_clean(run_dir, previous=previous)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_callable_calling_sys_exit_is_a_failed_tile(run_dir, previous, workers):
+    """A SystemExit in user code is the tile's error on every executor, not the command's own
+    exit (with one worker the tile is computed in the command's process)."""
+    pipeline(run_dir, "{name: quits, map: failing_ops.sys_exits_at, inputs: [scene], "
+             "params: {tile: 3, code: 2}}", extra="tiling: {tile_size: 64}\n")
+    done, _ = run(run_dir, "run", "p.yaml", "--overwrite", "-w", workers)
+    assert done.returncode == 1, done.stderr
+    assert "error: step 'quits', tile 3 (rows 0:64, cols 192:256): SystemExit: 2" in done.stderr
+    assert 'failing_ops.py", line' in done.stderr and "in sys_exits_at" in done.stderr
+    assert_clean(run_dir, previous=previous)
+
+
 # -- 2. a worker dies ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("callable_, expected", [

@@ -14,6 +14,7 @@ Last, a staged file that cannot be renamed into place when the outputs are commi
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from failure_helpers import (assert_stopped_on_full_disk, files, pipeline, run, 
 
 from eoscale.errors import RasterError
 from eoscale.io.raster import Staging
+from eoscale.io.runfiles import journal_pointer
 
 
 @pytest.fixture
@@ -78,6 +80,28 @@ def test_a_full_scratch_filesystem_stops_a_spilled_run(full_disk_dir):
                         r"\.tif\)", written), written
     assert left == {}  # no scratch file
     assert files(run_dir / "out") == previous
+    assert segments_of(pid) == []
+
+
+def test_a_scratch_filesystem_too_full_for_the_journal_leaves_nothing(full_disk_dir):
+    """The run's journal (in the scratch folder) cannot be written: exit 1 naming it, and no
+    empty journal, no record of the run's folders, no pointer to the journal left."""
+    run_dir, scratch = full_disk_dir, full_disk_dir / "scratch"
+    previous = files(run_dir / "out")
+    pipeline(run_dir, SPILLED, inputs="{scene: scene.tif}",
+             outputs="{copy: {path: out/result.tif, options: " + BLOCKS_64 + "}}",
+             extra="tiling: {tile_size: 64}\n")
+    done, pid, left = run_on_full_disk(run_dir, scratch, "run", "p.yaml", "--overwrite", "-w",
+                                       "2", "--scratch", str(scratch), fill=True)
+    assert done.returncode == 1, done.stderr
+    found = re.search(r"^error: (\S+\.journal): cannot write the journal: no space left on "
+                      r"device", done.stderr, re.MULTILINE | re.IGNORECASE)
+    assert found, done.stderr
+    assert "Traceback" not in done.stderr
+    assert left == {}  # no journal, empty or torn
+    assert files(run_dir / "out") == previous
+    assert not list(Path(tempfile.gettempdir()).glob(f"eoscale_{pid}_*"))
+    assert not journal_pointer(found.group(1)).exists()
     assert segments_of(pid) == []
 
 

@@ -77,6 +77,7 @@ def lost_interrupt(monkeypatch):
     lost: list[BaseException] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: lost.append(unraisable.exc_value))
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    record_interrupt(None)  # a new command's state, as main() starts it (no commit yet)
     try:
         released = _InterruptsWhileReleased()
         del released
@@ -114,3 +115,47 @@ def test_a_new_run_starts_unstopped(lost_interrupt) -> None:
         image = engine.from_array(np.ones((8, 8), np.float32))
         [result] = engine.map(_double, [image], margin=0)
         assert np.array_equal(result.array, np.full((1, 8, 8), 2, np.float32))
+
+
+LATE_OPS = '''
+import os
+import signal
+
+_replace = os.replace
+
+
+def _replace_then_signal(source, target, *args, **kwargs):
+    """SIGTERM to this process as the output is renamed into place."""
+    if str(target).endswith("twice.tif"):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return _replace(source, target, *args, **kwargs)
+
+
+os.replace = _replace_then_signal
+
+
+def double(arrays, profiles, params):
+    return arrays[0] * 2
+'''
+
+
+def test_a_signal_while_the_outputs_are_put_in_place_lets_the_run_finish(tmp_path: Path) -> None:
+    """Once its outputs are being renamed into place the run has finished: a signal then does
+    not report a stop with "nothing left behind" over a replaced output; the run ends as it
+    would have (exit 0, the new output in place) and says that the signal came."""
+    (tmp_path / "lost_ops.py").write_text(LATE_OPS)
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    profile = dict(driver="GTiff", height=64, width=64, count=1, dtype="float32")
+    with rasterio.open(tmp_path / "a.tif", "w", **profile) as dataset:
+        dataset.write(np.ones((1, 64, 64), np.float32))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "twice.tif").write_bytes(b"the previous result")
+    done = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "-w", "1",
+                           "--tile-size", "16", "--overwrite"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "SIGTERM came as the outputs were put in place: the run finished first" in done.stderr
+    assert "interrupted" not in done.stderr
+    with rasterio.open(tmp_path / "out" / "twice.tif") as written:
+        assert np.array_equal(written.read(), np.full((1, 64, 64), 2, np.float32))
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["twice.tif"]

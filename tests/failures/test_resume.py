@@ -217,6 +217,29 @@ def test_a_rerun_without_resume_is_refused_and_restart_discards(resume_dir):
     assert leftovers(resume_dir) == [] and list((resume_dir / "scratch").iterdir()) == []
 
 
+def test_a_resume_refused_for_an_existing_output_keeps_the_killed_run_s_work(resume_dir):
+    """An output in place from an earlier run, and ``--resume`` without ``--overwrite``: refused
+    before the journal is taken over, so what the killed run kept is still there to resume."""
+    expected = reference(resume_dir, *SPILLING)
+    (resume_dir / "out").mkdir()
+    (resume_dir / "out" / "first.tif").write_bytes(b"an earlier result")
+    with running(resume_dir, *args(*SPILLING, "--overwrite"),
+                 until="map second > third") as (process, _):
+        kill_group(process)
+    kept = {path.name for path in (resume_dir / "scratch").iterdir()}
+    staged = [name for name in outputs(resume_dir) if name.startswith(".first.tif")]
+    assert journals(resume_dir) and staged  # 'first' finished: its staged file is kept
+    done, _ = run(resume_dir, *args(*SPILLING, "--resume"), env=NO_PAUSE)
+    assert done.returncode == 1, done.stderr
+    assert "first.tif: already exists (use --overwrite to replace it)" in done.stderr
+    assert "resuming" not in done.stdout
+    assert {path.name for path in (resume_dir / "scratch").iterdir()} == kept
+    assert [name for name in outputs(resume_dir) if name.startswith(".first.tif")] == staged
+    assert outputs(resume_dir)["first.tif"] == b"an earlier result"
+    stdout = assert_resumes(resume_dir, expected, *SPILLING, "--overwrite")
+    assert "skipping 'first'" in stdout
+
+
 def test_changes_since_the_killed_run_are_refused_by_name(resume_dir):
     killed_after_first(resume_dir)
     done, _ = run(resume_dir, *args(*SPILLING, "--resume", "--param", "second.factor=5"))

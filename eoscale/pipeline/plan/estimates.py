@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from eoscale.engine.contract import declared_memory_factor
 from eoscale.engine.fused import held_during
 from eoscale.engine.tiling import TileLayout
+from eoscale.errors import USER_ERRORS
 from eoscale.io.sources import WARP_STRIP_ROWS
 from eoscale.pipeline.plan.resources import Memory, Resources
 from eoscale.pipeline.plan.values import ImagePlan, RunPlan, StepPlan
@@ -129,5 +130,5 @@ def memory_factor(step: StepSpec, found: StepCallables) -> float | None:
     try:
         return declared_memory_factor(found.fn, {} if any(step.references())
                                       else callable_params(step, found.fn, {}))
-    except Exception:  # noqa: BLE001 - the user's function: the estimate falls back, says nothing
+    except USER_ERRORS:  # the user's function: the estimate falls back, says nothing
         return None

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from eoscale.engine.contract import declared
-from eoscale.errors import ConfigError, Problem
+from eoscale.errors import USER_ERRORS, ConfigError, Problem
 from eoscale.io.sources import Source
 from eoscale.io.stac import StacSelection
 from eoscale.pipeline.plan.margins import planned_margin
@@ -100,7 +100,7 @@ def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
         return []
     try:
         found = check_fn(callable_params(step, main, {}), list(step.inputs))
-    except Exception as error:  # noqa: BLE001 - the callable's own check: a problem to report
+    except USER_ERRORS as error:  # the callable's own check: a problem to report
         found = [f"checking the params of '{step.callable}' raised {type(error).__name__}: {error}"]
     return [step.locate("params").problem(message, step.name) for message in found]
 
@@ -148,7 +148,7 @@ def _call_profile(step: StepSpec, profile_fn: Any, given: list[dict[str, Any]],
                   found: StepCallables) -> tuple[list[ImageShape], str | None]:
     try:
         made = profile_fn([dict(p) for p in given], callable_params(step, found.fn, {}))
-    except Exception as error:  # noqa: BLE001 - the user's profile function: a problem to report
+    except USER_ERRORS as error:  # the user's profile function: a problem to report
         return [], f"the profile function raised {type(error).__name__}: {error}"
     answers = list(made) if isinstance(made, (list, tuple)) else [made] * len(step.outputs)
     if len(answers) != len(step.outputs):
