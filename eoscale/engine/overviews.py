@@ -61,9 +61,12 @@ from eoscale.io.cog import (
     RESAMPLINGS,
     Pyramid,
     cog_layout,
+    full_resolution_levels,
+    full_sums,
     halves_exactly,
     overview_layout,
     reduce_level,
+    summed_level,
     with_metadata_item,
     write_levels_header,
 )
@@ -74,6 +77,9 @@ from eoscale.io.raster import GRID_KEYS
 MAX_KEPT_BYTES = 64 << 20
 #: The key a tile's kept pixels come back under, with the tile's index.
 KEPT = "kept"
+#: The key of the sums and counts of valid full-resolution pixels of a tile's kept level,
+#: where a level above it is averaged from the full resolution (``PyramidTarget.summed``).
+KEPT_SUMS = "kept sums"
 
 Window4 = tuple[int, int, int, int]
 
@@ -86,7 +92,9 @@ class PyramidTarget(EncodedTarget):
     workers encode (``encoded_levels``), the level whose tile pixels they keep
     (``kept_level``; 0: none, the workers encode every level), and the pixels of the map's
     largest tile (``task_pixels``: a task of the levels' rounds holds no more, see
-    :func:`levels_round`)."""
+    :func:`levels_round`), and the levels averaged from the full resolution as GDAL does
+    (``summed``: :func:`~eoscale.io.cog.full_resolution_levels`), made from the sums and
+    counts of the valid full-resolution pixels each stands for."""
 
     levels: tuple[BlockLayout, ...] = ()
     resampling: str = "nearest"
@@ -94,6 +102,7 @@ class PyramidTarget(EncodedTarget):
     encoded_levels: int = 0
     kept_level: int = 0
     task_pixels: int = 0
+    summed: tuple[int, ...] = ()
 
     def append(self, tile: Tile, core: np.ndarray) -> dict[Any, Any]:  # type: ignore[override]
         """Encode the tile's ``core`` and its own overview blocks, keep its pixels of the kept
@@ -104,8 +113,9 @@ class PyramidTarget(EncodedTarget):
                    in self.layout.encode_window(row, col, core).items()}
         kept: tuple[np.ndarray, Window4] | None = None
         data = core
+        sums = full_sums(core, self.nodata) if self.summed else None
         for level in range(1, max(self.encoded_levels, self.kept_level) + 1):
-            data = reduce_level(data, self.resampling, self.nodata)
+            data, sums = self.next_level(level, data, sums)
             top, left = row >> level, col >> level
             if level <= self.encoded_levels:
                 blocks = self.levels[level - 1].encode_window(top, left, data)
@@ -113,12 +123,30 @@ class PyramidTarget(EncodedTarget):
             if level == self.kept_level:
                 kept = (data, (top, left, data.shape[1], data.shape[2]))
         chunks: dict[Any, bytes] = dict(encoded)
+        kept_sums = kept is not None and self.kept_level + 1 in self.summed
         if kept is not None:
             chunks[(KEPT, tile.index)] = kept[0].tobytes()
+            if kept_sums:
+                assert sums is not None
+                chunks[(KEPT_SUMS, tile.index)] = sums.tobytes()
         records: dict[Any, Any] = append_to_part(self.path, self.display, chunks)
         if kept is not None:
             records[(KEPT, tile.index)] = (records[(KEPT, tile.index)], kept[1])
+            if kept_sums:
+                records[(KEPT_SUMS, tile.index)] = (records[(KEPT_SUMS, tile.index)], kept[1])
         return records
+
+    def next_level(self, level: int, data: np.ndarray, sums: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Level ``level`` from the level below (``data``, and its full-resolution sums and
+        counts ``sums`` while a level above is summed): averaged from the full resolution
+        when GDAL does so (``summed``), else from the level below; and its own sums, while a
+        level above it is summed (None after)."""
+        if sums is None or level > self.summed[-1]:
+            return reduce_level(data, self.resampling, self.nodata), None
+        summed, mean = summed_level(sums, self.layout.dtype, self.nodata)
+        made = mean if level in self.summed else reduce_level(data, self.resampling, self.nodata)
+        return made, summed if level < self.summed[-1] else None
 
 
 @dataclass(frozen=True)
@@ -196,7 +224,13 @@ def _pyramid(pyramid: Pyramid, profile: Mapping[str, Any], cores: Sequence[Windo
             return (f"its size {layout.height} x {layout.width} is odd: a level-1 pixel "
                     "straddles two tiles")
         return "its tiles do not start on even rows and columns"
+    nodata = profile.get("nodata")
+    nodata = None if nodata is None else float(nodata)
+    summed = full_resolution_levels(layout, levels, resampling, nodata)
     whole = _read_whole(levels, kept)
+    if summed and whole is not None and summed[-1] > whole:
+        return (f"GDAL averages its overview level {summed[-1]} from the full resolution, "
+                f"above level {whole}, which the next level does not halve exactly")
     if whole is not None:
         size = levels[whole - 1].height * levels[whole - 1].width * layout.count
         if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:
@@ -204,11 +238,11 @@ def _pyramid(pyramid: Pyramid, profile: Mapping[str, Any], cores: Sequence[Windo
             return (f"its overview level {whole} would take {mib} MiB in the worker making "
                     f"the levels above it, which do not halve it exactly (at most "
                     f"{MAX_KEPT_BYTES >> 20} MiB)")
-    nodata = profile.get("nodata")
     return PyramidTarget(layout, os.fspath(pyramid.path), display, levels=levels,
-                         resampling=resampling, nodata=None if nodata is None else float(nodata),
+                         resampling=resampling, nodata=nodata,
                          encoded_levels=encoded, kept_level=kept,
-                         task_pixels=max(rows * cols for _, _, rows, cols in cores))
+                         task_pixels=max(rows * cols for _, _, rows, cols in cores),
+                         summed=summed)
 
 
 def _read_whole(levels: Sequence[BlockLayout], kept: int) -> int | None:
@@ -251,6 +285,7 @@ class LevelsJob(Job):
     target: PyramidTarget | None = None
     level: int = 0
     source: tuple[tuple[BlockRecord, Window4], ...] = ()
+    sums: tuple[tuple[BlockRecord, Window4], ...] = ()
 
     @property
     def reduces(self) -> bool:
@@ -276,15 +311,22 @@ class LevelsJob(Job):
             for index in indices:
                 core = self.tiles[index].core
                 top, left = int(core.row_off), int(core.col_off)
-                data = self._window(top, left, int(core.height), int(core.width))
+                rows, cols = int(core.height), int(core.width)
+                data = self._window(self.source, top, left, rows, cols)
                 if self.level > target.encoded_levels:
                     made.update({(self.level, block): blocks for block, blocks in
                                  layouts[self.level].encode_window(top, left, data).items()})
                 if self.reduces:
-                    data = reduce_level(data, target.resampling, target.nodata)
+                    sums = (self._window(self.sums, top, left, rows, cols, summed=True)
+                            if self.level + 1 in target.summed else None)
+                    data, sums = target.next_level(self.level + 1, data, sums)
+                    window = (top // 2, left // 2, data.shape[1], data.shape[2])
                     key = (KEPT, self.level + 1, index)
                     made[key] = data.tobytes()
-                    kept[key] = (top // 2, left // 2, data.shape[1], data.shape[2])
+                    kept[key] = window
+                    if sums is not None:  # the level above the next is summed too
+                        made[(KEPT_SUMS, self.level + 1, index)] = sums.tobytes()
+                        kept[(KEPT_SUMS, self.level + 1, index)] = window
                 elif self.whole:
                     made.update(self._coarser(layouts, data))
             records: dict[Any, Any] = append_to_part(target.path, target.display, made)
@@ -294,13 +336,17 @@ class LevelsJob(Job):
             records[key] = (records[key], window)
         return records
 
-    def _window(self, top: int, left: int, rows: int, cols: int) -> np.ndarray:
-        """A window of the level, read back from the pixels ``source`` holds of it."""
+    def _window(self, kept: Sequence[tuple[BlockRecord, Window4]], top: int, left: int,
+                rows: int, cols: int, summed: bool = False) -> np.ndarray:
+        """A window of the level, read back from the pieces ``kept`` holds of it: its pixels,
+        or (``summed``) its sums and counts of valid full-resolution pixels."""
         target = self.target
         assert target is not None
-        layout = target.levels[self.level - 1]
-        source = self.source if top == left == 0 else _shifted(self.source, top, left)
-        return kept_image(replace(layout, height=rows, width=cols), source, target.display)
+        layout = replace(target.levels[self.level - 1], height=rows, width=cols)
+        if summed:
+            layout = replace(layout, count=2 * layout.count, dtype="float64")
+        pieces = kept if top == left == 0 else _shifted(kept, top, left)
+        return kept_image(layout, pieces, target.display)
 
     def _coarser(self, layouts: Sequence[BlockLayout], data: np.ndarray
                  ) -> dict[tuple[int, int], bytes]:
@@ -330,7 +376,8 @@ def _whole(target: PyramidTarget, level: int) -> bool:
 
 
 def levels_round(target: PyramidTarget, level: int,
-                 source: Sequence[tuple[BlockRecord, Window4]], workers: int) -> LevelsJob:
+                 source: Sequence[tuple[BlockRecord, Window4]], workers: int,
+                 sums: Sequence[tuple[BlockRecord, Window4]] = ()) -> LevelsJob:
     """The :class:`LevelsJob` of ``level`` of ``target`` from its pixels ``source``, for
     ``workers``: about two strips of the level per worker, each whole rows of its blocks, none
     of more pixels than a tile of the map (``task_pixels``: what a worker held then); where one
@@ -353,7 +400,7 @@ def levels_round(target: PyramidTarget, level: int,
         assert side is not None  # grown to whole blocks
         tiling = TileLayout(height, width, side, 0, "tiles")
     return LevelsJob(step=f"overviews of {target.display}", inputs=(), layout=tiling,
-                     target=target, level=level, source=tuple(source))
+                     target=target, level=level, source=tuple(source), sums=tuple(sums))
 
 
 def _shifted(kept: Sequence[tuple[BlockRecord, Window4]], top: int, left: int = 0
@@ -415,13 +462,16 @@ class PyramidAssembly:
             return
         level = target.kept_level
         source = [value for key, value in self.blocks.items() if key[0] == KEPT]
+        sums = [value for key, value in self.blocks.items() if key[0] == KEPT_SUMS]
         while True:
-            job = levels_round(target, level, source, workers)
-            source = []
+            job = levels_round(target, level, source, workers, sums)
+            source, sums = [], []
             for records in run(job, [[index] for index in range(job.layout.tile_count)]):
                 for key, value in records.items():
                     if key[0] == KEPT:
                         source.append(value)
+                    elif key[0] == KEPT_SUMS:
+                        sums.append(value)
                     else:
                         self.blocks[key] = value
             if not job.reduces:
@@ -434,7 +484,7 @@ class PyramidAssembly:
         layouts = [target.layout, *target.levels]
         by_level: list[dict[int, BlockRecord]] = [{} for _ in layouts]
         for key, value in self.blocks.items():
-            if key[0] != KEPT:
+            if key[0] not in (KEPT, KEPT_SUMS):
                 by_level[key[0]][key[1]] = value
         cog = self.pyramid.format == "COG"
         metadata = geotiff_metadata(self.grid, None if cog else self.pyramid.options)

@@ -14,7 +14,9 @@ with GDAL 3.10 on every dtype, odd and even sizes, nodata and NaN:
   outer ones in part); nodata pixels (a NaN nodata: NaN pixels) take no part, and a target
   pixel with none valid is nodata; without a NaN nodata a NaN makes its target NaN. When the
   width halves exactly and no nodata is set, GDAL takes a two-row window as a plain 2 x 2 mean
-  (its fast path), whatever the rows' weights. Integers are rounded half up. GDAL computes in
+  (its fast path), whatever the rows' weights. Integers are rounded half up; an average that
+  equals the nodata value is moved to the next value of the dtype (down from its largest), as
+  GDAL does, so that no valid pixel reads as nodata. GDAL computes in
   its own order: floats may differ from it in the last bit, and integers by one where the
   exact mean is a half (on odd sizes only, where its weights are not exact binary fractions).
   Where both sides are even and no nodata is set (every level of W1's COG), the sums follow
@@ -24,6 +26,19 @@ with GDAL 3.10 on every dtype, odd and even sizes, nodata and NaN:
   which was most of what computing a COG's overviews cost the workers. (GDAL's COG driver
   makes its deeper levels otherwise: on W1's output, level 1 is bit for bit its own, levels 2
   to 4 within 3 units in the last place.)
+
+**From the full resolution.** GDAL 3.10 does not always make a level from the one below.
+Where level 2's chunk, level 1's pixels for one of its blocks, is over
+``GDAL_OVR_CHUNK_MAX_SIZE`` (10 MiB): (2 + 2 min(block width, level 2's width)) x (2 + 2
+block height) pixels of every band in its work type (uint8 1 byte, uint16 2, float64 8,
+others 4), it averages every level from 2 up from the full resolution instead
+(:func:`full_resolution_levels`, found by comparing with GDAL on 1 to 6 bands, blocks of 32
+to 1024 px, square and elongated images, the image given to GDAL stored with the blocks it
+is to have: 3 float32 bands on 512 px blocks are over it, 2 are not). Without nodata the two give
+the same means up to rounding; with nodata (or NaN) they differ, the mean of means weighing
+each valid pixel below by the valid pixels it stands for. Those levels are made here from the
+sums and counts of valid full-resolution pixels (:func:`full_sums`, :func:`summed_level`), so
+that they equal GDAL's within the rounding of the dtype.
 
 When both sides of a level are even, a target pixel depends on its own 2 x 2 source pixels
 only (:func:`halves_exactly`): a tile whose core starts on even rows and columns can compute
@@ -203,6 +218,78 @@ def is_nan(value: Any) -> bool:
     return value is not None and isinstance(value, float) and math.isnan(value)
 
 
+#: GDAL's GDAL_OVR_CHUNK_MAX_SIZE by default (see the module's docstring).
+OVR_CHUNK_MAX_SIZE = 10485760
+
+
+def _work_itemsize(dtype: np.dtype | str) -> int:
+    """The bytes of a pixel of GDAL's work type for averaging ``dtype``."""
+    dtype = np.dtype(dtype)
+    return {np.dtype("uint8"): 1, np.dtype("uint16"): 2, np.dtype("float64"): 8}.get(dtype, 4)
+
+
+def full_resolution_levels(layout: BlockLayout, levels: Sequence[BlockLayout], resampling: str,
+                           nodata: float | None) -> tuple[int, ...]:
+    """The overview levels (2 and up) that GDAL averages from the full resolution rather than
+    from the level below (see the module's docstring): every one when level 2's chunk is over
+    the limit (it is the largest), none otherwise; and only where it matters, an average with
+    nodata. ``levels``: the overview levels' layouts, level 1 first."""
+    if resampling != "average" or nodata is None or len(levels) < 2:
+        return ()
+    limit = int(os.environ.get("GDAL_OVR_CHUNK_MAX_SIZE", OVR_CHUNK_MAX_SIZE))
+    chunk = (2 + 2 * min(layout.block_width, levels[1].width)) * (2 + 2 * layout.block_height)
+    if chunk * layout.count * _work_itemsize(layout.dtype) <= limit:
+        return ()
+    return tuple(range(2, len(levels) + 1))
+
+
+def full_sums(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """The full resolution ``data`` (bands, rows, cols) as sums and counts of its valid pixels:
+    (2 x bands, rows, cols) float64, the sums first (see :func:`summed_level`)."""
+    values = data.astype(np.float64)
+    if nodata is None:
+        valid = np.ones(values.shape, bool)
+    elif is_nan(nodata):
+        valid = ~np.isnan(values)
+    else:
+        valid = values != nodata
+    return np.concatenate([np.where(valid, values, 0.0), valid.astype(np.float64)])
+
+
+def summed_level(sums: np.ndarray, dtype: np.dtype | str, nodata: float | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The level above the sums and counts ``sums`` (:func:`full_sums`; both sides even):
+    its own sums and counts, and its pixels, the mean of the valid full-resolution pixels each
+    stands for, in ``dtype`` (integers rounded half up, none valid: nodata)."""
+    bands2, height, width = sums.shape
+    summed = sums.reshape(bands2, height // 2, 2, width // 2, 2).sum(axis=(2, 4))
+    total, count = summed[:bands2 // 2], summed[bands2 // 2:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    if np.dtype(dtype).kind in "iu":
+        mean = np.floor(mean + 0.5)
+    if nodata is not None:
+        mean = np.where(count > 0, _not_nodata(mean, nodata, dtype), nodata)
+    return summed, mean.astype(dtype)
+
+
+def _not_nodata(mean: np.ndarray, nodata: float, dtype: np.dtype | str) -> np.ndarray:
+    """``mean`` with every value that equals ``nodata`` (an average of valid pixels that
+    rounds to it) replaced as GDAL replaces it: by the next value of ``dtype`` up (down from
+    the dtype's largest), so that no valid pixel reads as nodata."""
+    if is_nan(nodata):
+        return mean
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        top = np.iinfo(dtype).max
+        other = nodata - 1 if nodata >= top else nodata + 1
+    else:
+        value = dtype.type(nodata)
+        other = float(np.nextafter(value, dtype.type(-np.inf) if value >= np.finfo(dtype).max
+                                   else dtype.type(np.inf)))
+    return np.where(mean == nodata, other, mean)
+
+
 def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None,
                  shape: tuple[int, int] | None = None) -> np.ndarray:
     """The overview level above ``data`` (bands, rows, cols), of ``shape`` (rows, cols; by
@@ -235,7 +322,8 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None,
     if data.dtype.kind in "iu":
         mean = np.floor(mean + 0.5)
     if valid is not None:
-        mean = np.where(weights > 0, mean, nodata)
+        assert nodata is not None
+        mean = np.where(weights > 0, _not_nodata(mean, nodata, data.dtype), nodata)
     return mean.astype(data.dtype)
 
 

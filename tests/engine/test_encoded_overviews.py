@@ -35,7 +35,7 @@ from eoscale.engine.encoded import PART_MARK, writer_name
 from eoscale.engine.filed import OutputFile
 from eoscale.engine.overviews import EncodedPyramid, pyramid_target
 from eoscale.engine.tiling import plan_step
-from eoscale.io.cog import Pyramid, cog_level_count, halves_exactly
+from eoscale.io.cog import Pyramid, cog_level_count, halves_exactly, reduce_level
 from eoscale.io.raster import creation_profile
 
 GRID = {"transform": Affine(10, 0, 1000, 0, -10, 2000), "crs": "EPSG:32631"}
@@ -126,9 +126,12 @@ def gdal_levels(image: np.ndarray, nodata, path: Path, options: dict, levels: in
 def gdal_cog_levels(image: np.ndarray, nodata, folder: Path, options: dict,
                     resampling: str) -> list[np.ndarray]:
     """The image and its overview levels as GDAL's COG driver makes them from it (sizes
-    rounded down, see :mod:`eoscale.io.cog`)."""
+    rounded down, see :mod:`eoscale.io.cog`), stored with the COG's blocks (GDAL's chunks, and
+    so how it averages, follow the blocks of the image it is given)."""
     plain, cog = folder / "gdal_plain.tif", folder / "gdal.tif"
-    with rasterio.open(plain, "w", **creation_profile(profile_of(image, nodata), {})) as out:
+    block = options.get("blocksize", 512)
+    layout = {"tiled": True, "blockxsize": block, "blockysize": block}
+    with rasterio.open(plain, "w", **creation_profile(profile_of(image, nodata), layout)) as out:
         out.write(image)
     rasterio.shutil.copy(plain, cog, driver="COG", resampling=resampling, **options)
     plain.unlink()
@@ -195,6 +198,44 @@ def test_a_cog_s_levels_equal_gdal_s_overviews_of_the_same_image(tmp_path, assem
         # and the coarsest level (made from the tiles' kept pixels) by one worker task
         assert mine not in {Path(p).name for p in parts[-1]} and len(parts[-1]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gdal.tif", "out.tif"]  # no part
+
+
+#: name: (dtype, bands, nodata, shape, tile size, summed levels), on blocks of 512: level 2's
+#: chunk is (2 + 2 min(512, its width)) x 1026 px of every band (see eoscale.io.cog); over
+#: GDAL_OVR_CHUNK_MAX_SIZE (10 MiB), GDAL averages every level from 2 up from the full
+#: resolution.
+SUMMED_CASES = {
+    # 12 bytes a pixel, 1026 x 1026 x 12 over it: level 1 encoded in the tiles (1024 px),
+    # level 2 made in a round from the sums and counts the tiles kept
+    "float32 3 bands NaN": ("float32", 3, NAN, (1024, 2048), 1024, (2,)),
+    # the same from tiles of 512 px: levels 1 and 2 in the rounds (level 1 kept, with sums)
+    "float32 3 bands NaN, level 1 kept": ("float32", 3, NAN, (1024, 2048), 512, (2,)),
+    # uint16 works in its own type, 2 bytes: 6 bands, rounded half up from the sums
+    "uint16 6 bands nodata": ("uint16", 6, 7, (1024, 2048), 1024, (2,)),
+    # level 2 384 px wide: 770 x 1026 x 12 under the limit, every level from the one below
+    "float32 3 bands NaN, chunks under the limit": ("float32", 3, NAN, (1024, 1536), 512, ()),
+}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("case", list(SUMMED_CASES))
+def test_levels_gdal_averages_from_the_full_resolution_equal_gdal_s(tmp_path, workers, case):
+    """Where level 2's chunk is over GDAL_OVR_CHUNK_MAX_SIZE, GDAL averages levels 2 and up
+    from the full resolution, not from the level below: with nodata the two differ, and the
+    workers' levels are GDAL's, whether the tiles or the rounds make them."""
+    dtype, bands, nodata, shape, tile, summed = SUMMED_CASES[case]
+    image = make_image(dtype, bands, nodata, shape)
+    pyramid = Pyramid(tmp_path / "out.tif", "COG", {}, None, "average")
+    tiles = plan_step(*shape, margin=0, tiling=Tiling("tiles", tile), workers=2).tiles()
+    target = pyramid_target(pyramid, profile_of(image, nodata), tiles, "out")
+    assert target is not None and target.summed == summed
+    run_map(workers, tile, image, nodata, pyramid)
+    expected = gdal_cog_levels(image, nodata, tmp_path, {"blocksize": 512}, "average")
+    assert len(expected) == 3
+    assert_levels(tmp_path / "out.tif", expected, "average")
+    with np.errstate(invalid="ignore"):  # from level 1 as GDAL made it, level 2 would be:
+        below = reduce_level(expected[1], "average", nodata)
+    assert np.allclose(below, expected[2], equal_nan=True, rtol=1e-6, atol=0.5) != bool(summed)
 
 
 @pytest.mark.parametrize("resampling", ["nearest", "average"])
