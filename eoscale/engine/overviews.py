@@ -61,8 +61,8 @@ from eoscale.io.cog import (
     RESAMPLINGS,
     Pyramid,
     cog_layout,
+    first_sums,
     full_resolution_levels,
-    full_sums,
     halves_exactly,
     overview_layout,
     reduce_level,
@@ -113,7 +113,7 @@ class PyramidTarget(EncodedTarget):
                    in self.layout.encode_window(row, col, core).items()}
         kept: tuple[np.ndarray, Window4] | None = None
         data = core
-        sums = full_sums(core, self.nodata) if self.summed else None
+        sums: np.ndarray | None = None
         for level in range(1, max(self.encoded_levels, self.kept_level) + 1):
             data, sums = self.next_level(level, data, sums)
             top, left = row >> level, col >> level
@@ -138,15 +138,19 @@ class PyramidTarget(EncodedTarget):
 
     def next_level(self, level: int, data: np.ndarray, sums: np.ndarray | None
                    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Level ``level`` from the level below (``data``, and its full-resolution sums and
-        counts ``sums`` while a level above is summed): averaged from the full resolution
-        when GDAL does so (``summed``), else from the level below; and its own sums, while a
-        level above it is summed (None after)."""
-        if sums is None or level > self.summed[-1]:
+        """Level ``level`` from the level below (``data``; ``sums``: its sums and counts of
+        valid full-resolution pixels, from level 1 up while a level above is summed):
+        averaged from the full resolution when GDAL does so (``summed``, levels 2 and up),
+        else from the level below; and its own sums and counts while a level above it is
+        summed (None after)."""
+        if not self.summed or level > self.summed[-1]:
             return reduce_level(data, self.resampling, self.nodata), None
+        if level == 1:  # made from the full resolution either way
+            return reduce_level(data, self.resampling, self.nodata), first_sums(data,
+                                                                               self.nodata)
+        assert sums is not None
         summed, mean = summed_level(sums, self.layout.dtype, self.nodata)
-        made = mean if level in self.summed else reduce_level(data, self.resampling, self.nodata)
-        return made, summed if level < self.summed[-1] else None
+        return mean, summed if level < self.summed[-1] else None
 
 
 @dataclass(frozen=True)

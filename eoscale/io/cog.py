@@ -37,7 +37,7 @@ to 1024 px, square and elongated images, the image given to GDAL stored with the
 is to have: 3 float32 bands on 512 px blocks are over it, 2 are not). Without nodata the two give
 the same means up to rounding; with nodata (or NaN) they differ, the mean of means weighing
 each valid pixel below by the valid pixels it stands for. Those levels are made here from the
-sums and counts of valid full-resolution pixels (:func:`full_sums`, :func:`summed_level`), so
+sums and counts of valid full-resolution pixels (:func:`first_sums`, :func:`summed_level`), so
 that they equal GDAL's within the rounding of the dtype.
 
 When both sides of a level are even, a target pixel depends on its own 2 x 2 source pixels
@@ -243,22 +243,28 @@ def full_resolution_levels(layout: BlockLayout, levels: Sequence[BlockLayout], r
     return tuple(range(2, len(levels) + 1))
 
 
-def full_sums(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """The full resolution ``data`` (bands, rows, cols) as sums and counts of its valid pixels:
-    (2 x bands, rows, cols) float64, the sums first (see :func:`summed_level`)."""
-    values = data.astype(np.float64)
+def first_sums(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Level 1's sums and counts of the valid pixels of the full resolution ``data`` (bands,
+    rows, cols; both sides even): (2 x bands, rows / 2, cols / 2) float64, the sums first
+    (see :func:`summed_level`), with no float64 copy of ``data``."""
+    bands, height, width = data.shape
     if nodata is None:
-        valid = np.ones(values.shape, bool)
+        valid = None
     elif is_nan(nodata):
-        valid = ~np.isnan(values)
+        valid = ~np.isnan(data)
     else:
-        valid = values != nodata
-    return np.concatenate([np.where(valid, values, 0.0), valid.astype(np.float64)])
+        valid = data != nodata
+    shape = (bands, height // 2, 2, width // 2, 2)
+    values = data if valid is None else np.where(valid, data, 0)
+    total = values.reshape(shape).sum(axis=(2, 4), dtype=np.float64)
+    count = (np.full(total.shape, 4.0) if valid is None
+             else valid.reshape(shape).sum(axis=(2, 4), dtype=np.float64))
+    return np.concatenate([total, count])
 
 
 def summed_level(sums: np.ndarray, dtype: np.dtype | str, nodata: float | None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The level above the sums and counts ``sums`` (:func:`full_sums`; both sides even):
+    """The level above the sums and counts ``sums`` (:func:`first_sums`; both sides even):
     its own sums and counts, and its pixels, the mean of the valid full-resolution pixels each
     stands for, in ``dtype`` (integers rounded half up, none valid: nodata)."""
     bands2, height, width = sums.shape
