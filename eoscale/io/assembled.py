@@ -4,7 +4,8 @@ blocks copied from the part files to their places by any number of processes.
 Once every block's length is known, every block's place in the file is too (the layout decides
 the order: :func:`~eoscale.io.blocks.write_geotiff_header`, :func:`~eoscale.io.cog.write_levels_header`).
 The process that knows the lengths writes the header and sizes the file
-(:func:`write_header`: the file is sparse until the blocks arrive); each block that lies in a
+(:func:`write_header`), giving the bytes the blocks will fill their disk blocks at once where
+the system can (:func:`preallocate`); each block that lies in a
 part file becomes a :class:`BlockCopy` (the part's path, offset and length, and the block's
 place in the file), and :func:`copy_blocks` runs any subset of them, in any process that sees the
 files: the copies of distinct blocks touch distinct bytes, so they need no lock and no order,
@@ -15,14 +16,23 @@ run the copies (in the kernel, ``os.copy_file_range``, where the system has it).
 A block of GDAL's COG layout is *framed*: its size (4 bytes, little-endian) just before it and its
 last 4 bytes repeated just after it (:data:`FRAME`); the copy writes both, reading the last 4
 bytes from the part, so the header's writer needs none of them.
+
+Why preallocate: copying into a hole (or writing a block into one) makes the filesystem find
+the hole's disk blocks page by page as the bytes arrive; blocks allocated beforehand, in one
+call, are only filled. On ext4 here, copying a 676 MiB part into a sparse file took 0.3 to
+0.6 s in one process, and 0.15 to 0.19 s into a preallocated one, the allocation included
+(benchmarks/README.md). And a disk too small for the file fails at once, when the header is
+written, before any block is copied.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import struct
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -97,7 +107,8 @@ def _write_file(path: str | os.PathLike, mode: str, pieces: Iterable[tuple[int, 
                 memory: Iterable[InMemory], size: int,
                 display: str | os.PathLike | None) -> None:
     """Open ``path`` in ``mode``, write ``pieces`` (offset, bytes) and the blocks of
-    ``memory`` at their places, and make the file ``size`` bytes long."""
+    ``memory`` at their places, make the file ``size`` bytes long and its holes allocated
+    (:func:`preallocate`)."""
     try:
         with open(path, mode) as out:
             descriptor = out.fileno()
@@ -107,9 +118,51 @@ def _write_file(path: str | os.PathLike, mode: str, pieces: Iterable[tuple[int, 
                 _write_at(descriptor, _framed(block.data) if block.framed else block.data,
                           block.target - (FRAME if block.framed else 0))
             out.truncate(size)
+            preallocate(descriptor, size)
     except OSError as exc:
         raise write_error(Path(path), display, "cannot write", [exc.strerror or str(exc)],
                           exc) from None
+
+
+#: Linux's fallocate(2) (None: not found, or not Linux), looked up on first use.
+_FALLOCATE: list[object] = []
+#: What fallocate answers on a filesystem (or kernel) that cannot allocate ahead.
+_CANNOT_ALLOCATE = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV, errno.EPERM}
+
+
+def _fallocate() -> object:
+    if not _FALLOCATE:
+        function = None
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL(None, use_errno=True)
+                function = getattr(libc, "fallocate64", None) or libc.fallocate
+                function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                                     ctypes.c_int64)
+                function.restype = ctypes.c_int
+        _FALLOCATE.append(function)
+    return _FALLOCATE[0]
+
+
+def preallocate(descriptor: int, size: int) -> bool:
+    """Give the file's first ``size`` bytes their disk blocks now (Linux's ``fallocate``,
+    mode 0: the holes read as zeros, the file's size is kept), so that the copies and the
+    workers' block writes that follow fill allocated blocks (see the module's docstring);
+    whether it did. Where the filesystem cannot (tmpfs can, ext4 and XFS can, an NFS server
+    may not) or the system has no ``fallocate``, nothing is done: never ``posix_fallocate``,
+    which would write the file's zeros itself. A disk without the room raises the OSError
+    (ENOSPC)."""
+    function = _fallocate()
+    if function is None or size <= 0:
+        return False
+    while function(descriptor, 0, 0, size) != 0:  # type: ignore[operator]
+        code = ctypes.get_errno()
+        if code == errno.EINTR:
+            continue
+        if code in _CANNOT_ALLOCATE:
+            return False
+        raise OSError(code, os.strerror(code))
+    return True
 
 
 def copy_blocks(path: str | os.PathLike, copies: Sequence[BlockCopy], *,

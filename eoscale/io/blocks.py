@@ -630,8 +630,8 @@ def preallocate_geotiff(path: str | os.PathLike, layout: BlockLayout,
                         display: str | os.PathLike | None = None) -> int:
     """Create the uncompressed GeoTIFF of ``layout`` at ``path`` (the caller stages it) with
     its header and every block at its fixed place (:meth:`BlockLayout.fixed_offset`), the
-    blocks' bytes left for the workers to write there (a sparse file until they do); where
-    the blocks start. A failure to write is a RasterError naming ``display`` (else ``path``)."""
+    blocks' bytes left for the workers to write there (allocated on disk already where the
+    filesystem can: :func:`~eoscale.io.assembled.preallocate`); where the blocks start. A failure to write is a RasterError naming ``display`` (else ``path``)."""
     if layout.compression != "none":
         raise BlockEncodingError("blocks have fixed places in uncompressed files only")
     lengths = [layout.block_bytes(index) for index in range(layout.block_count)]
