@@ -84,6 +84,9 @@ _CAUSE_SECONDS = 1.0
 #: How long a step stopped before its end waits for its workers to know it ended (see
 #: :meth:`DaskExecutor._end_step`), in seconds: within a stop's two seconds.
 END_SECONDS = 1.0
+#: How long a local cluster's workers have to close when the run ends, in seconds; a worker
+#: still running a task then (a stopped step's) is killed (:meth:`DaskExecutor.close`).
+STOP_WORKERS_SECONDS = 0.5
 #: Chunks per worker thread submitted and not yet handed on (see :meth:`DaskExecutor.run`).
 IN_FLIGHT = 2
 #: Dask settings of a local cluster: its processes share this machine's cores with the main
@@ -442,10 +445,27 @@ class DaskExecutor(Executor):
                 with contextlib.suppress(Exception):
                     self.client.close()
                 if self._cluster is not None:
+                    self._stop_local_workers()
                     with contextlib.suppress(Exception):
                         self._cluster.close()
         finally:
             self._quiet.close()
+
+    def _stop_local_workers(self) -> None:
+        """Close the local cluster's workers within :data:`STOP_WORKERS_SECONDS`: a worker
+        still running a task (a step stopped by a signal) is killed then, where Dask's own close
+        would wait 4 s for it (its nanny's default), beyond a stop's two seconds. Its step has
+        ended already (:meth:`_end_step`): it writes nothing more."""
+        import asyncio
+
+        nannies = list(getattr(self._cluster, "workers", {}).values())
+
+        async def close_all() -> None:
+            await asyncio.gather(*(nanny.close(timeout=STOP_WORKERS_SECONDS)
+                                   for nanny in nannies), return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self._cluster.sync(close_all)
 
 
 def job_payload(payload: bytes) -> bytes:

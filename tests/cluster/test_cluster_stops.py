@@ -161,3 +161,36 @@ def test_an_append_during_which_the_step_ends_is_taken_back(tmp_path, monkeypatc
     assert sorted(path.name for path in tmp_path.iterdir()) == ([part.name] if earlier else [])
     monkeypatch.undo()
     assert append_to_part(os.fspath(staged), "out.tif", {3: b"x"})  # outside: written
+
+
+def test_a_signal_stops_a_local_cluster_s_run_while_its_tiles_run(ops_dir):
+    """``--cluster local:2``, every tile sleeping 30 s: a SIGINT while the first tiles run stops
+    the command in under two seconds (a quiet machine; 3.5 here), the workers killed rather than
+    waited for (Dask's own close waits 4 s for a worker still running a task), nothing left."""
+    (ops_dir / "marks").mkdir()
+    (ops_dir / "out").mkdir()
+    pipeline(ops_dir, "  - {name: slow, map: cluster_ops.slow_marked, profile: "
+             f"cluster_ops.same_profile, inputs: [scene], params: {{marks: '{ops_dir / 'marks'}', "
+             "seconds: 30}}\n", OUTPUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster", "local:2", "--scratch",
+         "scratch"], cwd=ops_dir, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (ops_dir / "marks" / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        stopped = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    assert process.returncode == 130, stderr
+    assert "stopped, nothing was left behind" in stderr and "distributed" not in stderr, stderr
+    assert took < 3.5, took
+    assert leftovers(ops_dir) == []
+    no_partial_output(ops_dir)
