@@ -132,8 +132,9 @@ def test_a_tile_size_the_pipeline_forces_is_kept_and_the_plan_says_why(
     image = plan.images["mean"]
     assert image.encoded is encoded and engine_decisions(plan) == {"mean": encoded}
     if not encoded:
-        assert image.not_encoded == (f"step 'mean' runs {tile} px tiles (the pipeline's "
-                                     "tile_size), not whole blocks of the file's 512 x 512 "
+        assert image.not_encoded == (f"step 'mean' runs {tile} px tiles (asked for by "
+                                     "tiling: tile_size or --tile-size), not whole blocks of "
+                                     "the file's 512 x 512 "
                                      "blocks (tiled)")
 
 

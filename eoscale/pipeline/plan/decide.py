@@ -214,7 +214,7 @@ def requested_tiling(shape: RunShape, tiling: Tiling, blocks: tuple[int, int] | 
     if tiling.tile_size is None or blocks is None:
         return tiling, None
     if not budget:
-        return tiling, "the pipeline's tile_size"
+        return tiling, "asked for by tiling: tile_size or --tile-size"
     mode = written_mode(shape.spec.tiling, shape.height, shape.width, blocks)
     whole = whole_block_size(tiling.tile_size, shape.height, shape.width, mode, blocks,
                              grow=False)
