@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -117,7 +118,10 @@ class PlainProgress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._ticker is not None:
-            self._ticker.join(timeout=2)
+            # A signal that came inside the ticker's start() leaves it not started (join
+            # refuses it); the daemon thread, if it starts, sees the stop and ends.
+            with contextlib.suppress(RuntimeError):
+                self._ticker.join(timeout=2)
 
     def _line(self, text: str) -> None:
         self._out.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, soft_wrap=True)

@@ -118,3 +118,27 @@ def test_a_bad_interval_is_refused(folder, value):
     assert f"error: EOSCALE_PROGRESS_SECONDS='{value}': expected a number of seconds above 0" in (
         done.stderr)
     assert "Traceback" not in done.stderr and not (folder / "out.tif").exists()
+
+
+def test_a_signal_inside_the_ticker_s_start_is_what_the_progress_raises(monkeypatch):
+    """SIGTERM handled while the progress lines' ticker thread starts: the thread never
+    started, and leaving the progress raises the signal's Interrupted (the command's exit 143),
+    not join()'s RuntimeError (an "internal error", exit 1: a failure test caught it once)."""
+    import io
+    import signal
+    import threading
+
+    from rich.console import Console
+
+    from eoscale.cli import render
+    from eoscale.errors import Interrupted
+
+    class SignalledThread(threading.Thread):
+        def start(self) -> None:
+            raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(render.threading, "Thread", SignalledThread)
+    progress = render.PlainProgress(Console(file=io.StringIO()))
+    with pytest.raises(Interrupted):
+        with progress:
+            progress.started("map", "copy", 4)
