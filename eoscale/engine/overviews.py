@@ -232,9 +232,9 @@ def _pyramid(pyramid: Pyramid, profile: Mapping[str, Any], cores: Sequence[Windo
     nodata = None if nodata is None else float(nodata)
     summed = full_resolution_levels(layout, levels, resampling, nodata)
     whole = _read_whole(levels, kept)
-    if summed and whole is not None and summed[-1] > whole:
-        return (f"GDAL averages its overview level {summed[-1]} from the full resolution, "
-                f"above level {whole}, which the next level does not halve exactly")
+    if summed and whole is not None:  # summed: every level from 2 up, so some above it
+        return (f"GDAL averages its overview levels from 2 up from the full resolution, "
+                f"and level {whole} is not halved exactly by the next")
     if whole is not None:
         size = levels[whole - 1].height * levels[whole - 1].width * layout.count
         if size * np.dtype(layout.dtype).itemsize > MAX_KEPT_BYTES:

@@ -248,12 +248,7 @@ def first_sums(data: np.ndarray, nodata: float | None) -> np.ndarray:
     rows, cols; both sides even): (2 x bands, rows / 2, cols / 2) float64, the sums first
     (see :func:`summed_level`), with no float64 copy of ``data``."""
     bands, height, width = data.shape
-    if nodata is None:
-        valid = None
-    elif is_nan(nodata):
-        valid = ~np.isnan(data)
-    else:
-        valid = data != nodata
+    valid = _valid(data, nodata)
     shape = (bands, height // 2, 2, width // 2, 2)
     values = data if valid is None else np.where(valid, data, 0)
     total = values.reshape(shape).sum(axis=(2, 4), dtype=np.float64)
@@ -269,14 +264,27 @@ def summed_level(sums: np.ndarray, dtype: np.dtype | str, nodata: float | None
     stands for, in ``dtype`` (integers rounded half up, none valid: nodata)."""
     bands2, height, width = sums.shape
     summed = sums.reshape(bands2, height // 2, 2, width // 2, 2).sum(axis=(2, 4))
-    total, count = summed[:bands2 // 2], summed[bands2 // 2:]
+    return summed, _mean(summed[:bands2 // 2], summed[bands2 // 2:], dtype, nodata)
+
+
+def _valid(data: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """Which pixels of ``data`` are valid (not nodata; a NaN nodata: not NaN), or None: all."""
+    if nodata is None:
+        return None
+    return ~np.isnan(data) if is_nan(nodata) else data != nodata
+
+
+def _mean(total: np.ndarray, weights: np.ndarray, dtype: np.dtype | str,
+          nodata: float | None) -> np.ndarray:
+    """``total / weights`` in ``dtype`` as GDAL stores an average: integers rounded half up;
+    with a nodata, a pixel of no weight nodata and a mean equal to nodata moved off it."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
+        mean = total / weights
     if np.dtype(dtype).kind in "iu":
         mean = np.floor(mean + 0.5)
     if nodata is not None:
-        mean = np.where(count > 0, _not_nodata(mean, nodata, dtype), nodata)
-    return summed, mean.astype(dtype)
+        mean = np.where(weights > 0, _not_nodata(mean, nodata, dtype), nodata)
+    return mean.astype(dtype)
 
 
 def _not_nodata(mean: np.ndarray, nodata: float, dtype: np.dtype | str) -> np.ndarray:
@@ -312,25 +320,13 @@ def reduce_level(data: np.ndarray, resampling: str, nodata: float | None = None,
                  (data.dtype.kind in "iu" and data.dtype.itemsize <= 4)):
         return _quad_mean(data)
     values = data.astype(np.float64)
-    if nodata is None:
-        valid = None
-    elif is_nan(nodata):
-        valid = ~np.isnan(values)
-    else:
-        valid = values != nodata
+    valid = _valid(values, nodata)
     if (height, width) == (2 * target[0], 2 * target[1]):
         total, weights = _quad_sums(values, valid)
     else:
         total, weights = _weighted_sums(values, valid, target,
                                         fast_rows=width == 2 * target[1] and valid is None)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / weights
-    if data.dtype.kind in "iu":
-        mean = np.floor(mean + 0.5)
-    if valid is not None:
-        assert nodata is not None
-        mean = np.where(weights > 0, _not_nodata(mean, nodata, data.dtype), nodata)
-    return mean.astype(data.dtype)
+    return _mean(total, weights, data.dtype, nodata)
 
 
 def _quad_mean(data: np.ndarray) -> np.ndarray:

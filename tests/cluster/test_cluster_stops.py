@@ -32,9 +32,9 @@ from test_cluster_failures import no_partial_output, pipeline
 SLOW_SECONDS = 1.0
 
 
-def slow_step(marks: Path, extra: str = "") -> str:
+def slow_step(marks: Path, extra: str = "", seconds: float = SLOW_SECONDS) -> str:
     return ("  - {name: slow, map: cluster_ops.slow_marked, profile: cluster_ops.same_profile, "
-            f"inputs: [scene], params: {{marks: '{marks}', seconds: {SLOW_SECONDS}{extra}}}}}\n")
+            f"inputs: [scene], params: {{marks: '{marks}', seconds: {seconds}{extra}}}}}\n")
 
 
 #: 16 tiles of 128 x 128, the output's blocks (deflated: appended to the workers' parts), in a
@@ -43,11 +43,42 @@ def slow_step(marks: Path, extra: str = "") -> str:
 OUTPUT = "{slow: {path: out/slow.tif, options: {blockxsize: 128, blockysize: 128}}}"
 
 
-def slow_pipeline(folder: Path, extra: str = "") -> Path:
+def slow_pipeline(folder: Path, extra: str = "", seconds: float = SLOW_SECONDS) -> Path:
     """The pipeline of :func:`slow_step` writing :data:`OUTPUT`; the tiles' marks in ``marks``."""
     (folder / "marks").mkdir()
     (folder / "out").mkdir()
-    return pipeline(folder, slow_step(folder / "marks", extra), OUTPUT)
+    return pipeline(folder, slow_step(folder / "marks", extra, seconds), OUTPUT)
+
+
+def stopped_while_tiles_run(folder: Path, cluster: str, signum: int
+                            ) -> tuple[int, str, float, float]:
+    """Run ``p.yaml`` on ``cluster`` and stop it as a user would (Ctrl-C to its process group,
+    SIGTERM to the command) once both workers are in their first tile: its exit code, its
+    stderr, when the signal was sent (``time.time``) and the seconds until the command
+    exited."""
+    marks = folder / "marks"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster", cluster,
+         "--scratch", "scratch"], cwd=folder, text=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (marks / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # both workers in their first tile
+        assert not list(marks.glob("done-*"))
+        stopped = time.time()
+        if signum == signal.SIGINT:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        took = time.time() - stopped
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    return process.returncode, stderr, stopped, took
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -90,28 +121,9 @@ def test_tiles_still_running_when_a_signal_stops_the_run_write_no_part_file(
     workers go on with after it (the cluster is not the run's: it stays) write nothing."""
     slow_pipeline(ops_dir)
     marks = ops_dir / "marks"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster", client.scheduler.address,
-         "--scratch", "scratch"], cwd=ops_dir, text=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (marks / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)  # both workers in their first tile
-        assert not list(marks.glob("done-*"))
-        stopped = time.time()
-        if signum == signal.SIGINT:
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-        took = time.time() - stopped
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    assert process.returncode == (130 if signum == signal.SIGINT else 143), stderr
+    code, stderr, stopped, took = stopped_while_tiles_run(ops_dir, client.scheduler.address,
+                                                          signum)
+    assert code == (130 if signum == signal.SIGINT else 143), stderr
     assert "stopped, nothing was left behind" in stderr, stderr
     assert took < 5, took  # two seconds, on a quiet machine
     wait_for_late_tiles()
@@ -167,29 +179,9 @@ def test_a_signal_stops_a_local_cluster_s_run_while_its_tiles_run(ops_dir):
     """``--cluster local:2``, every tile sleeping 30 s: a SIGINT while the first tiles run stops
     the command in under two seconds (a quiet machine; 3.5 here), the workers killed rather than
     waited for (Dask's own close waits 4 s for a worker still running a task), nothing left."""
-    (ops_dir / "marks").mkdir()
-    (ops_dir / "out").mkdir()
-    pipeline(ops_dir, "  - {name: slow, map: cluster_ops.slow_marked, profile: "
-             f"cluster_ops.same_profile, inputs: [scene], params: {{marks: '{ops_dir / 'marks'}', "
-             "seconds: 30}}\n", OUTPUT)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster", "local:2", "--scratch",
-         "scratch"], cwd=ops_dir, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (ops_dir / "marks" / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)
-        stopped = time.monotonic()
-        os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-        took = time.monotonic() - stopped
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    assert process.returncode == 130, stderr
+    slow_pipeline(ops_dir, seconds=30)
+    code, stderr, _, took = stopped_while_tiles_run(ops_dir, "local:2", signal.SIGINT)
+    assert code == 130, stderr
     assert "stopped, nothing was left behind" in stderr and "distributed" not in stderr, stderr
     assert took < 3.5, took
     assert leftovers(ops_dir) == []
