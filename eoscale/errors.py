@@ -197,6 +197,11 @@ def late_signal() -> int | None:
     return _late
 
 
+def stopped_by() -> int | None:
+    """The signal that stopped the run, None while none has."""
+    return _stopped_by
+
+
 def check_interrupted() -> None:
     """Raise :class:`Interrupted` if a signal stopped the run (its first raise may have been
     lost: see :data:`_stopped_by`)."""

@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from eoscale.engine.executors import Executor, default_workers
 from eoscale.engine.tasks import Job
-from eoscale.errors import ConfigError, EOScaleError, StepError, WorkerDiedError
+from eoscale.errors import ConfigError, EOScaleError, StepError, WorkerDiedError, stopped_by
 
 if TYPE_CHECKING:  # the workers' side imports distributed: only when a cluster is used
     from eoscale.engine.cluster_worker import WorkerSetup
@@ -84,9 +84,6 @@ _CAUSE_SECONDS = 1.0
 #: How long a step stopped before its end waits for its workers to know it ended (see
 #: :meth:`DaskExecutor._end_step`), in seconds: within a stop's two seconds.
 END_SECONDS = 1.0
-#: How long a local cluster's workers have to close when the run ends, in seconds; a worker
-#: still running a task then (a stopped step's) is killed (:meth:`DaskExecutor.close`).
-STOP_WORKERS_SECONDS = 0.5
 #: Chunks per worker thread submitted and not yet handed on (see :meth:`DaskExecutor.run`).
 IN_FLIGHT = 2
 #: Dask settings of a local cluster: its processes share this machine's cores with the main
@@ -452,20 +449,26 @@ class DaskExecutor(Executor):
             self._quiet.close()
 
     def _stop_local_workers(self) -> None:
-        """Close the local cluster's workers within :data:`STOP_WORKERS_SECONDS`: a worker
-        still running a task (a step stopped by a signal) is killed then, where Dask's own close
-        would wait 4 s for it (its nanny's default), beyond a stop's two seconds. Its step has
-        ended already (:meth:`_end_step`): it writes nothing more."""
-        import asyncio
-
+        """When a signal stopped the run, kill the local cluster's worker processes now: a
+        worker still running a task (the stopped step's) would make Dask's own close wait 4 s
+        for it (its nanny's default), beyond a stop's two seconds. Its step has ended already
+        (:meth:`_end_step`): it writes nothing more. A kill, not a close in a hurry: a worker
+        whose close outlasts a short timeout prints its traceback (``Process Dask Worker
+        process``), cut where the nanny kills it. Each nanny is told first that its worker
+        goes for good, so that it does not start another; any other end closes as Dask does."""
+        if stopped_by() is None:
+            return
         nannies = list(getattr(self._cluster, "workers", {}).values())
 
-        async def close_all() -> None:
-            await asyncio.gather(*(nanny.close(timeout=STOP_WORKERS_SECONDS)
-                                   for nanny in nannies), return_exceptions=True)
+        async def kill_all() -> None:
+            for nanny in nannies:
+                with contextlib.suppress(Exception):
+                    nanny.close_gracefully(reason="eoscale-stopped")
+                    if nanny.pid:
+                        os.kill(nanny.pid, signal.SIGKILL)
 
         with contextlib.suppress(Exception):
-            self._cluster.sync(close_all)
+            self._cluster.sync(kill_all)
 
 
 def job_payload(payload: bytes) -> bytes:

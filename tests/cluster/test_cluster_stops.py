@@ -183,6 +183,7 @@ def test_a_signal_stops_a_local_cluster_s_run_while_its_tiles_run(ops_dir):
     code, stderr, _, took = stopped_while_tiles_run(ops_dir, "local:2", signal.SIGINT)
     assert code == 130, stderr
     assert "stopped, nothing was left behind" in stderr and "distributed" not in stderr, stderr
+    assert "Traceback" not in stderr and "Process Dask" not in stderr, stderr
     assert took < 3.5, took
     assert leftovers(ops_dir) == []
     no_partial_output(ops_dir)
