@@ -63,13 +63,16 @@ def main() -> None:
             if done.returncode != 0:
                 raise SystemExit(f"{side} failed:\n{done.stdout}\n{done.stderr}")
             runs[side].append({"wall_s": done.wall_s, "cpu_s": done.cpu_s,
+                               "user_s": done.user_s, "sys_s": done.sys_s,
                                "main_cpu_s": done.root_cpu_s, "load_before": done.load_before,
                                "foreign_cores": done.foreign_cores, "quiet_wait_s": waited})
             print(f"  {side:5} #{repeat + 1}: wall {done.wall_s:6.2f} s cpu {done.cpu_s:6.2f} s "
+                  f"(user {done.user_s:6.2f} s, sys {done.sys_s:5.2f} s) "
                   f"main {done.root_cpu_s:5.2f} s load {done.load_before:.1f} foreign "
                   f"{done.foreign_cores:.2f}", flush=True)
     medians = {side: {key: statistics.median(r[key] for r in found)
-                      for key in ("wall_s", "cpu_s", "main_cpu_s", "load_before", "foreign_cores")}
+                      for key in ("wall_s", "cpu_s", "user_s", "sys_s", "main_cpu_s",
+                                  "load_before", "foreign_cores")}
                for side, found in runs.items()}
     ratio = medians["cog"]["wall_s"] / medians["gtiff"]["wall_s"]
     from rio_cogeo.cogeo import cog_validate
@@ -93,11 +96,12 @@ def markdown(report: dict) -> str:
         f"{s['size']} x {s['size']}, {s['workers']} workers, medians of {s['repeat']} (order "
         f"alternated); 1-minute load {report['load']['start']:.1f} at the start, "
         f"{report['load']['end']:.1f} at the end.", "",
-        f"| W1 output | wall | CPU | main process CPU | foreign cores |", "|---|---|---|---|---|",
-        f"| GeoTIFF | {g['wall_s']:.2f} s | {g['cpu_s']:.2f} s | {g['main_cpu_s']:.2f} s "
-        f"| {g['foreign_cores']:.2f} |",
-        f"| COG with overviews | {c['wall_s']:.2f} s | {c['cpu_s']:.2f} s | {c['main_cpu_s']:.2f} s"
-        f" | {c['foreign_cores']:.2f} |", "",
+        "| W1 output | wall | CPU (user + system) | main process CPU | foreign cores |",
+        "|---|---|---|---|---|",
+        f"| GeoTIFF | {g['wall_s']:.2f} s | {g['cpu_s']:.2f} s ({g['user_s']:.2f} + "
+        f"{g['sys_s']:.2f}) | {g['main_cpu_s']:.2f} s | {g['foreign_cores']:.2f} |",
+        f"| COG with overviews | {c['wall_s']:.2f} s | {c['cpu_s']:.2f} s ({c['user_s']:.2f} + "
+        f"{c['sys_s']:.2f}) | {c['main_cpu_s']:.2f} s | {c['foreign_cores']:.2f} |", "",
         f"COG / GeoTIFF wall: **{report['wall_ratio']:.2f}** (target {TARGET}, "
         f"{'met' if report['met'] else 'MISSED'}); COG: {validity}; full resolution {equal} to "
         "the GeoTIFF's.", ""])
