@@ -54,6 +54,9 @@ def main() -> None:
     runs: dict[str, list[dict]] = {side: [] for side in PIPELINES}
     for repeat in range(args.repeat):
         for side in (("gtiff", "cog") if repeat % 2 == 0 else ("cog", "gtiff")):
+            # As run.py does: replacing the last run's output would add freeing its blocks (and
+            # dropping its cached pages) to this run's time, the larger COG's more.
+            outs[side].unlink(missing_ok=True)
             waited = (wait_for_quiet(args.quiet_below, args.quiet_timeout)[0]
                       if args.quiet_below > 0 else 0.0)
             command = eoscale_command() + [
