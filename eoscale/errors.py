@@ -99,14 +99,26 @@ class PipelineError(EOScaleError):
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
+class CallableTraceback(Exception):
+    """The traceback of a callable's error, as the process that ran it formatted it: the cause
+    of the :class:`StepError` it became, so that a library user's uncaught error shows the
+    callable's own frames below eoscale's message (the command prints them itself)."""
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.args[0].rstrip()}\n"""'
+
+
 class StepError(EOScaleError):
-    """A step failed while computing; names the step and the tile."""
+    """A step failed while computing; names the step and the tile. ``details``: the callable's
+    traceback, when it raised (also the error's cause: :class:`CallableTraceback`)."""
 
     def __init__(self, message: str, *, step: str | None = None, tile: str | None = None,
                  details: str | None = None):
         self.step = step
         self.tile = tile
         self.details = details
+        if details:
+            self.__cause__ = CallableTraceback(details)
         where = []
         if step is not None:
             where.append(f"step '{step}'")

@@ -116,10 +116,12 @@ def report(exc: BaseException) -> int:
     if isinstance(exc, EOScaleError):
         console.print(f"[bold red]error[/]: {escape(str(exc))}", markup=True, highlight=False,
                       soft_wrap=True)
-        if isinstance(exc, StepError) and exc.details:
+        shown = isinstance(exc, StepError) and bool(exc.details)
+        if shown:
             console.print(exc.details.rstrip(), markup=False, highlight=False, soft_wrap=True)
-        if settings.verbose and not isinstance(exc, PipelineError):
-            console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
+        if settings.verbose and not isinstance(exc, PipelineError):  # the callable's frames once
+            console.print("".join(traceback.format_exception(exc, chain=not shown)),
+                          markup=False, highlight=False)
         return exc.exit_code
     console.print("[bold red]internal error[/] (a bug in eoscale; please report it with this "
                   "traceback):", highlight=False)

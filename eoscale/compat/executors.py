@@ -22,6 +22,7 @@ filter's images are cast to their profile's dtype in the workers.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,18 +78,20 @@ def n_images_to_m_images_filter(inputs: list | None = None, image_filter: Callab
     layouts = tuple((int(p.get("count", 1)), np.dtype(p["dtype"]).name) for p in profiles)
     with manager.step(inputs, multiproc_context) as (engine, rasters):
         layout = tiles_plan(tiles, rasters[0].ref.height, rasters[0].ref.width, filter_desc)
-        options = {"params": params, "layout": layout, "writable_inputs": True,
+        options = {"params": {_PARAMETERS: params}, "layout": layout, "writable_inputs": True,
                    "name": filter_desc}
         if concatenate_filter is None:
             run = _OnMpTiles(image_filter, in_profiles, tuple(tiles), "images", layouts)
-            outputs = engine.map(run, rasters, profile_fn=lambda _profiles, _params: profiles,
+            exact = [_as_given(profile, in_profiles[0]) for profile in profiles]
+            outputs = engine.map(run, rasters, profile_fn=lambda _profiles, _params: exact,
                                  **options)
         else:
-            outputs = [engine.create(profile, name=filter_desc) for profile in profiles]
-            fold = _InTileOrder(concatenate_filter, [raster.array for raster in outputs])
+            outputs = [engine.create(_as_given(profile, in_profiles[0]), name=filter_desc)
+                       for profile in profiles]
+            fold = _InTileOrder(concatenate_filter, [raster.array for raster in outputs], tiles)
             run = _OnMpTiles(image_filter, in_profiles, tuple(tiles), "chunks")
             try:
-                engine.reduce(run, rasters, combine=fold.combine, finalize=fold.finalize, **options)
+                engine.reduce(run, rasters, combine=fold, finalize=fold.finalize, **options)
             except BaseException:
                 for raster in outputs:
                     engine.release(raster)
@@ -114,20 +117,41 @@ def n_images_to_m_scalars(inputs: list, image_filter: Callable, concatenate_filt
         raise ValueError("The number of output scalars must be set (integer value expected) !")
     tiles = compute_mp_tiles(inputs=inputs, stable_margin=0, nb_workers=manager.nb_workers,
                              tile_mode=manager.tile_mode, context_manager=manager)
-    fold = _InTileOrder(concatenate_filter, output_scalars)
+    fold = _InTileOrder(concatenate_filter, output_scalars, tiles)
     run = _OnMpTiles(image_filter, tuple(manager.get_profile(key) for key in inputs),
                      tuple(tiles), "scalars")
     with manager.step(inputs, multiproc_context) as (engine, rasters):
-        scalars = engine.reduce(run, rasters, combine=fold.combine, finalize=fold.finalize,
-                                params=params, name=filter_desc, writable_inputs=True,
+        scalars = engine.reduce(run, rasters, combine=fold, finalize=fold.finalize,
+                                params={_PARAMETERS: params}, name=filter_desc,
+                                writable_inputs=True,
                                 layout=tiles_plan(tiles, rasters[0].ref.height,
                                                   rasters[0].ref.width, filter_desc))
     return scalars if scalars is not None else [0.0] * (nb_output_scalars or 0)
 
 
+#: Keys of an input's profile an output keeps when its profile leaves them out: its grid and
+#: the engine's own ``block_shape``.
+_KEPT_KEYS = ("height", "width", "block_shape")
+
+
+def _as_given(profile: dict, template: dict) -> dict:
+    """An output's profile as 1.0 wrote it, exactly what ``generate_output_profiles`` returned
+    (one band unless it says): a key of the input's ``template`` it left out (or removed:
+    nodata, compress, a CRS) is unset (None), where the engine would take the input's; but
+    the grid (:data:`_KEPT_KEYS`)."""
+    return {**{key: None for key in template}, "count": 1,
+            **{key: template[key] for key in _KEPT_KEYS if key in template}, **profile}
+
+
+#: The engine's params key under which a step's ``filter_parameters`` travel to its tiles as
+#: they are: 1.0 handed them over whatever their type (SLURP gives an ``argparse.Namespace``),
+#: where the engine's params are a dict.
+_PARAMETERS = "eoscale_1_0_filter_parameters"
+
+
 def _checked(inputs: list | None, image_filter: Callable | None,
              context_manager: EOContextManager | None,
-             filter_parameters: dict | None) -> tuple[EOContextManager, dict]:
+             filter_parameters: Any) -> tuple[EOContextManager, Any]:
     if not inputs:
         raise ValueError("At least one input image must be given.")
     if image_filter is None:
@@ -158,7 +182,7 @@ class _OnMpTiles:
         assert context is not None, "a 1.0 filter runs inside the engine"
         tile = self.tiles[context.index]
         # 1.0 pickled the parameters for every tile: what a filter changes in them stays there
-        params = pickle.loads(pickle.dumps(params))
+        params = pickle.loads(pickle.dumps(params[_PARAMETERS]))
         result = self.image_filter(list(arrays), [dict(p) for p in self.profiles], params)
         if self.kind == "scalars":
             return tile, result if isinstance(result, list) else [result]
@@ -199,9 +223,17 @@ class _InTileOrder:
     a target, the first chunk given (as a new list) starts it. Tiles that were not run give None.
     """
 
-    def __init__(self, concatenate_filter: Callable, target: list | None):
+    #: The name the engine's messages give a raise in :meth:`combine`.
+    eoscale_name = "concatenate_filter"
+
+    def __init__(self, concatenate_filter: Callable, target: list | None,
+                 tiles: Sequence[MpTile]):
         self.concatenate_filter = concatenate_filter
         self.target = target
+        self._tiles = tuple(tiles)
+
+    def __call__(self, left: Any, right: Any) -> Any:
+        return self.combine(left, right)
 
     def combine(self, left: Any, right: Any) -> Any:
         self._absorb(left)
@@ -219,4 +251,17 @@ class _InTileOrder:
         if self.target is None:
             self.target = list(chunk)
         else:
-            self.concatenate_filter(self.target, chunk, tile)
+            try:
+                self.concatenate_filter(self.target, chunk, tile)
+            except BaseException as exc:  # the engine names the tile whose chunk it was merging
+                index = self._index(tile)
+                if index is not None:
+                    with contextlib.suppress(AttributeError, TypeError):
+                        exc.eoscale_tile_index = index  # type: ignore[attr-defined]
+                raise
+
+    def _index(self, tile: MpTile) -> int | None:
+        """``tile``'s position in the plan (a partial that came back from a worker is a copy
+        of the plan's tile: found by its place)."""
+        return next((position for position, known in enumerate(self._tiles)
+                     if (known.start_x, known.start_y) == (tile.start_x, tile.start_y)), None)

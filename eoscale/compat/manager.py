@@ -34,10 +34,12 @@ from eoscale.io.raster import GRID_KEYS
 class EOContextManager:
     """Images shared under :data:`~eoscale.data_types.VirtualPath` keys until ``with`` ends."""
 
-    def __init__(self, nb_workers: int, tile_mode: bool = False, tile_max_size: int = 0):
+    def __init__(self, nb_workers: int, tile_mode: bool = False,
+                 tile_max_size: int | None = 0):
         self.nb_workers = nb_workers
         self.tile_mode = tile_mode
-        self.tile_max_size = tile_max_size
+        # None, as an argparse option with no default gives it (SLURP's): no bound, as 0
+        self.tile_max_size = tile_max_size or 0
         self._engines: dict[str | None, Engine] = {}
         self._rasters: dict[VirtualPath, tuple[Engine, SharedRaster]] = {}
         # key -> (key it was made from, the array, its profile), as 1.0 keeps them
@@ -107,7 +109,7 @@ class EOContextManager:
             return
         engine, raster = self._rasters[key]
         layout = {name: value for name, value in raster.ref.profile.items()
-                  if name not in GRID_KEYS and name != "block_shape"}
+                  if name not in GRID_KEYS and name != "block_shape" and value is not None}
         # 1.0 wrote exactly what the profile says: no compression and strips unless it asks
         layout.setdefault("compress", "none")
         layout.setdefault("tiled", False)

@@ -51,8 +51,12 @@ class TileOrderFold:
                 try:
                     self.value = self.combine(self.value, partial)
                 except USER_ERRORS as exc:  # a user error, reported with its place
-                    raise StepError(f"combine raised {type(exc).__name__}: {exc}", step=self.step,
-                                    tile=self.tiles[self.next].describe(),
+                    # A combine may say its own name, and which tile's partial it was merging
+                    # (EOScale 1.0's concatenate_filter merges the left one too).
+                    named = getattr(self.combine, "eoscale_name", "combine")
+                    tile = getattr(exc, "eoscale_tile_index", self.next)
+                    raise StepError(f"{named} raised {type(exc).__name__}: {exc}",
+                                    step=self.step, tile=self.tiles[tile].describe(),
                                     details=user_traceback(exc)) from exc
             self.next += 1
 

@@ -151,3 +151,22 @@ def fill_then_maximum(input_buffers, input_profiles, params):
     image = input_buffers[0]
     image[image == input_profiles[0]["nodata"]] = params["fill"]
     return scipy.ndimage.maximum_filter(image, size=(1, 3, 3), mode="nearest")
+
+
+def thresholded(input_buffers, input_profiles, params):
+    """1 where the first band is above ``params.threshold``: parameters read as attributes, as
+    SLURP's filters read the argparse Namespace they are given."""
+    return (input_buffers[0][0] > params.threshold).astype(np.uint8)
+
+
+def fails_on_first_tile(output_scalars, chunk_output_scalars, tile):
+    """A 1.0 concatenate_filter that raises on the tile at (0, 0)."""
+    if (tile.start_x, tile.start_y) == (0, 0):
+        raise RuntimeError(f"cannot merge the tile at x={tile.start_x} y={tile.start_y}")
+    output_scalars[0][:, tile.start_y:tile.end_y + 1, tile.start_x:tile.end_x + 1] = \
+        chunk_output_scalars[0]
+
+
+def count_above(input_buffers, input_profiles, params):
+    """The number of pixels above ``params.threshold`` (an attribute, as for :func:`thresholded`)."""
+    return [int((input_buffers[0] > params.threshold).sum())]

@@ -15,9 +15,9 @@ from eoscale.errors import EOScaleError
 from eoscale.manager import EOContextManager
 from eoscale.utils import MpTile, read_window
 
-from compat_helpers import (add, count_pixels, cropped, extend, failing, maximum, scaled,
-                            stats_concatenate, stats_filter, sum_and_difference, top_left_pixel,
-                            uniform_filter)
+from compat_helpers import (add, count_above, count_pixels, cropped, extend, failing,
+                            fails_on_first_tile, maximum, scaled, stats_concatenate, stats_filter,
+                            sum_and_difference, thresholded, top_left_pixel, uniform_filter)
 
 compute_mp_tiles = eoexe.compute_mp_tiles
 
@@ -273,3 +273,84 @@ def test_a_failing_filter_names_its_error():
         with pytest.raises(EOScaleError, match="same height and width"):
             eoexe.n_images_to_m_images_filter(inputs=[key], image_filter=cropped,
                                               context_manager=manager)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_filter_parameters_reach_the_filter_as_given(workers):
+    """SLURP hands its argparse Namespace over as filter_parameters: 1.0 passed any object, and
+    the filter reads its attributes."""
+    import argparse
+
+    image = np.arange(30 * 40, dtype=np.float32).reshape(1, 30, 40)
+    parameters = argparse.Namespace(threshold=600.0)
+    with EOContextManager(nb_workers=workers, tile_mode=True) as manager:
+        key = image_key(manager, image)
+        [out] = eoexe.n_images_to_m_images_filter(
+            inputs=[key], image_filter=thresholded, filter_parameters=parameters,
+            generate_output_profiles=lambda profiles, params: dict(profiles[0], dtype="uint8"),
+            context_manager=manager)
+        np.testing.assert_array_equal(manager.get_array(out)[0], image[0] > 600)
+        scalars = eoexe.n_images_to_m_scalars(
+            inputs=[key], image_filter=count_above, concatenate_filter=add,
+            nb_output_scalars=1, filter_parameters=parameters, context_manager=manager)
+        assert scalars == [int((image > 600).sum())]
+
+
+def test_a_generated_profile_is_what_the_output_gets_exactly():
+    """Keys generate_output_profiles removes (nodata, compression) stay removed, as 1.0 wrote
+    exactly the profile it returned; the grid stays the input's."""
+    image = np.arange(24 * 32, dtype=np.int16).reshape(1, 24, 32)
+
+    def without_nodata(profiles, params):
+        profile = dict(profiles[0], dtype="uint8")
+        profile.pop("nodata")
+        profile.pop("compress")
+        return profile
+
+    with EOContextManager(nb_workers=2, tile_mode=True) as manager:
+        key = image_key(manager, image, nodata=-999, compress="deflate")
+        [out] = eoexe.n_images_to_m_images_filter(
+            inputs=[key], image_filter=scaled, filter_parameters={"factor": 1.0},
+            generate_output_profiles=without_nodata, context_manager=manager)
+        profile = manager.get_profile(out)
+        assert profile.get("nodata") is None and profile.get("compress") is None
+        assert (profile["height"], profile["width"], profile["dtype"]) == (24, 32, "uint8")
+
+
+def test_a_failing_concatenate_filter_is_named_with_its_tile():
+    image = np.zeros((1, 20, 20), dtype=np.float32)
+    with EOContextManager(nb_workers=2, tile_mode=True) as manager:
+        key = image_key(manager, image)
+        with pytest.raises(EOScaleError) as raised:
+            eoexe.n_images_to_m_images_filter(
+                inputs=[key], image_filter=scaled, filter_parameters={"factor": 1.0},
+                concatenate_filter=fails_on_first_tile, context_manager=manager)
+    message = str(raised.value)
+    assert "tile 0 (rows 0:" in message and "cols 0:" in message, message
+    assert "concatenate_filter raised RuntimeError: cannot merge the tile at x=0 y=0" in message
+
+
+def test_a_filter_s_error_carries_its_traceback_as_its_cause():
+    import traceback
+
+    with EOContextManager(nb_workers=2) as manager:
+        key = image_key(manager, np.zeros((1, 8, 8)))
+        with pytest.raises(EOScaleError) as raised:
+            eoexe.n_images_to_m_images_filter(inputs=[key], image_filter=failing,
+                                              context_manager=manager)
+    shown = "".join(traceback.format_exception(raised.value))
+    assert 'compat_helpers.py", line' in shown and "in failing" in shown, shown
+    assert "broken filter" in shown
+
+
+def test_no_tile_max_size_is_no_bound():
+    """SLURP passes tile_max_size from an argparse option without a default: None, as 0."""
+    image = np.arange(40 * 50, dtype=np.float64).reshape(1, 40, 50)
+    tiles = {}
+    for bound in (None, 0):
+        with EOContextManager(nb_workers=2, tile_mode=True, tile_max_size=bound) as manager:
+            key = image_key(manager, image)
+            np.testing.assert_allclose(smooth(manager, key),
+                                       scipy.ndimage.uniform_filter(image[0], size=3))
+            tiles[bound] = compute_mp_tiles([key], 1, 2, True, manager)
+    assert tiles[None] == tiles[0]
