@@ -197,8 +197,10 @@ class _OnMpTiles:
         # as in 1.0, outputs the filter gives no image for stay zero
         shape = images[0].shape[1:]
         missing = [np.zeros((bands, *shape), dtype) for bands, dtype in self.layouts[len(images):]]
-        return [image.astype(dtype, copy=False)
-                for image, (_bands, dtype) in zip(images, self.layouts)] + missing
+        # as 1.0's assignment into the output did, a one-band image fills every band
+        return [np.broadcast_to(image, (bands, *image.shape[1:])).astype(dtype, copy=False)
+                if image.shape[0] == 1 and bands > 1 else image.astype(dtype, copy=False)
+                for image, (bands, dtype) in zip(images, self.layouts)] + missing
 
 
 def _images(result: Any, shape: tuple[int, ...]) -> list[np.ndarray]:

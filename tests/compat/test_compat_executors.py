@@ -354,3 +354,16 @@ def test_no_tile_max_size_is_no_bound():
                                        scipy.ndimage.uniform_filter(image[0], size=3))
             tiles[bound] = compute_mp_tiles([key], 1, 2, True, manager)
     assert tiles[None] == tiles[0]
+
+
+def test_a_one_band_result_fills_every_band_of_its_output():
+    """1.0 assigned a filter's image into its output's bands: one band filled all three."""
+    image = np.arange(20 * 30, dtype=np.float32).reshape(1, 20, 30)
+    with EOContextManager(nb_workers=2, tile_mode=True) as manager:
+        key = image_key(manager, image)
+        [out] = eoexe.n_images_to_m_images_filter(
+            inputs=[key], image_filter=uniform_filter, filter_parameters={"size": 3},
+            stable_margin=1, context_manager=manager,
+            generate_output_profiles=lambda profiles, params: dict(profiles[0], count=3))
+        expected = scipy.ndimage.uniform_filter(image[0], size=3)
+        np.testing.assert_allclose(manager.get_array(out), np.stack([expected] * 3))
