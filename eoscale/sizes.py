@@ -7,13 +7,16 @@ import re
 #: Units a size may be written in: decimal (KB, MB...) and binary (KiB, MiB...); case ignored.
 UNITS = {"b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
          "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+_SIZE = re.compile(r"\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Z]*)\s*")
 
 
 def parse_size(value: object) -> int:
-    """Bytes from ``4GiB``, ``512 MB``, ``1.5GB`` or a whole number of bytes; ValueError else."""
+    """Bytes from ``4GiB``, ``512 MB``, ``1.5GB``, ``1e9`` or a whole number of bytes; ValueError
+    else."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size like 4GiB or 512MB, found {value!r}")
+    if isinstance(value, float) and value.is_integer():  # 1e9 in a YAML file
+        value = int(value)
     if isinstance(value, int):
         if value < 1:
             raise ValueError(f"a size must be positive, found {value}")

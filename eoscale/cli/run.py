@@ -27,6 +27,7 @@ from eoscale.engine.shared import cleanup_stale_segments
 from eoscale.engine.tiling import MODES
 from eoscale.errors import late_signal
 from eoscale.pipeline import checked_plan, load_pipeline
+from eoscale.pipeline.document import load
 from eoscale.pipeline.resume import FRESH, RESTART, RESUME, Resuming, describe, outlook
 from eoscale.pipeline.runner import check_outputs, run_pipeline
 
@@ -39,7 +40,7 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
         if not sep or not step or not key:
             raise click.BadParameter(f"expected STEP.KEY=VALUE, got {dotted}={text}")
         try:
-            parsed[dotted] = yaml.safe_load(text)
+            parsed[dotted] = load(text)
         except yaml.YAMLError:
             parsed[dotted] = text
     return parsed

@@ -26,6 +26,7 @@ it would be one more dependency. The walker stays; its marks are what the messag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +218,22 @@ def _refuse_alias_bombs(root: yaml.Node) -> None:
                          "bomb?); write the values out or use fewer aliases")
 
 
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but for numbers in exponent form without a dot (``1e-4``, ``2e0``,
+    ``1E+9``), which YAML 1.1 reads as text and YAML 1.2 (JSON Schema, editors, JSON) as
+    numbers: read here as floats, as an editor checking against the schema shows them."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load(text: str) -> Any:
+    """A YAML value read as pipelines are (:class:`Loader`)."""
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader
+
+
 class _Walker:
     """Builds a document's value from its YAML nodes, keeping the marks of values and keys."""
 
@@ -225,7 +242,7 @@ class _Walker:
         self.problems: list[PlacedProblem] = []
         self.values: dict[KeyPath, Location] = {}
         self.keys: dict[KeyPath, Location] = {}
-        self._loader = yaml.SafeLoader("")
+        self._loader = Loader("")
         self._visited = 0
         self._seen: set[int] = set()
         self._open: list[tuple[yaml.Node, bool]] = []  # the nodes being read, and if by an alias
@@ -245,7 +262,7 @@ class _Walker:
     def parse(self, text: str) -> Any:
         """The document's value; None (with a problem) if it is empty or not YAML."""
         try:
-            self._loader = yaml.SafeLoader(text)
+            self._loader = Loader(text)
             node = self._loader.get_single_node()
             if node is None:
                 self._report_text("the pipeline is empty", 1)

@@ -380,3 +380,16 @@ def test_an_output_may_copy_an_input(write_pipeline: WritePipeline, tmp_path: Pa
     spec = load_pipeline(write_pipeline(MINIMAL + "outputs: {scene: {path: copy.tif, "
                                                   "options: {COMPRESS: zstd}}}\n"))
     assert spec.outputs["scene"].path == tmp_path / "copy.tif"
+
+
+def test_numbers_in_exponent_form_are_numbers(write_pipeline: WritePipeline) -> None:
+    """``1e-4`` without a dot: text in YAML 1.1 (PyYAML), a number in YAML 1.2, JSON and the
+    schema an editor checks against; read as a float, as the user wrote it."""
+    text = MINIMAL.replace("version: 1", "version: 1\nmemory: 1e9").replace(
+        "inputs: [scene]}", "inputs: [scene], params: {scale: 1e-4, sigma: 2E0, big: -3e+2, "
+        "name: e5, code: 1e, count: 10}}")
+    spec = load_pipeline(write_pipeline(text))
+    assert spec.steps[0].params == {"scale": 1e-4, "sigma": 2.0, "big": -300.0, "name": "e5",
+                                    "code": "1e", "count": 10}
+    assert isinstance(spec.steps[0].params["count"], int)
+    assert spec.memory == 10**9

@@ -25,13 +25,14 @@ PIPELINE = """
 @pytest.mark.parametrize("text, expected", [
     ("4GiB", 4 * 2 ** 30), ("512MiB", 512 * 2 ** 20), ("512 MB", 512 * 10 ** 6),
     ("1.5GB", 1_500_000_000), ("64kib", 64 * 1024), ("100B", 100), ("2TiB", 2 * 2 ** 40),
-    (4096, 4096), ("4096", 4096),
+    (4096, 4096), ("4096", 4096), ("1e9", 10 ** 9), (1e9, 10 ** 9), ("2.5e3 MiB", 2500 * 2 ** 20),
 ])
 def test_sizes(text: object, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["lots", "4GX", "-1GiB", "0", 0, True, "", "GiB", [1]])
+@pytest.mark.parametrize("text", ["lots", "4GX", "-1GiB", "0", 0, True, "", "GiB", [1], 1.5,
+                                  "1e", "e9"])
 def test_bad_sizes(text: object) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(text)
