@@ -14,9 +14,12 @@ with GDAL 3.10 on every dtype, odd and even sizes, nodata and NaN:
   outer ones in part); nodata pixels (a NaN nodata: NaN pixels) take no part, and a target
   pixel with none valid is nodata; without a NaN nodata a NaN makes its target NaN. When the
   width halves exactly and no nodata is set, GDAL takes a two-row window as a plain 2 x 2 mean
-  (its fast path), whatever the rows' weights. Integers are rounded half up; an average that
-  equals the nodata value is moved to the next value of the dtype (down from its largest), as
-  GDAL does, so that no valid pixel reads as nodata. GDAL computes in
+  (its fast path), whatever the rows' weights. uint8 and uint16, which GDAL averages in
+  integers, are rounded half up, and an average that rounds to the nodata value is moved to
+  the next value of the dtype (down from its largest), so that no valid pixel reads as
+  nodata; the other integer types, which it averages in float32 and then converts, are moved
+  off nodata only when the float32 mean is exactly nodata, then rounded half away from zero
+  (a mean of 7.25 with nodata 7 is stored as 7, nodata, as GDAL stores it). GDAL computes in
   its own order: floats may differ from it in the last bit, and integers by one where the
   exact mean is a half (on odd sizes only, where its weights are not exact binary fractions).
   Where both sides are even and no nodata is set (every level of W1's COG), the sums follow
@@ -274,17 +277,41 @@ def _valid(data: np.ndarray, nodata: float | None) -> np.ndarray | None:
     return ~np.isnan(data) if is_nan(nodata) else data != nodata
 
 
+def _float_work(dtype: np.dtype | str) -> bool:
+    """Whether GDAL 3.10 averages an integer ``dtype`` in floating point (its work type): every
+    integer type but uint8 and uint16, which it averages in integers."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "iu" and dtype not in (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
 def _mean(total: np.ndarray, weights: np.ndarray, dtype: np.dtype | str,
           nodata: float | None) -> np.ndarray:
-    """``total / weights`` in ``dtype`` as GDAL stores an average: integers rounded half up;
-    with a nodata, a pixel of no weight nodata and a mean equal to nodata moved off it."""
+    """``total / weights`` in ``dtype`` as GDAL stores an average; with a nodata, a pixel of
+    no weight is nodata. uint8 and uint16 (averaged in integers): rounded half up, and a
+    rounded mean equal to nodata moved off it. Other integers (averaged in floating point,
+    then converted): a mean exactly nodata moved off it, then rounded half away from zero, so
+    that a mean that only rounds to nodata (7.25, nodata 7) is stored as nodata, as GDAL
+    stores it. Floats: a mean equal to nodata moved off it."""
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / weights
-    if np.dtype(dtype).kind in "iu":
+    float_work = _float_work(dtype)
+    if float_work:
+        mean = mean.astype(np.float32)  # GDAL's work type: its mean's last bits go
+        if nodata is not None:
+            mean = _not_nodata(mean, nodata, dtype)
+        mean = _half_away(mean)
+    elif np.dtype(dtype).kind in "iu":
         mean = np.floor(mean + 0.5)
     if nodata is not None:
-        mean = np.where(weights > 0, _not_nodata(mean, nodata, dtype), nodata)
+        mean = np.where(weights > 0, mean if float_work else _not_nodata(mean, nodata, dtype),
+                        nodata)
     return mean.astype(dtype)
+
+
+def _half_away(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to integers, halves away from zero (as GDAL converts a floating-point
+    average to an integer type)."""
+    return np.copysign(np.floor(np.abs(values) + 0.5), values)
 
 
 def _not_nodata(mean: np.ndarray, nodata: float, dtype: np.dtype | str) -> np.ndarray:
@@ -336,7 +363,7 @@ def _quad_mean(data: np.ndarray) -> np.ndarray:
     of the two rows' sum, then the two columns' (bit for bit, but for the last columns of a
     chunk of GDAL's whose width is not a multiple of 4, which its scalar path sums in another
     order: the last bit may differ there); float64 as GDAL sums it, ((a + b) + c) + d, then
-    quartered; integers as exact sums rounded half up."""
+    quartered; integers as exact sums, rounded as :func:`_mean` rounds them."""
     top, bottom = data[:, 0::2], data[:, 1::2]
     if data.dtype == np.float32:
         quarter = np.float32(0.25)
@@ -352,6 +379,13 @@ def _quad_mean(data: np.ndarray) -> np.ndarray:
     total = top.astype(np.int64)
     total += bottom
     total = total[:, :, 0::2] + total[:, :, 1::2]
+    if _float_work(data.dtype):  # halves away from zero (see _mean)
+        negative = total < 0
+        np.abs(total, out=total)
+        total += 2
+        total //= 4
+        np.negative(total, out=total, where=negative)
+        return total.astype(data.dtype)
     total += 2
     total //= 4
     return total.astype(data.dtype)

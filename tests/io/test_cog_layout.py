@@ -245,3 +245,39 @@ def test_a_gdal_error_while_the_cog_is_made_names_the_output(tmp_path, monkeypat
     assert str(raised.value) == ("out.tif: cannot write as COG (TIFFAppendToStrip:Seek error at "
                                  "scanline 512)")
     assert list(tmp_path.iterdir()) == []
+
+
+#: 2 x 2 blocks whose means GDAL rounds or moves in its own way: a mean that only rounds to
+#: the nodata 7 (7.25), a mean exactly 7, negative and positive halves, a nodata among them.
+PROBES = [[6, 9, 5, 9], [6, 8, 6, 8], [-5, -6, -5, -6], [0, -1, 0, -1], [1, 2, 1, 2],
+          [2, 3, 2, 3], [7, 7, 7, 8], [-3, -4, -4, -4]]
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "uint32", "uint8", "uint16"])
+@pytest.mark.parametrize("nodata", [7, None])
+def test_integer_averages_round_and_keep_nodata_as_gdal_does(tmp_path, dtype, nodata):
+    """GDAL 3.10 averages uint8 and uint16 in integers (half up, a rounded mean equal to
+    nodata moved off it), every other integer type in floating point (a mean exactly nodata
+    moved off it, then converted: halves away from zero, so 7.25 is stored as the nodata 7).
+    The probes, then random signed values: every level of an even size equal; the first
+    level of an odd one within 1 (GDAL's weights there are not exact binary fractions: a
+    mean near a half, or near nodata, may fall either side, and the levels above inherit
+    it)."""
+    probes = np.abs(PROBES) if np.dtype(dtype).kind == "u" else np.array(PROBES)
+    data = np.zeros((1, 16, 2 * len(PROBES)), dtype)
+    for index, (a, b, c, d) in enumerate(probes):
+        data[0, 0::2, 2 * index:2 * index + 2] = a, b
+        data[0, 1::2, 2 * index:2 * index + 2] = c, d
+    gdal = gdal_levels(data, nodata, "average", 1, tmp_path / "probes.tif")[0]
+    assert np.array_equal(reduce_level(data, "average", nodata), gdal), (
+        reduce_level(data, "average", nodata)[0, 0], gdal[0, 0])
+    rng = np.random.default_rng(3)
+    low = 0 if np.dtype(dtype).kind == "u" else -100
+    for shape, levels in (((64, 48), 3), ((37, 53), 1)):
+        data = rng.integers(low, 100, (2, *shape)).astype(dtype)
+        expected = gdal_levels(data, nodata, "average", levels, tmp_path / f"{shape[0]}.tif")
+        level = data
+        for number, found in enumerate(expected, start=1):
+            level = reduce_level(level, "average", nodata)
+            assert_level(level, found, "average", halves_exactly(*shape, number),
+                         f"{shape} level {number}")

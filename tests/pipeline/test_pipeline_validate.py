@@ -292,3 +292,31 @@ def test_an_output_waiting_for_its_blocks_in_the_main_process_is_named_with_the_
     cog_on_tiles = text.replace("OUTPUT", "{path: out/s.tif, format: COG, "
                                           "options: {blocksize: 64}}")
     assert validate(load_pipeline(write_pipeline(cog_on_tiles)), resources=tight) == []
+
+
+def test_a_profile_function_sees_each_input_s_own_nodata(write_pipeline: Writer,
+                                                         make_raster: Writer,
+                                                         tmp_path: Path) -> None:
+    """stack refuses inputs whose nodata differ, before anything is computed: at plan time each
+    input is given with its own profile (it was given the first input's nodata for all)."""
+    import rasterio
+
+    for name, nodata in (("a.tif", 7), ("b.tif", 9)):
+        make_raster(name)
+        with rasterio.open(tmp_path / name, "r+") as dataset:
+            dataset.nodata = nodata
+    text = """
+        version: 1
+        inputs: {a: a.tif, b: b.tif}
+        steps:
+          - {name: both, map: eoscale.ops.stack, inputs: [a, b]}
+          - {name: again, map: eoscale.ops.stack, inputs: [both, b]}
+        """
+    found = problems(write_pipeline, text)
+    assert [(p.line, p.message) for p in found] == [
+        (4, "the profile function raised ConfigError: stack: the inputs' nodata values differ "
+            "(7.0, 9.0); set param 'nodata'")], found
+    assert found[0].step == "both"
+    same = problems(write_pipeline, text.replace("inputs: [a, b]}", "inputs: [a, b], params: "
+                                                 "{nodata: 9}}"))
+    assert same == []

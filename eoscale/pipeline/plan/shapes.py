@@ -120,32 +120,47 @@ def _image_shapes(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
                   callables: Mapping[int, StepCallables], problems: list[Problem],
                   ) -> dict[str, ImageShape]:
     """Band count and dtype of every image: inputs from their profiles, a map's outputs from its
-    profile function; without one (or with ``${...}`` params) like its first input, unknown."""
+    profile function; without one (or with ``${...}`` params) like its first input, unknown.
+    A profile function is given each of its inputs' own profile (its nodata, its creation
+    options) as the engine gives it: an input's, or the one a profile function made."""
     shapes = {name: ImageShape(int(p["count"]), np.dtype(p["dtype"]).name)
               for name, p in profiles.items()}
-    grid = next(iter(profiles.values()))
+    known: dict[str, dict[str, Any] | None] = {
+        name: dict(profile) for name, profile in profiles.items()}
     for index, step in enumerate(spec.steps):
         if step.kind != "map":
             continue
         first = shapes[step.inputs[0]]
         guess = [ImageShape(first.count, first.dtype, False)] * len(step.outputs)
         profile_fn = callables[index].profile
-        if profile_fn is None or any(step.references()):
+        made: list[dict[str, Any]] = []
+        problem = None
+        # (an input whose own profile function failed: its problem is said, not its sequels)
+        if (profile_fn is not None and not any(step.references())
+                and all(known[name] is not None for name in step.inputs)):
+            given = [dict(known[name], count=shapes[name].count, dtype=shapes[name].dtype)
+                     for name in step.inputs]
+            made, problem = _call_profile(step, profile_fn, given, callables[index])
+            if problem is not None:
+                key = "profile" if step.profile is not None else step.kind
+                problems.append(step.locate(key).problem(problem, step.name))
+        if made:
+            shapes.update((name, ImageShape(int(profile["count"]),
+                                            np.dtype(profile["dtype"]).name, True))
+                          for name, profile in zip(step.outputs, made))
+            known.update(zip(step.outputs, made))
+        else:
             shapes.update(zip(step.outputs, guess))
-            continue
-        given = [dict(grid, count=shapes[name].count, dtype=shapes[name].dtype)
-                 for name in step.inputs]
-        made, problem = _call_profile(step, profile_fn, given, callables[index])
-        if problem is not None:
-            key = "profile" if step.profile is not None else step.kind
-            problems.append(step.locate(key).problem(problem, step.name))
-            made = guess
-        shapes.update(zip(step.outputs, made))
+            first_known = known[step.inputs[0]]
+            known.update((name, None if problem is not None or first_known is None
+                          else dict(first_known)) for name in step.outputs)
     return shapes
 
 
 def _call_profile(step: StepSpec, profile_fn: Any, given: list[dict[str, Any]],
-                  found: StepCallables) -> tuple[list[ImageShape], str | None]:
+                  found: StepCallables) -> tuple[list[dict[str, Any]], str | None]:
+    """The profiles a step's profile function makes of ``given`` (grown as the engine grows
+    them: over its first input's, one band unless it says), or the problem with them."""
     try:
         made = profile_fn([dict(p) for p in given], callable_params(step, found.fn, {}))
     except USER_ERRORS as error:  # the user's profile function: a problem to report
@@ -154,7 +169,7 @@ def _call_profile(step: StepSpec, profile_fn: Any, given: list[dict[str, Any]],
     if len(answers) != len(step.outputs):
         return [], (f"the profile function returned {len(answers)} profiles for "
                     f"{len(step.outputs)} outputs")
-    shapes = []
+    grown = []
     for answer in answers:
         if not isinstance(answer, Mapping):
             return [], f"the profile function returned a {type(answer).__name__}, not a profile"
@@ -163,9 +178,9 @@ def _call_profile(step: StepSpec, profile_fn: Any, given: list[dict[str, Any]],
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             return [], f"the profile function returned a profile with count {count!r}"
         try:
-            dtype = np.dtype(merged.get("dtype")).name
+            merged["dtype"] = np.dtype(merged.get("dtype")).name
         except TypeError:
             return [], (f"the profile function returned a profile with dtype "
                         f"{merged.get('dtype')!r}, not a numpy dtype")
-        shapes.append(ImageShape(count, dtype, True))
-    return shapes, None
+        grown.append(merged)
+    return grown, None
