@@ -35,7 +35,7 @@ import numpy as np
 
 from eoscale.engine.tiling import check_margin
 from eoscale.errors import USER_ERRORS, ConfigError, ResultError, StepError
-from eoscale.io.raster import default_output_profile
+from eoscale.io.raster import default_output_profile, nodata_for
 
 MapFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], "np.ndarray | Sequence[np.ndarray]"]
 ReduceFn = Callable[[Sequence[np.ndarray], Sequence[dict], dict], Any]
@@ -118,6 +118,22 @@ def output_profiles(step: str, profile_fn: ProfileFn, profiles: Sequence[Mapping
                 f"the inputs are {height} x {width} (a map keeps the grid)", step=step)
         out.append(grown)
     return out
+
+
+def nodata_problem(profile: Mapping[str, Any]) -> str | None:
+    """Why ``profile``'s nodata cannot be stored in its dtype (NaN in integers, -1 in uint8,
+    text), None when it can or there is none."""
+    nodata = profile.get("nodata")
+    if nodata is None:
+        return None
+    try:
+        dtype = np.dtype(profile.get("dtype"))
+        if nodata_for(nodata, dtype) is not None:
+            return None
+    except (TypeError, ValueError):
+        pass
+    return (f"its nodata {nodata!r} cannot be stored in its dtype {profile.get('dtype')!r}: "
+            "give a value the dtype holds, or nodata None")
 
 
 def probed_profiles(template: Mapping[str, Any],

@@ -83,3 +83,13 @@ def clip_in_place(arrays: Sequence[np.ndarray], profiles: Sequence[dict], params
     image = arrays[0]
     image[image > params["high"]] = params["high"]
     return image
+
+
+def constant(arrays, profiles, params):
+    """A band of 5 in ``params['dtype']``."""
+    return np.full(arrays[0].shape[1:], 5, params["dtype"])[None]
+
+
+def constant_profile(profiles, params):
+    """The profile of :func:`constant`, with ``params['nodata']``."""
+    return dict(profiles[0], dtype=params["dtype"], nodata=params["nodata"], count=1)

@@ -320,3 +320,24 @@ def test_a_profile_function_sees_each_input_s_own_nodata(write_pipeline: Writer,
     same = problems(write_pipeline, text.replace("inputs: [a, b]}", "inputs: [a, b], params: "
                                                  "{nodata: 9}}"))
     assert same == []
+
+
+@pytest.mark.parametrize("dtype, nodata", [("int16", ".nan"), ("uint8", "-1"), ("uint8", "300"),
+                                           ("float32", "1e39")])
+def test_a_written_nodata_the_dtype_cannot_hold_is_refused_before_the_run(
+        write_pipeline: Writer, make_raster: Writer, dtype: str, nodata: str) -> None:
+    make_raster("a.tif")
+    text = f"""
+        version: 1
+        inputs: {{a: a.tif}}
+        steps:
+          - {{name: c, map: pipeline_callables.constant, profile:
+              pipeline_callables.constant_profile, inputs: [a],
+              params: {{dtype: {dtype}, nodata: {nodata}}}}}
+        """
+    assert problems(write_pipeline, text) == []  # held only: as 1.0's code may keep it
+    found = problems(write_pipeline, text + "outputs: {c: c.tif}\n")  # after its indent
+    assert len(found) == 1 and found[0].step == "c", found
+    assert ("output 'c' is written to a file, but the profile function returned a profile "
+            "whose nodata") in found[0].message
+    assert f"cannot be stored in its dtype '{dtype}'" in found[0].message

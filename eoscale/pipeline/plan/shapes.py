@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from eoscale.engine.contract import declared
+from eoscale.engine.contract import declared, nodata_problem
 from eoscale.errors import USER_ERRORS, ConfigError, Problem
 from eoscale.io.sources import Source
 from eoscale.io.stac import StacSelection
@@ -144,6 +144,13 @@ def _image_shapes(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
             if problem is not None:
                 key = "profile" if step.profile is not None else step.kind
                 problems.append(step.locate(key).problem(problem, step.name))
+        for name, profile in zip(step.outputs, made):
+            unstorable = nodata_problem(profile) if name in spec.outputs else None
+            if unstorable is not None:  # (an image only held may keep it: 1.0's code does)
+                key = "profile" if step.profile is not None else step.kind
+                problems.append(step.locate(key).problem(
+                    f"output '{name}' is written to a file, but the profile function returned "
+                    f"a profile whose {unstorable.removeprefix('its ')}", step.name))
         if made:
             shapes.update((name, ImageShape(int(profile["count"]),
                                             np.dtype(profile["dtype"]).name, True))
