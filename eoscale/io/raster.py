@@ -297,29 +297,39 @@ def writing(path: str | os.PathLike, display: str | os.PathLike | None = None,
         with rasterio.env.env_ctx_if_needed():  # where GDAL's errors reach rasterio's log
             yield
     except (RasterioError, CPLE_BaseError, ValueError, TypeError, OSError) as exc:
-        raise write_error(path, display, what, failures.messages[:1] or [str(exc)], exc) from None
+        raise write_error(path, display, what, failures.messages[:1] or [str(exc)], exc,
+                          failures.messages) from None
     finally:
         logger.removeHandler(failures)
         logger.setLevel(level)
     if failures.messages:
-        raise write_error(path, display, what, failures.messages[:1])
+        raise write_error(path, display, what, failures.messages[:1], said=failures.messages)
 
 
 def write_error(path: str | os.PathLike, display: str | os.PathLike | None, what: str,
-                details: list[str], exc: BaseException | None = None) -> RasterError:
+                details: list[str], exc: BaseException | None = None,
+                said: Sequence[str] = ()) -> RasterError:
     """The error of a write of ``path`` that failed: on a full filesystem it says so, otherwise
-    it gives GDAL's (or the system's) reason."""
+    it gives GDAL's (or the system's) reason (``details``; ``said``: every message GDAL gave)."""
     name = display or path
-    if disk_full(Path(path), exc):
+    if disk_full(Path(path), exc, [*details, *said]):
         return RasterError(f"{name}: {what}: no space left on device (the filesystem holding "
                            "it is full)")
     return RasterError(f"{name}: {what} ({'; '.join(details)})")
 
 
-def disk_full(path: Path, exc: BaseException | None = None) -> bool:
-    """Whether a write of ``path`` that failed (with ``exc``) failed for want of space."""
+def disk_full(path: Path, exc: BaseException | None = None, said: Sequence[str] = ()) -> bool:
+    """Whether a write of ``path`` that failed (with ``exc``; GDAL having ``said`` these
+    messages) failed for want of space: the system said so (ENOSPC, EDQUOT), or GDAL's
+    messages did; a system error of another kind did not; else (GDAL's errors carry no
+    errno) whether the filesystem now has less than :data:`FULL_BELOW` free."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
+    if any(os.strerror(errno.ENOSPC) in text or os.strerror(errno.EDQUOT) in text
+           for text in said):
+        return True
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return False
     try:
         stats = os.statvfs(nearest_existing(path.parent))
     except OSError:
