@@ -496,7 +496,7 @@ class PyramidAssembly:
             metadata = with_metadata_item(metadata, "resampling", target.resampling,
                                           "rio_overview")
         copies = write_levels_header(target.path, layouts, metadata, by_level,
-                                     display=target.display)
+                                     display=target.display, cog=cog)
         return [(layout, level, copies[level]) for level, layout in enumerate(layouts)]
 
 

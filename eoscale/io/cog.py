@@ -489,11 +489,13 @@ def ghost_header() -> bytes:
 def write_levels_header(path: str | os.PathLike, layouts: Sequence[BlockLayout],
                         metadata: Sequence[Tag],
                         blocks: Sequence[Mapping[int, bytes | BlockRecord]], *,
-                        display: str | os.PathLike | None = None
+                        display: str | os.PathLike | None = None, cog: bool = True
                         ) -> list[dict[int, BlockCopy]]:
     """Start at ``path`` the GeoTIFF of full resolution ``layouts[0]`` and overviews
-    ``layouts[1:]`` in GDAL's COG layout (see the module's docstring), from each level's
-    blocks' bytes or records by block number (``blocks``, one mapping per level): the header
+    ``layouts[1:]`` in GDAL's COG layout (see the module's docstring; without ``cog``, a plain
+    GeoTIFF with overviews: the same order, but no structural metadata and no block framed,
+    so that GDAL opens it for update as any GeoTIFF; it refuses to update a COG), from each
+    level's blocks' bytes or records by block number (``blocks``, one mapping per level): the header
     and the blocks given as bytes are written, the file sized; the copies of the blocks in part
     files (framed: :mod:`eoscale.io.assembled`) are returned, by level and block number, for
     any process to run. A missing block is an error, raised before anything is written; a
@@ -507,7 +509,8 @@ def write_levels_header(path: str | os.PathLike, layouts: Sequence[BlockLayout],
                              f"of level {level} missing (the first: block {missing[0]})")
         sources.append([level_blocks[index] for index in range(layout.block_count)])
     lengths = [[_length(source) for source in level] for level in sources]
-    bigtiff = layouts[0].is_bigtiff(sum(map(sum, lengths)) + 2 * FRAME * sum(map(len, lengths)))
+    frame = FRAME if cog else 0
+    bigtiff = layouts[0].is_bigtiff(sum(map(sum, lengths)) + 2 * frame * sum(map(len, lengths)))
     overview = overview_metadata(metadata)
 
     def ifds(offsets: Sequence[Sequence[int]]) -> list[list[Tag]]:
@@ -517,15 +520,15 @@ def write_levels_header(path: str | os.PathLike, layouts: Sequence[BlockLayout],
                          *layouts[level].layout_tags(offsets[level], lengths[level], bigtiff)])
         return made
 
-    leader = ghost_header()
+    leader = ghost_header() if cog else b""
     position = header_size(ifds([[0] * len(level) for level in lengths]), bigtiff, leader)
     offsets: list[list[int]] = [[] for _ in layouts]
     for level in reversed(range(len(layouts))):  # the coarsest's blocks first
         for length in lengths[level]:
-            offsets[level].append(position + FRAME)   # after the block's leader
-            position += length + 2 * FRAME
+            offsets[level].append(position + frame)   # after the block's leader
+            position += length + 2 * frame
     header = tiff_header(ifds(offsets), bigtiff, leader)
-    split = [split_sources({index: placed(source, offset, True) for index, (source, offset)
+    split = [split_sources({index: placed(source, offset, cog) for index, (source, offset)
                             in enumerate(zip(level, level_offsets))})
              for level, level_offsets in zip(sources, offsets)]
     write_header(path, header, position, [block for memory, _ in split for block in memory],

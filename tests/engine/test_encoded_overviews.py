@@ -249,7 +249,13 @@ def test_geotiff_overviews_asked_for_equal_gdal_s(tmp_path, assembled, resamplin
     with rasterio.open(tmp_path / "out.tif") as dataset:
         assert dataset.overviews(1) == [2, 4, 8]
         assert dataset.tags(ns="rio_overview") == {"resampling": resampling}
+        assert "LAYOUT" not in dataset.tags(ns="IMAGE_STRUCTURE")  # a plain GeoTIFF, not a COG
     assert len(assembled) == 1
+    with rasterio.open(tmp_path / "out.tif", "r+") as dataset:  # GDAL refuses to update a COG
+        dataset.update_tags(note="updated")
+    with rasterio.open(tmp_path / "out.tif") as dataset:
+        assert dataset.tags()["note"] == "updated"
+    assert_levels(tmp_path / "out.tif", expected, resampling)
 
 
 def test_overviews_follow_the_dtype_learnt_from_the_first_tile(tmp_path, assembled):
