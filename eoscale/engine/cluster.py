@@ -77,6 +77,9 @@ if TYPE_CHECKING:  # the workers' side imports distributed: only when a cluster 
 
 #: How long to wait for a running scheduler to answer before giving up, in seconds.
 CONNECT_SECONDS = 10.0
+#: How much longer than ``CONNECT_SECONDS`` a scheduler that accepted the connection may take
+#: to answer it, in seconds.
+GRACE_SECONDS = 5.0
 #: How long to wait for a local cluster's workers to start, in seconds.
 START_SECONDS = 60.0
 #: How long a lost task waits for the scheduler to name the task that killed the workers.
@@ -194,7 +197,7 @@ class DaskExecutor(Executor):
         assert address.scheduler is not None
         try:
             _knock(address.scheduler, connect_seconds)
-            client = distributed.Client(address.scheduler, timeout=connect_seconds)
+            client = _client_within(distributed, address.scheduler, connect_seconds)
         except (OSError, TimeoutError) as error:
             raise ClusterError(f"cannot reach the Dask scheduler at {address.scheduler} "
                                f"({type(error).__name__}: {error}); is it running, and is the "
@@ -556,6 +559,30 @@ def _parsed(text: str) -> ClusterAddress:
         return parse_cluster(text)
     except ValueError as error:
         raise ConfigError(f"cluster: {error}") from None
+
+
+def _client_within(distributed: Any, scheduler: str, seconds: float) -> Any:
+    """A Client of ``scheduler``, or TimeoutError after ``seconds`` and :data:`GRACE_SECONDS`:
+    Dask's own timeout does not bound its handshake, and a peer that accepts the connection but
+    never answers (not a scheduler, or one that hangs) would keep the run waiting for ever. The
+    Client is made in a daemon thread, left behind if it never comes back."""
+    made: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            made["client"] = distributed.Client(scheduler, timeout=seconds)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            made["error"] = error
+
+    thread = threading.Thread(target=connect, name="eoscale-connect", daemon=True)
+    thread.start()
+    thread.join(seconds + GRACE_SECONDS)
+    if "error" in made:
+        raise made["error"]
+    if "client" not in made:
+        raise TimeoutError(f"it accepted the connection but did not answer in "
+                           f"{seconds + GRACE_SECONDS:.0f} s")
+    return made["client"]
 
 
 def _knock(scheduler: str, seconds: float) -> None:

@@ -172,6 +172,25 @@ def test_an_unreachable_scheduler_fails_at_once_naming_it(ops_dir):
     no_partial_output(ops_dir)
 
 
+def test_a_peer_that_accepts_but_never_answers_fails_after_the_connect_time(monkeypatch):
+    """Not a scheduler, or a hung one: it accepts the connection and says nothing. Dask's own
+    timeout does not bound its handshake (the run waited for ever); eoscale gives up after
+    its connect time and a grace, naming the address."""
+    from eoscale.engine import cluster
+
+    monkeypatch.setattr(cluster, "GRACE_SECONDS", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(cluster.ClusterError, match=re.escape(
+                f"cannot reach the Dask scheduler at {address} (TimeoutError: it accepted the "
+                "connection but did not answer in 2 s)")):
+            cluster.DaskExecutor.connect(address, connect_seconds=1.0)
+        assert time.monotonic() - started < 10
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_a_local_cluster_run_leaves_nothing_behind(ops_dir, signum):
     """Ctrl-C reaches the whole process group (the local cluster's workers ignore it), SIGTERM
