@@ -126,6 +126,28 @@ def _ranges(p: Params, count: int, needed_for: str = "") -> np.ndarray:
                            f"those with one per band ({count})", value)
 
 
+def _binned_check(settings: Callable[[Mapping[str, Any]], tuple]
+                  ) -> Callable[[Mapping[str, Any], Sequence[str]], list[str]]:
+    """What ``eoscale validate`` reports about the params of an op counted in bins (its
+    ``settings``: bins, q; and ``range`` when given as numbers: one a stats result gives is
+    checked when the run has it), before anything is computed."""
+
+    def check(params: Mapping[str, Any], input_names: Sequence[str]) -> list[str]:
+        try:
+            p = settings(params)[0]
+            value = p.values.get("range")
+            if value is not None and _pair(value) is None and not (
+                    isinstance(value, (list, tuple)) and value
+                    and all(_pair(item) is not None for item in value)):
+                raise p.error("range", "[low, high] with low < high, {min: low, max: high}, or "
+                                       "a list of those with one per band", value)
+        except ConfigError as error:
+            return [str(error)]
+        return []
+
+    return check
+
+
 def _binned(bands: Sequence[np.ndarray], ranges: np.ndarray, bins: int) -> Binned:
     rows = []
     for values, (low, high) in zip(bands, ranges):
@@ -149,7 +171,8 @@ def finalize_histogram(partial: Binned, params: Mapping[str, Any]) -> list[dict[
             for counts, low, high in zip(partial.counts, partial.low, partial.high)]
 
 
-@declare(margin=0, combine=combine_binned, finalize=finalize_histogram)
+@declare(margin=0, combine=combine_binned, finalize=finalize_histogram,
+         check=_binned_check(_histogram_settings))
 def histogram(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
               params: Mapping[str, Any]) -> Binned:
     """Per band counts of the valid pixels in ``bins`` equal bins over ``range`` (as np.histogram
@@ -211,7 +234,8 @@ def finalize_percentiles(partial: Binned, params: Mapping[str, Any]) -> list[lis
                                                            partial.high), 1)]
 
 
-@declare(margin=0, combine=combine_binned, finalize=finalize_percentiles)
+@declare(margin=0, combine=combine_binned, finalize=finalize_percentiles,
+         check=_binned_check(_percentile_settings))
 def percentiles(arrays: Sequence[np.ndarray], profiles: Sequence[dict],
                 params: Mapping[str, Any]) -> Binned:
     """Per band percentiles ``q`` (0..100) of the valid pixels.

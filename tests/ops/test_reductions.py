@@ -200,3 +200,22 @@ def test_unique_counts_of_floats_skip_nan(tiled, profile_for) -> None:
 def test_reductions_declare_what_the_engine_needs() -> None:
     for op in (stats, histogram, percentiles, unique_counts):
         assert op.margin == 0 and callable(op.combine) and callable(op.finalize)
+
+
+@pytest.mark.parametrize("op, params, message", [
+    ("histogram", {"range": [5, 1]}, "histogram: param 'range' must be [low, high] with low < "
+                                     "high, {min: low, max: high}, or a list of those with one "
+                                     "per band, not [5, 1]"),
+    ("histogram", {"bins": 0, "range": [0, 9]}, "histogram: param 'bins' must be an integer "
+                                                ">= 1, not 0"),
+    ("percentiles", {"q": [101]}, "percentiles: param 'q' must be a non-empty list of "
+                                  "percentiles from 0 to 100, not [101]"),
+    ("percentiles", {"q": [50], "bins": -2}, "percentiles: param 'bins' must be an integer >= 1"),
+])
+def test_binned_reductions_check_their_params_before_any_pixel(op, params, message) -> None:
+    """What ``eoscale validate`` asks of them (their ``check``), the same error the run gives."""
+    fn = {"histogram": histogram, "percentiles": percentiles}[op]
+    [found] = fn.check(params, ["red"])
+    assert found.startswith(message), found
+    assert fn.check({"q": [5, 95], "range": [[0, 1], {"min": 2, "max": 3}]} if op == "percentiles"
+                    else {"range": {"min": 0, "max": 9}, "bins": 3}, ["red"]) == []
