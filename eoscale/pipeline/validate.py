@@ -23,7 +23,15 @@ import os
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from eoscale.errors import EXIT_USAGE, ConfigError, PipelineError, Problem, did_you_mean
+from eoscale.errors import (
+    EXIT_USAGE,
+    ConfigError,
+    PipelineError,
+    Problem,
+    RasterError,
+    did_you_mean,
+)
+from eoscale.io.quicklook import shown_bands
 from eoscale.pipeline.plan import BUDGET_HEADROOM, Resources, RunPlan, params_problems, plan_run
 from eoscale.pipeline.plan.estimates import waiting_here
 from eoscale.pipeline.resolve import resolve_step
@@ -249,6 +257,8 @@ def checked_plan(spec: PipelineSpec, resources: Resources | None = None) -> RunP
         problem = _output_path_problem(output.path)
         if problem is not None:
             problems.append(output.where.problem(problem))
+    if plan is not None:
+        problems += _quicklook_problems(spec, plan)
     if plan is not None and not problems and not plan.fits:
         problems.append(_memory_problem(plan))
     refused = _scratch_problem(plan)
@@ -260,6 +270,21 @@ def checked_plan(spec: PipelineSpec, resources: Resources | None = None) -> RunP
         raise PipelineError(problems)
     assert plan is not None
     return plan
+
+
+def _quicklook_problems(spec: PipelineSpec, plan: RunPlan) -> list[Problem]:
+    """A quicklook asking for bands its image does not have (when the plan knows its band
+    count), before anything is computed."""
+    found = []
+    for name, output in spec.outputs.items():
+        image = plan.images.get(name)
+        if output.quicklook is None or image is None or not image.known:
+            continue
+        try:
+            shown_bands(image.count, output.quicklook.style.bands)
+        except RasterError as error:
+            found.append(output.where.problem(f"output '{name}' (quicklook): {error}"))
+    return found
 
 
 class ScratchFolderError(PipelineError, ConfigError):

@@ -341,3 +341,20 @@ def test_a_written_nodata_the_dtype_cannot_hold_is_refused_before_the_run(
     assert ("output 'c' is written to a file, but the profile function returned a profile "
             "whose nodata") in found[0].message
     assert f"cannot be stored in its dtype '{dtype}'" in found[0].message
+
+
+def test_a_quicklook_of_bands_the_image_lacks_is_refused_before_the_run(
+        write_pipeline: Writer, make_raster: Writer) -> None:
+    make_raster("a.tif", count=4)
+    text = """
+        version: 1
+        inputs: {a: a.tif}
+        steps:
+          - {name: c, map: eoscale.ops.select_bands, inputs: [a], params: {bands: [1, 2, 3, 4]}}
+        outputs:
+          c: {path: c.tif, quicklook: {bands: [5, 1, 2]}}
+        """
+    found = problems(write_pipeline, text)
+    assert [(p.line, p.message) for p in found] == [
+        (6, "output 'c' (quicklook): a quicklook cannot show band 5: the raster has 4 bands")]
+    assert problems(write_pipeline, text.replace("[5, 1, 2]", "[4, 1, 2]")) == []
