@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -312,7 +313,7 @@ def _memory_problem(plan: RunPlan) -> Problem:
     budget = (f"the memory budget is {size_text(plan.resources.memory)}" if plan.resources.given
               else f"only {size_text(plan.resources.memory)} is available for them (the memory "
                    "available, less 10 % and the processes)")
-    needed = math.ceil(peak.held / (1 - BUDGET_HEADROOM))
+    needed = _enough_memory(plan)
     return where.problem(
         f"the run needs about {size_text(peak.held)} ({size_text(peak.images)} of images, "
         f"{size_text(peak.tiles)} of tiles for {workers} worker{'s' if workers > 1 else ''}; "
@@ -320,6 +321,32 @@ def _memory_problem(plan: RunPlan) -> Problem:
         f"{size_text(needed)} ('memory:' or --memory; the plan keeps "
         f"{BUDGET_HEADROOM:.0%} of it for its estimate's error), use fewer workers or smaller "
         f"tiles, or free memory{_waiting_text(plan, step)}", step)
+
+
+def _enough_memory(plan: RunPlan) -> int:
+    """The least budget, as the message shows it, with which the plan fits: the estimate
+    grows with the budget (GDAL's block cache is a share of it) and the plan's choices
+    change with it, so each figure is planned again until one fits (a few rounds at most)."""
+    needed = _shown_up(math.ceil(plan.peak.held / (1 - BUDGET_HEADROOM)))
+    for _ in range(6):
+        try:
+            again = plan_run(plan.spec, replace(plan.resources, memory=needed, given=True))
+        except PipelineError:
+            break
+        if again.fits:
+            break
+        needed = _shown_up(max(needed + 1, math.ceil(again.peak.held / (1 - BUDGET_HEADROOM))))
+    return needed
+
+
+def _shown_up(count: int) -> int:
+    """``count`` bytes rounded up to what :func:`~eoscale.sizes.size_text` shows (a tenth of
+    its unit), so that the figure a message gives, typed back, is not less than it."""
+    unit = 1
+    while count >= 1024 * unit and unit < 1024 ** 4:
+        unit *= 1024
+    step = max(1, unit // 10) if unit > 1 else 1
+    return math.ceil(count / step) * step
 
 
 def _waiting_text(plan: RunPlan, step: str | None) -> str:

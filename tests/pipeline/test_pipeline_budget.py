@@ -138,6 +138,13 @@ def test_every_kind_under_a_tight_budget_gives_the_same_results(
     # budget that would do.
     problem, = validate(spec, resources=budget(workers, tight_budget - 2048))
     assert "give it at least" in problem.message and problem.step is not None
+    # and the budget it names, typed back as shown, is enough (the estimate grows with it)
+    import re
+
+    from eoscale.sizes import parse_size
+
+    shown = re.search(r"give it at least ([0-9.]+ [KMGT]iB)", problem.message).group(1)
+    assert validate(spec, resources=budget(workers, parse_size(shown))) == []
 
 
 def test_a_failed_spilled_run_leaves_no_scratch_file(write_pipeline: Writer, dem: Path,
