@@ -125,12 +125,15 @@ def test_a_cog_uses_the_overviews_asked_for(runner, examples):
 
 
 def test_a_quicklook_of_a_band_the_output_lacks_is_an_error_naming_it(runner, examples):
+    """Refused before anything is computed (exit 3, the output's line), as the plan knows the
+    output's band count."""
     text = (examples / "cog_quicklook.yaml").read_text()
     (examples / "bands.yaml").write_text(text.replace("quicklook: true", "quicklook: {bands: [2]}"))
     result = invoke(runner, "run", examples / "bands.yaml", "-w", "1")
-    assert result.exit_code == 1
-    assert ("out/ndvi_cog.tif (quicklook): a quicklook cannot show band 2: the raster has 1 band"
-            in result.output)
+    assert result.exit_code == 3
+    assert ("output 'ndvi' (quicklook): a quicklook cannot show band 2: the raster has 1 band"
+            in result.output), result.output
+    assert "bands.yaml:" in result.output
     assert not (examples / "out").exists()
 
 
