@@ -35,7 +35,46 @@ settings = Settings()
 
 
 def console() -> Console:
-    return Console(highlight=False)
+    return Console(file=_Stdout(), highlight=False)
+
+
+class _Stdout:
+    """The standard output, for a run's progress and summary, that a reader who stops reading
+    (``| head``, a ``tee`` that dies) does not stop: after a broken pipe what is printed is
+    dropped (the output goes to the null device, as Python's documentation advises) and the
+    run goes on, its outputs written. A broken stderr still fails as any error."""
+
+    def __getattr__(self, name: str) -> object:
+        import sys
+
+        return getattr(sys.stdout, name)
+
+    def write(self, text: str) -> int:
+        import sys
+
+        try:
+            return sys.stdout.write(text)
+        except BrokenPipeError:
+            _drop_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        import sys
+
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """Point the standard output at the null device (its pipe has no reader any more)."""
+    import sys
+
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def error_console() -> Console:
