@@ -449,7 +449,11 @@ class DaskExecutor(Executor):
                     with contextlib.suppress(Exception):
                         self._cluster.close()
         finally:
-            self._quiet.close()
+            # After a stop by a signal (the workers killed, the process about to exit), the
+            # scheduler here may still log, from its own thread, the comms of the killed
+            # workers closing ("Batched Comm Closed" and a traceback): its logs stay quiet.
+            if stopped_by() is None:
+                self._quiet.close()
 
     def _stop_local_workers(self) -> None:
         """When a signal stopped the run, kill the local cluster's worker processes now: a
