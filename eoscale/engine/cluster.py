@@ -442,18 +442,24 @@ class DaskExecutor(Executor):
         try:
             if self._owned:
                 self._owned = False
+                if self._cluster is not None:  # (before the client goes: see the method)
+                    self._stop_local_workers()
                 with contextlib.suppress(Exception):
                     self.client.close()
                 if self._cluster is not None:
-                    self._stop_local_workers()
                     with contextlib.suppress(Exception):
                         self._cluster.close()
         finally:
-            # After a stop by a signal (the workers killed, the process about to exit), the
-            # scheduler here may still log, from its own thread, the comms of the killed
-            # workers closing ("Batched Comm Closed" and a traceback): its logs stay quiet.
             if stopped_by() is None:
                 self._quiet.close()
+            else:
+                # The workers killed, the process about to exit: the local cluster's close has
+                # restored distributed's logging here (its silence_logs), and what still runs
+                # in this process may log the killed workers' comms closing ("Batched Comm
+                # Closed" and a traceback). Its logs stay quiet for good.
+                for handler in logging.getLogger("distributed").handlers:
+                    if isinstance(handler, logging.StreamHandler):
+                        handler.setLevel(logging.CRITICAL)
 
     def _stop_local_workers(self) -> None:
         """When a signal stopped the run, kill the local cluster's worker processes now: a
@@ -462,7 +468,9 @@ class DaskExecutor(Executor):
         (:meth:`_end_step`): it writes nothing more. A kill, not a close in a hurry: a worker
         whose close outlasts a short timeout prints its traceback (``Process Dask Worker
         process``), cut where the nanny kills it. Each nanny is told first that its worker
-        goes for good, so that it does not start another; any other end closes as Dask does."""
+        goes for good, so that it does not start another; any other end closes as Dask does.
+        Called before the client closes: a worker still alive then logs its comm to the client
+        closing."""
         if stopped_by() is None:
             return
         nannies = list(getattr(self._cluster, "workers", {}).values())
