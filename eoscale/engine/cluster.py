@@ -430,6 +430,14 @@ class DaskExecutor(Executor):
 
     def close(self) -> None:
         """Cancel what still runs; close the client and the cluster if this executor made them."""
+        if stopped_by() is not None:
+            # The workers are killed, the process is about to exit: the local cluster's close
+            # restores distributed's logging here (its silence_logs) while its event loop still
+            # runs, which may then log the killed workers' comms closing ("Batched Comm Closed"
+            # and a traceback). A filter on its handlers, which no level restored undoes.
+            for handler in logging.getLogger("distributed").handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.addFilter(_only_critical)
         pending, self._pending = list(self._pending.values()), {}
         with contextlib.suppress(Exception):
             if pending:
@@ -452,14 +460,6 @@ class DaskExecutor(Executor):
         finally:
             if stopped_by() is None:
                 self._quiet.close()
-            else:
-                # The workers killed, the process about to exit: the local cluster's close has
-                # restored distributed's logging here (its silence_logs), and what still runs
-                # in this process may log the killed workers' comms closing ("Batched Comm
-                # Closed" and a traceback). Its logs stay quiet for good.
-                for handler in logging.getLogger("distributed").handlers:
-                    if isinstance(handler, logging.StreamHandler):
-                        handler.setLevel(logging.CRITICAL)
 
     def _stop_local_workers(self) -> None:
         """When a signal stopped the run, kill the local cluster's worker processes now: a
@@ -484,6 +484,11 @@ class DaskExecutor(Executor):
 
         with contextlib.suppress(Exception):
             self._cluster.sync(kill_all)
+
+
+def _only_critical(record: logging.LogRecord) -> bool:
+    """A logging filter letting through critical records only."""
+    return record.levelno >= logging.CRITICAL
 
 
 def job_payload(payload: bytes) -> bytes:
