@@ -84,6 +84,12 @@ def sampled_run(*args: str, cwd: Path | None = None) -> tuple[str, int]:
     return stdout, sampler.peak
 
 
+def measured_peak(stdout: str) -> float:
+    """The peak a run's summary says it measured, in bytes (0 if none)."""
+    found = re.search(r"peak memory ([\d.]+) (\w+) \(estimated", stdout)
+    return float(found.group(1)) * UNITS[found.group(2)] if found else 0.0
+
+
 def assert_estimate_near_peak(stdout: str, seen: int = 0) -> None:
     """The summary's measured peak (or ``seen``, a peak the test measured itself, if higher)
     and the plan's estimate are within the tolerance."""
@@ -121,10 +127,23 @@ def bench_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                               ("w3_ratio_median", "median")])
 def test_the_estimate_is_near_the_measured_peak_on_benchmark_data(
         bench_scene: Path, tmp_path: Path, workload: str, result: str) -> None:
+    """A sampler can only miss a peak, never see one that was not there: a short run (W2's
+    takes 0.25 s) measured under its estimate beyond the tolerance is run again, up to three
+    times, and its highest peak kept; an estimate too high stays too high."""
     out = tmp_path / f"{result}{'.json' if workload == 'w2_stats' else '.tif'}"
-    assert_estimate_near_peak(*sampled_run(
-        "run", str(BENCHMARKS / f"{workload}.yaml"), "-w", "2", "--input",
-        f"scene={bench_scene}", "--output", f"{result}={out}"))
+    args = ("run", str(BENCHMARKS / f"{workload}.yaml"), "-w", "2", "--input",
+            f"scene={bench_scene}", "--output", f"{result}={out}", "--overwrite")
+    stdout, seen = sampled_run(*args)
+    for _ in range(2):
+        try:
+            assert_estimate_near_peak(stdout, seen)
+            return
+        except AssertionError:
+            again, peak = sampled_run(*args)
+            if measured_peak(again) > measured_peak(stdout):
+                stdout = again
+            seen = max(seen, peak)
+    assert_estimate_near_peak(stdout, seen)
 
 
 @pytest.fixture(scope="module")
