@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -45,13 +46,9 @@ class _Stdout:
     run goes on, its outputs written. A broken stderr still fails as any error."""
 
     def __getattr__(self, name: str) -> object:
-        import sys
-
         return getattr(sys.stdout, name)
 
     def write(self, text: str) -> int:
-        import sys
-
         try:
             return sys.stdout.write(text)
         except BrokenPipeError:
@@ -59,8 +56,6 @@ class _Stdout:
             return len(text)
 
     def flush(self) -> None:
-        import sys
-
         try:
             sys.stdout.flush()
         except BrokenPipeError:
@@ -69,8 +64,6 @@ class _Stdout:
 
 def _drop_stdout() -> None:
     """Point the standard output at the null device (its pipe has no reader any more)."""
-    import sys
-
     with contextlib.suppress(OSError, ValueError):
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())

@@ -379,15 +379,13 @@ def _quad_mean(data: np.ndarray) -> np.ndarray:
     total = top.astype(np.int64)
     total += bottom
     total = total[:, :, 0::2] + total[:, :, 1::2]
-    if _float_work(data.dtype):  # halves away from zero (see _mean)
-        negative = total < 0
+    negative = total < 0 if _float_work(data.dtype) else None  # halves away from zero
+    if negative is not None:
         np.abs(total, out=total)
-        total += 2
-        total //= 4
-        np.negative(total, out=total, where=negative)
-        return total.astype(data.dtype)
     total += 2
     total //= 4
+    if negative is not None:
+        np.negative(total, out=total, where=negative)
     return total.astype(data.dtype)
 
 

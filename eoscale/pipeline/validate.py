@@ -345,7 +345,7 @@ def _shown_up(count: int) -> int:
     unit = 1
     while count >= 1024 * unit and unit < 1024 ** 4:
         unit *= 1024
-    step = max(1, unit // 10) if unit > 1 else 1
+    step = max(1, unit // 10)
     return math.ceil(count / step) * step
 
 

@@ -135,6 +135,7 @@ def _image_shapes(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
         profile_fn = callables[index].profile
         made: list[dict[str, Any]] = []
         problem = None
+        where = step.locate("profile" if step.profile is not None else step.kind)
         # (an input whose own profile function failed: its problem is said, not its sequels)
         if (profile_fn is not None and not any(step.references())
                 and all(known[name] is not None for name in step.inputs)):
@@ -142,13 +143,11 @@ def _image_shapes(spec: PipelineSpec, profiles: Mapping[str, Mapping[str, Any]],
                      for name in step.inputs]
             made, problem = _call_profile(step, profile_fn, given, callables[index])
             if problem is not None:
-                key = "profile" if step.profile is not None else step.kind
-                problems.append(step.locate(key).problem(problem, step.name))
+                problems.append(where.problem(problem, step.name))
         for name, profile in zip(step.outputs, made):
             unstorable = nodata_problem(profile) if name in spec.outputs else None
             if unstorable is not None:  # (an image only held may keep it: 1.0's code does)
-                key = "profile" if step.profile is not None else step.kind
-                problems.append(step.locate(key).problem(
+                problems.append(where.problem(
                     f"output '{name}' is written to a file, but the profile function returned "
                     f"a profile whose {unstorable.removeprefix('its ')}", step.name))
         if made:
