@@ -58,7 +58,10 @@ class EOScaleGroup(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module, _summary = COMMANDS[cmd_name]
-        return getattr(importlib.import_module(module), cmd_name)
+        from eoscale.engine.native_threads import one_blas_thread_at_load
+
+        with one_blas_thread_at_load(command=True):  # it computes only with one worker
+            return getattr(importlib.import_module(module), cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The commands with their summaries, shortened as click does, without importing them."""

@@ -34,7 +34,11 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from eoscale.engine.heap import keep_freed_memory, release_freed_memory
-from eoscale.engine.native_threads import limit_native_threads, threads_per_worker
+from eoscale.engine.native_threads import (
+    limit_native_threads,
+    restore_blas_threads,
+    threads_per_worker,
+)
 from eoscale.engine.shared import pid_alive
 from eoscale.engine.tasks import Job, TileFailure
 from eoscale.engine.tiling import TILES_PER_WORKER
@@ -161,6 +165,9 @@ class InlineExecutor(Executor):
     """Runs every chunk in the calling process, in order: what ``workers=1`` means; debuggers work."""
 
     workers = 1
+
+    def __init__(self) -> None:
+        restore_blas_threads()
 
     def run(self, job: Job, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
         try:

@@ -1,6 +1,8 @@
 """A pool worker's BLAS and OpenMP thread pools hold its share of the cores, not all of them,
 unless the user set their size; through the ``eoscale`` command, the callable reading the
-thread counts of the libraries loaded in the worker that runs it (threadpoolctl)."""
+thread counts of the libraries loaded in the worker that runs it (threadpoolctl). The command's
+own process loads its BLAS with one thread (it computes nothing beside workers), and gives it
+back every core when it computes the tiles itself (one worker)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ _CALLABLES = textwrap.dedent('''
 ''')
 
 
-def _run(tmp_path: Path, env: dict[str, str]) -> np.ndarray:
+def _run(tmp_path: Path, env: dict[str, str], workers: int = 2) -> np.ndarray:
     (tmp_path / "blas_ops.py").write_text(_CALLABLES)
     with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=256, width=256, count=2,
                        dtype="float32") as dst:
@@ -46,7 +48,7 @@ def _run(tmp_path: Path, env: dict[str, str]) -> np.ndarray:
           - {name: threads, map: blas_ops.blas_threads, inputs: [image]}
         outputs: {threads: out.tif}
     """))
-    run = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--workers", "2",
+    run = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--workers", str(workers),
                           "--tile-size", "128"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -77,3 +79,38 @@ def test_a_thread_count_the_user_set_is_kept(tmp_path):
                                                          (1, 3, 1)])
 def test_threads_per_worker(cores, workers, share):
     assert threads_per_worker(cores, workers) == share
+
+
+@pytest.mark.skipif(default_workers() < 2, reason="one core: one BLAS thread is every core")
+def test_one_worker_computing_in_the_command_s_process_gets_every_core_back(tmp_path):
+    threads = _run(tmp_path, _environment(), workers=1)
+    assert set(np.unique(threads)) == {default_workers()}
+
+
+_LOADED = textwrap.dedent('''
+    import os, sys
+    from eoscale.engine.native_threads import one_blas_thread_at_load, restore_blas_threads
+    with one_blas_thread_at_load(command=sys.argv[1] == "command"):
+        import numpy
+    from threadpoolctl import threadpool_info
+    def counts():
+        return sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+    print(counts(), "OPENBLAS_NUM_THREADS" in os.environ)
+    restore_blas_threads()
+    print(counts())
+''')
+
+
+@pytest.mark.skipif(default_workers() < 2, reason="one core: one BLAS thread is every core")
+@pytest.mark.parametrize(("process", "loaded"), [("command", 1), ("library", None)])
+def test_the_command_s_process_loads_numpy_s_blas_with_one_thread(process, loaded):
+    run = subprocess.run([sys.executable, "-c", _LOADED, process], capture_output=True,
+                         text=True, timeout=60, env=_environment())
+    assert run.returncode == 0, run.stderr
+    at_load, restored = run.stdout.splitlines()
+    plain = subprocess.run([sys.executable, "-c", _LOADED, "plain"], capture_output=True,
+                           text=True, timeout=60, env=_environment()).stdout.splitlines()[0]
+    cores = plain.split(" ")[0]  # what numpy's OpenBLAS takes by itself: every core
+    # the variable is gone once numpy is loaded: processes started later do not inherit it
+    assert at_load == f"{f'[{loaded}]' if loaded else cores} False"
+    assert restored == cores
