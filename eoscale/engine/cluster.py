@@ -177,6 +177,9 @@ class DaskExecutor(Executor):
         self._visible: set[str] = set()
         self._pending: dict[int, Any] = {}
         self.workers = max(1, sum(self._threads().values()))  # tasks that can run at once
+        # Workers this process started (a local cluster, a cluster object the caller made) may
+        # be its children; a scheduler's address alone says they run apart.
+        self.in_tree = (cluster or getattr(client, "cluster", None)) is not None
 
     @classmethod
     def connect(cls, cluster: str | ClusterAddress | Any, *,

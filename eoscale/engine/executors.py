@@ -143,11 +143,13 @@ class Executor(ABC):
     ``shares_memory``: whether its workers can map this process's shared rasters;
     ``writes_files``: whether its workers can write files beside a run's outputs and scratch
     files that this process then reads (so they encode and write the blocks of the images a
-    map writes: :mod:`eoscale.engine.encoded`)."""
+    map writes: :mod:`eoscale.engine.encoded`); ``in_tree``: whether its workers are this
+    process or its children (the memory a run measures is that tree's)."""
 
     workers: int
     shares_memory: bool = True
     writes_files: bool = True
+    in_tree: bool = True
 
     def writes_elsewhere(self) -> bool:
         """Whether a worker runs on another machine than this process (its files' bytes then

@@ -72,6 +72,14 @@ def own_pss() -> int | None:
     return values.get("Pss") if values else None
 
 
+def own_peak_rss() -> int:
+    """The most memory this process has had resident so far, in bytes (its high-water mark,
+    which the kernel keeps: nothing to sample)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def resident_pages(pid: int) -> int | None:
     """The pages ``pid`` has resident (anonymous, file and shared memory: its RSS), or None if
     it is gone: a counter the kernel keeps, read from ``/proc/PID/statm`` without walking any

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 
@@ -316,3 +317,28 @@ def test_a_worker_dask_restarts_in_a_local_cluster_logs_nothing_but_critical(tmp
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(logging.CRITICAL)], done.stdout + done.stderr
+
+
+def test_a_run_on_a_scheduler_s_address_reports_this_process_s_peak_without_sampling(
+        client, tmp_path, monkeypatch):
+    """Workers that run apart are not this process's tree: no sampling thread, and the peak
+    said is this process's own high-water mark; a client made from a cluster object here
+    (its workers may be children) still samples the tree."""
+    from eoscale.engine.memory import TreeSampler, own_peak_rss
+
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=300, width=200, count=1,
+                       dtype="float32") as dst:
+        dst.write(np.arange(60000, dtype=np.float32).reshape(1, 300, 200))
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ninputs: {image: in.tif}\n"
+        "steps:\n  - {name: mean, map: eoscale.ops.mean_filter, inputs: [image], "
+        "params: {size: 3}}\noutputs: {mean: out.tif}\n", encoding="utf-8")
+    started: list[TreeSampler] = []
+    start = TreeSampler.start
+    monkeypatch.setattr(TreeSampler, "start", lambda self: (started.append(self), start(self)))
+    result = eoscale.run(tmp_path / "p.yaml", cluster=client.scheduler.address,
+                         scratch=tmp_path)
+    assert started == []
+    assert 10 * 2**20 < result.peak_bytes <= own_peak_rss()
+    result = eoscale.run(tmp_path / "p.yaml", cluster=client, scratch=tmp_path, overwrite=True)
+    assert len(started) == 1 and result.peak_bytes == started[0].peak
