@@ -134,7 +134,7 @@ def _as_the_command_loads() -> Any:
         from eoscale.engine.native_threads import one_blas_thread_at_load
     except ImportError:
         return contextlib.nullcontext()
-    return one_blas_thread_at_load()
+    return one_blas_thread_at_load(command=True)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,10 @@ class EOScaleGroup(click.Group):
             return None
         module, _summary = COMMANDS[cmd_name]
         from eoscale.engine.native_threads import one_blas_thread_at_load
+        from eoscale.lazy import collector_paused
 
-        with one_blas_thread_at_load(command=True):  # it computes only with one worker
+        # this process computes only with one worker
+        with one_blas_thread_at_load(command=True), collector_paused():
             return getattr(importlib.import_module(module), cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

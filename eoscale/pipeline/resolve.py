@@ -19,6 +19,7 @@ from typing import Any
 from eoscale.engine.contract import declared
 from eoscale.engine.native_threads import one_blas_thread_at_load
 from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem, did_you_mean
+from eoscale.lazy import collector_paused
 from eoscale.pipeline.spec import StepSpec, parse_reference
 
 
@@ -47,7 +48,8 @@ def _public_callables(owner: object) -> list[str]:
 def _import(module: str, dotted: str) -> object:
     importlib.invalidate_caches()
     try:
-        with one_blas_thread_at_load():  # the command's process computes with one worker only
+        # the command's process computes with one worker only
+        with one_blas_thread_at_load(), collector_paused():
             return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name is not None and (module == error.name or module.startswith(error.name + ".")):

@@ -111,3 +111,36 @@ def test_submodules_stay_reachable_from_the_packages():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_imports_pause_the_garbage_collector_and_resume_it_as_it_was():
+    import gc
+
+    from eoscale.lazy import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner block found it paused: it stays so
+    assert gc.isenabled()
+    with pytest.raises(ImportError), collector_paused():
+        import eoscale_no_such_module  # noqa: F401
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # paused by someone else: left so
+    finally:
+        gc.enable()
+
+
+def test_a_command_runs_with_the_collector_running_again():
+    probe = PROBE.replace('print("modules:"', 'import gc; print("collector", gc.isenabled(), '
+                          'file=sys.stderr)\nprint("modules:"')
+    done = subprocess.run([sys.executable, "-c", probe, "validate", "pipelines/quickstart.yaml"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "collector True" in done.stderr
