@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 from eoscale.engine.executors import Executor, default_workers
 from eoscale.engine.tasks import Job
 from eoscale.errors import ConfigError, EOScaleError, StepError, WorkerDiedError, stopped_by
+from eoscale.lazy import collector_paused
 
 if TYPE_CHECKING:  # the workers' side imports distributed: only when a cluster is used
     from eoscale.engine.cluster_worker import WorkerSetup
@@ -148,7 +149,8 @@ def parse_cluster(text: str) -> ClusterAddress:
 def distributed_module() -> Any:
     """``distributed``, or a :class:`ClusterError` saying what to install."""
     try:
-        import distributed
+        with collector_paused():
+            import distributed
     except ImportError:
         raise ClusterError(MISSING_EXTRA) from None
     return distributed
@@ -287,7 +289,12 @@ class DaskExecutor(Executor):
 
     def describe(self) -> str:
         """``<address>, N workers, dashboard: <link>`` for the start of a run."""
-        return f"{self.summary()}, dashboard: {self.dashboard or 'none (pip install bokeh)'}"
+        dashboard = self.dashboard
+        if dashboard is None:  # a local one needs bokeh here; a scheduler may have been
+            # started without one (--no-dashboard, or no bokeh where it runs)
+            dashboard = ("none (pip install bokeh)" if self._cluster is not None
+                         else "none (the scheduler serves none)")
+        return f"{self.summary()}, dashboard: {dashboard}"
 
     def prepare(self, setup: WorkerSetup) -> None:
         """Set up every worker, those that join later (a lost one, restarted) included; asked

@@ -342,3 +342,4 @@ def test_a_run_on_a_scheduler_s_address_reports_this_process_s_peak_without_samp
     assert 10 * 2**20 < result.peak_bytes <= own_peak_rss()
     result = eoscale.run(tmp_path / "p.yaml", cluster=client, scratch=tmp_path, overwrite=True)
     assert len(started) == 1 and result.peak_bytes == started[0].peak
+

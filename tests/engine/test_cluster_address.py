@@ -59,3 +59,30 @@ def test_cluster_without_the_dask_extra_says_what_to_install(tmp_path: Path):
     assert "pip install 'eoscale[dask]'" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+class _Client:
+    """What a cluster executor asks its client when it describes its cluster."""
+
+    def __init__(self, services: dict[str, int]):
+        self.scheduler = type("Scheduler", (), {"address": "tcp://10.0.0.5:8786"})()
+        self.dashboard_link = "http://10.0.0.5:8787/status"
+        self._services = services
+
+    def nthreads(self) -> dict[str, int]:
+        return {"tcp://10.0.0.6:1": 1, "tcp://10.0.0.7:1": 1}
+
+    def scheduler_info(self) -> dict:
+        return {"services": self._services}
+
+
+@pytest.mark.parametrize(("services", "said"), [
+    ({"dashboard": 8787}, "http://10.0.0.5:8787/status"),
+    # not "pip install bokeh": bokeh here would not give a scheduler running elsewhere one
+    ({}, "none (the scheduler serves none)"),
+])
+def test_a_scheduler_s_dashboard_is_said_as_it_serves_it(services, said):
+    from eoscale.engine.cluster import DaskExecutor
+
+    executor = DaskExecutor(_Client(services))
+    assert executor.describe() == f"tcp://10.0.0.5:8786, 2 workers, dashboard: {said}"
