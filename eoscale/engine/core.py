@@ -365,8 +365,7 @@ class Engine:
         the first tile failure (the executor then stops its workers). ``started``: the phase was
         announced then (with ``done_before`` tiles already done), else it starts now."""
         indices = list(indices)
-        chunks = make_chunks(indices, self.workers, max_chunks(self._executor.shares_memory,
-                                                                   self.workers))
+        chunks = make_chunks(indices, self.workers, max_chunks(self._executor.shares_memory))
         total = done_before + len(indices)
         if started is None:
             started = self._start(kind, name, total)

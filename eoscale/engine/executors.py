@@ -54,11 +54,6 @@ from eoscale.errors import (
 #: Upper bound on chunks per step on a Dask cluster: beyond it, per-task scheduling would cost
 #: more than it balances.
 MAX_CHUNKS = 256
-#: ... and at most this many per worker thread of a cluster. A task costs the client, the
-#: scheduler and its worker about 14 ms of CPU on loopback (2.3, 4.3 and 7.6 ms measured on
-#: the benchmark's W1, whose tiles compute in 0.23 s): a chunk of one tile per task on a small
-#: cluster paid 6 % for a balance that 8 tasks per worker already give.
-CLUSTER_CHUNKS_PER_WORKER = 8
 #: The same bound on this machine's workers (the pool, or this process), where a chunk costs
 #: two small messages on a pipe: up to this many tiles, a chunk is one tile, so that a file
 #: written in tile order gets nearly every tile's blocks at their place as they are computed
@@ -67,12 +62,10 @@ CLUSTER_CHUNKS_PER_WORKER = 8
 MAX_LOCAL_CHUNKS = 4096
 
 
-def max_chunks(shares_memory: bool, workers: int = 1) -> int:
-    """The bound on a step's chunks for an executor of ``workers`` whose workers share this
-    machine's memory (or not: a cluster's)."""
-    if shares_memory:
-        return MAX_LOCAL_CHUNKS
-    return min(MAX_CHUNKS, max(1, workers) * CLUSTER_CHUNKS_PER_WORKER)
+def max_chunks(shares_memory: bool) -> int:
+    """The bound on a step's chunks for an executor whose workers share this machine's memory
+    (or not: a cluster's)."""
+    return MAX_LOCAL_CHUNKS if shares_memory else MAX_CHUNKS
 
 
 def default_workers() -> int:

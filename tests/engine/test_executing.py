@@ -17,7 +17,6 @@ import scipy.ndimage as ndi
 from eoscale.engine import Engine, Tiling
 from eoscale.engine.executing import connect_cluster, make_executor
 from eoscale.engine.executors import (
-    CLUSTER_CHUNKS_PER_WORKER,
     MAX_CHUNKS,
     MAX_LOCAL_CHUNKS,
     InlineExecutor,
@@ -219,16 +218,12 @@ def test_the_tiles_are_given_by_one_name_not_both(image, method) -> None:
 def test_chunks_are_single_tiles_on_this_machine_and_fewer_on_a_cluster():
     """On the pool (workers sharing this machine's memory) a chunk is one tile up to
     MAX_LOCAL_CHUNKS tiles, so that a file written in tile order gets its tiles' blocks at
-    their places; a cluster's tasks stay at most CLUSTER_CHUNKS_PER_WORKER per worker and at
-    most MAX_CHUNKS (a few per worker beyond)."""
-    local, cluster = max_chunks(True, 2), max_chunks(False, 2)
-    assert local == MAX_LOCAL_CHUNKS == 4096
-    assert cluster == 2 * CLUSTER_CHUNKS_PER_WORKER == 16
-    assert max_chunks(False, 32) == max_chunks(False, 128) == MAX_CHUNKS == 256
-    for count, limit, sizes in [(4096, local, {1}), (4096, cluster, {256}), (64, cluster, {4}),
-                                (10, cluster, {1}), (10_000, local, {3, 1}), (300, local, {1}),
-                                (4096, max_chunks(False, 16), {32})]:
+    their places; a cluster's tasks stay at most MAX_CHUNKS (a few per worker beyond)."""
+    local, cluster = max_chunks(True), max_chunks(False)
+    assert (local, cluster) == (MAX_LOCAL_CHUNKS, MAX_CHUNKS) == (4096, 256)
+    for count, limit, sizes in [(4096, local, {1}), (4096, cluster, {16}), (64, cluster, {1}),
+                                (10_000, local, {3, 1}), (300, local, {1})]:
         chunks = make_chunks(range(count), 2, limit)
         assert [i for chunk in chunks for i in chunk] == list(range(count))  # in order, once
         assert {len(chunk) for chunk in chunks} == sizes
-    assert len(make_chunks(range(4096), 128, max_chunks(False, 128))) == 1024  # 8 per worker
+    assert len(make_chunks(range(4096), 128, cluster)) == 1024  # 8 per worker beyond 32

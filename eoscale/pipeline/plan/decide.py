@@ -302,8 +302,7 @@ def step_plans(shape: RunShape, resources: Resources, fused: Fused,
         memory = step_memory(index, parts, tiling, images, resources)
         steps.append(StepPlan(
             *planned, tiling, len(make_chunks(range(tiling.tile_count), resources.workers,
-                                              max_chunks(resources.executor != "cluster",
-                                                         resources.workers))),
+                                              max_chunks(resources.executor != "cluster"))),
             requested, resources.workers, block_shape, loads, saves, releases, memory,
             chain if len(chain) > 1 else (), None, fused.shares.get(index, 0.0), file_blocks))
     return [step if step.fused_into is None else
