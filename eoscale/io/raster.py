@@ -114,7 +114,8 @@ def check_writable(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise RasterError(f"{path}: is a folder")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+        raise OutputExistsError(f"{path}: already exists (use --overwrite, or overwrite=True "
+                                "from Python, to replace it)")
     parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise RasterError(f"{path}: cannot create the folder {path.parent} ({parent} is a file)")

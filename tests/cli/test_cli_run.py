@@ -106,7 +106,8 @@ def test_never_replaces_an_output_without_overwrite(runner, examples):
     before = target.read_bytes()
     result = runner.invoke(cli, args + ["--param", "smooth.size=9"])
     assert result.exit_code == 1
-    assert "ndvi_smooth.tif: already exists (use --overwrite to replace it)" in result.output
+    assert ("ndvi_smooth.tif: already exists (use --overwrite, or overwrite=True from Python, to "
+            "replace it)") in result.output
     assert target.read_bytes() == before
     result = runner.invoke(cli, args + ["--param", "smooth.size=9", "--overwrite"])
     assert result.exit_code == 0 and target.read_bytes() != before

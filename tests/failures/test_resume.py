@@ -231,7 +231,8 @@ def test_a_resume_refused_for_an_existing_output_keeps_the_killed_run_s_work(res
     assert journals(resume_dir) and staged  # 'first' finished: its staged file is kept
     done, _ = run(resume_dir, *args(*SPILLING, "--resume"), env=NO_PAUSE)
     assert done.returncode == 1, done.stderr
-    assert "first.tif: already exists (use --overwrite to replace it)" in done.stderr
+    assert ("first.tif: already exists (use --overwrite, or overwrite=True from Python, to "
+            "replace it)") in done.stderr
     assert "resuming" not in done.stdout
     assert {path.name for path in (resume_dir / "scratch").iterdir()} == kept
     assert [name for name in outputs(resume_dir) if name.startswith(".first.tif")] == staged
