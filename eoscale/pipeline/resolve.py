@@ -20,7 +20,7 @@ from eoscale.engine.contract import declared
 from eoscale.engine.native_threads import one_blas_thread_at_load
 from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem, did_you_mean
 from eoscale.lazy import collector_paused
-from eoscale.pipeline.spec import StepSpec, parse_reference
+from eoscale.pipeline.spec import Location, StepSpec, parse_reference
 
 
 class ResolveError(EOScaleError):
@@ -87,41 +87,73 @@ def resolve_callable(dotted: str, base_dir: Path | None = None) -> Callable[...,
 
 
 def resolve_params(params: Mapping[str, Any], results: Mapping[str, Any], *,
-                   step: str | None = None) -> dict[str, Any]:
+                   step: str | None = None,
+                   locate: Callable[..., Location] | None = None) -> dict[str, Any]:
     """The params a callable receives: plain dicts and lists, ``${...}`` replaced by results.
 
     ``results`` holds the results of the reduce steps run so far, by step name (passed as they
-    are, not copied). ``${name.key}`` indexes a mapping result. Raises :class:`PipelineError`
-    naming ``step`` when a result or key is missing.
+    are, not copied). ``${name.key}`` indexes a mapping result by ``key``, or walks it dot by dot
+    where ``key`` is a path: a name in a mapping, a position (from 0) in a list, as in
+    ``${stats.0.max}`` (the first band's maximum). Raises :class:`PipelineError` naming ``step``,
+    and the params' place where ``locate`` (a step's :meth:`~StepSpec.locate`) is given, when a
+    result or key is missing.
     """
 
-    def substitute(value: Any) -> Any:
+    def fail(message: str, keys: tuple[Any, ...]) -> PipelineError:
+        if locate is None:
+            return PipelineError(Problem(message, step=step))
+        return PipelineError(locate("params", *keys).problem(message, step))
+
+    def substitute(value: Any, keys: tuple[Any, ...]) -> Any:
         reference = parse_reference(value)
         if reference is None:
             if isinstance(value, Mapping):
-                return {key: substitute(item) for key, item in value.items()}
+                return {key: substitute(item, (*keys, key)) for key, item in value.items()}
             if isinstance(value, (list, tuple)):
-                return [substitute(item) for item in value]
+                return [substitute(item, (*keys, index)) for index, item in enumerate(value)]
             return value
         if reference.result not in results:
-            raise PipelineError(Problem(f"'{reference}': reduce step '{reference.result}' "
-                                        "has no result (yet)", step=step))
+            raise fail(f"'{reference}': reduce step '{reference.result}' has no result (yet)",
+                       keys)
         result = results[reference.result]
         if reference.key is None:
             return result
-        if not isinstance(result, Mapping):
-            raise PipelineError(Problem(f"'{reference}': the result of '{reference.result}' is "
-                                        f"{type(result).__name__}, not a mapping with keys",
-                                        step=step))
-        if reference.key not in result:
-            raise PipelineError(Problem(
-                f"'{reference}': the result of '{reference.result}' has no key '{reference.key}'"
-                f"{did_you_mean(reference.key, result)} (keys: {', '.join(map(str, result))})",
-                step=step))
-        return result[reference.key]
+        if isinstance(result, Mapping) and reference.key in result:
+            return result[reference.key]
+        try:
+            return _walk(result, reference.key.split("."), reference.result)
+        except LookupError as error:
+            raise fail(f"'{reference}': {error.args[0]}", keys) from None
 
-    resolved: dict[str, Any] = substitute(params)
+    resolved: dict[str, Any] = substitute(params, ())
     return resolved
+
+
+def _walk(value: Any, path: list[str], name: str) -> Any:
+    """``value`` indexed along ``path`` (names in mappings, positions in lists); LookupError
+    saying where the path leaves ``value``."""
+    where = f"the result of '{name}'"
+    for depth, part in enumerate(path):
+        if isinstance(value, Mapping):
+            if part not in value:
+                raise LookupError(f"{where} has no key '{part}'{did_you_mean(part, value)} "
+                                  f"(keys: {', '.join(map(str, value))})")
+            value = value[part]
+        elif isinstance(value, (list, tuple)):
+            if part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                message = (f"{where} is a list of {len(value)}, indexed by position (0 to "
+                           f"{len(value) - 1}), not by '{part}'")
+                if not part.isdigit() and value and isinstance(value[0], Mapping):
+                    first = ".".join([name, *path[:depth], "0", *path[depth:]])
+                    message += (f" (a reduce of several bands gives one result per band: "
+                                f"'${{{first}}}' is the first band's)")
+                raise LookupError(message)
+        else:
+            raise LookupError(f"{where} is {type(value).__name__}, not a mapping nor a list")
+        where = f"{where} at '{part}'"
+    return value
 
 
 #: The params key through which a callable that asks for it (``wants_input_names = True``) learns
@@ -132,7 +164,7 @@ INPUT_NAMES_KEY = "_inputs"
 def callable_params(step: StepSpec, fn: Callable[..., Any],
                     results: Mapping[str, Any]) -> dict[str, Any]:
     """The params dict a step's callable receives: references resolved, input names if it asks."""
-    params = resolve_params(step.params, results, step=step.name)
+    params = resolve_params(step.params, results, step=step.name, locate=step.locate)
     if getattr(fn, "wants_input_names", False):
         params[INPUT_NAMES_KEY] = list(step.inputs)
     return params

@@ -92,7 +92,9 @@ def test_a_missing_attribute_suggests_public_callables_only() -> None:
     assert "did you mean" not in str(raised.value)
 
 
-RESULTS = {"stats": {"min": 1.5, "max": 9.0}, "total": 42.0}
+RESULTS = {"stats": {"min": 1.5, "max": 9.0}, "total": 42.0,
+           "bands": [{"min": 1, "max": 7, "edges": [0, 4, 8]}, {"min": 2, "max": 5}],
+           "dotted": {"a.b": 1, "a": {"b": 2}}}
 
 
 def test_references_are_replaced() -> None:
@@ -115,7 +117,15 @@ def test_params_come_back_plain() -> None:
     ("${stats.mean}", "step 'smooth': '${stats.mean}': the result of 'stats' has no key 'mean' "
                       "(keys: min, max)"),
     ("${stats.mni}", "has no key 'mni' (did you mean 'min'?)"),
-    ("${total.key}", "'${total.key}': the result of 'total' is float, not a mapping with keys"),
+    ("${total.key}", "'${total.key}': the result of 'total' is float, not a mapping nor a list"),
+    ("${bands.max}", "'${bands.max}': the result of 'bands' is a list of 2, indexed by position "
+                     "(0 to 1), not by 'max' (a reduce of several bands gives one result per "
+                     "band: '${bands.0.max}' is the first band's)"),
+    ("${bands.2.max}", "the result of 'bands' is a list of 2, indexed by position (0 to 1), not "
+                       "by '2'"),
+    ("${bands.1.edges}", "the result of 'bands' at '1' has no key 'edges' (keys: min, max)"),
+    ("${bands.0.edges.x}", "the result of 'bands' at '0' at 'edges' is a list of 3, indexed by "
+                           "position (0 to 2), not by 'x'"),
     ("${other}", "'${other}': reduce step 'other' has no result (yet)"),
 ])
 def test_a_missing_result_names_the_step(value: str, message: str) -> None:
@@ -123,3 +133,28 @@ def test_a_missing_result_names_the_step(value: str, message: str) -> None:
         resolve_params(FrozenMap({"p": value}), RESULTS, step="smooth")
     assert message in str(raised.value)
     assert raised.value.problems[0].step == "smooth"
+
+
+def test_a_reference_walks_lists_by_position_and_mappings_by_name() -> None:
+    params = freeze({"high": "${bands.1.max}", "edge": "${bands.0.edges.2}",
+                     "whole": "${dotted.a.b}", "inner": "${dotted.a}"})
+    # a key that holds a dot is taken whole first: results made before paths keep their meaning
+    assert resolve_params(params, RESULTS) == {"high": 5, "edge": 8, "whole": 1,
+                                               "inner": {"b": 2}}
+
+
+def test_a_missing_result_in_a_pipeline_names_its_line(tmp_path) -> None:
+    from eoscale.pipeline import load_pipeline
+
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ninputs: {a: a.tif}\nsteps:\n"
+        "  - {name: s, reduce: eoscale.ops.stats, inputs: [a]}\n"
+        "  - name: m\n    map: eoscale.ops.band_math\n    inputs: [a]\n"
+        "    params:\n      expression: a\n      bound: ${s.max}\n"
+        "outputs: {m: m.tif}\n", encoding="utf-8")
+    step = load_pipeline(tmp_path / "p.yaml").steps[1]
+    with pytest.raises(PipelineError) as raised:
+        resolve_params(step.params, {"s": [{"max": 1}]}, step=step.name, locate=step.locate)
+    problem = raised.value.problems[0]
+    assert (problem.file, problem.line, problem.step) == (str(tmp_path / "p.yaml"), 10, "m")
+    assert problem.path == "steps -> 1 -> params -> bound"
