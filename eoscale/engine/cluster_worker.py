@@ -17,6 +17,7 @@ plugin unregistered) comes right after a stop, while a stopped step's chunk may 
 
 from __future__ import annotations
 
+import importlib.machinery
 import logging
 import pickle
 import signal
@@ -86,12 +87,15 @@ class SetupPlugin(WorkerPlugin):
     def setup(self, worker: Any = None) -> None:
         setup = self.setup_values
         folders = [str(Path(path)) for path in setup.paths]
-        for folder in reversed(folders):
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
+        for folder in reversed(folders):  # first, even if an earlier run put it further back
+            while folder in sys.path:
+                sys.path.remove(folder)
+            sys.path.insert(0, folder)
         for name, module in list(sys.modules.items()):
-            if any(_imported_from(name, module, folder) for folder in folders):
+            if any(_imported_from(name, module, folder) for folder in folders) or \
+                    _shadowed(name, module, folders):
                 del sys.modules[name]
+        _PIPELINE_FOLDERS.update(folders)
         memory = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
         cap_gdal_cache(worker_gdal_cache(setup.gdal_cache_bytes, memory))
         set_gdal_options(setup.gdal_options or {})
@@ -107,6 +111,22 @@ class SetupPlugin(WorkerPlugin):
     def teardown(self, worker: Any = None) -> None:
         """The run ended (the plugin is unregistered): the worker's heap as it was."""
         restore_heap()
+
+
+#: Every pipeline folder a run has put on this worker's ``sys.path``.
+_PIPELINE_FOLDERS: set[str] = set()
+
+
+def _shadowed(name: str, module: Any, folders: Sequence[str]) -> bool:
+    """Whether ``module`` came from another run's pipeline folder while one of ``folders`` (this
+    run's) holds a module of the same top-level name: a long-lived worker would otherwise run
+    the other pipeline's ``myops`` for this one's, silently."""
+    top = name.partition(".")[0]
+    if not any(_imported_from(name, module, other) for other in _PIPELINE_FOLDERS
+               if other not in folders):
+        return False
+    return any(importlib.machinery.PathFinder.find_spec(top, [folder]) is not None
+               for folder in folders)
 
 
 def _imported_from(name: str, module: Any, folder: str) -> bool:

@@ -343,3 +343,29 @@ def test_a_run_on_a_scheduler_s_address_reports_this_process_s_peak_without_samp
     result = eoscale.run(tmp_path / "p.yaml", cluster=client, scratch=tmp_path, overwrite=True)
     assert len(started) == 1 and result.peak_bytes == started[0].peak
 
+
+
+def test_pipelines_in_other_folders_with_a_module_of_the_same_name_each_run_their_own(
+        client, tmp_path):
+    """Long-lived workers: a run from folder A, then one from folder B, each with its own
+    ``same_ops.py``, then A again: each run's pixels are its own module's (the workers kept A's
+    module and ran it for B, and one run behind after that)."""
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=40, width=30, count=1,
+                       dtype="uint8") as dst:
+        dst.write(np.ones((1, 40, 30), dtype=np.uint8))
+    for name, value in (("a", 11), ("b", 22)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "same_ops.py").write_text(
+            "import numpy as np\n"
+            f"def constant(arrays, profiles, params):\n    return [np.full_like(arrays[0], {value})]\n",
+            encoding="utf-8")
+        (folder / "p.yaml").write_text(
+            f"version: 1\ninputs: {{image: {tmp_path / 'in.tif'}}}\n"
+            "steps:\n  - {name: c, map: same_ops.constant, inputs: [image]}\n"
+            "outputs: {c: out.tif}\n", encoding="utf-8")
+    for name, value in (("a", 11), ("b", 22), ("a", 11), ("b", 22)):
+        eoscale.run(tmp_path / name / "p.yaml", cluster=client.scheduler.address,
+                    scratch=tmp_path, overwrite=True)
+        with rasterio.open(tmp_path / name / "out.tif") as src:
+            assert set(np.unique(src.read())) == {value}, f"run from folder {name}"
