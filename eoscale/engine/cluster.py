@@ -275,7 +275,9 @@ class DaskExecutor(Executor):
             return None
         with contextlib.suppress(Exception):
             if "dashboard" in self.client.scheduler_info().get("services", {}):
-                return str(self.client.dashboard_link)
+                link = str(self.client.dashboard_link)
+                # a scheduler started with --no-dashboard still lists its HTTP server as one
+                return link if self._cluster is not None or _served(link) else None
         return None
 
     def summary(self) -> str:
@@ -621,6 +623,22 @@ def _knock(scheduler: str, seconds: float) -> None:
     host, _, port = rest.rpartition(":")
     with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
         pass
+
+
+def _served(link: str) -> bool:
+    """Whether ``link`` is not refused as missing (HTTP 404) within a second: one this process
+    cannot reach may still be reached from the user's browser."""
+    import urllib.error
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy's 404
+    try:
+        with direct.open(link, timeout=1.0):
+            return True
+    except urllib.error.HTTPError as error:
+        return error.code != 404
+    except Exception:  # noqa: BLE001 - unreachable from here: say the link anyway
+        return True
 
 
 def _has_dashboard() -> bool:

@@ -64,9 +64,9 @@ def test_cluster_without_the_dask_extra_says_what_to_install(tmp_path: Path):
 class _Client:
     """What a cluster executor asks its client when it describes its cluster."""
 
-    def __init__(self, services: dict[str, int]):
+    def __init__(self, services: dict[str, int], link: str = "http://127.0.0.1:9/status"):
         self.scheduler = type("Scheduler", (), {"address": "tcp://10.0.0.5:8786"})()
-        self.dashboard_link = "http://10.0.0.5:8787/status"
+        self.dashboard_link = link
         self._services = services
 
     def nthreads(self) -> dict[str, int]:
@@ -77,7 +77,8 @@ class _Client:
 
 
 @pytest.mark.parametrize(("services", "said"), [
-    ({"dashboard": 8787}, "http://10.0.0.5:8787/status"),
+    # refused here (nothing listens on port 9): the user's browser may still reach it
+    ({"dashboard": 8787}, "http://127.0.0.1:9/status"),
     # not "pip install bokeh": bokeh here would not give a scheduler running elsewhere one
     ({}, "none (the scheduler serves none)"),
 ])
@@ -86,3 +87,31 @@ def test_a_scheduler_s_dashboard_is_said_as_it_serves_it(services, said):
 
     executor = DaskExecutor(_Client(services))
     assert executor.describe() == f"tcp://10.0.0.5:8786, 2 workers, dashboard: {said}"
+
+
+@pytest.mark.parametrize(("status", "served"), [(200, True), (404, False)])
+def test_a_scheduler_listing_a_dashboard_it_does_not_serve_is_said_to_serve_none(status, served):
+    """``dask scheduler --no-dashboard`` still lists its HTTP server as "dashboard", whose
+    /status page is then missing (404)."""
+    import http.server
+    import threading
+
+    from eoscale.engine.cluster import DaskExecutor
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        link = f"http://127.0.0.1:{server.server_address[1]}/status"
+        described = DaskExecutor(_Client({"dashboard": 1}, link)).describe()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert described.endswith(f"dashboard: {link if served else 'none (the scheduler serves none)'}")
