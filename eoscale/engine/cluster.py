@@ -280,9 +280,9 @@ class DaskExecutor(Executor):
                 return link if self._cluster is not None or _served(link) else None
         return None
 
-    def summary(self) -> str:
+    def summary(self, threads: dict[str, int] | None = None) -> str:
         """``<address>, N workers`` (and their threads, when a worker has several)."""
-        threads = self._threads()
+        threads = self._threads() if threads is None else threads
         workers = len(threads)
         text = f"{self.description}, {workers} worker{'s' if workers != 1 else ''}"
         if sum(threads.values()) != workers:
@@ -290,13 +290,19 @@ class DaskExecutor(Executor):
         return text
 
     def describe(self) -> str:
-        """``<address>, N workers, dashboard: <link>`` for the start of a run."""
+        """``<address>, N workers, dashboard: <link>`` for the start of a run; with no worker
+        yet, that the run waits for one (a scheduler whose workers start on demand, or late)."""
+        threads = self._threads()
         dashboard = self.dashboard
         if dashboard is None:  # a local one needs bokeh here; a scheduler may have been
             # started without one (--no-dashboard, or no bokeh where it runs)
             dashboard = ("none (pip install bokeh)" if self._cluster is not None
                          else "none (the scheduler serves none)")
-        return f"{self.summary()}, dashboard: {dashboard}"
+        text = f"{self.summary(threads)}, dashboard: {dashboard}"
+        if not threads:
+            text += ("; no worker has joined the scheduler yet: the run waits for one "
+                     "(Ctrl-C stops it)")
+        return text
 
     def prepare(self, setup: WorkerSetup) -> None:
         """Set up every worker, those that join later (a lost one, restarted) included; asked

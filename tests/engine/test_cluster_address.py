@@ -64,13 +64,15 @@ def test_cluster_without_the_dask_extra_says_what_to_install(tmp_path: Path):
 class _Client:
     """What a cluster executor asks its client when it describes its cluster."""
 
-    def __init__(self, services: dict[str, int], link: str = "http://127.0.0.1:9/status"):
+    def __init__(self, services: dict[str, int], link: str = "http://127.0.0.1:9/status",
+                 workers: int = 2):
         self.scheduler = type("Scheduler", (), {"address": "tcp://10.0.0.5:8786"})()
         self.dashboard_link = link
         self._services = services
+        self._workers = workers
 
     def nthreads(self) -> dict[str, int]:
-        return {"tcp://10.0.0.6:1": 1, "tcp://10.0.0.7:1": 1}
+        return {f"tcp://10.0.0.{6 + n}:1": 1 for n in range(self._workers)}
 
     def scheduler_info(self) -> dict:
         return {"services": self._services}
@@ -115,3 +117,11 @@ def test_a_scheduler_listing_a_dashboard_it_does_not_serve_is_said_to_serve_none
         server.shutdown()
         server.server_close()
     assert described.endswith(f"dashboard: {link if served else 'none (the scheduler serves none)'}")
+
+
+def test_a_scheduler_without_workers_is_said_to_make_the_run_wait():
+    from eoscale.engine.cluster import DaskExecutor
+
+    assert DaskExecutor(_Client({}, workers=0)).describe() == (
+        "tcp://10.0.0.5:8786, 0 workers, dashboard: none (the scheduler serves none); no worker "
+        "has joined the scheduler yet: the run waits for one (Ctrl-C stops it)")
