@@ -143,6 +143,8 @@ def parse_cluster(text: str) -> ClusterAddress:
     if (sep and not scheme.isalnum()) or not colon or not host or not port.isdigit():
         raise ValueError(f"expected local, local:N or a scheduler address like "
                          f"tcp://host:8786, found {text!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"a port is 1 to 65535, found {port} in {text!r}")
     return ClusterAddress(text, scheduler=text if sep else f"tcp://{text}")
 
 
@@ -208,8 +210,13 @@ class DaskExecutor(Executor):
                                f"({type(error).__name__}: {error}); is it running, and is the "
                                "address right?") from None
         except Exception as error:  # noqa: BLE001 - something answered, not a scheduler
+            detail = " ".join(str(error).split())[:300]
+            if not address.scheduler.startswith("tcp://"):  # not knocked at: maybe no answer
+                raise ClusterError(f"cannot connect to the Dask scheduler at "
+                                   f"{address.scheduler} ({type(error).__name__}: {detail})"
+                                   ) from None
             raise ClusterError(f"{address.scheduler} answered, but not as a Dask scheduler "
-                               f"({type(error).__name__}: {error})") from None
+                               f"({type(error).__name__}: {detail})") from None
         return cls(client, owned=True, description=address.scheduler or address.text)
 
     @classmethod
@@ -440,9 +447,11 @@ class DaskExecutor(Executor):
                 "exit in the callable are the usual causes: try a smaller tile size",
                 step=job.step, tile=where)
         if isinstance(error, CancelledError):
+            detail = " ".join(str(error).split())  # Dask's own text runs over lines
             raise WorkerDiedError(
-                f"the cluster lost this chunk's task ({type(error).__name__}: {error}): its "
-                "workers died, or the scheduler", step=job.step, tile=where)
+                f"the cluster lost this chunk's task: its workers or the scheduler died, or "
+                f"the connection to the scheduler was lost ({type(error).__name__}: {detail})",
+                step=job.step, tile=where)
         raise StepError(f"the Dask cluster failed to run this chunk ({type(error).__name__}: "
                         f"{error})", step=job.step, tile=where)
 

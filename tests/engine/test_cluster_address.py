@@ -125,3 +125,21 @@ def test_a_scheduler_without_workers_is_said_to_make_the_run_wait():
     assert DaskExecutor(_Client({}, workers=0)).describe() == (
         "tcp://10.0.0.5:8786, 0 workers, dashboard: none (the scheduler serves none); no worker "
         "has joined the scheduler yet: the run waits for one (Ctrl-C stops it)")
+
+
+def test_a_port_beyond_the_range_is_a_bad_address():
+    with pytest.raises(ValueError, match="a port is 1 to 65535, found 99999"):
+        parse_cluster("tcp://127.0.0.1:99999")
+
+
+def test_a_scheduler_address_not_knocked_at_is_not_said_to_have_answered():
+    """Only tcp:// addresses are knocked at first; a tls:// one that fails (here: no TLS set
+    up) did not necessarily answer."""
+    pytest.importorskip("distributed")
+    from eoscale.engine.cluster import ClusterError, DaskExecutor
+
+    with pytest.raises(ClusterError) as raised:
+        DaskExecutor.connect("tls://127.0.0.1:9", connect_seconds=2)
+    assert str(raised.value).startswith("cannot connect to the Dask scheduler at "
+                                        "tls://127.0.0.1:9 (")
+    assert "answered" not in str(raised.value)
