@@ -58,6 +58,15 @@ def default_scratch() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def check_scratch_folder(folder: Path) -> None:
+    """Refuse a scratch folder that is missing or cannot be written (a run's journal and its
+    spilled images go there)."""
+    if not folder.is_dir():
+        raise RasterError(f"scratch folder {folder} does not exist (--scratch, 'scratch:')")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RasterError(f"scratch folder {folder}: cannot write in it (permission denied)")
+
+
 class Scratch:
     """Paths for spilled images in ``folder``, all removed by :meth:`close`."""
 
@@ -80,11 +89,7 @@ class Scratch:
 
     def check(self) -> None:
         """Refuse a scratch folder that is missing or cannot be written, before any work."""
-        if not self.folder.is_dir():
-            raise RasterError(f"scratch folder {self.folder} does not exist (--scratch, 'scratch:')")
-        if not os.access(self.folder, os.W_OK | os.X_OK):
-            raise RasterError(f"scratch folder {self.folder}: cannot write in it (permission "
-                              "denied)")
+        check_scratch_folder(self.folder)
 
     def path(self, name: str) -> Path:
         """A new scratch file path for the image ``name``."""

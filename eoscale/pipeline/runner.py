@@ -35,7 +35,7 @@ from eoscale.engine.feeding import FedReduce, Feeding
 from eoscale.engine.filed import FileRaster, OutputFile
 from eoscale.engine.fused import ChainStep
 from eoscale.engine.memory import TreeSampler, own_peak_rss, own_pss
-from eoscale.engine.scratch import Scratch
+from eoscale.engine.scratch import Scratch, check_scratch_folder
 from eoscale.errors import ConfigError, StepError, begin_run
 from eoscale.io.info import json_safe
 from eoscale.io.paths import worker_start_method
@@ -82,12 +82,15 @@ def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
 
 
 def check_outputs(spec: PipelineSpec, overwrite: bool) -> None:
-    """Refuse an output path that exists (unless ``overwrite``) or cannot be written, before
-    anything is done: before a killed run's journal is taken over (a resume refused for its
-    outputs keeps what the killed run left) and before a cluster is started."""
+    """Refuse an output path that exists (unless ``overwrite``) or cannot be written, and a
+    scratch folder given that is missing or cannot be written, before anything is done: before
+    a killed run's journal is taken over (a resume refused for its outputs keeps what the
+    killed run left) and before a cluster is started."""
     for output in spec.outputs.values():
         for path in output.paths():
             check_writable(Path(path), overwrite)
+    if spec.scratch is not None:
+        check_scratch_folder(Path(spec.scratch))
 
 
 def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = None,

@@ -281,3 +281,28 @@ def test_a_result_that_is_not_json_is_a_clear_error(runner, examples):
     assert result.exit_code == 1
     assert "step 'odd': its result cannot be written as JSON" in result.output
     assert "Traceback" not in result.output and not (examples / "out" / "odd.json").exists()
+
+
+def test_a_missing_scratch_folder_is_refused_before_the_cluster_is_asked(tmp_path):
+    """The scratch folder holds the run's journal: refused at once, naming it, not after
+    connecting (here to an address where no scheduler listens, which would fail otherwise)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=8, width=8, count=1,
+                       dtype="uint8") as dst:
+        dst.write(np.ones((1, 8, 8), dtype=np.uint8))
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ninputs: {a: in.tif}\n"
+        "steps: [{name: m, map: eoscale.ops.mean_filter, inputs: [a], params: {size: 3}}]\n"
+        "outputs: {m: out.tif}\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster",
+                           "tcp://127.0.0.1:1", "--scratch", str(tmp_path / "nosuch")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"scratch folder {tmp_path / 'nosuch'} does not exist (--scratch, 'scratch:')" in \
+        done.stderr
+    assert "scheduler" not in done.stderr and not (tmp_path / "out.tif").exists()
