@@ -331,8 +331,18 @@ def _when_text(plan: RunPlan, index: int) -> str:
 
 def _workers_text(plan: RunPlan) -> str:
     text = f"{plan.resources.workers} worker(s)"
-    if plan.resources.cluster is not None:
-        text += f" of the Dask cluster {plan.resources.cluster}"
+    cluster = plan.resources.cluster
+    if cluster is not None:
+        from eoscale.engine.cluster import parse_cluster
+
+        try:
+            asked = parse_cluster(cluster).local  # a local cluster's workers are this plan's
+        except ValueError:
+            asked = False
+        text += f" of the Dask cluster {cluster}"
+        if not asked:  # planned without asking the scheduler (as a dry run is)
+            text += (" (assumed: the scheduler is not asked before the run, which plans again "
+                     "for the workers it finds)")
     return text
 
 

@@ -170,3 +170,18 @@ def test_the_estimate_of_a_fused_chain_is_near_the_measured_peak(
     planned = eoscale(*args, "--dry-run")
     assert f"runs the fused chain {fused} (" in planned.stdout
     assert_estimate_near_peak(*sampled_run(*args))
+
+
+@pytest.mark.parametrize(("cluster", "assumed"), [("tcp://127.0.0.1:1", True), ("local:2", False)])
+def test_a_dry_run_on_a_scheduler_s_address_says_its_workers_are_assumed(
+        examples: Path, tmp_path: Path, cluster: str, assumed: bool) -> None:
+    """A dry run asks no scheduler (here none listens): its workers are the plan's guess,
+    which the run replaces by those it finds; a local cluster's are the plan's own."""
+    done = eoscale("run", "quickstart.yaml", "--dry-run", "--cluster", cluster, "--scratch",
+                   str(tmp_path), cwd=examples)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert re.match(rf"run plan: 3 step\(s\) on \d+ worker\(s\) of the Dask cluster {cluster}",
+                    first), first
+    assert first.endswith(" (assumed: the scheduler is not asked before the run, which plans "
+                          "again for the workers it finds)") is assumed
