@@ -244,12 +244,10 @@ def progress_for(out: Console) -> RichProgress | PlainProgress | QuietProgress:
     return RichProgress(out) if out.is_terminal else PlainProgress(out, progress_seconds())
 
 
-def summary_table(reports: list[PhaseReport], seconds: float, peak_bytes: int | None = None,
-                  estimate_bytes: int | None = None, cluster: str | None = None) -> Table:
-    """The phases of a run, titled with its time, its measured peak memory (PSS of the process
-    tree) and the plan's estimate of it, and the cluster it ran on (its address and workers)."""
-    from rich.table import Table
-
+def summary_title(seconds: float, peak_bytes: int | None = None,
+                  estimate_bytes: int | None = None, cluster: str | None = None) -> str:
+    """A run's time, its measured peak memory (PSS of the process tree) and the plan's estimate
+    of it, and the cluster it ran on (its address and workers), on one line."""
     title = f"done in {seconds:.2f} s"
     if cluster is not None:
         title += f" on cluster {cluster}"
@@ -257,7 +255,15 @@ def summary_table(reports: list[PhaseReport], seconds: float, peak_bytes: int | 
         title += f", peak memory {size_text(peak_bytes)}"
     if estimate_bytes is not None:
         title += f" (estimated {size_text(estimate_bytes)})"
-    table = Table(title=title, title_justify="left", min_width=len(title))  # title on one line
+    return title
+
+
+def summary_table(reports: list[PhaseReport]) -> Table:
+    """The phases of a run (its title, :func:`summary_title`, is printed on a line of its own:
+    a table's title wraps at the console's width, which an address and the peak exceed)."""
+    from rich.table import Table
+
+    table = Table()
     for column in ("phase", "name", "tiles", "seconds", "Mpx/s"):
         table.add_column(column, justify="right" if column in ("tiles", "seconds", "Mpx/s") else "left")
     for r in reports:

@@ -21,6 +21,7 @@ from eoscale.cli.render import (
     progress_for,
     settings,
     summary_table,
+    summary_title,
 )
 from eoscale.engine.scratch import cleanup_stale_files
 from eoscale.engine.shared import cleanup_stale_segments
@@ -141,8 +142,10 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         return
     # On a cluster the estimate is the main process's alone: not comparable with the peak
     # measured over this process's tree (a local cluster's workers in it).
-    out.print(summary_table(list(result.reports), result.seconds, result.peak_bytes,
-                            None if where else plan.peak.total, cluster=where))
+    out.print(summary_title(result.seconds, result.peak_bytes,
+                            None if where else plan.peak.total, cluster=where),
+              markup=False, highlight=False, soft_wrap=True)
+    out.print(summary_table(list(result.reports)))
     for name, path in result.written.items():
         output = spec.outputs.get(name)
         extras = [] if output is None else [

@@ -306,3 +306,28 @@ def test_a_missing_scratch_folder_is_refused_before_the_cluster_is_asked(tmp_pat
     assert f"scratch folder {tmp_path / 'nosuch'} does not exist (--scratch, 'scratch:')" in \
         done.stderr
     assert "scheduler" not in done.stderr and not (tmp_path / "out.tif").exists()
+
+
+def test_the_summary_s_first_line_is_never_wrapped(tmp_path):
+    """In a log 40 columns wide, the line with the run's time and peak stays one line."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=8, width=8, count=1,
+                       dtype="uint8") as dst:
+        dst.write(np.ones((1, 8, 8), dtype=np.uint8))
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ninputs: {a: in.tif}\n"
+        "steps: [{name: m, map: eoscale.ops.mean_filter, inputs: [a], params: {size: 3}}]\n"
+        "outputs: {m: out.tif}\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "-w", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "40"})
+    assert done.returncode == 0, done.stderr
+    assert any(re.fullmatch(r"done in [\d.]+ s, peak memory [\d.]+ \w+ \(estimated [\d.]+ \w+\)",
+                            line) for line in done.stdout.splitlines()), done.stdout
