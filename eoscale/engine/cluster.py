@@ -642,13 +642,14 @@ def _knock(scheduler: str, seconds: float) -> None:
 
 def _served(link: str) -> bool:
     """Whether ``link`` is not refused as missing (HTTP 404) within a second: one this process
-    cannot reach may still be reached from the user's browser."""
+    cannot reach may still be reached from the user's browser. Asked with HEAD, which makes a
+    dashboard build no page (Bokeh answers 405, a scheduler without a dashboard 404)."""
     import urllib.error
     import urllib.request
 
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy's 404
     try:
-        with direct.open(link, timeout=1.0):
+        with direct.open(urllib.request.Request(link, method="HEAD"), timeout=1.0):
             return True
     except urllib.error.HTTPError as error:
         return error.code != 404

@@ -120,7 +120,8 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
             Engine(run.plan.resources.workers, tiling=spec.tiling, progress=progress,
                    start_method=start_method, gdal_cache_bytes=run.plan.resources.gdal_cache,
                    gdal_options=spec.gdal, executor=run.executor) as engine, \
-            _sampling(sampler, run.executor), _journal(plan, resuming, staging, scratch, run.executor) as journal:
+            _sampling(sampler, run.executor), \
+            _journal(plan, resuming, staging, scratch, run.executor) as journal:
         plan = run.plan  # planned again for the cluster it connected to, if it connected
 
         def bring(names: tuple[str, ...], step: StepPlan | None = None) -> None:

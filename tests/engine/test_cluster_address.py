@@ -91,7 +91,7 @@ def test_a_scheduler_s_dashboard_is_said_as_it_serves_it(services, said):
     assert executor.describe() == f"tcp://10.0.0.5:8786, 2 workers, dashboard: {said}"
 
 
-@pytest.mark.parametrize(("status", "served"), [(200, True), (404, False)])
+@pytest.mark.parametrize(("status", "served"), [(200, True), (405, True), (404, False)])
 def test_a_scheduler_listing_a_dashboard_it_does_not_serve_is_said_to_serve_none(status, served):
     """``dask scheduler --no-dashboard`` still lists its HTTP server as "dashboard", whose
     /status page is then missing (404)."""
@@ -101,7 +101,7 @@ def test_a_scheduler_listing_a_dashboard_it_does_not_serve_is_said_to_serve_none
     from eoscale.engine.cluster import DaskExecutor
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the standard library's name
+        def do_HEAD(self):  # noqa: N802 - the standard library's name
             self.send_response(status)
             self.end_headers()
 
