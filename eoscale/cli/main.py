@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import signal
+import sys
 import traceback
 from gettext import gettext as _
 from types import FrameType
@@ -136,6 +138,8 @@ def report(exc: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: Ctrl-C and SIGTERM stop the run cleanly (exit 130 and 143)."""
+    if sys.stdout is None:  # started with its standard output closed (>&-, some daemons):
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - what it prints is dropped
     record_interrupt(None)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -41,8 +41,8 @@ def console() -> Console:
 
 class _Stdout:
     """The standard output, for a run's progress and summary, that a reader who stops reading
-    (``| head``, a ``tee`` that dies) does not stop: after a broken pipe what is printed is
-    dropped (the output goes to the null device, as Python's documentation advises) and the
+    (``| head``, a ``tee`` that dies) or a full device does not stop: after a failed write what
+    is printed is dropped (the output goes to the null device, as Python's documentation advises) and the
     run goes on, its outputs written. A broken stderr still fails as any error."""
 
     def __getattr__(self, name: str) -> object:
@@ -51,23 +51,26 @@ class _Stdout:
     def write(self, text: str) -> int:
         try:
             return sys.stdout.write(text)
-        except BrokenPipeError:
+        except OSError:  # a broken pipe, a full device (>/dev/full)
             _drop_stdout()
             return len(text)
 
     def flush(self) -> None:
         try:
             sys.stdout.flush()
-        except BrokenPipeError:
+        except OSError:
             _drop_stdout()
 
 
 def _drop_stdout() -> None:
-    """Point the standard output at the null device (its pipe has no reader any more)."""
+    """Point the standard output at the null device (its pipe has no reader any more, or its
+    device is full); what Python still buffers for it is dropped."""
     with contextlib.suppress(OSError, ValueError):
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
         os.close(null)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()  # the buffered text now goes to the null device
 
 
 def error_console() -> Console:

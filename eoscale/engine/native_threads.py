@@ -21,10 +21,10 @@ its libraries as they are: it is the user's process.
 The command's own process computes nothing when there are workers, yet numpy's OpenBLAS starts
 a thread per core beside it as numpy loads, and those threads spin before they sleep: 0.17 s of
 CPU measured on 2 cores, in every ``eoscale`` command, 14 % of a cluster client's whole CPU on
-the benchmark's W1. :func:`one_blas_thread_at_load` (around the command line's import of a command,
-and the import of a user's module in that process) makes each OpenBLAS start with one thread;
-:func:`restore_blas_threads` gives them back their count where the command's process does
-compute the tiles (one worker).
+the benchmark's W1. :func:`one_blas_thread_at_load` (around the command line's import of a command)
+makes numpy's OpenBLAS start with one thread; :func:`restore_blas_threads` gives it back its
+count where the command's process does compute the tiles (one worker). A user's module is
+imported as it is (a library it loads, its own thread limits and environment are its own).
 """
 
 from __future__ import annotations
@@ -57,9 +57,8 @@ def _cores() -> int:
 
 @contextlib.contextmanager
 def one_blas_thread_at_load(*, command: bool = False) -> Iterator[None]:
-    """An OpenBLAS that loads inside the block (numpy's as the command imports numpy, scipy's
-    as a user's module imports scipy) starts with one thread, in the command line's process
-    only (``command``: the command line says this process is its own), unless the user set a
+    """An OpenBLAS that loads inside the block (numpy's as the command imports numpy) starts
+    with one thread, in the command line's process only (``command``: the command line says this process is its own), unless the user set a
     count (:data:`USER_VARIABLES`). The variable is removed at the block's end, so no process
     started later inherits it."""
     global _command, _lowered_from

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eoscale.engine.contract import declared
-from eoscale.engine.native_threads import one_blas_thread_at_load
 from eoscale.errors import EXIT_INVALID_PIPELINE, EOScaleError, PipelineError, Problem, did_you_mean
-from eoscale.lazy import collector_paused
 from eoscale.pipeline.spec import Location, StepSpec, parse_reference
 
 
@@ -48,9 +46,7 @@ def _public_callables(owner: object) -> list[str]:
 def _import(module: str, dotted: str) -> object:
     importlib.invalidate_caches()
     try:
-        # the command's process computes with one worker only
-        with one_blas_thread_at_load(), collector_paused():
-            return importlib.import_module(module)
+        return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name is not None and (module == error.name or module.startswith(error.name + ".")):
             raise ResolveError(f"'{dotted}': module '{error.name}' not found") from None
