@@ -98,9 +98,14 @@ def threads_per_worker(cores: int, workers: int) -> int:
 
 def limit_native_threads(threads: int) -> bool:
     """Limit this process's BLAS and OpenMP thread pools to ``threads``, unless the user set
-    them (:data:`USER_VARIABLES`); whether a limit was set."""
+    them (:data:`USER_VARIABLES`); whether a limit was set. The libraries loaded later (a
+    callable importing scipy inside its body) start with ``threads`` too: the variables are
+    set in this process (a pool worker, whose children share its cores), as Dask's nanny sets
+    them for its workers."""
     if any(os.environ.get(name) for name in USER_VARIABLES):
         return False
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
     try:
         from threadpoolctl import threadpool_limits
 

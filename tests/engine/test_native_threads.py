@@ -114,3 +114,40 @@ def test_the_command_s_process_loads_numpy_s_blas_with_one_thread(process, loade
     # the variable is gone once numpy is loaded: processes started later do not inherit it
     assert at_load == f"{f'[{loaded}]' if loaded else cores} False"
     assert restored == cores
+
+
+_LAZY = textwrap.dedent('''
+    import numpy as np
+
+    def scipy_threads(arrays, profiles, params):
+        import scipy.linalg  # loaded only now, in the worker: its OpenBLAS too
+        from threadpoolctl import threadpool_info
+        x = arrays[0].astype(np.float64).reshape(arrays[0].shape[0], -1)
+        scipy.linalg.blas.dgemm(1.0, x, x.T)
+        counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        return np.full(arrays[0].shape[1:], max(counts), dtype=np.uint8)[None]
+
+    scipy_threads.profile = lambda profiles, params: dict(profiles[0], count=1, dtype="uint8",
+                                                          nodata=None)
+''')
+
+
+@pytest.mark.skipif(default_workers() < 2, reason="one core: one BLAS thread is every core")
+def test_a_blas_a_callable_loads_in_its_body_gets_the_worker_s_share_too(tmp_path):
+    (tmp_path / "lazy_ops.py").write_text(_LAZY)
+    (tmp_path / "p.yaml").write_text(textwrap.dedent("""
+        version: 1
+        inputs: {image: in.tif}
+        steps:
+          - {name: threads, map: lazy_ops.scipy_threads, inputs: [image]}
+        outputs: {threads: out.tif}
+    """))
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=256, width=256, count=2,
+                       dtype="float32") as dst:
+        dst.write(np.random.default_rng(1).random((2, 256, 256), dtype=np.float32))
+    run = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--workers", "2",
+                          "--tile-size", "128"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env=_environment())
+    assert run.returncode == 0, run.stdout + run.stderr
+    with rasterio.open(tmp_path / "out.tif") as src:
+        assert set(np.unique(src.read(1))) == {threads_per_worker(default_workers(), 2)}
