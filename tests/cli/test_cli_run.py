@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,22 +287,21 @@ def test_a_result_that_is_not_json_is_a_clear_error(runner, examples):
     assert "Traceback" not in result.output and not (examples / "out" / "odd.json").exists()
 
 
-def test_a_missing_scratch_folder_is_refused_before_the_cluster_is_asked(tmp_path):
-    """The scratch folder holds the run's journal: refused at once, naming it, not after
-    connecting (here to an address where no scheduler listens, which would fail otherwise)."""
-    import subprocess
-    import sys
-
-    import numpy as np
-    import rasterio
-
-    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=8, width=8, count=1,
+def _mean_pipeline(folder: Path) -> None:
+    """A small raster and a pipeline of one mean filter over it, ``p.yaml``, in ``folder``."""
+    with rasterio.open(folder / "in.tif", "w", driver="GTiff", height=8, width=8, count=1,
                        dtype="uint8") as dst:
         dst.write(np.ones((1, 8, 8), dtype=np.uint8))
-    (tmp_path / "p.yaml").write_text(
+    (folder / "p.yaml").write_text(
         "version: 1\ninputs: {a: in.tif}\n"
         "steps: [{name: m, map: eoscale.ops.mean_filter, inputs: [a], params: {size: 3}}]\n"
         "outputs: {m: out.tif}\n", encoding="utf-8")
+
+
+def test_a_missing_scratch_folder_is_refused_before_the_cluster_is_asked(tmp_path):
+    """The scratch folder holds the run's journal: refused at once, naming it, not after
+    connecting (here to an address where no scheduler listens, which would fail otherwise)."""
+    _mean_pipeline(tmp_path)
     done = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster",
                            "tcp://127.0.0.1:1", "--scratch", str(tmp_path / "nosuch")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -310,21 +313,7 @@ def test_a_missing_scratch_folder_is_refused_before_the_cluster_is_asked(tmp_pat
 
 def test_the_summary_s_first_line_is_never_wrapped(tmp_path):
     """In a log 40 columns wide, the line with the run's time and peak stays one line."""
-    import os
-    import re
-    import subprocess
-    import sys
-
-    import numpy as np
-    import rasterio
-
-    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=8, width=8, count=1,
-                       dtype="uint8") as dst:
-        dst.write(np.ones((1, 8, 8), dtype=np.uint8))
-    (tmp_path / "p.yaml").write_text(
-        "version: 1\ninputs: {a: in.tif}\n"
-        "steps: [{name: m, map: eoscale.ops.mean_filter, inputs: [a], params: {size: 3}}]\n"
-        "outputs: {m: out.tif}\n", encoding="utf-8")
+    _mean_pipeline(tmp_path)
     done = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "-w", "2"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "40"})

@@ -36,8 +36,11 @@ _CALLABLES = textwrap.dedent('''
 ''')
 
 
-def _run(tmp_path: Path, env: dict[str, str], workers: int = 2) -> np.ndarray:
-    (tmp_path / "blas_ops.py").write_text(_CALLABLES)
+def _run(tmp_path: Path, env: dict[str, str], workers: int = 2, source: str = _CALLABLES,
+         dotted: str = "blas_ops.blas_threads") -> np.ndarray:
+    """``dotted`` (a callable of ``source``, which returns its BLAS thread count as pixels) run
+    through the command on ``workers``; its pixels."""
+    (tmp_path / f"{dotted.partition('.')[0]}.py").write_text(source)
     with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=256, width=256, count=2,
                        dtype="float32") as dst:
         dst.write(np.random.default_rng(1).random((2, 256, 256), dtype=np.float32))
@@ -45,9 +48,9 @@ def _run(tmp_path: Path, env: dict[str, str], workers: int = 2) -> np.ndarray:
         version: 1
         inputs: {image: in.tif}
         steps:
-          - {name: threads, map: blas_ops.blas_threads, inputs: [image]}
+          - {name: threads, map: DOTTED, inputs: [image]}
         outputs: {threads: out.tif}
-    """))
+    """).replace("DOTTED", dotted))
     run = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--workers", str(workers),
                           "--tile-size", "128"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
@@ -134,20 +137,5 @@ _LAZY = textwrap.dedent('''
 
 @pytest.mark.skipif(default_workers() < 2, reason="one core: one BLAS thread is every core")
 def test_a_blas_a_callable_loads_in_its_body_gets_the_worker_s_share_too(tmp_path):
-    (tmp_path / "lazy_ops.py").write_text(_LAZY)
-    (tmp_path / "p.yaml").write_text(textwrap.dedent("""
-        version: 1
-        inputs: {image: in.tif}
-        steps:
-          - {name: threads, map: lazy_ops.scipy_threads, inputs: [image]}
-        outputs: {threads: out.tif}
-    """))
-    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=256, width=256, count=2,
-                       dtype="float32") as dst:
-        dst.write(np.random.default_rng(1).random((2, 256, 256), dtype=np.float32))
-    run = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "--workers", "2",
-                          "--tile-size", "128"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120, env=_environment())
-    assert run.returncode == 0, run.stdout + run.stderr
-    with rasterio.open(tmp_path / "out.tif") as src:
-        assert set(np.unique(src.read(1))) == {threads_per_worker(default_workers(), 2)}
+    threads = _run(tmp_path, _environment(), source=_LAZY, dotted="lazy_ops.scipy_threads")
+    assert set(np.unique(threads)) == {threads_per_worker(default_workers(), 2)}
