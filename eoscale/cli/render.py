@@ -42,8 +42,9 @@ def console() -> Console:
 class _Stdout:
     """The standard output, for a run's progress and summary, that a reader who stops reading
     (``| head``, a ``tee`` that dies) or a full device does not stop: after a failed write what
-    is printed is dropped (the output goes to the null device, as Python's documentation advises) and the
-    run goes on, its outputs written. A broken stderr still fails as any error."""
+    is printed is dropped (the output goes to the null device, as Python's documentation
+    advises) and the run goes on, its outputs written. A broken stderr still fails as any
+    error."""
 
     def __getattr__(self, name: str) -> object:
         return getattr(sys.stdout, name)
