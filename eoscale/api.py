@@ -75,11 +75,15 @@ def run(source: Source | PipelineSpec | RunPlan, *, overwrite: bool = False,
     ``cluster`` runs it on Dask (the 'dask' extra): an address (``"local:4"``,
     ``"tcp://host:8786"``, as ``cluster:`` in the pipeline) or a ``distributed.Client``, which
     is used as it is and left open; a cluster this call starts or connects to is closed at the
-    end. The pipeline is validated before any cluster is started.
+    end. The pipeline's document is checked before any cluster is started; on a cluster, the
+    run is planned on one of its workers (its callables are imported there, not here).
     """
     address = cluster if cluster is None or isinstance(cluster, str) else None
     if not isinstance(source, RunPlan):
-        source = plan(source, cluster=address, **kwargs) if address else plan(source, **kwargs)
+        spec = source if isinstance(source, PipelineSpec) else load(
+            source, **({"cluster": address} if address else {}), **kwargs)
+        on_cluster = cluster is not None or spec.cluster is not None
+        source = spec if on_cluster else checked_plan(spec)
     with open_run(source, cluster=cluster) as opened:
         return run_pipeline(opened.plan, progress=progress, overwrite=overwrite,
                             start_method=start_method, executor=opened.executor)

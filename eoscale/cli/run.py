@@ -6,6 +6,7 @@ import gc
 import json
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -31,6 +32,9 @@ from eoscale.pipeline import checked_plan, load_pipeline
 from eoscale.pipeline.document import load
 from eoscale.pipeline.resume import FRESH, RESTART, RESUME, Resuming, describe, outlook
 from eoscale.pipeline.runner import check_outputs, run_pipeline
+
+if TYPE_CHECKING:
+    from eoscale.engine.cluster import DaskExecutor
 
 
 def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
@@ -91,9 +95,9 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
         workers=workers, tile_size=tile_size, tiling=tiling, inputs=inputs, outputs=outputs,
         params=params, memory=memory, scratch=None if scratch is None else str(scratch),
         cluster=cluster))
-    plan = checked_plan(spec)
     out = console()
     if dry_run:
+        plan = checked_plan(spec)
         if as_json:
             found = plan.to_dict()
             if resume or restart:  # what a run would do about a killed run's journal
@@ -112,13 +116,16 @@ def run(pipeline: Path, workers: int | None, tile_size: int | None, tiling: str 
     check_outputs(spec, overwrite)  # before a cluster starts, or a killed run is said resumed
     from eoscale.pipeline.session import open_run
 
-    with open_run(plan) as opened:
+    def connected(cluster: DaskExecutor) -> None:
+        if not settings.quiet:
+            out.print(f"cluster: {cluster.describe()}", markup=False, soft_wrap=True)
+
+    # A run on a cluster is planned on one of its workers, once connected: this process does
+    # not import the pipeline's modules (the spec was checked as it loaded).
+    with open_run(spec if spec.cluster is not None else checked_plan(spec),
+                  connected=connected) as opened:
         plan = opened.plan
-        where = None
-        if opened.cluster is not None:
-            where = opened.cluster.summary()
-            if not settings.quiet:
-                out.print(f"cluster: {opened.cluster.describe()}", markup=False, soft_wrap=True)
+        where = None if opened.cluster is None else opened.cluster.summary()
         said = describe(plan, resuming)
         if said and not settings.quiet:
             out.print(said, markup=False, soft_wrap=True)

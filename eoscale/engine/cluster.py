@@ -63,7 +63,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -399,6 +399,28 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):
                 self.client.cancel([*pending, shared], force=True)
             self._end_step(token, running=bool(pending))
+
+    def call(self, fn: Callable[..., Any], *args: Any, what: str = "a call") -> Any:
+        """``fn(*args)`` run on one of the workers (the run's plan, a profile function), its
+        result; what ``fn`` raises is raised here. A worker that dies running it (each time
+        Dask retries it) or a lost task is a :class:`ClusterError` saying ``what`` it ran."""
+        from distributed.scheduler import KilledWorker
+
+        future = self.client.submit(fn, *args, pure=False)
+        try:
+            return future.result()
+        except KilledWorker as error:
+            said = str(error).partition(". ")[0]
+            raise ClusterError(f"a Dask worker died running {what}, each time Dask retried it "
+                               f"({said}); a module that exits or crashes as it is imported "
+                               "is the usual cause") from None
+        except CancelledError as error:
+            detail = " ".join(str(error).split())
+            raise ClusterError(f"the cluster lost {what}: its workers or the scheduler died, or "
+                               f"the connection to the scheduler was lost "
+                               f"({type(error).__name__}: {detail})") from None
+        finally:
+            self.client.cancel([future], force=True)
 
     def _end_step(self, token: str, running: bool) -> None:
         """Tell every worker that the step ``token`` ended (its jobs closed, its chunks writing

@@ -25,17 +25,20 @@ What it holds:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eoscale.io.paths import is_address, redact
+from eoscale.pipeline.remote import RemoteCallable
+from eoscale.pipeline.resolve import resolve_callable, source_files
 from eoscale.pipeline.spec import InputSpec, OutputSpec, PipelineSpec, StacInput, StepSpec
+
+if TYPE_CHECKING:
+    from eoscale.pipeline.plan import RunPlan
 
 #: How much of an input file's start is hashed: its header and its first blocks.
 HEAD_BYTES = 1 << 16
@@ -112,8 +115,6 @@ def fingerprint(spec: PipelineSpec, *, version: str, plan: Mapping[str, str] | N
     step's dotted path (default: :func:`~eoscale.pipeline.resolve.resolve_callable` from the
     pipeline's folder) to find the code it runs."""
     if callables is None:
-        from eoscale.pipeline.resolve import resolve_callable
-
         def callables(dotted: str) -> Callable[..., Any]:
             return resolve_callable(dotted, spec.base_dir)
 
@@ -204,6 +205,25 @@ def _step_aspects(step: StepSpec, callables: Callable[[str], Callable[..., Any]]
     return aspects
 
 
+def plan_callables(plan: RunPlan) -> Callable[[str], Callable[..., Any]]:
+    """Resolves a dotted path of ``plan``'s steps to the callable the plan holds for it (on a
+    cluster, a :class:`~eoscale.pipeline.remote.RemoteCallable`: its module is not imported
+    here), any other as :func:`~eoscale.pipeline.resolve.resolve_callable` does."""
+    held: dict[str, Callable[..., Any]] = {}
+    for step_plan in plan.steps:
+        step, found = step_plan.step, step_plan.callables
+        for dotted, fn in ((step.callable, found.fn), (step.profile, found.profile),
+                           (step.combine, getattr(found, "combine", None)),
+                           (step.finalize, getattr(found, "finalize", None))):
+            if dotted is not None and fn is not None:
+                held.setdefault(dotted, fn)
+
+    def callables(dotted: str) -> Callable[..., Any]:
+        return held[dotted] if dotted in held else resolve_callable(dotted, plan.spec.base_dir)
+
+    return callables
+
+
 def code_files(callables: Callable[[str], Callable[..., Any]], dotted: Iterable[str]
                ) -> list[Path]:
     """The source files of the modules that define the callables ``dotted`` names (those that
@@ -214,18 +234,9 @@ def code_files(callables: Callable[[str], Callable[..., Any]], dotted: Iterable[
             fn = callables(text)
         except Exception:  # noqa: BLE001 - a step that does not resolve fails the run itself
             continue
-        candidates = [sys.modules.get(text.split(":")[0].rsplit(".", 1)[0]),
-                      sys.modules.get(getattr(fn, "__module__", "") or "")]
-        for module in candidates:
-            source = getattr(module, "__file__", None)
-            if source and source.endswith(".py"):
-                files[source] = Path(source)
-        try:
-            source = inspect.getsourcefile(fn)
-        except TypeError:
-            source = None
-        if source:
-            files[source] = Path(source)
+        # a RemoteCallable's: as the worker that planned the run found them
+        sources = fn.sources if isinstance(fn, RemoteCallable) else source_files(text, fn)
+        files.update((source, Path(source)) for source in sources)
     return [files[key] for key in sorted(files)]
 
 

@@ -10,6 +10,7 @@ of the same name.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,24 @@ def resolve_callable(dotted: str, base_dir: Path | None = None) -> Callable[...,
     if not callable(target):
         raise ResolveError(f"'{dotted}' is {type(target).__name__} {target!r:.60}, not a callable")
     return target
+
+
+def source_files(dotted: str, fn: Callable[..., Any]) -> list[str]:
+    """The source files of the modules that define ``fn``, which ``dotted`` names: its dotted
+    path's module and the function's own (those with no ``.py`` file are left out)."""
+    files = []
+    for module in (sys.modules.get(dotted.split(":")[0].rsplit(".", 1)[0]),
+                   sys.modules.get(getattr(fn, "__module__", "") or "")):
+        source = getattr(module, "__file__", None)
+        if source and source.endswith(".py"):
+            files.append(source)
+    try:
+        source = inspect.getsourcefile(fn)
+    except TypeError:
+        source = None
+    if source:
+        files.append(source)
+    return list(dict.fromkeys(files))
 
 
 def resolve_params(params: Mapping[str, Any], results: Mapping[str, Any], *,

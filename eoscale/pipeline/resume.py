@@ -59,7 +59,7 @@ from eoscale.errors import Interrupted, ResumeRefused
 from eoscale.io.journal import SYNCED, Journal, JournalError, boot_id, read_journal
 from eoscale.io.raster import Staging
 from eoscale.io.runfiles import JOURNAL, FolderRecord, point_to, remove_named
-from eoscale.pipeline.fingerprint import Fingerprint, fingerprint
+from eoscale.pipeline.fingerprint import Fingerprint, fingerprint, plan_callables
 from eoscale.pipeline.killed import (KilledRun, Restored, encode_result, engine_name,
                                       find_killed_run, iteration_of, journal_path, run_key)
 from eoscale.pipeline.plan import RunPlan, StepPlan
@@ -159,7 +159,7 @@ def _outlook(plan: RunPlan, resuming: Resuming) -> tuple[KilledRun | None, dict[
     if killed is None or mode != RESUME:
         return killed, found
     check_unchanged(killed, fingerprint(plan.spec, version=resuming.version,
-                                        plan=plan_aspects(plan)))
+                                        plan=plan_aspects(plan), callables=plan_callables(plan)))
     restored = killed.restored()
     running = steps_to_run(plan, restored.done, restored.spilled, restored.fed)
     units = killed.units()
@@ -243,7 +243,8 @@ class RunJournal:
         self._flushed = self._marked_at = time.monotonic()
         self._flusher: ThreadPoolExecutor | None = None  # started at the first tiles recorded
         self._flushing: Future[None] | None = None
-        now = fingerprint(plan.spec, version=resuming.version, plan=plan_aspects(plan))
+        now = fingerprint(plan.spec, version=resuming.version, plan=plan_aspects(plan),
+                          callables=plan_callables(plan))
         killed = find_killed_run(plan.spec)
         path = journal_path(plan.spec)
         if killed is not None and (resuming.mode == RESTART or (

@@ -81,6 +81,12 @@ def write_json(path: Path, step: StepSpec, result: Any, display: Path) -> None:
     write_text(path, text + "\n", display)
 
 
+def _on_dask(executor: Executor | None) -> bool:
+    from eoscale.engine.cluster import DaskExecutor
+
+    return isinstance(executor, DaskExecutor)
+
+
 def check_outputs(spec: PipelineSpec, overwrite: bool) -> None:
     """Refuse an output path that exists (unless ``overwrite``) or cannot be written, and a
     scratch folder given that is missing or cannot be written, before anything is done: before
@@ -102,6 +108,12 @@ def run_pipeline(spec: PipelineSpec | RunPlan, *, progress: Progress | None = No
     without it, a cluster plan connects to its cluster here (:func:`open_run`). ``resuming``:
     keep a journal of the run, and do with a killed run's as it says
     (:mod:`eoscale.pipeline.resume`); None: no journal (a signal then discards everything)."""
+    if not isinstance(spec, RunPlan) and (spec.cluster is not None or _on_dask(executor)):
+        # planned on one of the cluster's workers, once connected (open_run)
+        with open_run(spec, executor=executor) as opened:
+            return run_pipeline(opened.plan, progress=progress, overwrite=overwrite,
+                                start_method=start_method, executor=opened.executor,
+                                resuming=resuming)
     plan = spec if isinstance(spec, RunPlan) else plan_run(spec)
     spec = plan.spec
     check_outputs(spec, overwrite)  # before a killed run's journal is taken over

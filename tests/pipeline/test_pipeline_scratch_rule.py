@@ -1,6 +1,7 @@
 """The plan decides which file each image written as computed goes to, laid out how, and whether
 a run's scratch files are where its workers read them: a remote cluster needs a named scratch
-folder, which ``validate``, ``run --dry-run`` and the run report alike (exit 2)."""
+folder, which ``validate``, ``run --dry-run`` and the run (once it reaches the cluster's workers,
+which plan it) report alike (exit 2)."""
 
 from __future__ import annotations
 
@@ -70,13 +71,17 @@ def test_the_plan_says_so(pipeline, tmp_path: Path) -> None:
     assert validate(named) == []
 
 
-def test_validate_dry_run_and_run_refuse_alike(pipeline) -> None:
+def test_validate_and_dry_run_refuse_alike_without_reaching_the_cluster(pipeline) -> None:
+    """(A run plans on the cluster's workers: it refuses alike once it reaches them, tested in
+    tests/cluster/test_cluster_planning.py; here the scheduler does not answer.)"""
     path = str(pipeline("cluster: tcp://127.0.0.1:1"))
     runner = CliRunner()
-    for args in (["validate", path], ["run", "--dry-run", path], ["run", path]):
+    for args in (["validate", path], ["run", "--dry-run", path]):
         result = runner.invoke(cli, args)
         assert result.exit_code == EXIT_USAGE, (args, result.output)
         assert "same path" in result.output
+    result = runner.invoke(cli, ["run", path])
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in result.output
 
 
 @pytest.mark.parametrize("mode, tile_size, block", [("tiles", 64, 64), ("tiles", 100, 512),
