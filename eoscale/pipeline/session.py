@@ -101,9 +101,11 @@ def plan_for(spec: PipelineSpec, executor: Executor) -> RunPlan:
     if not isinstance(executor, DaskExecutor):
         return checked_plan(spec, resources)
     _set_up(executor, spec, resources.gdal_cache)
+    # The input files first: a worker that cannot see one would plan as if it were missing.
+    executor.check_visible(_seen_here(read_locations(spec, {})))
     plan = plan_on_cluster(spec, resources,
                            functools.partial(executor.call, what="the run's planning"))
-    executor.check_visible(worker_paths(plan))
+    executor.check_visible(worker_paths(plan))  # (not asking again about the inputs)
     return plan
 
 
@@ -153,5 +155,10 @@ def worker_paths(plan: RunPlan) -> list[str]:
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         paths.append(str(folder))
-    # What this process cannot see either, its own checks report (a missing scratch folder).
-    return [path for path in dict.fromkeys(paths) if Path(path).exists()]
+    return _seen_here(paths)
+
+
+def _seen_here(paths: list[str]) -> list[str]:
+    """The local ``paths`` this process sees (what it cannot see either, its own checks report:
+    a missing scratch folder, a missing input)."""
+    return [path for path in dict.fromkeys(paths) if not is_address(path) and Path(path).exists()]

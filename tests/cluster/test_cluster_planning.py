@@ -164,3 +164,35 @@ def test_problems_found_on_the_worker_are_raised_as_found(tmp_path):
     [problem] = raised.value.problems
     assert problem.message == "factor must be positive" and problem.step == "double"
     assert str(raised.value).count("invalid pipeline") == 1
+
+
+def test_the_workers_are_asked_whether_they_see_the_inputs_before_they_plan(tmp_path):
+    """A worker that cannot see an input would plan as if it were missing (a pipeline error
+    naming a file the user sees): the cluster's own error comes first."""
+    from eoscale.engine.cluster import ClusterError, DaskExecutor
+    from eoscale.pipeline.session import plan_for
+
+    class Blind(DaskExecutor):
+        """Workers that see nothing; what is asked of them, in order."""
+
+        def __init__(self):
+            self.workers, self.description, self.asked = 2, "blind", []
+
+        def prepare(self, setup):
+            self.asked.append("prepare")
+
+        def check_visible(self, paths):
+            self.asked.append(("check_visible", list(paths)))
+            if paths:
+                raise ClusterError(f"cannot see {paths[0]}")
+
+        def call(self, fn, *args, what=""):
+            self.asked.append(fn.__name__)
+            return fn(*args)
+
+    spec = load_pipeline(_pipeline(tmp_path))
+    blind = Blind()
+    with pytest.raises(ClusterError, match="cannot see .*in.tif"):
+        plan_for(spec, blind)
+    assert blind.asked == ["prepare", ("check_visible", [str(tmp_path / "in.tif")])]
+    assert "traced_ops" not in sys.modules
