@@ -380,7 +380,7 @@ class DaskExecutor(Executor):
         # writing, and a worker always has its next chunk waiting.
         completed = as_completed(
             [submit(position) for position in itertools.islice(waiting, IN_FLIGHT * self.workers)],
-            with_results=True, raise_errors=False)
+            loop=self.client.loop, with_results=True, raise_errors=False)
         try:
             # Results are fetched as their tasks finish: a result left on a worker would be lost
             # with it.

@@ -22,14 +22,16 @@ the tiles' partial results in this process (a round trip per partial would cost 
 import); the functions of modules this process had imported (eoscale's own operations, a
 library user's module), whose import costs nothing more; and any call made when no cluster is
 open (a plan kept after its run). An attribute the contract does not name is looked up on the
-imported function too. A plan that cannot be sent (a callable of a kind pickled by value that
-cannot be, such as an instance of a class defined in a function) is made again here, as before.
+imported function too. Every callable a step names is sent so, whatever its kind (a function,
+an instance of a class with ``__call__``, a ``functools.partial``, a class's method): none is
+pickled by reference to a module this process would have to import. A plan that cannot be sent
+all the same (an attribute the contract reads whose value cannot be pickled) is made again
+here, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import pickle
 import sys
@@ -167,9 +169,9 @@ def _facts(fn: Any, where: Reach, local_calls: bool) -> tuple[dict[str, Any], fr
 
 
 def _reaches(plan: RunPlan, imported: frozenset[str]) -> dict[int, tuple[Any, Reach, bool]]:
-    """Each of the plan's functions by identity: the function, its reach, whether it is called
-    in the client (a reduce's combine and finalize, and the functions of the modules the client
-    has ``imported``)."""
+    """Each of the plan's callables by identity: the callable, its reach, whether it is called
+    in the client (a reduce's combine and finalize, and the callables reached through a module
+    the client has ``imported``)."""
     base_dir = str(plan.spec.base_dir)
     found: dict[int, tuple[Any, Reach, bool]] = {}
     for step_plan in plan.steps:
@@ -179,12 +181,15 @@ def _reaches(plan: RunPlan, imported: frozenset[str]) -> dict[int, tuple[Any, Re
                 (callables.profile, step.profile, "profile", False),
                 (getattr(callables, "combine", None), step.combine, "combine", True),
                 (getattr(callables, "finalize", None), step.finalize, "finalize", True)):
-            if fn is None or not inspect.isfunction(fn):
-                continue  # another kind of callable: pickled as it is
+            if fn is None:
+                continue
             where = (Reach(dotted, base_dir) if dotted is not None
                      else Reach(step.callable, base_dir, (attribute,)))
-            # (a function of a module the client has is called there: its import is free)
-            found[id(fn)] = (fn, where, local_calls or fn.__module__ in imported)
+            # (a callable reached through a module the client has is called there: its import
+            # costs nothing more)
+            module = where.dotted.partition(":")[0] if ":" in where.dotted \
+                else where.dotted.rpartition(".")[0]
+            found[id(fn)] = (fn, where, local_calls or module in imported)
     return found
 
 

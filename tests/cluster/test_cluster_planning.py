@@ -4,6 +4,7 @@ each of the user's functions as a :class:`~eoscale.pipeline.remote.RemoteCallabl
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -58,13 +59,18 @@ def _pipeline(folder: Path, callable_: str = "traced_ops.double", factor: int = 
     return path
 
 
-def _command(folder: Path, address: str, *options: str) -> subprocess.CompletedProcess[str]:
-    """``eoscale run p.yaml`` on the cluster at ``address`` (with a scratch folder unless
-    ``options`` are given); its process id in ``args``."""
+def _command(folder: Path, address: str, *options: str,
+             pipeline: str = "p.yaml") -> subprocess.CompletedProcess[str]:
+    """``eoscale run`` of ``folder``'s ``pipeline`` on the cluster at ``address`` (with a
+    scratch folder unless ``options`` are given), started from another folder (so that the
+    pipeline's folder is not on its ``sys.path``); its process id in ``args``."""
     options = options or ("--scratch", str(folder))
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "eoscale", "run", "p.yaml", "--cluster", address, "--overwrite",
-         *options], cwd=folder, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "eoscale", "run", str(folder / pipeline), "--cluster", address,
+         "--overwrite", *options], cwd=elsewhere, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
     out, err = process.communicate(timeout=120)
     return subprocess.CompletedProcess([process.pid], process.returncode, out, err)
 
@@ -97,6 +103,88 @@ def test_a_dotted_path_the_workers_cannot_resolve_names_its_line(client, tmp_pat
     assert "p.yaml:5" in run.stderr, run.stderr
     assert "module 'traced_ops' has no attribute 'dubble'" in run.stderr, run.stderr
     assert "double" in run.stderr.partition("dubble'")[2], run.stderr  # did you mean
+
+
+#: Callables of other kinds than functions, and a reduce whose combine is a partial.
+KINDS_OPS = """\
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+Path(__file__).with_name(f"kinds-{os.getpid()}").touch()
+
+
+class Adder:
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, arrays, profiles, params):
+        return [arrays[0].astype("float32") + self.n]
+
+
+def _scaled(arrays, profiles, params, factor):
+    return [arrays[0].astype("float32") * factor]
+
+
+class Halves:
+    @classmethod
+    def halved(cls, arrays, profiles, params):
+        return [arrays[0].astype("float32") / 2]
+
+
+def total(arrays, profiles, params):
+    return int(arrays[0].astype(np.int64).sum())
+
+
+adder = Adder(7)
+tripled = functools.partial(_scaled, factor=3)
+"""
+#: A reduce's combine, which the client calls: it imports this module, not the other.
+KINDS_COMBINE = "import functools\nimport operator\n\nadded = functools.partial(operator.add)\n"
+
+
+def test_callables_of_every_kind_run_on_a_cluster_and_stay_out_of_the_client(client, tmp_path):
+    """An instance with ``__call__``, a partial, a class's method and a reduce's partial
+    combine: run from a folder where the client could not import their module by chance."""
+    _pipeline(tmp_path)
+    (tmp_path / "kinds_ops.py").write_text(KINDS_OPS, encoding="utf-8")
+    (tmp_path / "kinds_combine.py").write_text(KINDS_COMBINE, encoding="utf-8")
+    (tmp_path / "kinds.yaml").write_text(
+        "version: 1\ninputs: {image: in.tif}\nsteps:\n"
+        "  - {name: plus, map: kinds_ops.adder, inputs: [image]}\n"
+        "  - {name: times, map: kinds_ops.tripled, inputs: [image]}\n"
+        "  - {name: half, map: 'kinds_ops:Halves.halved', inputs: [image]}\n"
+        "  - {name: sum, reduce: kinds_ops.total, combine: kinds_combine.added, inputs: [image]}\n"
+        "outputs: {plus: plus.tif, times: times.tif, half: half.tif, sum: sum.json}\n",
+        encoding="utf-8")
+    run = _command(tmp_path, client.scheduler.address, pipeline="kinds.yaml")
+    assert run.returncode == 0, run.stderr
+    with rasterio.open(tmp_path / "in.tif") as src:
+        image = src.read(1).astype(np.float32)
+    for name, expected in (("plus", image + 7), ("times", image * 3), ("half", image / 2)):
+        with rasterio.open(tmp_path / f"{name}.tif") as out:
+            np.testing.assert_array_equal(out.read(1), expected, err_msg=name)
+    assert json.loads((tmp_path / "sum.json").read_text())["result"] == int(image.sum())
+    marks = {path.name for path in tmp_path.glob("kinds-*")}
+    assert marks and f"kinds-{run.args[0]}" not in marks
+
+
+def test_a_client_that_is_not_dask_s_default_runs_a_pipeline(client, tmp_path):
+    """``distributed.Client(..., set_as_default=False)``: the results are taken on its own
+    loop (Dask's as_completed otherwise looks for a default client, and found none)."""
+    path = _pipeline(tmp_path)
+    script = (
+        "import sys, distributed, eoscale\n"
+        f"client = distributed.Client({client.scheduler.address!r}, set_as_default=False)\n"
+        f"eoscale.run({str(path)!r}, cluster=client, scratch={str(tmp_path)!r})\n"
+        "client.close()\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / ".", text=True,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    with rasterio.open(tmp_path / "in.tif") as src, rasterio.open(tmp_path / "out.tif") as out:
+        np.testing.assert_array_equal(out.read(1), src.read(1).astype(np.float32) * 3)
 
 
 def test_a_run_that_spills_on_a_remote_cluster_without_scratch_is_refused_on_its_plan(
