@@ -28,6 +28,7 @@ A callable may declare, as attributes:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +70,11 @@ def step_margin(fn: Callable, params: Mapping[str, Any], stated: int | None, *,
     callable ``label`` (its dotted path in a pipeline), else its name.
     """
     name = label or getattr(fn, "__name__", "the callable")
+    declared_value = getattr(fn, "margin", None)
+    if declared_value is not None and not callable(declared_value) and not (
+            isinstance(declared_value, numbers.Real) and float(declared_value).is_integer()):
+        raise ConfigError(f"{name} declares margin {declared_value!r}; a margin is an integer "
+                          ">= 0, or a function of the params that returns one")
     try:
         needed = declared_margin(fn, params)
     except USER_ERRORS as exc:  # the user's margin function; reported with its name

@@ -63,3 +63,27 @@ def test_a_fused_chain_s_margins_are_resolved_once(write_pipeline: Writer,
     _run_fused(write_pipeline, make_raster)
     assert margin_callables.CALLS["first"] == 1
     assert margin_callables.CALLS["second"] == 1
+
+
+def test_a_declared_margin_that_is_no_integer_is_said_so() -> None:
+    """A constant that is not a whole number is no margin (it was reported as if a margin
+    function had raised); a whole float is taken, as before."""
+    import pytest
+
+    from eoscale.engine.contract import step_margin
+    from eoscale.errors import ConfigError
+
+    def fn(arrays, profiles, params):
+        return arrays[0]
+
+    for wrong in ("abc", 1.5, [2]):
+        fn.margin = wrong
+        with pytest.raises(ConfigError) as raised:
+            step_margin(fn, {}, None, label="ops.fn")
+        assert str(raised.value) == (f"ops.fn declares margin {wrong!r}; a margin is an integer "
+                                     ">= 0, or a function of the params that returns one")
+    fn.margin = 3.0
+    assert step_margin(fn, {}, None) == 3
+    fn.margin = lambda params: "abc"  # a function's result: what it raised, as before
+    with pytest.raises(ConfigError, match="the margin of fn raised ValueError"):
+        step_margin(fn, {}, None)

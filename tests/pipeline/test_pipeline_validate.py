@@ -358,3 +358,22 @@ def test_a_quicklook_of_bands_the_image_lacks_is_refused_before_the_run(
     assert [(p.line, p.message) for p in found] == [
         (6, "output 'c' (quicklook): a quicklook cannot show band 5: the raster has 4 bands")]
     assert problems(write_pipeline, text.replace("[5, 1, 2]", "[4, 1, 2]")) == []
+
+
+@pytest.mark.parametrize("said, expected", [
+    (["radius too large", "no colour"], ["radius too large", "no colour"]),
+    ("radius too large", ["radius too large"]),  # one message, not one per character
+    (None, []),
+    (3, ["the check of 'pipeline_callables.smooth' returned int 3, not a list of messages"]),
+])
+def test_what_a_callable_s_check_returns_is_its_problems(chain: PipelineSpec, said, expected):
+    from eoscale.pipeline.plan import params_problems
+
+    def smooth(arrays, profiles, params):
+        return arrays[0]
+
+    smooth.check = lambda params, names: said
+    step = chain.steps[2]
+    found = params_problems(step, smooth)
+    assert [(p.message, p.step, p.path) for p in found] == [
+        (message, "smooth", "steps -> 2 -> params") for message in expected]

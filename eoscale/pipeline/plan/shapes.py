@@ -102,7 +102,14 @@ def params_problems(step: StepSpec, main: Callable[..., Any]) -> list[Problem]:
         found = check_fn(callable_params(step, main, {}), list(step.inputs))
     except USER_ERRORS as error:  # the callable's own check: a problem to report
         found = [f"checking the params of '{step.callable}' raised {type(error).__name__}: {error}"]
-    return [step.locate("params").problem(message, step.name) for message in found]
+    if found is None:  # (a check that says nothing)
+        found = []
+    elif isinstance(found, str):  # one message, not a list of them: not one per character
+        found = [found]
+    elif not isinstance(found, (list, tuple)):
+        found = [f"the check of '{step.callable}' returned {type(found).__name__} {found!r:.60}, "
+                 "not a list of messages"]
+    return [step.locate("params").problem(str(message), step.name) for message in found]
 
 
 def _margin(step: StepSpec, found: StepCallables, problems: list[Problem]) -> int | None:
