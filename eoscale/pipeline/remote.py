@@ -83,10 +83,11 @@ def call_reached(where: Reach, args: tuple[Any, ...], kwargs: Mapping[str, Any])
 
 
 class RemoteCallable:
-    """A user's function that this process did not import: its :class:`Reach` and ``facts``
+    """A step's callable as a plan made on a worker holds it: its :class:`Reach` and ``facts``
     (its names, the contract's attributes it has, each a value or another RemoteCallable, and
     the source files of its module); ``absent``: the contract's attributes it does not have.
-    ``local_calls``: called here, it is imported here (a reduce's combine and finalize)."""
+    ``local_calls``: called here, it is imported here (a reduce's combine and finalize, a
+    callable of a module this process had imported)."""
 
     def __init__(self, where: Reach, facts: Mapping[str, Any], absent: frozenset[str],
                  local_calls: bool = False):
@@ -107,7 +108,7 @@ class RemoteCallable:
         return tuple(self._facts.get("sources", ()))
 
     def imported(self) -> Callable[..., Any]:
-        """The function itself, its module imported in this process (once)."""
+        """The callable itself, its module imported in this process (once)."""
         if self._imported is None:
             self._imported = reach(self._where)
         return self._imported
