@@ -195,7 +195,7 @@ def _reaches(plan: RunPlan, imported: frozenset[str]) -> dict[int, tuple[Any, Re
 
 
 class _PlanPickler(pickle.Pickler):
-    """Pickles a plan with the user's functions as :class:`RemoteCallable` s."""
+    """Pickles a plan with its steps' callables as :class:`RemoteCallable` s."""
 
     def __init__(self, file: io.BytesIO, reaches: Mapping[int, tuple[Any, Reach, bool]]):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -214,9 +214,9 @@ class _PlanPickler(pickle.Pickler):
 
 def plan_on_worker(spec: PipelineSpec, resources: Resources, imported: frozenset[str]) -> bytes:
     """On a worker: the checked plan of ``spec`` for ``resources`` (the client's budget, the
-    cluster's workers), pickled with the step's functions whose modules the client has not
-    ``imported`` as :class:`RemoteCallable` s; or what stops it: a pipeline's problems, or
-    another of eoscale's errors."""
+    cluster's workers), pickled with its steps' callables as :class:`RemoteCallable` s (called
+    in the client itself when reached through a module it has ``imported``); or what stops it:
+    a pipeline's problems, or another of eoscale's errors."""
     from eoscale.pipeline.validate import checked_plan
 
     try:
@@ -224,13 +224,16 @@ def plan_on_worker(spec: PipelineSpec, resources: Resources, imported: frozenset
     except PipelineError as error:
         return pickle.dumps(("problems", type(error), error.problems))
     except EOScaleError as error:
-        return pickle.dumps(("error", type(error), (str(error), vars(error))))
+        try:
+            return pickle.dumps(("error", type(error), (str(error), vars(error))))
+        except Exception:  # noqa: BLE001 - an attribute that cannot be sent: the message is
+            return pickle.dumps(("error", EOScaleError, (str(error), {})))
     file = io.BytesIO()
     try:
         _PlanPickler(file, _reaches(plan, imported)).dump(("plan", plan, None))
     except (pickle.PicklingError, AttributeError, TypeError) as error:
-        # a callable of a kind that cannot be sent (a local class's instance): planned again
-        # by the client, which imports the modules
+        # an attribute the contract reads whose value cannot be sent: planned again by the
+        # client, which imports the modules
         return pickle.dumps(("unsent", None, f"{type(error).__name__}: {error}"))
     return file.getvalue()
 

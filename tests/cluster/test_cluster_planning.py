@@ -284,3 +284,22 @@ def test_the_workers_are_asked_whether_they_see_the_inputs_before_they_plan(tmp_
         plan_for(spec, blind)
     assert blind.asked == ["prepare", ("check_visible", [str(tmp_path / "in.tif")])]
     assert "traced_ops" not in sys.modules
+
+
+def test_another_error_found_on_the_worker_is_raised_as_it_was(tmp_path, monkeypatch):
+    """Not a pipeline's problems (an error of eoscale's planning): its class, message and
+    attributes, as the worker raised it."""
+    from eoscale.errors import StepError
+
+    spec = load_pipeline(_pipeline(tmp_path))
+    raised_there = StepError("the profile function raised ValueError: boom", step="double")
+
+    def failing(spec, resources):
+        raise raised_there
+
+    monkeypatch.setattr(sys.modules["eoscale.pipeline.validate"], "checked_plan", failing)
+    with pytest.raises(StepError) as raised:
+        plan_on_cluster(spec, Resources.for_cluster("test", 2, 2**30),
+                        lambda fn, *args: fn(*args))
+    assert str(raised.value) == str(raised_there) and raised.value.step == "double"
+    assert raised.value.exit_code == raised_there.exit_code
