@@ -45,6 +45,20 @@ def pairs(option: str) -> Callable[[click.Context, click.Parameter, Any], dict[s
     return parse
 
 
+def cluster_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A cluster's address (``local``, ``local:N``, ``tcp://host:8786``); a bad one is a usage
+    error naming the option, as for the other options (not a pipeline's problem)."""
+    if value is None:
+        return None
+    from eoscale.engine.cluster import parse_cluster
+
+    try:
+        parse_cluster(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
 def size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """A size option (``4GiB``, ``512MB``) in bytes; a bad one is a usage error naming it."""
     if value is None:

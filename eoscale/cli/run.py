@@ -13,7 +13,15 @@ import yaml
 
 from eoscale import __version__
 from eoscale.api import overrides
-from eoscale.cli.options import json_opt, pairs, quiet_opt, size_option, verbose_opt, workers_opt
+from eoscale.cli.options import (
+    cluster_option,
+    json_opt,
+    pairs,
+    quiet_opt,
+    size_option,
+    verbose_opt,
+    workers_opt,
+)
 from eoscale.cli.render import (
     console,
     error_console,
@@ -67,7 +75,7 @@ def parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, 
               help="Memory budget: 4GiB, 512MB...; default: the memory available less 10 %.")
 @click.option("--scratch", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Folder for images spilled to disk; default: the system's temporary folder.")
-@click.option("--cluster", metavar="ADDRESS", default=None,
+@click.option("--cluster", metavar="ADDRESS", default=None, callback=cluster_option,
               help="Run on a Dask cluster: local, local:N (N worker processes here) or a "
                    "scheduler's address, tcp://host:8786 (needs the 'dask' extra).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")

@@ -42,6 +42,27 @@ def test_a_bad_cluster_in_the_pipeline_is_a_problem_at_its_line(tmp_path):
         load_pipeline(tmp_path / "p.yaml")
 
 
+@pytest.mark.parametrize("text, said", [
+    ("foo", "expected local, local:N or a scheduler address like tcp://host:8786, found 'foo'"),
+    ("local:0", "a local cluster needs at least 1 worker, found 'local:0'"),
+    ("tcp://host:99999", "a port is 1 to 65535, found 99999 in 'tcp://host:99999'"),
+])
+def test_a_bad_cluster_option_is_a_usage_error_naming_it(tmp_path, text, said):
+    """As every other option's bad value (exit 2), not a pipeline's problem (exit 3)."""
+    from click.testing import CliRunner
+
+    from eoscale.cli.main import cli
+    from eoscale.errors import EXIT_USAGE
+
+    (tmp_path / "p.yaml").write_text("version: 1\ninputs: {a: a.tif}\n"
+                                     "steps: [{name: s, map: m.f, inputs: [a]}]\n")
+    for args in (["run", str(tmp_path / "p.yaml"), "--cluster", text],
+                 ["run", "--dry-run", str(tmp_path / "p.yaml"), "--cluster", text]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert f"Invalid value for '--cluster': {said}" in result.output
+
+
 def test_cluster_without_the_dask_extra_says_what_to_install(tmp_path: Path):
     with rasterio.open(tmp_path / "a.tif", "w", driver="GTiff", width=8, height=8, count=1,
                        dtype="uint8", crs="EPSG:32631",
