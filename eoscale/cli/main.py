@@ -8,12 +8,14 @@ unless ``-v`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
 import signal
 import sys
 import traceback
+import warnings
 from gettext import gettext as _
 from types import FrameType
 
@@ -136,10 +138,31 @@ def report(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
+#: The warnings this process has printed (:func:`_show_warning`).
+_WARNED: set[tuple[type, str, str]] = set()
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning as one line, once: ``warning: Category: message``, with its place when it comes
+    from the user's code (not from a library's, whose source line means nothing to the user:
+    rasterio warned three times of one input without georeferencing, each with its own code)."""
+    library = any(part in filename for part in ("site-packages", "dist-packages")) or \
+        filename.startswith(os.path.dirname(os.path.dirname(__file__)))
+    where = "" if library or filename.startswith("<") else f" ({filename}:{lineno})"
+    key = (category, str(message), where)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    with contextlib.suppress(OSError, ValueError):  # a closed or full standard error
+        print(f"warning: {category.__name__}: {message}{where}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: Ctrl-C and SIGTERM stop the run cleanly (exit 130 and 143)."""
     if sys.stdout is None:  # started with its standard output closed (>&-, some daemons):
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - what it prints is dropped
+    warnings.showwarning = _show_warning
     record_interrupt(None)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -320,3 +320,26 @@ def test_the_summary_s_first_line_is_never_wrapped(tmp_path):
     assert done.returncode == 0, done.stderr
     assert any(re.fullmatch(r"done in [\d.]+ s, peak memory [\d.]+ \w+ \(estimated [\d.]+ \w+\)",
                             line) for line in done.stdout.splitlines()), done.stdout
+
+
+def test_warnings_are_one_line_each_naming_the_user_s_code_not_a_library_s(tmp_path):
+    """An input without georeferencing: rasterio's warning once per message, without its own
+    source line; a user's callable warning: its file and line."""
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", height=60, width=50, count=1,
+                       dtype="float32") as dst:
+        dst.write(np.arange(3000, dtype=np.float32).reshape(1, 60, 50))
+    (tmp_path / "warned.py").write_text(
+        "import numpy as np\n\n\ndef logged(arrays, profiles, params):\n"
+        "    return np.log(arrays[0] - 10)\n", encoding="utf-8")
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ninputs: {a: in.tif}\nsteps:\n  - {name: s, map: warned.logged, inputs: [a]}\n"
+        "outputs: {s: out.tif}\n", encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "eoscale", "run", "p.yaml", "-q", "-w", "1"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    said = "warning: NotGeoreferencedWarning: Dataset has no geotransform, gcps, or rpcs."
+    assert sum(line.startswith(said) for line in lines) == 1, run.stderr
+    assert (f"warning: RuntimeWarning: invalid value encountered in log "
+            f"({tmp_path / 'warned.py'}:5)") in lines, run.stderr
+    assert all(line.startswith("warning: ") for line in lines), run.stderr
