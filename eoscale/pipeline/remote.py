@@ -31,10 +31,12 @@ here, as before.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import pickle
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,23 +221,43 @@ def plan_on_worker(spec: PipelineSpec, resources: Resources, imported: frozenset
     a pipeline's problems, or another of eoscale's errors."""
     from eoscale.pipeline.validate import checked_plan
 
-    try:
-        plan = checked_plan(spec, resources)
-    except PipelineError as error:
-        return pickle.dumps(("problems", type(error), error.problems))
-    except EOScaleError as error:
+    # What the modules, checks, margins and profiles warn is said by the client, as when it
+    # planned itself (a remote worker's warnings reach only its log).
+    with warnings.catch_warnings(record=True) as caught:
         try:
-            return pickle.dumps(("error", type(error), (str(error), vars(error))))
-        except Exception:  # noqa: BLE001 - an attribute that cannot be sent: the message is
-            return pickle.dumps(("error", EOScaleError, (str(error), {})))
+            plan = checked_plan(spec, resources)
+        except PipelineError as error:
+            return pickle.dumps(("problems", type(error), error.problems, _said(caught)))
+        except EOScaleError as error:
+            try:
+                return pickle.dumps(("error", type(error), (str(error), vars(error)),
+                                     _said(caught)))
+            except Exception:  # noqa: BLE001 - an attribute that cannot be sent: the message is
+                return pickle.dumps(("error", EOScaleError, (str(error), {}), _said(caught)))
     file = io.BytesIO()
     try:
-        _PlanPickler(file, _reaches(plan, imported)).dump(("plan", plan, None))
+        _PlanPickler(file, _reaches(plan, imported)).dump(("plan", plan, None, _said(caught)))
     except (pickle.PicklingError, AttributeError, TypeError) as error:
         # an attribute the contract reads whose value cannot be sent: planned again by the
-        # client, which imports the modules
-        return pickle.dumps(("unsent", None, f"{type(error).__name__}: {error}"))
+        # client, which imports the modules (and warns itself)
+        return pickle.dumps(("unsent", None, f"{type(error).__name__}: {error}", []))
     return file.getvalue()
+
+
+def _said(caught: list[warnings.WarningMessage]) -> list[tuple[str, str, str, int]]:
+    """The warnings caught: their category's name, message, file and line."""
+    return [(found.category.__name__, str(found.message), found.filename, found.lineno)
+            for found in caught]
+
+
+def _warn_again(said: list[tuple[str, str, str, int]]) -> None:
+    """Warn here what a worker caught, each under its category (one of Python's, else a
+    warning class of the same name: the user's module is not imported for it)."""
+    for name, message, filename, lineno in said:
+        category = getattr(builtins, name, None)
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category = type(name, (UserWarning,), {})
+        warnings.warn_explicit(message, category, filename, lineno)
 
 
 def plan_on_cluster(spec: PipelineSpec, resources: Resources,
@@ -244,7 +266,8 @@ def plan_on_cluster(spec: PipelineSpec, resources: Resources,
     ``caller(fn, *args)`` runs functions on (:func:`plan_on_worker`). Raises what the worker
     found, as it would have been raised here."""
     imported = frozenset(name for name, module in list(sys.modules.items()) if module is not None)
-    kind, found, detail = pickle.loads(caller(plan_on_worker, spec, resources, imported))
+    kind, found, detail, said = pickle.loads(caller(plan_on_worker, spec, resources, imported))
+    _warn_again(said)
     if kind == "unsent":
         from eoscale.pipeline.validate import checked_plan
 

@@ -291,9 +291,14 @@ def _quicklook_problems(spec: PipelineSpec, plan: RunPlan) -> list[Problem]:
 class ScratchFolderError(PipelineError, ConfigError):
     """A run that would write scratch files where its workers cannot read them: reported with
     the pipeline's problems, and a usage error (exit 2) as the run's refusal was: the scratch
-    folder (``--scratch``, ``scratch:``) is missing."""
+    folder (``--scratch``, ``scratch:``) is missing. Its message is headed as a usage error is
+    (not "invalid pipeline", which goes with exit 3)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[Problem] | Problem | str):
+        super().__init__(problems)
+        self.args = ("cannot run as given:\n" + "\n".join(f"  - {p}" for p in self.problems),)
 
 
 def _scratch_problem(plan: RunPlan | None) -> Problem | None:

@@ -303,3 +303,38 @@ def test_another_error_found_on_the_worker_is_raised_as_it_was(tmp_path, monkeyp
                         lambda fn, *args: fn(*args))
     assert str(raised.value) == str(raised_there) and raised.value.step == "double"
     assert raised.value.exit_code == raised_there.exit_code
+
+
+WARNING_OPS = """\
+import warnings
+
+warnings.warn("made at import")
+
+
+class OddWarning(UserWarning):
+    pass
+
+
+def double(arrays, profiles, params):
+    return [arrays[0] * 2]
+
+
+def _check(params, input_names):
+    warnings.warn("checked", OddWarning)
+    return []
+
+
+double.check = _check
+"""
+
+
+def test_what_the_planning_worker_warns_the_command_says(client, tmp_path):
+    """As when the command planned itself: a remote worker's warnings reach only its log."""
+    _pipeline(tmp_path, callable_="warning_ops.double")
+    (tmp_path / "warning_ops.py").write_text(WARNING_OPS, encoding="utf-8")
+    run = _command(tmp_path, client.scheduler.address)
+    assert run.returncode == 0, run.stderr
+    module = tmp_path / "warning_ops.py"
+    lines = run.stderr.splitlines()
+    assert f"warning: UserWarning: made at import ({module}:3)" in lines, run.stderr
+    assert f"warning: OddWarning: checked ({module}:15)" in lines, run.stderr
