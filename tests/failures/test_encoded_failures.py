@@ -242,8 +242,12 @@ def start_and_kill(folder: Path, case: str) -> tuple[int, dict[str, bytes], dict
             process, workers):
         if watch is not None:
             wait_for_blocks(folder / watch)
-        else:
-            time.sleep(1.0)
+        else:  # its staged file, written as the map goes (a fixed sleep after the map's first
+            # line could end after the run on a busy machine: nothing left to find)
+            deadline = time.monotonic() + 30
+            while not staged(folder / "out") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
         os.killpg(process.pid, signal.SIGKILL)  # main, workers and resource tracker
         process.wait(timeout=10)
     assert wait_gone(workers, 5.0) == set()
