@@ -87,6 +87,8 @@ class PipelineError(EOScaleError):
     """A pipeline is invalid; holds every problem found, not only the first."""
 
     exit_code = EXIT_INVALID_PIPELINE
+    #: What the message says before its problems.
+    heading = "invalid pipeline"
 
     def __init__(self, problems: list[Problem] | Problem | str):
         if isinstance(problems, str):
@@ -95,7 +97,7 @@ class PipelineError(EOScaleError):
             problems = [problems]
         self.problems: list[Problem] = list(problems)
         count = len(self.problems)
-        head = "invalid pipeline" if count == 1 else f"invalid pipeline ({count} problems)"
+        head = self.heading if count == 1 else f"{self.heading} ({count} problems)"
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 

@@ -410,15 +410,11 @@ class DaskExecutor(Executor):
         try:
             return future.result()
         except KilledWorker as error:
-            said = str(error).partition(". ")[0]
             raise ClusterError(f"a Dask worker died running {what}, each time Dask retried it "
-                               f"({said}); a module that exits or crashes as it is imported "
-                               "is the usual cause") from None
+                               f"({_first_sentence(error)}); a module that exits or crashes as "
+                               "it is imported is the usual cause") from None
         except CancelledError as error:
-            detail = " ".join(str(error).split())
-            raise ClusterError(f"the cluster lost {what}: its workers or the scheduler died, or "
-                               f"the connection to the scheduler was lost "
-                               f"({type(error).__name__}: {detail})") from None
+            raise ClusterError(_lost(what, error)) from None
         finally:
             self.client.cancel([future], force=True)
 
@@ -461,7 +457,7 @@ class DaskExecutor(Executor):
         first, last = job.tiles[chunk[0]], job.tiles[chunk[-1]]
         where = first.describe() if first is last else f"{first.describe()} .. {last.describe()}"
         if isinstance(error, KilledWorker):
-            said = str(error).partition(". ")[0]  # Dask's first sentence: the workers lost
+            said = _first_sentence(error)
             raise WorkerDiedError(
                 "a Dask worker died while running this chunk, each time Dask retried it (Dask "
                 "cannot tell which of the chunks a dying worker held killed it: it may be "
@@ -469,11 +465,7 @@ class DaskExecutor(Executor):
                 "exit in the callable are the usual causes: try a smaller tile size",
                 step=job.step, tile=where)
         if isinstance(error, CancelledError):
-            detail = " ".join(str(error).split())  # Dask's own text runs over lines
-            raise WorkerDiedError(
-                f"the cluster lost this chunk's task: its workers or the scheduler died, or "
-                f"the connection to the scheduler was lost ({type(error).__name__}: {detail})",
-                step=job.step, tile=where)
+            raise WorkerDiedError(_lost("this chunk's task", error), step=job.step, tile=where)
         raise StepError(f"the Dask cluster failed to run this chunk ({type(error).__name__}: "
                         f"{error})", step=job.step, tile=where)
 
@@ -660,6 +652,18 @@ def _knock(scheduler: str, seconds: float) -> None:
     host, _, port = rest.rpartition(":")
     with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
         pass
+
+
+def _first_sentence(error: BaseException) -> str:
+    """Dask's first sentence of a KilledWorker: the task, and the workers it was lost with."""
+    return str(error).partition(". ")[0]
+
+
+def _lost(what: str, error: BaseException) -> str:
+    """What a task lost by the cluster (a CancelledError) means; Dask's text on one line."""
+    detail = " ".join(str(error).split())
+    return (f"the cluster lost {what}: its workers or the scheduler died, or the connection to "
+            f"the scheduler was lost ({type(error).__name__}: {detail})")
 
 
 def _served(link: str) -> bool:

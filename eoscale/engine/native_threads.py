@@ -58,9 +58,9 @@ def _cores() -> int:
 @contextlib.contextmanager
 def one_blas_thread_at_load(*, command: bool = False) -> Iterator[None]:
     """An OpenBLAS that loads inside the block (numpy's as the command imports numpy) starts
-    with one thread, in the command line's process only (``command``: the command line says this process is its own), unless the user set a
-    count (:data:`USER_VARIABLES`). The variable is removed at the block's end, so no process
-    started later inherits it."""
+    with one thread, in the command line's process only (``command``: the command line says
+    this process is its own), unless the user set a count (:data:`USER_VARIABLES`). The
+    variable is removed at the block's end, so no process started later inherits it."""
     global _command, _lowered_from
     _command = _command or command
     if not _command or any(os.environ.get(name) for name in USER_VARIABLES):

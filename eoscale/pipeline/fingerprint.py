@@ -211,10 +211,7 @@ def plan_callables(plan: RunPlan) -> Callable[[str], Callable[..., Any]]:
     here), any other as :func:`~eoscale.pipeline.resolve.resolve_callable` does."""
     held: dict[str, Callable[..., Any]] = {}
     for step_plan in plan.steps:
-        step, found = step_plan.step, step_plan.callables
-        for dotted, fn in ((step.callable, found.fn), (step.profile, found.profile),
-                           (step.combine, getattr(found, "combine", None)),
-                           (step.finalize, getattr(found, "finalize", None))):
+        for _, dotted, fn in step_plan.callables.named(step_plan.step):
             if dotted is not None and fn is not None:
                 held.setdefault(dotted, fn)
 

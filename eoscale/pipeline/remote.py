@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eoscale.errors import EOScaleError, PipelineError
-from eoscale.pipeline.resolve import resolve_callable, source_files
+from eoscale.pipeline.resolve import resolve_callable, source_files, split_dotted
 
 if TYPE_CHECKING:
     from eoscale.pipeline.plan import Resources, RunPlan
@@ -178,21 +178,18 @@ def _reaches(plan: RunPlan, imported: frozenset[str]) -> dict[int, tuple[Any, Re
     base_dir = str(plan.spec.base_dir)
     found: dict[int, tuple[Any, Reach, bool]] = {}
     for step_plan in plan.steps:
-        step, callables = step_plan.step, step_plan.callables
-        for fn, dotted, attribute, local_calls in (
-                (callables.fn, step.callable, None, False),
-                (callables.profile, step.profile, "profile", False),
-                (getattr(callables, "combine", None), step.combine, "combine", True),
-                (getattr(callables, "finalize", None), step.finalize, "finalize", True)):
+        step = step_plan.step
+        for key, dotted, fn in step_plan.callables.named(step):
             if fn is None:
                 continue
             where = (Reach(dotted, base_dir) if dotted is not None
-                     else Reach(step.callable, base_dir, (attribute,)))
-            # (a callable reached through a module the client has is called there: its import
-            # costs nothing more)
-            module = where.dotted.partition(":")[0] if ":" in where.dotted \
-                else where.dotted.rpartition(".")[0]
-            found[id(fn)] = (fn, where, local_calls or module in imported)
+                     else Reach(step.callable, base_dir, (key,)))
+            # (a reduce's combine and finalize fold the partials in the client; a callable
+            # reached through a module the client has costs it no more import)
+            split = split_dotted(where.dotted)
+            local_calls = key in ("combine", "finalize") or (
+                split is not None and split[0] in imported)
+            found[id(fn)] = (fn, where, local_calls)
     return found
 
 

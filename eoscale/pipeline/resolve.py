@@ -87,7 +87,8 @@ def source_files(dotted: str, fn: Callable[..., Any]) -> list[str]:
     """The source files of the modules that define ``fn``, which ``dotted`` names: its dotted
     path's module and the function's own (those with no ``.py`` file are left out)."""
     files = []
-    for module in (sys.modules.get(dotted.split(":")[0].rsplit(".", 1)[0]),
+    split = split_dotted(dotted)
+    for module in (sys.modules.get(split[0]) if split else None,
                    sys.modules.get(getattr(fn, "__module__", "") or "")):
         source = getattr(module, "__file__", None)
         if source and source.endswith(".py"):
@@ -195,13 +196,24 @@ class StepCallables:
     combine: Callable[..., Any] | None = None
     finalize: Callable[..., Any] | None = None
 
+    def named(self, step: StepSpec) -> list[tuple[str, str | None, Callable[..., Any] | None]]:
+        """Each of ``step``'s callables with its key (the step's kind for the main one) and the
+        dotted path the step gives it (None: declared by the main callable, or none)."""
+        return [(key, dotted, getattr(self, field)) for key, dotted, field in _keyed(step)]
+
+
+def _keyed(step: StepSpec) -> list[tuple[str, str | None, str]]:
+    """A step's callables: each one's key, dotted path (None: not given) and field of
+    :class:`StepCallables`."""
+    return [(step.kind, step.callable, "fn"), ("profile", step.profile, "profile"),
+            ("combine", step.combine, "combine"), ("finalize", step.finalize, "finalize")]
+
 
 def resolve_step(step: StepSpec, base_dir: Path | None) -> tuple[StepCallables | None, list[Problem]]:
     """Import a step's callables; the problems name the step and the line of each dotted path."""
     found: dict[str, Callable[..., Any]] = {}
     problems = []
-    for key, dotted in ((step.kind, step.callable), ("profile", step.profile),
-                        ("combine", step.combine), ("finalize", step.finalize)):
+    for key, dotted, _ in _keyed(step):
         if dotted is not None:
             try:
                 found[key] = resolve_callable(dotted, base_dir)

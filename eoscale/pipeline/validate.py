@@ -295,10 +295,7 @@ class ScratchFolderError(PipelineError, ConfigError):
     (not "invalid pipeline", which goes with exit 3)."""
 
     exit_code = EXIT_USAGE
-
-    def __init__(self, problems: list[Problem] | Problem | str):
-        super().__init__(problems)
-        self.args = ("cannot run as given:\n" + "\n".join(f"  - {p}" for p in self.problems),)
+    heading = "cannot run as given"
 
 
 def _scratch_problem(plan: RunPlan | None) -> Problem | None:
